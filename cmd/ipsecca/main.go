@@ -1,0 +1,83 @@
+// Command ipsecca is the certificate authority for IPsec in Kubernetes and
+// OpenShift clusters: the CA service, its node sidecar and the admin CLI.
+// This package only wires flags to the packages that do the work.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit statuses of the ipsecca command.
+const (
+	exitOK      = 0
+	exitFailure = 1 // the operation failed (denied, invalid bundle, server error)
+	exitUsage   = 2 // bad flags or arguments
+)
+
+// exitError carries an exit status out of a command.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// usageError marks err as a usage error (exit status 2).
+func usageError(format string, a ...any) error {
+	return &exitError{code: exitUsage, err: fmt.Errorf(format, a...)}
+}
+
+// failure returns an error that exits with status 1 without printing
+// anything more than what the command already printed (when err is nil) or err.
+func failure(err error) error { return &exitError{code: exitFailure, err: err} }
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "ipsecca",
+		Short:         "Certificate authority for IPsec (libreswan/OVN-Kubernetes) node certificates",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return &exitError{code: exitUsage, err: err}
+	})
+	for _, add := range subcommands {
+		root.AddCommand(add())
+	}
+	return root
+}
+
+// subcommands lists the constructors of the top-level commands; each file
+// of this package appends its own in an init function.
+var subcommands []func() *cobra.Command
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+// run executes the command line and returns the exit status.
+func run(args []string) int {
+	root := newRootCmd()
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return exitOK
+	}
+	var ee *exitError
+	code := exitFailure
+	if errors.As(err, &ee) {
+		code = ee.code
+		if ee.err == nil {
+			return code
+		}
+	} else if isCobraUsageError(err) {
+		code = exitUsage
+	}
+	fmt.Fprintf(os.Stderr, "ipsecca: %v\n", err)
+	return code
+}

@@ -1,0 +1,164 @@
+// Package store defines the records ipsecca persists and the errors its
+// backends report. The backends live in subpackages (store/bolt); the
+// interfaces they satisfy are declared by the packages that use them (ca,
+// server), so a backend depends on nothing above it.
+package store
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Errors a backend returns. Callers act on them with errors.Is.
+var (
+	// ErrNotFound: the record does not exist.
+	ErrNotFound = errors.New("store: not found")
+	// ErrExists: a record that must be unique already exists (serial, CA, token id).
+	ErrExists = errors.New("store: already exists")
+	// ErrNameHeld: the certificate name belongs to another node.
+	ErrNameHeld = errors.New("store: name held by another node")
+	// ErrTokenUsed: the bootstrap token was consumed before.
+	ErrTokenUsed = errors.New("store: token already used")
+	// ErrUnavailable: the backend cannot take writes now (closed, full disk, read-only).
+	ErrUnavailable = errors.New("store: unavailable")
+)
+
+// Kind says what a certificate is for.
+type Kind string
+
+// Certificate kinds. Only node certificates take part in rotation.
+const (
+	KindNode   Kind = "node"
+	KindAdmin  Kind = "admin"
+	KindServer Kind = "server"
+)
+
+// State is the stored lifecycle state of a certificate. "expired" is not
+// stored: it is derived from NotAfter at read time (see Cert.StateAt).
+type State string
+
+// Certificate states.
+const (
+	StateActive     State = "active"
+	StateSuperseded State = "superseded"
+	StateRevoked    State = "revoked"
+	StateExpired    State = "expired"
+)
+
+// Cert is one issued certificate.
+type Cert struct {
+	Serial       string    `json:"serial"` // lower-case hex, no leading zeros
+	Kind         Kind      `json:"kind"`
+	Node         string    `json:"node"`        // the node (or admin/server) identity it was issued to
+	CommonName   string    `json:"common_name"` // the subject CN
+	State        State     `json:"state"`
+	NotBefore    time.Time `json:"not_before"`
+	NotAfter     time.Time `json:"not_after"`
+	RotateAfter  time.Time `json:"rotate_after"`
+	IssuedAt     time.Time `json:"issued_at"`
+	IssuedVia    string    `json:"issued_via"` // token, renewal, init, kube
+	SupersededBy string    `json:"superseded_by,omitempty"`
+	DER          []byte    `json:"der"`
+}
+
+// StateAt reports the state at t, deriving "expired" from NotAfter.
+func (c *Cert) StateAt(t time.Time) State {
+	if c.State == StateActive && !t.Before(c.NotAfter) {
+		return StateExpired
+	}
+	return c.State
+}
+
+// Token is a bootstrap token as stored: only a hash of its secret.
+type Token struct {
+	ID         string    `json:"id"`
+	Node       string    `json:"node"`        // node identity the token admits
+	CommonName string    `json:"common_name"` // certificate name the node may ask for
+	SecretHash []byte    `json:"secret_hash"` // SHA-256 of the secret part
+	CreatedAt  time.Time `json:"created_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	CreatedBy  string    `json:"created_by"`
+	UsedAt     time.Time `json:"used_at,omitzero"`
+	UsedFor    string    `json:"used_for,omitempty"` // serial issued with it
+}
+
+// CA is the signing material of the certificate authority.
+type CA struct {
+	CertPEM []byte `json:"cert_pem"`
+	KeyPEM  []byte `json:"key_pem"`
+	// Previous holds earlier root certificates (same key after a renewal), newest first.
+	Previous [][]byte `json:"previous,omitempty"`
+}
+
+// Event is one audit record. The backend assigns Seq, Prev and Hash when it
+// appends: Hash = SHA-256 over the record's canonical JSON with Hash empty,
+// and Prev is the Hash of the record before it, so the log is a hash chain.
+type Event struct {
+	Seq       uint64            `json:"seq"`
+	Time      time.Time         `json:"time"`
+	Type      string            `json:"type"`
+	Actor     string            `json:"actor,omitempty"`
+	Node      string            `json:"node,omitempty"`
+	Serial    string            `json:"serial,omitempty"`
+	OldSerial string            `json:"old_serial,omitempty"`
+	Reason    string            `json:"reason,omitempty"`
+	Detail    map[string]string `json:"detail,omitempty"`
+	Prev      string            `json:"prev,omitempty"`
+	Hash      string            `json:"hash,omitempty"`
+}
+
+// Event types recorded by the CA core.
+const (
+	EventEnrolled     = "cert.enrolled"
+	EventRenewed      = "cert.renewed"
+	EventIssued       = "cert.issued" // admin/server certificates
+	EventDenied       = "request.denied"
+	EventTokenCreated = "token.created"
+	EventTokenUsed    = "token.used"
+	EventCACreated    = "ca.created"
+)
+
+// Issuance is everything one certificate issue commits atomically: the
+// certificate, the token it consumes (if any), the supersession of the
+// node's earlier certificates of the same kind, and its audit event.
+type Issuance struct {
+	Cert    *Cert
+	TokenID string // consumed in the same transaction; empty for renewals
+	Event   Event
+}
+
+// CertFilter selects certificates in listings. Zero fields match everything.
+type CertFilter struct {
+	Node  string
+	Kind  Kind
+	State State     // compared with StateAt(Now)
+	Now   time.Time // for deriving "expired"
+	// After is a page cursor: only serials sorting after it are returned.
+	After string
+	Limit int // 0 means 100
+}
+
+// EventFilter selects audit events.
+type EventFilter struct {
+	Node     string
+	Type     string
+	AfterSeq uint64
+	Limit    int // 0 means 100
+}
+
+// HashEvent computes an event's chain hash: SHA-256 over its JSON encoding
+// with the Hash field empty (Prev included, so each record seals the one
+// before it). encoding/json sorts map keys, so the encoding is canonical.
+func HashEvent(e Event) (string, error) {
+	e.Hash = ""
+	b, err := json.Marshal(e)
+	if err != nil {
+		return "", fmt.Errorf("store: encode event: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
