@@ -55,6 +55,7 @@ type Cert struct {
 	Kind         Kind      `json:"kind"`
 	Node         string    `json:"node"`        // the node (or admin/server) identity it was issued to
 	CommonName   string    `json:"common_name"` // the subject CN
+	Subject      string    `json:"subject"`     // RFC 2253 form
 	State        State     `json:"state"`
 	NotBefore    time.Time `json:"not_before"`
 	NotAfter     time.Time `json:"not_after"`

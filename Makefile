@@ -1,0 +1,77 @@
+# ipsecca build, test and tooling. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/ipsecca
+TOOLS := .cache/tools
+DATA ?= .data
+LISTEN ?= 127.0.0.1:8443
+PROTO := proto/ipsecca/v1/ipsecca.proto
+
+# Debian packages the tests use: protoc for the staleness check, openssl to
+# make CSRs like a node would, NSS tools for the node database.
+APT_PKGS := protobuf-compiler openssl libnss3-tools
+
+.PHONY: all build run test unit integration deps proto proto-check vet fmt-check clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/ipsecca
+
+# Run the service on the embedded store, data in ./$(DATA).
+run: build
+	$(BIN) serve --data-dir $(DATA) --listen $(LISTEN)
+
+# Install what the tests need when missing; fail loudly when we cannot.
+deps:
+	@missing=""; \
+	command -v protoc >/dev/null || missing="$$missing protobuf-compiler"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v certutil >/dev/null && command -v pk12util >/dev/null || missing="$$missing libnss3-tools"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "FATAL: need root to apt-get install$$missing" >&2; exit 1; fi; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	    || { echo "FATAL: apt-get install$$missing failed" >&2; exit 1; }; \
+	fi
+
+$(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc: go.mod
+	@mkdir -p $(TOOLS)
+	$(GO) build -o $(TOOLS)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
+	$(GO) build -o $(TOOLS)/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
+
+# Regenerate the committed gRPC code.
+proto: $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
+	protoc --plugin=protoc-gen-go=$(TOOLS)/protoc-gen-go --plugin=protoc-gen-go-grpc=$(TOOLS)/protoc-gen-go-grpc \
+	  --go_out=. --go_opt=paths=source_relative \
+	  --go-grpc_out=. --go-grpc_opt=paths=source_relative $(PROTO)
+
+# Fail when the committed generated code is stale.
+proto-check: deps $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	protoc --plugin=protoc-gen-go=$(TOOLS)/protoc-gen-go --plugin=protoc-gen-go-grpc=$(TOOLS)/protoc-gen-go-grpc \
+	  --go_out=$$tmp --go_opt=paths=source_relative \
+	  --go-grpc_out=$$tmp --go-grpc_opt=paths=source_relative $(PROTO); \
+	for f in $$(cd $$tmp && find . -name '*.go'); do \
+	  cmp -s $$tmp/$$f $$f || { echo "FATAL: $$f is stale: run 'make proto' and commit" >&2; exit 1; }; \
+	done; echo "proto: generated code is current"
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "FATAL: gofmt needed:" >&2; echo "$$out" >&2; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+unit: deps
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /integration)
+
+integration: deps build
+	$(GO) test -count=1 -timeout 20m ./integration/...
+
+# Everything CI checks.
+test: deps fmt-check vet proto-check
+	$(GO) test -count=1 -timeout 30m ./...
+
+clean:
+	rm -rf bin $(TOOLS)

@@ -1,0 +1,276 @@
+package ca
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/ipsecca/ipsecca/store"
+)
+
+// Store is what the Authority needs from a store backend.
+type Store interface {
+	RootStore
+	Token(ctx context.Context, id string) (*store.Token, error)
+	PutToken(ctx context.Context, t *store.Token, ev store.Event) error
+	Cert(ctx context.Context, serial string) (*store.Cert, error)
+	NameOwner(ctx context.Context, cn string) (string, error)
+	Issue(ctx context.Context, is store.Issuance) error
+	AppendEvent(ctx context.Context, ev store.Event) error
+}
+
+// Config holds the Authority's parameters.
+type Config struct {
+	Clock  Clock     // required
+	Rand   io.Reader // required; crypto/rand.Reader in production
+	Logger *slog.Logger
+}
+
+// Authority issues certificates under the node policy and records every
+// decision in the store.
+type Authority struct {
+	st    Store
+	root  *Root
+	org   string
+	clock Clock
+	rand  io.Reader
+	log   *slog.Logger
+}
+
+// New returns an Authority signing with root.
+func New(st Store, root *Root, cfg Config) *Authority {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	org := DefaultOrganization
+	if o := root.Cert.Subject.Organization; len(o) > 0 {
+		org = o[0]
+	}
+	return &Authority{st: st, root: root, org: org, clock: cfg.Clock, rand: cfg.Rand, log: log}
+}
+
+// Root returns the current root.
+func (a *Authority) Root() *Root { return a.root }
+
+// Caller is an authenticated mTLS client: a certificate this CA issued and
+// still considers valid.
+type Caller struct {
+	Kind   store.Kind
+	Node   string
+	CN     string
+	Serial string
+}
+
+// String names the caller for logs and audit records.
+func (c Caller) String() string { return fmt.Sprintf("%s:%s", c.Kind, c.Node) }
+
+// Authenticate maps a verified client certificate to its stored record:
+// it must be one this CA issued (same bytes), not revoked and not expired.
+func (a *Authority) Authenticate(ctx context.Context, leaf *x509.Certificate) (Caller, error) {
+	serial := SerialString(leaf.SerialNumber)
+	rec, err := a.st.Cert(ctx, serial)
+	if errors.Is(err, store.ErrNotFound) {
+		return Caller{}, deny(ErrUnauthenticated, ReasonCallerUnknown, "the client certificate (serial %s) was not issued by this CA", serial)
+	}
+	if err != nil {
+		return Caller{}, err
+	}
+	if string(rec.DER) != string(leaf.Raw) {
+		return Caller{}, deny(ErrUnauthenticated, ReasonCallerUnknown, "the client certificate (serial %s) does not match the issued one", serial)
+	}
+	if rec.State == store.StateRevoked {
+		return Caller{}, deny(ErrUnauthenticated, ReasonCallerRevoked, "the client certificate (serial %s) is revoked", serial)
+	}
+	if !a.clock.Now().Before(rec.NotAfter) {
+		return Caller{}, deny(ErrUnauthenticated, ReasonCallerExpired, "the client certificate (serial %s) has expired; enrol again with a new token", serial)
+	}
+	return Caller{Kind: rec.Kind, Node: rec.Node, CN: rec.CommonName, Serial: rec.Serial}, nil
+}
+
+// CreateToken makes a single-use bootstrap token admitting node to a
+// certificate named cn (node when empty), valid for ttl (DefaultTokenTTL
+// when zero, at most MaxTokenTTL). The token is returned once and stored
+// only as a hash.
+func (a *Authority) CreateToken(ctx context.Context, node, cn string, ttl time.Duration, actor string) (string, *store.Token, error) {
+	if cn == "" {
+		cn = node
+	}
+	if err := ValidName(node); err != nil {
+		return "", nil, deny(ErrInvalidRequest, ReasonNodeNameInvalid, "node name: %v", err)
+	}
+	if HasOVSPrefix(cn) {
+		return "", nil, deny(ErrInvalidRequest, ReasonCNForbiddenOVS, "the name %q starts with \"ovs_\": ovs-monitor-ipsec owns and deletes NSS entries in that namespace", cn)
+	}
+	if err := ValidName(cn); err != nil {
+		return "", nil, deny(ErrInvalidRequest, ReasonCNInvalid, "certificate name: %v", err)
+	}
+	switch {
+	case ttl == 0:
+		ttl = DefaultTokenTTL
+	case ttl < 0 || ttl > MaxTokenTTL:
+		return "", nil, deny(ErrInvalidRequest, ReasonTokenInvalid, "token lifetime %s is outside (0, %s]", ttl, MaxTokenTTL)
+	}
+	if owner, err := a.st.NameOwner(ctx, cn); err != nil {
+		return "", nil, err
+	} else if owner != "" && owner != node {
+		return "", nil, deny(ErrConflict, ReasonNameHeld, "the certificate name %q is held by node %q", cn, owner)
+	}
+	token, id, hash, err := newToken(a.rand)
+	if err != nil {
+		return "", nil, err
+	}
+	now := a.clock.Now().UTC()
+	rec := &store.Token{ID: id, Node: node, CommonName: cn, SecretHash: hash, CreatedAt: now, ExpiresAt: now.Add(ttl), CreatedBy: actor}
+	ev := store.Event{Time: now, Type: store.EventTokenCreated, Actor: actor, Node: node,
+		Detail: map[string]string{"token_id": id, "common_name": cn, "expires_at": rec.ExpiresAt.Format(time.RFC3339)}}
+	if err := a.st.PutToken(ctx, rec, ev); err != nil {
+		return "", nil, err
+	}
+	a.log.Info("token created", "token_id", id, "node", node, "cn", cn, "expires_at", rec.ExpiresAt, "actor", actor)
+	return token, rec, nil
+}
+
+// EnrollWithToken issues a node certificate for csrPEM to the node the
+// bootstrap token admits, consuming the token in the same transaction.
+func (a *Authority) EnrollWithToken(ctx context.Context, token string, csrPEM []byte) (*store.Cert, error) {
+	id, secret, err := ParseToken(token)
+	if err != nil {
+		return nil, a.denied(ctx, "token", "", err)
+	}
+	actor := "token:" + id
+	tok, err := a.st.Token(ctx, id)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !secretMatches(secret, tok.SecretHash)) {
+		return nil, a.denied(ctx, actor, "", deny(ErrUnauthenticated, ReasonTokenInvalid, "the bootstrap token is not valid"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !tok.UsedAt.IsZero() {
+		return nil, a.denied(ctx, actor, tok.Node, deny(ErrUnauthenticated, ReasonTokenUsed, "the bootstrap token was already used (tokens are single-use); ask an admin for a new one"))
+	}
+	if !a.clock.Now().Before(tok.ExpiresAt) {
+		return nil, a.denied(ctx, actor, tok.Node, deny(ErrUnauthenticated, ReasonTokenExpired, "the bootstrap token expired at %s; ask an admin for a new one", tok.ExpiresAt.Format(time.RFC3339)))
+	}
+	return a.issueNode(ctx, csrPEM, Identity{Node: tok.Node, CN: tok.CommonName}, "token", actor, id, store.EventEnrolled)
+}
+
+// Renew issues a new certificate for the caller's own node; the caller
+// authenticated with a current certificate of that node.
+func (a *Authority) Renew(ctx context.Context, caller Caller, csrPEM []byte) (*store.Cert, error) {
+	if caller.Kind != store.KindNode {
+		return nil, a.denied(ctx, caller.String(), "", deny(ErrPermissionDenied, ReasonCallerNotNode, "only node certificates can renew; this is a %s certificate", caller.Kind))
+	}
+	return a.issueNode(ctx, csrPEM, Identity{Node: caller.Node, CN: caller.CN}, "renewal", "node:"+caller.Node, "", store.EventRenewed)
+}
+
+func (a *Authority) issueNode(ctx context.Context, csrPEM []byte, id Identity, via, actor, tokenID, evType string) (*store.Cert, error) {
+	csr, err := ParseCSR(csrPEM)
+	if err != nil {
+		return nil, a.denied(ctx, actor, id.Node, err)
+	}
+	if err := Evaluate(NodePolicy, &Request{CSR: csr, Identity: id}); err != nil {
+		return nil, a.denied(ctx, actor, id.Node, err)
+	}
+	// Cheap early answer; the store re-checks inside the transaction.
+	if owner, err := a.st.NameOwner(ctx, id.CN); err != nil {
+		return nil, err
+	} else if owner != "" && owner != id.Node {
+		return nil, a.denied(ctx, actor, id.Node, deny(ErrConflict, ReasonNameHeld, "the certificate name %q is held by node %q", id.CN, owner))
+	}
+	now := a.clock.Now()
+	rec, err := a.sign(store.KindNode, id.Node, id.CN, "", csr.PublicKey, []string{id.CN}, nil, NodeYears, now)
+	if err != nil {
+		return nil, err
+	}
+	rec.IssuedVia = via
+	ev := store.Event{Time: now.UTC(), Type: evType, Actor: actor, Node: id.Node, Serial: rec.Serial,
+		Detail: map[string]string{"common_name": id.CN, "not_after": rec.NotAfter.Format(time.RFC3339), "rotate_after": rec.RotateAfter.Format(time.RFC3339)}}
+	if tokenID != "" {
+		ev.Detail["token_id"] = tokenID
+	}
+	err = a.st.Issue(ctx, store.Issuance{Cert: rec, TokenID: tokenID, Event: ev})
+	switch {
+	case errors.Is(err, store.ErrTokenUsed):
+		return nil, a.denied(ctx, actor, id.Node, deny(ErrUnauthenticated, ReasonTokenUsed, "the bootstrap token was already used (tokens are single-use); ask an admin for a new one"))
+	case errors.Is(err, store.ErrNameHeld):
+		return nil, a.denied(ctx, actor, id.Node, deny(ErrConflict, ReasonNameHeld, "the certificate name %q is held by another node", id.CN))
+	case err != nil:
+		a.log.Error("issue failed: not stored, not returned", "node", id.Node, "serial", rec.Serial, "err", err)
+		return nil, err
+	}
+	a.log.Info("issued", "node", id.Node, "cn", id.CN, "serial", rec.Serial, "via", via, "not_after", rec.NotAfter, "rotate_after", rec.RotateAfter)
+	return rec, nil
+}
+
+// IssueService issues and stores a server or admin certificate of the
+// given lifetime in years for pub.
+func (a *Authority) IssueService(ctx context.Context, kind store.Kind, name string, pub crypto.PublicKey, dnsNames []string, ips []net.IP, years int, actor string) (*store.Cert, error) {
+	now := a.clock.Now()
+	ou := "ipsecca " + string(kind)
+	rec, err := a.sign(kind, name, name, ou, pub, dnsNames, ips, years, now)
+	if err != nil {
+		return nil, err
+	}
+	rec.IssuedVia = "server"
+	ev := store.Event{Time: now.UTC(), Type: store.EventIssued, Actor: actor, Node: name, Serial: rec.Serial,
+		Detail: map[string]string{"kind": string(kind), "not_after": rec.NotAfter.Format(time.RFC3339)}}
+	if err := a.st.Issue(ctx, store.Issuance{Cert: rec, Event: ev}); err != nil {
+		return nil, err
+	}
+	a.log.Info("issued", "kind", kind, "name", name, "serial", rec.Serial, "not_after", rec.NotAfter)
+	return rec, nil
+}
+
+func (a *Authority) sign(kind store.Kind, node, cn, ou string, pub crypto.PublicKey, dnsNames []string, ips []net.IP, years int, now time.Time) (*store.Cert, error) {
+	serial, err := newSerial(a.rand)
+	if err != nil {
+		return nil, err
+	}
+	tmpl, err := leafTemplate(serial, a.org, ou, cn, pub, now, years, a.root.Cert)
+	if err != nil {
+		return nil, err
+	}
+	tmpl.DNSNames = dnsNames
+	tmpl.IPAddresses = ips
+	tmpl.SignatureAlgorithm = signatureAlgorithm(a.root.Signer)
+	der, err := x509.CreateCertificate(a.rand, tmpl, a.root.Cert, pub, a.root.Signer)
+	if err != nil {
+		return nil, fmt.Errorf("ca: sign: %w", err)
+	}
+	return &store.Cert{
+		Serial:      SerialString(serial),
+		Kind:        kind,
+		Node:        node,
+		CommonName:  cn,
+		Subject:     tmpl.Subject.String(),
+		State:       store.StateActive,
+		NotBefore:   tmpl.NotBefore,
+		NotAfter:    tmpl.NotAfter,
+		RotateAfter: RotateAfter(tmpl.NotBefore, tmpl.NotAfter),
+		IssuedAt:    now.UTC(),
+		DER:         der,
+	}, nil
+}
+
+// denied logs and audits a denial and returns err unchanged. Denials of
+// malformed tokens carry no node (the token proved nothing).
+func (a *Authority) denied(ctx context.Context, actor, node string, err error) error {
+	var de *DenyError
+	if !errors.As(err, &de) {
+		return err
+	}
+	a.log.Warn("denied", "actor", actor, "node", node, "reason", de.Reason, "detail", de.Detail)
+	ev := store.Event{Time: a.clock.Now().UTC(), Type: store.EventDenied, Actor: actor, Node: node, Reason: string(de.Reason),
+		Detail: map[string]string{"detail": de.Detail}}
+	if aerr := a.st.AppendEvent(context.WithoutCancel(ctx), ev); aerr != nil {
+		a.log.Error("audit append failed", "err", aerr)
+	}
+	return err
+}

@@ -1,0 +1,122 @@
+package ca
+
+import (
+	"crypto"
+	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"fmt"
+	"io"
+	"math/big"
+	"time"
+)
+
+// Profile constants of node certificates.
+const (
+	// NodeYears is a node certificate's lifetime: exactly 5 calendar years
+	// from NotBefore (capped at the root's NotAfter).
+	NodeYears = 5
+	// Backdate is how far NotBefore is set before the moment of issue, so
+	// a peer whose clock runs a little behind still accepts a fresh cert.
+	Backdate = 5 * time.Minute
+	// RotateFraction is the part of a certificate's lifetime after which
+	// it is due for rotation: 90%, so 4.5 years of 5.
+	RotateFraction = 0.9
+)
+
+// OIDExtKeyUsageIPSecIKE is id-kp-ipsecIKE (RFC 4945).
+var OIDExtKeyUsageIPSecIKE = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 17}
+
+// RotateAfter returns NotBefore + RotateFraction of the lifetime.
+func RotateAfter(notBefore, notAfter time.Time) time.Time {
+	life := notAfter.Sub(notBefore)
+	return notBefore.Add(time.Duration(float64(life) * RotateFraction)).Truncate(time.Second)
+}
+
+// newSerial draws a positive, non-zero 128-bit serial from rand.
+func newSerial(rand io.Reader) (*big.Int, error) {
+	var b [16]byte
+	for {
+		if _, err := io.ReadFull(rand, b[:]); err != nil {
+			return nil, fmt.Errorf("ca: read serial randomness: %w", err)
+		}
+		n := new(big.Int).SetBytes(b[:])
+		if n.Sign() > 0 {
+			return n, nil
+		}
+	}
+}
+
+// SerialString formats a serial as stored and shown: lower-case hex.
+func SerialString(n *big.Int) string { return n.Text(16) }
+
+// subjectKeyID is the RFC 5280 method-1 key identifier (SHA-1 of the
+// subjectPublicKey bit string), as Go uses for CA certificates.
+func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	var spki struct {
+		Algorithm pkix.AlgorithmIdentifier
+		PublicKey asn1.BitString
+	}
+	if _, err := asn1.Unmarshal(der, &spki); err != nil {
+		return nil, err
+	}
+	sum := sha1.Sum(spki.PublicKey.Bytes)
+	return sum[:], nil
+}
+
+// leafTemplate is the profile shared by node, server and admin
+// certificates: subject built by the CA (O=<org>, CN=<cn>: CN is the last
+// RDN, so the RFC 2253 form is "CN=<cn>,O=<org>" and ovs-monitor-ipsec's
+// `CN=(.+?),` finds it), KU digitalSignature (+keyEncipherment for RSA),
+// EKU serverAuth, clientAuth and ipsecIKE, validity from now-Backdate for
+// the given years, capped at the root's NotAfter.
+func leafTemplate(serial *big.Int, org, ou, cn string, pub crypto.PublicKey, now time.Time, years int, root *x509.Certificate) (*x509.Certificate, error) {
+	skid, err := subjectKeyID(pub)
+	if err != nil {
+		return nil, fmt.Errorf("ca: public key: %w", err)
+	}
+	notBefore := now.UTC().Truncate(time.Second).Add(-Backdate)
+	notAfter := notBefore.AddDate(years, 0, 0)
+	if notAfter.After(root.NotAfter) {
+		notAfter = root.NotAfter
+	}
+	ku := x509.KeyUsageDigitalSignature
+	if _, ok := pub.(*rsa.PublicKey); ok {
+		ku |= x509.KeyUsageKeyEncipherment
+	}
+	subject := pkix.Name{Organization: []string{org}, CommonName: cn}
+	if ou != "" {
+		subject.OrganizationalUnit = []string{ou}
+	}
+	return &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               subject,
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		KeyUsage:              ku,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		UnknownExtKeyUsage:    []asn1.ObjectIdentifier{OIDExtKeyUsageIPSecIKE},
+		BasicConstraintsValid: true,
+		IsCA:                  false,
+		SubjectKeyId:          skid,
+		AuthorityKeyId:        root.SubjectKeyId,
+	}, nil
+}
+
+// signatureAlgorithm picks the signature for certificates signed by key:
+// SHA-256 for RSA and P-256, SHA-384 for P-384.
+func signatureAlgorithm(key crypto.Signer) x509.SignatureAlgorithm {
+	if _, ok := key.Public().(*rsa.PublicKey); ok {
+		return x509.SHA256WithRSA
+	}
+	if curveBits(key.Public()) == 384 {
+		return x509.ECDSAWithSHA384
+	}
+	return x509.ECDSAWithSHA256
+}

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
+)
+
+func init() { subcommands = append(subcommands, newTokenCmd, newCertsCmd, newAuditCmd) }
+
+// adminClient dials the server with the admin credentials.
+func (f *connFlags) adminClient() (ipseccav1.AdminServiceClient, func(), error) {
+	f.resolveAdmin()
+	conn, err := f.dial()
+	if err != nil {
+		return nil, nil, err
+	}
+	return ipseccav1.NewAdminServiceClient(conn), func() { conn.Close() }, nil
+}
+
+func newTokenCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "Manage bootstrap tokens"}
+	var conn connFlags
+	var node, cn string
+	var ttl time.Duration
+	var asJSON bool
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Create a single-use bootstrap token for a node; prints only the token",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if node == "" {
+				return usageError("--node is required")
+			}
+			client, done, err := conn.adminClient()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := conn.context()
+			defer cancel()
+			req := &ipseccav1.CreateTokenRequest{Node: node, CommonName: cn}
+			if ttl != 0 {
+				req.Ttl = durationpb.New(ttl)
+			}
+			resp, err := client.CreateToken(ctx, req)
+			if err != nil {
+				return rpcError("token create", err)
+			}
+			if asJSON {
+				return printJSON(cmd, resp)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), resp.GetToken())
+			return nil
+		},
+	}
+	conn.register(create.Flags(), true)
+	create.Flags().StringVar(&node, "node", "", "node the token admits")
+	create.Flags().StringVar(&cn, "cn", "", "certificate name the node may ask for, e.g. its OVS system-id (default: the node name)")
+	create.Flags().DurationVar(&ttl, "ttl", 0, "token lifetime (default 1h, at most 168h)")
+	create.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
+	cmd.AddCommand(create)
+	return cmd
+}
+
+func fmtTime(t *timestamppb.Timestamp) string {
+	if t == nil {
+		return "-"
+	}
+	return t.AsTime().UTC().Format("2006-01-02 15:04")
+}
+
+func newCertsCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "certs", Short: "Show issued certificates"}
+
+	var conn connFlags
+	var node, state, kind string
+	var asJSON bool
+	var limit int
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List issued certificates",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			client, done, err := conn.adminClient()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := conn.context()
+			defer cancel()
+			all := &ipseccav1.ListCertificatesResponse{}
+			token := ""
+			for {
+				resp, err := client.ListCertificates(ctx, &ipseccav1.ListCertificatesRequest{Node: node, State: state, Kind: kind, PageSize: 1000, PageToken: token})
+				if err != nil {
+					return rpcError("certs list", err)
+				}
+				all.Certificates = append(all.Certificates, resp.GetCertificates()...)
+				token = resp.GetNextPageToken()
+				if token == "" || (limit > 0 && len(all.Certificates) >= limit) {
+					break
+				}
+			}
+			if limit > 0 && len(all.Certificates) > limit {
+				all.Certificates = all.Certificates[:limit]
+			}
+			if asJSON {
+				return printJSON(cmd, all)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "SERIAL\tKIND\tNODE\tCN\tSTATE\tNOT AFTER\tROTATE AFTER")
+			for _, c := range all.Certificates {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.GetSerial(), c.GetKind(), c.GetNode(), c.GetCommonName(), c.GetState(), fmtTime(c.GetNotAfter()), fmtTime(c.GetRotateAfter()))
+			}
+			return w.Flush()
+		},
+	}
+	conn.register(list.Flags(), true)
+	list.Flags().StringVar(&node, "node", "", "only this node's certificates")
+	list.Flags().StringVar(&state, "state", "", "only this state: active, superseded, revoked or expired")
+	list.Flags().StringVar(&kind, "kind", "", "only this kind: node, admin or server")
+	list.Flags().IntVar(&limit, "limit", 0, "show at most this many (0: all)")
+	list.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
+
+	var sconn connFlags
+	var sJSON, sPEM bool
+	show := &cobra.Command{
+		Use:   "show SERIAL",
+		Short: "Show one certificate by serial (hex)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			client, done, err := sconn.adminClient()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := sconn.context()
+			defer cancel()
+			c, err := client.GetCertificate(ctx, &ipseccav1.GetCertificateRequest{Serial: args[0]})
+			if err != nil {
+				return rpcError("certs show", err)
+			}
+			switch {
+			case sJSON:
+				return printJSON(cmd, c)
+			case sPEM:
+				_, err := cmd.OutOrStdout().Write(c.GetCertificatePem())
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			for _, kv := range [][2]string{
+				{"serial", c.GetSerial()}, {"kind", c.GetKind()}, {"node", c.GetNode()}, {"subject", c.GetSubject()},
+				{"state", c.GetState()}, {"not before", fmtTime(c.GetNotBefore())}, {"not after", fmtTime(c.GetNotAfter())},
+				{"rotate after", fmtTime(c.GetRotateAfter())}, {"issued", fmtTime(c.GetIssuedAt()) + " via " + c.GetIssuedVia()},
+				{"superseded by", c.GetSupersededBy()}, {"sha256", c.GetSha256Fingerprint()},
+			} {
+				if kv[1] != "" {
+					fmt.Fprintf(w, "%s:\t%s\n", kv[0], kv[1])
+				}
+			}
+			return w.Flush()
+		},
+	}
+	sconn.register(show.Flags(), true)
+	show.Flags().BoolVar(&sJSON, "json", false, "print the API response as protojson")
+	show.Flags().BoolVar(&sPEM, "pem", false, "print only the certificate PEM")
+	cmd.AddCommand(list, show)
+	return cmd
+}
+
+func newAuditCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "audit", Short: "Query the audit log"}
+	var conn connFlags
+	var node, typ string
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List audit events, oldest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			client, done, err := conn.adminClient()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := conn.context()
+			defer cancel()
+			all := &ipseccav1.ListEventsResponse{}
+			token := ""
+			for {
+				resp, err := client.ListEvents(ctx, &ipseccav1.ListEventsRequest{Node: node, Type: typ, PageSize: 1000, PageToken: token})
+				if err != nil {
+					return rpcError("audit list", err)
+				}
+				all.Events = append(all.Events, resp.GetEvents()...)
+				if token = resp.GetNextPageToken(); token == "" {
+					break
+				}
+			}
+			if asJSON {
+				return printJSON(cmd, all)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "SEQ\tTIME\tTYPE\tACTOR\tNODE\tSERIAL\tREASON")
+			for _, e := range all.Events {
+				fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.GetSeq(), e.GetTime().AsTime().UTC().Format(time.RFC3339), e.GetType(), e.GetActor(), e.GetNode(), e.GetSerial(), e.GetReason())
+			}
+			return w.Flush()
+		},
+	}
+	conn.register(list.Flags(), true)
+	list.Flags().StringVar(&node, "node", "", "only events about this node")
+	list.Flags().StringVar(&typ, "type", "", "only events of this type (e.g. cert.enrolled, request.denied)")
+	list.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
+	cmd.AddCommand(list)
+	return cmd
+}

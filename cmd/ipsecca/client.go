@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/pflag"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/ipsecca/ipsecca/server"
+)
+
+// Defaults and environment variables for finding the server.
+const (
+	envServer      = "IPSECCA_SERVER"
+	envDataDir     = "IPSECCA_DATA_DIR"
+	defaultServer  = "127.0.0.1:8443"
+	defaultDataDir = "/var/lib/ipsecca"
+)
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// connFlags are the flags that say how to reach the server.
+type connFlags struct {
+	server   string
+	dataDir  string
+	caFile   string
+	certFile string
+	keyFile  string
+	timeout  time.Duration
+}
+
+// register adds the connection flags; admin commands default the
+// credentials to the ones init wrote into the data directory.
+func (f *connFlags) register(fs *pflag.FlagSet, admin bool) {
+	fs.StringVar(&f.server, "server", "", "server address host:port (default $"+envServer+", else "+defaultServer+")")
+	fs.StringVar(&f.caFile, "ca-file", "", "CA bundle to verify the server with")
+	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "deadline for the call")
+	if admin {
+		fs.StringVar(&f.dataDir, "data-dir", "", "data directory holding ca.pem and the admin credentials (default $"+envDataDir+", else "+defaultDataDir+")")
+		fs.StringVar(&f.certFile, "cert", "", "admin client certificate (default DATA-DIR/"+server.AdminCertFile+")")
+		fs.StringVar(&f.keyFile, "key", "", "admin client key (default DATA-DIR/"+server.AdminKeyFile+")")
+	}
+}
+
+func (f *connFlags) resolveAdmin() {
+	if f.dataDir == "" {
+		f.dataDir = envOr(envDataDir, defaultDataDir)
+	}
+	if f.caFile == "" {
+		f.caFile = filepath.Join(f.dataDir, server.CAFile)
+	}
+	if f.certFile == "" {
+		f.certFile = filepath.Join(f.dataDir, server.AdminCertFile)
+	}
+	if f.keyFile == "" {
+		f.keyFile = filepath.Join(f.dataDir, server.AdminKeyFile)
+	}
+}
+
+// dial connects over TLS, verifying the server against caFile and
+// presenting certFile/keyFile when set.
+func (f *connFlags) dial() (*grpc.ClientConn, error) {
+	addr := f.server
+	if addr == "" {
+		addr = envOr(envServer, defaultServer)
+	}
+	if f.caFile == "" {
+		return nil, usageError("--ca-file is required to verify the server")
+	}
+	caPEM, err := os.ReadFile(f.caFile)
+	if err != nil {
+		return nil, fmt.Errorf("read CA bundle: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", f.caFile)
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, usageError("server address %q: %v (want host:port)", addr, err)
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: host}
+	if f.certFile != "" || f.keyFile != "" {
+		pair, err := tls.LoadX509KeyPair(f.certFile, f.keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("load client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+}
+
+func (f *connFlags) context() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), f.timeout)
+}
+
+// rpcError formats a gRPC error for people: the code, then the message.
+func rpcError(op string, err error) error {
+	if st, ok := status.FromError(err); ok {
+		return fmt.Errorf("%s: %s: %s", op, st.Code(), st.Message())
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: timed out", op)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}

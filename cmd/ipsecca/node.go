@@ -1,0 +1,156 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
+)
+
+func init() { subcommands = append(subcommands, newEnrollCmd, newRenewCmd) }
+
+// issueFlags are shared by enroll and renew.
+type issueFlags struct {
+	conn    connFlags
+	csrFile string
+	out     string
+	caOut   string
+	json    bool
+}
+
+func (f *issueFlags) register(cmd *cobra.Command) {
+	f.conn.register(cmd.Flags(), false)
+	cmd.Flags().StringVar(&f.csrFile, "csr", "", "PEM certificate request (made by openssl, Go or any tool)")
+	cmd.Flags().StringVar(&f.out, "out", "", "write the issued certificate (PEM) here (default stdout)")
+	cmd.Flags().StringVar(&f.caOut, "ca-out", "", "also write the CA bundle returned by the server here")
+	cmd.Flags().BoolVar(&f.json, "json", false, "print the API response as protojson")
+}
+
+func (f *issueFlags) readCSR() ([]byte, error) {
+	if f.csrFile == "" {
+		return nil, usageError("--csr is required")
+	}
+	b, err := os.ReadFile(f.csrFile)
+	if err != nil {
+		return nil, fmt.Errorf("read CSR: %w", err)
+	}
+	return b, nil
+}
+
+// write stores the certificate (and bundle) and reports.
+func (f *issueFlags) write(cmd *cobra.Command, resp *ipseccav1.IssueResponse) error {
+	c := resp.GetCertificate()
+	if f.out != "" {
+		if err := os.WriteFile(f.out, c.GetCertificatePem(), 0o644); err != nil {
+			return err
+		}
+	}
+	if f.caOut != "" {
+		if err := os.WriteFile(f.caOut, resp.GetCaBundlePem(), 0o644); err != nil {
+			return err
+		}
+	}
+	switch {
+	case f.json:
+		return printJSON(cmd, resp)
+	case f.out == "":
+		_, err := cmd.OutOrStdout().Write(c.GetCertificatePem())
+		return err
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "issued %s for %s (serial %s, valid until %s, rotate after %s) -> %s\n",
+		c.GetSubject(), c.GetNode(), c.GetSerial(), c.GetNotAfter().AsTime().Format("2006-01-02"), c.GetRotateAfter().AsTime().Format("2006-01-02"), f.out)
+	return nil
+}
+
+func newEnrollCmd() *cobra.Command {
+	var f issueFlags
+	var token, tokenFile string
+	cmd := &cobra.Command{
+		Use:   "enroll",
+		Short: "Get a node certificate for a CSR with a bootstrap token",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch {
+			case token != "" && tokenFile != "":
+				return usageError("give --token or --token-file, not both")
+			case tokenFile != "":
+				b, err := os.ReadFile(tokenFile)
+				if err != nil {
+					return fmt.Errorf("read token file: %w", err)
+				}
+				token = strings.TrimSpace(string(b))
+			case token == "":
+				return usageError("--token or --token-file is required")
+			}
+			csr, err := f.readCSR()
+			if err != nil {
+				return err
+			}
+			conn, err := f.conn.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := f.conn.context()
+			defer cancel()
+			resp, err := ipseccav1.NewNodeServiceClient(conn).Enroll(ctx, &ipseccav1.EnrollRequest{Token: token, CsrPem: csr})
+			if err != nil {
+				return rpcError("enroll", err)
+			}
+			return f.write(cmd, resp)
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().StringVar(&token, "token", "", "bootstrap token (prefer --token-file: command lines are visible to other users)")
+	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the bootstrap token")
+	return cmd
+}
+
+func newRenewCmd() *cobra.Command {
+	var f issueFlags
+	cmd := &cobra.Command{
+		Use:   "renew",
+		Short: "Renew a node certificate over mTLS with the node's current certificate",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.conn.certFile == "" || f.conn.keyFile == "" {
+				return usageError("--cert and --key (the node's current certificate and key) are required")
+			}
+			csr, err := f.readCSR()
+			if err != nil {
+				return err
+			}
+			conn, err := f.conn.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := f.conn.context()
+			defer cancel()
+			resp, err := ipseccav1.NewNodeServiceClient(conn).Renew(ctx, &ipseccav1.RenewRequest{CsrPem: csr})
+			if err != nil {
+				return rpcError("renew", err)
+			}
+			return f.write(cmd, resp)
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().StringVar(&f.conn.certFile, "cert", "", "the node's current certificate (PEM)")
+	cmd.Flags().StringVar(&f.conn.keyFile, "key", "", "the node's current private key (PEM)")
+	return cmd
+}
+
+// printJSON prints an API message as protojson.
+func printJSON(cmd *cobra.Command, m proto.Message) error {
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(cmd.OutOrStdout(), string(b))
+	return err
+}

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	cfsslog "github.com/cloudflare/cfssl/log"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/ipsecca/ipsecca/ca"
+	"github.com/ipsecca/ipsecca/server"
+	"github.com/ipsecca/ipsecca/store/bolt"
+)
+
+func init() { subcommands = append(subcommands, newServeCmd, newInitCmd) }
+
+// caFlags are the flags that create and open a CA data directory.
+type caFlags struct {
+	dataDir     string
+	org         string
+	caName      string
+	keyType     string
+	serverNames []string
+	logFormat   string
+	logLevel    string
+}
+
+func (f *caFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.dataDir, "data-dir", "", "data directory (default $"+envDataDir+", else "+defaultDataDir+")")
+	fs.StringVar(&f.org, "org", ca.DefaultOrganization, "organization (O) of the root and of every issued subject; used when the CA is created")
+	fs.StringVar(&f.caName, "ca-name", ca.DefaultRootName, "common name of the root; used when the CA is created")
+	fs.StringVar(&f.keyType, "ca-key-type", string(ca.DefaultCAKeyType), "root key type when the CA is created: ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096")
+	fs.StringSliceVar(&f.serverNames, "server-name", nil, "extra DNS name or IP for the service certificate (repeatable)")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+func (f *caFlags) logger() (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return nil, usageError("--log-level %q: want debug, info, warn or error", f.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch f.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, usageError("--log-format %q: want text or json", f.logFormat)
+}
+
+// open opens the store in the data directory and the CA instance over it.
+func (f *caFlags) open(ctx context.Context) (*server.Instance, *bolt.Store, *slog.Logger, error) {
+	log, err := f.logger()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	keyType, err := ca.ParseKeyType(f.keyType)
+	if err != nil {
+		return nil, nil, nil, usageError("--ca-key-type: %v", err)
+	}
+	if f.dataDir == "" {
+		f.dataDir = envOr(envDataDir, defaultDataDir)
+	}
+	for _, n := range f.serverNames {
+		if net.ParseIP(n) == nil && ca.ValidName(n) != nil {
+			return nil, nil, nil, usageError("--server-name %q is neither an IP address nor a DNS name", n)
+		}
+	}
+	// cfssl logs every signature at info level; the CA logs its own decisions.
+	cfsslog.Level = cfsslog.LevelError
+	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
+		return nil, nil, nil, fmt.Errorf("data directory: %w", err)
+	}
+	st, err := bolt.Open(f.dataDir)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	in, err := server.Open(ctx, server.Options{
+		DataDir:     f.dataDir,
+		Store:       st,
+		Root:        ca.RootConfig{Organization: f.org, CommonName: f.caName, KeyType: keyType},
+		ServerNames: f.serverNames,
+		Clock:       ca.ClockFunc(time.Now),
+		Rand:        rand.Reader,
+		Logger:      log,
+	})
+	if err != nil {
+		st.Close()
+		return nil, nil, nil, err
+	}
+	return in, st, log, nil
+}
+
+func newInitCmd() *cobra.Command {
+	var f caFlags
+	cmd := &cobra.Command{
+		Use:   "init",
+		Short: "Create the CA in a data directory (idempotent) without serving",
+		Long: `init creates the root CA (10 years), the service's TLS certificate and the
+admin client credentials in the data directory. Run again on the same
+directory it keeps the existing root and prints its fingerprint.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			in, st, _, err := f.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			root := in.Authority.Root()
+			fmt.Fprintf(cmd.OutOrStdout(), "root: %s\nnot after: %s\nsha256: %s\nbundle: %s/%s\n",
+				root.Cert.Subject.String(), root.Cert.NotAfter.UTC().Format(time.RFC3339), root.Fingerprint(), f.dataDir, server.CAFile)
+			return nil
+		},
+	}
+	f.register(cmd.Flags())
+	return cmd
+}
+
+func newServeCmd() *cobra.Command {
+	var f caFlags
+	var listen string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the CA service (gRPC over TLS); creates the CA on first start",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			in, st, log, err := f.open(ctx)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			lis, err := net.Listen("tcp", listen)
+			if err != nil {
+				return fmt.Errorf("listen: %w", err)
+			}
+			err = in.Serve(ctx, lis)
+			log.Info("stopped")
+			return err
+		},
+	}
+	f.register(cmd.Flags())
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8443", "address to serve gRPC on")
+	return cmd
+}

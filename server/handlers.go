@@ -1,0 +1,181 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/pem"
+	"strconv"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
+	"github.com/ipsecca/ipsecca/store"
+)
+
+type nodeService struct {
+	ipseccav1.UnimplementedNodeServiceServer
+	*Server
+}
+
+type adminService struct {
+	ipseccav1.UnimplementedAdminServiceServer
+	*Server
+}
+
+var (
+	_ ipseccav1.NodeServiceServer  = nodeService{}
+	_ ipseccav1.AdminServiceServer = adminService{}
+)
+
+func (s nodeService) Enroll(ctx context.Context, req *ipseccav1.EnrollRequest) (*ipseccav1.IssueResponse, error) {
+	if len(req.GetCsrPem()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "csr_pem is empty")
+	}
+	rec, err := s.auth.EnrollWithToken(ctx, req.GetToken(), req.GetCsrPem())
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	return s.issueResponse(rec), nil
+}
+
+func (s nodeService) Renew(ctx context.Context, req *ipseccav1.RenewRequest) (*ipseccav1.IssueResponse, error) {
+	if len(req.GetCsrPem()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "csr_pem is empty")
+	}
+	caller, _ := CallerFrom(ctx)
+	rec, err := s.auth.Renew(ctx, caller, req.GetCsrPem())
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	return s.issueResponse(rec), nil
+}
+
+func (s nodeService) GetCABundle(context.Context, *ipseccav1.GetCABundleRequest) (*ipseccav1.CABundle, error) {
+	root := s.auth.Root()
+	return &ipseccav1.CABundle{Pem: root.BundlePEM, Sha256Fingerprint: root.Fingerprint()}, nil
+}
+
+func (s *Server) issueResponse(rec *store.Cert) *ipseccav1.IssueResponse {
+	return &ipseccav1.IssueResponse{Certificate: s.toProto(rec), CaBundlePem: s.auth.Root().BundlePEM}
+}
+
+func (s adminService) CreateToken(ctx context.Context, req *ipseccav1.CreateTokenRequest) (*ipseccav1.CreateTokenResponse, error) {
+	if req.GetNode() == "" {
+		return nil, status.Error(codes.InvalidArgument, "node is required")
+	}
+	caller, _ := CallerFrom(ctx)
+	token, rec, err := s.auth.CreateToken(ctx, req.GetNode(), req.GetCommonName(), req.GetTtl().AsDuration(), caller.String())
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	return &ipseccav1.CreateTokenResponse{Token: token, TokenId: rec.ID, ExpiresAt: timestamppb.New(rec.ExpiresAt)}, nil
+}
+
+// maxPageSize bounds list pages.
+const maxPageSize = 1000
+
+func pageSize(n int32) (int, error) {
+	switch {
+	case n < 0 || n > maxPageSize:
+		return 0, status.Errorf(codes.InvalidArgument, "page_size must be between 0 and %d", maxPageSize)
+	case n == 0:
+		return 100, nil
+	}
+	return int(n), nil
+}
+
+func (s adminService) ListCertificates(ctx context.Context, req *ipseccav1.ListCertificatesRequest) (*ipseccav1.ListCertificatesResponse, error) {
+	limit, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	f := store.CertFilter{Node: req.GetNode(), Kind: store.Kind(req.GetKind()), State: store.State(req.GetState()), Now: s.clock.Now(), After: req.GetPageToken(), Limit: limit}
+	switch f.State {
+	case "", store.StateActive, store.StateSuperseded, store.StateRevoked, store.StateExpired:
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "state %q: want active, superseded, revoked or expired", f.State)
+	}
+	switch f.Kind {
+	case "", store.KindNode, store.KindAdmin, store.KindServer:
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "kind %q: want node, admin or server", f.Kind)
+	}
+	certs, next, err := s.queries.ListCerts(ctx, f)
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	resp := &ipseccav1.ListCertificatesResponse{NextPageToken: next}
+	for _, c := range certs {
+		resp.Certificates = append(resp.Certificates, s.toProto(c))
+	}
+	return resp, nil
+}
+
+func (s adminService) GetCertificate(ctx context.Context, req *ipseccav1.GetCertificateRequest) (*ipseccav1.Certificate, error) {
+	serial := strings.TrimPrefix(strings.ToLower(strings.ReplaceAll(req.GetSerial(), ":", "")), "0x")
+	serial = strings.TrimLeft(serial, "0")
+	if serial == "" {
+		return nil, status.Error(codes.InvalidArgument, "serial is required (hex)")
+	}
+	c, err := s.queries.Cert(ctx, serial)
+	if err != nil {
+		if st := toStatus(s.log, err); status.Code(st) == codes.NotFound {
+			return nil, status.Errorf(codes.NotFound, "no certificate with serial %s", serial)
+		}
+		return nil, toStatus(s.log, err)
+	}
+	return s.toProto(c), nil
+}
+
+func (s adminService) ListEvents(ctx context.Context, req *ipseccav1.ListEventsRequest) (*ipseccav1.ListEventsResponse, error) {
+	limit, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	var after uint64
+	if t := req.GetPageToken(); t != "" {
+		if after, err = strconv.ParseUint(t, 10, 64); err != nil {
+			return nil, status.Error(codes.InvalidArgument, "page_token is not one this server returned")
+		}
+	}
+	events, more, err := s.queries.ListEvents(ctx, store.EventFilter{Node: req.GetNode(), Type: req.GetType(), AfterSeq: after, Limit: limit})
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	resp := &ipseccav1.ListEventsResponse{}
+	for _, e := range events {
+		resp.Events = append(resp.Events, &ipseccav1.Event{
+			Seq: e.Seq, Time: timestamppb.New(e.Time), Type: e.Type, Actor: e.Actor, Node: e.Node, Serial: e.Serial,
+			OldSerial: e.OldSerial, Reason: e.Reason, Detail: e.Detail, PrevHash: e.Prev, Hash: e.Hash,
+		})
+	}
+	if more && len(events) > 0 {
+		resp.NextPageToken = strconv.FormatUint(events[len(events)-1].Seq, 10)
+	}
+	return resp, nil
+}
+
+// toProto converts a stored certificate for the API.
+func (s *Server) toProto(c *store.Cert) *ipseccav1.Certificate {
+	sum := sha256.Sum256(c.DER)
+	return &ipseccav1.Certificate{
+		Serial:            c.Serial,
+		Kind:              string(c.Kind),
+		Node:              c.Node,
+		CommonName:        c.CommonName,
+		State:             string(c.StateAt(s.clock.Now())),
+		NotBefore:         timestamppb.New(c.NotBefore),
+		NotAfter:          timestamppb.New(c.NotAfter),
+		RotateAfter:       timestamppb.New(c.RotateAfter),
+		IssuedAt:          timestamppb.New(c.IssuedAt),
+		IssuedVia:         c.IssuedVia,
+		SupersededBy:      c.SupersededBy,
+		Subject:           c.Subject,
+		Sha256Fingerprint: hex.EncodeToString(sum[:]),
+		CertificatePem:    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.DER}),
+	}
+}

@@ -1,0 +1,247 @@
+package server
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/ipsecca/ipsecca/ca"
+	"github.com/ipsecca/ipsecca/store"
+)
+
+// Files in the data directory, besides the store's own.
+const (
+	CAFile        = "ca.pem"        // public CA bundle for clients (0644)
+	AdminCertFile = "admin.pem"     // admin client certificate (0600)
+	AdminKeyFile  = "admin-key.pem" // admin client key (0600)
+	ServerCertDir = "tls"           // the service's own certificate and key
+	serverCert    = "server.pem"
+	serverKey     = "server-key.pem"
+)
+
+// ServiceCertYears is the lifetime of the service's TLS certificate and of
+// the admin certificate; both are renewed after two thirds of it.
+const ServiceCertYears = 1
+
+// AdminName is the identity of the admin certificate.
+const AdminName = "ipsecca-admin"
+
+// Store is everything the service needs from a store backend.
+type Store interface {
+	ca.Store
+	Queries
+	Close() error
+}
+
+// Options configure an Instance.
+type Options struct {
+	DataDir     string
+	Store       Store
+	Root        ca.RootConfig
+	ServerNames []string // extra DNS names or IPs for the service certificate
+	Clock       ca.Clock
+	Rand        io.Reader
+	Logger      *slog.Logger
+}
+
+// Instance is a CA service over one data directory: the authority, its
+// store and the TLS material in the directory.
+type Instance struct {
+	opts      Options
+	Authority *ca.Authority
+	Server    *Server
+	log       *slog.Logger
+	tlsCert   atomic.Pointer[tls.Certificate]
+}
+
+// Open bootstraps the CA in opts.Store (creating the root on first use),
+// writes the public bundle, and makes sure the service and admin
+// certificates in the data directory are present and current.
+func Open(ctx context.Context, opts Options) (*Instance, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(filepath.Join(opts.DataDir, ServerCertDir), 0o700); err != nil {
+		return nil, fmt.Errorf("server: data directory: %w", err)
+	}
+	root, created, err := ca.Bootstrap(ctx, opts.Store, opts.Root, opts.Clock)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		log.Info("created root CA", "subject", root.Cert.Subject.String(), "not_after", root.Cert.NotAfter, "sha256", root.Fingerprint())
+	} else {
+		log.Info("loaded root CA", "subject", root.Cert.Subject.String(), "not_after", root.Cert.NotAfter, "sha256", root.Fingerprint())
+	}
+	if err := writeFileAtomic(filepath.Join(opts.DataDir, CAFile), root.BundlePEM, 0o644); err != nil {
+		return nil, err
+	}
+	auth := ca.New(opts.Store, root, ca.Config{Clock: opts.Clock, Rand: opts.Rand, Logger: log})
+	in := &Instance{opts: opts, Authority: auth, Server: New(auth, opts.Store, opts.Clock, log), log: log}
+	if err := in.RenewServiceCerts(ctx); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+// RenewServiceCerts reissues the service's TLS certificate and the admin
+// certificate when missing, past two thirds of their life, not from the
+// current root, or (for the service) missing a configured name.
+func (in *Instance) RenewServiceCerts(ctx context.Context) error {
+	dir := in.opts.DataDir
+	names := append([]string{"localhost", "127.0.0.1", "::1"}, in.opts.ServerNames...)
+	pair, err := in.ensurePair(ctx, store.KindServer, "ipsecca-server", names,
+		filepath.Join(dir, ServerCertDir, serverCert), filepath.Join(dir, ServerCertDir, serverKey))
+	if err != nil {
+		return err
+	}
+	in.tlsCert.Store(pair)
+	_, err = in.ensurePair(ctx, store.KindAdmin, AdminName, nil, filepath.Join(dir, AdminCertFile), filepath.Join(dir, AdminKeyFile))
+	return err
+}
+
+func (in *Instance) ensurePair(ctx context.Context, kind store.Kind, name string, names []string, certPath, keyPath string) (*tls.Certificate, error) {
+	if pair, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && in.current(pair.Leaf, names) {
+		return &pair, nil
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), in.opts.Rand)
+	if err != nil {
+		return nil, fmt.Errorf("server: generate %s key: %w", kind, err)
+	}
+	var dns []string
+	var ips []net.IP
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			dns = append(dns, n)
+		}
+	}
+	rec, err := in.Authority.IssueService(ctx, kind, name, key.Public(), dns, ips, ServiceCertYears, "server")
+	if err != nil {
+		return nil, fmt.Errorf("server: issue %s certificate: %w", kind, err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rec.DER})
+	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+		return nil, err
+	}
+	if err := writeFileAtomic(certPath, certPEM, 0o600); err != nil {
+		return nil, err
+	}
+	in.log.Info("wrote certificate", "kind", kind, "path", certPath, "serial", rec.Serial, "not_after", rec.NotAfter)
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	return &pair, nil
+}
+
+// current reports whether leaf is from the current root, covers names and
+// is before two thirds of its life.
+func (in *Instance) current(leaf *x509.Certificate, names []string) bool {
+	if leaf == nil {
+		return false
+	}
+	now := in.opts.Clock.Now()
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: in.Authority.Root().Pool(), CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return false
+	}
+	renewAt := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) * 2 / 3)
+	if !now.Before(renewAt) {
+		return false
+	}
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			if !slices.ContainsFunc(leaf.IPAddresses, ip.Equal) {
+				return false
+			}
+		} else if !slices.Contains(leaf.DNSNames, n) {
+			return false
+		}
+	}
+	return true
+}
+
+// Serve serves gRPC on lis until ctx ends, then stops gracefully (bounded
+// by a few seconds). It renews the service certificates hourly when due.
+func (in *Instance) Serve(ctx context.Context, lis net.Listener) error {
+	g, hs := in.Server.GRPCServer(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return in.tlsCert.Load(), nil })
+	go func() {
+		t := time.NewTicker(time.Hour)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				hs.Shutdown()
+				done := make(chan struct{})
+				go func() { g.GracefulStop(); close(done) }()
+				select {
+				case <-done:
+				case <-time.After(5 * time.Second):
+					g.Stop()
+				}
+				return
+			case <-t.C:
+				if err := in.RenewServiceCerts(ctx); err != nil {
+					in.log.Error("service certificate renewal failed", "err", err)
+				}
+			}
+		}
+	}()
+	in.log.Info("serving", "addr", lis.Addr().String(), "data_dir", in.opts.DataDir)
+	err := g.Serve(lis)
+	if errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return err
+}
+
+// writeFileAtomic writes data to path through a synced temporary file and
+// a rename, so readers see the old or the new content, never a mix.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("server: write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return fmt.Errorf("server: write %s: %w", path, err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("server: write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("server: write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("server: write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("server: write %s: %w", path, err)
+	}
+	return nil
+}

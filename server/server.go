@@ -1,0 +1,103 @@
+// Package server is the gRPC front door of the CA: thin handlers over the
+// ca.Authority and the store's queries, mTLS authentication, the
+// authorization table, and the one mapping from domain errors to gRPC
+// status codes. Instance adds the data directory: CA bootstrap, the
+// service's own TLS certificate and the admin credentials.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/ipsecca/ipsecca/ca"
+	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
+	"github.com/ipsecca/ipsecca/store"
+)
+
+// Authority is the CA core as the handlers use it.
+type Authority interface {
+	EnrollWithToken(ctx context.Context, token string, csrPEM []byte) (*store.Cert, error)
+	Renew(ctx context.Context, caller ca.Caller, csrPEM []byte) (*store.Cert, error)
+	CreateToken(ctx context.Context, node, cn string, ttl time.Duration, actor string) (string, *store.Token, error)
+	Authenticate(ctx context.Context, leaf *x509.Certificate) (ca.Caller, error)
+	Root() *ca.Root
+}
+
+// Queries are the read-only store calls behind the admin listings.
+type Queries interface {
+	Cert(ctx context.Context, serial string) (*store.Cert, error)
+	ListCerts(ctx context.Context, f store.CertFilter) ([]*store.Cert, string, error)
+	ListEvents(ctx context.Context, f store.EventFilter) ([]*store.Event, bool, error)
+}
+
+var _ Authority = (*ca.Authority)(nil)
+
+// Limits of the gRPC server.
+const (
+	// MaxRecvMsgSize bounds a request; CSRs are limited further by ca.MaxCSRBytes.
+	MaxRecvMsgSize = 1 << 20
+	// MaxConcurrentStreams bounds streams per connection.
+	MaxConcurrentStreams = 256
+	// HandshakeTimeout bounds the TLS handshake.
+	HandshakeTimeout = 10 * time.Second
+	// MaxConnectionIdle closes connections idle this long.
+	MaxConnectionIdle = 15 * time.Minute
+)
+
+// Server holds the handlers' dependencies.
+type Server struct {
+	auth    Authority
+	queries Queries
+	clock   ca.Clock
+	log     *slog.Logger
+}
+
+// New returns a Server.
+func New(auth Authority, q Queries, clock ca.Clock, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{auth: auth, queries: q, clock: clock, log: log}
+}
+
+// GRPCServer builds the gRPC server with the services, the standard
+// health service and reflection. Client certificates are requested but
+// verified by the authorization interceptor (against the CA bundle at the
+// injected clock's time), so a bad one gets a clear Unauthenticated
+// instead of a failed handshake.
+func (s *Server) GRPCServer(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) (*grpc.Server, *health.Server) {
+	tlsCfg := &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		ClientAuth:     tls.RequestClientCert,
+		GetCertificate: getCert,
+	}
+	g := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(tlsCfg)),
+		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
+		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
+		grpc.ConnectionTimeout(HandshakeTimeout),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: MaxConnectionIdle}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
+		grpc.ChainUnaryInterceptor(s.unaryAuth),
+		grpc.ChainStreamInterceptor(s.streamAuth),
+	)
+	ipseccav1.RegisterNodeServiceServer(g, nodeService{Server: s})
+	ipseccav1.RegisterAdminServiceServer(g, adminService{Server: s})
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(g, hs)
+	for _, name := range []string{"", ipseccav1.NodeService_ServiceDesc.ServiceName, ipseccav1.AdminService_ServiceDesc.ServiceName} {
+		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+	reflection.Register(g)
+	return g, hs
+}

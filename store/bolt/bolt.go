@@ -1,0 +1,295 @@
+// Package bolt is the embedded store backend: one bbolt file in the data
+// directory, written by one process.
+//
+// Bucket tree (schema version 1):
+//
+//	meta/
+//	    schema_version   -> decimal uint
+//	    audit_head       -> JSON {seq, hash} of the newest event
+//	ca/
+//	    current          -> JSON store.CA (root certificate and key)
+//	certs/
+//	    <serial>         -> JSON store.Cert
+//	by_node/
+//	    <node> 0x00 <serial>           -> ""   (every cert of a node)
+//	by_rotate/
+//	    <rotate_after: 8-byte BE unix ns> <serial> -> ""  (active node certs only)
+//	names/
+//	    <common name>    -> node identity holding it
+//	tokens/
+//	    <token id>       -> JSON store.Token (secret hash only)
+//	events/
+//	    <seq: 8-byte BE> -> JSON store.Event (hash-chained)
+//
+// Writes go through one committer goroutine that runs every queued
+// operation in one read-write transaction and one fsync (group commit), so
+// durability costs one fsync per batch, not per request. Each operation
+// either fails before it writes anything (its error goes to its caller
+// alone) or writes; a failing commit fails every operation in the batch.
+package bolt
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/ipsecca/ipsecca/store"
+)
+
+// FileName is the name of the database file inside the data directory.
+const FileName = "ipsecca.db"
+
+var (
+	bucketMeta     = []byte("meta")
+	bucketCA       = []byte("ca")
+	bucketCerts    = []byte("certs")
+	bucketByNode   = []byte("by_node")
+	bucketByRotate = []byte("by_rotate")
+	bucketNames    = []byte("names")
+	bucketTokens   = []byte("tokens")
+	bucketEvents   = []byte("events")
+
+	keySchemaVersion = []byte("schema_version")
+	keyAuditHead     = []byte("audit_head")
+	keyCurrentCA     = []byte("current")
+)
+
+// migrations[i] moves a database from schema version i to i+1. Append
+// only; never edit a step that has shipped.
+var migrations = []func(tx *bbolt.Tx) error{
+	// 0 -> 1: the initial bucket tree.
+	func(tx *bbolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketCA, bucketCerts, bucketByNode, bucketByRotate, bucketNames, bucketTokens, bucketEvents} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
+}
+
+// SchemaVersion is the schema version this code writes.
+var SchemaVersion = len(migrations)
+
+// maxBatch bounds how many operations share one transaction.
+const maxBatch = 1024
+
+// Store is a bbolt-backed store. It is safe for concurrent use.
+type Store struct {
+	db    *bbolt.DB
+	queue chan *op
+	stop  chan struct{}
+	wg    sync.WaitGroup
+
+	closeOnce sync.Once
+}
+
+type op struct {
+	fn   func(tx *bbolt.Tx) error
+	done chan error
+}
+
+// rejectError marks an operation's own failure, raised before it wrote
+// anything, so the rest of its batch can still commit.
+type rejectError struct{ err error }
+
+func (e rejectError) Error() string { return e.err.Error() }
+func (e rejectError) Unwrap() error { return e.err }
+
+func reject(err error) error { return rejectError{err} }
+
+// Open opens (creating if needed) the database in dir and migrates it to
+// the current schema. The file is created 0600.
+func Open(dir string) (*Store, error) {
+	path := filepath.Join(dir, FileName)
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 2 * time.Second, FreelistType: bbolt.FreelistMapType})
+	if err != nil {
+		if errors.Is(err, bbolt.ErrTimeout) {
+			return nil, fmt.Errorf("store: %s is locked by another process (one ipsecca serve per data directory)", path)
+		}
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	if err := migrate(db); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s := &Store{db: db, queue: make(chan *op, maxBatch), stop: make(chan struct{})}
+	s.wg.Add(1)
+	go s.committer()
+	return s, nil
+}
+
+func migrate(db *bbolt.DB) error {
+	return db.Update(func(tx *bbolt.Tx) error {
+		v := 0
+		if m := tx.Bucket(bucketMeta); m != nil {
+			if raw := m.Get(keySchemaVersion); raw != nil {
+				n, err := strconv.Atoi(string(raw))
+				if err != nil {
+					return fmt.Errorf("store: bad schema version %q", raw)
+				}
+				v = n
+			}
+		}
+		if v > len(migrations) {
+			return fmt.Errorf("store: database schema version %d is newer than this ipsecca (%d); upgrade ipsecca", v, len(migrations))
+		}
+		for ; v < len(migrations); v++ {
+			if err := migrations[v](tx); err != nil {
+				return fmt.Errorf("store: migrate to schema %d: %w", v+1, err)
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keySchemaVersion, []byte(strconv.Itoa(v)))
+	})
+}
+
+// Close stops the committer and closes the file. Pending writes fail.
+func (s *Store) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		s.wg.Wait()
+		err = s.db.Close()
+	})
+	return err
+}
+
+// Path is the database file.
+func (s *Store) Path() string { return s.db.Path() }
+
+func (s *Store) committer() {
+	defer s.wg.Done()
+	for {
+		var first *op
+		select {
+		case first = <-s.queue:
+		case <-s.stop:
+			for {
+				select {
+				case o := <-s.queue:
+					o.done <- store.ErrUnavailable
+				default:
+					return
+				}
+			}
+		}
+		batch := []*op{first}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case o := <-s.queue:
+				batch = append(batch, o)
+			default:
+				break drain
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+func (s *Store) commit(batch []*op) {
+	errs := make([]error, len(batch))
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		for i, o := range batch {
+			err := o.fn(tx)
+			var rej rejectError
+			if errors.As(err, &rej) {
+				errs[i] = rej.err
+				continue
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for i, o := range batch {
+		switch {
+		case err != nil:
+			o.done <- fmt.Errorf("%w: commit: %v", store.ErrUnavailable, err)
+		default:
+			o.done <- errs[i]
+		}
+	}
+}
+
+// update runs fn in a group-committed write transaction and returns once
+// the transaction is durable (or failed). fn must return reject(err) for
+// failures found before it wrote anything.
+func (s *Store) update(ctx context.Context, fn func(tx *bbolt.Tx) error) error {
+	o := &op{fn: fn, done: make(chan error, 1)}
+	select {
+	case s.queue <- o:
+	case <-s.stop:
+		return store.ErrUnavailable
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Once queued the operation will be committed or failed; wait for the
+	// outcome even if ctx ends, so a caller never mistakes a stored
+	// certificate for a lost one.
+	return <-o.done
+}
+
+func (s *Store) view(fn func(tx *bbolt.Tx) error) error {
+	return s.db.View(fn)
+}
+
+func getJSON(b *bbolt.Bucket, key []byte, v any) error {
+	raw := b.Get(key)
+	if raw == nil {
+		return store.ErrNotFound
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("store: decode %s/%s: %w", "record", key, err)
+	}
+	return nil
+}
+
+func putJSON(b *bbolt.Bucket, key []byte, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, raw)
+}
+
+func u64(n uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], n)
+	return b[:]
+}
+
+func rotateKey(t time.Time, serial string) []byte {
+	return append(u64(uint64(t.UnixNano())), serial...)
+}
+
+func nodeKey(node, serial string) []byte {
+	k := make([]byte, 0, len(node)+1+len(serial))
+	k = append(k, node...)
+	k = append(k, 0)
+	return append(k, serial...)
+}
+
+// Check runs bbolt's consistency check over the whole file.
+func (s *Store) Check() error {
+	return s.db.View(func(tx *bbolt.Tx) error {
+		var errs []error
+		for err := range tx.Check() {
+			errs = append(errs, err)
+		}
+		return errors.Join(errs...)
+	})
+}
+
+// Stat reports the size of the database file (for logs and metrics).
+func (s *Store) Stat() (os.FileInfo, error) { return os.Stat(s.db.Path()) }
