@@ -102,11 +102,13 @@ func (a *Authority) CreateToken(ctx context.Context, node, cn string, ttl time.D
 	if cn == "" {
 		cn = node
 	}
+	for _, name := range []string{node, cn} {
+		if HasOVSPrefix(name) {
+			return "", nil, deny(ErrInvalidRequest, ReasonCNForbiddenOVS, "the name %q starts with \"ovs_\": ovs-monitor-ipsec owns and deletes NSS entries in that namespace", name)
+		}
+	}
 	if err := ValidName(node); err != nil {
 		return "", nil, deny(ErrInvalidRequest, ReasonNodeNameInvalid, "node name: %v", err)
-	}
-	if HasOVSPrefix(cn) {
-		return "", nil, deny(ErrInvalidRequest, ReasonCNForbiddenOVS, "the name %q starts with \"ovs_\": ovs-monitor-ipsec owns and deletes NSS entries in that namespace", cn)
 	}
 	if err := ValidName(cn); err != nil {
 		return "", nil, deny(ErrInvalidRequest, ReasonCNInvalid, "certificate name: %v", err)

@@ -15,11 +15,16 @@ import (
 	"github.com/cloudflare/cfssl/csr"
 	"github.com/cloudflare/cfssl/helpers"
 	"github.com/cloudflare/cfssl/initca"
+	cfsslog "github.com/cloudflare/cfssl/log"
 	"github.com/cloudflare/cfssl/signer"
 	"github.com/cloudflare/cfssl/signer/local"
 
 	"github.com/ipsecca/ipsecca/store"
 )
+
+// cfssl logs every key and signature at info level to stderr; the CA
+// logs its own decisions through slog instead.
+func init() { cfsslog.Level = cfsslog.LevelError }
 
 // Defaults for the root certificate.
 const (

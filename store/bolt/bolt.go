@@ -38,6 +38,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
@@ -90,7 +91,13 @@ type Store struct {
 	stop  chan struct{}
 	wg    sync.WaitGroup
 
+	commits atomic.Uint64 // transactions committed by the committer
+
 	closeOnce sync.Once
+	// mu orders enqueues against Close: once closed is set nothing more
+	// enters the queue, so every queued operation gets an answer.
+	mu     sync.RWMutex
+	closed bool
 }
 
 type op struct {
@@ -156,6 +163,9 @@ func migrate(db *bbolt.DB) error {
 func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
 		close(s.stop)
 		s.wg.Wait()
 		err = s.db.Close()
@@ -212,6 +222,7 @@ func (s *Store) commit(batch []*op) {
 		}
 		return nil
 	})
+	s.commits.Add(1)
 	for i, o := range batch {
 		switch {
 		case err != nil:
@@ -227,11 +238,16 @@ func (s *Store) commit(batch []*op) {
 // failures found before it wrote anything.
 func (s *Store) update(ctx context.Context, fn func(tx *bbolt.Tx) error) error {
 	o := &op{fn: fn, done: make(chan error, 1)}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return store.ErrUnavailable
+	}
 	select {
 	case s.queue <- o:
-	case <-s.stop:
-		return store.ErrUnavailable
+		s.mu.RUnlock()
 	case <-ctx.Done():
+		s.mu.RUnlock()
 		return ctx.Err()
 	}
 	// Once queued the operation will be committed or failed; wait for the
