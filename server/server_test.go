@@ -1,0 +1,280 @@
+package server
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/ipsecca/ipsecca/ca"
+	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
+	"github.com/ipsecca/ipsecca/store/bolt"
+)
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+// testCA is an Instance serving over an in-memory listener.
+type testCA struct {
+	dir   string
+	in    *Instance
+	lis   *bufconn.Listener
+	clock *fakeClock
+}
+
+func startCA(t *testing.T) *testCA {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := bolt.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := &fakeClock{t: time.Now().Truncate(time.Second)}
+	in, err := Open(context.Background(), Options{DataDir: dir, Store: st, Clock: clock, Rand: rand.Reader})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis := bufconn.Listen(1 << 20)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { in.Serve(ctx, lis); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; st.Close() })
+	return &testCA{dir: dir, in: in, lis: lis, clock: clock}
+}
+
+// conn dials the in-memory server trusting ca.pem, presenting cert if given.
+func (c *testCA) conn(t *testing.T, cert *tls.Certificate) *grpc.ClientConn {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(c.in.Authority.Root().BundlePEM)
+	cfg := &tls.Config{RootCAs: pool, ServerName: "localhost"}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return c.lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func (c *testCA) admin(t *testing.T) *tls.Certificate {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(filepath.Join(c.dir, AdminCertFile), filepath.Join(c.dir, AdminKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &pair
+}
+
+func csrFor(t *testing.T, key crypto.Signer, cn string) []byte {
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+}
+
+// enrollNode enrols node and returns its TLS key pair.
+func (c *testCA) enrollNode(t *testing.T, node string) *tls.Certificate {
+	t.Helper()
+	ctx := context.Background()
+	tok, err := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t))).CreateToken(ctx, &ipseccav1.CreateTokenRequest{Node: node})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	resp, err := ipseccav1.NewNodeServiceClient(c.conn(t, nil)).Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: csrFor(t, key, node)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(resp.GetCertificate().GetCertificatePem())
+	leaf, _ := x509.ParseCertificate(block.Bytes)
+	return &tls.Certificate{Certificate: [][]byte{block.Bytes}, PrivateKey: key, Leaf: leaf}
+}
+
+// TestAuthorization: each RPC against each kind of caller.
+func TestAuthorization(t *testing.T) {
+	c := startCA(t)
+	ctx := context.Background()
+	nodeA := c.enrollNode(t, "node-a")
+	other := startCA(t).enrollNode(t, "node-a") // same name, another CA
+
+	callers := map[string]*tls.Certificate{"anonymous": nil, "admin": c.admin(t), "node-a": nodeA, "other-ca": other}
+	calls := map[string]func(conn *grpc.ClientConn) error{
+		"Renew": func(conn *grpc.ClientConn) error {
+			key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			_, err := ipseccav1.NewNodeServiceClient(conn).Renew(ctx, &ipseccav1.RenewRequest{CsrPem: csrFor(t, key, "node-a")})
+			return err
+		},
+		"GetCABundle": func(conn *grpc.ClientConn) error {
+			_, err := ipseccav1.NewNodeServiceClient(conn).GetCABundle(ctx, &ipseccav1.GetCABundleRequest{})
+			return err
+		},
+		"CreateToken": func(conn *grpc.ClientConn) error {
+			_, err := ipseccav1.NewAdminServiceClient(conn).CreateToken(ctx, &ipseccav1.CreateTokenRequest{Node: "node-z"})
+			return err
+		},
+		"ListCertificates": func(conn *grpc.ClientConn) error {
+			_, err := ipseccav1.NewAdminServiceClient(conn).ListCertificates(ctx, &ipseccav1.ListCertificatesRequest{})
+			return err
+		},
+		"ListEvents": func(conn *grpc.ClientConn) error {
+			_, err := ipseccav1.NewAdminServiceClient(conn).ListEvents(ctx, &ipseccav1.ListEventsRequest{})
+			return err
+		},
+		"Health": func(conn *grpc.ClientConn) error {
+			resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+			if err == nil && resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+				return status.Error(codes.Unknown, resp.GetStatus().String())
+			}
+			return err
+		},
+	}
+	U, P, OK := codes.Unauthenticated, codes.PermissionDenied, codes.OK
+	want := map[string]map[string]codes.Code{
+		"Renew":            {"anonymous": U, "admin": P, "node-a": OK, "other-ca": U},
+		"GetCABundle":      {"anonymous": OK, "admin": OK, "node-a": OK, "other-ca": OK},
+		"CreateToken":      {"anonymous": U, "admin": OK, "node-a": P, "other-ca": U},
+		"ListCertificates": {"anonymous": U, "admin": OK, "node-a": P, "other-ca": U},
+		"ListEvents":       {"anonymous": U, "admin": OK, "node-a": P, "other-ca": U},
+		"Health":           {"anonymous": OK, "admin": OK, "node-a": OK, "other-ca": OK},
+	}
+	for method, byCaller := range want {
+		for caller, code := range byCaller {
+			if got := status.Code(calls[method](c.conn(t, callers[caller]))); got != code {
+				t.Errorf("%s as %s: %s, want %s", method, caller, got, code)
+			}
+		}
+	}
+}
+
+func TestExpiredClientCertIsUnauthenticated(t *testing.T) {
+	c := startCA(t)
+	nodeA := c.enrollNode(t, "node-a")
+	c.clock.Add(5*365*24*time.Hour + 72*time.Hour)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, err := ipseccav1.NewNodeServiceClient(c.conn(t, nodeA)).Renew(context.Background(), &ipseccav1.RenewRequest{CsrPem: csrFor(t, key, "node-a")})
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("renew with an expired cert: %v", err)
+	}
+}
+
+func TestDenialsCarryReason(t *testing.T) {
+	c := startCA(t)
+	ctx := context.Background()
+	node := ipseccav1.NewNodeServiceClient(c.conn(t, nil))
+	admin := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t)))
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tok, err := admin.CreateToken(ctx, &ipseccav1.CreateTokenRequest{Node: "node-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name   string
+		req    *ipseccav1.EnrollRequest
+		code   codes.Code
+		reason ca.Reason
+	}{
+		{"no csr", &ipseccav1.EnrollRequest{Token: tok.GetToken()}, codes.InvalidArgument, ""},
+		{"garbage token", &ipseccav1.EnrollRequest{Token: "x", CsrPem: csrFor(t, key, "node-a")}, codes.Unauthenticated, ca.ReasonTokenInvalid},
+		{"other node", &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: csrFor(t, key, "node-b")}, codes.PermissionDenied, ca.ReasonCNNotCallersNode},
+		{"ovs_", &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: csrFor(t, key, "ovs_a")}, codes.InvalidArgument, ca.ReasonCNForbiddenOVS},
+		{"malformed", &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: []byte("nope")}, codes.InvalidArgument, ca.ReasonCSRMalformed},
+	}
+	for _, tc := range cases {
+		_, err := node.Enroll(ctx, tc.req)
+		if status.Code(err) != tc.code || ReasonOf(err) != string(tc.reason) {
+			t.Errorf("%s: %v (reason %q), want %s %q", tc.name, err, ReasonOf(err), tc.code, tc.reason)
+		}
+	}
+	// Too big for the transport: ResourceExhausted, and the server lives on.
+	_, err = node.Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: make([]byte, 2*MaxRecvMsgSize)})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("oversized request: %v", err)
+	}
+	if _, err := node.Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: csrFor(t, key, "node-a")}); err != nil {
+		t.Fatalf("valid enrolment after the bad ones: %v", err)
+	}
+	// Admin listing arguments.
+	if _, err := admin.ListCertificates(ctx, &ipseccav1.ListCertificatesRequest{PageSize: 5000}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("page size 5000: %v", err)
+	}
+	if _, err := admin.ListCertificates(ctx, &ipseccav1.ListCertificatesRequest{State: "bogus"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("bad state: %v", err)
+	}
+	if _, err := admin.GetCertificate(ctx, &ipseccav1.GetCertificateRequest{Serial: "abc123"}); status.Code(err) != codes.NotFound {
+		t.Errorf("unknown serial: %v", err)
+	}
+}
+
+func TestServiceCertsReusedAndRenewed(t *testing.T) {
+	dir := t.TempDir()
+	clock := &fakeClock{t: time.Now().Truncate(time.Second)}
+	open := func() (*Instance, func()) {
+		st, err := bolt.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, err := Open(context.Background(), Options{DataDir: dir, Store: st, Clock: clock, Rand: rand.Reader})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return in, func() { st.Close() }
+	}
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	_, closeFn := open()
+	admin1, server1, ca1 := read(AdminCertFile), read(filepath.Join(ServerCertDir, serverCert)), read(CAFile)
+	closeFn()
+	_, closeFn = open()
+	if read(AdminCertFile) != admin1 || read(filepath.Join(ServerCertDir, serverCert)) != server1 || read(CAFile) != ca1 {
+		t.Fatal("restart replaced current certificates")
+	}
+	closeFn()
+	clock.Add(250 * 24 * time.Hour) // past two thirds of a year
+	_, closeFn = open()
+	defer closeFn()
+	if read(AdminCertFile) == admin1 || read(filepath.Join(ServerCertDir, serverCert)) == server1 {
+		t.Fatal("service certificates not renewed after two thirds of their life")
+	}
+	if read(CAFile) != ca1 {
+		t.Fatal("root changed")
+	}
+	for _, f := range []string{AdminKeyFile, filepath.Join(ServerCertDir, serverKey)} {
+		if fi, err := os.Stat(filepath.Join(dir, f)); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode %v (%v), want 0600", f, fi.Mode(), err)
+		}
+	}
+}
