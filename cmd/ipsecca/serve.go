@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	cfsslog "github.com/cloudflare/cfssl/log"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -76,8 +75,6 @@ func (f *caFlags) open(ctx context.Context) (*server.Instance, *bolt.Store, *slo
 			return nil, nil, nil, usageError("--server-name %q is neither an IP address nor a DNS name", n)
 		}
 	}
-	// cfssl logs every signature at info level; the CA logs its own decisions.
-	cfsslog.Level = cfsslog.LevelError
 	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
 		return nil, nil, nil, fmt.Errorf("data directory: %w", err)
 	}
