@@ -26,6 +26,65 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type NodeEvent_Kind int32
+
+const (
+	NodeEvent_KIND_UNSPECIFIED NodeEvent_Kind = 0
+	// The current state: CA bundle, current serial, due time.
+	NodeEvent_SNAPSHOT NodeEvent_Kind = 1
+	// The node's certificate is due for rotation now (scheduled or forced).
+	NodeEvent_ROTATION_DUE NodeEvent_Kind = 2
+	// The CA bundle changed (CA renewal).
+	NodeEvent_CA_BUNDLE_CHANGED NodeEvent_Kind = 3
+	// The node's certificates were revoked.
+	NodeEvent_REVOKED NodeEvent_Kind = 4
+)
+
+// Enum value maps for NodeEvent_Kind.
+var (
+	NodeEvent_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "SNAPSHOT",
+		2: "ROTATION_DUE",
+		3: "CA_BUNDLE_CHANGED",
+		4: "REVOKED",
+	}
+	NodeEvent_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED":  0,
+		"SNAPSHOT":          1,
+		"ROTATION_DUE":      2,
+		"CA_BUNDLE_CHANGED": 3,
+		"REVOKED":           4,
+	}
+)
+
+func (x NodeEvent_Kind) Enum() *NodeEvent_Kind {
+	p := new(NodeEvent_Kind)
+	*p = x
+	return p
+}
+
+func (x NodeEvent_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NodeEvent_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_proto_ipsecca_v1_ipsecca_proto_enumTypes[0].Descriptor()
+}
+
+func (NodeEvent_Kind) Type() protoreflect.EnumType {
+	return &file_proto_ipsecca_v1_ipsecca_proto_enumTypes[0]
+}
+
+func (x NodeEvent_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NodeEvent_Kind.Descriptor instead.
+func (NodeEvent_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{15, 0}
+}
+
 type EnrollRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The bootstrap token, "<id>.<secret>".
@@ -960,6 +1019,1042 @@ func (x *ListEventsResponse) GetNextPageToken() string {
 	return ""
 }
 
+type WatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRequest) Reset() {
+	*x = WatchRequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRequest) ProtoMessage() {}
+
+func (x *WatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{14}
+}
+
+type NodeEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  NodeEvent_Kind         `protobuf:"varint,1,opt,name=kind,proto3,enum=ipsecca.v1.NodeEvent_Kind" json:"kind,omitempty"`
+	// The node's newest active certificate serial, if any.
+	CurrentSerial string                 `protobuf:"bytes,2,opt,name=current_serial,json=currentSerial,proto3" json:"current_serial,omitempty"`
+	RotateAfter   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=rotate_after,json=rotateAfter,proto3" json:"rotate_after,omitempty"`
+	// True when the current certificate is due (rotate now).
+	RotationDue    bool   `protobuf:"varint,4,opt,name=rotation_due,json=rotationDue,proto3" json:"rotation_due,omitempty"`
+	CaBundlePem    []byte `protobuf:"bytes,5,opt,name=ca_bundle_pem,json=caBundlePem,proto3" json:"ca_bundle_pem,omitempty"`
+	CaBundleSha256 string `protobuf:"bytes,6,opt,name=ca_bundle_sha256,json=caBundleSha256,proto3" json:"ca_bundle_sha256,omitempty"`
+	// Why (e.g. "scheduled", "forced by admin").
+	Reason        string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeEvent) Reset() {
+	*x = NodeEvent{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeEvent) ProtoMessage() {}
+
+func (x *NodeEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeEvent.ProtoReflect.Descriptor instead.
+func (*NodeEvent) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *NodeEvent) GetKind() NodeEvent_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return NodeEvent_KIND_UNSPECIFIED
+}
+
+func (x *NodeEvent) GetCurrentSerial() string {
+	if x != nil {
+		return x.CurrentSerial
+	}
+	return ""
+}
+
+func (x *NodeEvent) GetRotateAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RotateAfter
+	}
+	return nil
+}
+
+func (x *NodeEvent) GetRotationDue() bool {
+	if x != nil {
+		return x.RotationDue
+	}
+	return false
+}
+
+func (x *NodeEvent) GetCaBundlePem() []byte {
+	if x != nil {
+		return x.CaBundlePem
+	}
+	return nil
+}
+
+func (x *NodeEvent) GetCaBundleSha256() string {
+	if x != nil {
+		return x.CaBundleSha256
+	}
+	return ""
+}
+
+func (x *NodeEvent) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type InventoryEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Nickname      string                 `protobuf:"bytes,1,opt,name=nickname,proto3" json:"nickname,omitempty"`
+	Serial        string                 `protobuf:"bytes,2,opt,name=serial,proto3" json:"serial,omitempty"`
+	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	Trust         string                 `protobuf:"bytes,4,opt,name=trust,proto3" json:"trust,omitempty"`
+	Subject       string                 `protobuf:"bytes,5,opt,name=subject,proto3" json:"subject,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InventoryEntry) Reset() {
+	*x = InventoryEntry{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InventoryEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InventoryEntry) ProtoMessage() {}
+
+func (x *InventoryEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InventoryEntry.ProtoReflect.Descriptor instead.
+func (*InventoryEntry) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *InventoryEntry) GetNickname() string {
+	if x != nil {
+		return x.Nickname
+	}
+	return ""
+}
+
+func (x *InventoryEntry) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *InventoryEntry) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *InventoryEntry) GetTrust() string {
+	if x != nil {
+		return x.Trust
+	}
+	return ""
+}
+
+func (x *InventoryEntry) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+type ReportInventoryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*InventoryEntry      `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportInventoryRequest) Reset() {
+	*x = ReportInventoryRequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportInventoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportInventoryRequest) ProtoMessage() {}
+
+func (x *ReportInventoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportInventoryRequest.ProtoReflect.Descriptor instead.
+func (*ReportInventoryRequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ReportInventoryRequest) GetEntries() []*InventoryEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type ReportInventoryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportInventoryResponse) Reset() {
+	*x = ReportInventoryResponse{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportInventoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportInventoryResponse) ProtoMessage() {}
+
+func (x *ReportInventoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportInventoryResponse.ProtoReflect.Descriptor instead.
+func (*ReportInventoryResponse) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{18}
+}
+
+type VerifyAuditRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyAuditRequest) Reset() {
+	*x = VerifyAuditRequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyAuditRequest) ProtoMessage() {}
+
+func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
+func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{19}
+}
+
+type VerifyAuditResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Ok      bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	Records uint64                 `protobuf:"varint,2,opt,name=records,proto3" json:"records,omitempty"`
+	// The first broken record and why, when not ok.
+	FirstBadSeq   uint64 `protobuf:"varint,3,opt,name=first_bad_seq,json=firstBadSeq,proto3" json:"first_bad_seq,omitempty"`
+	Problem       string `protobuf:"bytes,4,opt,name=problem,proto3" json:"problem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyAuditResponse) Reset() {
+	*x = VerifyAuditResponse{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyAuditResponse) ProtoMessage() {}
+
+func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
+func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *VerifyAuditResponse) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *VerifyAuditResponse) GetRecords() uint64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *VerifyAuditResponse) GetFirstBadSeq() uint64 {
+	if x != nil {
+		return x.FirstBadSeq
+	}
+	return 0
+}
+
+func (x *VerifyAuditResponse) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
+type RotateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One node, or all = true.
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	All  bool   `protobuf:"varint,2,opt,name=all,proto3" json:"all,omitempty"`
+	// Spread the due times evenly over this window (0: all due now).
+	Spread        *durationpb.Duration `protobuf:"bytes,3,opt,name=spread,proto3" json:"spread,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateRequest) Reset() {
+	*x = RotateRequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateRequest) ProtoMessage() {}
+
+func (x *RotateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateRequest.ProtoReflect.Descriptor instead.
+func (*RotateRequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RotateRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *RotateRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+func (x *RotateRequest) GetSpread() *durationpb.Duration {
+	if x != nil {
+		return x.Spread
+	}
+	return nil
+}
+
+type RotateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Certificates marked due.
+	Marked        int32 `protobuf:"varint,1,opt,name=marked,proto3" json:"marked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateResponse) Reset() {
+	*x = RotateResponse{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateResponse) ProtoMessage() {}
+
+func (x *RotateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateResponse.ProtoReflect.Descriptor instead.
+func (*RotateResponse) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RotateResponse) GetMarked() int32 {
+	if x != nil {
+		return x.Marked
+	}
+	return 0
+}
+
+type ScheduleEntry struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Node     string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Serial   string                 `protobuf:"bytes,2,opt,name=serial,proto3" json:"serial,omitempty"`
+	DueAt    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=due_at,json=dueAt,proto3" json:"due_at,omitempty"`
+	NotAfter *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	// scheduled, due, overdue or forced.
+	Status        string `protobuf:"bytes,5,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScheduleEntry) Reset() {
+	*x = ScheduleEntry{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScheduleEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScheduleEntry) ProtoMessage() {}
+
+func (x *ScheduleEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScheduleEntry.ProtoReflect.Descriptor instead.
+func (*ScheduleEntry) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ScheduleEntry) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ScheduleEntry) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *ScheduleEntry) GetDueAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DueAt
+	}
+	return nil
+}
+
+func (x *ScheduleEntry) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *ScheduleEntry) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+type ListScheduleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Limit         int32                  `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListScheduleRequest) Reset() {
+	*x = ListScheduleRequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListScheduleRequest) ProtoMessage() {}
+
+func (x *ListScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListScheduleRequest.ProtoReflect.Descriptor instead.
+func (*ListScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListScheduleRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListScheduleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*ScheduleEntry       `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListScheduleResponse) Reset() {
+	*x = ListScheduleResponse{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListScheduleResponse) ProtoMessage() {}
+
+func (x *ListScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListScheduleResponse.ProtoReflect.Descriptor instead.
+func (*ListScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ListScheduleResponse) GetEntries() []*ScheduleEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type Node struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	Name                string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	CommonName          string                 `protobuf:"bytes,2,opt,name=common_name,json=commonName,proto3" json:"common_name,omitempty"`
+	Current             *Certificate           `protobuf:"bytes,3,opt,name=current,proto3" json:"current,omitempty"`
+	Inventory           []*InventoryEntry      `protobuf:"bytes,4,rep,name=inventory,proto3" json:"inventory,omitempty"`
+	InventoryReportedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=inventory_reported_at,json=inventoryReportedAt,proto3" json:"inventory_reported_at,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *Node) Reset() {
+	*x = Node{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Node) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Node) ProtoMessage() {}
+
+func (x *Node) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Node.ProtoReflect.Descriptor instead.
+func (*Node) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *Node) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Node) GetCommonName() string {
+	if x != nil {
+		return x.CommonName
+	}
+	return ""
+}
+
+func (x *Node) GetCurrent() *Certificate {
+	if x != nil {
+		return x.Current
+	}
+	return nil
+}
+
+func (x *Node) GetInventory() []*InventoryEntry {
+	if x != nil {
+		return x.Inventory
+	}
+	return nil
+}
+
+func (x *Node) GetInventoryReportedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.InventoryReportedAt
+	}
+	return nil
+}
+
+type ListNodesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesRequest) Reset() {
+	*x = ListNodesRequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesRequest) ProtoMessage() {}
+
+func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
+func (*ListNodesRequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ListNodesRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+type ListNodesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Nodes         []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesResponse) Reset() {
+	*x = ListNodesResponse{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesResponse) ProtoMessage() {}
+
+func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
+func (*ListNodesResponse) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ListNodesResponse) GetNodes() []*Node {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+type GetCARequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCARequest) Reset() {
+	*x = GetCARequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCARequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCARequest) ProtoMessage() {}
+
+func (x *GetCARequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCARequest.ProtoReflect.Descriptor instead.
+func (*GetCARequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{29}
+}
+
+type RootInfo struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Serial            string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	Subject           string                 `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	NotBefore         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	NotAfter          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	Sha256Fingerprint string                 `protobuf:"bytes,5,opt,name=sha256_fingerprint,json=sha256Fingerprint,proto3" json:"sha256_fingerprint,omitempty"`
+	Current           bool                   `protobuf:"varint,6,opt,name=current,proto3" json:"current,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *RootInfo) Reset() {
+	*x = RootInfo{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RootInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RootInfo) ProtoMessage() {}
+
+func (x *RootInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RootInfo.ProtoReflect.Descriptor instead.
+func (*RootInfo) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *RootInfo) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *RootInfo) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *RootInfo) GetNotBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotBefore
+	}
+	return nil
+}
+
+func (x *RootInfo) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *RootInfo) GetSha256Fingerprint() string {
+	if x != nil {
+		return x.Sha256Fingerprint
+	}
+	return ""
+}
+
+func (x *RootInfo) GetCurrent() bool {
+	if x != nil {
+		return x.Current
+	}
+	return false
+}
+
+type GetCAResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Roots         []*RootInfo            `protobuf:"bytes,1,rep,name=roots,proto3" json:"roots,omitempty"`
+	BundlePem     []byte                 `protobuf:"bytes,2,opt,name=bundle_pem,json=bundlePem,proto3" json:"bundle_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCAResponse) Reset() {
+	*x = GetCAResponse{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCAResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCAResponse) ProtoMessage() {}
+
+func (x *GetCAResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCAResponse.ProtoReflect.Descriptor instead.
+func (*GetCAResponse) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GetCAResponse) GetRoots() []*RootInfo {
+	if x != nil {
+		return x.Roots
+	}
+	return nil
+}
+
+func (x *GetCAResponse) GetBundlePem() []byte {
+	if x != nil {
+		return x.BundlePem
+	}
+	return nil
+}
+
+type RenewCARequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewCARequest) Reset() {
+	*x = RenewCARequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewCARequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewCARequest) ProtoMessage() {}
+
+func (x *RenewCARequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewCARequest.ProtoReflect.Descriptor instead.
+func (*RenewCARequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{32}
+}
+
 var File_proto_ipsecca_v1_ipsecca_proto protoreflect.FileDescriptor
 
 const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
@@ -1044,17 +2139,96 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"page_token\x18\x04 \x01(\tR\tpageToken\"g\n" +
 	"\x12ListEventsResponse\x12)\n" +
 	"\x06events\x18\x01 \x03(\v2\x11.ipsecca.v1.EventR\x06events\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xd0\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x0e\n" +
+	"\fWatchRequest\"\x8c\x03\n" +
+	"\tNodeEvent\x12.\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1a.ipsecca.v1.NodeEvent.KindR\x04kind\x12%\n" +
+	"\x0ecurrent_serial\x18\x02 \x01(\tR\rcurrentSerial\x12=\n" +
+	"\frotate_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vrotateAfter\x12!\n" +
+	"\frotation_due\x18\x04 \x01(\bR\vrotationDue\x12\"\n" +
+	"\rca_bundle_pem\x18\x05 \x01(\fR\vcaBundlePem\x12(\n" +
+	"\x10ca_bundle_sha256\x18\x06 \x01(\tR\x0ecaBundleSha256\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\"`\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\f\n" +
+	"\bSNAPSHOT\x10\x01\x12\x10\n" +
+	"\fROTATION_DUE\x10\x02\x12\x15\n" +
+	"\x11CA_BUNDLE_CHANGED\x10\x03\x12\v\n" +
+	"\aREVOKED\x10\x04\"\xad\x01\n" +
+	"\x0eInventoryEntry\x12\x1a\n" +
+	"\bnickname\x18\x01 \x01(\tR\bnickname\x12\x16\n" +
+	"\x06serial\x18\x02 \x01(\tR\x06serial\x127\n" +
+	"\tnot_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x14\n" +
+	"\x05trust\x18\x04 \x01(\tR\x05trust\x12\x18\n" +
+	"\asubject\x18\x05 \x01(\tR\asubject\"N\n" +
+	"\x16ReportInventoryRequest\x124\n" +
+	"\aentries\x18\x01 \x03(\v2\x1a.ipsecca.v1.InventoryEntryR\aentries\"\x19\n" +
+	"\x17ReportInventoryResponse\"\x14\n" +
+	"\x12VerifyAuditRequest\"}\n" +
+	"\x13VerifyAuditResponse\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x18\n" +
+	"\arecords\x18\x02 \x01(\x04R\arecords\x12\"\n" +
+	"\rfirst_bad_seq\x18\x03 \x01(\x04R\vfirstBadSeq\x12\x18\n" +
+	"\aproblem\x18\x04 \x01(\tR\aproblem\"h\n" +
+	"\rRotateRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x10\n" +
+	"\x03all\x18\x02 \x01(\bR\x03all\x121\n" +
+	"\x06spread\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x06spread\"(\n" +
+	"\x0eRotateResponse\x12\x16\n" +
+	"\x06marked\x18\x01 \x01(\x05R\x06marked\"\xbf\x01\n" +
+	"\rScheduleEntry\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
+	"\x06serial\x18\x02 \x01(\tR\x06serial\x121\n" +
+	"\x06due_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05dueAt\x127\n" +
+	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x16\n" +
+	"\x06status\x18\x05 \x01(\tR\x06status\"+\n" +
+	"\x13ListScheduleRequest\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\"K\n" +
+	"\x14ListScheduleResponse\x123\n" +
+	"\aentries\x18\x01 \x03(\v2\x19.ipsecca.v1.ScheduleEntryR\aentries\"\xf8\x01\n" +
+	"\x04Node\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vcommon_name\x18\x02 \x01(\tR\n" +
+	"commonName\x121\n" +
+	"\acurrent\x18\x03 \x01(\v2\x17.ipsecca.v1.CertificateR\acurrent\x128\n" +
+	"\tinventory\x18\x04 \x03(\v2\x1a.ipsecca.v1.InventoryEntryR\tinventory\x12N\n" +
+	"\x15inventory_reported_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x13inventoryReportedAt\"&\n" +
+	"\x10ListNodesRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\";\n" +
+	"\x11ListNodesResponse\x12&\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x10.ipsecca.v1.NodeR\x05nodes\"\x0e\n" +
+	"\fGetCARequest\"\xf9\x01\n" +
+	"\bRootInfo\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x129\n" +
+	"\n" +
+	"not_before\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x127\n" +
+	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12-\n" +
+	"\x12sha256_fingerprint\x18\x05 \x01(\tR\x11sha256Fingerprint\x12\x18\n" +
+	"\acurrent\x18\x06 \x01(\bR\acurrent\"Z\n" +
+	"\rGetCAResponse\x12*\n" +
+	"\x05roots\x18\x01 \x03(\v2\x14.ipsecca.v1.RootInfoR\x05roots\x12\x1d\n" +
+	"\n" +
+	"bundle_pem\x18\x02 \x01(\fR\tbundlePem\"\x10\n" +
+	"\x0eRenewCARequest2\xe8\x02\n" +
 	"\vNodeService\x12>\n" +
 	"\x06Enroll\x12\x19.ipsecca.v1.EnrollRequest\x1a\x19.ipsecca.v1.IssueResponse\x12<\n" +
 	"\x05Renew\x12\x18.ipsecca.v1.RenewRequest\x1a\x19.ipsecca.v1.IssueResponse\x12C\n" +
-	"\vGetCABundle\x12\x1e.ipsecca.v1.GetCABundleRequest\x1a\x14.ipsecca.v1.CABundle2\xd8\x02\n" +
+	"\vGetCABundle\x12\x1e.ipsecca.v1.GetCABundleRequest\x1a\x14.ipsecca.v1.CABundle\x12:\n" +
+	"\x05Watch\x12\x18.ipsecca.v1.WatchRequest\x1a\x15.ipsecca.v1.NodeEvent0\x01\x12Z\n" +
+	"\x0fReportInventory\x12\".ipsecca.v1.ReportInventoryRequest\x1a#.ipsecca.v1.ReportInventoryResponse2\x86\x06\n" +
 	"\fAdminService\x12N\n" +
 	"\vCreateToken\x12\x1e.ipsecca.v1.CreateTokenRequest\x1a\x1f.ipsecca.v1.CreateTokenResponse\x12]\n" +
 	"\x10ListCertificates\x12#.ipsecca.v1.ListCertificatesRequest\x1a$.ipsecca.v1.ListCertificatesResponse\x12L\n" +
 	"\x0eGetCertificate\x12!.ipsecca.v1.GetCertificateRequest\x1a\x17.ipsecca.v1.Certificate\x12K\n" +
 	"\n" +
-	"ListEvents\x12\x1d.ipsecca.v1.ListEventsRequest\x1a\x1e.ipsecca.v1.ListEventsResponseB7Z5github.com/ipsecca/ipsecca/proto/ipsecca/v1;ipseccav1b\x06proto3"
+	"ListEvents\x12\x1d.ipsecca.v1.ListEventsRequest\x1a\x1e.ipsecca.v1.ListEventsResponse\x12N\n" +
+	"\vVerifyAudit\x12\x1e.ipsecca.v1.VerifyAuditRequest\x1a\x1f.ipsecca.v1.VerifyAuditResponse\x12?\n" +
+	"\x06Rotate\x12\x19.ipsecca.v1.RotateRequest\x1a\x1a.ipsecca.v1.RotateResponse\x12Q\n" +
+	"\fListSchedule\x12\x1f.ipsecca.v1.ListScheduleRequest\x1a .ipsecca.v1.ListScheduleResponse\x12H\n" +
+	"\tListNodes\x12\x1c.ipsecca.v1.ListNodesRequest\x1a\x1d.ipsecca.v1.ListNodesResponse\x12<\n" +
+	"\x05GetCA\x12\x18.ipsecca.v1.GetCARequest\x1a\x19.ipsecca.v1.GetCAResponse\x12@\n" +
+	"\aRenewCA\x12\x1a.ipsecca.v1.RenewCARequest\x1a\x19.ipsecca.v1.GetCAResponseB7Z5github.com/ipsecca/ipsecca/proto/ipsecca/v1;ipseccav1b\x06proto3"
 
 var (
 	file_proto_ipsecca_v1_ipsecca_proto_rawDescOnce sync.Once
@@ -1068,57 +2242,109 @@ func file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP() []byte {
 	return file_proto_ipsecca_v1_ipsecca_proto_rawDescData
 }
 
-var file_proto_ipsecca_v1_ipsecca_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_proto_ipsecca_v1_ipsecca_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_proto_ipsecca_v1_ipsecca_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_proto_ipsecca_v1_ipsecca_proto_goTypes = []any{
-	(*EnrollRequest)(nil),            // 0: ipsecca.v1.EnrollRequest
-	(*RenewRequest)(nil),             // 1: ipsecca.v1.RenewRequest
-	(*IssueResponse)(nil),            // 2: ipsecca.v1.IssueResponse
-	(*GetCABundleRequest)(nil),       // 3: ipsecca.v1.GetCABundleRequest
-	(*CABundle)(nil),                 // 4: ipsecca.v1.CABundle
-	(*CreateTokenRequest)(nil),       // 5: ipsecca.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),      // 6: ipsecca.v1.CreateTokenResponse
-	(*Certificate)(nil),              // 7: ipsecca.v1.Certificate
-	(*ListCertificatesRequest)(nil),  // 8: ipsecca.v1.ListCertificatesRequest
-	(*ListCertificatesResponse)(nil), // 9: ipsecca.v1.ListCertificatesResponse
-	(*GetCertificateRequest)(nil),    // 10: ipsecca.v1.GetCertificateRequest
-	(*Event)(nil),                    // 11: ipsecca.v1.Event
-	(*ListEventsRequest)(nil),        // 12: ipsecca.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),       // 13: ipsecca.v1.ListEventsResponse
-	nil,                              // 14: ipsecca.v1.Event.DetailEntry
-	(*durationpb.Duration)(nil),      // 15: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 16: google.protobuf.Timestamp
+	(NodeEvent_Kind)(0),              // 0: ipsecca.v1.NodeEvent.Kind
+	(*EnrollRequest)(nil),            // 1: ipsecca.v1.EnrollRequest
+	(*RenewRequest)(nil),             // 2: ipsecca.v1.RenewRequest
+	(*IssueResponse)(nil),            // 3: ipsecca.v1.IssueResponse
+	(*GetCABundleRequest)(nil),       // 4: ipsecca.v1.GetCABundleRequest
+	(*CABundle)(nil),                 // 5: ipsecca.v1.CABundle
+	(*CreateTokenRequest)(nil),       // 6: ipsecca.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),      // 7: ipsecca.v1.CreateTokenResponse
+	(*Certificate)(nil),              // 8: ipsecca.v1.Certificate
+	(*ListCertificatesRequest)(nil),  // 9: ipsecca.v1.ListCertificatesRequest
+	(*ListCertificatesResponse)(nil), // 10: ipsecca.v1.ListCertificatesResponse
+	(*GetCertificateRequest)(nil),    // 11: ipsecca.v1.GetCertificateRequest
+	(*Event)(nil),                    // 12: ipsecca.v1.Event
+	(*ListEventsRequest)(nil),        // 13: ipsecca.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),       // 14: ipsecca.v1.ListEventsResponse
+	(*WatchRequest)(nil),             // 15: ipsecca.v1.WatchRequest
+	(*NodeEvent)(nil),                // 16: ipsecca.v1.NodeEvent
+	(*InventoryEntry)(nil),           // 17: ipsecca.v1.InventoryEntry
+	(*ReportInventoryRequest)(nil),   // 18: ipsecca.v1.ReportInventoryRequest
+	(*ReportInventoryResponse)(nil),  // 19: ipsecca.v1.ReportInventoryResponse
+	(*VerifyAuditRequest)(nil),       // 20: ipsecca.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),      // 21: ipsecca.v1.VerifyAuditResponse
+	(*RotateRequest)(nil),            // 22: ipsecca.v1.RotateRequest
+	(*RotateResponse)(nil),           // 23: ipsecca.v1.RotateResponse
+	(*ScheduleEntry)(nil),            // 24: ipsecca.v1.ScheduleEntry
+	(*ListScheduleRequest)(nil),      // 25: ipsecca.v1.ListScheduleRequest
+	(*ListScheduleResponse)(nil),     // 26: ipsecca.v1.ListScheduleResponse
+	(*Node)(nil),                     // 27: ipsecca.v1.Node
+	(*ListNodesRequest)(nil),         // 28: ipsecca.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),        // 29: ipsecca.v1.ListNodesResponse
+	(*GetCARequest)(nil),             // 30: ipsecca.v1.GetCARequest
+	(*RootInfo)(nil),                 // 31: ipsecca.v1.RootInfo
+	(*GetCAResponse)(nil),            // 32: ipsecca.v1.GetCAResponse
+	(*RenewCARequest)(nil),           // 33: ipsecca.v1.RenewCARequest
+	nil,                              // 34: ipsecca.v1.Event.DetailEntry
+	(*durationpb.Duration)(nil),      // 35: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 36: google.protobuf.Timestamp
 }
 var file_proto_ipsecca_v1_ipsecca_proto_depIdxs = []int32{
-	7,  // 0: ipsecca.v1.IssueResponse.certificate:type_name -> ipsecca.v1.Certificate
-	15, // 1: ipsecca.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	16, // 2: ipsecca.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	16, // 3: ipsecca.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
-	16, // 4: ipsecca.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
-	16, // 5: ipsecca.v1.Certificate.rotate_after:type_name -> google.protobuf.Timestamp
-	16, // 6: ipsecca.v1.Certificate.issued_at:type_name -> google.protobuf.Timestamp
-	7,  // 7: ipsecca.v1.ListCertificatesResponse.certificates:type_name -> ipsecca.v1.Certificate
-	16, // 8: ipsecca.v1.Event.time:type_name -> google.protobuf.Timestamp
-	14, // 9: ipsecca.v1.Event.detail:type_name -> ipsecca.v1.Event.DetailEntry
-	11, // 10: ipsecca.v1.ListEventsResponse.events:type_name -> ipsecca.v1.Event
-	0,  // 11: ipsecca.v1.NodeService.Enroll:input_type -> ipsecca.v1.EnrollRequest
-	1,  // 12: ipsecca.v1.NodeService.Renew:input_type -> ipsecca.v1.RenewRequest
-	3,  // 13: ipsecca.v1.NodeService.GetCABundle:input_type -> ipsecca.v1.GetCABundleRequest
-	5,  // 14: ipsecca.v1.AdminService.CreateToken:input_type -> ipsecca.v1.CreateTokenRequest
-	8,  // 15: ipsecca.v1.AdminService.ListCertificates:input_type -> ipsecca.v1.ListCertificatesRequest
-	10, // 16: ipsecca.v1.AdminService.GetCertificate:input_type -> ipsecca.v1.GetCertificateRequest
-	12, // 17: ipsecca.v1.AdminService.ListEvents:input_type -> ipsecca.v1.ListEventsRequest
-	2,  // 18: ipsecca.v1.NodeService.Enroll:output_type -> ipsecca.v1.IssueResponse
-	2,  // 19: ipsecca.v1.NodeService.Renew:output_type -> ipsecca.v1.IssueResponse
-	4,  // 20: ipsecca.v1.NodeService.GetCABundle:output_type -> ipsecca.v1.CABundle
-	6,  // 21: ipsecca.v1.AdminService.CreateToken:output_type -> ipsecca.v1.CreateTokenResponse
-	9,  // 22: ipsecca.v1.AdminService.ListCertificates:output_type -> ipsecca.v1.ListCertificatesResponse
-	7,  // 23: ipsecca.v1.AdminService.GetCertificate:output_type -> ipsecca.v1.Certificate
-	13, // 24: ipsecca.v1.AdminService.ListEvents:output_type -> ipsecca.v1.ListEventsResponse
-	18, // [18:25] is the sub-list for method output_type
-	11, // [11:18] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	8,  // 0: ipsecca.v1.IssueResponse.certificate:type_name -> ipsecca.v1.Certificate
+	35, // 1: ipsecca.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	36, // 2: ipsecca.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	36, // 3: ipsecca.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
+	36, // 4: ipsecca.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
+	36, // 5: ipsecca.v1.Certificate.rotate_after:type_name -> google.protobuf.Timestamp
+	36, // 6: ipsecca.v1.Certificate.issued_at:type_name -> google.protobuf.Timestamp
+	8,  // 7: ipsecca.v1.ListCertificatesResponse.certificates:type_name -> ipsecca.v1.Certificate
+	36, // 8: ipsecca.v1.Event.time:type_name -> google.protobuf.Timestamp
+	34, // 9: ipsecca.v1.Event.detail:type_name -> ipsecca.v1.Event.DetailEntry
+	12, // 10: ipsecca.v1.ListEventsResponse.events:type_name -> ipsecca.v1.Event
+	0,  // 11: ipsecca.v1.NodeEvent.kind:type_name -> ipsecca.v1.NodeEvent.Kind
+	36, // 12: ipsecca.v1.NodeEvent.rotate_after:type_name -> google.protobuf.Timestamp
+	36, // 13: ipsecca.v1.InventoryEntry.not_after:type_name -> google.protobuf.Timestamp
+	17, // 14: ipsecca.v1.ReportInventoryRequest.entries:type_name -> ipsecca.v1.InventoryEntry
+	35, // 15: ipsecca.v1.RotateRequest.spread:type_name -> google.protobuf.Duration
+	36, // 16: ipsecca.v1.ScheduleEntry.due_at:type_name -> google.protobuf.Timestamp
+	36, // 17: ipsecca.v1.ScheduleEntry.not_after:type_name -> google.protobuf.Timestamp
+	24, // 18: ipsecca.v1.ListScheduleResponse.entries:type_name -> ipsecca.v1.ScheduleEntry
+	8,  // 19: ipsecca.v1.Node.current:type_name -> ipsecca.v1.Certificate
+	17, // 20: ipsecca.v1.Node.inventory:type_name -> ipsecca.v1.InventoryEntry
+	36, // 21: ipsecca.v1.Node.inventory_reported_at:type_name -> google.protobuf.Timestamp
+	27, // 22: ipsecca.v1.ListNodesResponse.nodes:type_name -> ipsecca.v1.Node
+	36, // 23: ipsecca.v1.RootInfo.not_before:type_name -> google.protobuf.Timestamp
+	36, // 24: ipsecca.v1.RootInfo.not_after:type_name -> google.protobuf.Timestamp
+	31, // 25: ipsecca.v1.GetCAResponse.roots:type_name -> ipsecca.v1.RootInfo
+	1,  // 26: ipsecca.v1.NodeService.Enroll:input_type -> ipsecca.v1.EnrollRequest
+	2,  // 27: ipsecca.v1.NodeService.Renew:input_type -> ipsecca.v1.RenewRequest
+	4,  // 28: ipsecca.v1.NodeService.GetCABundle:input_type -> ipsecca.v1.GetCABundleRequest
+	15, // 29: ipsecca.v1.NodeService.Watch:input_type -> ipsecca.v1.WatchRequest
+	18, // 30: ipsecca.v1.NodeService.ReportInventory:input_type -> ipsecca.v1.ReportInventoryRequest
+	6,  // 31: ipsecca.v1.AdminService.CreateToken:input_type -> ipsecca.v1.CreateTokenRequest
+	9,  // 32: ipsecca.v1.AdminService.ListCertificates:input_type -> ipsecca.v1.ListCertificatesRequest
+	11, // 33: ipsecca.v1.AdminService.GetCertificate:input_type -> ipsecca.v1.GetCertificateRequest
+	13, // 34: ipsecca.v1.AdminService.ListEvents:input_type -> ipsecca.v1.ListEventsRequest
+	20, // 35: ipsecca.v1.AdminService.VerifyAudit:input_type -> ipsecca.v1.VerifyAuditRequest
+	22, // 36: ipsecca.v1.AdminService.Rotate:input_type -> ipsecca.v1.RotateRequest
+	25, // 37: ipsecca.v1.AdminService.ListSchedule:input_type -> ipsecca.v1.ListScheduleRequest
+	28, // 38: ipsecca.v1.AdminService.ListNodes:input_type -> ipsecca.v1.ListNodesRequest
+	30, // 39: ipsecca.v1.AdminService.GetCA:input_type -> ipsecca.v1.GetCARequest
+	33, // 40: ipsecca.v1.AdminService.RenewCA:input_type -> ipsecca.v1.RenewCARequest
+	3,  // 41: ipsecca.v1.NodeService.Enroll:output_type -> ipsecca.v1.IssueResponse
+	3,  // 42: ipsecca.v1.NodeService.Renew:output_type -> ipsecca.v1.IssueResponse
+	5,  // 43: ipsecca.v1.NodeService.GetCABundle:output_type -> ipsecca.v1.CABundle
+	16, // 44: ipsecca.v1.NodeService.Watch:output_type -> ipsecca.v1.NodeEvent
+	19, // 45: ipsecca.v1.NodeService.ReportInventory:output_type -> ipsecca.v1.ReportInventoryResponse
+	7,  // 46: ipsecca.v1.AdminService.CreateToken:output_type -> ipsecca.v1.CreateTokenResponse
+	10, // 47: ipsecca.v1.AdminService.ListCertificates:output_type -> ipsecca.v1.ListCertificatesResponse
+	8,  // 48: ipsecca.v1.AdminService.GetCertificate:output_type -> ipsecca.v1.Certificate
+	14, // 49: ipsecca.v1.AdminService.ListEvents:output_type -> ipsecca.v1.ListEventsResponse
+	21, // 50: ipsecca.v1.AdminService.VerifyAudit:output_type -> ipsecca.v1.VerifyAuditResponse
+	23, // 51: ipsecca.v1.AdminService.Rotate:output_type -> ipsecca.v1.RotateResponse
+	26, // 52: ipsecca.v1.AdminService.ListSchedule:output_type -> ipsecca.v1.ListScheduleResponse
+	29, // 53: ipsecca.v1.AdminService.ListNodes:output_type -> ipsecca.v1.ListNodesResponse
+	32, // 54: ipsecca.v1.AdminService.GetCA:output_type -> ipsecca.v1.GetCAResponse
+	32, // 55: ipsecca.v1.AdminService.RenewCA:output_type -> ipsecca.v1.GetCAResponse
+	41, // [41:56] is the sub-list for method output_type
+	26, // [26:41] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_proto_ipsecca_v1_ipsecca_proto_init() }
@@ -1131,13 +2357,14 @@ func file_proto_ipsecca_v1_ipsecca_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_ipsecca_v1_ipsecca_proto_rawDesc), len(file_proto_ipsecca_v1_ipsecca_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   15,
+			NumEnums:      1,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
 		GoTypes:           file_proto_ipsecca_v1_ipsecca_proto_goTypes,
 		DependencyIndexes: file_proto_ipsecca_v1_ipsecca_proto_depIdxs,
+		EnumInfos:         file_proto_ipsecca_v1_ipsecca_proto_enumTypes,
 		MessageInfos:      file_proto_ipsecca_v1_ipsecca_proto_msgTypes,
 	}.Build()
 	File_proto_ipsecca_v1_ipsecca_proto = out.File

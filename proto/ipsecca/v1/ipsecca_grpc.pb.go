@@ -22,9 +22,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	NodeService_Enroll_FullMethodName      = "/ipsecca.v1.NodeService/Enroll"
-	NodeService_Renew_FullMethodName       = "/ipsecca.v1.NodeService/Renew"
-	NodeService_GetCABundle_FullMethodName = "/ipsecca.v1.NodeService/GetCABundle"
+	NodeService_Enroll_FullMethodName          = "/ipsecca.v1.NodeService/Enroll"
+	NodeService_Renew_FullMethodName           = "/ipsecca.v1.NodeService/Renew"
+	NodeService_GetCABundle_FullMethodName     = "/ipsecca.v1.NodeService/GetCABundle"
+	NodeService_Watch_FullMethodName           = "/ipsecca.v1.NodeService/Watch"
+	NodeService_ReportInventory_FullMethodName = "/ipsecca.v1.NodeService/ReportInventory"
 )
 
 // NodeServiceClient is the client API for NodeService service.
@@ -41,6 +43,12 @@ type NodeServiceClient interface {
 	Renew(ctx context.Context, in *RenewRequest, opts ...grpc.CallOption) (*IssueResponse, error)
 	// GetCABundle returns the CA bundle nodes must trust (public data).
 	GetCABundle(ctx context.Context, in *GetCABundleRequest, opts ...grpc.CallOption) (*CABundle, error)
+	// Watch streams what the caller's node must act on. The first message is
+	// a snapshot (kind SNAPSHOT); later ones report changes. The caller
+	// authenticates with its node certificate (mTLS).
+	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NodeEvent], error)
+	// ReportInventory records what the node's NSS database holds (mTLS).
+	ReportInventory(ctx context.Context, in *ReportInventoryRequest, opts ...grpc.CallOption) (*ReportInventoryResponse, error)
 }
 
 type nodeServiceClient struct {
@@ -81,6 +89,35 @@ func (c *nodeServiceClient) GetCABundle(ctx context.Context, in *GetCABundleRequ
 	return out, nil
 }
 
+func (c *nodeServiceClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NodeEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &NodeService_ServiceDesc.Streams[0], NodeService_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRequest, NodeEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type NodeService_WatchClient = grpc.ServerStreamingClient[NodeEvent]
+
+func (c *nodeServiceClient) ReportInventory(ctx context.Context, in *ReportInventoryRequest, opts ...grpc.CallOption) (*ReportInventoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportInventoryResponse)
+	err := c.cc.Invoke(ctx, NodeService_ReportInventory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NodeServiceServer is the server API for NodeService service.
 // All implementations must embed UnimplementedNodeServiceServer
 // for forward compatibility.
@@ -95,6 +132,12 @@ type NodeServiceServer interface {
 	Renew(context.Context, *RenewRequest) (*IssueResponse, error)
 	// GetCABundle returns the CA bundle nodes must trust (public data).
 	GetCABundle(context.Context, *GetCABundleRequest) (*CABundle, error)
+	// Watch streams what the caller's node must act on. The first message is
+	// a snapshot (kind SNAPSHOT); later ones report changes. The caller
+	// authenticates with its node certificate (mTLS).
+	Watch(*WatchRequest, grpc.ServerStreamingServer[NodeEvent]) error
+	// ReportInventory records what the node's NSS database holds (mTLS).
+	ReportInventory(context.Context, *ReportInventoryRequest) (*ReportInventoryResponse, error)
 	mustEmbedUnimplementedNodeServiceServer()
 }
 
@@ -113,6 +156,12 @@ func (UnimplementedNodeServiceServer) Renew(context.Context, *RenewRequest) (*Is
 }
 func (UnimplementedNodeServiceServer) GetCABundle(context.Context, *GetCABundleRequest) (*CABundle, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetCABundle not implemented")
+}
+func (UnimplementedNodeServiceServer) Watch(*WatchRequest, grpc.ServerStreamingServer[NodeEvent]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedNodeServiceServer) ReportInventory(context.Context, *ReportInventoryRequest) (*ReportInventoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportInventory not implemented")
 }
 func (UnimplementedNodeServiceServer) mustEmbedUnimplementedNodeServiceServer() {}
 func (UnimplementedNodeServiceServer) testEmbeddedByValue()                     {}
@@ -189,6 +238,35 @@ func _NodeService_GetCABundle_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NodeService_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(NodeServiceServer).Watch(m, &grpc.GenericServerStream[WatchRequest, NodeEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type NodeService_WatchServer = grpc.ServerStreamingServer[NodeEvent]
+
+func _NodeService_ReportInventory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportInventoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServiceServer).ReportInventory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NodeService_ReportInventory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServiceServer).ReportInventory(ctx, req.(*ReportInventoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // NodeService_ServiceDesc is the grpc.ServiceDesc for NodeService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -208,8 +286,18 @@ var NodeService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "GetCABundle",
 			Handler:    _NodeService_GetCABundle_Handler,
 		},
+		{
+			MethodName: "ReportInventory",
+			Handler:    _NodeService_ReportInventory_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Watch",
+			Handler:       _NodeService_Watch_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "proto/ipsecca/v1/ipsecca.proto",
 }
 
@@ -218,6 +306,12 @@ const (
 	AdminService_ListCertificates_FullMethodName = "/ipsecca.v1.AdminService/ListCertificates"
 	AdminService_GetCertificate_FullMethodName   = "/ipsecca.v1.AdminService/GetCertificate"
 	AdminService_ListEvents_FullMethodName       = "/ipsecca.v1.AdminService/ListEvents"
+	AdminService_VerifyAudit_FullMethodName      = "/ipsecca.v1.AdminService/VerifyAudit"
+	AdminService_Rotate_FullMethodName           = "/ipsecca.v1.AdminService/Rotate"
+	AdminService_ListSchedule_FullMethodName     = "/ipsecca.v1.AdminService/ListSchedule"
+	AdminService_ListNodes_FullMethodName        = "/ipsecca.v1.AdminService/ListNodes"
+	AdminService_GetCA_FullMethodName            = "/ipsecca.v1.AdminService/GetCA"
+	AdminService_RenewCA_FullMethodName          = "/ipsecca.v1.AdminService/RenewCA"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -234,6 +328,19 @@ type AdminServiceClient interface {
 	GetCertificate(ctx context.Context, in *GetCertificateRequest, opts ...grpc.CallOption) (*Certificate, error)
 	// ListEvents lists audit events in order, paginated.
 	ListEvents(ctx context.Context, in *ListEventsRequest, opts ...grpc.CallOption) (*ListEventsResponse, error)
+	// VerifyAudit recomputes the audit hash chain.
+	VerifyAudit(ctx context.Context, in *VerifyAuditRequest, opts ...grpc.CallOption) (*VerifyAuditResponse, error)
+	// Rotate marks the current certificate of one node (or of all nodes) due
+	// now, or spread over a window, and tells the nodes through Watch.
+	Rotate(ctx context.Context, in *RotateRequest, opts ...grpc.CallOption) (*RotateResponse, error)
+	// ListSchedule lists the next rotations, soonest first.
+	ListSchedule(ctx context.Context, in *ListScheduleRequest, opts ...grpc.CallOption) (*ListScheduleResponse, error)
+	// ListNodes lists nodes with their current certificate and reported inventory.
+	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
+	// GetCA shows the current and earlier roots.
+	GetCA(ctx context.Context, in *GetCARequest, opts ...grpc.CallOption) (*GetCAResponse, error)
+	// RenewCA re-issues the root now with the same key and subject.
+	RenewCA(ctx context.Context, in *RenewCARequest, opts ...grpc.CallOption) (*GetCAResponse, error)
 }
 
 type adminServiceClient struct {
@@ -284,6 +391,66 @@ func (c *adminServiceClient) ListEvents(ctx context.Context, in *ListEventsReque
 	return out, nil
 }
 
+func (c *adminServiceClient) VerifyAudit(ctx context.Context, in *VerifyAuditRequest, opts ...grpc.CallOption) (*VerifyAuditResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyAuditResponse)
+	err := c.cc.Invoke(ctx, AdminService_VerifyAudit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) Rotate(ctx context.Context, in *RotateRequest, opts ...grpc.CallOption) (*RotateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateResponse)
+	err := c.cc.Invoke(ctx, AdminService_Rotate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListSchedule(ctx context.Context, in *ListScheduleRequest, opts ...grpc.CallOption) (*ListScheduleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListScheduleResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListSchedule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListNodesResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListNodes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetCA(ctx context.Context, in *GetCARequest, opts ...grpc.CallOption) (*GetCAResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetCAResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetCA_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RenewCA(ctx context.Context, in *RenewCARequest, opts ...grpc.CallOption) (*GetCAResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetCAResponse)
+	err := c.cc.Invoke(ctx, AdminService_RenewCA_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -298,6 +465,19 @@ type AdminServiceServer interface {
 	GetCertificate(context.Context, *GetCertificateRequest) (*Certificate, error)
 	// ListEvents lists audit events in order, paginated.
 	ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error)
+	// VerifyAudit recomputes the audit hash chain.
+	VerifyAudit(context.Context, *VerifyAuditRequest) (*VerifyAuditResponse, error)
+	// Rotate marks the current certificate of one node (or of all nodes) due
+	// now, or spread over a window, and tells the nodes through Watch.
+	Rotate(context.Context, *RotateRequest) (*RotateResponse, error)
+	// ListSchedule lists the next rotations, soonest first.
+	ListSchedule(context.Context, *ListScheduleRequest) (*ListScheduleResponse, error)
+	// ListNodes lists nodes with their current certificate and reported inventory.
+	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
+	// GetCA shows the current and earlier roots.
+	GetCA(context.Context, *GetCARequest) (*GetCAResponse, error)
+	// RenewCA re-issues the root now with the same key and subject.
+	RenewCA(context.Context, *RenewCARequest) (*GetCAResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -319,6 +499,24 @@ func (UnimplementedAdminServiceServer) GetCertificate(context.Context, *GetCerti
 }
 func (UnimplementedAdminServiceServer) ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListEvents not implemented")
+}
+func (UnimplementedAdminServiceServer) VerifyAudit(context.Context, *VerifyAuditRequest) (*VerifyAuditResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VerifyAudit not implemented")
+}
+func (UnimplementedAdminServiceServer) Rotate(context.Context, *RotateRequest) (*RotateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Rotate not implemented")
+}
+func (UnimplementedAdminServiceServer) ListSchedule(context.Context, *ListScheduleRequest) (*ListScheduleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSchedule not implemented")
+}
+func (UnimplementedAdminServiceServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListNodes not implemented")
+}
+func (UnimplementedAdminServiceServer) GetCA(context.Context, *GetCARequest) (*GetCAResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetCA not implemented")
+}
+func (UnimplementedAdminServiceServer) RenewCA(context.Context, *RenewCARequest) (*GetCAResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenewCA not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -413,6 +611,114 @@ func _AdminService_ListEvents_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_VerifyAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyAuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).VerifyAudit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_VerifyAudit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).VerifyAudit(ctx, req.(*VerifyAuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_Rotate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).Rotate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_Rotate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).Rotate(ctx, req.(*RotateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListSchedule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListScheduleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListSchedule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListSchedule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListSchedule(ctx, req.(*ListScheduleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListNodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListNodesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListNodes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListNodes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListNodes(ctx, req.(*ListNodesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetCA_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCARequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetCA(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetCA_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetCA(ctx, req.(*GetCARequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RenewCA_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewCARequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RenewCA(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RenewCA_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RenewCA(ctx, req.(*RenewCARequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -435,6 +741,30 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListEvents",
 			Handler:    _AdminService_ListEvents_Handler,
+		},
+		{
+			MethodName: "VerifyAudit",
+			Handler:    _AdminService_VerifyAudit_Handler,
+		},
+		{
+			MethodName: "Rotate",
+			Handler:    _AdminService_Rotate_Handler,
+		},
+		{
+			MethodName: "ListSchedule",
+			Handler:    _AdminService_ListSchedule_Handler,
+		},
+		{
+			MethodName: "ListNodes",
+			Handler:    _AdminService_ListNodes_Handler,
+		},
+		{
+			MethodName: "GetCA",
+			Handler:    _AdminService_GetCA_Handler,
+		},
+		{
+			MethodName: "RenewCA",
+			Handler:    _AdminService_RenewCA_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
