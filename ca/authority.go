@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipsecca/ipsecca/store"
@@ -17,6 +18,7 @@ import (
 // Store is what the Authority needs from a store backend.
 type Store interface {
 	RootStore
+	RootRenewer
 	Token(ctx context.Context, id string) (*store.Token, error)
 	PutToken(ctx context.Context, t *store.Token, ev store.Event) error
 	Cert(ctx context.Context, serial string) (*store.Cert, error)
@@ -30,17 +32,23 @@ type Config struct {
 	Clock  Clock     // required
 	Rand   io.Reader // required; crypto/rand.Reader in production
 	Logger *slog.Logger
+	// RotateAfter computes a node certificate's rotate_after; NotBefore +
+	// RotateFraction of the lifetime when nil. The rotation package
+	// supplies its policy (with its spread) here.
+	RotateAfter func(notBefore, notAfter time.Time, serial string) time.Time
 }
 
 // Authority issues certificates under the node policy and records every
 // decision in the store.
 type Authority struct {
 	st    Store
-	root  *Root
+	root  atomic.Pointer[Root]
 	org   string
 	clock Clock
 	rand  io.Reader
 	log   *slog.Logger
+
+	rotateAfter func(notBefore, notAfter time.Time, serial string) time.Time
 }
 
 // New returns an Authority signing with root.
@@ -53,11 +61,16 @@ func New(st Store, root *Root, cfg Config) *Authority {
 	if o := root.Cert.Subject.Organization; len(o) > 0 {
 		org = o[0]
 	}
-	return &Authority{st: st, root: root, org: org, clock: cfg.Clock, rand: cfg.Rand, log: log}
+	a := &Authority{st: st, org: org, clock: cfg.Clock, rand: cfg.Rand, log: log, rotateAfter: cfg.RotateAfter}
+	if a.rotateAfter == nil {
+		a.rotateAfter = func(notBefore, notAfter time.Time, _ string) time.Time { return RotateAfter(notBefore, notAfter) }
+	}
+	a.root.Store(root)
+	return a
 }
 
 // Root returns the current root.
-func (a *Authority) Root() *Root { return a.root }
+func (a *Authority) Root() *Root { return a.root.Load() }
 
 // Caller is an authenticated mTLS client: a certificate this CA issued and
 // still considers valid.
@@ -197,7 +210,14 @@ func (a *Authority) issueNode(ctx context.Context, csrPEM []byte, id Identity, v
 	if tokenID != "" {
 		ev.Detail["token_id"] = tokenID
 	}
-	err = a.st.Issue(ctx, store.Issuance{Cert: rec, TokenID: tokenID, Event: ev})
+	completed := func(old *store.Cert) *store.Event {
+		if old.DueAt.IsZero() {
+			return nil
+		}
+		return &store.Event{Time: now.UTC(), Type: store.EventRotationCompleted, Actor: actor, Node: id.Node, Serial: rec.Serial, OldSerial: old.Serial,
+			Detail: map[string]string{"reason": old.DueReason, "took": now.Sub(old.DueAt).Round(time.Second).String()}}
+	}
+	err = a.st.Issue(ctx, store.Issuance{Cert: rec, TokenID: tokenID, Event: ev, OnSupersede: completed})
 	switch {
 	case errors.Is(err, store.ErrTokenUsed):
 		return nil, a.denied(ctx, actor, id.Node, deny(ErrUnauthenticated, ReasonTokenUsed, "the bootstrap token was already used (tokens are single-use); ask an admin for a new one"))
@@ -235,14 +255,15 @@ func (a *Authority) sign(kind store.Kind, node, cn, ou string, pub crypto.Public
 	if err != nil {
 		return nil, err
 	}
-	tmpl, err := leafTemplate(serial, a.org, ou, cn, pub, now, years, a.root.Cert)
+	root := a.Root()
+	tmpl, err := leafTemplate(serial, a.org, ou, cn, pub, now, years, root.Cert)
 	if err != nil {
 		return nil, err
 	}
 	tmpl.DNSNames = dnsNames
 	tmpl.IPAddresses = ips
-	tmpl.SignatureAlgorithm = signatureAlgorithm(a.root.Signer)
-	der, err := x509.CreateCertificate(a.rand, tmpl, a.root.Cert, pub, a.root.Signer)
+	tmpl.SignatureAlgorithm = signatureAlgorithm(root.Signer)
+	der, err := x509.CreateCertificate(a.rand, tmpl, root.Cert, pub, root.Signer)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign: %w", err)
 	}
@@ -255,7 +276,7 @@ func (a *Authority) sign(kind store.Kind, node, cn, ou string, pub crypto.Public
 		State:       store.StateActive,
 		NotBefore:   tmpl.NotBefore,
 		NotAfter:    tmpl.NotAfter,
-		RotateAfter: RotateAfter(tmpl.NotBefore, tmpl.NotAfter),
+		RotateAfter: a.rotateAfter(tmpl.NotBefore, tmpl.NotAfter, SerialString(serial)),
 		IssuedAt:    now.UTC(),
 		DER:         der,
 	}, nil

@@ -55,6 +55,7 @@ type Root struct {
 	// BundlePEM holds the current root first, then earlier roots.
 	BundlePEM []byte
 
+	keyPEM   []byte
 	poolOnce sync.Once
 	pool     *x509.CertPool
 }
@@ -153,7 +154,7 @@ func loadRoot(m *store.CA) (*Root, error) {
 	for _, der := range m.Previous {
 		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
 	}
-	return &Root{Cert: cert, Signer: priv, CertPEM: m.CertPEM, BundlePEM: bundle}, nil
+	return &Root{Cert: cert, Signer: priv, CertPEM: m.CertPEM, BundlePEM: bundle, keyPEM: m.KeyPEM}, nil
 }
 
 func publicKeysEqual(a, b crypto.PublicKey) bool {
@@ -168,4 +169,72 @@ func (r *Root) Pool() *x509.CertPool {
 		r.pool.AppendCertsFromPEM(r.BundlePEM)
 	})
 	return r.pool
+}
+
+// RootRenewer stores a renewed root.
+type RootRenewer interface {
+	RenewCA(ctx context.Context, ca *store.CA, ev store.Event) error
+}
+
+// RenewRoot re-issues the root with the same key and the same subject (and
+// extensions), valid for RootYears from now with a new serial, so every
+// certificate issued under the old root still verifies against the new one
+// and libreswan's rightca=%same keeps matching. The old root stays in the
+// bundle, after the new one.
+func (a *Authority) RenewRoot(ctx context.Context, actor string) (*Root, error) {
+	old := a.Root()
+	tmpl, err := x509.ParseCertificate(old.Cert.Raw)
+	if err != nil {
+		return nil, err
+	}
+	serial, err := newSerial(a.rand)
+	if err != nil {
+		return nil, err
+	}
+	now := a.clock.Now().UTC().Truncate(time.Second)
+	tmpl.SerialNumber = serial
+	tmpl.NotBefore = now
+	tmpl.NotAfter = now.AddDate(RootYears, 0, 0)
+	der, err := x509.CreateCertificate(a.rand, tmpl, tmpl, old.Signer.Public(), old.Signer)
+	if err != nil {
+		return nil, fmt.Errorf("ca: renew root: %w", err)
+	}
+	previous := [][]byte{old.Cert.Raw}
+	for _, der := range a.previousRoots(old) {
+		// Keep roots that still vouch for something; drop expired ones.
+		if c, err := x509.ParseCertificate(der); err == nil && now.Before(c.NotAfter) {
+			previous = append(previous, der)
+		}
+	}
+	material := &store.CA{CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), KeyPEM: old.keyPEM, Previous: previous}
+	r, err := loadRoot(material)
+	if err != nil {
+		return nil, err
+	}
+	ev := store.Event{Time: now, Type: store.EventCARenewed, Actor: actor, Serial: SerialString(serial), OldSerial: SerialString(old.Cert.SerialNumber),
+		Detail: map[string]string{"not_after": tmpl.NotAfter.Format(time.RFC3339), "previous_not_after": old.Cert.NotAfter.UTC().Format(time.RFC3339), "sha256": r.Fingerprint()}}
+	if err := a.st.RenewCA(ctx, material, ev); err != nil {
+		return nil, err
+	}
+	a.root.Store(r)
+	a.log.Info("renewed root CA (same key and subject)", "serial", SerialString(serial), "not_after", tmpl.NotAfter, "sha256", r.Fingerprint())
+	return r, nil
+}
+
+// previousRoots returns the DER of the roots before r (in its bundle).
+func (a *Authority) previousRoots(r *Root) [][]byte {
+	var out [][]byte
+	rest := r.BundlePEM
+	first := true
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			return out
+		}
+		if !first {
+			out = append(out, b.Bytes)
+		}
+		first = false
+	}
 }

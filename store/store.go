@@ -63,7 +63,15 @@ type Cert struct {
 	IssuedAt     time.Time `json:"issued_at"`
 	IssuedVia    string    `json:"issued_via"` // token, renewal, init, kube
 	SupersededBy string    `json:"superseded_by,omitempty"`
-	DER          []byte    `json:"der"`
+	// DueAt is when the rotation scheduler marked the certificate due
+	// (zero: not yet); DueReason says why ("scheduled", "forced").
+	DueAt     time.Time `json:"due_at,omitzero"`
+	DueReason string    `json:"due_reason,omitempty"`
+	// OverdueAt is when the scheduler found it still not rotated after the grace.
+	OverdueAt time.Time `json:"overdue_at,omitzero"`
+	// GraceUntil is when a due certificate counts as overdue.
+	GraceUntil time.Time `json:"grace_until,omitzero"`
+	DER        []byte    `json:"der"`
 }
 
 // StateAt reports the state at t, deriving "expired" from NotAfter.
@@ -121,6 +129,13 @@ const (
 	EventTokenCreated = "token.created"
 	EventTokenUsed    = "token.used"
 	EventCACreated    = "ca.created"
+	EventCARenewed    = "ca.renewed"
+
+	EventRotationDue       = "rotation.due"
+	EventRotationForced    = "rotation.forced"
+	EventRotationCompleted = "rotation.completed"
+	EventRotationOverdue   = "rotation.overdue"
+	EventInventoryChanged  = "node.inventory_changed"
 )
 
 // Issuance is everything one certificate issue commits atomically: the
@@ -130,6 +145,28 @@ type Issuance struct {
 	Cert    *Cert
 	TokenID string // consumed in the same transaction; empty for renewals
 	Event   Event
+	// OnSupersede, when set, is called inside the transaction for each
+	// certificate the new one supersedes; a returned event is appended in
+	// the same transaction (e.g. rotation.completed).
+	OnSupersede func(old *Cert) *Event
+}
+
+// NodeInfo is what the store knows about a node beyond its certificates:
+// the inventory its sidecar last reported.
+type NodeInfo struct {
+	Name       string           `json:"name"`
+	CommonName string           `json:"common_name"`
+	Inventory  []InventoryEntry `json:"inventory,omitempty"`
+	ReportedAt time.Time        `json:"reported_at,omitzero"`
+}
+
+// InventoryEntry is one entry of a node's NSS database.
+type InventoryEntry struct {
+	Nickname string    `json:"nickname"`
+	Serial   string    `json:"serial"`
+	NotAfter time.Time `json:"not_after"`
+	Trust    string    `json:"trust"`
+	Subject  string    `json:"subject,omitempty"`
 }
 
 // CertFilter selects certificates in listings. Zero fields match everything.

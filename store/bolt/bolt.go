@@ -13,7 +13,11 @@
 //	by_node/
 //	    <node> 0x00 <serial>           -> ""   (every cert of a node)
 //	by_rotate/
-//	    <rotate_after: 8-byte BE unix ns> <serial> -> ""  (active node certs only)
+//	    <rotate_after: 8-byte BE unix ns> <serial> -> ""  (active node certs not yet due)
+//	by_overdue/                                            (schema 2)
+//	    <grace_until: 8-byte BE unix ns> <serial> -> ""   (due, not yet rotated nor overdue)
+//	nodes/                                                 (schema 2)
+//	    <node>           -> JSON store.NodeInfo (reported NSS inventory)
 //	names/
 //	    <common name>    -> node identity holding it
 //	tokens/
@@ -58,6 +62,8 @@ var (
 	bucketNames    = []byte("names")
 	bucketTokens   = []byte("tokens")
 	bucketEvents   = []byte("events")
+	bucketOverdue  = []byte("by_overdue")
+	bucketNodes    = []byte("nodes")
 
 	keySchemaVersion = []byte("schema_version")
 	keyAuditHead     = []byte("audit_head")
@@ -70,6 +76,15 @@ var migrations = []func(tx *bbolt.Tx) error{
 	// 0 -> 1: the initial bucket tree.
 	func(tx *bbolt.Tx) error {
 		for _, b := range [][]byte{bucketMeta, bucketCA, bucketCerts, bucketByNode, bucketByRotate, bucketNames, bucketTokens, bucketEvents} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
+	// 1 -> 2: rotation tracking and node inventory.
+	func(tx *bbolt.Tx) error {
+		for _, b := range [][]byte{bucketOverdue, bucketNodes} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

@@ -48,6 +48,13 @@ func TestMigrations(t *testing.T) {
 				}
 			}
 		},
+		func(t *testing.T, tx *bbolt.Tx) { // 1 -> 2
+			for _, b := range [][]byte{bucketOverdue, bucketNodes} {
+				if tx.Bucket(b) == nil {
+					t.Errorf("bucket %s missing after step 2", b)
+				}
+			}
+		},
 	}
 	if len(steps) != len(migrations) {
 		t.Fatalf("%d migrations but %d step tests: add a test for the new step", len(migrations), len(steps))

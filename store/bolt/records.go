@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	bbolt "go.etcd.io/bbolt"
@@ -112,7 +113,8 @@ func (s *Store) Issue(ctx context.Context, is store.Issuance) error {
 				return err
 			}
 		}
-		if err := supersede(tx, c); err != nil {
+		superseded, err := supersede(tx, c)
+		if err != nil {
 			return err
 		}
 		if err := putJSON(certs, []byte(c.Serial), c); err != nil {
@@ -128,37 +130,75 @@ func (s *Store) Issue(ctx context.Context, is store.Issuance) error {
 			if err := names.Put([]byte(c.CommonName), []byte(c.Node)); err != nil {
 				return err
 			}
+			nodes := tx.Bucket(bucketNodes)
+			var info store.NodeInfo
+			if err := getJSON(nodes, []byte(c.Node), &info); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			if info.Name == "" || info.CommonName != c.CommonName {
+				info.Name, info.CommonName = c.Node, c.CommonName
+				if err := putJSON(nodes, []byte(c.Node), &info); err != nil {
+					return err
+				}
+			}
 		}
 		ev := is.Event
-		return appendEvent(tx, &ev)
+		if err := appendEvent(tx, &ev); err != nil {
+			return err
+		}
+		for _, old := range superseded {
+			if is.OnSupersede == nil {
+				break
+			}
+			if e := is.OnSupersede(old); e != nil {
+				if err := appendEvent(tx, e); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
 	})
 }
 
 // supersede marks the node's active certificates of c's kind as superseded
-// by c and drops them from the rotation index.
-func supersede(tx *bbolt.Tx, c *store.Cert) error {
+// by c, drops them from the rotation indexes and returns them.
+func supersede(tx *bbolt.Tx, c *store.Cert) ([]*store.Cert, error) {
 	certs := tx.Bucket(bucketCerts)
 	prefix := nodeKey(c.Node, "")
+	var out []*store.Cert
 	cur := tx.Bucket(bucketByNode).Cursor()
 	for k, _ := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Next() {
 		serial := k[len(prefix):]
-		var old store.Cert
-		if err := getJSON(certs, serial, &old); err != nil {
-			return err
+		old := new(store.Cert)
+		if err := getJSON(certs, serial, old); err != nil {
+			return nil, err
 		}
 		if old.Kind != c.Kind || old.State != store.StateActive {
 			continue
 		}
 		old.State = store.StateSuperseded
 		old.SupersededBy = c.Serial
-		if err := putJSON(certs, serial, &old); err != nil {
-			return err
+		if err := putJSON(certs, serial, old); err != nil {
+			return nil, err
 		}
-		if old.Kind == store.KindNode {
-			if err := tx.Bucket(bucketByRotate).Delete(rotateKey(old.RotateAfter, old.Serial)); err != nil {
-				return err
-			}
+		if err := unindexRotation(tx, old); err != nil {
+			return nil, err
 		}
+		out = append(out, old)
+	}
+	return out, nil
+}
+
+// unindexRotation removes c from whichever rotation index holds it.
+func unindexRotation(tx *bbolt.Tx, c *store.Cert) error {
+	if c.Kind != store.KindNode {
+		return nil
+	}
+	if err := tx.Bucket(bucketByRotate).Delete(rotateKey(c.RotateAfter, c.Serial)); err != nil {
+		return err
+	}
+	if !c.GraceUntil.IsZero() {
+		return tx.Bucket(bucketOverdue).Delete(rotateKey(c.GraceUntil, c.Serial))
 	}
 	return nil
 }

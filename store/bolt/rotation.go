@@ -1,0 +1,213 @@
+package bolt
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"reflect"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/ipsecca/ipsecca/store"
+)
+
+// scanIndex returns the certificates of an index whose time key is at or
+// before `before`, soonest first, at most limit.
+func (s *Store) scanIndex(bucket []byte, before time.Time, limit int) ([]*store.Cert, error) {
+	var out []*store.Cert
+	err := s.view(func(tx *bbolt.Tx) error {
+		certs := tx.Bucket(bucketCerts)
+		cur := tx.Bucket(bucket).Cursor()
+		for k, _ := cur.First(); k != nil && len(out) < limit; k, _ = cur.Next() {
+			if int64(binary.BigEndian.Uint64(k[:8])) > before.UnixNano() {
+				break
+			}
+			c := new(store.Cert)
+			if err := getJSON(certs, k[8:], c); err != nil {
+				return err
+			}
+			out = append(out, c)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// DueBefore returns active node certificates not yet marked due whose
+// rotate_after is at or before t, soonest first.
+func (s *Store) DueBefore(_ context.Context, t time.Time, limit int) ([]*store.Cert, error) {
+	return s.scanIndex(bucketByRotate, t, limit)
+}
+
+// GraceEndedBefore returns due certificates whose grace ended at or before t.
+func (s *Store) GraceEndedBefore(_ context.Context, t time.Time, limit int) ([]*store.Cert, error) {
+	return s.scanIndex(bucketOverdue, t, limit)
+}
+
+// NextTimes returns the earliest rotate_after of a certificate not yet due
+// and the earliest grace end of a due one (zero when there is none).
+func (s *Store) NextTimes(_ context.Context) (rotate, grace time.Time, err error) {
+	err = s.view(func(tx *bbolt.Tx) error {
+		if k, _ := tx.Bucket(bucketByRotate).Cursor().First(); k != nil {
+			rotate = time.Unix(0, int64(binary.BigEndian.Uint64(k[:8]))).UTC()
+		}
+		if k, _ := tx.Bucket(bucketOverdue).Cursor().First(); k != nil {
+			grace = time.Unix(0, int64(binary.BigEndian.Uint64(k[:8]))).UTC()
+		}
+		return nil
+	})
+	return rotate, grace, err
+}
+
+// updateCert loads an active node certificate, lets fn change it (fn
+// returns reject(...) to refuse), re-indexes it and appends ev.
+func (s *Store) updateCert(ctx context.Context, serial string, ev store.Event, fn func(c *store.Cert) error) error {
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		certs := tx.Bucket(bucketCerts)
+		c := new(store.Cert)
+		if err := getJSON(certs, []byte(serial), c); err != nil {
+			return reject(err)
+		}
+		if c.Kind != store.KindNode || c.State != store.StateActive {
+			return reject(fmt.Errorf("%w: certificate %s is not an active node certificate", store.ErrNotFound, serial))
+		}
+		before := *c
+		if err := fn(c); err != nil {
+			return err
+		}
+		if err := unindexRotation(tx, &before); err != nil {
+			return err
+		}
+		if c.DueAt.IsZero() {
+			if err := tx.Bucket(bucketByRotate).Put(rotateKey(c.RotateAfter, c.Serial), nil); err != nil {
+				return err
+			}
+		} else if c.OverdueAt.IsZero() {
+			if err := tx.Bucket(bucketOverdue).Put(rotateKey(c.GraceUntil, c.Serial), nil); err != nil {
+				return err
+			}
+		}
+		if err := putJSON(certs, []byte(serial), c); err != nil {
+			return err
+		}
+		return appendEvent(tx, &ev)
+	})
+}
+
+// MarkDue records that an active certificate is due (for reason) and
+// counts as overdue after graceUntil.
+func (s *Store) MarkDue(ctx context.Context, serial string, at time.Time, reason string, graceUntil time.Time, ev store.Event) error {
+	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error {
+		if !c.DueAt.IsZero() {
+			return reject(fmt.Errorf("%w: certificate %s is already due", store.ErrExists, serial))
+		}
+		c.DueAt, c.DueReason, c.GraceUntil = at.UTC(), reason, graceUntil.UTC()
+		return nil
+	})
+}
+
+// MarkOverdue records that a due certificate was still not rotated at `at`.
+func (s *Store) MarkOverdue(ctx context.Context, serial string, at time.Time, ev store.Event) error {
+	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error {
+		if c.DueAt.IsZero() || !c.OverdueAt.IsZero() {
+			return reject(fmt.Errorf("%w: certificate %s is not waiting for its grace to end", store.ErrExists, serial))
+		}
+		c.OverdueAt = at.UTC()
+		return nil
+	})
+}
+
+// Reschedule moves a certificate's rotate_after (forced rotation). A
+// certificate already due keeps its due state.
+func (s *Store) Reschedule(ctx context.Context, serial string, at time.Time, ev store.Event) error {
+	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error {
+		if !c.DueAt.IsZero() {
+			return reject(fmt.Errorf("%w: certificate %s is already due", store.ErrExists, serial))
+		}
+		c.RotateAfter = at.UTC()
+		c.DueReason = "forced"
+		return nil
+	})
+}
+
+// CurrentCert returns the node's newest active node certificate.
+func (s *Store) CurrentCert(_ context.Context, node string) (*store.Cert, error) {
+	var best *store.Cert
+	err := s.view(func(tx *bbolt.Tx) error {
+		certs := tx.Bucket(bucketCerts)
+		prefix := nodeKey(node, "")
+		cur := tx.Bucket(bucketByNode).Cursor()
+		for k, _ := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Next() {
+			c := new(store.Cert)
+			if err := getJSON(certs, k[len(prefix):], c); err != nil {
+				return err
+			}
+			if c.Kind == store.KindNode && c.State == store.StateActive && (best == nil || c.IssuedAt.After(best.IssuedAt)) {
+				best = c
+			}
+		}
+		return nil
+	})
+	if err == nil && best == nil {
+		err = store.ErrNotFound
+	}
+	return best, err
+}
+
+// ActiveNodes returns the names of nodes with an active certificate, in order.
+func (s *Store) ActiveNodes(_ context.Context) ([]string, error) {
+	var out []string
+	err := s.view(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketNodes).ForEach(func(k, _ []byte) error { out = append(out, string(k)); return nil })
+	})
+	return out, err
+}
+
+// Node returns what is known about a node.
+func (s *Store) Node(_ context.Context, name string) (*store.NodeInfo, error) {
+	var n store.NodeInfo
+	if err := s.view(func(tx *bbolt.Tx) error { return getJSON(tx.Bucket(bucketNodes), []byte(name), &n) }); err != nil {
+		return nil, err
+	}
+	return &n, nil
+}
+
+// PutInventory stores a node's reported NSS inventory; ev is appended only
+// when the inventory changed. It reports whether it changed.
+func (s *Store) PutInventory(ctx context.Context, node string, entries []store.InventoryEntry, at time.Time, ev store.Event) (bool, error) {
+	changed := false
+	err := s.update(ctx, func(tx *bbolt.Tx) error {
+		nodes := tx.Bucket(bucketNodes)
+		var n store.NodeInfo
+		if err := getJSON(nodes, []byte(node), &n); err != nil {
+			return reject(err)
+		}
+		changed = !reflect.DeepEqual(n.Inventory, entries) && !(len(n.Inventory) == 0 && len(entries) == 0)
+		n.Inventory, n.ReportedAt = entries, at.UTC()
+		if err := putJSON(nodes, []byte(node), &n); err != nil {
+			return err
+		}
+		if changed {
+			return appendEvent(tx, &ev)
+		}
+		return nil
+	})
+	return changed, err
+}
+
+// RenewCA replaces the CA material (a re-issued root with the same key);
+// the caller keeps the previous roots in ca.Previous.
+func (s *Store) RenewCA(ctx context.Context, ca *store.CA, ev store.Event) error {
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketCA)
+		if b.Get(keyCurrentCA) == nil {
+			return reject(store.ErrNotFound)
+		}
+		if err := putJSON(b, keyCurrentCA, ca); err != nil {
+			return err
+		}
+		return appendEvent(tx, &ev)
+	})
+}
