@@ -36,6 +36,14 @@ var methodAccess = map[string]access{
 	ipseccav1.AdminService_ListCertificates_FullMethodName: adminOnly,
 	ipseccav1.AdminService_GetCertificate_FullMethodName:   adminOnly,
 	ipseccav1.AdminService_ListEvents_FullMethodName:       adminOnly,
+	ipseccav1.NodeService_Watch_FullMethodName:             nodeOnly,
+	ipseccav1.NodeService_ReportInventory_FullMethodName:   nodeOnly,
+	ipseccav1.AdminService_VerifyAudit_FullMethodName:      adminOnly,
+	ipseccav1.AdminService_Rotate_FullMethodName:           adminOnly,
+	ipseccav1.AdminService_ListSchedule_FullMethodName:     adminOnly,
+	ipseccav1.AdminService_ListNodes_FullMethodName:        adminOnly,
+	ipseccav1.AdminService_GetCA_FullMethodName:            adminOnly,
+	ipseccav1.AdminService_RenewCA_FullMethodName:          adminOnly,
 }
 
 // publicPrefixes are the standard services anyone may use (health probes,

@@ -94,6 +94,9 @@ func (s adminService) ListCertificates(ctx context.Context, req *ipseccav1.ListC
 		return nil, err
 	}
 	f := store.CertFilter{Node: req.GetNode(), Kind: store.Kind(req.GetKind()), State: store.State(req.GetState()), Now: s.clock.Now(), After: req.GetPageToken(), Limit: limit}
+	if req.GetDueBefore() != nil {
+		f.DueBefore = req.GetDueBefore().AsTime()
+	}
 	switch f.State {
 	case "", store.StateActive, store.StateSuperseded, store.StateRevoked, store.StateExpired:
 	default:
@@ -142,7 +145,14 @@ func (s adminService) ListEvents(ctx context.Context, req *ipseccav1.ListEventsR
 			return nil, status.Error(codes.InvalidArgument, "page_token is not one this server returned")
 		}
 	}
-	events, more, err := s.queries.ListEvents(ctx, store.EventFilter{Node: req.GetNode(), Type: req.GetType(), AfterSeq: after, Limit: limit})
+	f := store.EventFilter{Node: req.GetNode(), Type: req.GetType(), AfterSeq: after, Limit: limit}
+	if req.GetSince() != nil {
+		f.Since = req.GetSince().AsTime()
+	}
+	if req.GetUntil() != nil {
+		f.Until = req.GetUntil().AsTime()
+	}
+	events, more, err := s.queries.ListEvents(ctx, f)
 	if err != nil {
 		return nil, toStatus(s.log, err)
 	}

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/ipsecca/ipsecca/ca"
+	"github.com/ipsecca/ipsecca/rotation"
 	"github.com/ipsecca/ipsecca/store"
 )
 
@@ -45,6 +46,7 @@ const AdminName = "ipsecca-admin"
 type Store interface {
 	ca.Store
 	Queries
+	rotation.Store
 	Close() error
 }
 
@@ -54,9 +56,11 @@ type Options struct {
 	Store       Store
 	Root        ca.RootConfig
 	ServerNames []string // extra DNS names or IPs for the service certificate
-	Clock       ca.Clock
-	Rand        io.Reader
-	Logger      *slog.Logger
+	// Rotation is the rotation policy; rotation.DefaultPolicy when zero.
+	Rotation rotation.Policy
+	Clock    ca.Clock
+	Rand     io.Reader
+	Logger   *slog.Logger
 }
 
 // Instance is a CA service over one data directory: the authority, its
@@ -64,6 +68,8 @@ type Options struct {
 type Instance struct {
 	opts      Options
 	Authority *ca.Authority
+	Scheduler *rotation.Scheduler
+	Hub       *Hub
 	Server    *Server
 	log       *slog.Logger
 	tlsCert   atomic.Pointer[tls.Certificate]
@@ -92,13 +98,40 @@ func Open(ctx context.Context, opts Options) (*Instance, error) {
 	if err := writeFileAtomic(filepath.Join(opts.DataDir, CAFile), root.BundlePEM, 0o644); err != nil {
 		return nil, err
 	}
-	auth := ca.New(opts.Store, root, ca.Config{Clock: opts.Clock, Rand: opts.Rand, Logger: log})
-	in := &Instance{opts: opts, Authority: auth, Server: New(auth, opts.Store, opts.Clock, log), log: log}
+	if opts.Rotation == (rotation.Policy{}) {
+		opts.Rotation = rotation.DefaultPolicy
+	}
+	if err := opts.Rotation.Validate(rotation.NodeLifetime(opts.Clock.Now())); err != nil {
+		return nil, err
+	}
+	auth := ca.New(opts.Store, root, ca.Config{Clock: opts.Clock, Rand: opts.Rand, Logger: log, RotateAfter: opts.Rotation.DueAt})
+	in := &Instance{opts: opts, Authority: auth, Hub: NewHub(), log: log}
+	in.Scheduler = rotation.NewScheduler(opts.Store, auth, in, opts.Rotation, opts.Clock, log)
+	in.Server = New(Deps{Authority: auth, Queries: opts.Store, Scheduler: in.Scheduler, Hub: in.Hub, Notifier: in, Clock: opts.Clock, Logger: log})
 	if err := in.RenewServiceCerts(ctx); err != nil {
 		return nil, err
 	}
 	return in, nil
 }
+
+// RotationDue forwards to the Watch streams.
+func (in *Instance) RotationDue(node, serial, reason string) {
+	in.Hub.RotationDue(node, serial, reason)
+}
+
+// CABundleChanged rewrites the bundle file, reissues the service
+// certificates under the new root and tells every Watch stream.
+func (in *Instance) CABundleChanged(bundlePEM []byte) {
+	if err := writeFileAtomic(filepath.Join(in.opts.DataDir, CAFile), bundlePEM, 0o644); err != nil {
+		in.log.Error("write CA bundle", "err", err)
+	}
+	if err := in.RenewServiceCerts(context.Background()); err != nil {
+		in.log.Error("service certificates after CA renewal", "err", err)
+	}
+	in.Hub.CABundleChanged(bundlePEM)
+}
+
+var _ rotation.Notifier = (*Instance)(nil)
 
 // RenewServiceCerts reissues the service's TLS certificate and the admin
 // certificate when missing, past two thirds of their life, not from the
@@ -187,6 +220,7 @@ func (in *Instance) current(leaf *x509.Certificate, names []string) bool {
 // by a few seconds). It renews the service certificates hourly when due.
 func (in *Instance) Serve(ctx context.Context, lis net.Listener) error {
 	g, hs := in.Server.GRPCServer(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return in.tlsCert.Load(), nil })
+	go in.Scheduler.Run(ctx)
 	go func() {
 		t := time.NewTicker(time.Hour)
 		defer t.Stop()

@@ -31,6 +31,7 @@ type Authority interface {
 	CreateToken(ctx context.Context, node, cn string, ttl time.Duration, actor string) (string, *store.Token, error)
 	Authenticate(ctx context.Context, leaf *x509.Certificate) (ca.Caller, error)
 	Root() *ca.Root
+	RenewRoot(ctx context.Context, actor string) (*ca.Root, error)
 }
 
 // Queries are the read-only store calls behind the admin listings.
@@ -38,6 +39,22 @@ type Queries interface {
 	Cert(ctx context.Context, serial string) (*store.Cert, error)
 	ListCerts(ctx context.Context, f store.CertFilter) ([]*store.Cert, string, error)
 	ListEvents(ctx context.Context, f store.EventFilter) ([]*store.Event, bool, error)
+	VerifyAudit(ctx context.Context) (uint64, error)
+	CurrentCert(ctx context.Context, node string) (*store.Cert, error)
+	ActiveNodes(ctx context.Context) ([]string, error)
+	Node(ctx context.Context, name string) (*store.NodeInfo, error)
+	PutInventory(ctx context.Context, node string, entries []store.InventoryEntry, at time.Time, ev store.Event) (bool, error)
+	Schedule(ctx context.Context, limit int) ([]*store.Cert, error)
+}
+
+// Scheduler is the rotation scheduler as the admin calls use it.
+type Scheduler interface {
+	Force(ctx context.Context, node string, all bool, spread time.Duration, actor string) (int, error)
+}
+
+// Notifier is told about CA bundle changes made through the API.
+type Notifier interface {
+	CABundleChanged(bundlePEM []byte)
 }
 
 var _ Authority = (*ca.Authority)(nil)
@@ -54,20 +71,40 @@ const (
 	MaxConnectionIdle = 15 * time.Minute
 )
 
+// Deps are the Server's collaborators.
+type Deps struct {
+	Authority Authority
+	Queries   Queries
+	Scheduler Scheduler
+	Hub       *Hub     // Watch streams
+	Notifier  Notifier // told when RenewCA changes the bundle
+	Clock     ca.Clock
+	Logger    *slog.Logger
+}
+
 // Server holds the handlers' dependencies.
 type Server struct {
 	auth    Authority
 	queries Queries
+	sched   Scheduler
+	hub     *Hub
+	notify  Notifier
 	clock   ca.Clock
 	log     *slog.Logger
 }
 
 // New returns a Server.
-func New(auth Authority, q Queries, clock ca.Clock, log *slog.Logger) *Server {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+func New(d Deps) *Server {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{auth: auth, queries: q, clock: clock, log: log}
+	if d.Hub == nil {
+		d.Hub = NewHub()
+	}
+	if d.Notifier == nil {
+		d.Notifier = d.Hub
+	}
+	return &Server{auth: d.Authority, queries: d.Queries, sched: d.Scheduler, hub: d.Hub, notify: d.Notifier, clock: d.Clock, log: d.Logger}
 }
 
 // GRPCServer builds the gRPC server with the services, the standard

@@ -278,3 +278,19 @@ func TestServiceCertsReusedAndRenewed(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryMethodHasAnAccessRule keeps the authorization table complete.
+func TestEveryMethodHasAnAccessRule(t *testing.T) {
+	for _, sd := range []grpc.ServiceDesc{ipseccav1.NodeService_ServiceDesc, ipseccav1.AdminService_ServiceDesc} {
+		for _, m := range sd.Methods {
+			if _, ok := methodAccess["/"+sd.ServiceName+"/"+m.MethodName]; !ok {
+				t.Errorf("%s/%s has no access rule", sd.ServiceName, m.MethodName)
+			}
+		}
+		for _, m := range sd.Streams {
+			if _, ok := methodAccess["/"+sd.ServiceName+"/"+m.StreamName]; !ok {
+				t.Errorf("%s/%s has no access rule", sd.ServiceName, m.StreamName)
+			}
+		}
+	}
+}

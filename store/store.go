@@ -175,6 +175,8 @@ type CertFilter struct {
 	Kind  Kind
 	State State     // compared with StateAt(Now)
 	Now   time.Time // for deriving "expired"
+	// DueBefore keeps certificates whose RotateAfter is before it.
+	DueBefore time.Time
 	// After is a page cursor: only serials sorting after it are returned.
 	After string
 	Limit int // 0 means 100
@@ -182,8 +184,11 @@ type CertFilter struct {
 
 // EventFilter selects audit events.
 type EventFilter struct {
-	Node     string
+	Node string
+	// Type is an exact type, or a prefix when it ends in ".".
 	Type     string
+	Since    time.Time // inclusive; zero: no bound
+	Until    time.Time // exclusive; zero: no bound
 	AfterSeq uint64
 	Limit    int // 0 means 100
 }
@@ -199,4 +204,14 @@ func HashEvent(e Event) (string, error) {
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:]), nil
+}
+
+// AuditError reports the first broken record of the audit hash chain.
+type AuditError struct {
+	Seq     uint64
+	Problem string
+}
+
+func (e *AuditError) Error() string {
+	return fmt.Sprintf("store: audit record %d: %s", e.Seq, e.Problem)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -80,7 +81,7 @@ func newCertsCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "certs", Short: "Show issued certificates"}
 
 	var conn connFlags
-	var node, state, kind string
+	var node, state, kind, dueBefore string
 	var asJSON bool
 	var limit int
 	list := &cobra.Command{
@@ -88,6 +89,10 @@ func newCertsCmd() *cobra.Command {
 		Short: "List issued certificates",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			due, err := parseTime("--due-before", dueBefore)
+			if err != nil {
+				return err
+			}
 			client, done, err := conn.adminClient()
 			if err != nil {
 				return err
@@ -98,7 +103,7 @@ func newCertsCmd() *cobra.Command {
 			all := &ipseccav1.ListCertificatesResponse{}
 			token := ""
 			for {
-				resp, err := client.ListCertificates(ctx, &ipseccav1.ListCertificatesRequest{Node: node, State: state, Kind: kind, PageSize: 1000, PageToken: token})
+				resp, err := client.ListCertificates(ctx, &ipseccav1.ListCertificatesRequest{Node: node, State: state, Kind: kind, DueBefore: due, PageSize: 1000, PageToken: token})
 				if err != nil {
 					return rpcError("certs list", err)
 				}
@@ -127,6 +132,7 @@ func newCertsCmd() *cobra.Command {
 	list.Flags().StringVar(&state, "state", "", "only this state: active, superseded, revoked or expired")
 	list.Flags().StringVar(&kind, "kind", "", "only this kind: node, admin or server")
 	list.Flags().IntVar(&limit, "limit", 0, "show at most this many (0: all)")
+	list.Flags().StringVar(&dueBefore, "due-before", "", "only certificates whose rotation is due before this time (RFC 3339 or YYYY-MM-DD)")
 	list.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
 
 	var sconn connFlags
@@ -176,49 +182,53 @@ func newCertsCmd() *cobra.Command {
 }
 
 func newAuditCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "audit", Short: "Query the audit log"}
+	cmd := &cobra.Command{Use: "audit", Short: "Query and verify the audit log"}
 	var conn connFlags
-	var node, typ string
+	var node, typ, since, until string
 	var asJSON bool
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List audit events, oldest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			client, done, err := conn.adminClient()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := conn.context()
-			defer cancel()
-			all := &ipseccav1.ListEventsResponse{}
-			token := ""
-			for {
-				resp, err := client.ListEvents(ctx, &ipseccav1.ListEventsRequest{Node: node, Type: typ, PageSize: 1000, PageToken: token})
-				if err != nil {
-					return rpcError("audit list", err)
-				}
-				all.Events = append(all.Events, resp.GetEvents()...)
-				if token = resp.GetNextPageToken(); token == "" {
-					break
-				}
-			}
-			if asJSON {
-				return printJSON(cmd, all)
-			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "SEQ\tTIME\tTYPE\tACTOR\tNODE\tSERIAL\tREASON")
-			for _, e := range all.Events {
-				fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.GetSeq(), e.GetTime().AsTime().UTC().Format(time.RFC3339), e.GetType(), e.GetActor(), e.GetNode(), e.GetSerial(), e.GetReason())
-			}
-			return w.Flush()
+			return listEvents(cmd, &conn, &ipseccav1.ListEventsRequest{Node: node, Type: typ}, since, until, asJSON)
 		},
 	}
 	conn.register(list.Flags(), true)
 	list.Flags().StringVar(&node, "node", "", "only events about this node")
-	list.Flags().StringVar(&typ, "type", "", "only events of this type (e.g. cert.enrolled, request.denied)")
+	list.Flags().StringVar(&typ, "type", "", "only this type (cert.enrolled, request.denied, ...) or a prefix ending in '.' (rotation.)")
+	list.Flags().StringVar(&since, "since", "", "only events at or after this time (RFC 3339 or YYYY-MM-DD)")
+	list.Flags().StringVar(&until, "until", "", "only events before this time")
 	list.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
-	cmd.AddCommand(list)
+
+	var vconn connFlags
+	var vJSON bool
+	verify := &cobra.Command{
+		Use:   "verify",
+		Short: "Recompute the audit hash chain; exit 1 and name the first broken record if it was tampered with",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return adminCall(&vconn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
+				resp, err := c.VerifyAudit(ctx, &ipseccav1.VerifyAuditRequest{})
+				if err != nil {
+					return rpcError("audit verify", err)
+				}
+				if vJSON {
+					if err := printJSON(cmd, resp); err != nil {
+						return err
+					}
+				} else if resp.GetOk() {
+					fmt.Fprintf(cmd.OutOrStdout(), "audit log intact: %d records\n", resp.GetRecords())
+				}
+				if !resp.GetOk() {
+					return failure(fmt.Errorf("audit log broken at record %d: %s (%d records before it verify)", resp.GetFirstBadSeq(), resp.GetProblem(), resp.GetRecords()))
+				}
+				return nil
+			})
+		},
+	}
+	vconn.register(verify.Flags(), true)
+	verify.Flags().BoolVar(&vJSON, "json", false, "print the API response as protojson")
+	cmd.AddCommand(list, verify)
 	return cmd
 }

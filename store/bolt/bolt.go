@@ -16,6 +16,8 @@
 //	    <rotate_after: 8-byte BE unix ns> <serial> -> ""  (active node certs not yet due)
 //	by_overdue/                                            (schema 2)
 //	    <grace_until: 8-byte BE unix ns> <serial> -> ""   (due, not yet rotated nor overdue)
+//	overdue/                                               (schema 2)
+//	    <serial>         -> ""   (overdue: grace ended, still not rotated)
 //	nodes/                                                 (schema 2)
 //	    <node>           -> JSON store.NodeInfo (reported NSS inventory)
 //	names/
@@ -64,6 +66,7 @@ var (
 	bucketEvents   = []byte("events")
 	bucketOverdue  = []byte("by_overdue")
 	bucketNodes    = []byte("nodes")
+	bucketOverdueN = []byte("overdue")
 
 	keySchemaVersion = []byte("schema_version")
 	keyAuditHead     = []byte("audit_head")
@@ -84,7 +87,7 @@ var migrations = []func(tx *bbolt.Tx) error{
 	},
 	// 1 -> 2: rotation tracking and node inventory.
 	func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketOverdue, bucketNodes} {
+		for _, b := range [][]byte{bucketOverdue, bucketNodes, bucketOverdueN} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	bbolt "go.etcd.io/bbolt"
 
@@ -198,9 +199,11 @@ func unindexRotation(tx *bbolt.Tx, c *store.Cert) error {
 		return err
 	}
 	if !c.GraceUntil.IsZero() {
-		return tx.Bucket(bucketOverdue).Delete(rotateKey(c.GraceUntil, c.Serial))
+		if err := tx.Bucket(bucketOverdue).Delete(rotateKey(c.GraceUntil, c.Serial)); err != nil {
+			return err
+		}
 	}
-	return nil
+	return tx.Bucket(bucketOverdueN).Delete([]byte(c.Serial))
 }
 
 // AppendEvent appends one audit event (for decisions that store nothing
@@ -245,7 +248,8 @@ func (s *Store) ListCerts(_ context.Context, f store.CertFilter) ([]*store.Cert,
 	var out []*store.Cert
 	next := ""
 	match := func(c *store.Cert) bool {
-		return (f.Kind == "" || c.Kind == f.Kind) && (f.State == "" || c.StateAt(f.Now) == f.State) && (f.Node == "" || c.Node == f.Node)
+		return (f.Kind == "" || c.Kind == f.Kind) && (f.State == "" || c.StateAt(f.Now) == f.State) && (f.Node == "" || c.Node == f.Node) &&
+			(f.DueBefore.IsZero() || c.RotateAfter.Before(f.DueBefore))
 	}
 	err := s.view(func(tx *bbolt.Tx) error {
 		certs := tx.Bucket(bucketCerts)
@@ -312,7 +316,7 @@ func (s *Store) ListEvents(_ context.Context, f store.EventFilter) ([]*store.Eve
 			if err := json.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("store: decode event: %w", err)
 			}
-			if (f.Node != "" && e.Node != f.Node) || (f.Type != "" && e.Type != f.Type) {
+			if !eventMatches(&e, f) {
 				continue
 			}
 			if len(out) == limit {
@@ -336,20 +340,20 @@ func (s *Store) VerifyAudit(_ context.Context) (uint64, error) {
 		for k, v := cur.First(); k != nil; k, v = cur.Next() {
 			var e store.Event
 			if err := json.Unmarshal(v, &e); err != nil {
-				return fmt.Errorf("store: audit record %x does not decode: %w", k, err)
+				return &store.AuditError{Seq: n + 1, Problem: "record does not decode (tampered)"}
 			}
 			if e.Seq != n+1 {
-				return fmt.Errorf("store: audit record %d: sequence %d out of order", n+1, e.Seq)
+				return &store.AuditError{Seq: n + 1, Problem: fmt.Sprintf("sequence %d out of order (record removed or inserted)", e.Seq)}
 			}
 			if e.Prev != prev {
-				return fmt.Errorf("store: audit record %d: previous-hash link broken", e.Seq)
+				return &store.AuditError{Seq: e.Seq, Problem: "previous-hash link broken (a record before it was changed or removed)"}
 			}
 			h, err := store.HashEvent(e)
 			if err != nil {
 				return err
 			}
 			if h != e.Hash {
-				return fmt.Errorf("store: audit record %d: content does not match its hash (tampered)", e.Seq)
+				return &store.AuditError{Seq: e.Seq, Problem: "content does not match its hash (tampered)"}
 			}
 			prev = e.Hash
 			n++
@@ -357,4 +361,20 @@ func (s *Store) VerifyAudit(_ context.Context) (uint64, error) {
 		return nil
 	})
 	return n, err
+}
+
+func eventMatches(e *store.Event, f store.EventFilter) bool {
+	switch {
+	case f.Node != "" && e.Node != f.Node:
+		return false
+	case f.Type != "" && !strings.HasSuffix(f.Type, ".") && e.Type != f.Type:
+		return false
+	case strings.HasSuffix(f.Type, ".") && !strings.HasPrefix(e.Type, f.Type):
+		return false
+	case !f.Since.IsZero() && e.Time.Before(f.Since):
+		return false
+	case !f.Until.IsZero() && !e.Time.Before(f.Until):
+		return false
+	}
+	return true
 }

@@ -88,6 +88,8 @@ func (s *Store) updateCert(ctx context.Context, serial string, ev store.Event, f
 			if err := tx.Bucket(bucketOverdue).Put(rotateKey(c.GraceUntil, c.Serial), nil); err != nil {
 				return err
 			}
+		} else if err := tx.Bucket(bucketOverdueN).Put([]byte(c.Serial), nil); err != nil {
+			return err
 		}
 		if err := putJSON(certs, []byte(serial), c); err != nil {
 			return err
@@ -210,4 +212,45 @@ func (s *Store) RenewCA(ctx context.Context, ca *store.CA, ev store.Event) error
 		}
 		return appendEvent(tx, &ev)
 	})
+}
+
+// Schedule returns up to limit certificates waiting on rotation: overdue
+// ones first, then due ones by grace end, then scheduled ones by
+// rotate_after.
+func (s *Store) Schedule(_ context.Context, limit int) ([]*store.Cert, error) {
+	var out []*store.Cert
+	err := s.view(func(tx *bbolt.Tx) error {
+		certs := tx.Bucket(bucketCerts)
+		add := func(serial []byte) error {
+			c := new(store.Cert)
+			if err := getJSON(certs, serial, c); err != nil {
+				return err
+			}
+			out = append(out, c)
+			return nil
+		}
+		cur := tx.Bucket(bucketOverdueN).Cursor()
+		for k, _ := cur.First(); k != nil && len(out) < limit; k, _ = cur.Next() {
+			if err := add(k); err != nil {
+				return err
+			}
+		}
+		for _, b := range [][]byte{bucketOverdue, bucketByRotate} {
+			cur := tx.Bucket(b).Cursor()
+			for k, _ := cur.First(); k != nil && len(out) < limit; k, _ = cur.Next() {
+				if err := add(k[8:]); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// OverdueCount is the number of overdue certificates.
+func (s *Store) OverdueCount(_ context.Context) (int, error) {
+	n := 0
+	err := s.view(func(tx *bbolt.Tx) error { n = tx.Bucket(bucketOverdueN).Stats().KeyN; return nil })
+	return n, err
 }

@@ -608,8 +608,10 @@ type ListCertificatesRequest struct {
 	// node, admin or server; empty for all.
 	Kind string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
 	// At most 1000; 100 when 0.
-	PageSize      int32  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageSize  int32  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only certificates whose rotate_after is before this time.
+	DueBefore     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=due_before,json=dueBefore,proto3" json:"due_before,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -677,6 +679,13 @@ func (x *ListCertificatesRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *ListCertificatesRequest) GetDueBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DueBefore
+	}
+	return nil
 }
 
 type ListCertificatesResponse struct {
@@ -900,11 +909,14 @@ func (x *Event) GetHash() string {
 }
 
 type ListEventsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// An exact type ("cert.enrolled") or a prefix ending in "." ("rotation.").
 	Type          string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
 	PageSize      int32                  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	PageToken     string                 `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=since,proto3" json:"since,omitempty"`
+	Until         *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=until,proto3" json:"until,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -965,6 +977,20 @@ func (x *ListEventsRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *ListEventsRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ListEventsRequest) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
 }
 
 type ListEventsResponse struct {
@@ -2101,14 +2127,16 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\rsuperseded_by\x18\v \x01(\tR\fsupersededBy\x12\x18\n" +
 	"\asubject\x18\f \x01(\tR\asubject\x12-\n" +
 	"\x12sha256_fingerprint\x18\r \x01(\tR\x11sha256Fingerprint\x12'\n" +
-	"\x0fcertificate_pem\x18\x0e \x01(\fR\x0ecertificatePem\"\x93\x01\n" +
+	"\x0fcertificate_pem\x18\x0e \x01(\fR\x0ecertificatePem\"\xce\x01\n" +
 	"\x17ListCertificatesRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
 	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x1b\n" +
 	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x05 \x01(\tR\tpageToken\"\x7f\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\x129\n" +
+	"\n" +
+	"due_before\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tdueBefore\"\x7f\n" +
 	"\x18ListCertificatesResponse\x12;\n" +
 	"\fcertificates\x18\x01 \x03(\v2\x17.ipsecca.v1.CertificateR\fcertificates\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"/\n" +
@@ -2130,13 +2158,15 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\x04hash\x18\v \x01(\tR\x04hash\x1a9\n" +
 	"\vDetailEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"w\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdb\x01\n" +
 	"\x11ListEventsRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1b\n" +
 	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x04 \x01(\tR\tpageToken\"g\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\x120\n" +
+	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"g\n" +
 	"\x12ListEventsResponse\x12)\n" +
 	"\x06events\x18\x01 \x03(\v2\x11.ipsecca.v1.EventR\x06events\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x0e\n" +
@@ -2291,60 +2321,63 @@ var file_proto_ipsecca_v1_ipsecca_proto_depIdxs = []int32{
 	36, // 4: ipsecca.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
 	36, // 5: ipsecca.v1.Certificate.rotate_after:type_name -> google.protobuf.Timestamp
 	36, // 6: ipsecca.v1.Certificate.issued_at:type_name -> google.protobuf.Timestamp
-	8,  // 7: ipsecca.v1.ListCertificatesResponse.certificates:type_name -> ipsecca.v1.Certificate
-	36, // 8: ipsecca.v1.Event.time:type_name -> google.protobuf.Timestamp
-	34, // 9: ipsecca.v1.Event.detail:type_name -> ipsecca.v1.Event.DetailEntry
-	12, // 10: ipsecca.v1.ListEventsResponse.events:type_name -> ipsecca.v1.Event
-	0,  // 11: ipsecca.v1.NodeEvent.kind:type_name -> ipsecca.v1.NodeEvent.Kind
-	36, // 12: ipsecca.v1.NodeEvent.rotate_after:type_name -> google.protobuf.Timestamp
-	36, // 13: ipsecca.v1.InventoryEntry.not_after:type_name -> google.protobuf.Timestamp
-	17, // 14: ipsecca.v1.ReportInventoryRequest.entries:type_name -> ipsecca.v1.InventoryEntry
-	35, // 15: ipsecca.v1.RotateRequest.spread:type_name -> google.protobuf.Duration
-	36, // 16: ipsecca.v1.ScheduleEntry.due_at:type_name -> google.protobuf.Timestamp
-	36, // 17: ipsecca.v1.ScheduleEntry.not_after:type_name -> google.protobuf.Timestamp
-	24, // 18: ipsecca.v1.ListScheduleResponse.entries:type_name -> ipsecca.v1.ScheduleEntry
-	8,  // 19: ipsecca.v1.Node.current:type_name -> ipsecca.v1.Certificate
-	17, // 20: ipsecca.v1.Node.inventory:type_name -> ipsecca.v1.InventoryEntry
-	36, // 21: ipsecca.v1.Node.inventory_reported_at:type_name -> google.protobuf.Timestamp
-	27, // 22: ipsecca.v1.ListNodesResponse.nodes:type_name -> ipsecca.v1.Node
-	36, // 23: ipsecca.v1.RootInfo.not_before:type_name -> google.protobuf.Timestamp
-	36, // 24: ipsecca.v1.RootInfo.not_after:type_name -> google.protobuf.Timestamp
-	31, // 25: ipsecca.v1.GetCAResponse.roots:type_name -> ipsecca.v1.RootInfo
-	1,  // 26: ipsecca.v1.NodeService.Enroll:input_type -> ipsecca.v1.EnrollRequest
-	2,  // 27: ipsecca.v1.NodeService.Renew:input_type -> ipsecca.v1.RenewRequest
-	4,  // 28: ipsecca.v1.NodeService.GetCABundle:input_type -> ipsecca.v1.GetCABundleRequest
-	15, // 29: ipsecca.v1.NodeService.Watch:input_type -> ipsecca.v1.WatchRequest
-	18, // 30: ipsecca.v1.NodeService.ReportInventory:input_type -> ipsecca.v1.ReportInventoryRequest
-	6,  // 31: ipsecca.v1.AdminService.CreateToken:input_type -> ipsecca.v1.CreateTokenRequest
-	9,  // 32: ipsecca.v1.AdminService.ListCertificates:input_type -> ipsecca.v1.ListCertificatesRequest
-	11, // 33: ipsecca.v1.AdminService.GetCertificate:input_type -> ipsecca.v1.GetCertificateRequest
-	13, // 34: ipsecca.v1.AdminService.ListEvents:input_type -> ipsecca.v1.ListEventsRequest
-	20, // 35: ipsecca.v1.AdminService.VerifyAudit:input_type -> ipsecca.v1.VerifyAuditRequest
-	22, // 36: ipsecca.v1.AdminService.Rotate:input_type -> ipsecca.v1.RotateRequest
-	25, // 37: ipsecca.v1.AdminService.ListSchedule:input_type -> ipsecca.v1.ListScheduleRequest
-	28, // 38: ipsecca.v1.AdminService.ListNodes:input_type -> ipsecca.v1.ListNodesRequest
-	30, // 39: ipsecca.v1.AdminService.GetCA:input_type -> ipsecca.v1.GetCARequest
-	33, // 40: ipsecca.v1.AdminService.RenewCA:input_type -> ipsecca.v1.RenewCARequest
-	3,  // 41: ipsecca.v1.NodeService.Enroll:output_type -> ipsecca.v1.IssueResponse
-	3,  // 42: ipsecca.v1.NodeService.Renew:output_type -> ipsecca.v1.IssueResponse
-	5,  // 43: ipsecca.v1.NodeService.GetCABundle:output_type -> ipsecca.v1.CABundle
-	16, // 44: ipsecca.v1.NodeService.Watch:output_type -> ipsecca.v1.NodeEvent
-	19, // 45: ipsecca.v1.NodeService.ReportInventory:output_type -> ipsecca.v1.ReportInventoryResponse
-	7,  // 46: ipsecca.v1.AdminService.CreateToken:output_type -> ipsecca.v1.CreateTokenResponse
-	10, // 47: ipsecca.v1.AdminService.ListCertificates:output_type -> ipsecca.v1.ListCertificatesResponse
-	8,  // 48: ipsecca.v1.AdminService.GetCertificate:output_type -> ipsecca.v1.Certificate
-	14, // 49: ipsecca.v1.AdminService.ListEvents:output_type -> ipsecca.v1.ListEventsResponse
-	21, // 50: ipsecca.v1.AdminService.VerifyAudit:output_type -> ipsecca.v1.VerifyAuditResponse
-	23, // 51: ipsecca.v1.AdminService.Rotate:output_type -> ipsecca.v1.RotateResponse
-	26, // 52: ipsecca.v1.AdminService.ListSchedule:output_type -> ipsecca.v1.ListScheduleResponse
-	29, // 53: ipsecca.v1.AdminService.ListNodes:output_type -> ipsecca.v1.ListNodesResponse
-	32, // 54: ipsecca.v1.AdminService.GetCA:output_type -> ipsecca.v1.GetCAResponse
-	32, // 55: ipsecca.v1.AdminService.RenewCA:output_type -> ipsecca.v1.GetCAResponse
-	41, // [41:56] is the sub-list for method output_type
-	26, // [26:41] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	36, // 7: ipsecca.v1.ListCertificatesRequest.due_before:type_name -> google.protobuf.Timestamp
+	8,  // 8: ipsecca.v1.ListCertificatesResponse.certificates:type_name -> ipsecca.v1.Certificate
+	36, // 9: ipsecca.v1.Event.time:type_name -> google.protobuf.Timestamp
+	34, // 10: ipsecca.v1.Event.detail:type_name -> ipsecca.v1.Event.DetailEntry
+	36, // 11: ipsecca.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	36, // 12: ipsecca.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
+	12, // 13: ipsecca.v1.ListEventsResponse.events:type_name -> ipsecca.v1.Event
+	0,  // 14: ipsecca.v1.NodeEvent.kind:type_name -> ipsecca.v1.NodeEvent.Kind
+	36, // 15: ipsecca.v1.NodeEvent.rotate_after:type_name -> google.protobuf.Timestamp
+	36, // 16: ipsecca.v1.InventoryEntry.not_after:type_name -> google.protobuf.Timestamp
+	17, // 17: ipsecca.v1.ReportInventoryRequest.entries:type_name -> ipsecca.v1.InventoryEntry
+	35, // 18: ipsecca.v1.RotateRequest.spread:type_name -> google.protobuf.Duration
+	36, // 19: ipsecca.v1.ScheduleEntry.due_at:type_name -> google.protobuf.Timestamp
+	36, // 20: ipsecca.v1.ScheduleEntry.not_after:type_name -> google.protobuf.Timestamp
+	24, // 21: ipsecca.v1.ListScheduleResponse.entries:type_name -> ipsecca.v1.ScheduleEntry
+	8,  // 22: ipsecca.v1.Node.current:type_name -> ipsecca.v1.Certificate
+	17, // 23: ipsecca.v1.Node.inventory:type_name -> ipsecca.v1.InventoryEntry
+	36, // 24: ipsecca.v1.Node.inventory_reported_at:type_name -> google.protobuf.Timestamp
+	27, // 25: ipsecca.v1.ListNodesResponse.nodes:type_name -> ipsecca.v1.Node
+	36, // 26: ipsecca.v1.RootInfo.not_before:type_name -> google.protobuf.Timestamp
+	36, // 27: ipsecca.v1.RootInfo.not_after:type_name -> google.protobuf.Timestamp
+	31, // 28: ipsecca.v1.GetCAResponse.roots:type_name -> ipsecca.v1.RootInfo
+	1,  // 29: ipsecca.v1.NodeService.Enroll:input_type -> ipsecca.v1.EnrollRequest
+	2,  // 30: ipsecca.v1.NodeService.Renew:input_type -> ipsecca.v1.RenewRequest
+	4,  // 31: ipsecca.v1.NodeService.GetCABundle:input_type -> ipsecca.v1.GetCABundleRequest
+	15, // 32: ipsecca.v1.NodeService.Watch:input_type -> ipsecca.v1.WatchRequest
+	18, // 33: ipsecca.v1.NodeService.ReportInventory:input_type -> ipsecca.v1.ReportInventoryRequest
+	6,  // 34: ipsecca.v1.AdminService.CreateToken:input_type -> ipsecca.v1.CreateTokenRequest
+	9,  // 35: ipsecca.v1.AdminService.ListCertificates:input_type -> ipsecca.v1.ListCertificatesRequest
+	11, // 36: ipsecca.v1.AdminService.GetCertificate:input_type -> ipsecca.v1.GetCertificateRequest
+	13, // 37: ipsecca.v1.AdminService.ListEvents:input_type -> ipsecca.v1.ListEventsRequest
+	20, // 38: ipsecca.v1.AdminService.VerifyAudit:input_type -> ipsecca.v1.VerifyAuditRequest
+	22, // 39: ipsecca.v1.AdminService.Rotate:input_type -> ipsecca.v1.RotateRequest
+	25, // 40: ipsecca.v1.AdminService.ListSchedule:input_type -> ipsecca.v1.ListScheduleRequest
+	28, // 41: ipsecca.v1.AdminService.ListNodes:input_type -> ipsecca.v1.ListNodesRequest
+	30, // 42: ipsecca.v1.AdminService.GetCA:input_type -> ipsecca.v1.GetCARequest
+	33, // 43: ipsecca.v1.AdminService.RenewCA:input_type -> ipsecca.v1.RenewCARequest
+	3,  // 44: ipsecca.v1.NodeService.Enroll:output_type -> ipsecca.v1.IssueResponse
+	3,  // 45: ipsecca.v1.NodeService.Renew:output_type -> ipsecca.v1.IssueResponse
+	5,  // 46: ipsecca.v1.NodeService.GetCABundle:output_type -> ipsecca.v1.CABundle
+	16, // 47: ipsecca.v1.NodeService.Watch:output_type -> ipsecca.v1.NodeEvent
+	19, // 48: ipsecca.v1.NodeService.ReportInventory:output_type -> ipsecca.v1.ReportInventoryResponse
+	7,  // 49: ipsecca.v1.AdminService.CreateToken:output_type -> ipsecca.v1.CreateTokenResponse
+	10, // 50: ipsecca.v1.AdminService.ListCertificates:output_type -> ipsecca.v1.ListCertificatesResponse
+	8,  // 51: ipsecca.v1.AdminService.GetCertificate:output_type -> ipsecca.v1.Certificate
+	14, // 52: ipsecca.v1.AdminService.ListEvents:output_type -> ipsecca.v1.ListEventsResponse
+	21, // 53: ipsecca.v1.AdminService.VerifyAudit:output_type -> ipsecca.v1.VerifyAuditResponse
+	23, // 54: ipsecca.v1.AdminService.Rotate:output_type -> ipsecca.v1.RotateResponse
+	26, // 55: ipsecca.v1.AdminService.ListSchedule:output_type -> ipsecca.v1.ListScheduleResponse
+	29, // 56: ipsecca.v1.AdminService.ListNodes:output_type -> ipsecca.v1.ListNodesResponse
+	32, // 57: ipsecca.v1.AdminService.GetCA:output_type -> ipsecca.v1.GetCAResponse
+	32, // 58: ipsecca.v1.AdminService.RenewCA:output_type -> ipsecca.v1.GetCAResponse
+	44, // [44:59] is the sub-list for method output_type
+	29, // [29:44] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_proto_ipsecca_v1_ipsecca_proto_init() }

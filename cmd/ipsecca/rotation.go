@@ -1,0 +1,268 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
+)
+
+func init() {
+	subcommands = append(subcommands, newRotateCmd, newScheduleCmd, newRotationsCmd, newCACmd, newNodesCmd)
+}
+
+// parseTime accepts RFC 3339 or a date (YYYY-MM-DD, UTC midnight).
+func parseTime(flag, s string) (*timestamppb.Timestamp, error) {
+	if s == "" {
+		return nil, nil
+	}
+	for _, layout := range []string{time.RFC3339, "2006-01-02"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return timestamppb.New(t), nil
+		}
+	}
+	return nil, usageError("%s %q: want RFC 3339 (2031-05-26T04:50:00Z) or a date (2031-05-26)", flag, s)
+}
+
+// adminCall runs fn with an admin client and a deadline.
+func adminCall(conn *connFlags, fn func(c ipseccav1.AdminServiceClient, ctx context.Context) error) error {
+	client, done, err := conn.adminClient()
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := conn.context()
+	defer cancel()
+	return fn(client, ctx)
+}
+
+func newRotateCmd() *cobra.Command {
+	var conn connFlags
+	var node string
+	var all, asJSON bool
+	var spread time.Duration
+	cmd := &cobra.Command{
+		Use:   "rotate",
+		Short: "Force rotation of a node's certificate (--node) or of every node (--all)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if (node == "") == !all {
+				return usageError("give --node NODE or --all")
+			}
+			return adminCall(&conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
+				resp, err := c.Rotate(ctx, &ipseccav1.RotateRequest{Node: node, All: all, Spread: durationpb.New(spread)})
+				if err != nil {
+					return rpcError("rotate", err)
+				}
+				if asJSON {
+					return printJSON(cmd, resp)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%d certificate(s) scheduled for rotation\n", resp.GetMarked())
+				return nil
+			})
+		},
+	}
+	conn.register(cmd.Flags(), true)
+	cmd.Flags().StringVar(&node, "node", "", "node to rotate")
+	cmd.Flags().BoolVar(&all, "all", false, "rotate every node")
+	cmd.Flags().DurationVar(&spread, "spread", 0, "with --all, spread the rotations evenly over this window (e.g. 24h)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
+	return cmd
+}
+
+func newScheduleCmd() *cobra.Command {
+	var conn connFlags
+	var limit int
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "schedule",
+		Short: "Show the next rotations: overdue, due, then scheduled, soonest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return adminCall(&conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
+				resp, err := c.ListSchedule(ctx, &ipseccav1.ListScheduleRequest{Limit: int32(limit)})
+				if err != nil {
+					return rpcError("schedule", err)
+				}
+				if asJSON {
+					return printJSON(cmd, resp)
+				}
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "NODE\tSERIAL\tSTATUS\tDUE\tNOT AFTER")
+				for _, e := range resp.GetEntries() {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", e.GetNode(), e.GetSerial(), e.GetStatus(), fmtTime(e.GetDueAt()), fmtTime(e.GetNotAfter()))
+				}
+				return w.Flush()
+			})
+		},
+	}
+	conn.register(cmd.Flags(), true)
+	cmd.Flags().IntVar(&limit, "limit", 20, "how many entries")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
+	return cmd
+}
+
+func newRotationsCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "rotations", Short: "Query past rotations"}
+	var conn connFlags
+	var node, since, until string
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List rotation events (due, forced, completed, overdue)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return listEvents(cmd, &conn, &ipseccav1.ListEventsRequest{Node: node, Type: "rotation."}, since, until, asJSON)
+		},
+	}
+	conn.register(list.Flags(), true)
+	list.Flags().StringVar(&node, "node", "", "only this node")
+	list.Flags().StringVar(&since, "since", "", "only events at or after this time")
+	list.Flags().StringVar(&until, "until", "", "only events before this time")
+	list.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
+	cmd.AddCommand(list)
+	return cmd
+}
+
+// listEvents pages through the audit log and prints it.
+func listEvents(cmd *cobra.Command, conn *connFlags, req *ipseccav1.ListEventsRequest, since, until string, asJSON bool) error {
+	var err error
+	if req.Since, err = parseTime("--since", since); err != nil {
+		return err
+	}
+	if req.Until, err = parseTime("--until", until); err != nil {
+		return err
+	}
+	return adminCall(conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
+		all := &ipseccav1.ListEventsResponse{}
+		req.PageSize = 1000
+		for {
+			resp, err := c.ListEvents(ctx, req)
+			if err != nil {
+				return rpcError("list events", err)
+			}
+			all.Events = append(all.Events, resp.GetEvents()...)
+			if req.PageToken = resp.GetNextPageToken(); req.PageToken == "" {
+				break
+			}
+		}
+		if asJSON {
+			return printJSON(cmd, all)
+		}
+		w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "SEQ\tTIME\tTYPE\tACTOR\tNODE\tSERIAL\tOLD SERIAL\tREASON")
+		for _, e := range all.GetEvents() {
+			reason := e.GetReason()
+			if reason == "" {
+				reason = e.GetDetail()["reason"]
+			}
+			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.GetSeq(), e.GetTime().AsTime().UTC().Format(time.RFC3339), e.GetType(), e.GetActor(), e.GetNode(), e.GetSerial(), e.GetOldSerial(), reason)
+		}
+		return w.Flush()
+	})
+}
+
+func newCACmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "ca", Short: "Show or renew the root CA"}
+	show := func(use, short string, renew bool) *cobra.Command {
+		var conn connFlags
+		var asJSON bool
+		c := &cobra.Command{
+			Use:   use,
+			Short: short,
+			Args:  cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				return adminCall(&conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
+					var resp *ipseccav1.GetCAResponse
+					var err error
+					if renew {
+						resp, err = c.RenewCA(ctx, &ipseccav1.RenewCARequest{})
+					} else {
+						resp, err = c.GetCA(ctx, &ipseccav1.GetCARequest{})
+					}
+					if err != nil {
+						return rpcError("ca "+use, err)
+					}
+					if asJSON {
+						return printJSON(cmd, resp)
+					}
+					w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+					fmt.Fprintln(w, "ROOT\tSERIAL\tSUBJECT\tNOT BEFORE\tNOT AFTER\tSHA256")
+					for _, r := range resp.GetRoots() {
+						which := "previous"
+						if r.GetCurrent() {
+							which = "current"
+						}
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", which, r.GetSerial(), r.GetSubject(), fmtTime(r.GetNotBefore()), fmtTime(r.GetNotAfter()), r.GetSha256Fingerprint())
+					}
+					return w.Flush()
+				})
+			},
+		}
+		conn.register(c.Flags(), true)
+		c.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
+		return c
+	}
+	cmd.AddCommand(
+		show("show", "Show the current and previous roots with their dates", false),
+		show("renew", "Re-issue the root now (same key and subject, new validity); nodes get the new bundle", true),
+	)
+	return cmd
+}
+
+func newNodesCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "nodes", Short: "Show nodes, their certificates and NSS inventory"}
+	mk := func(use, short string, args cobra.PositionalArgs) *cobra.Command {
+		var conn connFlags
+		var asJSON bool
+		c := &cobra.Command{
+			Use:   use,
+			Short: short,
+			Args:  args,
+			RunE: func(cmd *cobra.Command, args []string) error {
+				node := ""
+				if len(args) == 1 {
+					node = args[0]
+				}
+				return adminCall(&conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
+					resp, err := c.ListNodes(ctx, &ipseccav1.ListNodesRequest{Node: node})
+					if err != nil {
+						return rpcError("nodes", err)
+					}
+					if asJSON {
+						return printJSON(cmd, resp)
+					}
+					w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+					if node == "" {
+						fmt.Fprintln(w, "NODE\tCN\tSERIAL\tSTATE\tNOT AFTER\tROTATE AFTER\tNSS ENTRIES\tREPORTED")
+						for _, n := range resp.GetNodes() {
+							cur := n.GetCurrent()
+							fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", n.GetName(), n.GetCommonName(), cur.GetSerial(), cur.GetState(), fmtTime(cur.GetNotAfter()), fmtTime(cur.GetRotateAfter()), len(n.GetInventory()), fmtTime(n.GetInventoryReportedAt()))
+						}
+						return w.Flush()
+					}
+					for _, n := range resp.GetNodes() {
+						cur := n.GetCurrent()
+						fmt.Fprintf(w, "node:\t%s\ncn:\t%s\ncurrent:\t%s (%s, not after %s)\ninventory reported:\t%s\n\n", n.GetName(), n.GetCommonName(), cur.GetSerial(), cur.GetState(), fmtTime(cur.GetNotAfter()), fmtTime(n.GetInventoryReportedAt()))
+						fmt.Fprintln(w, "NICKNAME\tSERIAL\tTRUST\tNOT AFTER\tSUBJECT")
+						for _, e := range n.GetInventory() {
+							fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", e.GetNickname(), e.GetSerial(), e.GetTrust(), fmtTime(e.GetNotAfter()), e.GetSubject())
+						}
+					}
+					return w.Flush()
+				})
+			},
+		}
+		conn.register(c.Flags(), true)
+		c.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
+		return c
+	}
+	cmd.AddCommand(mk("list", "List nodes with their current certificate", cobra.NoArgs), mk("show NODE", "Show one node and what its NSS database holds", cobra.ExactArgs(1)))
+	return cmd
+}

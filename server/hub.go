@@ -1,0 +1,114 @@
+package server
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"sync"
+
+	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
+)
+
+// subscriptionBuffer is how many events a Watch stream may fall behind
+// before it is closed (the node reconnects and gets a fresh snapshot).
+const subscriptionBuffer = 16
+
+// Hub fans node events out to Watch streams. It implements
+// rotation.Notifier.
+type Hub struct {
+	mu   sync.Mutex
+	subs map[string]map[*Subscription]struct{}
+}
+
+// Subscription receives the events of one node; C is closed when the
+// subscriber fell too far behind.
+type Subscription struct {
+	C    chan *ipseccav1.NodeEvent
+	node string
+	hub  *Hub
+}
+
+// NewHub returns an empty hub.
+func NewHub() *Hub { return &Hub{subs: map[string]map[*Subscription]struct{}{}} }
+
+// Subscribe registers a stream for node's events.
+func (h *Hub) Subscribe(node string) *Subscription {
+	s := &Subscription{C: make(chan *ipseccav1.NodeEvent, subscriptionBuffer), node: node, hub: h}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.subs[node] == nil {
+		h.subs[node] = map[*Subscription]struct{}{}
+	}
+	h.subs[node][s] = struct{}{}
+	return s
+}
+
+// Close unregisters the subscription.
+func (s *Subscription) Close() {
+	h := s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.subs[s.node][s]; ok {
+		delete(h.subs[s.node], s)
+		close(s.C)
+		if len(h.subs[s.node]) == 0 {
+			delete(h.subs, s.node)
+		}
+	}
+}
+
+// Watchers returns how many streams are open.
+func (h *Hub) Watchers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, m := range h.subs {
+		n += len(m)
+	}
+	return n
+}
+
+// send delivers without blocking; a full subscriber is dropped. Called
+// with h.mu held.
+func (h *Hub) send(s *Subscription, ev *ipseccav1.NodeEvent) {
+	select {
+	case s.C <- ev:
+	default:
+		delete(h.subs[s.node], s)
+		close(s.C)
+	}
+}
+
+// RotationDue tells node's streams to rotate serial.
+func (h *Hub) RotationDue(node, serial, reason string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs[node] {
+		h.send(s, &ipseccav1.NodeEvent{Kind: ipseccav1.NodeEvent_ROTATION_DUE, CurrentSerial: serial, RotationDue: true, Reason: reason})
+	}
+}
+
+// Revoked tells node's streams that its certificates were revoked.
+func (h *Hub) Revoked(node, reason string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs[node] {
+		h.send(s, &ipseccav1.NodeEvent{Kind: ipseccav1.NodeEvent_REVOKED, Reason: reason})
+	}
+}
+
+// CABundleChanged tells every stream the new bundle.
+func (h *Hub) CABundleChanged(bundlePEM []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, m := range h.subs {
+		for s := range m {
+			h.send(s, &ipseccav1.NodeEvent{Kind: ipseccav1.NodeEvent_CA_BUNDLE_CHANGED, CaBundlePem: bundlePEM, CaBundleSha256: bundleHash(bundlePEM), Reason: "ca renewed"})
+		}
+	}
+}
+
+// bundleHash identifies a CA bundle: SHA-256 of its PEM bytes.
+func bundleHash(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}

@@ -1,0 +1,213 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/ipsecca/ipsecca/ca"
+	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
+	"github.com/ipsecca/ipsecca/store"
+)
+
+func (s nodeService) Watch(_ *ipseccav1.WatchRequest, stream ipseccav1.NodeService_WatchServer) error {
+	ctx := stream.Context()
+	caller, _ := CallerFrom(ctx)
+	sub := s.hub.Subscribe(caller.Node)
+	defer sub.Close()
+	snap, err := s.snapshot(ctx, caller.Node)
+	if err != nil {
+		return toStatus(s.log, err)
+	}
+	if err := stream.Send(snap); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-sub.C:
+			if !ok {
+				return status.Error(codes.Unavailable, "watch stream fell behind; reconnect for a fresh snapshot")
+			}
+			if err := stream.Send(ev); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// snapshot is the first Watch message: what the node must hold now.
+func (s *Server) snapshot(ctx context.Context, node string) (*ipseccav1.NodeEvent, error) {
+	bundle := s.auth.Root().BundlePEM
+	ev := &ipseccav1.NodeEvent{Kind: ipseccav1.NodeEvent_SNAPSHOT, CaBundlePem: bundle, CaBundleSha256: bundleHash(bundle)}
+	cur, err := s.queries.CurrentCert(ctx, node)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		ev.RotationDue = true
+		ev.Reason = "no active certificate"
+		return ev, nil
+	case err != nil:
+		return nil, err
+	}
+	ev.CurrentSerial = cur.Serial
+	ev.RotateAfter = timestamppb.New(cur.RotateAfter)
+	if !cur.DueAt.IsZero() {
+		ev.RotationDue, ev.Reason = true, cur.DueReason
+	}
+	return ev, nil
+}
+
+// maxInventory bounds a reported inventory.
+const maxInventory = 256
+
+func (s nodeService) ReportInventory(ctx context.Context, req *ipseccav1.ReportInventoryRequest) (*ipseccav1.ReportInventoryResponse, error) {
+	caller, _ := CallerFrom(ctx)
+	if len(req.GetEntries()) > maxInventory {
+		return nil, status.Errorf(codes.InvalidArgument, "inventory of %d entries; at most %d", len(req.GetEntries()), maxInventory)
+	}
+	entries := make([]store.InventoryEntry, 0, len(req.GetEntries()))
+	for _, e := range req.GetEntries() {
+		entries = append(entries, store.InventoryEntry{Nickname: e.GetNickname(), Serial: e.GetSerial(), NotAfter: e.GetNotAfter().AsTime().UTC(), Trust: e.GetTrust(), Subject: e.GetSubject()})
+	}
+	now := s.clock.Now().UTC()
+	ev := store.Event{Time: now, Type: store.EventInventoryChanged, Actor: "node:" + caller.Node, Node: caller.Node,
+		Detail: map[string]string{"entries": strconv.Itoa(len(entries))}}
+	if _, err := s.queries.PutInventory(ctx, caller.Node, entries, now, ev); err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	return &ipseccav1.ReportInventoryResponse{}, nil
+}
+
+func (s adminService) VerifyAudit(ctx context.Context, _ *ipseccav1.VerifyAuditRequest) (*ipseccav1.VerifyAuditResponse, error) {
+	n, err := s.queries.VerifyAudit(ctx)
+	var ae *store.AuditError
+	switch {
+	case errors.As(err, &ae):
+		return &ipseccav1.VerifyAuditResponse{Ok: false, Records: ae.Seq - 1, FirstBadSeq: ae.Seq, Problem: ae.Problem}, nil
+	case err != nil:
+		return nil, toStatus(s.log, err)
+	}
+	return &ipseccav1.VerifyAuditResponse{Ok: true, Records: n}, nil
+}
+
+func (s adminService) Rotate(ctx context.Context, req *ipseccav1.RotateRequest) (*ipseccav1.RotateResponse, error) {
+	if (req.GetNode() == "") == !req.GetAll() {
+		return nil, status.Error(codes.InvalidArgument, "give a node or all, not both")
+	}
+	spread := req.GetSpread().AsDuration()
+	if spread < 0 || spread > 30*24*time.Hour {
+		return nil, status.Error(codes.InvalidArgument, "spread must be between 0 and 720h")
+	}
+	caller, _ := CallerFrom(ctx)
+	n, err := s.sched.Force(ctx, req.GetNode(), req.GetAll(), spread, caller.String())
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, status.Errorf(codes.NotFound, "node %q has no active certificate", req.GetNode())
+	}
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	return &ipseccav1.RotateResponse{Marked: int32(n)}, nil
+}
+
+func (s adminService) ListSchedule(ctx context.Context, req *ipseccav1.ListScheduleRequest) (*ipseccav1.ListScheduleResponse, error) {
+	limit := int(req.GetLimit())
+	switch {
+	case limit < 0 || limit > maxPageSize:
+		return nil, status.Errorf(codes.InvalidArgument, "limit must be between 0 and %d", maxPageSize)
+	case limit == 0:
+		limit = 20
+	}
+	certs, err := s.queries.Schedule(ctx, limit)
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	resp := &ipseccav1.ListScheduleResponse{}
+	for _, c := range certs {
+		e := &ipseccav1.ScheduleEntry{Node: c.Node, Serial: c.Serial, NotAfter: timestamppb.New(c.NotAfter), DueAt: timestamppb.New(c.RotateAfter), Status: "scheduled"}
+		switch {
+		case !c.OverdueAt.IsZero():
+			e.Status, e.DueAt = "overdue", timestamppb.New(c.DueAt)
+		case !c.DueAt.IsZero():
+			e.Status, e.DueAt = "due", timestamppb.New(c.DueAt)
+		case c.DueReason == "forced":
+			e.Status = "forced"
+		}
+		resp.Entries = append(resp.Entries, e)
+	}
+	return resp, nil
+}
+
+func (s adminService) ListNodes(ctx context.Context, req *ipseccav1.ListNodesRequest) (*ipseccav1.ListNodesResponse, error) {
+	names := []string{req.GetNode()}
+	if req.GetNode() == "" {
+		var err error
+		if names, err = s.queries.ActiveNodes(ctx); err != nil {
+			return nil, toStatus(s.log, err)
+		}
+	}
+	resp := &ipseccav1.ListNodesResponse{}
+	for _, name := range names {
+		info, err := s.queries.Node(ctx, name)
+		if errors.Is(err, store.ErrNotFound) && req.GetNode() != "" {
+			return nil, status.Errorf(codes.NotFound, "no node %q", name)
+		}
+		if err != nil {
+			return nil, toStatus(s.log, err)
+		}
+		n := &ipseccav1.Node{Name: info.Name, CommonName: info.CommonName}
+		if !info.ReportedAt.IsZero() {
+			n.InventoryReportedAt = timestamppb.New(info.ReportedAt)
+		}
+		for _, e := range info.Inventory {
+			n.Inventory = append(n.Inventory, &ipseccav1.InventoryEntry{Nickname: e.Nickname, Serial: e.Serial, NotAfter: timestamppb.New(e.NotAfter), Trust: e.Trust, Subject: e.Subject})
+		}
+		if cur, err := s.queries.CurrentCert(ctx, name); err == nil {
+			n.Current = s.toProto(cur)
+		}
+		resp.Nodes = append(resp.Nodes, n)
+	}
+	return resp, nil
+}
+
+func (s adminService) GetCA(context.Context, *ipseccav1.GetCARequest) (*ipseccav1.GetCAResponse, error) {
+	return caInfo(s.auth.Root()), nil
+}
+
+func (s adminService) RenewCA(ctx context.Context, _ *ipseccav1.RenewCARequest) (*ipseccav1.GetCAResponse, error) {
+	caller, _ := CallerFrom(ctx)
+	r, err := s.auth.RenewRoot(ctx, caller.String())
+	if err != nil {
+		return nil, toStatus(s.log, err)
+	}
+	s.notify.CABundleChanged(r.BundlePEM)
+	return caInfo(r), nil
+}
+
+func caInfo(r *ca.Root) *ipseccav1.GetCAResponse {
+	resp := &ipseccav1.GetCAResponse{BundlePem: r.BundlePEM}
+	rest := r.BundlePEM
+	for i := 0; ; i++ {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			continue
+		}
+		sum := sha256.Sum256(c.Raw)
+		resp.Roots = append(resp.Roots, &ipseccav1.RootInfo{Serial: ca.SerialString(c.SerialNumber), Subject: c.Subject.String(),
+			NotBefore: timestamppb.New(c.NotBefore), NotAfter: timestamppb.New(c.NotAfter), Sha256Fingerprint: hex.EncodeToString(sum[:]), Current: i == 0})
+	}
+	return resp
+}
