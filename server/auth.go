@@ -77,7 +77,7 @@ func (s *Server) authorize(ctx context.Context, method string) (context.Context,
 	}
 	caller, err := s.auth.Authenticate(ctx, leaf)
 	if err != nil {
-		return ctx, toStatus(s.log, err)
+		return ctx, s.toStatus(err)
 	}
 	switch {
 	case need == nodeOnly && caller.Kind != store.KindNode:

@@ -20,6 +20,14 @@ const ErrorDomain = "ipsecca.io"
 // errors become codes. Denials carry their stable reason as an
 // errdetails.ErrorInfo; unexpected errors are logged and answered with a
 // generic Internal so nothing internal leaks to the caller.
+func (s *Server) toStatus(err error) error {
+	var de *ca.DenyError
+	if errors.As(err, &de) {
+		s.metrics.denials.WithLabelValues(string(de.Reason)).Inc()
+	}
+	return toStatus(s.log, err)
+}
+
 func toStatus(log *slog.Logger, err error) error {
 	if err == nil {
 		return nil

@@ -26,7 +26,7 @@ func (s nodeService) Watch(_ *ipseccav1.WatchRequest, stream ipseccav1.NodeServi
 	defer sub.Close()
 	snap, err := s.snapshot(ctx, caller.Node)
 	if err != nil {
-		return toStatus(s.log, err)
+		return s.toStatus(err)
 	}
 	if err := stream.Send(snap); err != nil {
 		return err
@@ -83,7 +83,7 @@ func (s nodeService) ReportInventory(ctx context.Context, req *ipseccav1.ReportI
 	ev := store.Event{Time: now, Type: store.EventInventoryChanged, Actor: "node:" + caller.Node, Node: caller.Node,
 		Detail: map[string]string{"entries": strconv.Itoa(len(entries))}}
 	if _, err := s.queries.PutInventory(ctx, caller.Node, entries, now, ev); err != nil {
-		return nil, toStatus(s.log, err)
+		return nil, s.toStatus(err)
 	}
 	return &ipseccav1.ReportInventoryResponse{}, nil
 }
@@ -95,7 +95,7 @@ func (s adminService) VerifyAudit(ctx context.Context, _ *ipseccav1.VerifyAuditR
 	case errors.As(err, &ae):
 		return &ipseccav1.VerifyAuditResponse{Ok: false, Records: ae.Seq - 1, FirstBadSeq: ae.Seq, Problem: ae.Problem}, nil
 	case err != nil:
-		return nil, toStatus(s.log, err)
+		return nil, s.toStatus(err)
 	}
 	return &ipseccav1.VerifyAuditResponse{Ok: true, Records: n}, nil
 }
@@ -114,7 +114,7 @@ func (s adminService) Rotate(ctx context.Context, req *ipseccav1.RotateRequest) 
 		return nil, status.Errorf(codes.NotFound, "node %q has no active certificate", req.GetNode())
 	}
 	if err != nil {
-		return nil, toStatus(s.log, err)
+		return nil, s.toStatus(err)
 	}
 	return &ipseccav1.RotateResponse{Marked: int32(n)}, nil
 }
@@ -129,7 +129,7 @@ func (s adminService) ListSchedule(ctx context.Context, req *ipseccav1.ListSched
 	}
 	certs, err := s.queries.Schedule(ctx, limit)
 	if err != nil {
-		return nil, toStatus(s.log, err)
+		return nil, s.toStatus(err)
 	}
 	resp := &ipseccav1.ListScheduleResponse{}
 	for _, c := range certs {
@@ -152,7 +152,7 @@ func (s adminService) ListNodes(ctx context.Context, req *ipseccav1.ListNodesReq
 	if req.GetNode() == "" {
 		var err error
 		if names, err = s.queries.ActiveNodes(ctx); err != nil {
-			return nil, toStatus(s.log, err)
+			return nil, s.toStatus(err)
 		}
 	}
 	resp := &ipseccav1.ListNodesResponse{}
@@ -162,7 +162,7 @@ func (s adminService) ListNodes(ctx context.Context, req *ipseccav1.ListNodesReq
 			return nil, status.Errorf(codes.NotFound, "no node %q", name)
 		}
 		if err != nil {
-			return nil, toStatus(s.log, err)
+			return nil, s.toStatus(err)
 		}
 		n := &ipseccav1.Node{Name: info.Name, CommonName: info.CommonName}
 		if !info.ReportedAt.IsZero() {
@@ -187,7 +187,7 @@ func (s adminService) RenewCA(ctx context.Context, _ *ipseccav1.RenewCARequest) 
 	caller, _ := CallerFrom(ctx)
 	r, err := s.auth.RenewRoot(ctx, caller.String())
 	if err != nil {
-		return nil, toStatus(s.log, err)
+		return nil, s.toStatus(err)
 	}
 	s.notify.CABundleChanged(r.BundlePEM)
 	return caInfo(r), nil

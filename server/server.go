@@ -91,6 +91,7 @@ type Server struct {
 	notify  Notifier
 	clock   ca.Clock
 	log     *slog.Logger
+	metrics *metrics
 }
 
 // New returns a Server.
@@ -104,7 +105,11 @@ func New(d Deps) *Server {
 	if d.Notifier == nil {
 		d.Notifier = d.Hub
 	}
-	return &Server{auth: d.Authority, queries: d.Queries, sched: d.Scheduler, hub: d.Hub, notify: d.Notifier, clock: d.Clock, log: d.Logger}
+	s := &Server{auth: d.Authority, queries: d.Queries, sched: d.Scheduler, hub: d.Hub, notify: d.Notifier, clock: d.Clock, log: d.Logger, metrics: newMetrics()}
+	if ms, ok := d.Queries.(MetricsStore); ok {
+		s.metrics.registry.MustRegister(&stateCollector{st: ms, auth: d.Authority, hub: d.Hub, clock: d.Clock})
+	}
+	return s
 }
 
 // GRPCServer builds the gRPC server with the services, the standard

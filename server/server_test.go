@@ -294,3 +294,65 @@ func TestEveryMethodHasAnAccessRule(t *testing.T) {
 		}
 	}
 }
+
+func TestWatchTellsTheNode(t *testing.T) {
+	c := startCA(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	nodeA := c.enrollNode(t, "node-a")
+	stream, err := ipseccav1.NewNodeServiceClient(c.conn(t, nodeA)).Watch(ctx, &ipseccav1.WatchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := ca.SerialString(nodeA.Leaf.SerialNumber)
+	if snap.GetKind() != ipseccav1.NodeEvent_SNAPSHOT || snap.GetCurrentSerial() != serial || snap.GetRotationDue() || len(snap.GetCaBundlePem()) == 0 {
+		t.Fatalf("snapshot %+v", snap)
+	}
+	admin := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t)))
+	if _, err := admin.Rotate(ctx, &ipseccav1.RotateRequest{Node: "node-a"}); err != nil {
+		t.Fatal(err)
+	}
+	go c.in.Scheduler.Run(ctx)
+	ev, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.GetKind() != ipseccav1.NodeEvent_ROTATION_DUE || ev.GetCurrentSerial() != serial || ev.GetReason() != "forced" {
+		t.Fatalf("rotation event %+v", ev)
+	}
+	if _, err := admin.RenewCA(ctx, &ipseccav1.RenewCARequest{}); err != nil {
+		t.Fatal(err)
+	}
+	ev, err = stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.GetKind() != ipseccav1.NodeEvent_CA_BUNDLE_CHANGED || ev.GetCaBundleSha256() == snap.GetCaBundleSha256() {
+		t.Fatalf("CA event %+v", ev)
+	}
+	onDisk, _ := os.ReadFile(filepath.Join(c.dir, CAFile))
+	if string(onDisk) != string(ev.GetCaBundlePem()) {
+		t.Fatal("ca.pem in the data directory is not the new bundle")
+	}
+	// A new connection's snapshot says the node is due.
+	stream2, err := ipseccav1.NewNodeServiceClient(c.conn(t, nodeA)).Watch(ctx, &ipseccav1.WatchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap2, err := stream2.Recv(); err != nil || !snap2.GetRotationDue() {
+		t.Fatalf("snapshot after forced rotation: %+v %v", snap2, err)
+	}
+	// Inventory reported by the node shows in ListNodes.
+	node := ipseccav1.NewNodeServiceClient(c.conn(t, nodeA))
+	if _, err := node.ReportInventory(ctx, &ipseccav1.ReportInventoryRequest{Entries: []*ipseccav1.InventoryEntry{{Nickname: "ovs_certkey_node-a", Serial: serial, Trust: "u,u,u"}}}); err != nil {
+		t.Fatal(err)
+	}
+	nodes, err := admin.ListNodes(ctx, &ipseccav1.ListNodesRequest{Node: "node-a"})
+	if err != nil || len(nodes.GetNodes()) != 1 || len(nodes.GetNodes()[0].GetInventory()) != 1 || nodes.GetNodes()[0].GetCurrent().GetSerial() != serial {
+		t.Fatalf("nodes: %+v %v", nodes, err)
+	}
+}

@@ -125,7 +125,7 @@ directory it keeps the existing root and prints its fingerprint.`,
 
 func newServeCmd() *cobra.Command {
 	var f caFlags
-	var listen string
+	var listen, metricsListen string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the CA service (gRPC over TLS); creates the CA on first start",
@@ -142,6 +142,14 @@ func newServeCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("listen: %w", err)
 			}
+			if metricsListen != "" {
+				go func() {
+					if err := in.ServeMetrics(ctx, metricsListen); err != nil {
+						log.Error("metrics server failed", "err", err)
+						stop()
+					}
+				}()
+			}
 			err = in.Serve(ctx, lis)
 			log.Info("stopped")
 			return err
@@ -149,5 +157,6 @@ func newServeCmd() *cobra.Command {
 	}
 	f.register(cmd.Flags())
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8443", "address to serve gRPC on")
+	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", "address to serve Prometheus /metrics on (off when empty)")
 	return cmd
 }

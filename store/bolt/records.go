@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	bbolt "go.etcd.io/bbolt"
 
@@ -377,4 +378,29 @@ func eventMatches(e *store.Event, f store.EventFilter) bool {
 		return false
 	}
 	return true
+}
+
+// CertCounts counts certificates by kind and state at now (scans the
+// certificate bucket; callers cache the result).
+func (s *Store) CertCounts(_ context.Context, now time.Time) (map[[2]string]int, error) {
+	out := map[[2]string]int{}
+	err := s.view(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketCerts).ForEach(func(_, v []byte) error {
+			var c struct {
+				Kind     store.Kind  `json:"kind"`
+				State    store.State `json:"state"`
+				NotAfter time.Time   `json:"not_after"`
+			}
+			if err := json.Unmarshal(v, &c); err != nil {
+				return err
+			}
+			st := c.State
+			if st == store.StateActive && !now.Before(c.NotAfter) {
+				st = store.StateExpired
+			}
+			out[[2]string{string(c.Kind), string(st)}]++
+			return nil
+		})
+	})
+	return out, err
 }

@@ -1,0 +1,113 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ipsecca/ipsecca/ca"
+)
+
+// MetricsStore is what the metrics read from the store.
+type MetricsStore interface {
+	CertCounts(ctx context.Context, now time.Time) (map[[2]string]int, error)
+	NextTimes(ctx context.Context) (rotate, grace time.Time, err error)
+	OverdueCount(ctx context.Context) (int, error)
+}
+
+// metrics are the service's Prometheus metrics.
+type metrics struct {
+	issued   *prometheus.CounterVec
+	denials  *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	registry *prometheus.Registry
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		issued:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ipsecca_certificates_issued_total", Help: "Node certificates issued, by path (token, renewal)."}, []string{"via"}),
+		denials: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ipsecca_denials_total", Help: "Denied requests, by stable reason."}, []string{"reason"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ipsecca_issuance_duration_seconds", Help: "Time to issue and durably store a node certificate.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1}}, []string{"via"}),
+		registry: prometheus.NewRegistry(),
+	}
+	m.registry.MustRegister(m.issued, m.denials, m.latency, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// stateCollector reports certificate counts and schedule gauges at scrape
+// time, caching the certificate count (a full scan) for a while.
+type stateCollector struct {
+	st    MetricsStore
+	auth  Authority
+	hub   *Hub
+	clock ca.Clock
+
+	mu     sync.Mutex
+	counts map[[2]string]int
+	at     time.Time
+}
+
+var (
+	descCerts   = prometheus.NewDesc("ipsecca_certificates", "Stored certificates by kind and state.", []string{"kind", "state"}, nil)
+	descNextDue = prometheus.NewDesc("ipsecca_rotation_next_due_seconds", "Seconds until the next scheduled rotation (negative: overdue work pending).", nil, nil)
+	descOverdue = prometheus.NewDesc("ipsecca_rotation_overdue", "Certificates due for rotation whose grace ended without a renewal.", nil, nil)
+	descCAEnd   = prometheus.NewDesc("ipsecca_ca_expiry_timestamp_seconds", "NotAfter of the current root, as a Unix time.", nil, nil)
+	descWatch   = prometheus.NewDesc("ipsecca_watch_streams", "Open Watch streams (connected sidecars).", nil, nil)
+)
+
+// countsTTL bounds how stale the certificate counts may be.
+const countsTTL = 30 * time.Second
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descCerts, descNextDue, descOverdue, descCAEnd, descWatch} {
+		ch <- d
+	}
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx := context.Background()
+	now := c.clock.Now()
+	c.mu.Lock()
+	if c.counts == nil || now.Sub(c.at) > countsTTL {
+		if counts, err := c.st.CertCounts(ctx, now); err == nil {
+			c.counts, c.at = counts, now
+		}
+	}
+	for k, n := range c.counts {
+		ch <- prometheus.MustNewConstMetric(descCerts, prometheus.GaugeValue, float64(n), k[0], k[1])
+	}
+	c.mu.Unlock()
+	if rot, _, err := c.st.NextTimes(ctx); err == nil && !rot.IsZero() {
+		ch <- prometheus.MustNewConstMetric(descNextDue, prometheus.GaugeValue, rot.Sub(now).Seconds())
+	}
+	if n, err := c.st.OverdueCount(ctx); err == nil {
+		ch <- prometheus.MustNewConstMetric(descOverdue, prometheus.GaugeValue, float64(n))
+	}
+	ch <- prometheus.MustNewConstMetric(descCAEnd, prometheus.GaugeValue, float64(c.auth.Root().Cert.NotAfter.Unix()))
+	ch <- prometheus.MustNewConstMetric(descWatch, prometheus.GaugeValue, float64(c.hub.Watchers()))
+}
+
+// ServeMetrics serves /metrics on addr until ctx ends.
+func (in *Instance) ServeMetrics(ctx context.Context, addr string) error {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(in.Server.metrics.registry, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { <-ctx.Done(); srv.Close() }()
+	in.log.Info("serving metrics", "addr", lis.Addr().String())
+	if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
