@@ -11,7 +11,7 @@ PROTO := proto/ipsecca/v1/ipsecca.proto
 # make CSRs like a node would, NSS tools for the node database.
 APT_PKGS := protobuf-compiler openssl libnss3-tools
 
-.PHONY: all build run test unit integration deps proto proto-check vet fmt-check clean
+.PHONY: all build run test unit integration deps proto proto-check vet fmt-check clean bench
 
 all: build
 
@@ -72,6 +72,11 @@ integration: deps build
 # Everything CI checks.
 test: deps fmt-check vet proto-check
 	$(GO) test -count=1 -timeout 30m ./...
+
+# Throughput and scale benchmark of the real binary (see BENCHMARKS.md).
+# BENCH_ARGS=--quick for a CI-sized run.
+bench: build
+	$(GO) run ./bench --binary $(BIN) $(BENCH_ARGS)
 
 clean:
 	rm -rf bin $(TOOLS)

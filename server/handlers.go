@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -86,6 +87,44 @@ func (s adminService) CreateToken(ctx context.Context, req *ipseccav1.CreateToke
 		return nil, s.toStatus(err)
 	}
 	return &ipseccav1.CreateTokenResponse{Token: token, TokenId: rec.ID, ExpiresAt: timestamppb.New(rec.ExpiresAt)}, nil
+}
+
+// maxTokensPerCall bounds CreateTokens.
+const maxTokensPerCall = 10000
+
+func (s adminService) CreateTokens(ctx context.Context, req *ipseccav1.CreateTokensRequest) (*ipseccav1.CreateTokensResponse, error) {
+	if n := len(req.GetRequests()); n == 0 || n > maxTokensPerCall {
+		return nil, status.Errorf(codes.InvalidArgument, "give between 1 and %d token requests", maxTokensPerCall)
+	}
+	caller, _ := CallerFrom(ctx)
+	resp := &ipseccav1.CreateTokensResponse{Tokens: make([]*ipseccav1.CreateTokenResponse, len(req.GetRequests()))}
+	// Created concurrently so the store commits them in a few group commits.
+	var wg sync.WaitGroup
+	errs := make([]error, len(req.GetRequests()))
+	sem := make(chan struct{}, 64)
+	for i, r := range req.GetRequests() {
+		if r.GetNode() == "" {
+			return nil, status.Errorf(codes.InvalidArgument, "request %d: node is required", i)
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			token, rec, err := s.auth.CreateToken(ctx, r.GetNode(), r.GetCommonName(), r.GetTtl().AsDuration(), caller.String())
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			resp.Tokens[i] = &ipseccav1.CreateTokenResponse{Token: token, TokenId: rec.ID, ExpiresAt: timestamppb.New(rec.ExpiresAt)}
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			return nil, status.Errorf(status.Code(s.toStatus(err)), "request %d (node %q): %s (other tokens of this call may have been created)", i, req.GetRequests()[i].GetNode(), status.Convert(s.toStatus(err)).Message())
+		}
+	}
+	return resp, nil
 }
 
 // maxPageSize bounds list pages.

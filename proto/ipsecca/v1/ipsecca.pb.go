@@ -82,7 +82,7 @@ func (x NodeEvent_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NodeEvent_Kind.Descriptor instead.
 func (NodeEvent_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{15, 0}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{17, 0}
 }
 
 type EnrollRequest struct {
@@ -449,6 +449,94 @@ func (x *CreateTokenResponse) GetExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
+type CreateTokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Requests      []*CreateTokenRequest  `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokensRequest) Reset() {
+	*x = CreateTokensRequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokensRequest) ProtoMessage() {}
+
+func (x *CreateTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokensRequest.ProtoReflect.Descriptor instead.
+func (*CreateTokensRequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CreateTokensRequest) GetRequests() []*CreateTokenRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+type CreateTokensResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tokens        []*CreateTokenResponse `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokensResponse) Reset() {
+	*x = CreateTokensResponse{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokensResponse) ProtoMessage() {}
+
+func (x *CreateTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokensResponse.ProtoReflect.Descriptor instead.
+func (*CreateTokensResponse) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CreateTokensResponse) GetTokens() []*CreateTokenResponse {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
 type Certificate struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Serial string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
@@ -474,7 +562,7 @@ type Certificate struct {
 
 func (x *Certificate) Reset() {
 	*x = Certificate{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[7]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -486,7 +574,7 @@ func (x *Certificate) String() string {
 func (*Certificate) ProtoMessage() {}
 
 func (x *Certificate) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[7]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -499,7 +587,7 @@ func (x *Certificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
 func (*Certificate) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{7}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Certificate) GetSerial() string {
@@ -618,7 +706,7 @@ type ListCertificatesRequest struct {
 
 func (x *ListCertificatesRequest) Reset() {
 	*x = ListCertificatesRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[8]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -630,7 +718,7 @@ func (x *ListCertificatesRequest) String() string {
 func (*ListCertificatesRequest) ProtoMessage() {}
 
 func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[8]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -643,7 +731,7 @@ func (x *ListCertificatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCertificatesRequest.ProtoReflect.Descriptor instead.
 func (*ListCertificatesRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{8}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListCertificatesRequest) GetNode() string {
@@ -698,7 +786,7 @@ type ListCertificatesResponse struct {
 
 func (x *ListCertificatesResponse) Reset() {
 	*x = ListCertificatesResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[9]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -710,7 +798,7 @@ func (x *ListCertificatesResponse) String() string {
 func (*ListCertificatesResponse) ProtoMessage() {}
 
 func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[9]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -723,7 +811,7 @@ func (x *ListCertificatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCertificatesResponse.ProtoReflect.Descriptor instead.
 func (*ListCertificatesResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{9}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListCertificatesResponse) GetCertificates() []*Certificate {
@@ -749,7 +837,7 @@ type GetCertificateRequest struct {
 
 func (x *GetCertificateRequest) Reset() {
 	*x = GetCertificateRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[10]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -761,7 +849,7 @@ func (x *GetCertificateRequest) String() string {
 func (*GetCertificateRequest) ProtoMessage() {}
 
 func (x *GetCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[10]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -774,7 +862,7 @@ func (x *GetCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCertificateRequest.ProtoReflect.Descriptor instead.
 func (*GetCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{10}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetCertificateRequest) GetSerial() string {
@@ -803,7 +891,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[11]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -815,7 +903,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[11]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -828,7 +916,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{11}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -923,7 +1011,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[12]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1023,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[12]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1036,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{12}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListEventsRequest) GetNode() string {
@@ -1003,7 +1091,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[13]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1015,7 +1103,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[13]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1028,7 +1116,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{13}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -1053,7 +1141,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[14]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1065,7 +1153,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[14]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1078,7 +1166,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{14}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{16}
 }
 
 type NodeEvent struct {
@@ -1099,7 +1187,7 @@ type NodeEvent struct {
 
 func (x *NodeEvent) Reset() {
 	*x = NodeEvent{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[15]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +1199,7 @@ func (x *NodeEvent) String() string {
 func (*NodeEvent) ProtoMessage() {}
 
 func (x *NodeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[15]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +1212,7 @@ func (x *NodeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeEvent.ProtoReflect.Descriptor instead.
 func (*NodeEvent) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{15}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NodeEvent) GetKind() NodeEvent_Kind {
@@ -1189,7 +1277,7 @@ type InventoryEntry struct {
 
 func (x *InventoryEntry) Reset() {
 	*x = InventoryEntry{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[16]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1201,7 +1289,7 @@ func (x *InventoryEntry) String() string {
 func (*InventoryEntry) ProtoMessage() {}
 
 func (x *InventoryEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[16]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1214,7 +1302,7 @@ func (x *InventoryEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InventoryEntry.ProtoReflect.Descriptor instead.
 func (*InventoryEntry) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{16}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *InventoryEntry) GetNickname() string {
@@ -1261,7 +1349,7 @@ type ReportInventoryRequest struct {
 
 func (x *ReportInventoryRequest) Reset() {
 	*x = ReportInventoryRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[17]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1273,7 +1361,7 @@ func (x *ReportInventoryRequest) String() string {
 func (*ReportInventoryRequest) ProtoMessage() {}
 
 func (x *ReportInventoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[17]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1286,7 +1374,7 @@ func (x *ReportInventoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportInventoryRequest.ProtoReflect.Descriptor instead.
 func (*ReportInventoryRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{17}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReportInventoryRequest) GetEntries() []*InventoryEntry {
@@ -1304,7 +1392,7 @@ type ReportInventoryResponse struct {
 
 func (x *ReportInventoryResponse) Reset() {
 	*x = ReportInventoryResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[18]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1316,7 +1404,7 @@ func (x *ReportInventoryResponse) String() string {
 func (*ReportInventoryResponse) ProtoMessage() {}
 
 func (x *ReportInventoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[18]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1329,7 +1417,7 @@ func (x *ReportInventoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportInventoryResponse.ProtoReflect.Descriptor instead.
 func (*ReportInventoryResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{18}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{20}
 }
 
 type VerifyAuditRequest struct {
@@ -1340,7 +1428,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[19]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1352,7 +1440,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[19]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1365,7 +1453,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{19}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{21}
 }
 
 type VerifyAuditResponse struct {
@@ -1381,7 +1469,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[20]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1481,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[20]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1494,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{20}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -1450,7 +1538,7 @@ type RotateRequest struct {
 
 func (x *RotateRequest) Reset() {
 	*x = RotateRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[21]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1462,7 +1550,7 @@ func (x *RotateRequest) String() string {
 func (*RotateRequest) ProtoMessage() {}
 
 func (x *RotateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[21]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1475,7 +1563,7 @@ func (x *RotateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateRequest.ProtoReflect.Descriptor instead.
 func (*RotateRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{21}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RotateRequest) GetNode() string {
@@ -1509,7 +1597,7 @@ type RotateResponse struct {
 
 func (x *RotateResponse) Reset() {
 	*x = RotateResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[22]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1609,7 @@ func (x *RotateResponse) String() string {
 func (*RotateResponse) ProtoMessage() {}
 
 func (x *RotateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[22]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1622,7 @@ func (x *RotateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateResponse.ProtoReflect.Descriptor instead.
 func (*RotateResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{22}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RotateResponse) GetMarked() int32 {
@@ -1558,7 +1646,7 @@ type ScheduleEntry struct {
 
 func (x *ScheduleEntry) Reset() {
 	*x = ScheduleEntry{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[23]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1570,7 +1658,7 @@ func (x *ScheduleEntry) String() string {
 func (*ScheduleEntry) ProtoMessage() {}
 
 func (x *ScheduleEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[23]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1583,7 +1671,7 @@ func (x *ScheduleEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleEntry.ProtoReflect.Descriptor instead.
 func (*ScheduleEntry) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{23}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ScheduleEntry) GetNode() string {
@@ -1630,7 +1718,7 @@ type ListScheduleRequest struct {
 
 func (x *ListScheduleRequest) Reset() {
 	*x = ListScheduleRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[24]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1642,7 +1730,7 @@ func (x *ListScheduleRequest) String() string {
 func (*ListScheduleRequest) ProtoMessage() {}
 
 func (x *ListScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[24]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1655,7 +1743,7 @@ func (x *ListScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListScheduleRequest.ProtoReflect.Descriptor instead.
 func (*ListScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{24}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListScheduleRequest) GetLimit() int32 {
@@ -1674,7 +1762,7 @@ type ListScheduleResponse struct {
 
 func (x *ListScheduleResponse) Reset() {
 	*x = ListScheduleResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[25]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1686,7 +1774,7 @@ func (x *ListScheduleResponse) String() string {
 func (*ListScheduleResponse) ProtoMessage() {}
 
 func (x *ListScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[25]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1699,7 +1787,7 @@ func (x *ListScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListScheduleResponse.ProtoReflect.Descriptor instead.
 func (*ListScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{25}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListScheduleResponse) GetEntries() []*ScheduleEntry {
@@ -1722,7 +1810,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[26]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1734,7 +1822,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[26]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1747,7 +1835,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{26}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Node) GetName() string {
@@ -1794,7 +1882,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[27]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1806,7 +1894,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[27]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1819,7 +1907,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{27}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListNodesRequest) GetNode() string {
@@ -1838,7 +1926,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[28]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1850,7 +1938,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[28]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1863,7 +1951,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{28}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -1881,7 +1969,7 @@ type GetCARequest struct {
 
 func (x *GetCARequest) Reset() {
 	*x = GetCARequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[29]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1893,7 +1981,7 @@ func (x *GetCARequest) String() string {
 func (*GetCARequest) ProtoMessage() {}
 
 func (x *GetCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[29]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1906,7 +1994,7 @@ func (x *GetCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCARequest.ProtoReflect.Descriptor instead.
 func (*GetCARequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{29}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{31}
 }
 
 type RootInfo struct {
@@ -1923,7 +2011,7 @@ type RootInfo struct {
 
 func (x *RootInfo) Reset() {
 	*x = RootInfo{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[30]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +2023,7 @@ func (x *RootInfo) String() string {
 func (*RootInfo) ProtoMessage() {}
 
 func (x *RootInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[30]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +2036,7 @@ func (x *RootInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RootInfo.ProtoReflect.Descriptor instead.
 func (*RootInfo) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{30}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RootInfo) GetSerial() string {
@@ -2003,7 +2091,7 @@ type GetCAResponse struct {
 
 func (x *GetCAResponse) Reset() {
 	*x = GetCAResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[31]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2015,7 +2103,7 @@ func (x *GetCAResponse) String() string {
 func (*GetCAResponse) ProtoMessage() {}
 
 func (x *GetCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[31]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2028,7 +2116,7 @@ func (x *GetCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCAResponse.ProtoReflect.Descriptor instead.
 func (*GetCAResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{31}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetCAResponse) GetRoots() []*RootInfo {
@@ -2053,7 +2141,7 @@ type RenewCARequest struct {
 
 func (x *RenewCARequest) Reset() {
 	*x = RenewCARequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[32]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2065,7 +2153,7 @@ func (x *RenewCARequest) String() string {
 func (*RenewCARequest) ProtoMessage() {}
 
 func (x *RenewCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[32]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2078,7 +2166,7 @@ func (x *RenewCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCARequest.ProtoReflect.Descriptor instead.
 func (*RenewCARequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{32}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{34}
 }
 
 var File_proto_ipsecca_v1_ipsecca_proto protoreflect.FileDescriptor
@@ -2108,7 +2196,11 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x19\n" +
 	"\btoken_id\x18\x02 \x01(\tR\atokenId\x129\n" +
 	"\n" +
-	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xa6\x04\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"Q\n" +
+	"\x13CreateTokensRequest\x12:\n" +
+	"\brequests\x18\x01 \x03(\v2\x1e.ipsecca.v1.CreateTokenRequestR\brequests\"O\n" +
+	"\x14CreateTokensResponse\x127\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x1f.ipsecca.v1.CreateTokenResponseR\x06tokens\"\xa6\x04\n" +
 	"\vCertificate\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x12\n" +
@@ -2246,9 +2338,10 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\x05Renew\x12\x18.ipsecca.v1.RenewRequest\x1a\x19.ipsecca.v1.IssueResponse\x12C\n" +
 	"\vGetCABundle\x12\x1e.ipsecca.v1.GetCABundleRequest\x1a\x14.ipsecca.v1.CABundle\x12:\n" +
 	"\x05Watch\x12\x18.ipsecca.v1.WatchRequest\x1a\x15.ipsecca.v1.NodeEvent0\x01\x12Z\n" +
-	"\x0fReportInventory\x12\".ipsecca.v1.ReportInventoryRequest\x1a#.ipsecca.v1.ReportInventoryResponse2\x86\x06\n" +
+	"\x0fReportInventory\x12\".ipsecca.v1.ReportInventoryRequest\x1a#.ipsecca.v1.ReportInventoryResponse2\xd9\x06\n" +
 	"\fAdminService\x12N\n" +
-	"\vCreateToken\x12\x1e.ipsecca.v1.CreateTokenRequest\x1a\x1f.ipsecca.v1.CreateTokenResponse\x12]\n" +
+	"\vCreateToken\x12\x1e.ipsecca.v1.CreateTokenRequest\x1a\x1f.ipsecca.v1.CreateTokenResponse\x12Q\n" +
+	"\fCreateTokens\x12\x1f.ipsecca.v1.CreateTokensRequest\x1a .ipsecca.v1.CreateTokensResponse\x12]\n" +
 	"\x10ListCertificates\x12#.ipsecca.v1.ListCertificatesRequest\x1a$.ipsecca.v1.ListCertificatesResponse\x12L\n" +
 	"\x0eGetCertificate\x12!.ipsecca.v1.GetCertificateRequest\x1a\x17.ipsecca.v1.Certificate\x12K\n" +
 	"\n" +
@@ -2273,7 +2366,7 @@ func file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_ipsecca_v1_ipsecca_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proto_ipsecca_v1_ipsecca_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_proto_ipsecca_v1_ipsecca_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_proto_ipsecca_v1_ipsecca_proto_goTypes = []any{
 	(NodeEvent_Kind)(0),              // 0: ipsecca.v1.NodeEvent.Kind
 	(*EnrollRequest)(nil),            // 1: ipsecca.v1.EnrollRequest
@@ -2283,101 +2376,107 @@ var file_proto_ipsecca_v1_ipsecca_proto_goTypes = []any{
 	(*CABundle)(nil),                 // 5: ipsecca.v1.CABundle
 	(*CreateTokenRequest)(nil),       // 6: ipsecca.v1.CreateTokenRequest
 	(*CreateTokenResponse)(nil),      // 7: ipsecca.v1.CreateTokenResponse
-	(*Certificate)(nil),              // 8: ipsecca.v1.Certificate
-	(*ListCertificatesRequest)(nil),  // 9: ipsecca.v1.ListCertificatesRequest
-	(*ListCertificatesResponse)(nil), // 10: ipsecca.v1.ListCertificatesResponse
-	(*GetCertificateRequest)(nil),    // 11: ipsecca.v1.GetCertificateRequest
-	(*Event)(nil),                    // 12: ipsecca.v1.Event
-	(*ListEventsRequest)(nil),        // 13: ipsecca.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),       // 14: ipsecca.v1.ListEventsResponse
-	(*WatchRequest)(nil),             // 15: ipsecca.v1.WatchRequest
-	(*NodeEvent)(nil),                // 16: ipsecca.v1.NodeEvent
-	(*InventoryEntry)(nil),           // 17: ipsecca.v1.InventoryEntry
-	(*ReportInventoryRequest)(nil),   // 18: ipsecca.v1.ReportInventoryRequest
-	(*ReportInventoryResponse)(nil),  // 19: ipsecca.v1.ReportInventoryResponse
-	(*VerifyAuditRequest)(nil),       // 20: ipsecca.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),      // 21: ipsecca.v1.VerifyAuditResponse
-	(*RotateRequest)(nil),            // 22: ipsecca.v1.RotateRequest
-	(*RotateResponse)(nil),           // 23: ipsecca.v1.RotateResponse
-	(*ScheduleEntry)(nil),            // 24: ipsecca.v1.ScheduleEntry
-	(*ListScheduleRequest)(nil),      // 25: ipsecca.v1.ListScheduleRequest
-	(*ListScheduleResponse)(nil),     // 26: ipsecca.v1.ListScheduleResponse
-	(*Node)(nil),                     // 27: ipsecca.v1.Node
-	(*ListNodesRequest)(nil),         // 28: ipsecca.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),        // 29: ipsecca.v1.ListNodesResponse
-	(*GetCARequest)(nil),             // 30: ipsecca.v1.GetCARequest
-	(*RootInfo)(nil),                 // 31: ipsecca.v1.RootInfo
-	(*GetCAResponse)(nil),            // 32: ipsecca.v1.GetCAResponse
-	(*RenewCARequest)(nil),           // 33: ipsecca.v1.RenewCARequest
-	nil,                              // 34: ipsecca.v1.Event.DetailEntry
-	(*durationpb.Duration)(nil),      // 35: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 36: google.protobuf.Timestamp
+	(*CreateTokensRequest)(nil),      // 8: ipsecca.v1.CreateTokensRequest
+	(*CreateTokensResponse)(nil),     // 9: ipsecca.v1.CreateTokensResponse
+	(*Certificate)(nil),              // 10: ipsecca.v1.Certificate
+	(*ListCertificatesRequest)(nil),  // 11: ipsecca.v1.ListCertificatesRequest
+	(*ListCertificatesResponse)(nil), // 12: ipsecca.v1.ListCertificatesResponse
+	(*GetCertificateRequest)(nil),    // 13: ipsecca.v1.GetCertificateRequest
+	(*Event)(nil),                    // 14: ipsecca.v1.Event
+	(*ListEventsRequest)(nil),        // 15: ipsecca.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),       // 16: ipsecca.v1.ListEventsResponse
+	(*WatchRequest)(nil),             // 17: ipsecca.v1.WatchRequest
+	(*NodeEvent)(nil),                // 18: ipsecca.v1.NodeEvent
+	(*InventoryEntry)(nil),           // 19: ipsecca.v1.InventoryEntry
+	(*ReportInventoryRequest)(nil),   // 20: ipsecca.v1.ReportInventoryRequest
+	(*ReportInventoryResponse)(nil),  // 21: ipsecca.v1.ReportInventoryResponse
+	(*VerifyAuditRequest)(nil),       // 22: ipsecca.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),      // 23: ipsecca.v1.VerifyAuditResponse
+	(*RotateRequest)(nil),            // 24: ipsecca.v1.RotateRequest
+	(*RotateResponse)(nil),           // 25: ipsecca.v1.RotateResponse
+	(*ScheduleEntry)(nil),            // 26: ipsecca.v1.ScheduleEntry
+	(*ListScheduleRequest)(nil),      // 27: ipsecca.v1.ListScheduleRequest
+	(*ListScheduleResponse)(nil),     // 28: ipsecca.v1.ListScheduleResponse
+	(*Node)(nil),                     // 29: ipsecca.v1.Node
+	(*ListNodesRequest)(nil),         // 30: ipsecca.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),        // 31: ipsecca.v1.ListNodesResponse
+	(*GetCARequest)(nil),             // 32: ipsecca.v1.GetCARequest
+	(*RootInfo)(nil),                 // 33: ipsecca.v1.RootInfo
+	(*GetCAResponse)(nil),            // 34: ipsecca.v1.GetCAResponse
+	(*RenewCARequest)(nil),           // 35: ipsecca.v1.RenewCARequest
+	nil,                              // 36: ipsecca.v1.Event.DetailEntry
+	(*durationpb.Duration)(nil),      // 37: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 38: google.protobuf.Timestamp
 }
 var file_proto_ipsecca_v1_ipsecca_proto_depIdxs = []int32{
-	8,  // 0: ipsecca.v1.IssueResponse.certificate:type_name -> ipsecca.v1.Certificate
-	35, // 1: ipsecca.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	36, // 2: ipsecca.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	36, // 3: ipsecca.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
-	36, // 4: ipsecca.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
-	36, // 5: ipsecca.v1.Certificate.rotate_after:type_name -> google.protobuf.Timestamp
-	36, // 6: ipsecca.v1.Certificate.issued_at:type_name -> google.protobuf.Timestamp
-	36, // 7: ipsecca.v1.ListCertificatesRequest.due_before:type_name -> google.protobuf.Timestamp
-	8,  // 8: ipsecca.v1.ListCertificatesResponse.certificates:type_name -> ipsecca.v1.Certificate
-	36, // 9: ipsecca.v1.Event.time:type_name -> google.protobuf.Timestamp
-	34, // 10: ipsecca.v1.Event.detail:type_name -> ipsecca.v1.Event.DetailEntry
-	36, // 11: ipsecca.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
-	36, // 12: ipsecca.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
-	12, // 13: ipsecca.v1.ListEventsResponse.events:type_name -> ipsecca.v1.Event
-	0,  // 14: ipsecca.v1.NodeEvent.kind:type_name -> ipsecca.v1.NodeEvent.Kind
-	36, // 15: ipsecca.v1.NodeEvent.rotate_after:type_name -> google.protobuf.Timestamp
-	36, // 16: ipsecca.v1.InventoryEntry.not_after:type_name -> google.protobuf.Timestamp
-	17, // 17: ipsecca.v1.ReportInventoryRequest.entries:type_name -> ipsecca.v1.InventoryEntry
-	35, // 18: ipsecca.v1.RotateRequest.spread:type_name -> google.protobuf.Duration
-	36, // 19: ipsecca.v1.ScheduleEntry.due_at:type_name -> google.protobuf.Timestamp
-	36, // 20: ipsecca.v1.ScheduleEntry.not_after:type_name -> google.protobuf.Timestamp
-	24, // 21: ipsecca.v1.ListScheduleResponse.entries:type_name -> ipsecca.v1.ScheduleEntry
-	8,  // 22: ipsecca.v1.Node.current:type_name -> ipsecca.v1.Certificate
-	17, // 23: ipsecca.v1.Node.inventory:type_name -> ipsecca.v1.InventoryEntry
-	36, // 24: ipsecca.v1.Node.inventory_reported_at:type_name -> google.protobuf.Timestamp
-	27, // 25: ipsecca.v1.ListNodesResponse.nodes:type_name -> ipsecca.v1.Node
-	36, // 26: ipsecca.v1.RootInfo.not_before:type_name -> google.protobuf.Timestamp
-	36, // 27: ipsecca.v1.RootInfo.not_after:type_name -> google.protobuf.Timestamp
-	31, // 28: ipsecca.v1.GetCAResponse.roots:type_name -> ipsecca.v1.RootInfo
-	1,  // 29: ipsecca.v1.NodeService.Enroll:input_type -> ipsecca.v1.EnrollRequest
-	2,  // 30: ipsecca.v1.NodeService.Renew:input_type -> ipsecca.v1.RenewRequest
-	4,  // 31: ipsecca.v1.NodeService.GetCABundle:input_type -> ipsecca.v1.GetCABundleRequest
-	15, // 32: ipsecca.v1.NodeService.Watch:input_type -> ipsecca.v1.WatchRequest
-	18, // 33: ipsecca.v1.NodeService.ReportInventory:input_type -> ipsecca.v1.ReportInventoryRequest
-	6,  // 34: ipsecca.v1.AdminService.CreateToken:input_type -> ipsecca.v1.CreateTokenRequest
-	9,  // 35: ipsecca.v1.AdminService.ListCertificates:input_type -> ipsecca.v1.ListCertificatesRequest
-	11, // 36: ipsecca.v1.AdminService.GetCertificate:input_type -> ipsecca.v1.GetCertificateRequest
-	13, // 37: ipsecca.v1.AdminService.ListEvents:input_type -> ipsecca.v1.ListEventsRequest
-	20, // 38: ipsecca.v1.AdminService.VerifyAudit:input_type -> ipsecca.v1.VerifyAuditRequest
-	22, // 39: ipsecca.v1.AdminService.Rotate:input_type -> ipsecca.v1.RotateRequest
-	25, // 40: ipsecca.v1.AdminService.ListSchedule:input_type -> ipsecca.v1.ListScheduleRequest
-	28, // 41: ipsecca.v1.AdminService.ListNodes:input_type -> ipsecca.v1.ListNodesRequest
-	30, // 42: ipsecca.v1.AdminService.GetCA:input_type -> ipsecca.v1.GetCARequest
-	33, // 43: ipsecca.v1.AdminService.RenewCA:input_type -> ipsecca.v1.RenewCARequest
-	3,  // 44: ipsecca.v1.NodeService.Enroll:output_type -> ipsecca.v1.IssueResponse
-	3,  // 45: ipsecca.v1.NodeService.Renew:output_type -> ipsecca.v1.IssueResponse
-	5,  // 46: ipsecca.v1.NodeService.GetCABundle:output_type -> ipsecca.v1.CABundle
-	16, // 47: ipsecca.v1.NodeService.Watch:output_type -> ipsecca.v1.NodeEvent
-	19, // 48: ipsecca.v1.NodeService.ReportInventory:output_type -> ipsecca.v1.ReportInventoryResponse
-	7,  // 49: ipsecca.v1.AdminService.CreateToken:output_type -> ipsecca.v1.CreateTokenResponse
-	10, // 50: ipsecca.v1.AdminService.ListCertificates:output_type -> ipsecca.v1.ListCertificatesResponse
-	8,  // 51: ipsecca.v1.AdminService.GetCertificate:output_type -> ipsecca.v1.Certificate
-	14, // 52: ipsecca.v1.AdminService.ListEvents:output_type -> ipsecca.v1.ListEventsResponse
-	21, // 53: ipsecca.v1.AdminService.VerifyAudit:output_type -> ipsecca.v1.VerifyAuditResponse
-	23, // 54: ipsecca.v1.AdminService.Rotate:output_type -> ipsecca.v1.RotateResponse
-	26, // 55: ipsecca.v1.AdminService.ListSchedule:output_type -> ipsecca.v1.ListScheduleResponse
-	29, // 56: ipsecca.v1.AdminService.ListNodes:output_type -> ipsecca.v1.ListNodesResponse
-	32, // 57: ipsecca.v1.AdminService.GetCA:output_type -> ipsecca.v1.GetCAResponse
-	32, // 58: ipsecca.v1.AdminService.RenewCA:output_type -> ipsecca.v1.GetCAResponse
-	44, // [44:59] is the sub-list for method output_type
-	29, // [29:44] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	10, // 0: ipsecca.v1.IssueResponse.certificate:type_name -> ipsecca.v1.Certificate
+	37, // 1: ipsecca.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	38, // 2: ipsecca.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	6,  // 3: ipsecca.v1.CreateTokensRequest.requests:type_name -> ipsecca.v1.CreateTokenRequest
+	7,  // 4: ipsecca.v1.CreateTokensResponse.tokens:type_name -> ipsecca.v1.CreateTokenResponse
+	38, // 5: ipsecca.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
+	38, // 6: ipsecca.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
+	38, // 7: ipsecca.v1.Certificate.rotate_after:type_name -> google.protobuf.Timestamp
+	38, // 8: ipsecca.v1.Certificate.issued_at:type_name -> google.protobuf.Timestamp
+	38, // 9: ipsecca.v1.ListCertificatesRequest.due_before:type_name -> google.protobuf.Timestamp
+	10, // 10: ipsecca.v1.ListCertificatesResponse.certificates:type_name -> ipsecca.v1.Certificate
+	38, // 11: ipsecca.v1.Event.time:type_name -> google.protobuf.Timestamp
+	36, // 12: ipsecca.v1.Event.detail:type_name -> ipsecca.v1.Event.DetailEntry
+	38, // 13: ipsecca.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	38, // 14: ipsecca.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
+	14, // 15: ipsecca.v1.ListEventsResponse.events:type_name -> ipsecca.v1.Event
+	0,  // 16: ipsecca.v1.NodeEvent.kind:type_name -> ipsecca.v1.NodeEvent.Kind
+	38, // 17: ipsecca.v1.NodeEvent.rotate_after:type_name -> google.protobuf.Timestamp
+	38, // 18: ipsecca.v1.InventoryEntry.not_after:type_name -> google.protobuf.Timestamp
+	19, // 19: ipsecca.v1.ReportInventoryRequest.entries:type_name -> ipsecca.v1.InventoryEntry
+	37, // 20: ipsecca.v1.RotateRequest.spread:type_name -> google.protobuf.Duration
+	38, // 21: ipsecca.v1.ScheduleEntry.due_at:type_name -> google.protobuf.Timestamp
+	38, // 22: ipsecca.v1.ScheduleEntry.not_after:type_name -> google.protobuf.Timestamp
+	26, // 23: ipsecca.v1.ListScheduleResponse.entries:type_name -> ipsecca.v1.ScheduleEntry
+	10, // 24: ipsecca.v1.Node.current:type_name -> ipsecca.v1.Certificate
+	19, // 25: ipsecca.v1.Node.inventory:type_name -> ipsecca.v1.InventoryEntry
+	38, // 26: ipsecca.v1.Node.inventory_reported_at:type_name -> google.protobuf.Timestamp
+	29, // 27: ipsecca.v1.ListNodesResponse.nodes:type_name -> ipsecca.v1.Node
+	38, // 28: ipsecca.v1.RootInfo.not_before:type_name -> google.protobuf.Timestamp
+	38, // 29: ipsecca.v1.RootInfo.not_after:type_name -> google.protobuf.Timestamp
+	33, // 30: ipsecca.v1.GetCAResponse.roots:type_name -> ipsecca.v1.RootInfo
+	1,  // 31: ipsecca.v1.NodeService.Enroll:input_type -> ipsecca.v1.EnrollRequest
+	2,  // 32: ipsecca.v1.NodeService.Renew:input_type -> ipsecca.v1.RenewRequest
+	4,  // 33: ipsecca.v1.NodeService.GetCABundle:input_type -> ipsecca.v1.GetCABundleRequest
+	17, // 34: ipsecca.v1.NodeService.Watch:input_type -> ipsecca.v1.WatchRequest
+	20, // 35: ipsecca.v1.NodeService.ReportInventory:input_type -> ipsecca.v1.ReportInventoryRequest
+	6,  // 36: ipsecca.v1.AdminService.CreateToken:input_type -> ipsecca.v1.CreateTokenRequest
+	8,  // 37: ipsecca.v1.AdminService.CreateTokens:input_type -> ipsecca.v1.CreateTokensRequest
+	11, // 38: ipsecca.v1.AdminService.ListCertificates:input_type -> ipsecca.v1.ListCertificatesRequest
+	13, // 39: ipsecca.v1.AdminService.GetCertificate:input_type -> ipsecca.v1.GetCertificateRequest
+	15, // 40: ipsecca.v1.AdminService.ListEvents:input_type -> ipsecca.v1.ListEventsRequest
+	22, // 41: ipsecca.v1.AdminService.VerifyAudit:input_type -> ipsecca.v1.VerifyAuditRequest
+	24, // 42: ipsecca.v1.AdminService.Rotate:input_type -> ipsecca.v1.RotateRequest
+	27, // 43: ipsecca.v1.AdminService.ListSchedule:input_type -> ipsecca.v1.ListScheduleRequest
+	30, // 44: ipsecca.v1.AdminService.ListNodes:input_type -> ipsecca.v1.ListNodesRequest
+	32, // 45: ipsecca.v1.AdminService.GetCA:input_type -> ipsecca.v1.GetCARequest
+	35, // 46: ipsecca.v1.AdminService.RenewCA:input_type -> ipsecca.v1.RenewCARequest
+	3,  // 47: ipsecca.v1.NodeService.Enroll:output_type -> ipsecca.v1.IssueResponse
+	3,  // 48: ipsecca.v1.NodeService.Renew:output_type -> ipsecca.v1.IssueResponse
+	5,  // 49: ipsecca.v1.NodeService.GetCABundle:output_type -> ipsecca.v1.CABundle
+	18, // 50: ipsecca.v1.NodeService.Watch:output_type -> ipsecca.v1.NodeEvent
+	21, // 51: ipsecca.v1.NodeService.ReportInventory:output_type -> ipsecca.v1.ReportInventoryResponse
+	7,  // 52: ipsecca.v1.AdminService.CreateToken:output_type -> ipsecca.v1.CreateTokenResponse
+	9,  // 53: ipsecca.v1.AdminService.CreateTokens:output_type -> ipsecca.v1.CreateTokensResponse
+	12, // 54: ipsecca.v1.AdminService.ListCertificates:output_type -> ipsecca.v1.ListCertificatesResponse
+	10, // 55: ipsecca.v1.AdminService.GetCertificate:output_type -> ipsecca.v1.Certificate
+	16, // 56: ipsecca.v1.AdminService.ListEvents:output_type -> ipsecca.v1.ListEventsResponse
+	23, // 57: ipsecca.v1.AdminService.VerifyAudit:output_type -> ipsecca.v1.VerifyAuditResponse
+	25, // 58: ipsecca.v1.AdminService.Rotate:output_type -> ipsecca.v1.RotateResponse
+	28, // 59: ipsecca.v1.AdminService.ListSchedule:output_type -> ipsecca.v1.ListScheduleResponse
+	31, // 60: ipsecca.v1.AdminService.ListNodes:output_type -> ipsecca.v1.ListNodesResponse
+	34, // 61: ipsecca.v1.AdminService.GetCA:output_type -> ipsecca.v1.GetCAResponse
+	34, // 62: ipsecca.v1.AdminService.RenewCA:output_type -> ipsecca.v1.GetCAResponse
+	47, // [47:63] is the sub-list for method output_type
+	31, // [31:47] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_proto_ipsecca_v1_ipsecca_proto_init() }
@@ -2391,7 +2490,7 @@ func file_proto_ipsecca_v1_ipsecca_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_ipsecca_v1_ipsecca_proto_rawDesc), len(file_proto_ipsecca_v1_ipsecca_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   34,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -303,6 +303,7 @@ var NodeService_ServiceDesc = grpc.ServiceDesc{
 
 const (
 	AdminService_CreateToken_FullMethodName      = "/ipsecca.v1.AdminService/CreateToken"
+	AdminService_CreateTokens_FullMethodName     = "/ipsecca.v1.AdminService/CreateTokens"
 	AdminService_ListCertificates_FullMethodName = "/ipsecca.v1.AdminService/ListCertificates"
 	AdminService_GetCertificate_FullMethodName   = "/ipsecca.v1.AdminService/GetCertificate"
 	AdminService_ListEvents_FullMethodName       = "/ipsecca.v1.AdminService/ListEvents"
@@ -322,6 +323,9 @@ const (
 type AdminServiceClient interface {
 	// CreateToken makes a single-use bootstrap token for one node.
 	CreateToken(ctx context.Context, in *CreateTokenRequest, opts ...grpc.CallOption) (*CreateTokenResponse, error)
+	// CreateTokens makes one token per request in one call (cluster
+	// installs, benchmarks); at most 10000 per call.
+	CreateTokens(ctx context.Context, in *CreateTokensRequest, opts ...grpc.CallOption) (*CreateTokensResponse, error)
 	// ListCertificates lists issued certificates, paginated by serial.
 	ListCertificates(ctx context.Context, in *ListCertificatesRequest, opts ...grpc.CallOption) (*ListCertificatesResponse, error)
 	// GetCertificate returns one certificate by serial (hex).
@@ -355,6 +359,16 @@ func (c *adminServiceClient) CreateToken(ctx context.Context, in *CreateTokenReq
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateTokenResponse)
 	err := c.cc.Invoke(ctx, AdminService_CreateToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) CreateTokens(ctx context.Context, in *CreateTokensRequest, opts ...grpc.CallOption) (*CreateTokensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateTokensResponse)
+	err := c.cc.Invoke(ctx, AdminService_CreateTokens_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -459,6 +473,9 @@ func (c *adminServiceClient) RenewCA(ctx context.Context, in *RenewCARequest, op
 type AdminServiceServer interface {
 	// CreateToken makes a single-use bootstrap token for one node.
 	CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error)
+	// CreateTokens makes one token per request in one call (cluster
+	// installs, benchmarks); at most 10000 per call.
+	CreateTokens(context.Context, *CreateTokensRequest) (*CreateTokensResponse, error)
 	// ListCertificates lists issued certificates, paginated by serial.
 	ListCertificates(context.Context, *ListCertificatesRequest) (*ListCertificatesResponse, error)
 	// GetCertificate returns one certificate by serial (hex).
@@ -490,6 +507,9 @@ type UnimplementedAdminServiceServer struct{}
 
 func (UnimplementedAdminServiceServer) CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateToken not implemented")
+}
+func (UnimplementedAdminServiceServer) CreateTokens(context.Context, *CreateTokensRequest) (*CreateTokensResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateTokens not implemented")
 }
 func (UnimplementedAdminServiceServer) ListCertificates(context.Context, *ListCertificatesRequest) (*ListCertificatesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListCertificates not implemented")
@@ -553,6 +573,24 @@ func _AdminService_CreateToken_Handler(srv interface{}, ctx context.Context, dec
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServiceServer).CreateToken(ctx, req.(*CreateTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_CreateTokens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateTokensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CreateTokens(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CreateTokens_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CreateTokens(ctx, req.(*CreateTokensRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -729,6 +767,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreateToken",
 			Handler:    _AdminService_CreateToken_Handler,
+		},
+		{
+			MethodName: "CreateTokens",
+			Handler:    _AdminService_CreateTokens_Handler,
 		},
 		{
 			MethodName: "ListCertificates",
