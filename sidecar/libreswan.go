@@ -98,8 +98,6 @@ func RenderConns(c ConnConfig) (string, error) {
 			{"leftid", "@" + c.Node},
 			{"rightid", "@" + p.Name},
 			{"leftcert", nick},
-			{"leftrsasigkey", "%cert"},
-			{"rightrsasigkey", "%cert"},
 			{"rightca", "%same"},
 			{"type", "transport"},
 			{"ikev2", "insist"},
