@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/ipsecca/ipsecca/ca"
+	"github.com/ipsecca/ipsecca/internal/atomicfile"
 	"github.com/ipsecca/ipsecca/rotation"
 	"github.com/ipsecca/ipsecca/store"
 )
@@ -95,7 +96,7 @@ func Open(ctx context.Context, opts Options) (*Instance, error) {
 	} else {
 		log.Info("loaded root CA", "subject", root.Cert.Subject.String(), "not_after", root.Cert.NotAfter, "sha256", root.Fingerprint())
 	}
-	if err := writeFileAtomic(filepath.Join(opts.DataDir, CAFile), root.BundlePEM, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(opts.DataDir, CAFile), root.BundlePEM, 0o644); err != nil {
 		return nil, err
 	}
 	if opts.Rotation == (rotation.Policy{}) {
@@ -122,7 +123,7 @@ func (in *Instance) RotationDue(node, serial, reason string) {
 // CABundleChanged rewrites the bundle file, reissues the service
 // certificates under the new root and tells every Watch stream.
 func (in *Instance) CABundleChanged(bundlePEM []byte) {
-	if err := writeFileAtomic(filepath.Join(in.opts.DataDir, CAFile), bundlePEM, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(in.opts.DataDir, CAFile), bundlePEM, 0o644); err != nil {
 		in.log.Error("write CA bundle", "err", err)
 	}
 	if err := in.RenewServiceCerts(context.Background()); err != nil {
@@ -176,10 +177,10 @@ func (in *Instance) ensurePair(ctx context.Context, kind store.Kind, name string
 	}
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rec.DER})
-	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.WriteFile(keyPath, keyPEM, 0o600); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(certPath, certPEM, 0o600); err != nil {
+	if err := atomicfile.WriteFile(certPath, certPEM, 0o600); err != nil {
 		return nil, err
 	}
 	in.log.Info("wrote certificate", "kind", kind, "path", certPath, "serial", rec.Serial, "not_after", rec.NotAfter)
@@ -249,33 +250,4 @@ func (in *Instance) Serve(ctx context.Context, lis net.Listener) error {
 		return nil
 	}
 	return err
-}
-
-// writeFileAtomic writes data to path through a synced temporary file and
-// a rename, so readers see the old or the new content, never a mix.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("server: write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return fmt.Errorf("server: write %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("server: write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("server: write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("server: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("server: write %s: %w", path, err)
-	}
-	return nil
 }
