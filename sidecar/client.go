@@ -1,0 +1,44 @@
+package sidecar
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+)
+
+// dial connects to the CA server over TLS, trusting bundle and presenting
+// pair when given. The connection is lazy: errors show on the first call.
+func dial(addr string, bundle []byte, pair *Pair) (*grpc.ClientConn, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(bundle) {
+		return nil, errors.New("sidecar: the CA bundle holds no certificate")
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("sidecar: server address %q: %w", addr, err)
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: host}
+	if pair != nil {
+		cfg.Certificates = []tls.Certificate{pair.TLS()}
+	}
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+}
+
+// newCSR makes a PEM CSR for cn with key. The CA builds the subject
+// itself, so only the CN and the SAN DNS:<cn> are asked for.
+func newCSR(key crypto.Signer, cn string) ([]byte, error) {
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}, DNSNames: []string{cn}}, key)
+	if err != nil {
+		return nil, fmt.Errorf("sidecar: make CSR: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
+}
