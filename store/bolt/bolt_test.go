@@ -328,3 +328,63 @@ func TestClosedStoreIsUnavailable(t *testing.T) {
 		t.Fatalf("write after close: %v", err)
 	}
 }
+
+// TestQueriesOnThousands: filters and pagination over a few thousand
+// certificates and events.
+func TestQueriesOnThousands(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	const n = 3000
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := cert(fmt.Sprintf("%05d", i), fmt.Sprintf("node-%04d", i%1000), t0.Add(time.Duration(i)*time.Hour))
+			c.IssuedAt = t0.Add(time.Duration(i) * time.Minute)
+			if err := s.Issue(ctx, store.Issuance{Cert: c, Event: store.Event{Time: c.IssuedAt, Type: store.EventEnrolled, Node: c.Node, Serial: c.Serial}}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	// Due before: rotate_after = t0 + i hours, so 500 certs before t0+500h,
+	// of which only the active (newest per node) count under state=active.
+	due, _, err := s.ListCerts(ctx, store.CertFilter{DueBefore: t0.Add(500 * time.Hour), Limit: 1000})
+	if err != nil || len(due) != 500 {
+		t.Fatalf("due before: %d %v", len(due), err)
+	}
+	// Events: since/until window of 100 minutes, type prefix, node filter, pages of 37.
+	var got []*store.Event
+	after := uint64(0)
+	for {
+		page, more, err := s.ListEvents(ctx, store.EventFilter{Type: "cert.", Since: t0.Add(1000 * time.Minute), Until: t0.Add(1100 * time.Minute), AfterSeq: after, Limit: 37})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, page...)
+		if !more {
+			break
+		}
+		after = page[len(page)-1].Seq
+	}
+	if len(got) != 100 {
+		t.Fatalf("window: %d events, want 100", len(got))
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i].Seq <= got[i-1].Seq {
+			t.Fatal("events out of order across pages")
+		}
+	}
+	byNode, _, _ := s.ListEvents(ctx, store.EventFilter{Node: "node-0042", Limit: 1000})
+	if len(byNode) != 3 {
+		t.Fatalf("node filter: %d events, want 3", len(byNode))
+	}
+	none, _, _ := s.ListEvents(ctx, store.EventFilter{Type: "rotation.", Limit: 1000})
+	if len(none) != 0 {
+		t.Fatalf("type prefix rotation.: %d", len(none))
+	}
+	if n, err := s.VerifyAudit(ctx); err != nil || n != 3000 {
+		t.Fatalf("audit %d %v", n, err)
+	}
+}
