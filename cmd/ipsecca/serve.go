@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ipsecca/ipsecca/ca"
+	"github.com/ipsecca/ipsecca/rotation"
 	"github.com/ipsecca/ipsecca/server"
 	"github.com/ipsecca/ipsecca/store/bolt"
 )
@@ -30,6 +31,8 @@ type caFlags struct {
 	serverNames []string
 	logFormat   string
 	logLevel    string
+	spread      time.Duration
+	grace       time.Duration
 }
 
 func (f *caFlags) register(fs *pflag.FlagSet) {
@@ -38,6 +41,8 @@ func (f *caFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.caName, "ca-name", ca.DefaultRootName, "common name of the root; used when the CA is created")
 	fs.StringVar(&f.keyType, "ca-key-type", string(ca.DefaultCAKeyType), "root key type when the CA is created: ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096")
 	fs.StringSliceVar(&f.serverNames, "server-name", nil, "extra DNS name or IP for the service certificate (repeatable)")
+	fs.DurationVar(&f.spread, "rotation-spread", 0, "spread node rotations over this window after their due point (4.5 years), per serial, so a fleet enrolled together does not rotate together (e.g. 168h)")
+	fs.DurationVar(&f.grace, "rotation-grace", rotation.DefaultPolicy.Grace, "how long a due certificate may stay unrotated before it is reported overdue")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
@@ -75,6 +80,10 @@ func (f *caFlags) open(ctx context.Context) (*server.Instance, *bolt.Store, *slo
 			return nil, nil, nil, usageError("--server-name %q is neither an IP address nor a DNS name", n)
 		}
 	}
+	policy := rotation.Policy{Fraction: rotation.DefaultPolicy.Fraction, Spread: f.spread, Grace: f.grace}
+	if err := policy.Validate(rotation.NodeLifetime(time.Now())); err != nil {
+		return nil, nil, nil, usageError("%v", err)
+	}
 	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
 		return nil, nil, nil, fmt.Errorf("data directory: %w", err)
 	}
@@ -87,6 +96,7 @@ func (f *caFlags) open(ctx context.Context) (*server.Instance, *bolt.Store, *slo
 		Store:       st,
 		Root:        ca.RootConfig{Organization: f.org, CommonName: f.caName, KeyType: keyType},
 		ServerNames: f.serverNames,
+		Rotation:    policy,
 		Clock:       ca.ClockFunc(time.Now),
 		Rand:        rand.Reader,
 		Logger:      log,
