@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,8 @@ type Store interface {
 	NameOwner(ctx context.Context, cn string) (string, error)
 	Issue(ctx context.Context, is store.Issuance) error
 	AppendEvent(ctx context.Context, ev store.Event) error
+	RevokeNode(ctx context.Context, node string, at time.Time, ev store.Event) (int, error)
+	Revoked(ctx context.Context) ([]*store.Cert, error)
 }
 
 // Config holds the Authority's parameters.
@@ -173,7 +176,7 @@ func (a *Authority) EnrollWithToken(ctx context.Context, token string, csrPEM []
 	if !a.clock.Now().Before(tok.ExpiresAt) {
 		return nil, a.denied(ctx, actor, tok.Node, deny(ErrUnauthenticated, ReasonTokenExpired, "the bootstrap token expired at %s; ask an admin for a new one", tok.ExpiresAt.Format(time.RFC3339)))
 	}
-	return a.issueNode(ctx, csrPEM, Identity{Node: tok.Node, CN: tok.CommonName}, "token", actor, id, store.EventEnrolled)
+	return a.issueNode(ctx, csrPEM, Identity{Node: tok.Node, CN: tok.CommonName}, "token", actor, id, "", store.EventEnrolled)
 }
 
 // Renew issues a new certificate for the caller's own node; the caller
@@ -182,10 +185,10 @@ func (a *Authority) Renew(ctx context.Context, caller Caller, csrPEM []byte) (*s
 	if caller.Kind != store.KindNode {
 		return nil, a.denied(ctx, caller.String(), "", deny(ErrPermissionDenied, ReasonCallerNotNode, "only node certificates can renew; this is a %s certificate", caller.Kind))
 	}
-	return a.issueNode(ctx, csrPEM, Identity{Node: caller.Node, CN: caller.CN}, "renewal", "node:"+caller.Node, "", store.EventRenewed)
+	return a.issueNode(ctx, csrPEM, Identity{Node: caller.Node, CN: caller.CN}, "renewal", "node:"+caller.Node, "", caller.Serial, store.EventRenewed)
 }
 
-func (a *Authority) issueNode(ctx context.Context, csrPEM []byte, id Identity, via, actor, tokenID, evType string) (*store.Cert, error) {
+func (a *Authority) issueNode(ctx context.Context, csrPEM []byte, id Identity, via, actor, tokenID, authSerial, evType string) (*store.Cert, error) {
 	csr, err := ParseCSR(csrPEM)
 	if err != nil {
 		return nil, a.denied(ctx, actor, id.Node, err)
@@ -217,8 +220,10 @@ func (a *Authority) issueNode(ctx context.Context, csrPEM []byte, id Identity, v
 		return &store.Event{Time: now.UTC(), Type: store.EventRotationCompleted, Actor: actor, Node: id.Node, Serial: rec.Serial, OldSerial: old.Serial,
 			Detail: map[string]string{"reason": old.DueReason, "took": now.Sub(old.DueAt).Round(time.Second).String()}}
 	}
-	err = a.st.Issue(ctx, store.Issuance{Cert: rec, TokenID: tokenID, Event: ev, OnSupersede: completed})
+	err = a.st.Issue(ctx, store.Issuance{Cert: rec, TokenID: tokenID, AuthSerial: authSerial, Event: ev, OnSupersede: completed})
 	switch {
+	case errors.Is(err, store.ErrRevoked):
+		return nil, a.denied(ctx, actor, id.Node, deny(ErrUnauthenticated, ReasonCallerRevoked, "the client certificate was revoked; re-admitting the node takes a new token"))
 	case errors.Is(err, store.ErrTokenUsed):
 		return nil, a.denied(ctx, actor, id.Node, deny(ErrUnauthenticated, ReasonTokenUsed, "the bootstrap token was already used (tokens are single-use); ask an admin for a new one"))
 	case errors.Is(err, store.ErrNameHeld):
@@ -296,4 +301,47 @@ func (a *Authority) denied(ctx context.Context, actor, node string, err error) e
 		a.log.Error("audit append failed", "err", aerr)
 	}
 	return err
+}
+
+// RevokeNode revokes every unexpired certificate of node. Re-admitting the
+// node takes a new bootstrap token.
+func (a *Authority) RevokeNode(ctx context.Context, node, reason, actor string) (int, error) {
+	now := a.clock.Now().UTC()
+	ev := store.Event{Time: now, Type: store.EventNodeRevoked, Actor: actor, Node: node, Reason: reason}
+	n, err := a.st.RevokeNode(ctx, node, now, ev)
+	if err != nil {
+		return 0, err
+	}
+	a.log.Warn("node revoked", "node", node, "certificates", n, "reason", reason, "actor", actor)
+	return n, nil
+}
+
+// CRLValidity is how long a CRL is valid (its NextUpdate).
+const CRLValidity = 7 * 24 * time.Hour
+
+// CRL returns a DER CRL signed by the root listing every revoked
+// certificate that has not expired yet.
+func (a *Authority) CRL(ctx context.Context) ([]byte, error) {
+	revoked, err := a.st.Revoked(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := a.clock.Now().UTC().Truncate(time.Second)
+	list := &x509.RevocationList{Number: big.NewInt(now.Unix()), ThisUpdate: now, NextUpdate: now.Add(CRLValidity)}
+	for _, c := range revoked {
+		if !now.Before(c.NotAfter) {
+			continue
+		}
+		serial, ok := new(big.Int).SetString(c.Serial, 16)
+		if !ok {
+			continue
+		}
+		list.RevokedCertificateEntries = append(list.RevokedCertificateEntries, x509.RevocationListEntry{SerialNumber: serial, RevocationTime: c.RevokedAt})
+	}
+	root := a.Root()
+	der, err := x509.CreateRevocationList(a.rand, list, root.Cert, root.Signer)
+	if err != nil {
+		return nil, fmt.Errorf("ca: sign CRL: %w", err)
+	}
+	return der, nil
 }

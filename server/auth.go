@@ -31,6 +31,8 @@ const (
 var methodAccess = map[string]access{
 	ipseccav1.NodeService_Enroll_FullMethodName:            anyone,
 	ipseccav1.NodeService_GetCABundle_FullMethodName:       anyone,
+	ipseccav1.NodeService_GetCRL_FullMethodName:            anyone,
+	ipseccav1.AdminService_RevokeNode_FullMethodName:       adminOnly,
 	ipseccav1.NodeService_Renew_FullMethodName:             nodeOnly,
 	ipseccav1.AdminService_CreateToken_FullMethodName:      adminOnly,
 	ipseccav1.AdminService_CreateTokens_FullMethodName:     adminOnly,

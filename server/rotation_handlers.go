@@ -211,3 +211,31 @@ func caInfo(r *ca.Root) *ipseccav1.GetCAResponse {
 	}
 	return resp
 }
+
+func (s nodeService) GetCRL(ctx context.Context, _ *ipseccav1.GetCRLRequest) (*ipseccav1.CRL, error) {
+	der, err := s.auth.CRL(ctx)
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
+	return &ipseccav1.CRL{Der: der, NextUpdate: timestamppb.New(crl.NextUpdate), Entries: int32(len(crl.RevokedCertificateEntries))}, nil
+}
+
+func (s adminService) RevokeNode(ctx context.Context, req *ipseccav1.RevokeNodeRequest) (*ipseccav1.RevokeNodeResponse, error) {
+	if req.GetNode() == "" {
+		return nil, status.Error(codes.InvalidArgument, "node is required")
+	}
+	caller, _ := CallerFrom(ctx)
+	n, err := s.auth.RevokeNode(ctx, req.GetNode(), req.GetReason(), caller.String())
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, status.Errorf(codes.NotFound, "node %q has no certificate to revoke", req.GetNode())
+	}
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
+	s.hub.Revoked(req.GetNode(), req.GetReason())
+	return &ipseccav1.RevokeNodeResponse{Revoked: int32(n)}, nil
+}

@@ -32,6 +32,8 @@ type Authority interface {
 	Authenticate(ctx context.Context, leaf *x509.Certificate) (ca.Caller, error)
 	Root() *ca.Root
 	RenewRoot(ctx context.Context, actor string) (*ca.Root, error)
+	RevokeNode(ctx context.Context, node, reason, actor string) (int, error)
+	CRL(ctx context.Context) ([]byte, error)
 }
 
 // Queries are the read-only store calls behind the admin listings.

@@ -356,3 +356,52 @@ func TestWatchTellsTheNode(t *testing.T) {
 		t.Fatalf("nodes: %+v %v", nodes, err)
 	}
 }
+
+func TestRevokeNode(t *testing.T) {
+	c := startCA(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	nodeA := c.enrollNode(t, "node-a")
+	stream, err := ipseccav1.NewNodeServiceClient(c.conn(t, nodeA)).Watch(ctx, &ipseccav1.WatchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	admin := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t)))
+	resp, err := admin.RevokeNode(ctx, &ipseccav1.RevokeNodeRequest{Node: "node-a", Reason: "decommissioned"})
+	if err != nil || resp.GetRevoked() != 1 {
+		t.Fatalf("revoke: %v %v", resp, err)
+	}
+	if ev, err := stream.Recv(); err != nil || ev.GetKind() != ipseccav1.NodeEvent_REVOKED {
+		t.Fatalf("watch after revoke: %v %v", ev, err)
+	}
+	// The revoked certificate no longer authenticates.
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, err = ipseccav1.NewNodeServiceClient(c.conn(t, nodeA)).Renew(ctx, &ipseccav1.RenewRequest{CsrPem: csrFor(t, key, "node-a")})
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("renew with a revoked cert: %v", err)
+	}
+	// The CRL (anonymous) lists it, signed by the root.
+	crl, err := ipseccav1.NewNodeServiceClient(c.conn(t, nil)).GetCRL(ctx, &ipseccav1.GetCRLRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := x509.ParseRevocationList(crl.GetDer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := list.CheckSignatureFrom(c.in.Authority.Root().Cert); err != nil {
+		t.Fatalf("CRL signature: %v", err)
+	}
+	if len(list.RevokedCertificateEntries) != 1 || list.RevokedCertificateEntries[0].SerialNumber.Cmp(nodeA.Leaf.SerialNumber) != 0 {
+		t.Fatalf("CRL entries %+v", list.RevokedCertificateEntries)
+	}
+	// Revoking again: nothing left to revoke.
+	if _, err := admin.RevokeNode(ctx, &ipseccav1.RevokeNodeRequest{Node: "node-a"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("second revoke: %v", err)
+	}
+	// Re-admission with a new token works.
+	c.enrollNode(t, "node-a")
+}

@@ -25,6 +25,8 @@ var (
 	ErrTokenUsed = errors.New("store: token already used")
 	// ErrUnavailable: the backend cannot take writes now (closed, full disk, read-only).
 	ErrUnavailable = errors.New("store: unavailable")
+	// ErrRevoked: the credential of the request was revoked.
+	ErrRevoked = errors.New("store: credential revoked")
 )
 
 // Kind says what a certificate is for.
@@ -71,7 +73,9 @@ type Cert struct {
 	OverdueAt time.Time `json:"overdue_at,omitzero"`
 	// GraceUntil is when a due certificate counts as overdue.
 	GraceUntil time.Time `json:"grace_until,omitzero"`
-	DER        []byte    `json:"der"`
+	// RevokedAt is when the certificate was revoked (State revoked).
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	DER       []byte    `json:"der"`
 }
 
 // StateAt reports the state at t, deriving "expired" from NotAfter.
@@ -136,6 +140,7 @@ const (
 	EventRotationCompleted = "rotation.completed"
 	EventRotationOverdue   = "rotation.overdue"
 	EventInventoryChanged  = "node.inventory_changed"
+	EventNodeRevoked       = "node.revoked"
 )
 
 // Issuance is everything one certificate issue commits atomically: the
@@ -145,6 +150,9 @@ type Issuance struct {
 	Cert    *Cert
 	TokenID string // consumed in the same transaction; empty for renewals
 	Event   Event
+	// AuthSerial, for renewals, is the certificate the caller
+	// authenticated with: the issue fails if it was revoked meanwhile.
+	AuthSerial string
 	// OnSupersede, when set, is called inside the transaction for each
 	// certificate the new one supersedes; a returned event is appended in
 	// the same transaction (e.g. rotation.completed).

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/pem"
 	"fmt"
+	"os"
 	"text/tabwriter"
 	"time"
 
@@ -209,15 +211,53 @@ func newCACmd() *cobra.Command {
 		c.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
 		return c
 	}
+	var cconn connFlags
+	var out string
+	var der bool
+	crl := &cobra.Command{
+		Use:   "crl",
+		Short: "Fetch the current CRL (PEM by default)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cconn.caFile == "" {
+				cconn.resolveAdmin()
+				cconn.certFile, cconn.keyFile = "", ""
+			}
+			conn, err := cconn.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := cconn.context()
+			defer cancel()
+			resp, err := ipseccav1.NewNodeServiceClient(conn).GetCRL(ctx, &ipseccav1.GetCRLRequest{})
+			if err != nil {
+				return rpcError("ca crl", err)
+			}
+			data := resp.GetDer()
+			if !der {
+				data = pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: data})
+			}
+			if out != "" {
+				return os.WriteFile(out, data, 0o644)
+			}
+			_, err = cmd.OutOrStdout().Write(data)
+			return err
+		},
+	}
+	cconn.register(crl.Flags(), true)
+	crl.Flags().StringVar(&out, "out", "", "write the CRL here (default stdout)")
+	crl.Flags().BoolVar(&der, "der", false, "write DER instead of PEM")
 	cmd.AddCommand(
 		show("show", "Show the current and previous roots with their dates", false),
 		show("renew", "Re-issue the root now (same key and subject, new validity); nodes get the new bundle", true),
+		crl,
 	)
 	return cmd
 }
 
 func newNodesCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "nodes", Short: "Show nodes, their certificates and NSS inventory"}
+	cmd := &cobra.Command{Use: "nodes", Aliases: []string{"node"}, Short: "Show nodes, their certificates and NSS inventory; revoke a node"}
 	mk := func(use, short string, args cobra.PositionalArgs) *cobra.Command {
 		var conn connFlags
 		var asJSON bool
@@ -264,5 +304,26 @@ func newNodesCmd() *cobra.Command {
 		return c
 	}
 	cmd.AddCommand(mk("list", "List nodes with their current certificate", cobra.NoArgs), mk("show NODE", "Show one node and what its NSS database holds", cobra.ExactArgs(1)))
+
+	var rconn connFlags
+	var reason string
+	revoke := &cobra.Command{
+		Use:   "revoke NODE",
+		Short: "Revoke every certificate of a node; it is published in the CRL and the node is told. Re-admitting it takes a new token",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return adminCall(&rconn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
+				resp, err := c.RevokeNode(ctx, &ipseccav1.RevokeNodeRequest{Node: args[0], Reason: reason})
+				if err != nil {
+					return rpcError("node revoke", err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "revoked %d certificate(s) of %s\n", resp.GetRevoked(), args[0])
+				return nil
+			})
+		},
+	}
+	rconn.register(revoke.Flags(), true)
+	revoke.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log)")
+	cmd.AddCommand(revoke)
 	return cmd
 }

@@ -18,6 +18,8 @@
 //	    <grace_until: 8-byte BE unix ns> <serial> -> ""   (due, not yet rotated nor overdue)
 //	overdue/                                               (schema 2)
 //	    <serial>         -> ""   (overdue: grace ended, still not rotated)
+//	revoked/                                               (schema 2)
+//	    <serial>         -> ""   (revoked certificates, for the CRL)
 //	nodes/                                                 (schema 2)
 //	    <node>           -> JSON store.NodeInfo (reported NSS inventory)
 //	names/
@@ -67,6 +69,7 @@ var (
 	bucketOverdue  = []byte("by_overdue")
 	bucketNodes    = []byte("nodes")
 	bucketOverdueN = []byte("overdue")
+	bucketRevoked  = []byte("revoked")
 
 	keySchemaVersion = []byte("schema_version")
 	keyAuditHead     = []byte("audit_head")
@@ -87,7 +90,7 @@ var migrations = []func(tx *bbolt.Tx) error{
 	},
 	// 1 -> 2: rotation tracking and node inventory.
 	func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketOverdue, bucketNodes, bucketOverdueN} {
+		for _, b := range [][]byte{bucketOverdue, bucketNodes, bucketOverdueN, bucketRevoked} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

@@ -97,6 +97,9 @@ func (s *Store) Issue(ctx context.Context, is store.Issuance) error {
 				return reject(fmt.Errorf("%w: %q is held by node %q", store.ErrNameHeld, c.CommonName, owner))
 			}
 		}
+		if is.AuthSerial != "" && tx.Bucket(bucketRevoked).Get([]byte(is.AuthSerial)) != nil {
+			return reject(fmt.Errorf("%w: certificate %s", store.ErrRevoked, is.AuthSerial))
+		}
 		var tok store.Token
 		tokens := tx.Bucket(bucketTokens)
 		if is.TokenID != "" {

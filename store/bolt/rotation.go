@@ -254,3 +254,62 @@ func (s *Store) OverdueCount(_ context.Context) (int, error) {
 	err := s.view(func(tx *bbolt.Tx) error { n = tx.Bucket(bucketOverdueN).Stats().KeyN; return nil })
 	return n, err
 }
+
+// RevokeNode revokes every unexpired node certificate of node (active or
+// superseded) and returns how many. The node keeps its name: re-admitting
+// it takes a new token.
+func (s *Store) RevokeNode(ctx context.Context, node string, at time.Time, ev store.Event) (int, error) {
+	n := 0
+	err := s.update(ctx, func(tx *bbolt.Tx) error {
+		n = 0
+		certs := tx.Bucket(bucketCerts)
+		prefix := nodeKey(node, "")
+		var victims []*store.Cert
+		cur := tx.Bucket(bucketByNode).Cursor()
+		for k, _ := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Next() {
+			c := new(store.Cert)
+			if err := getJSON(certs, k[len(prefix):], c); err != nil {
+				return err
+			}
+			if c.Kind == store.KindNode && c.State != store.StateRevoked && at.Before(c.NotAfter) {
+				victims = append(victims, c)
+			}
+		}
+		if len(victims) == 0 {
+			return reject(fmt.Errorf("%w: node %q has no certificate to revoke", store.ErrNotFound, node))
+		}
+		for _, c := range victims {
+			if err := unindexRotation(tx, c); err != nil {
+				return err
+			}
+			c.State, c.RevokedAt = store.StateRevoked, at.UTC()
+			if err := putJSON(certs, []byte(c.Serial), c); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketRevoked).Put([]byte(c.Serial), nil); err != nil {
+				return err
+			}
+		}
+		n = len(victims)
+		ev.Detail = map[string]string{"certificates": fmt.Sprint(n)}
+		return appendEvent(tx, &ev)
+	})
+	return n, err
+}
+
+// Revoked returns every revoked certificate (for the CRL).
+func (s *Store) Revoked(_ context.Context) ([]*store.Cert, error) {
+	var out []*store.Cert
+	err := s.view(func(tx *bbolt.Tx) error {
+		certs := tx.Bucket(bucketCerts)
+		return tx.Bucket(bucketRevoked).ForEach(func(k, _ []byte) error {
+			c := new(store.Cert)
+			if err := getJSON(certs, k, c); err != nil {
+				return err
+			}
+			out = append(out, c)
+			return nil
+		})
+	})
+	return out, err
+}

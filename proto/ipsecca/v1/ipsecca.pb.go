@@ -2169,6 +2169,198 @@ func (*RenewCARequest) Descriptor() ([]byte, []int) {
 	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{34}
 }
 
+type GetCRLRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCRLRequest) Reset() {
+	*x = GetCRLRequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCRLRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCRLRequest) ProtoMessage() {}
+
+func (x *GetCRLRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCRLRequest.ProtoReflect.Descriptor instead.
+func (*GetCRLRequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{35}
+}
+
+type CRL struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Der           []byte                 `protobuf:"bytes,1,opt,name=der,proto3" json:"der,omitempty"`
+	NextUpdate    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=next_update,json=nextUpdate,proto3" json:"next_update,omitempty"`
+	Entries       int32                  `protobuf:"varint,3,opt,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CRL) Reset() {
+	*x = CRL{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CRL) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CRL) ProtoMessage() {}
+
+func (x *CRL) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CRL.ProtoReflect.Descriptor instead.
+func (*CRL) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *CRL) GetDer() []byte {
+	if x != nil {
+		return x.Der
+	}
+	return nil
+}
+
+func (x *CRL) GetNextUpdate() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextUpdate
+	}
+	return nil
+}
+
+func (x *CRL) GetEntries() int32 {
+	if x != nil {
+		return x.Entries
+	}
+	return 0
+}
+
+type RevokeNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeNodeRequest) Reset() {
+	*x = RevokeNodeRequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeNodeRequest) ProtoMessage() {}
+
+func (x *RevokeNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeNodeRequest.ProtoReflect.Descriptor instead.
+func (*RevokeNodeRequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RevokeNodeRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *RevokeNodeRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RevokeNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revoked       int32                  `protobuf:"varint,1,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeNodeResponse) Reset() {
+	*x = RevokeNodeResponse{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeNodeResponse) ProtoMessage() {}
+
+func (x *RevokeNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeNodeResponse.ProtoReflect.Descriptor instead.
+func (*RevokeNodeResponse) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *RevokeNodeResponse) GetRevoked() int32 {
+	if x != nil {
+		return x.Revoked
+	}
+	return 0
+}
+
 var File_proto_ipsecca_v1_ipsecca_proto protoreflect.FileDescriptor
 
 const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
@@ -2332,13 +2524,25 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\x05roots\x18\x01 \x03(\v2\x14.ipsecca.v1.RootInfoR\x05roots\x12\x1d\n" +
 	"\n" +
 	"bundle_pem\x18\x02 \x01(\fR\tbundlePem\"\x10\n" +
-	"\x0eRenewCARequest2\xe8\x02\n" +
+	"\x0eRenewCARequest\"\x0f\n" +
+	"\rGetCRLRequest\"n\n" +
+	"\x03CRL\x12\x10\n" +
+	"\x03der\x18\x01 \x01(\fR\x03der\x12;\n" +
+	"\vnext_update\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"nextUpdate\x12\x18\n" +
+	"\aentries\x18\x03 \x01(\x05R\aentries\"?\n" +
+	"\x11RevokeNodeRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\".\n" +
+	"\x12RevokeNodeResponse\x12\x18\n" +
+	"\arevoked\x18\x01 \x01(\x05R\arevoked2\x9e\x03\n" +
 	"\vNodeService\x12>\n" +
 	"\x06Enroll\x12\x19.ipsecca.v1.EnrollRequest\x1a\x19.ipsecca.v1.IssueResponse\x12<\n" +
 	"\x05Renew\x12\x18.ipsecca.v1.RenewRequest\x1a\x19.ipsecca.v1.IssueResponse\x12C\n" +
 	"\vGetCABundle\x12\x1e.ipsecca.v1.GetCABundleRequest\x1a\x14.ipsecca.v1.CABundle\x12:\n" +
 	"\x05Watch\x12\x18.ipsecca.v1.WatchRequest\x1a\x15.ipsecca.v1.NodeEvent0\x01\x12Z\n" +
-	"\x0fReportInventory\x12\".ipsecca.v1.ReportInventoryRequest\x1a#.ipsecca.v1.ReportInventoryResponse2\xd9\x06\n" +
+	"\x0fReportInventory\x12\".ipsecca.v1.ReportInventoryRequest\x1a#.ipsecca.v1.ReportInventoryResponse\x124\n" +
+	"\x06GetCRL\x12\x19.ipsecca.v1.GetCRLRequest\x1a\x0f.ipsecca.v1.CRL2\xa6\a\n" +
 	"\fAdminService\x12N\n" +
 	"\vCreateToken\x12\x1e.ipsecca.v1.CreateTokenRequest\x1a\x1f.ipsecca.v1.CreateTokenResponse\x12Q\n" +
 	"\fCreateTokens\x12\x1f.ipsecca.v1.CreateTokensRequest\x1a .ipsecca.v1.CreateTokensResponse\x12]\n" +
@@ -2351,7 +2555,9 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\fListSchedule\x12\x1f.ipsecca.v1.ListScheduleRequest\x1a .ipsecca.v1.ListScheduleResponse\x12H\n" +
 	"\tListNodes\x12\x1c.ipsecca.v1.ListNodesRequest\x1a\x1d.ipsecca.v1.ListNodesResponse\x12<\n" +
 	"\x05GetCA\x12\x18.ipsecca.v1.GetCARequest\x1a\x19.ipsecca.v1.GetCAResponse\x12@\n" +
-	"\aRenewCA\x12\x1a.ipsecca.v1.RenewCARequest\x1a\x19.ipsecca.v1.GetCAResponseB7Z5github.com/ipsecca/ipsecca/proto/ipsecca/v1;ipseccav1b\x06proto3"
+	"\aRenewCA\x12\x1a.ipsecca.v1.RenewCARequest\x1a\x19.ipsecca.v1.GetCAResponse\x12K\n" +
+	"\n" +
+	"RevokeNode\x12\x1d.ipsecca.v1.RevokeNodeRequest\x1a\x1e.ipsecca.v1.RevokeNodeResponseB7Z5github.com/ipsecca/ipsecca/proto/ipsecca/v1;ipseccav1b\x06proto3"
 
 var (
 	file_proto_ipsecca_v1_ipsecca_proto_rawDescOnce sync.Once
@@ -2366,7 +2572,7 @@ func file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_ipsecca_v1_ipsecca_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proto_ipsecca_v1_ipsecca_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_proto_ipsecca_v1_ipsecca_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_proto_ipsecca_v1_ipsecca_proto_goTypes = []any{
 	(NodeEvent_Kind)(0),              // 0: ipsecca.v1.NodeEvent.Kind
 	(*EnrollRequest)(nil),            // 1: ipsecca.v1.EnrollRequest
@@ -2404,79 +2610,88 @@ var file_proto_ipsecca_v1_ipsecca_proto_goTypes = []any{
 	(*RootInfo)(nil),                 // 33: ipsecca.v1.RootInfo
 	(*GetCAResponse)(nil),            // 34: ipsecca.v1.GetCAResponse
 	(*RenewCARequest)(nil),           // 35: ipsecca.v1.RenewCARequest
-	nil,                              // 36: ipsecca.v1.Event.DetailEntry
-	(*durationpb.Duration)(nil),      // 37: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 38: google.protobuf.Timestamp
+	(*GetCRLRequest)(nil),            // 36: ipsecca.v1.GetCRLRequest
+	(*CRL)(nil),                      // 37: ipsecca.v1.CRL
+	(*RevokeNodeRequest)(nil),        // 38: ipsecca.v1.RevokeNodeRequest
+	(*RevokeNodeResponse)(nil),       // 39: ipsecca.v1.RevokeNodeResponse
+	nil,                              // 40: ipsecca.v1.Event.DetailEntry
+	(*durationpb.Duration)(nil),      // 41: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 42: google.protobuf.Timestamp
 }
 var file_proto_ipsecca_v1_ipsecca_proto_depIdxs = []int32{
 	10, // 0: ipsecca.v1.IssueResponse.certificate:type_name -> ipsecca.v1.Certificate
-	37, // 1: ipsecca.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	38, // 2: ipsecca.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	41, // 1: ipsecca.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	42, // 2: ipsecca.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	6,  // 3: ipsecca.v1.CreateTokensRequest.requests:type_name -> ipsecca.v1.CreateTokenRequest
 	7,  // 4: ipsecca.v1.CreateTokensResponse.tokens:type_name -> ipsecca.v1.CreateTokenResponse
-	38, // 5: ipsecca.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
-	38, // 6: ipsecca.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
-	38, // 7: ipsecca.v1.Certificate.rotate_after:type_name -> google.protobuf.Timestamp
-	38, // 8: ipsecca.v1.Certificate.issued_at:type_name -> google.protobuf.Timestamp
-	38, // 9: ipsecca.v1.ListCertificatesRequest.due_before:type_name -> google.protobuf.Timestamp
+	42, // 5: ipsecca.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
+	42, // 6: ipsecca.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
+	42, // 7: ipsecca.v1.Certificate.rotate_after:type_name -> google.protobuf.Timestamp
+	42, // 8: ipsecca.v1.Certificate.issued_at:type_name -> google.protobuf.Timestamp
+	42, // 9: ipsecca.v1.ListCertificatesRequest.due_before:type_name -> google.protobuf.Timestamp
 	10, // 10: ipsecca.v1.ListCertificatesResponse.certificates:type_name -> ipsecca.v1.Certificate
-	38, // 11: ipsecca.v1.Event.time:type_name -> google.protobuf.Timestamp
-	36, // 12: ipsecca.v1.Event.detail:type_name -> ipsecca.v1.Event.DetailEntry
-	38, // 13: ipsecca.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
-	38, // 14: ipsecca.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
+	42, // 11: ipsecca.v1.Event.time:type_name -> google.protobuf.Timestamp
+	40, // 12: ipsecca.v1.Event.detail:type_name -> ipsecca.v1.Event.DetailEntry
+	42, // 13: ipsecca.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	42, // 14: ipsecca.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
 	14, // 15: ipsecca.v1.ListEventsResponse.events:type_name -> ipsecca.v1.Event
 	0,  // 16: ipsecca.v1.NodeEvent.kind:type_name -> ipsecca.v1.NodeEvent.Kind
-	38, // 17: ipsecca.v1.NodeEvent.rotate_after:type_name -> google.protobuf.Timestamp
-	38, // 18: ipsecca.v1.InventoryEntry.not_after:type_name -> google.protobuf.Timestamp
+	42, // 17: ipsecca.v1.NodeEvent.rotate_after:type_name -> google.protobuf.Timestamp
+	42, // 18: ipsecca.v1.InventoryEntry.not_after:type_name -> google.protobuf.Timestamp
 	19, // 19: ipsecca.v1.ReportInventoryRequest.entries:type_name -> ipsecca.v1.InventoryEntry
-	37, // 20: ipsecca.v1.RotateRequest.spread:type_name -> google.protobuf.Duration
-	38, // 21: ipsecca.v1.ScheduleEntry.due_at:type_name -> google.protobuf.Timestamp
-	38, // 22: ipsecca.v1.ScheduleEntry.not_after:type_name -> google.protobuf.Timestamp
+	41, // 20: ipsecca.v1.RotateRequest.spread:type_name -> google.protobuf.Duration
+	42, // 21: ipsecca.v1.ScheduleEntry.due_at:type_name -> google.protobuf.Timestamp
+	42, // 22: ipsecca.v1.ScheduleEntry.not_after:type_name -> google.protobuf.Timestamp
 	26, // 23: ipsecca.v1.ListScheduleResponse.entries:type_name -> ipsecca.v1.ScheduleEntry
 	10, // 24: ipsecca.v1.Node.current:type_name -> ipsecca.v1.Certificate
 	19, // 25: ipsecca.v1.Node.inventory:type_name -> ipsecca.v1.InventoryEntry
-	38, // 26: ipsecca.v1.Node.inventory_reported_at:type_name -> google.protobuf.Timestamp
+	42, // 26: ipsecca.v1.Node.inventory_reported_at:type_name -> google.protobuf.Timestamp
 	29, // 27: ipsecca.v1.ListNodesResponse.nodes:type_name -> ipsecca.v1.Node
-	38, // 28: ipsecca.v1.RootInfo.not_before:type_name -> google.protobuf.Timestamp
-	38, // 29: ipsecca.v1.RootInfo.not_after:type_name -> google.protobuf.Timestamp
+	42, // 28: ipsecca.v1.RootInfo.not_before:type_name -> google.protobuf.Timestamp
+	42, // 29: ipsecca.v1.RootInfo.not_after:type_name -> google.protobuf.Timestamp
 	33, // 30: ipsecca.v1.GetCAResponse.roots:type_name -> ipsecca.v1.RootInfo
-	1,  // 31: ipsecca.v1.NodeService.Enroll:input_type -> ipsecca.v1.EnrollRequest
-	2,  // 32: ipsecca.v1.NodeService.Renew:input_type -> ipsecca.v1.RenewRequest
-	4,  // 33: ipsecca.v1.NodeService.GetCABundle:input_type -> ipsecca.v1.GetCABundleRequest
-	17, // 34: ipsecca.v1.NodeService.Watch:input_type -> ipsecca.v1.WatchRequest
-	20, // 35: ipsecca.v1.NodeService.ReportInventory:input_type -> ipsecca.v1.ReportInventoryRequest
-	6,  // 36: ipsecca.v1.AdminService.CreateToken:input_type -> ipsecca.v1.CreateTokenRequest
-	8,  // 37: ipsecca.v1.AdminService.CreateTokens:input_type -> ipsecca.v1.CreateTokensRequest
-	11, // 38: ipsecca.v1.AdminService.ListCertificates:input_type -> ipsecca.v1.ListCertificatesRequest
-	13, // 39: ipsecca.v1.AdminService.GetCertificate:input_type -> ipsecca.v1.GetCertificateRequest
-	15, // 40: ipsecca.v1.AdminService.ListEvents:input_type -> ipsecca.v1.ListEventsRequest
-	22, // 41: ipsecca.v1.AdminService.VerifyAudit:input_type -> ipsecca.v1.VerifyAuditRequest
-	24, // 42: ipsecca.v1.AdminService.Rotate:input_type -> ipsecca.v1.RotateRequest
-	27, // 43: ipsecca.v1.AdminService.ListSchedule:input_type -> ipsecca.v1.ListScheduleRequest
-	30, // 44: ipsecca.v1.AdminService.ListNodes:input_type -> ipsecca.v1.ListNodesRequest
-	32, // 45: ipsecca.v1.AdminService.GetCA:input_type -> ipsecca.v1.GetCARequest
-	35, // 46: ipsecca.v1.AdminService.RenewCA:input_type -> ipsecca.v1.RenewCARequest
-	3,  // 47: ipsecca.v1.NodeService.Enroll:output_type -> ipsecca.v1.IssueResponse
-	3,  // 48: ipsecca.v1.NodeService.Renew:output_type -> ipsecca.v1.IssueResponse
-	5,  // 49: ipsecca.v1.NodeService.GetCABundle:output_type -> ipsecca.v1.CABundle
-	18, // 50: ipsecca.v1.NodeService.Watch:output_type -> ipsecca.v1.NodeEvent
-	21, // 51: ipsecca.v1.NodeService.ReportInventory:output_type -> ipsecca.v1.ReportInventoryResponse
-	7,  // 52: ipsecca.v1.AdminService.CreateToken:output_type -> ipsecca.v1.CreateTokenResponse
-	9,  // 53: ipsecca.v1.AdminService.CreateTokens:output_type -> ipsecca.v1.CreateTokensResponse
-	12, // 54: ipsecca.v1.AdminService.ListCertificates:output_type -> ipsecca.v1.ListCertificatesResponse
-	10, // 55: ipsecca.v1.AdminService.GetCertificate:output_type -> ipsecca.v1.Certificate
-	16, // 56: ipsecca.v1.AdminService.ListEvents:output_type -> ipsecca.v1.ListEventsResponse
-	23, // 57: ipsecca.v1.AdminService.VerifyAudit:output_type -> ipsecca.v1.VerifyAuditResponse
-	25, // 58: ipsecca.v1.AdminService.Rotate:output_type -> ipsecca.v1.RotateResponse
-	28, // 59: ipsecca.v1.AdminService.ListSchedule:output_type -> ipsecca.v1.ListScheduleResponse
-	31, // 60: ipsecca.v1.AdminService.ListNodes:output_type -> ipsecca.v1.ListNodesResponse
-	34, // 61: ipsecca.v1.AdminService.GetCA:output_type -> ipsecca.v1.GetCAResponse
-	34, // 62: ipsecca.v1.AdminService.RenewCA:output_type -> ipsecca.v1.GetCAResponse
-	47, // [47:63] is the sub-list for method output_type
-	31, // [31:47] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	42, // 31: ipsecca.v1.CRL.next_update:type_name -> google.protobuf.Timestamp
+	1,  // 32: ipsecca.v1.NodeService.Enroll:input_type -> ipsecca.v1.EnrollRequest
+	2,  // 33: ipsecca.v1.NodeService.Renew:input_type -> ipsecca.v1.RenewRequest
+	4,  // 34: ipsecca.v1.NodeService.GetCABundle:input_type -> ipsecca.v1.GetCABundleRequest
+	17, // 35: ipsecca.v1.NodeService.Watch:input_type -> ipsecca.v1.WatchRequest
+	20, // 36: ipsecca.v1.NodeService.ReportInventory:input_type -> ipsecca.v1.ReportInventoryRequest
+	36, // 37: ipsecca.v1.NodeService.GetCRL:input_type -> ipsecca.v1.GetCRLRequest
+	6,  // 38: ipsecca.v1.AdminService.CreateToken:input_type -> ipsecca.v1.CreateTokenRequest
+	8,  // 39: ipsecca.v1.AdminService.CreateTokens:input_type -> ipsecca.v1.CreateTokensRequest
+	11, // 40: ipsecca.v1.AdminService.ListCertificates:input_type -> ipsecca.v1.ListCertificatesRequest
+	13, // 41: ipsecca.v1.AdminService.GetCertificate:input_type -> ipsecca.v1.GetCertificateRequest
+	15, // 42: ipsecca.v1.AdminService.ListEvents:input_type -> ipsecca.v1.ListEventsRequest
+	22, // 43: ipsecca.v1.AdminService.VerifyAudit:input_type -> ipsecca.v1.VerifyAuditRequest
+	24, // 44: ipsecca.v1.AdminService.Rotate:input_type -> ipsecca.v1.RotateRequest
+	27, // 45: ipsecca.v1.AdminService.ListSchedule:input_type -> ipsecca.v1.ListScheduleRequest
+	30, // 46: ipsecca.v1.AdminService.ListNodes:input_type -> ipsecca.v1.ListNodesRequest
+	32, // 47: ipsecca.v1.AdminService.GetCA:input_type -> ipsecca.v1.GetCARequest
+	35, // 48: ipsecca.v1.AdminService.RenewCA:input_type -> ipsecca.v1.RenewCARequest
+	38, // 49: ipsecca.v1.AdminService.RevokeNode:input_type -> ipsecca.v1.RevokeNodeRequest
+	3,  // 50: ipsecca.v1.NodeService.Enroll:output_type -> ipsecca.v1.IssueResponse
+	3,  // 51: ipsecca.v1.NodeService.Renew:output_type -> ipsecca.v1.IssueResponse
+	5,  // 52: ipsecca.v1.NodeService.GetCABundle:output_type -> ipsecca.v1.CABundle
+	18, // 53: ipsecca.v1.NodeService.Watch:output_type -> ipsecca.v1.NodeEvent
+	21, // 54: ipsecca.v1.NodeService.ReportInventory:output_type -> ipsecca.v1.ReportInventoryResponse
+	37, // 55: ipsecca.v1.NodeService.GetCRL:output_type -> ipsecca.v1.CRL
+	7,  // 56: ipsecca.v1.AdminService.CreateToken:output_type -> ipsecca.v1.CreateTokenResponse
+	9,  // 57: ipsecca.v1.AdminService.CreateTokens:output_type -> ipsecca.v1.CreateTokensResponse
+	12, // 58: ipsecca.v1.AdminService.ListCertificates:output_type -> ipsecca.v1.ListCertificatesResponse
+	10, // 59: ipsecca.v1.AdminService.GetCertificate:output_type -> ipsecca.v1.Certificate
+	16, // 60: ipsecca.v1.AdminService.ListEvents:output_type -> ipsecca.v1.ListEventsResponse
+	23, // 61: ipsecca.v1.AdminService.VerifyAudit:output_type -> ipsecca.v1.VerifyAuditResponse
+	25, // 62: ipsecca.v1.AdminService.Rotate:output_type -> ipsecca.v1.RotateResponse
+	28, // 63: ipsecca.v1.AdminService.ListSchedule:output_type -> ipsecca.v1.ListScheduleResponse
+	31, // 64: ipsecca.v1.AdminService.ListNodes:output_type -> ipsecca.v1.ListNodesResponse
+	34, // 65: ipsecca.v1.AdminService.GetCA:output_type -> ipsecca.v1.GetCAResponse
+	34, // 66: ipsecca.v1.AdminService.RenewCA:output_type -> ipsecca.v1.GetCAResponse
+	39, // 67: ipsecca.v1.AdminService.RevokeNode:output_type -> ipsecca.v1.RevokeNodeResponse
+	50, // [50:68] is the sub-list for method output_type
+	32, // [32:50] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_proto_ipsecca_v1_ipsecca_proto_init() }
@@ -2490,7 +2705,7 @@ func file_proto_ipsecca_v1_ipsecca_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_ipsecca_v1_ipsecca_proto_rawDesc), len(file_proto_ipsecca_v1_ipsecca_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   36,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -27,6 +27,7 @@ const (
 	NodeService_GetCABundle_FullMethodName     = "/ipsecca.v1.NodeService/GetCABundle"
 	NodeService_Watch_FullMethodName           = "/ipsecca.v1.NodeService/Watch"
 	NodeService_ReportInventory_FullMethodName = "/ipsecca.v1.NodeService/ReportInventory"
+	NodeService_GetCRL_FullMethodName          = "/ipsecca.v1.NodeService/GetCRL"
 )
 
 // NodeServiceClient is the client API for NodeService service.
@@ -49,6 +50,8 @@ type NodeServiceClient interface {
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NodeEvent], error)
 	// ReportInventory records what the node's NSS database holds (mTLS).
 	ReportInventory(ctx context.Context, in *ReportInventoryRequest, opts ...grpc.CallOption) (*ReportInventoryResponse, error)
+	// GetCRL returns the current CRL signed by the root (public data).
+	GetCRL(ctx context.Context, in *GetCRLRequest, opts ...grpc.CallOption) (*CRL, error)
 }
 
 type nodeServiceClient struct {
@@ -118,6 +121,16 @@ func (c *nodeServiceClient) ReportInventory(ctx context.Context, in *ReportInven
 	return out, nil
 }
 
+func (c *nodeServiceClient) GetCRL(ctx context.Context, in *GetCRLRequest, opts ...grpc.CallOption) (*CRL, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CRL)
+	err := c.cc.Invoke(ctx, NodeService_GetCRL_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NodeServiceServer is the server API for NodeService service.
 // All implementations must embed UnimplementedNodeServiceServer
 // for forward compatibility.
@@ -138,6 +151,8 @@ type NodeServiceServer interface {
 	Watch(*WatchRequest, grpc.ServerStreamingServer[NodeEvent]) error
 	// ReportInventory records what the node's NSS database holds (mTLS).
 	ReportInventory(context.Context, *ReportInventoryRequest) (*ReportInventoryResponse, error)
+	// GetCRL returns the current CRL signed by the root (public data).
+	GetCRL(context.Context, *GetCRLRequest) (*CRL, error)
 	mustEmbedUnimplementedNodeServiceServer()
 }
 
@@ -162,6 +177,9 @@ func (UnimplementedNodeServiceServer) Watch(*WatchRequest, grpc.ServerStreamingS
 }
 func (UnimplementedNodeServiceServer) ReportInventory(context.Context, *ReportInventoryRequest) (*ReportInventoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportInventory not implemented")
+}
+func (UnimplementedNodeServiceServer) GetCRL(context.Context, *GetCRLRequest) (*CRL, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetCRL not implemented")
 }
 func (UnimplementedNodeServiceServer) mustEmbedUnimplementedNodeServiceServer() {}
 func (UnimplementedNodeServiceServer) testEmbeddedByValue()                     {}
@@ -267,6 +285,24 @@ func _NodeService_ReportInventory_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NodeService_GetCRL_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCRLRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServiceServer).GetCRL(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NodeService_GetCRL_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServiceServer).GetCRL(ctx, req.(*GetCRLRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // NodeService_ServiceDesc is the grpc.ServiceDesc for NodeService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -289,6 +325,10 @@ var NodeService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportInventory",
 			Handler:    _NodeService_ReportInventory_Handler,
+		},
+		{
+			MethodName: "GetCRL",
+			Handler:    _NodeService_GetCRL_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
@@ -313,6 +353,7 @@ const (
 	AdminService_ListNodes_FullMethodName        = "/ipsecca.v1.AdminService/ListNodes"
 	AdminService_GetCA_FullMethodName            = "/ipsecca.v1.AdminService/GetCA"
 	AdminService_RenewCA_FullMethodName          = "/ipsecca.v1.AdminService/RenewCA"
+	AdminService_RevokeNode_FullMethodName       = "/ipsecca.v1.AdminService/RevokeNode"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -345,6 +386,9 @@ type AdminServiceClient interface {
 	GetCA(ctx context.Context, in *GetCARequest, opts ...grpc.CallOption) (*GetCAResponse, error)
 	// RenewCA re-issues the root now with the same key and subject.
 	RenewCA(ctx context.Context, in *RenewCARequest, opts ...grpc.CallOption) (*GetCAResponse, error)
+	// RevokeNode revokes every unexpired certificate of a node; its Watch
+	// streams are told. Re-admitting the node takes a new token.
+	RevokeNode(ctx context.Context, in *RevokeNodeRequest, opts ...grpc.CallOption) (*RevokeNodeResponse, error)
 }
 
 type adminServiceClient struct {
@@ -465,6 +509,16 @@ func (c *adminServiceClient) RenewCA(ctx context.Context, in *RenewCARequest, op
 	return out, nil
 }
 
+func (c *adminServiceClient) RevokeNode(ctx context.Context, in *RevokeNodeRequest, opts ...grpc.CallOption) (*RevokeNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeNodeResponse)
+	err := c.cc.Invoke(ctx, AdminService_RevokeNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -495,6 +549,9 @@ type AdminServiceServer interface {
 	GetCA(context.Context, *GetCARequest) (*GetCAResponse, error)
 	// RenewCA re-issues the root now with the same key and subject.
 	RenewCA(context.Context, *RenewCARequest) (*GetCAResponse, error)
+	// RevokeNode revokes every unexpired certificate of a node; its Watch
+	// streams are told. Re-admitting the node takes a new token.
+	RevokeNode(context.Context, *RevokeNodeRequest) (*RevokeNodeResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -537,6 +594,9 @@ func (UnimplementedAdminServiceServer) GetCA(context.Context, *GetCARequest) (*G
 }
 func (UnimplementedAdminServiceServer) RenewCA(context.Context, *RenewCARequest) (*GetCAResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RenewCA not implemented")
+}
+func (UnimplementedAdminServiceServer) RevokeNode(context.Context, *RevokeNodeRequest) (*RevokeNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeNode not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -757,6 +817,24 @@ func _AdminService_RenewCA_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_RevokeNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RevokeNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RevokeNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RevokeNode(ctx, req.(*RevokeNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -807,6 +885,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RenewCA",
 			Handler:    _AdminService_RenewCA_Handler,
+		},
+		{
+			MethodName: "RevokeNode",
+			Handler:    _AdminService_RevokeNode_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
