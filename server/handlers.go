@@ -37,6 +37,11 @@ func (s nodeService) Enroll(ctx context.Context, req *ipseccav1.EnrollRequest) (
 	if len(req.GetCsrPem()) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "csr_pem is empty")
 	}
+	// Limit per token id: a token belongs to one node.
+	id, _, _ := strings.Cut(req.GetToken(), ".")
+	if err := s.limit.allow("token " + trunc(id, 16)); err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	rec, err := s.auth.EnrollWithToken(ctx, req.GetToken(), req.GetCsrPem())
 	s.observe("token", start, err)
@@ -51,6 +56,9 @@ func (s nodeService) Renew(ctx context.Context, req *ipseccav1.RenewRequest) (*i
 		return nil, status.Error(codes.InvalidArgument, "csr_pem is empty")
 	}
 	caller, _ := CallerFrom(ctx)
+	if err := s.limit.allow("node " + caller.Node); err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	rec, err := s.auth.Renew(ctx, caller, req.GetCsrPem())
 	s.observe("renewal", start, err)
@@ -63,6 +71,13 @@ func (s nodeService) Renew(ctx context.Context, req *ipseccav1.RenewRequest) (*i
 func (s nodeService) GetCABundle(context.Context, *ipseccav1.GetCABundleRequest) (*ipseccav1.CABundle, error) {
 	root := s.auth.Root()
 	return &ipseccav1.CABundle{Pem: root.BundlePEM, Sha256Fingerprint: root.Fingerprint()}, nil
+}
+
+func trunc(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 // observe records an issuance's latency (wall time: a metric, not a decision).

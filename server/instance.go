@@ -59,9 +59,11 @@ type Options struct {
 	ServerNames []string // extra DNS names or IPs for the service certificate
 	// Rotation is the rotation policy; rotation.DefaultPolicy when zero.
 	Rotation rotation.Policy
-	Clock    ca.Clock
-	Rand     io.Reader
-	Logger   *slog.Logger
+	// Limits on enrolment and renewal attempts (zero fields: off).
+	Limits Limits
+	Clock  ca.Clock
+	Rand   io.Reader
+	Logger *slog.Logger
 }
 
 // Instance is a CA service over one data directory: the authority, its
@@ -108,7 +110,7 @@ func Open(ctx context.Context, opts Options) (*Instance, error) {
 	auth := ca.New(opts.Store, root, ca.Config{Clock: opts.Clock, Rand: opts.Rand, Logger: log, RotateAfter: opts.Rotation.DueAt})
 	in := &Instance{opts: opts, Authority: auth, Hub: NewHub(), log: log}
 	in.Scheduler = rotation.NewScheduler(opts.Store, auth, in, opts.Rotation, opts.Clock, log)
-	in.Server = New(Deps{Authority: auth, Queries: opts.Store, Scheduler: in.Scheduler, Hub: in.Hub, Notifier: in, Clock: opts.Clock, Logger: log})
+	in.Server = New(Deps{Authority: auth, Queries: opts.Store, Scheduler: in.Scheduler, Hub: in.Hub, Notifier: in, Clock: opts.Clock, Logger: log, Limits: opts.Limits})
 	if err := in.RenewServiceCerts(ctx); err != nil {
 		return nil, err
 	}

@@ -82,6 +82,7 @@ type Deps struct {
 	Notifier  Notifier // told when RenewCA changes the bundle
 	Clock     ca.Clock
 	Logger    *slog.Logger
+	Limits    Limits // DefaultLimits when zero
 }
 
 // Server holds the handlers' dependencies.
@@ -94,6 +95,7 @@ type Server struct {
 	clock   ca.Clock
 	log     *slog.Logger
 	metrics *metrics
+	limit   *limiter
 }
 
 // New returns a Server.
@@ -107,7 +109,7 @@ func New(d Deps) *Server {
 	if d.Notifier == nil {
 		d.Notifier = d.Hub
 	}
-	s := &Server{auth: d.Authority, queries: d.Queries, sched: d.Scheduler, hub: d.Hub, notify: d.Notifier, clock: d.Clock, log: d.Logger, metrics: newMetrics()}
+	s := &Server{auth: d.Authority, queries: d.Queries, sched: d.Scheduler, hub: d.Hub, notify: d.Notifier, clock: d.Clock, log: d.Logger, metrics: newMetrics(), limit: newLimiter(d.Limits)}
 	if ms, ok := d.Queries.(MetricsStore); ok {
 		s.metrics.registry.MustRegister(&stateCollector{st: ms, auth: d.Authority, hub: d.Hub, clock: d.Clock})
 	}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -404,4 +405,39 @@ func TestRevokeNode(t *testing.T) {
 	}
 	// Re-admission with a new token works.
 	c.enrollNode(t, "node-a")
+}
+
+func TestRateLimits(t *testing.T) {
+	l := newLimiter(Limits{Global: 1000, PerNode: 1, PerNodeBurst: 3})
+	for i := range 3 {
+		if err := l.allow("token a"); err != nil {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+	}
+	err := l.allow("token a")
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("4th attempt: %v", err)
+	}
+	var retry *errdetails.RetryInfo
+	for _, d := range status.Convert(err).Details() {
+		if r, ok := d.(*errdetails.RetryInfo); ok {
+			retry = r
+		}
+	}
+	if retry == nil || retry.GetRetryDelay().AsDuration() <= 0 || retry.GetRetryDelay().AsDuration() > time.Second {
+		t.Fatalf("retry advice %v", retry)
+	}
+	if err := l.allow("token b"); err != nil {
+		t.Fatalf("another node is limited too: %v", err)
+	}
+	g := newLimiter(Limits{Global: 5, PerNode: 1000, PerNodeBurst: 1000})
+	n := 0
+	for range 100 {
+		if g.allow("k") == nil {
+			n++
+		}
+	}
+	if n > 11 {
+		t.Fatalf("global limit 5/s (burst 11) admitted %d at once", n)
+	}
 }

@@ -33,6 +33,7 @@ type caFlags struct {
 	logLevel    string
 	spread      time.Duration
 	grace       time.Duration
+	limits      server.Limits
 }
 
 func (f *caFlags) register(fs *pflag.FlagSet) {
@@ -43,6 +44,9 @@ func (f *caFlags) register(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&f.serverNames, "server-name", nil, "extra DNS name or IP for the service certificate (repeatable)")
 	fs.DurationVar(&f.spread, "rotation-spread", 0, "spread node rotations over this window after their due point (4.5 years), per serial, so a fleet enrolled together does not rotate together (e.g. 168h)")
 	fs.DurationVar(&f.grace, "rotation-grace", rotation.DefaultPolicy.Grace, "how long a due certificate may stay unrotated before it is reported overdue")
+	fs.Float64Var(&f.limits.Global, "limit-global", server.DefaultLimits.Global, "enrolment+renewal attempts per second over all nodes (0: off)")
+	fs.Float64Var(&f.limits.PerNode, "limit-per-node", server.DefaultLimits.PerNode, "attempts per second per node or token (0: off)")
+	fs.IntVar(&f.limits.PerNodeBurst, "limit-per-node-burst", server.DefaultLimits.PerNodeBurst, "burst of attempts per node or token")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
@@ -97,6 +101,7 @@ func (f *caFlags) open(ctx context.Context) (*server.Instance, *bolt.Store, *slo
 		Root:        ca.RootConfig{Organization: f.org, CommonName: f.caName, KeyType: keyType},
 		ServerNames: f.serverNames,
 		Rotation:    policy,
+		Limits:      f.limits,
 		Clock:       ca.ClockFunc(time.Now),
 		Rand:        rand.Reader,
 		Logger:      log,
