@@ -86,6 +86,9 @@ func Open(ctx context.Context, opts Options) (*Instance, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if err := CheckPermissions(opts.DataDir); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Join(opts.DataDir, ServerCertDir), 0o700); err != nil {
 		return nil, fmt.Errorf("server: data directory: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -49,6 +50,7 @@ type testCA struct {
 func startCA(t *testing.T) *testCA {
 	t.Helper()
 	dir := t.TempDir()
+	os.Chmod(dir, 0o700)
 	st, err := bolt.Open(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -237,6 +239,7 @@ func TestDenialsCarryReason(t *testing.T) {
 
 func TestServiceCertsReusedAndRenewed(t *testing.T) {
 	dir := t.TempDir()
+	os.Chmod(dir, 0o700)
 	clock := &fakeClock{t: time.Now().Truncate(time.Second)}
 	open := func() (*Instance, func()) {
 		st, err := bolt.Open(dir)
@@ -439,5 +442,35 @@ func TestRateLimits(t *testing.T) {
 	}
 	if n > 11 {
 		t.Fatalf("global limit 5/s (burst 11) admitted %d at once", n)
+	}
+}
+
+func TestRefusesReadableKeyMaterial(t *testing.T) {
+	for _, f := range []string{"", AdminKeyFile, filepath.Join(ServerCertDir, serverKey), "ipsecca.db"} {
+		c := startCA(t)
+		p := filepath.Join(c.dir, f)
+		mode := os.FileMode(0o644)
+		if f == "" {
+			mode = 0o755
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		err := CheckPermissions(c.dir)
+		if err == nil || !strings.Contains(err.Error(), "chmod") {
+			t.Errorf("%s at %v: %v", p, mode, err)
+		}
+	}
+	if err := CheckPermissions(startCA(t).dir); err != nil {
+		t.Fatalf("fresh data directory refused: %v", err)
+	}
+	// An empty directory made 0755 by an operator is tightened, not refused.
+	empty := t.TempDir()
+	os.Chmod(empty, 0o755)
+	if err := CheckPermissions(empty); err != nil {
+		t.Fatalf("empty 0755 directory: %v", err)
+	}
+	if fi, _ := os.Stat(empty); fi.Mode().Perm() != 0o700 {
+		t.Fatalf("empty directory left at %v", fi.Mode())
 	}
 }

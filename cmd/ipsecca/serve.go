@@ -91,6 +91,9 @@ func (f *caFlags) open(ctx context.Context) (*server.Instance, *bolt.Store, *slo
 	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
 		return nil, nil, nil, fmt.Errorf("data directory: %w", err)
 	}
+	if err := server.CheckPermissions(f.dataDir); err != nil {
+		return nil, nil, nil, err
+	}
 	st, err := bolt.Open(f.dataDir)
 	if err != nil {
 		return nil, nil, nil, err
