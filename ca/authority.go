@@ -19,7 +19,6 @@ import (
 // Store is what the Authority needs from a store backend.
 type Store interface {
 	RootStore
-	RootRenewer
 	Token(ctx context.Context, id string) (*store.Token, error)
 	PutToken(ctx context.Context, t *store.Token, ev store.Event) error
 	Cert(ctx context.Context, serial string) (*store.Cert, error)
@@ -39,6 +38,8 @@ type Config struct {
 	// RotateFraction of the lifetime when nil. The rotation package
 	// supplies its policy (with its spread) here.
 	RotateAfter func(notBefore, notAfter time.Time, serial string) time.Time
+	// KEK seals the CA key when the root is renewed (same as at Bootstrap).
+	KEK KEK
 }
 
 // Authority issues certificates under the node policy and records every
@@ -52,6 +53,7 @@ type Authority struct {
 	log   *slog.Logger
 
 	rotateAfter func(notBefore, notAfter time.Time, serial string) time.Time
+	kek         KEK
 }
 
 // New returns an Authority signing with root.
@@ -64,7 +66,7 @@ func New(st Store, root *Root, cfg Config) *Authority {
 	if o := root.Cert.Subject.Organization; len(o) > 0 {
 		org = o[0]
 	}
-	a := &Authority{st: st, org: org, clock: cfg.Clock, rand: cfg.Rand, log: log, rotateAfter: cfg.RotateAfter}
+	a := &Authority{st: st, org: org, clock: cfg.Clock, rand: cfg.Rand, log: log, rotateAfter: cfg.RotateAfter, kek: cfg.KEK}
 	if a.rotateAfter == nil {
 		a.rotateAfter = func(notBefore, notAfter time.Time, _ string) time.Time { return RotateAfter(notBefore, notAfter) }
 	}

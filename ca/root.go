@@ -3,6 +3,7 @@ package ca
 import (
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -39,12 +40,16 @@ type RootConfig struct {
 	Organization string  // subject O; DefaultOrganization when empty
 	CommonName   string  // subject CN; DefaultRootName when empty
 	KeyType      KeyType // DefaultCAKeyType when empty
+	// KEK, when set, seals the CA key in the store (AES-256-GCM); an
+	// existing clear key is sealed on load.
+	KEK KEK
 }
 
 // RootStore is what Bootstrap needs from a store.
 type RootStore interface {
 	CA(ctx context.Context) (*store.CA, error)
 	CreateCA(ctx context.Context, ca *store.CA, ev store.Event) error
+	RootRenewer
 }
 
 // Root is the loaded signing material.
@@ -72,8 +77,21 @@ func (r *Root) Fingerprint() string {
 func Bootstrap(ctx context.Context, st RootStore, cfg RootConfig, clock Clock) (root *Root, created bool, err error) {
 	existing, err := st.CA(ctx)
 	if err == nil {
-		r, err := loadRoot(existing)
-		return r, false, err
+		r, err := loadRoot(existing, cfg.KEK)
+		if err != nil {
+			return nil, false, err
+		}
+		if cfg.KEK != nil && existing.KeyEncryption == KeyPlain {
+			sealed, err := sealCA(existing, cfg.KEK)
+			if err != nil {
+				return nil, false, err
+			}
+			ev := store.Event{Time: clock.Now().UTC(), Type: store.EventCAKeySealed, Actor: "init"}
+			if err := st.RenewCA(ctx, sealed, ev); err != nil {
+				return nil, false, fmt.Errorf("ca: seal the stored CA key: %w", err)
+			}
+		}
+		return r, false, nil
 	}
 	if !errors.Is(err, store.ErrNotFound) {
 		return nil, false, err
@@ -82,9 +100,14 @@ func Bootstrap(ctx context.Context, st RootStore, cfg RootConfig, clock Clock) (
 	if err != nil {
 		return nil, false, err
 	}
-	r, err := loadRoot(material)
+	r, err := loadRoot(material, nil)
 	if err != nil {
 		return nil, false, err
+	}
+	if cfg.KEK != nil {
+		if material, err = sealCA(material, cfg.KEK); err != nil {
+			return nil, false, err
+		}
 	}
 	ev := store.Event{Time: clock.Now(), Type: store.EventCACreated, Actor: "init", Serial: SerialString(r.Cert.SerialNumber),
 		Detail: map[string]string{"subject": r.Cert.Subject.String(), "not_after": r.Cert.NotAfter.UTC().Format(time.RFC3339), "sha256": r.Fingerprint()}}
@@ -138,12 +161,36 @@ func newRoot(cfg RootConfig, now time.Time) (*store.CA, error) {
 	return &store.CA{CertPEM: certPEM, KeyPEM: keyPEM}, nil
 }
 
-func loadRoot(m *store.CA) (*Root, error) {
+// sealCA returns a copy of m with its key sealed under kek.
+func sealCA(m *store.CA, kek KEK) (*store.CA, error) {
+	sealed, err := kek.Seal(rand.Reader, m.KeyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("ca: seal CA key: %w", err)
+	}
+	out := *m
+	out.KeyPEM, out.KeyEncryption = sealed, KeyAES256GCM
+	return &out, nil
+}
+
+func loadRoot(m *store.CA, kek KEK) (*Root, error) {
 	cert, err := helpers.ParseCertificatePEM(m.CertPEM)
 	if err != nil {
 		return nil, fmt.Errorf("ca: stored root certificate: %w", err)
 	}
-	priv, err := helpers.ParsePrivateKeyPEM(m.KeyPEM)
+	keyPEM := m.KeyPEM
+	switch m.KeyEncryption {
+	case KeyPlain:
+	case KeyAES256GCM:
+		if kek == nil {
+			return nil, errors.New("ca: the CA key is sealed under a key-encryption key; give it (--kek-file or IPSECCA_KEK)")
+		}
+		if keyPEM, err = kek.Open(m.KeyPEM); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("ca: unknown CA key encryption %q", m.KeyEncryption)
+	}
+	priv, err := helpers.ParsePrivateKeyPEM(keyPEM)
 	if err != nil {
 		return nil, errors.New("ca: stored root key does not parse")
 	}
@@ -154,7 +201,7 @@ func loadRoot(m *store.CA) (*Root, error) {
 	for _, der := range m.Previous {
 		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
 	}
-	return &Root{Cert: cert, Signer: priv, CertPEM: m.CertPEM, BundlePEM: bundle, keyPEM: m.KeyPEM}, nil
+	return &Root{Cert: cert, Signer: priv, CertPEM: m.CertPEM, BundlePEM: bundle, keyPEM: keyPEM}, nil
 }
 
 func publicKeysEqual(a, b crypto.PublicKey) bool {
@@ -207,9 +254,14 @@ func (a *Authority) RenewRoot(ctx context.Context, actor string) (*Root, error) 
 		}
 	}
 	material := &store.CA{CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), KeyPEM: old.keyPEM, Previous: previous}
-	r, err := loadRoot(material)
+	r, err := loadRoot(material, nil)
 	if err != nil {
 		return nil, err
+	}
+	if a.kek != nil {
+		if material, err = sealCA(material, a.kek); err != nil {
+			return nil, err
+		}
 	}
 	ev := store.Event{Time: now, Type: store.EventCARenewed, Actor: actor, Serial: SerialString(serial), OldSerial: SerialString(old.Cert.SerialNumber),
 		Detail: map[string]string{"not_after": tmpl.NotAfter.Format(time.RFC3339), "previous_not_after": old.Cert.NotAfter.UTC().Format(time.RFC3339), "sha256": r.Fingerprint()}}

@@ -110,7 +110,7 @@ func Open(ctx context.Context, opts Options) (*Instance, error) {
 	if err := opts.Rotation.Validate(rotation.NodeLifetime(opts.Clock.Now())); err != nil {
 		return nil, err
 	}
-	auth := ca.New(opts.Store, root, ca.Config{Clock: opts.Clock, Rand: opts.Rand, Logger: log, RotateAfter: opts.Rotation.DueAt})
+	auth := ca.New(opts.Store, root, ca.Config{Clock: opts.Clock, Rand: opts.Rand, Logger: log, RotateAfter: opts.Rotation.DueAt, KEK: opts.Root.KEK})
 	in := &Instance{opts: opts, Authority: auth, Hub: NewHub(), log: log}
 	in.Scheduler = rotation.NewScheduler(opts.Store, auth, in, opts.Rotation, opts.Clock, log)
 	in.Server = New(Deps{Authority: auth, Queries: opts.Store, Scheduler: in.Scheduler, Hub: in.Hub, Notifier: in, Clock: opts.Clock, Logger: log, Limits: opts.Limits})

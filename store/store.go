@@ -102,7 +102,10 @@ type Token struct {
 // CA is the signing material of the certificate authority.
 type CA struct {
 	CertPEM []byte `json:"cert_pem"`
-	KeyPEM  []byte `json:"key_pem"`
+	// KeyPEM is the key as PEM, or sealed under a key-encryption key
+	// when KeyEncryption is set.
+	KeyPEM        []byte `json:"key_pem"`
+	KeyEncryption string `json:"key_encryption,omitempty"`
 	// Previous holds earlier root certificates (same key after a renewal), newest first.
 	Previous [][]byte `json:"previous,omitempty"`
 }
@@ -134,6 +137,7 @@ const (
 	EventTokenUsed    = "token.used"
 	EventCACreated    = "ca.created"
 	EventCARenewed    = "ca.renewed"
+	EventCAKeySealed  = "ca.key_sealed"
 
 	EventRotationDue       = "rotation.due"
 	EventRotationForced    = "rotation.forced"

@@ -34,6 +34,7 @@ type caFlags struct {
 	spread      time.Duration
 	grace       time.Duration
 	limits      server.Limits
+	kekFile     string
 }
 
 func (f *caFlags) register(fs *pflag.FlagSet) {
@@ -47,6 +48,7 @@ func (f *caFlags) register(fs *pflag.FlagSet) {
 	fs.Float64Var(&f.limits.Global, "limit-global", server.DefaultLimits.Global, "enrolment+renewal attempts per second over all nodes (0: off)")
 	fs.Float64Var(&f.limits.PerNode, "limit-per-node", server.DefaultLimits.PerNode, "attempts per second per node or token (0: off)")
 	fs.IntVar(&f.limits.PerNodeBurst, "limit-per-node-burst", server.DefaultLimits.PerNodeBurst, "burst of attempts per node or token")
+	fs.StringVar(&f.kekFile, "kek-file", "", "file holding a key-encryption key (base64 of 32 random bytes) that seals the CA key in the store; default $IPSECCA_KEK; without one the key is protected by file permissions only")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
@@ -84,6 +86,20 @@ func (f *caFlags) open(ctx context.Context) (*server.Instance, *bolt.Store, *slo
 			return nil, nil, nil, usageError("--server-name %q is neither an IP address nor a DNS name", n)
 		}
 	}
+	var kek ca.KEK
+	kekText := os.Getenv("IPSECCA_KEK")
+	if f.kekFile != "" {
+		b, err := os.ReadFile(f.kekFile)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("read --kek-file: %w", err)
+		}
+		kekText = string(b)
+	}
+	if kekText != "" {
+		if kek, err = ca.ParseKEK(kekText); err != nil {
+			return nil, nil, nil, usageError("%v", err)
+		}
+	}
 	policy := rotation.Policy{Fraction: rotation.DefaultPolicy.Fraction, Spread: f.spread, Grace: f.grace}
 	if err := policy.Validate(rotation.NodeLifetime(time.Now())); err != nil {
 		return nil, nil, nil, usageError("%v", err)
@@ -101,7 +117,7 @@ func (f *caFlags) open(ctx context.Context) (*server.Instance, *bolt.Store, *slo
 	in, err := server.Open(ctx, server.Options{
 		DataDir:     f.dataDir,
 		Store:       st,
-		Root:        ca.RootConfig{Organization: f.org, CommonName: f.caName, KeyType: keyType},
+		Root:        ca.RootConfig{Organization: f.org, CommonName: f.caName, KeyType: keyType, KEK: kek},
 		ServerNames: f.serverNames,
 		Rotation:    policy,
 		Limits:      f.limits,
