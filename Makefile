@@ -11,7 +11,7 @@ PROTO := proto/ipsecca/v1/ipsecca.proto
 # make CSRs like a node would, NSS tools for the node database.
 APT_PKGS := protobuf-compiler openssl libnss3-tools
 
-.PHONY: all build run test unit integration deps proto proto-check vet fmt-check clean bench
+.PHONY: all build run test unit integration deps proto proto-check vet fmt-check clean bench fuzz
 
 all: build
 
@@ -77,6 +77,15 @@ test: deps fmt-check vet proto-check
 # BENCH_ARGS=--quick for a CI-sized run.
 bench: build
 	$(GO) run ./bench --binary $(BIN) $(BENCH_ARGS)
+
+# Run every fuzz target for FUZZTIME each (their seed corpora run in every `make test`).
+FUZZTIME ?= 30s
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test $$pkg -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME); \
+	  done; \
+	done
 
 clean:
 	rm -rf bin $(TOOLS)
