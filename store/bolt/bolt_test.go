@@ -15,6 +15,7 @@ import (
 	bbolt "go.etcd.io/bbolt"
 
 	"github.com/ipsecca/ipsecca/store"
+	"github.com/ipsecca/ipsecca/store/storetest"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -37,6 +38,13 @@ func cert(serial, node string, rotate time.Time) *store.Cert {
 func issue(s *Store, c *store.Cert, token string) error {
 	return s.Issue(context.Background(), store.Issuance{Cert: c, TokenID: token, Event: store.Event{Time: t0, Type: store.EventEnrolled, Node: c.Node, Serial: c.Serial}})
 }
+
+// TestConformance runs the backend-neutral store suite.
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storetest.Backend { return open(t) })
+}
+
+var _ storetest.Backend = (*Store)(nil)
 
 // TestMigrations applies each step on its own and checks what it must leave.
 func TestMigrations(t *testing.T) {
@@ -108,80 +116,6 @@ func TestOneProcessPerDirectory(t *testing.T) {
 	}
 }
 
-func TestIssueSupersedesAndIndexes(t *testing.T) {
-	s := open(t)
-	ctx := context.Background()
-	if err := issue(s, cert("a1", "node-a", t0.Add(3*time.Hour)), ""); err != nil {
-		t.Fatal(err)
-	}
-	if err := issue(s, cert("a2", "node-a", t0.Add(2*time.Hour)), ""); err != nil {
-		t.Fatal(err)
-	}
-	if err := issue(s, cert("b1", "node-b", t0.Add(1*time.Hour)), ""); err != nil {
-		t.Fatal(err)
-	}
-	if err := issue(s, cert("a2", "node-a", t0), ""); !errors.Is(err, store.ErrExists) {
-		t.Fatalf("duplicate serial: %v", err)
-	}
-	old, _ := s.Cert(ctx, "a1")
-	if old.State != store.StateSuperseded || old.SupersededBy != "a2" {
-		t.Fatalf("a1: %s by %q", old.State, old.SupersededBy)
-	}
-	// The rotation index holds only active node certs, in due order.
-	var due []string
-	s.db.View(func(tx *bbolt.Tx) error {
-		return tx.Bucket(bucketByRotate).ForEach(func(k, _ []byte) error { due = append(due, string(k[8:])); return nil })
-	})
-	if fmt.Sprint(due) != "[b1 a2]" {
-		t.Fatalf("rotation index %v, want [b1 a2]", due)
-	}
-	// Another node may not take node-a's name.
-	c := cert("x1", "node-x", t0)
-	c.CommonName = "node-a"
-	if err := issue(s, c, ""); !errors.Is(err, store.ErrNameHeld) {
-		t.Fatalf("name held: %v", err)
-	}
-	if owner, _ := s.NameOwner(ctx, "node-a"); owner != "node-a" {
-		t.Fatalf("owner %q", owner)
-	}
-}
-
-func TestTokenSingleUseUnderConcurrency(t *testing.T) {
-	s := open(t)
-	ctx := context.Background()
-	if err := s.PutToken(ctx, &store.Token{ID: "tok", Node: "node-a", CommonName: "node-a", ExpiresAt: t0.Add(time.Hour)}, store.Event{Type: store.EventTokenCreated}); err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	ok, used := 0, 0
-	for i := range 50 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := issue(s, cert(fmt.Sprintf("s%02d", i), "node-a", t0), "tok")
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case err == nil:
-				ok++
-			case errors.Is(err, store.ErrTokenUsed):
-				used++
-			default:
-				t.Error(err)
-			}
-		}()
-	}
-	wg.Wait()
-	if ok != 1 || used != 49 {
-		t.Fatalf("%d issued, %d refused; want exactly one issued", ok, used)
-	}
-	tok, _ := s.Token(ctx, "tok")
-	if tok.UsedAt.IsZero() || tok.UsedFor == "" {
-		t.Fatal("token not marked used")
-	}
-}
-
 // TestGroupCommit: operations queued while a commit is in progress share
 // the next transaction, every one is stored, and one rejected operation
 // does not fail its batch.
@@ -241,54 +175,6 @@ func TestGroupCommit(t *testing.T) {
 	}
 }
 
-func TestListCertsPaginationAndFilters(t *testing.T) {
-	s := open(t)
-	ctx := context.Background()
-	const nodes, per = 50, 3
-	for n := range nodes {
-		for i := range per {
-			if err := issue(s, cert(fmt.Sprintf("%03d%d", n, i), fmt.Sprintf("node-%03d", n), t0), ""); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	seen := map[string]bool{}
-	after := ""
-	pages := 0
-	for {
-		page, next, err := s.ListCerts(ctx, store.CertFilter{After: after, Limit: 7})
-		if err != nil {
-			t.Fatal(err)
-		}
-		pages++
-		for _, c := range page {
-			if seen[c.Serial] {
-				t.Fatalf("serial %s on two pages", c.Serial)
-			}
-			seen[c.Serial] = true
-		}
-		if next == "" {
-			break
-		}
-		after = next
-	}
-	if len(seen) != nodes*per || pages != (nodes*per+6)/7 {
-		t.Fatalf("%d certs over %d pages", len(seen), pages)
-	}
-	byNode, _, _ := s.ListCerts(ctx, store.CertFilter{Node: "node-007"})
-	if len(byNode) != per {
-		t.Fatalf("node filter: %d", len(byNode))
-	}
-	active, _, _ := s.ListCerts(ctx, store.CertFilter{State: store.StateActive, Now: t0, Limit: 1000})
-	if len(active) != nodes {
-		t.Fatalf("active: %d, want one per node", len(active))
-	}
-	expired, _, _ := s.ListCerts(ctx, store.CertFilter{State: store.StateExpired, Now: t0.AddDate(6, 0, 0), Limit: 1000})
-	if len(expired) != nodes {
-		t.Fatalf("expired after 6 years: %d", len(expired))
-	}
-}
-
 func TestAuditChainDetectsTampering(t *testing.T) {
 	s := open(t)
 	ctx := context.Background()
@@ -315,76 +201,5 @@ func TestAuditChainDetectsTampering(t *testing.T) {
 	_, err := s.VerifyAudit(ctx)
 	if err == nil || !strings.Contains(err.Error(), "record 11") {
 		t.Fatalf("tampering not reported at record 11: %v", err)
-	}
-}
-
-func TestClosedStoreIsUnavailable(t *testing.T) {
-	s, err := Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	if err := s.AppendEvent(context.Background(), store.Event{}); !errors.Is(err, store.ErrUnavailable) {
-		t.Fatalf("write after close: %v", err)
-	}
-}
-
-// TestQueriesOnThousands: filters and pagination over a few thousand
-// certificates and events.
-func TestQueriesOnThousands(t *testing.T) {
-	s := open(t)
-	ctx := context.Background()
-	const n = 3000
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := cert(fmt.Sprintf("%05d", i), fmt.Sprintf("node-%04d", i%1000), t0.Add(time.Duration(i)*time.Hour))
-			c.IssuedAt = t0.Add(time.Duration(i) * time.Minute)
-			if err := s.Issue(ctx, store.Issuance{Cert: c, Event: store.Event{Time: c.IssuedAt, Type: store.EventEnrolled, Node: c.Node, Serial: c.Serial}}); err != nil {
-				t.Error(err)
-			}
-		}()
-	}
-	wg.Wait()
-	// Due before: rotate_after = t0 + i hours, so 500 certs before t0+500h,
-	// of which only the active (newest per node) count under state=active.
-	due, _, err := s.ListCerts(ctx, store.CertFilter{DueBefore: t0.Add(500 * time.Hour), Limit: 1000})
-	if err != nil || len(due) != 500 {
-		t.Fatalf("due before: %d %v", len(due), err)
-	}
-	// Events: since/until window of 100 minutes, type prefix, node filter, pages of 37.
-	var got []*store.Event
-	after := uint64(0)
-	for {
-		page, more, err := s.ListEvents(ctx, store.EventFilter{Type: "cert.", Since: t0.Add(1000 * time.Minute), Until: t0.Add(1100 * time.Minute), AfterSeq: after, Limit: 37})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, page...)
-		if !more {
-			break
-		}
-		after = page[len(page)-1].Seq
-	}
-	if len(got) != 100 {
-		t.Fatalf("window: %d events, want 100", len(got))
-	}
-	for i := 1; i < len(got); i++ {
-		if got[i].Seq <= got[i-1].Seq {
-			t.Fatal("events out of order across pages")
-		}
-	}
-	byNode, _, _ := s.ListEvents(ctx, store.EventFilter{Node: "node-0042", Limit: 1000})
-	if len(byNode) != 3 {
-		t.Fatalf("node filter: %d events, want 3", len(byNode))
-	}
-	none, _, _ := s.ListEvents(ctx, store.EventFilter{Type: "rotation.", Limit: 1000})
-	if len(none) != 0 {
-		t.Fatalf("type prefix rotation.: %d", len(none))
-	}
-	if n, err := s.VerifyAudit(ctx); err != nil || n != 3000 {
-		t.Fatalf("audit %d %v", n, err)
 	}
 }

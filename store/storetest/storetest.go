@@ -1,0 +1,432 @@
+// Package storetest is the conformance suite every store backend passes:
+// the same tests, parameterised by how to open a fresh backend.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ipsecca/ipsecca/store"
+)
+
+// Backend is the whole contract of a store backend, as the ca, rotation
+// and server packages use it.
+type Backend interface {
+	CA(ctx context.Context) (*store.CA, error)
+	CreateCA(ctx context.Context, ca *store.CA, ev store.Event) error
+	RenewCA(ctx context.Context, ca *store.CA, ev store.Event) error
+	PutToken(ctx context.Context, t *store.Token, ev store.Event) error
+	Token(ctx context.Context, id string) (*store.Token, error)
+	Cert(ctx context.Context, serial string) (*store.Cert, error)
+	NameOwner(ctx context.Context, cn string) (string, error)
+	Issue(ctx context.Context, is store.Issuance) error
+	AppendEvent(ctx context.Context, ev store.Event) error
+	ListCerts(ctx context.Context, f store.CertFilter) ([]*store.Cert, string, error)
+	ListEvents(ctx context.Context, f store.EventFilter) ([]*store.Event, bool, error)
+	VerifyAudit(ctx context.Context) (uint64, error)
+	DueBefore(ctx context.Context, t time.Time, limit int) ([]*store.Cert, error)
+	GraceEndedBefore(ctx context.Context, t time.Time, limit int) ([]*store.Cert, error)
+	NextTimes(ctx context.Context) (rotate, grace time.Time, err error)
+	MarkDue(ctx context.Context, serial string, at time.Time, reason string, graceUntil time.Time, ev store.Event) error
+	MarkOverdue(ctx context.Context, serial string, at time.Time, ev store.Event) error
+	Reschedule(ctx context.Context, serial string, at time.Time, ev store.Event) error
+	CurrentCert(ctx context.Context, node string) (*store.Cert, error)
+	ActiveNodes(ctx context.Context) ([]string, error)
+	Node(ctx context.Context, name string) (*store.NodeInfo, error)
+	PutInventory(ctx context.Context, node string, entries []store.InventoryEntry, at time.Time, ev store.Event) (bool, error)
+	Schedule(ctx context.Context, limit int) ([]*store.Cert, error)
+	OverdueCount(ctx context.Context) (int, error)
+	CertCounts(ctx context.Context, now time.Time) (map[[2]string]int, error)
+	RevokeNode(ctx context.Context, node string, at time.Time, ev store.Event) (int, error)
+	Revoked(ctx context.Context) ([]*store.Cert, error)
+	Close() error
+}
+
+// T0 is the suite's reference time.
+var T0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// Cert makes an active node certificate record.
+func Cert(serial, node string, rotate time.Time) *store.Cert {
+	return &store.Cert{Serial: serial, Kind: store.KindNode, Node: node, CommonName: node, State: store.StateActive,
+		NotBefore: T0, NotAfter: T0.AddDate(5, 0, 0), RotateAfter: rotate, IssuedAt: T0, DER: []byte("der-" + serial)}
+}
+
+// Issue stores c (consuming token when set) with an enrolment event.
+func Issue(s Backend, c *store.Cert, token string) error {
+	return s.Issue(context.Background(), store.Issuance{Cert: c, TokenID: token, Event: store.Event{Time: c.IssuedAt, Type: store.EventEnrolled, Node: c.Node, Serial: c.Serial}})
+}
+
+// Run runs the suite; open returns a fresh, empty backend for each test
+// and arranges its cleanup.
+func Run(t *testing.T, open func(t *testing.T) Backend) {
+	for _, tc := range []struct {
+		name string
+		fn   func(*testing.T, Backend)
+	}{
+		{"CA", testCA},
+		{"IssueSupersedesAndIndexes", testIssueSupersedes},
+		{"TokenSingleUseUnderConcurrency", testTokenSingleUse},
+		{"ConcurrentIssuesAllStored", testConcurrentIssues},
+		{"ListCertsPaginationAndFilters", testListCerts},
+		{"QueriesOnThousands", testQueriesOnThousands},
+		{"RotationMarks", testRotationMarks},
+		{"RevokeNode", testRevoke},
+		{"Inventory", testInventory},
+		{"Closed", testClosed},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
+	}
+}
+
+func testCA(t *testing.T, s Backend) {
+	ctx := context.Background()
+	if _, err := s.CA(ctx); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("empty store CA: %v", err)
+	}
+	if err := s.RenewCA(ctx, &store.CA{CertPEM: []byte("x")}, store.Event{Type: store.EventCARenewed}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("renew before create: %v", err)
+	}
+	if err := s.CreateCA(ctx, &store.CA{CertPEM: []byte("c1"), KeyPEM: []byte("k1")}, store.Event{Type: store.EventCACreated}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateCA(ctx, &store.CA{CertPEM: []byte("c2")}, store.Event{Type: store.EventCACreated}); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("second create: %v", err)
+	}
+	if err := s.RenewCA(ctx, &store.CA{CertPEM: []byte("c3"), KeyPEM: []byte("k1"), Previous: [][]byte{[]byte("c1")}}, store.Event{Type: store.EventCARenewed}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.CA(ctx)
+	if err != nil || string(got.CertPEM) != "c3" || len(got.Previous) != 1 {
+		t.Fatalf("CA after renew: %+v %v", got, err)
+	}
+	if n, err := s.VerifyAudit(ctx); err != nil || n != 2 {
+		t.Fatalf("audit: %d %v", n, err)
+	}
+}
+
+func testIssueSupersedes(t *testing.T, s Backend) {
+	ctx := context.Background()
+	for _, c := range []*store.Cert{Cert("a1", "node-a", T0.Add(3*time.Hour)), Cert("a2", "node-a", T0.Add(2*time.Hour)), Cert("b1", "node-b", T0.Add(time.Hour))} {
+		c.IssuedAt = c.RotateAfter
+		if err := Issue(s, c, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := Issue(s, Cert("a2", "node-a", T0), ""); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("duplicate serial: %v", err)
+	}
+	old, _ := s.Cert(ctx, "a1")
+	if old.State != store.StateSuperseded || old.SupersededBy != "a2" {
+		t.Fatalf("a1: %s by %q", old.State, old.SupersededBy)
+	}
+	due, err := s.DueBefore(ctx, T0.Add(24*time.Hour), 10)
+	if err != nil || len(due) != 2 || due[0].Serial != "b1" || due[1].Serial != "a2" {
+		t.Fatalf("due index %v %v, want [b1 a2]", serials(due), err)
+	}
+	if cur, err := s.CurrentCert(ctx, "node-a"); err != nil || cur.Serial != "a2" {
+		t.Fatalf("current: %v %v", cur, err)
+	}
+	c := Cert("x1", "node-x", T0)
+	c.CommonName = "node-a"
+	if err := Issue(s, c, ""); !errors.Is(err, store.ErrNameHeld) {
+		t.Fatalf("name held: %v", err)
+	}
+	if owner, _ := s.NameOwner(ctx, "node-a"); owner != "node-a" {
+		t.Fatalf("owner %q", owner)
+	}
+	nodes, _ := s.ActiveNodes(ctx)
+	if fmt.Sprint(nodes) != "[node-a node-b]" {
+		t.Fatalf("nodes %v", nodes)
+	}
+}
+
+func serials(cs []*store.Cert) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Serial)
+	}
+	return out
+}
+
+func testTokenSingleUse(t *testing.T, s Backend) {
+	ctx := context.Background()
+	if err := s.PutToken(ctx, &store.Token{ID: "tok", Node: "node-a", CommonName: "node-a", ExpiresAt: T0.Add(time.Hour)}, store.Event{Type: store.EventTokenCreated}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutToken(ctx, &store.Token{ID: "tok"}, store.Event{Type: store.EventTokenCreated}); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("duplicate token id: %v", err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok, used := 0, 0
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := Issue(s, Cert(fmt.Sprintf("s%02d", i), "node-a", T0), "tok")
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, store.ErrTokenUsed):
+				used++
+			default:
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok != 1 || used != 49 {
+		t.Fatalf("%d issued, %d refused; want exactly one issued", ok, used)
+	}
+	tok, _ := s.Token(ctx, "tok")
+	if tok.UsedAt.IsZero() || tok.UsedFor == "" {
+		t.Fatal("token not marked used")
+	}
+}
+
+func testConcurrentIssues(t *testing.T, s Backend) {
+	ctx := context.Background()
+	const n = 300
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			serial := fmt.Sprintf("g%04d", i)
+			if i == 7 {
+				serial = "g0006"
+			}
+			errs[i] = Issue(s, Cert(serial, fmt.Sprintf("node-%d", i), T0), "")
+		}()
+	}
+	wg.Wait()
+	failed := 0
+	for _, err := range errs {
+		if err != nil {
+			if !errors.Is(err, store.ErrExists) {
+				t.Fatal(err)
+			}
+			failed++
+		}
+	}
+	if failed != 1 {
+		t.Fatalf("%d failed, want exactly the duplicate serial", failed)
+	}
+	certs, _, err := s.ListCerts(ctx, store.CertFilter{Limit: 1000})
+	if err != nil || len(certs) != n-1 {
+		t.Fatalf("%d stored (%v), want %d", len(certs), err, n-1)
+	}
+	if got, err := s.VerifyAudit(ctx); err != nil || got != uint64(n-1) {
+		t.Fatalf("audit: %d %v", got, err)
+	}
+}
+
+func testListCerts(t *testing.T, s Backend) {
+	ctx := context.Background()
+	const nodes, per = 50, 3
+	for n := range nodes {
+		for i := range per {
+			c := Cert(fmt.Sprintf("%03d%d", n, i), fmt.Sprintf("node-%03d", n), T0)
+			c.IssuedAt = T0.Add(time.Duration(i) * time.Second)
+			if err := Issue(s, c, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	seen := map[string]bool{}
+	after := ""
+	for {
+		page, next, err := s.ListCerts(ctx, store.CertFilter{After: after, Limit: 7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range page {
+			if seen[c.Serial] {
+				t.Fatalf("serial %s on two pages", c.Serial)
+			}
+			seen[c.Serial] = true
+		}
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	if len(seen) != nodes*per {
+		t.Fatalf("%d certs over all pages", len(seen))
+	}
+	if byNode, _, _ := s.ListCerts(ctx, store.CertFilter{Node: "node-007"}); len(byNode) != per {
+		t.Fatalf("node filter: %d", len(byNode))
+	}
+	if active, _, _ := s.ListCerts(ctx, store.CertFilter{State: store.StateActive, Now: T0, Limit: 1000}); len(active) != nodes {
+		t.Fatalf("active: %d, want one per node", len(active))
+	}
+	if expired, _, _ := s.ListCerts(ctx, store.CertFilter{State: store.StateExpired, Now: T0.AddDate(6, 0, 0), Limit: 1000}); len(expired) != nodes {
+		t.Fatalf("expired after 6 years: %d", len(expired))
+	}
+	counts, err := s.CertCounts(ctx, T0)
+	if err != nil || counts[[2]string{"node", "active"}] != nodes || counts[[2]string{"node", "superseded"}] != nodes*(per-1) {
+		t.Fatalf("counts %v %v", counts, err)
+	}
+}
+
+func testQueriesOnThousands(t *testing.T, s Backend) {
+	ctx := context.Background()
+	const n = 3000
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			c := Cert(fmt.Sprintf("%05d", i), fmt.Sprintf("node-%04d", i%1000), T0.Add(time.Duration(i)*time.Hour))
+			c.IssuedAt = T0.Add(time.Duration(i) * time.Minute)
+			if err := Issue(s, c, ""); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	due, _, err := s.ListCerts(ctx, store.CertFilter{DueBefore: T0.Add(500 * time.Hour), Limit: 1000})
+	if err != nil || len(due) != 500 {
+		t.Fatalf("due before: %d %v", len(due), err)
+	}
+	var got []*store.Event
+	after := uint64(0)
+	for {
+		page, more, err := s.ListEvents(ctx, store.EventFilter{Type: "cert.", Since: T0.Add(1000 * time.Minute), Until: T0.Add(1100 * time.Minute), AfterSeq: after, Limit: 37})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, page...)
+		if !more {
+			break
+		}
+		after = page[len(page)-1].Seq
+	}
+	if len(got) != 100 {
+		t.Fatalf("window: %d events, want 100", len(got))
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i].Seq <= got[i-1].Seq {
+			t.Fatal("events out of order across pages")
+		}
+	}
+	if byNode, _, _ := s.ListEvents(ctx, store.EventFilter{Node: "node-0042", Limit: 1000}); len(byNode) != 3 {
+		t.Fatalf("node filter: %d events, want 3", len(byNode))
+	}
+	if none, _, _ := s.ListEvents(ctx, store.EventFilter{Type: "rotation.", Limit: 1000}); len(none) != 0 {
+		t.Fatalf("type prefix rotation.: %d", len(none))
+	}
+	if got, err := s.VerifyAudit(ctx); err != nil || got != n {
+		t.Fatalf("audit %d %v", got, err)
+	}
+}
+
+func testRotationMarks(t *testing.T, s Backend) {
+	ctx := context.Background()
+	for i, node := range []string{"node-a", "node-b", "node-c"} {
+		if err := Issue(s, Cert("s"+node, node, T0.Add(time.Duration(i+1)*time.Hour)), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rot, grace, err := s.NextTimes(ctx)
+	if err != nil || !rot.Equal(T0.Add(time.Hour)) || !grace.IsZero() {
+		t.Fatalf("next times %s %s %v", rot, grace, err)
+	}
+	// node-a due now, grace 1h.
+	if err := s.MarkDue(ctx, "snode-a", T0.Add(time.Hour), "scheduled", T0.Add(2*time.Hour), store.Event{Type: store.EventRotationDue}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkDue(ctx, "snode-a", T0.Add(time.Hour), "scheduled", T0.Add(2*time.Hour), store.Event{Type: store.EventRotationDue}); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("marking due twice: %v", err)
+	}
+	if ended, _ := s.GraceEndedBefore(ctx, T0.Add(2*time.Hour), 10); len(ended) != 1 {
+		t.Fatalf("grace ended: %v", serials(ended))
+	}
+	if err := s.MarkOverdue(ctx, "snode-a", T0.Add(2*time.Hour), store.Event{Type: store.EventRotationOverdue}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.OverdueCount(ctx); n != 1 {
+		t.Fatalf("overdue count %d", n)
+	}
+	// node-c forced earlier than node-b.
+	if err := s.Reschedule(ctx, "snode-c", T0.Add(90*time.Minute), store.Event{Type: store.EventRotationForced}); err != nil {
+		t.Fatal(err)
+	}
+	sched, err := s.Schedule(ctx, 10)
+	if err != nil || fmt.Sprint(serials(sched)) != "[snode-a snode-c snode-b]" {
+		t.Fatalf("schedule %v %v, want overdue a, then forced c, then b", serials(sched), err)
+	}
+	// Rotating node-a clears its overdue state.
+	if err := Issue(s, Cert("s2node-a", "node-a", T0.Add(40000*time.Hour)), ""); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.OverdueCount(ctx); n != 0 {
+		t.Fatalf("overdue count after rotation %d", n)
+	}
+	if err := s.MarkDue(ctx, "snode-a", T0, "x", T0, store.Event{}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("marking a superseded cert: %v", err)
+	}
+}
+
+func testRevoke(t *testing.T, s Backend) {
+	ctx := context.Background()
+	for _, c := range []*store.Cert{Cert("r1", "node-a", T0), Cert("r2", "node-a", T0.Add(time.Hour))} {
+		if err := Issue(s, c, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.RevokeNode(ctx, "node-a", T0.Add(time.Minute), store.Event{Type: store.EventNodeRevoked, Node: "node-a"})
+	if err != nil || n != 2 {
+		t.Fatalf("revoke: %d %v", n, err)
+	}
+	if _, err := s.RevokeNode(ctx, "node-a", T0, store.Event{}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("second revoke: %v", err)
+	}
+	if rev, _ := s.Revoked(ctx); len(rev) != 2 {
+		t.Fatalf("revoked list %d", len(rev))
+	}
+	if due, _ := s.DueBefore(ctx, T0.AddDate(10, 0, 0), 10); len(due) != 0 {
+		t.Fatalf("revoked certs still scheduled: %v", serials(due))
+	}
+	err = s.Issue(ctx, store.Issuance{Cert: Cert("r3", "node-a", T0), AuthSerial: "r2", Event: store.Event{Type: store.EventRenewed}})
+	if !errors.Is(err, store.ErrRevoked) {
+		t.Fatalf("renewal with a revoked credential: %v", err)
+	}
+}
+
+func testInventory(t *testing.T, s Backend) {
+	ctx := context.Background()
+	if err := Issue(s, Cert("i1", "node-a", T0), ""); err != nil {
+		t.Fatal(err)
+	}
+	inv := []store.InventoryEntry{{Nickname: "ovs_cert_cacert", Serial: "1", Trust: "CT,,"}}
+	for i, want := range []bool{true, false} {
+		changed, err := s.PutInventory(ctx, "node-a", inv, T0, store.Event{Type: store.EventInventoryChanged})
+		if err != nil || changed != want {
+			t.Fatalf("report %d: changed=%v %v", i, changed, err)
+		}
+	}
+	n, err := s.Node(ctx, "node-a")
+	if err != nil || len(n.Inventory) != 1 || n.CommonName != "node-a" {
+		t.Fatalf("node %+v %v", n, err)
+	}
+	if _, err := s.PutInventory(ctx, "nobody", inv, T0, store.Event{}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("inventory of an unknown node: %v", err)
+	}
+}
+
+func testClosed(t *testing.T, s Backend) {
+	s.Close()
+	if err := s.AppendEvent(context.Background(), store.Event{}); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("write after close: %v", err)
+	}
+}
