@@ -178,7 +178,7 @@ func (a *Authority) EnrollWithToken(ctx context.Context, token string, csrPEM []
 	if !a.clock.Now().Before(tok.ExpiresAt) {
 		return nil, a.denied(ctx, actor, tok.Node, deny(ErrUnauthenticated, ReasonTokenExpired, "the bootstrap token expired at %s; ask an admin for a new one", tok.ExpiresAt.Format(time.RFC3339)))
 	}
-	return a.issueNode(ctx, csrPEM, Identity{Node: tok.Node, CN: tok.CommonName}, "token", actor, id, "", store.EventEnrolled)
+	return a.issueNode(ctx, NodeRequest{CSRPEM: csrPEM, Identity: Identity{Node: tok.Node, CN: tok.CommonName}, Via: "token", Actor: actor, TokenID: id}, store.EventEnrolled)
 }
 
 // Renew issues a new certificate for the caller's own node; the caller
@@ -187,16 +187,55 @@ func (a *Authority) Renew(ctx context.Context, caller Caller, csrPEM []byte) (*s
 	if caller.Kind != store.KindNode {
 		return nil, a.denied(ctx, caller.String(), "", deny(ErrPermissionDenied, ReasonCallerNotNode, "only node certificates can renew; this is a %s certificate", caller.Kind))
 	}
-	return a.issueNode(ctx, csrPEM, Identity{Node: caller.Node, CN: caller.CN}, "renewal", "node:"+caller.Node, "", caller.Serial, store.EventRenewed)
+	return a.issueNode(ctx, NodeRequest{CSRPEM: csrPEM, Identity: Identity{Node: caller.Node, CN: caller.CN}, Via: "renewal", Actor: "node:" + caller.Node, AuthSerial: caller.Serial}, store.EventRenewed)
 }
 
-func (a *Authority) issueNode(ctx context.Context, csrPEM []byte, id Identity, via, actor, tokenID, authSerial, evType string) (*store.Cert, error) {
-	csr, err := ParseCSR(csrPEM)
+// NodeRequest is a node certificate request whose identity a front door
+// has already proven (a token, an mTLS certificate, or the Kubernetes API
+// server's word about the requester).
+type NodeRequest struct {
+	CSRPEM   []byte
+	Identity Identity
+	Via      string // token, renewal, kube
+	Actor    string // who asked, for the audit log
+	// TokenID is consumed in the same transaction (token enrolment).
+	TokenID string
+	// AuthSerial is the certificate the caller authenticated with (renewal).
+	AuthSerial string
+	// RequestUID keys the certificate by a Kubernetes CSR's UID: a second
+	// issue for it fails with store.ErrExists.
+	RequestUID string
+	// MaxLifetime shortens the certificate (Kubernetes expirationSeconds);
+	// zero keeps the profile's 5 years. At least MinLifetime.
+	MaxLifetime time.Duration
+}
+
+// MinLifetime is the shortest certificate a request may ask for, as
+// Kubernetes' own signer allows.
+const MinLifetime = 10 * time.Minute
+
+// IssueForNode runs the node policy on req and issues, stores and audits
+// the certificate. Every front door (gRPC token, gRPC renewal, Kubernetes
+// CSR) goes through here.
+func (a *Authority) IssueForNode(ctx context.Context, req NodeRequest) (*store.Cert, error) {
+	evType := store.EventEnrolled
+	if req.Via == "renewal" {
+		evType = store.EventRenewed
+	}
+	return a.issueNode(ctx, req, evType)
+}
+
+func (a *Authority) issueNode(ctx context.Context, req NodeRequest, evType string) (*store.Cert, error) {
+	id, actor := req.Identity, req.Actor
+	csr, err := ParseCSR(req.CSRPEM)
 	if err != nil {
 		return nil, a.denied(ctx, actor, id.Node, err)
 	}
 	if err := Evaluate(NodePolicy, &Request{CSR: csr, Identity: id}); err != nil {
 		return nil, a.denied(ctx, actor, id.Node, err)
+	}
+	if req.MaxLifetime != 0 && req.MaxLifetime < MinLifetime {
+		return nil, a.denied(ctx, actor, id.Node, deny(ErrInvalidRequest, ReasonLifetimeTooShort, "a lifetime of %s is shorter than the %s minimum", req.MaxLifetime, MinLifetime))
 	}
 	// Cheap early answer; the store re-checks inside the transaction.
 	if owner, err := a.st.NameOwner(ctx, id.CN); err != nil {
@@ -205,15 +244,19 @@ func (a *Authority) issueNode(ctx context.Context, csrPEM []byte, id Identity, v
 		return nil, a.denied(ctx, actor, id.Node, deny(ErrConflict, ReasonNameHeld, "the certificate name %q is held by node %q", id.CN, owner))
 	}
 	now := a.clock.Now()
-	rec, err := a.sign(store.KindNode, id.Node, id.CN, "", csr.PublicKey, []string{id.CN}, nil, NodeYears, now)
+	rec, err := a.sign(store.KindNode, id.Node, id.CN, "", csr.PublicKey, []string{id.CN}, nil, NodeYears, req.MaxLifetime, now)
 	if err != nil {
 		return nil, err
 	}
-	rec.IssuedVia = via
+	rec.IssuedVia = req.Via
+	rec.RequestUID = req.RequestUID
 	ev := store.Event{Time: now.UTC(), Type: evType, Actor: actor, Node: id.Node, Serial: rec.Serial,
-		Detail: map[string]string{"common_name": id.CN, "not_after": rec.NotAfter.Format(time.RFC3339), "rotate_after": rec.RotateAfter.Format(time.RFC3339)}}
-	if tokenID != "" {
-		ev.Detail["token_id"] = tokenID
+		Detail: map[string]string{"common_name": id.CN, "via": req.Via, "not_after": rec.NotAfter.Format(time.RFC3339), "rotate_after": rec.RotateAfter.Format(time.RFC3339)}}
+	if req.TokenID != "" {
+		ev.Detail["token_id"] = req.TokenID
+	}
+	if req.RequestUID != "" {
+		ev.Detail["request_uid"] = req.RequestUID
 	}
 	completed := func(old *store.Cert) *store.Event {
 		if old.DueAt.IsZero() {
@@ -222,7 +265,7 @@ func (a *Authority) issueNode(ctx context.Context, csrPEM []byte, id Identity, v
 		return &store.Event{Time: now.UTC(), Type: store.EventRotationCompleted, Actor: actor, Node: id.Node, Serial: rec.Serial, OldSerial: old.Serial,
 			Detail: map[string]string{"reason": old.DueReason, "took": now.Sub(old.DueAt).Round(time.Second).String()}}
 	}
-	err = a.st.Issue(ctx, store.Issuance{Cert: rec, TokenID: tokenID, AuthSerial: authSerial, Event: ev, OnSupersede: completed})
+	err = a.st.Issue(ctx, store.Issuance{Cert: rec, TokenID: req.TokenID, AuthSerial: req.AuthSerial, RequestUID: req.RequestUID, Event: ev, OnSupersede: completed})
 	switch {
 	case errors.Is(err, store.ErrRevoked):
 		return nil, a.denied(ctx, actor, id.Node, deny(ErrUnauthenticated, ReasonCallerRevoked, "the client certificate was revoked; re-admitting the node takes a new token"))
@@ -234,7 +277,7 @@ func (a *Authority) issueNode(ctx context.Context, csrPEM []byte, id Identity, v
 		a.log.Error("issue failed: not stored, not returned", "node", id.Node, "serial", rec.Serial, "err", err)
 		return nil, err
 	}
-	a.log.Info("issued", "node", id.Node, "cn", id.CN, "serial", rec.Serial, "via", via, "not_after", rec.NotAfter, "rotate_after", rec.RotateAfter)
+	a.log.Info("issued", "node", id.Node, "cn", id.CN, "serial", rec.Serial, "via", req.Via, "not_after", rec.NotAfter, "rotate_after", rec.RotateAfter)
 	return rec, nil
 }
 
@@ -243,7 +286,7 @@ func (a *Authority) issueNode(ctx context.Context, csrPEM []byte, id Identity, v
 func (a *Authority) IssueService(ctx context.Context, kind store.Kind, name string, pub crypto.PublicKey, dnsNames []string, ips []net.IP, years int, actor string) (*store.Cert, error) {
 	now := a.clock.Now()
 	ou := "ipsecca " + string(kind)
-	rec, err := a.sign(kind, name, name, ou, pub, dnsNames, ips, years, now)
+	rec, err := a.sign(kind, name, name, ou, pub, dnsNames, ips, years, 0, now)
 	if err != nil {
 		return nil, err
 	}
@@ -257,7 +300,7 @@ func (a *Authority) IssueService(ctx context.Context, kind store.Kind, name stri
 	return rec, nil
 }
 
-func (a *Authority) sign(kind store.Kind, node, cn, ou string, pub crypto.PublicKey, dnsNames []string, ips []net.IP, years int, now time.Time) (*store.Cert, error) {
+func (a *Authority) sign(kind store.Kind, node, cn, ou string, pub crypto.PublicKey, dnsNames []string, ips []net.IP, years int, maxLife time.Duration, now time.Time) (*store.Cert, error) {
 	serial, err := newSerial(a.rand)
 	if err != nil {
 		return nil, err
@@ -266,6 +309,9 @@ func (a *Authority) sign(kind store.Kind, node, cn, ou string, pub crypto.Public
 	tmpl, err := leafTemplate(serial, a.org, ou, cn, pub, now, years, root.Cert)
 	if err != nil {
 		return nil, err
+	}
+	if maxLife > 0 && tmpl.NotAfter.After(tmpl.NotBefore.Add(maxLife)) {
+		tmpl.NotAfter = tmpl.NotBefore.Add(maxLife)
 	}
 	tmpl.DNSNames = dnsNames
 	tmpl.IPAddresses = ips

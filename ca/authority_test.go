@@ -315,3 +315,35 @@ func TestRenewAndAuthenticate(t *testing.T) {
 	_, err = a.Authenticate(ctx, fleaf)
 	wantReason(t, err, ReasonCallerUnknown)
 }
+
+func TestIssueForNodeKubernetesPath(t *testing.T) {
+	a, st, clock := newTestAuthority(t, KeyECDSAP256)
+	ctx := context.Background()
+	req := NodeRequest{CSRPEM: makeCSR(t, csrOpts{cn: "0f2c41c6-1b64-4f0e-9d5e-8a1f3e0c2b7a"}), Identity: Identity{Node: "worker-1", CN: "0f2c41c6-1b64-4f0e-9d5e-8a1f3e0c2b7a"},
+		Via: "kube", Actor: "system:ovn-node:worker-1", RequestUID: "uid-1", MaxLifetime: 24 * time.Hour}
+	c, err := a.IssueForNode(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.NotAfter.Sub(c.NotBefore); got != 24*time.Hour {
+		t.Fatalf("lifetime %s, want the requested 24h", got)
+	}
+	if c.IssuedVia != "kube" || c.RequestUID != "uid-1" {
+		t.Fatalf("record %+v", c)
+	}
+	// The same CSR UID never gets a second certificate.
+	if _, err := a.IssueForNode(ctx, req); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("second issue for one UID: %v", err)
+	}
+	if got, err := st.CertByRequest(ctx, "uid-1"); err != nil || got.Serial != c.Serial {
+		t.Fatalf("by request: %v %v", got, err)
+	}
+	req.RequestUID, req.MaxLifetime = "uid-2", time.Minute
+	_, err = a.IssueForNode(ctx, req)
+	wantReason(t, err, ReasonLifetimeTooShort)
+	req.MaxLifetime = 50 * 365 * 24 * time.Hour // longer than 5 years: capped
+	if c, err = a.IssueForNode(ctx, req); err != nil || !c.NotAfter.Equal(c.NotBefore.AddDate(5, 0, 0)) {
+		t.Fatalf("long request: %v %v", c, err)
+	}
+	_ = clock
+}

@@ -46,6 +46,7 @@ const (
 	ReasonSANNotAllowed    Reason = "san-not-allowed"
 	ReasonNameHeld         Reason = "name-held-by-other-node"
 	ReasonNodeNameInvalid  Reason = "node-name-invalid"
+	ReasonLifetimeTooShort Reason = "lifetime-too-short"
 )
 
 // DenyError is a policy denial: a stable reason and a sentence for people.

@@ -63,7 +63,8 @@ type Cert struct {
 	NotAfter     time.Time `json:"not_after"`
 	RotateAfter  time.Time `json:"rotate_after"`
 	IssuedAt     time.Time `json:"issued_at"`
-	IssuedVia    string    `json:"issued_via"` // token, renewal, init, kube
+	IssuedVia    string    `json:"issued_via"`            // token, renewal, server, kube
+	RequestUID   string    `json:"request_uid,omitempty"` // Kubernetes CSR UID
 	SupersededBy string    `json:"superseded_by,omitempty"`
 	// DueAt is when the rotation scheduler marked the certificate due
 	// (zero: not yet); DueReason says why ("scheduled", "forced").
@@ -154,6 +155,10 @@ type Issuance struct {
 	Cert    *Cert
 	TokenID string // consumed in the same transaction; empty for renewals
 	Event   Event
+	// RequestUID, for Kubernetes CSRs, keys the certificate by the CSR
+	// object's UID: a second issue for the same UID fails with ErrExists
+	// (the caller then publishes the stored one, CertByRequest).
+	RequestUID string
 	// AuthSerial, for renewals, is the certificate the caller
 	// authenticated with: the issue fails if it was revoked meanwhile.
 	AuthSerial string

@@ -20,6 +20,8 @@
 //	    <serial>         -> ""   (overdue: grace ended, still not rotated)
 //	revoked/                                               (schema 2)
 //	    <serial>         -> ""   (revoked certificates, for the CRL)
+//	by_request/                                            (schema 2)
+//	    <Kubernetes CSR UID> -> serial issued for it
 //	nodes/                                                 (schema 2)
 //	    <node>           -> JSON store.NodeInfo (reported NSS inventory)
 //	names/
@@ -70,6 +72,7 @@ var (
 	bucketNodes    = []byte("nodes")
 	bucketOverdueN = []byte("overdue")
 	bucketRevoked  = []byte("revoked")
+	bucketRequests = []byte("by_request")
 
 	keySchemaVersion = []byte("schema_version")
 	keyAuditHead     = []byte("audit_head")
@@ -90,7 +93,7 @@ var migrations = []func(tx *bbolt.Tx) error{
 	},
 	// 1 -> 2: rotation tracking and node inventory.
 	func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketOverdue, bucketNodes, bucketOverdueN, bucketRevoked} {
+		for _, b := range [][]byte{bucketOverdue, bucketNodes, bucketOverdueN, bucketRevoked, bucketRequests} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

@@ -97,6 +97,11 @@ func (s *Store) Issue(ctx context.Context, is store.Issuance) error {
 				return reject(fmt.Errorf("%w: %q is held by node %q", store.ErrNameHeld, c.CommonName, owner))
 			}
 		}
+		if is.RequestUID != "" {
+			if prev := tx.Bucket(bucketRequests).Get([]byte(is.RequestUID)); prev != nil {
+				return reject(fmt.Errorf("%w: request %s already has certificate %s", store.ErrExists, is.RequestUID, prev))
+			}
+		}
 		if is.AuthSerial != "" && tx.Bucket(bucketRevoked).Get([]byte(is.AuthSerial)) != nil {
 			return reject(fmt.Errorf("%w: certificate %s", store.ErrRevoked, is.AuthSerial))
 		}
@@ -127,6 +132,11 @@ func (s *Store) Issue(ctx context.Context, is store.Issuance) error {
 		}
 		if err := tx.Bucket(bucketByNode).Put(nodeKey(c.Node, c.Serial), nil); err != nil {
 			return err
+		}
+		if is.RequestUID != "" {
+			if err := tx.Bucket(bucketRequests).Put([]byte(is.RequestUID), []byte(c.Serial)); err != nil {
+				return err
+			}
 		}
 		if c.Kind == store.KindNode {
 			if err := tx.Bucket(bucketByRotate).Put(rotateKey(c.RotateAfter, c.Serial), nil); err != nil {
@@ -406,4 +416,20 @@ func (s *Store) CertCounts(_ context.Context, now time.Time) (map[[2]string]int,
 		})
 	})
 	return out, err
+}
+
+// CertByRequest returns the certificate issued for a Kubernetes CSR UID.
+func (s *Store) CertByRequest(_ context.Context, uid string) (*store.Cert, error) {
+	var c store.Cert
+	err := s.view(func(tx *bbolt.Tx) error {
+		serial := tx.Bucket(bucketRequests).Get([]byte(uid))
+		if serial == nil {
+			return store.ErrNotFound
+		}
+		return getJSON(tx.Bucket(bucketCerts), serial, &c)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &c, nil
 }

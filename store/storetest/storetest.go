@@ -43,6 +43,7 @@ type Backend interface {
 	CertCounts(ctx context.Context, now time.Time) (map[[2]string]int, error)
 	RevokeNode(ctx context.Context, node string, at time.Time, ev store.Event) (int, error)
 	Revoked(ctx context.Context) ([]*store.Cert, error)
+	CertByRequest(ctx context.Context, uid string) (*store.Cert, error)
 	Close() error
 }
 
@@ -76,6 +77,7 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"RotationMarks", testRotationMarks},
 		{"RevokeNode", testRevoke},
 		{"Inventory", testInventory},
+		{"RequestUID", testRequestUID},
 		{"Closed", testClosed},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
@@ -428,5 +430,40 @@ func testClosed(t *testing.T, s Backend) {
 	s.Close()
 	if err := s.AppendEvent(context.Background(), store.Event{}); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("write after close: %v", err)
+	}
+}
+
+func testRequestUID(t *testing.T, s Backend) {
+	ctx := context.Background()
+	if _, err := s.CertByRequest(ctx, "uid-1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown uid: %v", err)
+	}
+	issue := func(serial string) error {
+		c := Cert(serial, "node-a", T0)
+		c.RequestUID = "uid-1"
+		return s.Issue(ctx, store.Issuance{Cert: c, RequestUID: "uid-1", Event: store.Event{Type: store.EventEnrolled}})
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 10)
+	for i := range errs {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = issue(fmt.Sprintf("u%d", i)) }()
+	}
+	wg.Wait()
+	won := ""
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			if won != "" {
+				t.Fatal("two certificates for one request UID")
+			}
+			won = fmt.Sprintf("u%d", i)
+		case !errors.Is(err, store.ErrExists):
+			t.Fatal(err)
+		}
+	}
+	c, err := s.CertByRequest(ctx, "uid-1")
+	if err != nil || c.Serial != won {
+		t.Fatalf("by request: %v %v, want %s", c, err, won)
 	}
 }
