@@ -62,6 +62,9 @@ func CallerFrom(ctx context.Context) (ca.Caller, bool) {
 }
 
 func (s *Server) authorize(ctx context.Context, method string) (context.Context, error) {
+	if err := s.checkMode(method); err != nil {
+		return ctx, err
+	}
 	need, ok := methodAccess[method]
 	if !ok {
 		for _, p := range publicPrefixes {

@@ -61,6 +61,8 @@ type Options struct {
 	Rotation rotation.Policy
 	// Limits on enrolment and renewal attempts (zero fields: off).
 	Limits Limits
+	// Mode is the cluster's IPsec mode; ModeFull when empty.
+	Mode   Mode
 	Clock  ca.Clock
 	Rand   io.Reader
 	Logger *slog.Logger
@@ -113,7 +115,7 @@ func Open(ctx context.Context, opts Options) (*Instance, error) {
 	auth := ca.New(opts.Store, root, ca.Config{Clock: opts.Clock, Rand: opts.Rand, Logger: log, RotateAfter: opts.Rotation.DueAt, KEK: opts.Root.KEK})
 	in := &Instance{opts: opts, Authority: auth, Hub: NewHub(), log: log}
 	in.Scheduler = rotation.NewScheduler(opts.Store, auth, in, opts.Rotation, opts.Clock, log)
-	in.Server = New(Deps{Authority: auth, Queries: opts.Store, Scheduler: in.Scheduler, Hub: in.Hub, Notifier: in, Clock: opts.Clock, Logger: log, Limits: opts.Limits})
+	in.Server = New(Deps{Authority: auth, Queries: opts.Store, Scheduler: in.Scheduler, Hub: in.Hub, Notifier: in, Clock: opts.Clock, Logger: log, Limits: opts.Limits, Mode: opts.Mode})
 	if err := in.RenewServiceCerts(ctx); err != nil {
 		return nil, err
 	}

@@ -83,6 +83,7 @@ type Deps struct {
 	Clock     ca.Clock
 	Logger    *slog.Logger
 	Limits    Limits // DefaultLimits when zero
+	Mode      Mode   // ModeFull when empty
 }
 
 // Server holds the handlers' dependencies.
@@ -96,6 +97,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	limit   *limiter
+	mode    Mode
 }
 
 // New returns a Server.
@@ -109,7 +111,7 @@ func New(d Deps) *Server {
 	if d.Notifier == nil {
 		d.Notifier = d.Hub
 	}
-	s := &Server{auth: d.Authority, queries: d.Queries, sched: d.Scheduler, hub: d.Hub, notify: d.Notifier, clock: d.Clock, log: d.Logger, metrics: newMetrics(), limit: newLimiter(d.Limits)}
+	s := &Server{auth: d.Authority, queries: d.Queries, sched: d.Scheduler, hub: d.Hub, notify: d.Notifier, clock: d.Clock, log: d.Logger, metrics: newMetrics(), limit: newLimiter(d.Limits), mode: d.Mode}
 	if ms, ok := d.Queries.(MetricsStore); ok {
 		s.metrics.registry.MustRegister(&stateCollector{st: ms, auth: d.Authority, hub: d.Hub, clock: d.Clock})
 	}

@@ -474,3 +474,23 @@ func TestRefusesReadableKeyMaterial(t *testing.T) {
 		t.Fatalf("empty directory left at %v", fi.Mode())
 	}
 }
+
+func TestModeGatesNodeCertificates(t *testing.T) {
+	for _, mode := range []Mode{ModeDisabled, ModeExternal} {
+		c := startCA(t)
+		c.in.Server.mode = mode
+		ctx := context.Background()
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		_, err := ipseccav1.NewNodeServiceClient(c.conn(t, nil)).Enroll(ctx, &ipseccav1.EnrollRequest{Token: "x", CsrPem: csrFor(t, key, "node-a")})
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), string(mode)) {
+			t.Errorf("%s: enroll %v", mode, err)
+		}
+		admin := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t)))
+		if _, err := admin.CreateToken(ctx, &ipseccav1.CreateTokenRequest{Node: "node-a"}); status.Code(err) != codes.FailedPrecondition {
+			t.Errorf("%s: token create %v", mode, err)
+		}
+		if _, err := admin.GetCA(ctx, &ipseccav1.GetCARequest{}); err != nil {
+			t.Errorf("%s: admin queries still served: %v", mode, err)
+		}
+	}
+}

@@ -35,6 +35,7 @@ type caFlags struct {
 	grace       time.Duration
 	limits      server.Limits
 	kekFile     string
+	mode        string
 }
 
 func (f *caFlags) register(fs *pflag.FlagSet) {
@@ -49,6 +50,7 @@ func (f *caFlags) register(fs *pflag.FlagSet) {
 	fs.Float64Var(&f.limits.PerNode, "limit-per-node", server.DefaultLimits.PerNode, "attempts per second per node or token (0: off)")
 	fs.IntVar(&f.limits.PerNodeBurst, "limit-per-node-burst", server.DefaultLimits.PerNodeBurst, "burst of attempts per node or token")
 	fs.StringVar(&f.kekFile, "kek-file", "", "file holding a key-encryption key (base64 of 32 random bytes) that seals the CA key in the store; default $IPSECCA_KEK; without one the key is protected by file permissions only")
+	fs.StringVar(&f.mode, "mode", string(server.ModeFull), "the cluster's IPsec mode: Full (node certificates and bundle validation), External (bundle validation only) or Disabled (node enrolment refused)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
@@ -100,6 +102,10 @@ func (f *caFlags) open(ctx context.Context) (*server.Instance, *bolt.Store, *slo
 			return nil, nil, nil, usageError("%v", err)
 		}
 	}
+	mode, err := server.ParseMode(f.mode)
+	if err != nil {
+		return nil, nil, nil, usageError("--mode: %v", err)
+	}
 	policy := rotation.Policy{Fraction: rotation.DefaultPolicy.Fraction, Spread: f.spread, Grace: f.grace}
 	if err := policy.Validate(rotation.NodeLifetime(time.Now())); err != nil {
 		return nil, nil, nil, usageError("%v", err)
@@ -121,6 +127,7 @@ func (f *caFlags) open(ctx context.Context) (*server.Instance, *bolt.Store, *slo
 		ServerNames: f.serverNames,
 		Rotation:    policy,
 		Limits:      f.limits,
+		Mode:        mode,
 		Clock:       ca.ClockFunc(time.Now),
 		Rand:        rand.Reader,
 		Logger:      log,
