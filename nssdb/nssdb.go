@@ -1,0 +1,607 @@
+// Package nssdb is everything ipsecca does to an NSS database, through the
+// real NSS tools (certutil, pk12util, crlutil from Debian's
+// libnss3-tools): create it, list it, add the CA, put the node's key pair
+// in safely, verify, import a CRL.
+//
+// Facts this package relies on (NSS 3.87, checked by its tests): all
+// certificates with one subject share one nickname, whatever name an
+// import asks for; `certutil -D/-F/--rename -n NICK` act on the "best"
+// certificate of that nickname (the newest valid one); `certutil -F -n`
+// deletes a key and its certificate; pk12util takes the nickname from the
+// PKCS#12 friendlyName.
+//
+// Replacing the node certificate (PutKeyPair) therefore goes:
+//
+//  1. import the new key pair under NICK (NICK now holds old and new;
+//     lookups by NICK give the new one), verify it;
+//  2. rename the best certificate of NICK (the new one) to NICK~ipsecca-new
+//     (NICK still holds the old, valid pair);
+//  3. delete the old pair(s) under NICK with certutil -F;
+//  4. rename NICK~ipsecca-new back to NICK; verify.
+//
+// The database holds a valid certificate and key for the node at every
+// moment; NICK itself resolves to nothing only between steps 3 and 4 (one
+// certutil run). A process killed at any step leaves a state PutKeyPair
+// recognises and finishes on its next call.
+package nssdb
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+
+	pkcs12 "software.sslmate.com/src/go-pkcs12"
+)
+
+// Trust flags.
+const (
+	TrustCA   = "CT,,"  // a CA trusted to issue peer certificates
+	TrustUser = "u,u,u" // our own certificate with its key
+)
+
+// TempSuffix marks the new certificate's nickname during PutKeyPair.
+const TempSuffix = "~ipsecca-new"
+
+// LockFile is the lock file PutKeyPair's callers take in the DB directory.
+const LockFile = ".ipsecca.lock"
+
+// DefaultTimeout bounds one tool run.
+const DefaultTimeout = 30 * time.Second
+
+// DB is an NSS database directory (sql: format).
+type DB struct {
+	Dir     string
+	Timeout time.Duration // DefaultTimeout when zero
+	// Hook, when set, is called after each step of PutKeyPair with the
+	// step's name; an error stops PutKeyPair there (fault injection in
+	// tests; nil in production).
+	Hook func(step string) error
+}
+
+// New returns the database in dir.
+func New(dir string) *DB { return &DB{Dir: dir} }
+
+// ErrToolMissing means an NSS tool is not installed.
+var ErrToolMissing = errors.New("nssdb: NSS tools not found (Debian package libnss3-tools)")
+
+// ToolError is a failed tool run: the command (never a password) and
+// what it printed.
+type ToolError struct {
+	Args   []string
+	Code   int
+	Output string
+}
+
+func (e *ToolError) Error() string {
+	return fmt.Sprintf("nssdb: %s exited %d: %s", strings.Join(e.Args, " "), e.Code, strings.TrimSpace(e.Output))
+}
+
+func (d *DB) spec() string { return "sql:" + d.Dir }
+
+// run runs an NSS tool and returns its stdout.
+func (d *DB) run(ctx context.Context, tool string, args ...string) ([]byte, error) {
+	if _, err := exec.LookPath(tool); err != nil {
+		return nil, ErrToolMissing
+	}
+	t := d.Timeout
+	if t == 0 {
+		t = DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, t)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, tool, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		code := -1
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		}
+		return out.Bytes(), &ToolError{Args: append([]string{tool}, args...), Code: code, Output: errb.String() + out.String()}
+	}
+	return out.Bytes(), nil
+}
+
+// Exists reports whether the directory holds an sql: database.
+func (d *DB) Exists() bool {
+	_, err := os.Stat(filepath.Join(d.Dir, "cert9.db"))
+	return err == nil
+}
+
+// Ensure creates the database (empty password) when it does not exist,
+// and leaves an existing one (e.g. made by `ipsec initnss`) untouched.
+func (d *DB) Ensure(ctx context.Context) (created bool, err error) {
+	if d.Exists() {
+		return false, nil
+	}
+	if err := os.MkdirAll(d.Dir, 0o700); err != nil {
+		return false, fmt.Errorf("nssdb: %w", err)
+	}
+	if _, err := d.run(ctx, "certutil", "-N", "-d", d.spec(), "--empty-password"); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// Lock takes an exclusive lock on the database directory (one writer at
+// a time: parallel NSS imports of one object fail), waiting until ctx ends.
+func (d *DB) Lock(ctx context.Context) (unlock func(), err error) {
+	if err := os.MkdirAll(d.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("nssdb: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(d.Dir, LockFile), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("nssdb: lock: %w", err)
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("nssdb: lock: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("nssdb: %s is locked by another process: %w", d.Dir, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Entry is one nickname of the database with its trust flags and every
+// certificate under it (newest-valid first, as certutil prints them).
+type Entry struct {
+	Nickname string
+	Trust    string
+	Certs    []*x509.Certificate
+}
+
+// List returns the database's entries in certutil's order. A nickname
+// listed twice (two certificates) appears once with both certificates.
+func (d *DB) List(ctx context.Context) ([]Entry, error) {
+	out, err := d.run(ctx, "certutil", "-L", "-d", d.spec())
+	if err != nil {
+		return nil, err
+	}
+	var entries []Entry
+	seen := map[string]int{}
+	for _, line := range strings.Split(string(out), "\n") {
+		nick, trust, ok := parseListLine(line)
+		if !ok {
+			continue
+		}
+		if i, ok := seen[nick]; ok {
+			entries[i].Trust = trust // same nickname listed again
+			continue
+		}
+		seen[nick] = len(entries)
+		entries = append(entries, Entry{Nickname: nick, Trust: trust})
+	}
+	for i := range entries {
+		certs, err := d.Certs(ctx, entries[i].Nickname)
+		if err != nil {
+			return nil, err
+		}
+		entries[i].Certs = certs
+	}
+	return entries, nil
+}
+
+var trustRe = regexp.MustCompile(`^[a-zA-Z]*,[a-zA-Z]*,[a-zA-Z]*$`)
+
+// parseListLine splits a `certutil -L` line into nickname and trust; the
+// trust column is the last field (nicknames may hold spaces).
+func parseListLine(line string) (nick, trust string, ok bool) {
+	line = strings.TrimRight(line, " \t\r")
+	i := strings.LastIndexAny(line, " \t")
+	if i < 0 {
+		return "", "", false
+	}
+	trust = line[i+1:]
+	nick = strings.TrimSpace(line[:i])
+	if nick == "" || !trustRe.MatchString(trust) || strings.HasPrefix(nick, "Certificate Nickname") {
+		return "", "", false
+	}
+	return nick, trust, true
+}
+
+// Certs returns every certificate under a nickname (none: empty, no error).
+func (d *DB) Certs(ctx context.Context, nickname string) ([]*x509.Certificate, error) {
+	out, err := d.run(ctx, "certutil", "-L", "-d", d.spec(), "-n", nickname, "-a")
+	if err != nil {
+		var te *ToolError
+		if errors.As(err, &te) && strings.Contains(te.Output, "SEC_ERROR_BAD_DATABASE") {
+			return nil, err
+		}
+		if errors.As(err, &te) && strings.Contains(strings.ToLower(te.Output), "could not find cert") {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var certs []*x509.Certificate
+	rest := out
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("nssdb: certificate under %q does not parse: %w", nickname, err)
+		}
+		certs = append(certs, c)
+	}
+	return certs, nil
+}
+
+// Key is one private key of the database.
+type Key struct {
+	Type     string // rsa, ec
+	ID       string // CKA_ID, hex
+	Nickname string // "" for an orphan key
+}
+
+var keyRe = regexp.MustCompile(`^<\s*\d+>\s+(\S+)\s+([0-9a-fA-F]+)\s+(.*)$`)
+
+// Keys lists the private keys (`certutil -K`).
+func (d *DB) Keys(ctx context.Context) ([]Key, error) {
+	out, err := d.run(ctx, "certutil", "-K", "-d", d.spec())
+	if err != nil {
+		var te *ToolError
+		if errors.As(err, &te) && strings.Contains(te.Output, "no keys found") {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var keys []Key
+	for _, line := range strings.Split(string(out), "\n") {
+		m := keyRe.FindStringSubmatch(strings.TrimSpace(line))
+		if m == nil {
+			continue
+		}
+		nick := strings.TrimSpace(m[3])
+		nick = strings.TrimPrefix(nick, "NSS Certificate DB:")
+		if nick == "(orphan)" {
+			nick = ""
+		}
+		keys = append(keys, Key{Type: m[1], ID: strings.ToLower(m[2]), Nickname: nick})
+	}
+	return keys, nil
+}
+
+// KeyID is NSS's CKA_ID for a public key: SHA-1 of the RSA modulus or of
+// the EC public point.
+func KeyID(pub crypto.PublicKey) (string, error) {
+	var b []byte
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		b = k.N.Bytes()
+	case *ecdsa.PublicKey:
+		var err error
+		if b, err = k.Bytes(); err != nil {
+			return "", err
+		}
+	default:
+		return "", fmt.Errorf("nssdb: unsupported key type %T", pub)
+	}
+	sum := sha1.Sum(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// HasKey reports whether the database holds the private key of cert.
+func (d *DB) HasKey(ctx context.Context, cert *x509.Certificate) (bool, error) {
+	id, err := KeyID(cert.PublicKey)
+	if err != nil {
+		return false, err
+	}
+	keys, err := d.Keys(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, k := range keys {
+		if k.ID == id {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// AddCA adds a CA certificate under nickname with trust (TrustCA when
+// empty). Adding one that is there already changes nothing.
+func (d *DB) AddCA(ctx context.Context, nickname string, cert *x509.Certificate, trust string) (changed bool, err error) {
+	if trust == "" {
+		trust = TrustCA
+	}
+	entries, err := d.List(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, e := range entries {
+		for _, c := range e.Certs {
+			if c.Equal(cert) && e.Trust == trust {
+				return false, nil
+			}
+		}
+	}
+	dir, err := os.MkdirTemp("", "ipsecca-nss-")
+	if err != nil {
+		return false, fmt.Errorf("nssdb: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	f := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o600); err != nil {
+		return false, fmt.Errorf("nssdb: %w", err)
+	}
+	if _, err := d.run(ctx, "certutil", "-A", "-d", d.spec(), "-n", nickname, "-t", trust, "-a", "-i", f); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// importKeyPair imports cert and key through a PKCS#12
+// written 0600 in a private temporary directory, removed afterwards.
+// The CA is not put in the PKCS#12: imported that way it would land
+// under its CN without trust.
+func (d *DB) importKeyPair(ctx context.Context, cert *x509.Certificate, key crypto.Signer) error {
+	var pw [16]byte
+	if _, err := rand.Read(pw[:]); err != nil {
+		return err
+	}
+	password := hex.EncodeToString(pw[:])
+	// go-pkcs12 writes no friendlyName: pk12util then files the pair under
+	// the subject's existing nickname, or under the CN for a new subject
+	// (PutKeyPair renames it).
+	p12, err := pkcs12.Modern.WithRand(rand.Reader).Encode(key, cert, nil, password)
+	if err != nil {
+		return fmt.Errorf("nssdb: encode PKCS#12: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "ipsecca-nss-")
+	if err != nil {
+		return fmt.Errorf("nssdb: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	p12File, pwFile := filepath.Join(dir, "node.p12"), filepath.Join(dir, "pw")
+	if err := os.WriteFile(p12File, p12, 0o600); err != nil {
+		return fmt.Errorf("nssdb: %w", err)
+	}
+	if err := os.WriteFile(pwFile, []byte(password), 0o600); err != nil {
+		return fmt.Errorf("nssdb: %w", err)
+	}
+	if d.Hook != nil {
+		if err := d.Hook("p12-written:" + p12File); err != nil {
+			return err
+		}
+	}
+	_, err = d.run(ctx, "pk12util", "-i", p12File, "-d", d.spec(), "-w", pwFile)
+	return err
+}
+
+// Rename moves the best certificate of a nickname to another nickname.
+func (d *DB) Rename(ctx context.Context, from, to string) error {
+	_, err := d.run(ctx, "certutil", "--rename", "-d", d.spec(), "-n", from, "--new-n", to)
+	return err
+}
+
+// DeleteBest deletes the best certificate of a nickname and its key (the
+// certificate alone when it has no key).
+func (d *DB) DeleteBest(ctx context.Context, nickname string) error {
+	if _, err := d.run(ctx, "certutil", "-F", "-d", d.spec(), "-n", nickname); err != nil {
+		if _, err2 := d.run(ctx, "certutil", "-D", "-d", d.spec(), "-n", nickname); err2 != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Verify validates a nickname's certificate chain inside NSS for usage
+// ("C": SSL client, "V": SSL server).
+func (d *DB) Verify(ctx context.Context, nickname, usage string) error {
+	out, err := d.run(ctx, "certutil", "-V", "-d", d.spec(), "-n", nickname, "-u", usage)
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(string(out), "certificate is valid") {
+		return fmt.Errorf("nssdb: %s for usage %s: %s", nickname, usage, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// ImportCRL imports (or replaces) a DER CRL.
+func (d *DB) ImportCRL(ctx context.Context, der []byte) error {
+	dir, err := os.MkdirTemp("", "ipsecca-nss-")
+	if err != nil {
+		return fmt.Errorf("nssdb: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	f := filepath.Join(dir, "crl.der")
+	if err := os.WriteFile(f, der, 0o600); err != nil {
+		return fmt.Errorf("nssdb: %w", err)
+	}
+	_, err = d.run(ctx, "crlutil", "-I", "-d", d.spec(), "-t", "1", "-i", f)
+	return err
+}
+
+func (d *DB) step(name string) error {
+	if d.Hook != nil {
+		return d.Hook(name)
+	}
+	return nil
+}
+
+func holds(certs []*x509.Certificate, c *x509.Certificate) bool {
+	for _, x := range certs {
+		if x.Equal(c) {
+			return true
+		}
+	}
+	return false
+}
+
+// PutKeyPair makes nickname hold exactly cert, with key, following the
+// safe sequence in the package doc. It reports whether it changed
+// anything; with the pair already in place it runs no write.
+func (d *DB) PutKeyPair(ctx context.Context, nickname string, cert *x509.Certificate, key crypto.Signer) (changed bool, err error) {
+	tmp := nickname + TempSuffix
+	hasKey := func() (bool, error) { return d.HasKey(ctx, cert) }
+
+	under, err := d.Certs(ctx, nickname)
+	if err != nil {
+		return false, err
+	}
+	if len(under) == 1 && under[0].Equal(cert) {
+		if ok, err := hasKey(); err != nil || ok {
+			parked, err2 := d.Certs(ctx, tmp)
+			if err == nil && err2 == nil && len(parked) == 0 {
+				return false, nil
+			}
+		}
+	}
+	// Where does the new pair sit? A previous run may have parked it under
+	// the temporary nickname, or the import filed it under a nickname of
+	// pk12util's choosing ("<CN> - <O>") for a subject new to the database.
+	parked, err := d.parkedAt(ctx, nickname, cert)
+	if err != nil {
+		return changed, err
+	}
+	if parked == "" {
+		// A stale temporary entry (an older attempt's pair): remove it.
+		for {
+			stale, err := d.Certs(ctx, tmp)
+			if err != nil {
+				return changed, err
+			}
+			if len(stale) == 0 {
+				break
+			}
+			if err := d.DeleteBest(ctx, tmp); err != nil {
+				return changed, err
+			}
+			changed = true
+		}
+		if !holds(under, cert) {
+			if err := d.importKeyPair(ctx, cert, key); err != nil {
+				return changed, err
+			}
+			changed = true
+			if err := d.step("imported"); err != nil {
+				return changed, err
+			}
+		}
+		if ok, err := hasKey(); err != nil {
+			return changed, err
+		} else if !ok {
+			return changed, fmt.Errorf("nssdb: the key of %s (serial %x) is not in the database after import", nickname, cert.SerialNumber)
+		}
+		if parked, err = d.parkedAt(ctx, nickname, cert); err != nil {
+			return changed, err
+		}
+	}
+	if parked == "" {
+		// Both under nickname; the new pair is the best one. Park it.
+		for {
+			under, err := d.Certs(ctx, nickname)
+			if err != nil {
+				return changed, err
+			}
+			if len(under) == 1 && under[0].Equal(cert) {
+				return changed, d.verify(ctx, nickname)
+			}
+			if err := d.verify(ctx, nickname); err != nil {
+				return changed, err
+			}
+			if err := d.Rename(ctx, nickname, tmp); err != nil {
+				return changed, err
+			}
+			changed = true
+			if err := d.step("renamed-new"); err != nil {
+				return changed, err
+			}
+			moved, err := d.Certs(ctx, tmp)
+			if err != nil {
+				return changed, err
+			}
+			if holds(moved, cert) {
+				parked = tmp
+				break
+			}
+			// An older certificate was the best one: it is parked now; drop it.
+			if err := d.DeleteBest(ctx, tmp); err != nil {
+				return changed, err
+			}
+		}
+	}
+	// The new pair is parked: remove every old pair under nickname (it
+	// resolves to an old, still valid pair until the last one goes), then
+	// give the new pair the nickname.
+	for {
+		old, err := d.Certs(ctx, nickname)
+		if err != nil {
+			return changed, err
+		}
+		if len(old) == 0 {
+			break
+		}
+		if err := d.DeleteBest(ctx, nickname); err != nil {
+			return changed, err
+		}
+		changed = true
+		if err := d.step("deleted-old"); err != nil {
+			return changed, err
+		}
+	}
+	if err := d.Rename(ctx, parked, nickname); err != nil {
+		return changed, err
+	}
+	changed = true
+	if err := d.step("renamed-back"); err != nil {
+		return changed, err
+	}
+	return changed, d.verify(ctx, nickname)
+}
+
+// verify checks the nickname for SSL client and server use.
+func (d *DB) verify(ctx context.Context, nickname string) error {
+	for _, u := range []string{"C", "V"} {
+		if err := d.Verify(ctx, nickname, u); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parkedAt returns the nickname other than nickname whose best certificate
+// is cert, or "".
+func (d *DB) parkedAt(ctx context.Context, nickname string, cert *x509.Certificate) (string, error) {
+	entries, err := d.List(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, e := range entries {
+		if e.Nickname != nickname && len(e.Certs) > 0 && e.Certs[0].Equal(cert) {
+			return e.Nickname, nil
+		}
+	}
+	return "", nil
+}
