@@ -8,8 +8,9 @@ LISTEN ?= 127.0.0.1:8443
 PROTO := proto/ipsecca/v1/ipsecca.proto
 
 # Debian packages the tests use: protoc for the staleness check, openssl to
-# make CSRs like a node would, NSS tools for the node database.
-APT_PKGS := protobuf-compiler openssl libnss3-tools
+# make CSRs like a node would, NSS tools for the node database, libreswan
+# (ipsec initnss, pluto), and for the IPsec data-path test tcpdump, ping,
+# kmod and user-mode-linux (this kernel has no ESP).
 
 .PHONY: all build run test unit integration deps proto proto-check vet fmt-check clean bench fuzz
 
@@ -28,6 +29,12 @@ deps:
 	command -v protoc >/dev/null || missing="$$missing protobuf-compiler"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v certutil >/dev/null && command -v pk12util >/dev/null || missing="$$missing libnss3-tools"; \
+	command -v ipsec >/dev/null || missing="$$missing libreswan"; \
+	command -v tcpdump >/dev/null || missing="$$missing tcpdump"; \
+	command -v ping >/dev/null || missing="$$missing iputils-ping"; \
+	command -v modprobe >/dev/null || missing="$$missing kmod"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v linux.uml >/dev/null || missing="$$missing user-mode-linux"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "FATAL: need root to apt-get install$$missing" >&2; exit 1; fi; \

@@ -72,6 +72,9 @@ type DB struct {
 	// step's name; an error stops PutKeyPair there (fault injection in
 	// tests; nil in production).
 	Hook func(step string) error
+	// Now, when set, is the time certificates are verified at (certutil -V
+	// -b); NSS's own clock otherwise.
+	Now func() time.Time
 }
 
 // New returns the database in dir.
@@ -418,7 +421,11 @@ func (d *DB) DeleteBest(ctx context.Context, nickname string) error {
 // Verify validates a nickname's certificate chain inside NSS for usage
 // ("C": SSL client, "V": SSL server).
 func (d *DB) Verify(ctx context.Context, nickname, usage string) error {
-	out, err := d.run(ctx, "certutil", "-V", "-d", d.spec(), "-n", nickname, "-u", usage)
+	args := []string{"-V", "-d", d.spec(), "-n", nickname, "-u", usage}
+	if d.Now != nil {
+		args = append(args, "-b", d.Now().UTC().Format("060102150405Z"))
+	}
+	out, err := d.run(ctx, "certutil", args...)
 	if err != nil {
 		return err
 	}

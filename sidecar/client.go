@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -17,7 +18,7 @@ import (
 
 // dial connects to the CA server over TLS, trusting bundle and presenting
 // pair when given. The connection is lazy: errors show on the first call.
-func dial(addr string, bundle []byte, pair *Pair) (*grpc.ClientConn, error) {
+func dial(addr string, bundle []byte, pair *Pair, now func() time.Time) (*grpc.ClientConn, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(bundle) {
 		return nil, errors.New("sidecar: the CA bundle holds no certificate")
@@ -26,7 +27,7 @@ func dial(addr string, bundle []byte, pair *Pair) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sidecar: server address %q: %w", addr, err)
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: host}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: host, Time: now}
 	if pair != nil {
 		cfg.Certificates = []tls.Certificate{pair.TLS()}
 	}

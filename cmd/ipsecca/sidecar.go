@@ -1,0 +1,91 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ipsecca/ipsecca/sidecar"
+)
+
+func init() { subcommands = append(subcommands, newSidecarCmd) }
+
+func newSidecarCmd() *cobra.Command {
+	var c sidecar.Config
+	var once bool
+	var logFormat string
+	cmd := &cobra.Command{
+		Use:   "sidecar",
+		Short: "Node agent: keep this node's certificate, key and the CA current in its NSS database",
+		Long: `sidecar enrols the node with a bootstrap token (the first time, and again if
+its certificate expired or was revoked), renews over mTLS when the server says
+rotation is due, and keeps the node's NSS database (default /var/lib/ipsec/nss)
+holding the CA as ovs_cert_cacert (CT,,) and the node's pair as
+ovs_certkey_<CN> (u,u,u). PEM copies go to the state directory. With --once it
+does one pass and exits 0 only when the database is correct.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if c.Server == "" {
+				c.Server = envOr(envServer, "")
+			}
+			if c.Server == "" || c.Node == "" || c.CAFile == "" {
+				return usageError("--server, --node and --ca-file are required")
+			}
+			var h slog.Handler = slog.NewTextHandler(os.Stderr, nil)
+			if logFormat == "json" {
+				h = slog.NewJSONHandler(os.Stderr, nil)
+			}
+			c.Logger = slog.New(h)
+			// Test hook: stop the process dead at a named step, as kill -9
+			// would. Unset in production.
+			if step := os.Getenv("IPSECCA_FAULT_STEP"); step != "" {
+				c.Hook = func(s string) error {
+					if strings.HasPrefix(s, step) {
+						c.Logger.Warn("fault injection: exiting", "step", s)
+						os.Exit(137)
+					}
+					return nil
+				}
+			}
+			agent, err := sidecar.New(c)
+			if err != nil {
+				return usageError("%v", err)
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if once {
+				if _, err := agent.Pass(ctx); err != nil {
+					return err
+				}
+				if err := agent.Check(ctx); err != nil {
+					return fmt.Errorf("the NSS database is not correct after the pass: %w", err)
+				}
+				return nil
+			}
+			return agent.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&c.Server, "server", "", "CA server host:port (default $"+envServer+")")
+	f.StringVar(&c.CAFile, "ca-file", "", "CA bundle to trust for the first contact")
+	f.StringVar(&c.Node, "node", "", "this node's name (the token's node)")
+	f.StringVar(&c.CN, "cn", "", "certificate name, e.g. the OVS system-id (default: the node name)")
+	f.StringVar(&c.TokenFile, "token-file", "", "file holding a bootstrap token (first enrolment, and after expiry or revocation)")
+	f.StringVar(&c.NSSDir, "nss-dir", "/var/lib/ipsec/nss", "the node's NSS database directory")
+	f.StringVar(&c.StateDir, "state-dir", "/var/lib/ipsecca-sidecar", "private state directory (key versions, PEM copies)")
+	f.StringVar(&c.KeyType, "key-type", "rsa-2048", "node key type: rsa-2048 or ecdsa-p256")
+	f.StringVar(&c.CANickname, "ca-nickname", sidecar.CANickname, "NSS nickname of the CA")
+	f.StringVar(&c.Nickname, "nickname", "", "NSS nickname of the node certificate (default ovs_certkey_<CN>)")
+	f.StringVar(&c.ReloadCmd, "reload-cmd", "", "command to run after a change (sh -c), e.g. 'ipsec whack --rereadall'")
+	f.DurationVar(&c.ReloadTimeout, "reload-timeout", 30*time.Second, "timeout of the reload command")
+	f.DurationVar(&c.MaxBackoff, "max-backoff", 5*time.Minute, "longest wait between retries when the server is away")
+	f.BoolVar(&once, "once", false, "do one pass and exit: 0 only when the NSS database is correct")
+	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	return cmd
+}

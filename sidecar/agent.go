@@ -1,0 +1,507 @@
+// Package sidecar is the node agent: it enrols the node (bootstrap token
+// first, mTLS renewal after), keeps the node's certificate, key and the CA
+// in the node's NSS database through nssdb, follows the server's Watch
+// stream, and backs off when the server is away.
+package sidecar
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/ipsecca/ipsecca/ca"
+	"github.com/ipsecca/ipsecca/internal/atomicfile"
+	"github.com/ipsecca/ipsecca/nssdb"
+	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
+)
+
+// Config configures an Agent.
+type Config struct {
+	Server    string // host:port of the CA
+	CAFile    string // CA bundle to trust before the first enrolment
+	Node      string // node name the token was made for
+	CN        string // certificate name; Node when empty
+	TokenFile string // bootstrap token, for the first enrolment and after expiry
+	NSSDir    string // the node's NSS database, e.g. /var/lib/ipsec/nss
+	StateDir  string // private state: key/cert versions and PEM copies
+	// KeyType of the node key: "rsa-2048" (default, as OVN-Kubernetes'
+	// own script) or "ecdsa-p256".
+	KeyType string
+	// Nicknames in NSS; ovs-monitor-ipsec's names by default.
+	CANickname string // CANickname
+	Nickname   string // NodeNickname(CN)
+	// ReloadCmd runs (sh -c) after a change, e.g. "ipsec whack --rereadall".
+	ReloadCmd     string
+	ReloadTimeout time.Duration // 30 s when zero
+	CallTimeout   time.Duration // per RPC; 30 s when zero
+	// MaxBackoff caps the retry delay when the server is away (5 min).
+	MaxBackoff time.Duration
+	Logger     *slog.Logger
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+	// Hook is passed to nssdb for fault injection in tests; nil in production.
+	Hook func(step string) error
+}
+
+// Agent keeps one node's NSS database current.
+type Agent struct {
+	cfg   Config
+	db    *nssdb.DB
+	state State
+	log   *slog.Logger
+}
+
+// New validates cfg and returns an Agent.
+func New(cfg Config) (*Agent, error) {
+	if cfg.CN == "" {
+		cfg.CN = cfg.Node
+	}
+	switch {
+	case cfg.Server == "":
+		return nil, errors.New("sidecar: the server address is required")
+	case cfg.NSSDir == "" || cfg.StateDir == "":
+		return nil, errors.New("sidecar: the NSS and state directories are required")
+	}
+	if err := ca.ValidName(cfg.Node); err != nil {
+		return nil, fmt.Errorf("sidecar: node name: %v", err)
+	}
+	if err := ca.ValidName(cfg.CN); err != nil {
+		return nil, fmt.Errorf("sidecar: certificate name: %v", err)
+	}
+	switch cfg.KeyType {
+	case "":
+		cfg.KeyType = string(ca.KeyRSA2048)
+	case string(ca.KeyRSA2048), string(ca.KeyECDSAP256):
+	default:
+		return nil, fmt.Errorf("sidecar: key type %q: want rsa-2048 or ecdsa-p256", cfg.KeyType)
+	}
+	if cfg.CANickname == "" {
+		cfg.CANickname = CANickname
+	}
+	if cfg.Nickname == "" {
+		cfg.Nickname = NodeNickname(cfg.CN)
+	}
+	if cfg.ReloadTimeout == 0 {
+		cfg.ReloadTimeout = 30 * time.Second
+	}
+	if cfg.CallTimeout == 0 {
+		cfg.CallTimeout = 30 * time.Second
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 5 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	db := nssdb.New(cfg.NSSDir)
+	db.Hook = cfg.Hook
+	db.Now = cfg.Now
+	return &Agent{cfg: cfg, db: db, state: State{Dir: cfg.StateDir}, log: cfg.Logger.With("node", cfg.Node)}, nil
+}
+
+// localRenewFraction: renew without being told once this much of the
+// certificate's life has passed (the server normally says so at 90%).
+const localRenewFraction = 0.95
+
+// ErrNeedToken means the node must enrol and has no usable token.
+var ErrNeedToken = errors.New("sidecar: a bootstrap token is needed")
+
+// Pass does one reconcile: it obtains a certificate when the node has none
+// (or an expired one), renews when the server says it is due, keeps the
+// CA bundle current, and makes the NSS database hold exactly the CA and
+// the node's pair. It returns whether the database changed. With the
+// server unreachable but a valid pair in place it converges the database
+// from the state directory and returns nil.
+func (a *Agent) Pass(ctx context.Context) (changed bool, err error) {
+	unlock, err := a.db.Lock(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+	if created, err := a.db.Ensure(ctx); err != nil {
+		return false, err
+	} else if created {
+		a.log.Info("created NSS database", "dir", a.cfg.NSSDir)
+		changed = true
+	}
+	if err := a.state.Init(); err != nil {
+		return changed, err
+	}
+	bundle := a.state.ReadCABundle()
+	if len(bundle) == 0 {
+		if bundle, err = os.ReadFile(a.cfg.CAFile); err != nil {
+			return changed, fmt.Errorf("sidecar: read the CA bundle: %w", err)
+		}
+	}
+	pair, err := a.state.Current()
+	if err != nil {
+		a.log.Warn("state directory holds no usable pair; enrolling again", "err", err)
+		pair = nil
+	}
+	now := a.cfg.Now()
+	need, revoked := "", false
+	switch {
+	case pair == nil:
+		need = "enrol"
+	case !now.Before(pair.Cert.NotAfter):
+		a.log.Warn("the node certificate has expired; enrolling again with a token", "serial", pair.Serial(), "not_after", pair.Cert.NotAfter)
+		need = "enrol"
+	}
+	if need == "" {
+		snap, err := a.snapshot(ctx, bundle, pair)
+		switch {
+		case status.Code(err) == codes.Unauthenticated:
+			a.log.Warn("the server no longer accepts the node certificate (revoked or unknown); enrolling again with a token", "err", status.Convert(err).Message())
+			need, revoked = "enrol", true
+		case err != nil:
+			a.log.Warn("server unreachable; keeping the current certificate", "err", err)
+		default:
+			if snap.GetCaBundleSha256() != "" && snap.GetCaBundleSha256() != bundleHash(bundle) && len(snap.GetCaBundlePem()) > 0 {
+				a.log.Info("CA bundle changed", "sha256", snap.GetCaBundleSha256())
+				bundle = snap.GetCaBundlePem()
+			}
+			switch {
+			case snap.GetRotationDue():
+				a.log.Info("rotation due", "serial", pair.Serial(), "reason", snap.GetReason())
+				need = "renew"
+			case snap.GetCurrentSerial() != "" && snap.GetCurrentSerial() != pair.Serial():
+				a.log.Info("the server holds a newer certificate than the node; renewing", "server_serial", snap.GetCurrentSerial(), "node_serial", pair.Serial())
+				need = "renew"
+			}
+		}
+		life := pair.Cert.NotAfter.Sub(pair.Cert.NotBefore)
+		if need == "" && !now.Before(pair.Cert.NotBefore.Add(time.Duration(float64(life)*localRenewFraction))) {
+			need = "renew"
+		}
+	}
+	switch need {
+	case "enrol":
+		p, b, err := a.enrol(ctx, bundle)
+		if err != nil {
+			if pair != nil && now.Before(pair.Cert.NotAfter) && !revoked {
+				a.log.Error("re-enrolment failed; keeping the current certificate", "err", err)
+				break
+			}
+			return changed, err
+		}
+		pair, bundle = p, b
+	case "renew":
+		p, b, err := a.renew(ctx, bundle, pair)
+		if err != nil {
+			a.log.Warn("renewal failed; keeping the current certificate and retrying later", "err", err)
+			break
+		}
+		pair, bundle = p, b
+	}
+	deliveredChange, err := a.deliver(ctx, pair, bundle)
+	changed = changed || deliveredChange
+	if err != nil {
+		return changed, err
+	}
+	if crlChanged, err := a.syncCRL(ctx, bundle); err != nil {
+		a.log.Warn("CRL not updated", "err", err)
+	} else {
+		changed = changed || crlChanged
+	}
+	a.report(ctx, bundle, pair)
+	if changed {
+		a.reload(ctx)
+	}
+	return changed, nil
+}
+
+// deliver puts the bundle's roots and the pair into NSS and the PEM copies
+// into the state directory.
+func (a *Agent) deliver(ctx context.Context, pair *Pair, bundle []byte) (bool, error) {
+	changed := false
+	roots, err := parseBundle(bundle)
+	if err != nil {
+		return false, err
+	}
+	for _, r := range roots {
+		c, err := a.db.AddCA(ctx, a.cfg.CANickname, r, nssdb.TrustCA)
+		if err != nil {
+			return changed, err
+		}
+		changed = changed || c
+	}
+	c, err := a.db.PutKeyPair(ctx, a.cfg.Nickname, pair.Cert, pair.Key)
+	changed = changed || c
+	if err != nil {
+		return changed, err
+	}
+	if err := a.state.WriteCopies(pair, bundle); err != nil {
+		return changed, err
+	}
+	a.state.Prune()
+	if changed {
+		a.log.Info("NSS database updated", "nickname", a.cfg.Nickname, "serial", pair.Serial(), "not_after", pair.Cert.NotAfter)
+	}
+	return changed, nil
+}
+
+func parseBundle(b []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("sidecar: CA bundle: %w", err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("sidecar: the CA bundle holds no certificate")
+	}
+	return out, nil
+}
+
+func bundleHash(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+func (a *Agent) newKey() (crypto.Signer, error) {
+	if a.cfg.KeyType == string(ca.KeyECDSAP256) {
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
+	return rsa.GenerateKey(rand.Reader, 2048)
+}
+
+func (a *Agent) readToken() (string, error) {
+	if a.cfg.TokenFile == "" {
+		return "", fmt.Errorf("%w: node %s has no valid certificate and no --token-file; create one with `ipsecca token create --node %s` and give it with --token-file", ErrNeedToken, a.cfg.Node, a.cfg.Node)
+	}
+	b, err := os.ReadFile(a.cfg.TokenFile)
+	if err != nil || strings.TrimSpace(string(b)) == "" {
+		return "", fmt.Errorf("%w: node %s has no valid certificate and %s holds no token (%v); create one with `ipsecca token create --node %s` and write it there", ErrNeedToken, a.cfg.Node, a.cfg.TokenFile, err, a.cfg.Node)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func (a *Agent) enrol(ctx context.Context, bundle []byte) (*Pair, []byte, error) {
+	token, err := a.readToken()
+	if err != nil {
+		return nil, nil, err
+	}
+	key, _, err := a.state.PendingKey(a.newKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	csr, err := newCSR(key, a.cfg.CN)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := dial(a.cfg.Server, bundle, nil, a.cfg.Now)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer conn.Close()
+	cctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
+	defer cancel()
+	resp, err := ipseccav1.NewNodeServiceClient(conn).Enroll(cctx, &ipseccav1.EnrollRequest{Token: token, CsrPem: csr})
+	if err != nil {
+		if st := status.Convert(err); st.Code() == codes.Unauthenticated {
+			return nil, nil, fmt.Errorf("%w: the server refused the token in %s (%s); create a new one with `ipsecca token create --node %s`", ErrNeedToken, a.cfg.TokenFile, st.Message(), a.cfg.Node)
+		}
+		return nil, nil, fmt.Errorf("sidecar: enrol: %w", err)
+	}
+	pair, err := a.state.Commit(resp.GetCertificate().GetCertificatePem())
+	if err != nil {
+		return nil, nil, err
+	}
+	if a.cfg.Hook != nil {
+		if err := a.cfg.Hook("cert-stored"); err != nil {
+			return nil, nil, err
+		}
+	}
+	a.log.Info("enrolled", "serial", pair.Serial(), "not_after", pair.Cert.NotAfter)
+	return pair, resp.GetCaBundlePem(), nil
+}
+
+func (a *Agent) renew(ctx context.Context, bundle []byte, cur *Pair) (*Pair, []byte, error) {
+	key, _, err := a.state.PendingKey(a.newKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	csr, err := newCSR(key, a.cfg.CN)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := dial(a.cfg.Server, bundle, cur, a.cfg.Now)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer conn.Close()
+	cctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
+	defer cancel()
+	resp, err := ipseccav1.NewNodeServiceClient(conn).Renew(cctx, &ipseccav1.RenewRequest{CsrPem: csr})
+	if err != nil {
+		return nil, nil, fmt.Errorf("sidecar: renew: %w", err)
+	}
+	pair, err := a.state.Commit(resp.GetCertificate().GetCertificatePem())
+	if err != nil {
+		return nil, nil, err
+	}
+	if a.cfg.Hook != nil {
+		if err := a.cfg.Hook("cert-stored"); err != nil {
+			return nil, nil, err
+		}
+	}
+	a.log.Info("renewed", "old_serial", cur.Serial(), "serial", pair.Serial(), "not_after", pair.Cert.NotAfter)
+	return pair, resp.GetCaBundlePem(), nil
+}
+
+// snapshot opens Watch, reads the first message and closes.
+func (a *Agent) snapshot(ctx context.Context, bundle []byte, pair *Pair) (*ipseccav1.NodeEvent, error) {
+	conn, err := dial(a.cfg.Server, bundle, pair, a.cfg.Now)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	cctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
+	defer cancel()
+	stream, err := ipseccav1.NewNodeServiceClient(conn).Watch(cctx, &ipseccav1.WatchRequest{})
+	if err != nil {
+		return nil, err
+	}
+	return stream.Recv()
+}
+
+// report sends the NSS inventory to the server (best effort).
+func (a *Agent) report(ctx context.Context, bundle []byte, pair *Pair) {
+	entries, err := a.db.List(ctx)
+	if err != nil {
+		a.log.Warn("list NSS database for the inventory", "err", err)
+		return
+	}
+	req := &ipseccav1.ReportInventoryRequest{}
+	for _, e := range entries {
+		for _, c := range e.Certs {
+			req.Entries = append(req.Entries, &ipseccav1.InventoryEntry{Nickname: e.Nickname, Serial: serialHex(c.SerialNumber), NotAfter: timestamppb.New(c.NotAfter), Trust: e.Trust, Subject: c.Subject.String()})
+		}
+	}
+	conn, err := dial(a.cfg.Server, bundle, pair, a.cfg.Now)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	cctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
+	defer cancel()
+	if _, err := ipseccav1.NewNodeServiceClient(conn).ReportInventory(cctx, req); err != nil {
+		a.log.Warn("inventory report failed", "err", err)
+	}
+}
+
+func serialHex(n *big.Int) string { return n.Text(16) }
+
+// reload runs the reload command with its timeout and logs the outcome.
+func (a *Agent) reload(ctx context.Context) {
+	if a.cfg.ReloadCmd == "" {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, a.cfg.ReloadTimeout)
+	defer cancel()
+	start := time.Now()
+	out, err := exec.CommandContext(cctx, "sh", "-c", a.cfg.ReloadCmd).CombinedOutput()
+	if err != nil {
+		a.log.Error("reload command failed", "cmd", a.cfg.ReloadCmd, "err", err, "output", strings.TrimSpace(string(out)), "took", time.Since(start))
+		return
+	}
+	a.log.Info("reload command done", "cmd", a.cfg.ReloadCmd, "took", time.Since(start))
+}
+
+// Check reports whether the NSS database holds exactly what it should:
+// the CA under its nickname and one valid node pair, valid in NSS.
+func (a *Agent) Check(ctx context.Context) error {
+	pair, err := a.state.Current()
+	if err != nil || pair == nil {
+		return fmt.Errorf("sidecar: no current certificate in %s", a.cfg.StateDir)
+	}
+	certs, err := a.db.Certs(ctx, a.cfg.Nickname)
+	if err != nil {
+		return err
+	}
+	if len(certs) != 1 || !certs[0].Equal(pair.Cert) {
+		return fmt.Errorf("sidecar: %s holds %d certificate(s), want exactly serial %s", a.cfg.Nickname, len(certs), pair.Serial())
+	}
+	if ok, err := a.db.HasKey(ctx, pair.Cert); err != nil || !ok {
+		return fmt.Errorf("sidecar: the key of %s is not in the NSS database (%v)", a.cfg.Nickname, err)
+	}
+	for _, u := range []string{"C", "V"} {
+		if err := a.db.Verify(ctx, a.cfg.Nickname, u); err != nil {
+			return err
+		}
+	}
+	if !a.cfg.Now().Before(pair.Cert.NotAfter) {
+		return fmt.Errorf("sidecar: the node certificate expired at %s", pair.Cert.NotAfter)
+	}
+	return nil
+}
+
+// crlFile keeps the last CRL imported into NSS, to import only changes.
+const crlFile = "crl.der"
+
+// syncCRL fetches the CA's CRL and imports it into NSS when it lists a
+// different set of revoked certificates, so libreswan refuses revoked
+// peers.
+func (a *Agent) syncCRL(ctx context.Context, bundle []byte) (bool, error) {
+	conn, err := dial(a.cfg.Server, bundle, nil, a.cfg.Now)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	cctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
+	defer cancel()
+	resp, err := ipseccav1.NewNodeServiceClient(conn).GetCRL(cctx, &ipseccav1.GetCRLRequest{})
+	if err != nil {
+		return false, err
+	}
+	crl, err := x509.ParseRevocationList(resp.GetDer())
+	if err != nil {
+		return false, fmt.Errorf("sidecar: CRL: %w", err)
+	}
+	var serials []string
+	for _, e := range crl.RevokedCertificateEntries {
+		serials = append(serials, serialHex(e.SerialNumber))
+	}
+	key := []byte(strings.Join(serials, ","))
+	path := a.state.path(crlFile)
+	if prev, err := os.ReadFile(path); err == nil && string(prev) == string(key) {
+		return false, nil
+	}
+	if len(serials) == 0 {
+		return false, atomicfile.WriteFile(path, key, 0o600)
+	}
+	if err := a.db.ImportCRL(ctx, resp.GetDer()); err != nil {
+		return false, err
+	}
+	a.log.Info("imported CRL into NSS", "revoked", len(serials))
+	return true, atomicfile.WriteFile(path, key, 0o600)
+}

@@ -1,0 +1,120 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
+)
+
+// Backoff delays: exponential from minBackoff, capped at MaxBackoff, with
+// full jitter so that 500 nodes losing the server together do not come
+// back together.
+const minBackoff = time.Second
+
+// resyncEvery bounds how long one Watch stream is trusted before the
+// agent reconnects for a fresh snapshot (and re-checks the database).
+const resyncEvery = time.Hour
+
+// Run keeps the node current until ctx ends: a pass, then the Watch
+// stream, a pass for every event that asks for one; on any failure it
+// keeps the current pair and retries after a backoff.
+func (a *Agent) Run(ctx context.Context) error {
+	backoff := minBackoff
+	for ctx.Err() == nil {
+		if _, err := a.Pass(ctx); err != nil {
+			a.log.Error("pass failed", "err", err, "retry_in", backoff)
+			if !sleep(ctx, jitter(backoff)) {
+				break
+			}
+			backoff = min(2*backoff, a.cfg.MaxBackoff)
+			continue
+		}
+		err := a.watch(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		if err != nil {
+			a.log.Warn("watch stream ended", "err", err, "retry_in", backoff)
+			if !sleep(ctx, jitter(backoff)) {
+				break
+			}
+			backoff = min(2*backoff, a.cfg.MaxBackoff)
+			continue
+		}
+		backoff = minBackoff
+	}
+	return nil
+}
+
+// jitter returns a uniformly random duration in [d/2, d].
+func jitter(d time.Duration) time.Duration {
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// errResync ends a healthy stream after resyncEvery.
+var errResync = errors.New("sidecar: periodic resync")
+
+// watch follows the stream and runs a pass for every event that needs
+// one. It returns nil after a healthy resync period.
+func (a *Agent) watch(ctx context.Context) error {
+	pair, err := a.state.Current()
+	if err != nil || pair == nil {
+		return errors.New("sidecar: no current certificate to watch with")
+	}
+	conn, err := dial(a.cfg.Server, a.state.ReadCABundle(), pair, a.cfg.Now)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	wctx, cancel := context.WithTimeoutCause(ctx, resyncEvery, errResync)
+	defer cancel()
+	stream, err := ipseccav1.NewNodeServiceClient(conn).Watch(wctx, &ipseccav1.WatchRequest{})
+	if err != nil {
+		return err
+	}
+	for {
+		ev, err := stream.Recv()
+		if err != nil {
+			if errors.Is(context.Cause(wctx), errResync) {
+				return nil
+			}
+			return err
+		}
+		act := false
+		switch ev.GetKind() {
+		case ipseccav1.NodeEvent_SNAPSHOT:
+			act = ev.GetRotationDue() || (ev.GetCaBundleSha256() != "" && ev.GetCaBundleSha256() != bundleHash(a.state.ReadCABundle())) ||
+				(ev.GetCurrentSerial() != "" && ev.GetCurrentSerial() != pair.Serial())
+		case ipseccav1.NodeEvent_ROTATION_DUE, ipseccav1.NodeEvent_CA_BUNDLE_CHANGED:
+			act = true
+		case ipseccav1.NodeEvent_REVOKED:
+			a.log.Error("the server revoked this node's certificates; re-admission needs a new token in the token file", "reason", ev.GetReason())
+			act = true
+		}
+		if !act {
+			continue
+		}
+		a.log.Info("server event", "kind", ev.GetKind().String(), "reason", ev.GetReason())
+		if _, err := a.Pass(ctx); err != nil {
+			return err
+		}
+		// The pair may have changed: reconnect with the new certificate.
+		if cur, _ := a.state.Current(); cur != nil && cur.Serial() != pair.Serial() {
+			return nil
+		}
+	}
+}
