@@ -324,3 +324,18 @@ func TestSidecarOnInitnssDatabase(t *testing.T) {
 	}
 	assertNSS(t, n, 1)
 }
+
+func TestSidecarECDSAKey(t *testing.T) {
+	srv := startServer(t, "")
+	n := newNode(t, srv, "node-e")
+	if r := n.once(t, nil, "--key-type", "ecdsa-p256"); r.Code != 0 {
+		t.Fatalf("pass: %+v", r)
+	}
+	assertNSS(t, n, 1)
+	if keys := sh(t, "certutil", "-K", "-d", "sql:"+n.nss); !strings.Contains(keys, " ec ") {
+		t.Fatalf("certutil -K does not show an EC key:\n%s", keys)
+	}
+	if r := n.once(t, nil, "--key-type", "dsa"); r.Code != 2 {
+		t.Fatalf("bad key type: %+v", r)
+	}
+}
