@@ -12,7 +12,7 @@ PROTO := proto/ipsecca/v1/ipsecca.proto
 # (ipsec initnss, pluto), and for the IPsec data-path test tcpdump, ping,
 # kmod and user-mode-linux (this kernel has no ESP).
 
-.PHONY: all build run test unit integration deps proto proto-check vet fmt-check clean bench fuzz
+.PHONY: all build run test unit integration deps proto proto-check vet fmt-check clean bench fuzz e2e
 
 all: build
 
@@ -75,6 +75,11 @@ unit: deps
 
 integration: deps build
 	$(GO) test -count=1 -timeout 20m ./integration/...
+
+# The IPsec data-path proof alone (libreswan, in a UML guest when this
+# kernel has no ESP). IPSECCA_E2E_OUT=DIR keeps its logs and captures.
+e2e: deps
+	$(GO) test -count=1 -timeout 10m -v -run TestLibreswanESP ./integration/
 
 # Everything CI checks.
 test: deps fmt-check vet proto-check

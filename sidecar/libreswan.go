@@ -32,6 +32,7 @@ type ConnConfig struct {
 	Peers         []Peer
 	Encapsulation string // EncapAuto (default) or EncapAlways
 	Nickname      string // NSS nickname of the node cert; NodeNickname(Node) when empty
+	Auto          string // libreswan auto=: start (default), add or ondemand
 }
 
 // NodeNickname is the NSS nickname ovs-monitor-ipsec uses for a node's
@@ -70,6 +71,11 @@ func (c *ConnConfig) Validate() error {
 	default:
 		return fmt.Errorf("sidecar: encapsulation %q: want auto or always", c.Encapsulation)
 	}
+	switch c.Auto {
+	case "", "start", "add", "ondemand":
+	default:
+		return fmt.Errorf("sidecar: auto %q: want start, add or ondemand", c.Auto)
+	}
 	return nil
 }
 
@@ -84,6 +90,10 @@ func RenderConns(c ConnConfig) (string, error) {
 	nick := c.Nickname
 	if nick == "" {
 		nick = NodeNickname(c.Node)
+	}
+	auto := c.Auto
+	if auto == "" {
+		auto = "start"
 	}
 	peers := append([]Peer(nil), c.Peers...)
 	sort.Slice(peers, func(i, j int) bool { return peers[i].Name < peers[j].Name })
@@ -103,7 +113,7 @@ func RenderConns(c ConnConfig) (string, error) {
 			{"ikev2", "insist"},
 			{"ike", "aes_gcm256-sha2_256"},
 			{"esp", "aes_gcm256"},
-			{"auto", "start"},
+			{"auto", auto},
 		} {
 			fmt.Fprintf(&b, "    %s=%s\n", kv[0], kv[1])
 		}
