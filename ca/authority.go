@@ -393,3 +393,10 @@ func (a *Authority) CRL(ctx context.Context) ([]byte, error) {
 	}
 	return der, nil
 }
+
+// Record appends an audit event for a decision made outside the CA core
+// (e.g. a bundle validation), stamped with the clock's time.
+func (a *Authority) Record(ctx context.Context, ev store.Event) error {
+	ev.Time = a.clock.Now().UTC()
+	return a.st.AppendEvent(ctx, ev)
+}

@@ -612,3 +612,33 @@ func (d *DB) parkedAt(ctx context.Context, nickname string, cert *x509.Certifica
 	}
 	return "", nil
 }
+
+// ImportP12 imports a PKCS#12 file as given (its friendlyName becomes the
+// nickname), the way OpenShift's external-endpoint recipe does. The file
+// and the password file are written 0600 in a private temporary directory.
+func (d *DB) ImportP12(ctx context.Context, p12 []byte, password string) error {
+	dir, err := os.MkdirTemp("", "ipsecca-nss-")
+	if err != nil {
+		return fmt.Errorf("nssdb: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	p12File, pwFile := filepath.Join(dir, "bundle.p12"), filepath.Join(dir, "pw")
+	if err := os.WriteFile(p12File, p12, 0o600); err != nil {
+		return fmt.Errorf("nssdb: %w", err)
+	}
+	if err := os.WriteFile(pwFile, []byte(password), 0o600); err != nil {
+		return fmt.Errorf("nssdb: %w", err)
+	}
+	args := []string{"-i", p12File, "-d", d.spec(), "-w", pwFile}
+	if password == "" {
+		args = []string{"-i", p12File, "-d", d.spec(), "-W", ""}
+	}
+	_, err = d.run(ctx, "pk12util", args...)
+	return err
+}
+
+// SetTrust changes a nickname's trust flags (certutil -M).
+func (d *DB) SetTrust(ctx context.Context, nickname, trust string) error {
+	_, err := d.run(ctx, "certutil", "-M", "-d", d.spec(), "-n", nickname, "-t", trust)
+	return err
+}

@@ -34,6 +34,7 @@ type Authority interface {
 	RenewRoot(ctx context.Context, actor string) (*ca.Root, error)
 	RevokeNode(ctx context.Context, node, reason, actor string) (int, error)
 	CRL(ctx context.Context) ([]byte, error)
+	Record(ctx context.Context, ev store.Event) error
 }
 
 // Queries are the read-only store calls behind the admin listings.

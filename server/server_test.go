@@ -494,3 +494,32 @@ func TestModeGatesNodeCertificates(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateBundleIsAuditedWithoutSecrets(t *testing.T) {
+	c := startCA(t)
+	ctx := context.Background()
+	admin := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t)))
+	// A bundle that does not decode with the password given: the finding
+	// comes back and the audit record holds neither the password nor the p12.
+	resp, err := admin.ValidateBundle(ctx, &ipseccav1.ValidateBundleRequest{P12: []byte("not-a-p12-secret-bytes"), Password: "hunter2-secret",
+		CaPem: c.in.Authority.Root().CertPEM, Left: "node1.example.com", Right: "ext.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetOk() || resp.GetErrors() == 0 || resp.GetFindings()[0].GetCode() == "" {
+		t.Fatalf("response %+v", resp)
+	}
+	events, err := admin.ListEvents(ctx, &ipseccav1.ListEventsRequest{Type: "bundle.validated"})
+	if err != nil || len(events.GetEvents()) != 1 {
+		t.Fatalf("audit: %v %v", events, err)
+	}
+	rec := events.GetEvents()[0].String()
+	if strings.Contains(rec, "hunter2") || strings.Contains(rec, "secret-bytes") || !strings.Contains(rec, "ext.example.com") {
+		t.Fatalf("audit record %s", rec)
+	}
+	// Node certificates cannot call it.
+	node := c.enrollNode(t, "node-a")
+	if _, err := ipseccav1.NewAdminServiceClient(c.conn(t, node)).ValidateBundle(ctx, &ipseccav1.ValidateBundleRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("node calling ValidateBundle: %v", err)
+	}
+}

@@ -146,6 +146,7 @@ const (
 	EventRotationOverdue   = "rotation.overdue"
 	EventInventoryChanged  = "node.inventory_changed"
 	EventNodeRevoked       = "node.revoked"
+	EventBundleValidated   = "bundle.validated"
 )
 
 // Issuance is everything one certificate issue commits atomically: the

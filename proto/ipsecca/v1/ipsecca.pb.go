@@ -2361,6 +2361,277 @@ func (x *RevokeNodeResponse) GetRevoked() int32 {
 	return 0
 }
 
+type ValidateBundleRequest struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	P12          []byte                 `protobuf:"bytes,1,opt,name=p12,proto3" json:"p12,omitempty"`
+	Password     string                 `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	CaPem        []byte                 `protobuf:"bytes,3,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	RightCertPem []byte                 `protobuf:"bytes,4,opt,name=right_cert_pem,json=rightCertPem,proto3" json:"right_cert_pem,omitempty"`
+	Left         string                 `protobuf:"bytes,5,opt,name=left,proto3" json:"left,omitempty"`
+	Right        string                 `protobuf:"bytes,6,opt,name=right,proto3" json:"right,omitempty"`
+	RightSubnet  string                 `protobuf:"bytes,7,opt,name=right_subnet,json=rightSubnet,proto3" json:"right_subnet,omitempty"`
+	// transport (default) or tunnel.
+	Type string `protobuf:"bytes,8,opt,name=type,proto3" json:"type,omitempty"`
+	// NSS nickname the policy names; left_server by default.
+	Leftcert      string `protobuf:"bytes,9,opt,name=leftcert,proto3" json:"leftcert,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ValidateBundleRequest) Reset() {
+	*x = ValidateBundleRequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ValidateBundleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ValidateBundleRequest) ProtoMessage() {}
+
+func (x *ValidateBundleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ValidateBundleRequest.ProtoReflect.Descriptor instead.
+func (*ValidateBundleRequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ValidateBundleRequest) GetP12() []byte {
+	if x != nil {
+		return x.P12
+	}
+	return nil
+}
+
+func (x *ValidateBundleRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+func (x *ValidateBundleRequest) GetCaPem() []byte {
+	if x != nil {
+		return x.CaPem
+	}
+	return nil
+}
+
+func (x *ValidateBundleRequest) GetRightCertPem() []byte {
+	if x != nil {
+		return x.RightCertPem
+	}
+	return nil
+}
+
+func (x *ValidateBundleRequest) GetLeft() string {
+	if x != nil {
+		return x.Left
+	}
+	return ""
+}
+
+func (x *ValidateBundleRequest) GetRight() string {
+	if x != nil {
+		return x.Right
+	}
+	return ""
+}
+
+func (x *ValidateBundleRequest) GetRightSubnet() string {
+	if x != nil {
+		return x.RightSubnet
+	}
+	return ""
+}
+
+func (x *ValidateBundleRequest) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *ValidateBundleRequest) GetLeftcert() string {
+	if x != nil {
+		return x.Leftcert
+	}
+	return ""
+}
+
+type BundleFinding struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Code  string                 `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	// error or warning.
+	Severity      string `protobuf:"bytes,2,opt,name=severity,proto3" json:"severity,omitempty"`
+	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	Subject       string `protobuf:"bytes,4,opt,name=subject,proto3" json:"subject,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BundleFinding) Reset() {
+	*x = BundleFinding{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BundleFinding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BundleFinding) ProtoMessage() {}
+
+func (x *BundleFinding) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BundleFinding.ProtoReflect.Descriptor instead.
+func (*BundleFinding) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *BundleFinding) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *BundleFinding) GetSeverity() string {
+	if x != nil {
+		return x.Severity
+	}
+	return ""
+}
+
+func (x *BundleFinding) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *BundleFinding) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+type ValidateBundleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Findings      []*BundleFinding       `protobuf:"bytes,1,rep,name=findings,proto3" json:"findings,omitempty"`
+	Errors        int32                  `protobuf:"varint,2,opt,name=errors,proto3" json:"errors,omitempty"`
+	Warnings      int32                  `protobuf:"varint,3,opt,name=warnings,proto3" json:"warnings,omitempty"`
+	Ok            bool                   `protobuf:"varint,4,opt,name=ok,proto3" json:"ok,omitempty"`
+	LeafSubject   string                 `protobuf:"bytes,5,opt,name=leaf_subject,json=leafSubject,proto3" json:"leaf_subject,omitempty"`
+	LeafSerial    string                 `protobuf:"bytes,6,opt,name=leaf_serial,json=leafSerial,proto3" json:"leaf_serial,omitempty"`
+	Nickname      string                 `protobuf:"bytes,7,opt,name=nickname,proto3" json:"nickname,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ValidateBundleResponse) Reset() {
+	*x = ValidateBundleResponse{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ValidateBundleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ValidateBundleResponse) ProtoMessage() {}
+
+func (x *ValidateBundleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ValidateBundleResponse.ProtoReflect.Descriptor instead.
+func (*ValidateBundleResponse) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ValidateBundleResponse) GetFindings() []*BundleFinding {
+	if x != nil {
+		return x.Findings
+	}
+	return nil
+}
+
+func (x *ValidateBundleResponse) GetErrors() int32 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *ValidateBundleResponse) GetWarnings() int32 {
+	if x != nil {
+		return x.Warnings
+	}
+	return 0
+}
+
+func (x *ValidateBundleResponse) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *ValidateBundleResponse) GetLeafSubject() string {
+	if x != nil {
+		return x.LeafSubject
+	}
+	return ""
+}
+
+func (x *ValidateBundleResponse) GetLeafSerial() string {
+	if x != nil {
+		return x.LeafSerial
+	}
+	return ""
+}
+
+func (x *ValidateBundleResponse) GetNickname() string {
+	if x != nil {
+		return x.Nickname
+	}
+	return ""
+}
+
 var File_proto_ipsecca_v1_ipsecca_proto protoreflect.FileDescriptor
 
 const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
@@ -2535,14 +2806,38 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\".\n" +
 	"\x12RevokeNodeResponse\x12\x18\n" +
-	"\arevoked\x18\x01 \x01(\x05R\arevoked2\x9e\x03\n" +
+	"\arevoked\x18\x01 \x01(\x05R\arevoked\"\xff\x01\n" +
+	"\x15ValidateBundleRequest\x12\x10\n" +
+	"\x03p12\x18\x01 \x01(\fR\x03p12\x12\x1a\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\x12\x15\n" +
+	"\x06ca_pem\x18\x03 \x01(\fR\x05caPem\x12$\n" +
+	"\x0eright_cert_pem\x18\x04 \x01(\fR\frightCertPem\x12\x12\n" +
+	"\x04left\x18\x05 \x01(\tR\x04left\x12\x14\n" +
+	"\x05right\x18\x06 \x01(\tR\x05right\x12!\n" +
+	"\fright_subnet\x18\a \x01(\tR\vrightSubnet\x12\x12\n" +
+	"\x04type\x18\b \x01(\tR\x04type\x12\x1a\n" +
+	"\bleftcert\x18\t \x01(\tR\bleftcert\"s\n" +
+	"\rBundleFinding\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\x12\x1a\n" +
+	"\bseverity\x18\x02 \x01(\tR\bseverity\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12\x18\n" +
+	"\asubject\x18\x04 \x01(\tR\asubject\"\xf3\x01\n" +
+	"\x16ValidateBundleResponse\x125\n" +
+	"\bfindings\x18\x01 \x03(\v2\x19.ipsecca.v1.BundleFindingR\bfindings\x12\x16\n" +
+	"\x06errors\x18\x02 \x01(\x05R\x06errors\x12\x1a\n" +
+	"\bwarnings\x18\x03 \x01(\x05R\bwarnings\x12\x0e\n" +
+	"\x02ok\x18\x04 \x01(\bR\x02ok\x12!\n" +
+	"\fleaf_subject\x18\x05 \x01(\tR\vleafSubject\x12\x1f\n" +
+	"\vleaf_serial\x18\x06 \x01(\tR\n" +
+	"leafSerial\x12\x1a\n" +
+	"\bnickname\x18\a \x01(\tR\bnickname2\x9e\x03\n" +
 	"\vNodeService\x12>\n" +
 	"\x06Enroll\x12\x19.ipsecca.v1.EnrollRequest\x1a\x19.ipsecca.v1.IssueResponse\x12<\n" +
 	"\x05Renew\x12\x18.ipsecca.v1.RenewRequest\x1a\x19.ipsecca.v1.IssueResponse\x12C\n" +
 	"\vGetCABundle\x12\x1e.ipsecca.v1.GetCABundleRequest\x1a\x14.ipsecca.v1.CABundle\x12:\n" +
 	"\x05Watch\x12\x18.ipsecca.v1.WatchRequest\x1a\x15.ipsecca.v1.NodeEvent0\x01\x12Z\n" +
 	"\x0fReportInventory\x12\".ipsecca.v1.ReportInventoryRequest\x1a#.ipsecca.v1.ReportInventoryResponse\x124\n" +
-	"\x06GetCRL\x12\x19.ipsecca.v1.GetCRLRequest\x1a\x0f.ipsecca.v1.CRL2\xa6\a\n" +
+	"\x06GetCRL\x12\x19.ipsecca.v1.GetCRLRequest\x1a\x0f.ipsecca.v1.CRL2\xff\a\n" +
 	"\fAdminService\x12N\n" +
 	"\vCreateToken\x12\x1e.ipsecca.v1.CreateTokenRequest\x1a\x1f.ipsecca.v1.CreateTokenResponse\x12Q\n" +
 	"\fCreateTokens\x12\x1f.ipsecca.v1.CreateTokensRequest\x1a .ipsecca.v1.CreateTokensResponse\x12]\n" +
@@ -2557,7 +2852,8 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\x05GetCA\x12\x18.ipsecca.v1.GetCARequest\x1a\x19.ipsecca.v1.GetCAResponse\x12@\n" +
 	"\aRenewCA\x12\x1a.ipsecca.v1.RenewCARequest\x1a\x19.ipsecca.v1.GetCAResponse\x12K\n" +
 	"\n" +
-	"RevokeNode\x12\x1d.ipsecca.v1.RevokeNodeRequest\x1a\x1e.ipsecca.v1.RevokeNodeResponseB7Z5github.com/ipsecca/ipsecca/proto/ipsecca/v1;ipseccav1b\x06proto3"
+	"RevokeNode\x12\x1d.ipsecca.v1.RevokeNodeRequest\x1a\x1e.ipsecca.v1.RevokeNodeResponse\x12W\n" +
+	"\x0eValidateBundle\x12!.ipsecca.v1.ValidateBundleRequest\x1a\".ipsecca.v1.ValidateBundleResponseB7Z5github.com/ipsecca/ipsecca/proto/ipsecca/v1;ipseccav1b\x06proto3"
 
 var (
 	file_proto_ipsecca_v1_ipsecca_proto_rawDescOnce sync.Once
@@ -2572,7 +2868,7 @@ func file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_ipsecca_v1_ipsecca_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proto_ipsecca_v1_ipsecca_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_proto_ipsecca_v1_ipsecca_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_proto_ipsecca_v1_ipsecca_proto_goTypes = []any{
 	(NodeEvent_Kind)(0),              // 0: ipsecca.v1.NodeEvent.Kind
 	(*EnrollRequest)(nil),            // 1: ipsecca.v1.EnrollRequest
@@ -2614,84 +2910,90 @@ var file_proto_ipsecca_v1_ipsecca_proto_goTypes = []any{
 	(*CRL)(nil),                      // 37: ipsecca.v1.CRL
 	(*RevokeNodeRequest)(nil),        // 38: ipsecca.v1.RevokeNodeRequest
 	(*RevokeNodeResponse)(nil),       // 39: ipsecca.v1.RevokeNodeResponse
-	nil,                              // 40: ipsecca.v1.Event.DetailEntry
-	(*durationpb.Duration)(nil),      // 41: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 42: google.protobuf.Timestamp
+	(*ValidateBundleRequest)(nil),    // 40: ipsecca.v1.ValidateBundleRequest
+	(*BundleFinding)(nil),            // 41: ipsecca.v1.BundleFinding
+	(*ValidateBundleResponse)(nil),   // 42: ipsecca.v1.ValidateBundleResponse
+	nil,                              // 43: ipsecca.v1.Event.DetailEntry
+	(*durationpb.Duration)(nil),      // 44: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 45: google.protobuf.Timestamp
 }
 var file_proto_ipsecca_v1_ipsecca_proto_depIdxs = []int32{
 	10, // 0: ipsecca.v1.IssueResponse.certificate:type_name -> ipsecca.v1.Certificate
-	41, // 1: ipsecca.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	42, // 2: ipsecca.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	44, // 1: ipsecca.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	45, // 2: ipsecca.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	6,  // 3: ipsecca.v1.CreateTokensRequest.requests:type_name -> ipsecca.v1.CreateTokenRequest
 	7,  // 4: ipsecca.v1.CreateTokensResponse.tokens:type_name -> ipsecca.v1.CreateTokenResponse
-	42, // 5: ipsecca.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
-	42, // 6: ipsecca.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
-	42, // 7: ipsecca.v1.Certificate.rotate_after:type_name -> google.protobuf.Timestamp
-	42, // 8: ipsecca.v1.Certificate.issued_at:type_name -> google.protobuf.Timestamp
-	42, // 9: ipsecca.v1.ListCertificatesRequest.due_before:type_name -> google.protobuf.Timestamp
+	45, // 5: ipsecca.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
+	45, // 6: ipsecca.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
+	45, // 7: ipsecca.v1.Certificate.rotate_after:type_name -> google.protobuf.Timestamp
+	45, // 8: ipsecca.v1.Certificate.issued_at:type_name -> google.protobuf.Timestamp
+	45, // 9: ipsecca.v1.ListCertificatesRequest.due_before:type_name -> google.protobuf.Timestamp
 	10, // 10: ipsecca.v1.ListCertificatesResponse.certificates:type_name -> ipsecca.v1.Certificate
-	42, // 11: ipsecca.v1.Event.time:type_name -> google.protobuf.Timestamp
-	40, // 12: ipsecca.v1.Event.detail:type_name -> ipsecca.v1.Event.DetailEntry
-	42, // 13: ipsecca.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
-	42, // 14: ipsecca.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
+	45, // 11: ipsecca.v1.Event.time:type_name -> google.protobuf.Timestamp
+	43, // 12: ipsecca.v1.Event.detail:type_name -> ipsecca.v1.Event.DetailEntry
+	45, // 13: ipsecca.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	45, // 14: ipsecca.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
 	14, // 15: ipsecca.v1.ListEventsResponse.events:type_name -> ipsecca.v1.Event
 	0,  // 16: ipsecca.v1.NodeEvent.kind:type_name -> ipsecca.v1.NodeEvent.Kind
-	42, // 17: ipsecca.v1.NodeEvent.rotate_after:type_name -> google.protobuf.Timestamp
-	42, // 18: ipsecca.v1.InventoryEntry.not_after:type_name -> google.protobuf.Timestamp
+	45, // 17: ipsecca.v1.NodeEvent.rotate_after:type_name -> google.protobuf.Timestamp
+	45, // 18: ipsecca.v1.InventoryEntry.not_after:type_name -> google.protobuf.Timestamp
 	19, // 19: ipsecca.v1.ReportInventoryRequest.entries:type_name -> ipsecca.v1.InventoryEntry
-	41, // 20: ipsecca.v1.RotateRequest.spread:type_name -> google.protobuf.Duration
-	42, // 21: ipsecca.v1.ScheduleEntry.due_at:type_name -> google.protobuf.Timestamp
-	42, // 22: ipsecca.v1.ScheduleEntry.not_after:type_name -> google.protobuf.Timestamp
+	44, // 20: ipsecca.v1.RotateRequest.spread:type_name -> google.protobuf.Duration
+	45, // 21: ipsecca.v1.ScheduleEntry.due_at:type_name -> google.protobuf.Timestamp
+	45, // 22: ipsecca.v1.ScheduleEntry.not_after:type_name -> google.protobuf.Timestamp
 	26, // 23: ipsecca.v1.ListScheduleResponse.entries:type_name -> ipsecca.v1.ScheduleEntry
 	10, // 24: ipsecca.v1.Node.current:type_name -> ipsecca.v1.Certificate
 	19, // 25: ipsecca.v1.Node.inventory:type_name -> ipsecca.v1.InventoryEntry
-	42, // 26: ipsecca.v1.Node.inventory_reported_at:type_name -> google.protobuf.Timestamp
+	45, // 26: ipsecca.v1.Node.inventory_reported_at:type_name -> google.protobuf.Timestamp
 	29, // 27: ipsecca.v1.ListNodesResponse.nodes:type_name -> ipsecca.v1.Node
-	42, // 28: ipsecca.v1.RootInfo.not_before:type_name -> google.protobuf.Timestamp
-	42, // 29: ipsecca.v1.RootInfo.not_after:type_name -> google.protobuf.Timestamp
+	45, // 28: ipsecca.v1.RootInfo.not_before:type_name -> google.protobuf.Timestamp
+	45, // 29: ipsecca.v1.RootInfo.not_after:type_name -> google.protobuf.Timestamp
 	33, // 30: ipsecca.v1.GetCAResponse.roots:type_name -> ipsecca.v1.RootInfo
-	42, // 31: ipsecca.v1.CRL.next_update:type_name -> google.protobuf.Timestamp
-	1,  // 32: ipsecca.v1.NodeService.Enroll:input_type -> ipsecca.v1.EnrollRequest
-	2,  // 33: ipsecca.v1.NodeService.Renew:input_type -> ipsecca.v1.RenewRequest
-	4,  // 34: ipsecca.v1.NodeService.GetCABundle:input_type -> ipsecca.v1.GetCABundleRequest
-	17, // 35: ipsecca.v1.NodeService.Watch:input_type -> ipsecca.v1.WatchRequest
-	20, // 36: ipsecca.v1.NodeService.ReportInventory:input_type -> ipsecca.v1.ReportInventoryRequest
-	36, // 37: ipsecca.v1.NodeService.GetCRL:input_type -> ipsecca.v1.GetCRLRequest
-	6,  // 38: ipsecca.v1.AdminService.CreateToken:input_type -> ipsecca.v1.CreateTokenRequest
-	8,  // 39: ipsecca.v1.AdminService.CreateTokens:input_type -> ipsecca.v1.CreateTokensRequest
-	11, // 40: ipsecca.v1.AdminService.ListCertificates:input_type -> ipsecca.v1.ListCertificatesRequest
-	13, // 41: ipsecca.v1.AdminService.GetCertificate:input_type -> ipsecca.v1.GetCertificateRequest
-	15, // 42: ipsecca.v1.AdminService.ListEvents:input_type -> ipsecca.v1.ListEventsRequest
-	22, // 43: ipsecca.v1.AdminService.VerifyAudit:input_type -> ipsecca.v1.VerifyAuditRequest
-	24, // 44: ipsecca.v1.AdminService.Rotate:input_type -> ipsecca.v1.RotateRequest
-	27, // 45: ipsecca.v1.AdminService.ListSchedule:input_type -> ipsecca.v1.ListScheduleRequest
-	30, // 46: ipsecca.v1.AdminService.ListNodes:input_type -> ipsecca.v1.ListNodesRequest
-	32, // 47: ipsecca.v1.AdminService.GetCA:input_type -> ipsecca.v1.GetCARequest
-	35, // 48: ipsecca.v1.AdminService.RenewCA:input_type -> ipsecca.v1.RenewCARequest
-	38, // 49: ipsecca.v1.AdminService.RevokeNode:input_type -> ipsecca.v1.RevokeNodeRequest
-	3,  // 50: ipsecca.v1.NodeService.Enroll:output_type -> ipsecca.v1.IssueResponse
-	3,  // 51: ipsecca.v1.NodeService.Renew:output_type -> ipsecca.v1.IssueResponse
-	5,  // 52: ipsecca.v1.NodeService.GetCABundle:output_type -> ipsecca.v1.CABundle
-	18, // 53: ipsecca.v1.NodeService.Watch:output_type -> ipsecca.v1.NodeEvent
-	21, // 54: ipsecca.v1.NodeService.ReportInventory:output_type -> ipsecca.v1.ReportInventoryResponse
-	37, // 55: ipsecca.v1.NodeService.GetCRL:output_type -> ipsecca.v1.CRL
-	7,  // 56: ipsecca.v1.AdminService.CreateToken:output_type -> ipsecca.v1.CreateTokenResponse
-	9,  // 57: ipsecca.v1.AdminService.CreateTokens:output_type -> ipsecca.v1.CreateTokensResponse
-	12, // 58: ipsecca.v1.AdminService.ListCertificates:output_type -> ipsecca.v1.ListCertificatesResponse
-	10, // 59: ipsecca.v1.AdminService.GetCertificate:output_type -> ipsecca.v1.Certificate
-	16, // 60: ipsecca.v1.AdminService.ListEvents:output_type -> ipsecca.v1.ListEventsResponse
-	23, // 61: ipsecca.v1.AdminService.VerifyAudit:output_type -> ipsecca.v1.VerifyAuditResponse
-	25, // 62: ipsecca.v1.AdminService.Rotate:output_type -> ipsecca.v1.RotateResponse
-	28, // 63: ipsecca.v1.AdminService.ListSchedule:output_type -> ipsecca.v1.ListScheduleResponse
-	31, // 64: ipsecca.v1.AdminService.ListNodes:output_type -> ipsecca.v1.ListNodesResponse
-	34, // 65: ipsecca.v1.AdminService.GetCA:output_type -> ipsecca.v1.GetCAResponse
-	34, // 66: ipsecca.v1.AdminService.RenewCA:output_type -> ipsecca.v1.GetCAResponse
-	39, // 67: ipsecca.v1.AdminService.RevokeNode:output_type -> ipsecca.v1.RevokeNodeResponse
-	50, // [50:68] is the sub-list for method output_type
-	32, // [32:50] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	45, // 31: ipsecca.v1.CRL.next_update:type_name -> google.protobuf.Timestamp
+	41, // 32: ipsecca.v1.ValidateBundleResponse.findings:type_name -> ipsecca.v1.BundleFinding
+	1,  // 33: ipsecca.v1.NodeService.Enroll:input_type -> ipsecca.v1.EnrollRequest
+	2,  // 34: ipsecca.v1.NodeService.Renew:input_type -> ipsecca.v1.RenewRequest
+	4,  // 35: ipsecca.v1.NodeService.GetCABundle:input_type -> ipsecca.v1.GetCABundleRequest
+	17, // 36: ipsecca.v1.NodeService.Watch:input_type -> ipsecca.v1.WatchRequest
+	20, // 37: ipsecca.v1.NodeService.ReportInventory:input_type -> ipsecca.v1.ReportInventoryRequest
+	36, // 38: ipsecca.v1.NodeService.GetCRL:input_type -> ipsecca.v1.GetCRLRequest
+	6,  // 39: ipsecca.v1.AdminService.CreateToken:input_type -> ipsecca.v1.CreateTokenRequest
+	8,  // 40: ipsecca.v1.AdminService.CreateTokens:input_type -> ipsecca.v1.CreateTokensRequest
+	11, // 41: ipsecca.v1.AdminService.ListCertificates:input_type -> ipsecca.v1.ListCertificatesRequest
+	13, // 42: ipsecca.v1.AdminService.GetCertificate:input_type -> ipsecca.v1.GetCertificateRequest
+	15, // 43: ipsecca.v1.AdminService.ListEvents:input_type -> ipsecca.v1.ListEventsRequest
+	22, // 44: ipsecca.v1.AdminService.VerifyAudit:input_type -> ipsecca.v1.VerifyAuditRequest
+	24, // 45: ipsecca.v1.AdminService.Rotate:input_type -> ipsecca.v1.RotateRequest
+	27, // 46: ipsecca.v1.AdminService.ListSchedule:input_type -> ipsecca.v1.ListScheduleRequest
+	30, // 47: ipsecca.v1.AdminService.ListNodes:input_type -> ipsecca.v1.ListNodesRequest
+	32, // 48: ipsecca.v1.AdminService.GetCA:input_type -> ipsecca.v1.GetCARequest
+	35, // 49: ipsecca.v1.AdminService.RenewCA:input_type -> ipsecca.v1.RenewCARequest
+	38, // 50: ipsecca.v1.AdminService.RevokeNode:input_type -> ipsecca.v1.RevokeNodeRequest
+	40, // 51: ipsecca.v1.AdminService.ValidateBundle:input_type -> ipsecca.v1.ValidateBundleRequest
+	3,  // 52: ipsecca.v1.NodeService.Enroll:output_type -> ipsecca.v1.IssueResponse
+	3,  // 53: ipsecca.v1.NodeService.Renew:output_type -> ipsecca.v1.IssueResponse
+	5,  // 54: ipsecca.v1.NodeService.GetCABundle:output_type -> ipsecca.v1.CABundle
+	18, // 55: ipsecca.v1.NodeService.Watch:output_type -> ipsecca.v1.NodeEvent
+	21, // 56: ipsecca.v1.NodeService.ReportInventory:output_type -> ipsecca.v1.ReportInventoryResponse
+	37, // 57: ipsecca.v1.NodeService.GetCRL:output_type -> ipsecca.v1.CRL
+	7,  // 58: ipsecca.v1.AdminService.CreateToken:output_type -> ipsecca.v1.CreateTokenResponse
+	9,  // 59: ipsecca.v1.AdminService.CreateTokens:output_type -> ipsecca.v1.CreateTokensResponse
+	12, // 60: ipsecca.v1.AdminService.ListCertificates:output_type -> ipsecca.v1.ListCertificatesResponse
+	10, // 61: ipsecca.v1.AdminService.GetCertificate:output_type -> ipsecca.v1.Certificate
+	16, // 62: ipsecca.v1.AdminService.ListEvents:output_type -> ipsecca.v1.ListEventsResponse
+	23, // 63: ipsecca.v1.AdminService.VerifyAudit:output_type -> ipsecca.v1.VerifyAuditResponse
+	25, // 64: ipsecca.v1.AdminService.Rotate:output_type -> ipsecca.v1.RotateResponse
+	28, // 65: ipsecca.v1.AdminService.ListSchedule:output_type -> ipsecca.v1.ListScheduleResponse
+	31, // 66: ipsecca.v1.AdminService.ListNodes:output_type -> ipsecca.v1.ListNodesResponse
+	34, // 67: ipsecca.v1.AdminService.GetCA:output_type -> ipsecca.v1.GetCAResponse
+	34, // 68: ipsecca.v1.AdminService.RenewCA:output_type -> ipsecca.v1.GetCAResponse
+	39, // 69: ipsecca.v1.AdminService.RevokeNode:output_type -> ipsecca.v1.RevokeNodeResponse
+	42, // 70: ipsecca.v1.AdminService.ValidateBundle:output_type -> ipsecca.v1.ValidateBundleResponse
+	52, // [52:71] is the sub-list for method output_type
+	33, // [33:52] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_proto_ipsecca_v1_ipsecca_proto_init() }
@@ -2705,7 +3007,7 @@ func file_proto_ipsecca_v1_ipsecca_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_ipsecca_v1_ipsecca_proto_rawDesc), len(file_proto_ipsecca_v1_ipsecca_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   40,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -354,6 +354,7 @@ const (
 	AdminService_GetCA_FullMethodName            = "/ipsecca.v1.AdminService/GetCA"
 	AdminService_RenewCA_FullMethodName          = "/ipsecca.v1.AdminService/RenewCA"
 	AdminService_RevokeNode_FullMethodName       = "/ipsecca.v1.AdminService/RevokeNode"
+	AdminService_ValidateBundle_FullMethodName   = "/ipsecca.v1.AdminService/ValidateBundle"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -389,6 +390,10 @@ type AdminServiceClient interface {
 	// RevokeNode revokes every unexpired certificate of a node; its Watch
 	// streams are told. Re-admitting the node takes a new token.
 	RevokeNode(ctx context.Context, in *RevokeNodeRequest, opts ...grpc.CallOption) (*RevokeNodeResponse, error)
+	// ValidateBundle checks an external endpoint bundle (PKCS#12 + CA) like
+	// `ipsecca bundle validate`; the decision is audited without the
+	// password or key.
+	ValidateBundle(ctx context.Context, in *ValidateBundleRequest, opts ...grpc.CallOption) (*ValidateBundleResponse, error)
 }
 
 type adminServiceClient struct {
@@ -519,6 +524,16 @@ func (c *adminServiceClient) RevokeNode(ctx context.Context, in *RevokeNodeReque
 	return out, nil
 }
 
+func (c *adminServiceClient) ValidateBundle(ctx context.Context, in *ValidateBundleRequest, opts ...grpc.CallOption) (*ValidateBundleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ValidateBundleResponse)
+	err := c.cc.Invoke(ctx, AdminService_ValidateBundle_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -552,6 +567,10 @@ type AdminServiceServer interface {
 	// RevokeNode revokes every unexpired certificate of a node; its Watch
 	// streams are told. Re-admitting the node takes a new token.
 	RevokeNode(context.Context, *RevokeNodeRequest) (*RevokeNodeResponse, error)
+	// ValidateBundle checks an external endpoint bundle (PKCS#12 + CA) like
+	// `ipsecca bundle validate`; the decision is audited without the
+	// password or key.
+	ValidateBundle(context.Context, *ValidateBundleRequest) (*ValidateBundleResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -597,6 +616,9 @@ func (UnimplementedAdminServiceServer) RenewCA(context.Context, *RenewCARequest)
 }
 func (UnimplementedAdminServiceServer) RevokeNode(context.Context, *RevokeNodeRequest) (*RevokeNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeNode not implemented")
+}
+func (UnimplementedAdminServiceServer) ValidateBundle(context.Context, *ValidateBundleRequest) (*ValidateBundleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ValidateBundle not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -835,6 +857,24 @@ func _AdminService_RevokeNode_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ValidateBundle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ValidateBundleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ValidateBundle(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ValidateBundle_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ValidateBundle(ctx, req.(*ValidateBundleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -889,6 +929,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeNode",
 			Handler:    _AdminService_RevokeNode_Handler,
+		},
+		{
+			MethodName: "ValidateBundle",
+			Handler:    _AdminService_ValidateBundle_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
