@@ -1,0 +1,592 @@
+// Command bench measures ipsecca in one run: the in-process signing limit,
+// then the real `ipsecca serve` binary under enrolment and renewal load
+// over gRPC+TLS with every certificate fsynced, the store at scale, and a
+// fleet enrolling at once. `make bench` runs it; BENCHMARKS.md records
+// the figures.
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/ipsecca/ipsecca/ca"
+	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
+	"github.com/ipsecca/ipsecca/store"
+	"github.com/ipsecca/ipsecca/store/bolt"
+)
+
+type config struct {
+	binary      string
+	quick       bool
+	concurrency []int
+	duration    time.Duration
+	keyType     string
+	storeSizes  []int
+	fleet       int
+	jsonOut     string
+}
+
+// row is one line of the results table.
+type row struct {
+	Name    string  `json:"name"`
+	Rate    float64 `json:"per_second,omitempty"`
+	P50     float64 `json:"p50_ms,omitempty"`
+	P99     float64 `json:"p99_ms,omitempty"`
+	Ratio   float64 `json:"ratio_to_limit,omitempty"`
+	RSSMiB  float64 `json:"server_peak_rss_mib,omitempty"`
+	Value   string  `json:"value,omitempty"`
+	Comment string  `json:"comment,omitempty"`
+}
+
+func main() {
+	var c config
+	var conc, sizes string
+	flag.StringVar(&c.binary, "binary", "bin/ipsecca", "the ipsecca binary to benchmark")
+	flag.BoolVar(&c.quick, "quick", false, "a CI-sized run (under a minute)")
+	flag.StringVar(&conc, "concurrency", "1,16,64", "concurrent clients, comma-separated")
+	flag.DurationVar(&c.duration, "duration", 10*time.Second, "load duration per concurrency level")
+	flag.StringVar(&c.keyType, "ca-key-type", "ecdsa-p256", "the CA's key type")
+	flag.StringVar(&sizes, "store-size", "10000,1000000", "store sizes for the scale test, comma-separated (small first)")
+	flag.IntVar(&c.fleet, "fleet", 5000, "nodes enrolling at once")
+	flag.StringVar(&c.jsonOut, "json", "", "also write the results as JSON to this file")
+	flag.Parse()
+	if c.quick {
+		c.duration, sizes, c.fleet = 2*time.Second, "10000,50000", 500
+	}
+	for _, s := range strings.Split(conc, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			fatal("--concurrency %q: %v", conc, err)
+		}
+		c.concurrency = append(c.concurrency, n)
+	}
+	for _, s := range strings.Split(sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			fatal("--store-size %q: %v", sizes, err)
+		}
+		c.storeSizes = append(c.storeSizes, n)
+	}
+	if _, err := os.Stat(c.binary); err != nil {
+		fatal("binary %s: %v (run make build)", c.binary, err)
+	}
+	rows := run(c)
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "MEASURE\tPER SEC\tP50 ms\tP99 ms\tOF LIMIT\tSERVER RSS MiB\tVALUE\n")
+	for _, r := range rows {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, num(r.Rate, 0), num(r.P50, 2), num(r.P99, 2), pct(r.Ratio), num(r.RSSMiB, 0), r.Value)
+	}
+	w.Flush()
+	if c.jsonOut != "" {
+		b, _ := json.MarshalIndent(rows, "", "  ")
+		os.WriteFile(c.jsonOut, b, 0o644)
+	}
+}
+
+func num(v float64, prec int) string {
+	if v == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(v, 'f', prec, 64)
+}
+
+func pct(v float64) string {
+	if v == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%%", v*100)
+}
+
+func fatal(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", a...)
+	os.Exit(1)
+}
+
+func say(format string, a ...any) { fmt.Fprintf(os.Stderr, "# "+format+"\n", a...) }
+
+func run(c config) []row {
+	var rows []row
+	limit := inProcessLimit(c)
+	rows = append(rows, row{Name: "in-process limit (parse+verify CSR, sign leaf, " + strconv.Itoa(runtime.GOMAXPROCS(0)) + " cores)", Rate: limit})
+
+	srv := startServer(c, "")
+	defer srv.stop()
+	for _, n := range c.concurrency {
+		r := srv.enrolLoad(c, n)
+		r.Ratio = r.Rate / limit
+		rows = append(rows, r)
+	}
+	r := srv.renewLoad(c, c.concurrency[len(c.concurrency)-1])
+	r.Ratio = r.Rate / limit
+	rows = append(rows, r)
+	rows = append(rows, srv.fleet(c))
+	rows[len(rows)-1].RSSMiB = srv.peakRSS()
+	srv.stop()
+	rows = append(rows, scale(c)...)
+	return rows
+}
+
+// inProcessLimit measures what the CA's signing path can do on all cores
+// without storage or network: parse and verify a P-256 CSR, run the node
+// policy, sign the leaf under the node profile with the CA's key.
+func inProcessLimit(c config) float64 {
+	dir, _ := os.MkdirTemp("", "ipsecca-bench-")
+	defer os.RemoveAll(dir)
+	st, err := bolt.Open(dir)
+	if err != nil {
+		fatal("%v", err)
+	}
+	defer st.Close()
+	kt, err := ca.ParseKeyType(c.keyType)
+	if err != nil {
+		fatal("%v", err)
+	}
+	root, _, err := ca.Bootstrap(context.Background(), st, ca.RootConfig{KeyType: kt}, ca.ClockFunc(time.Now))
+	if err != nil {
+		fatal("%v", err)
+	}
+	csrs := makeCSRs(256, "node")
+	var done atomic.Int64
+	deadline := time.Now().Add(c.duration)
+	var wg sync.WaitGroup
+	for g := 0; g < runtime.GOMAXPROCS(0); g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; time.Now().Before(deadline); i++ {
+				p := csrs[i%len(csrs)]
+				csr, err := ca.ParseCSR(p.csr)
+				if err != nil {
+					fatal("%v", err)
+				}
+				if err := ca.Evaluate(ca.NodePolicy, &ca.Request{CSR: csr, Identity: ca.Identity{Node: p.name, CN: p.name}}); err != nil {
+					fatal("%v", err)
+				}
+				now := time.Now()
+				tmpl := &x509.Certificate{SerialNumber: new(big.Int).SetUint64(uint64(now.UnixNano())), Subject: pkix.Name{Organization: []string{"ipsecca"}, CommonName: p.name},
+					NotBefore: now, NotAfter: now.AddDate(5, 0, 0), DNSNames: []string{p.name}, KeyUsage: x509.KeyUsageDigitalSignature,
+					ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, AuthorityKeyId: root.Cert.SubjectKeyId}
+				if _, err := x509.CreateCertificate(rand.Reader, tmpl, root.Cert, csr.PublicKey, root.Signer); err != nil {
+					fatal("%v", err)
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	rate := float64(done.Load()) / c.duration.Seconds()
+	say("in-process limit: %.0f certs/s", rate)
+	return rate
+}
+
+type pending struct {
+	name  string
+	key   crypto.Signer
+	csr   []byte
+	token string
+}
+
+// makeCSRs makes n CSRs for <prefix>-<i>, over a pool of 64 P-256 keys
+// (the policy does not care which key; key generation is not measured).
+func makeCSRs(n int, prefix string) []*pending {
+	keys := make([]crypto.Signer, 64)
+	for i := range keys {
+		keys[i], _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
+	out := make([]*pending, n)
+	var wg sync.WaitGroup
+	for g := 0; g < runtime.GOMAXPROCS(0); g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; i < n; i += runtime.GOMAXPROCS(0) {
+				name := fmt.Sprintf("%s-%d", prefix, i)
+				k := keys[i%len(keys)]
+				der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: name}}, k)
+				if err != nil {
+					fatal("%v", err)
+				}
+				out[i] = &pending{name: name, key: k, csr: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})}
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// server is a running `ipsecca serve`.
+type server struct {
+	dir, addr string
+	cmd       *exec.Cmd
+	caPEM     []byte
+	admin     ipseccav1.AdminServiceClient
+	adminConn *grpc.ClientConn
+	seq       int
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fatal("%v", err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startServer runs the binary on dir (a fresh one when empty) with the
+// rate limits off, and returns once it answers health checks. The time
+// it took is in the returned server's startup.
+func startServer(c config, dir string) *server {
+	if dir == "" {
+		d, _ := os.MkdirTemp("", "ipsecca-bench-srv-")
+		dir = filepath.Join(d, "ca")
+	}
+	s := &server{dir: dir, addr: freeAddr()}
+	s.cmd = exec.Command(c.binary, "serve", "--data-dir", dir, "--listen", s.addr, "--ca-key-type", c.keyType,
+		"--limit-global", "0", "--limit-per-node", "0", "--log-level", "error")
+	s.cmd.Stderr = os.Stderr
+	if err := s.cmd.Start(); err != nil {
+		fatal("%v", err)
+	}
+	s.waitHealthy()
+	return s
+}
+
+func (s *server) waitHealthy() time.Duration {
+	start := time.Now()
+	for time.Since(start) < 120*time.Second {
+		caPEM, err := os.ReadFile(filepath.Join(s.dir, "ca.pem"))
+		if err == nil {
+			conn := s.dial(caPEM, nil)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+			cancel()
+			conn.Close()
+			if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+				s.caPEM = caPEM
+				pair, err := tls.LoadX509KeyPair(filepath.Join(s.dir, "admin.pem"), filepath.Join(s.dir, "admin-key.pem"))
+				if err != nil {
+					fatal("%v", err)
+				}
+				s.adminConn = s.dial(caPEM, &pair)
+				s.admin = ipseccav1.NewAdminServiceClient(s.adminConn)
+				return time.Since(start)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	fatal("server on %s not healthy", s.dir)
+	return 0
+}
+
+func (s *server) dial(caPEM []byte, cert *tls.Certificate) *grpc.ClientConn {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	cfg := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		fatal("%v", err)
+	}
+	return conn
+}
+
+func (s *server) stop() {
+	if s.adminConn != nil {
+		s.adminConn.Close()
+		s.adminConn = nil
+	}
+	if s.cmd != nil && s.cmd.ProcessState == nil {
+		s.cmd.Process.Signal(os.Interrupt)
+		s.cmd.Wait()
+	}
+}
+
+// peakRSS is the server's VmHWM in MiB.
+func (s *server) peakRSS() float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			f := strings.Fields(line)
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// tokens creates n nodes' tokens in bulk and returns their CSRs.
+func (s *server) tokens(n int) []*pending {
+	s.seq++
+	ps := makeCSRs(n, fmt.Sprintf("n%d", s.seq))
+	for i := 0; i < n; i += 10000 {
+		req := &ipseccav1.CreateTokensRequest{}
+		for _, p := range ps[i:min(i+10000, n)] {
+			req.Requests = append(req.Requests, &ipseccav1.CreateTokenRequest{Node: p.name, Ttl: durationpb.New(time.Hour)})
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+		resp, err := s.admin.CreateTokens(ctx, req)
+		cancel()
+		if err != nil {
+			fatal("create tokens: %v", err)
+		}
+		for j, t := range resp.GetTokens() {
+			ps[i+j].token = t.GetToken()
+		}
+	}
+	return ps
+}
+
+// load runs conc workers for d, each calling call(i) with a fresh index,
+// and returns the rate and latency percentiles in ms.
+func load(conc int, d time.Duration, max int, call func(worker, i int) error) (rate, p50, p99 float64, n int) {
+	var next atomic.Int64
+	lat := make([][]time.Duration, conc)
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				i := int(next.Add(1)) - 1
+				if i >= max {
+					return
+				}
+				t0 := time.Now()
+				if err := call(w, i); err != nil {
+					fatal("call %d: %v", i, err)
+				}
+				lat[w] = append(lat[w], time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	if len(all) == 0 {
+		return 0, 0, 0, 0
+	}
+	slices.Sort(all)
+	ms := func(q float64) float64 { return float64(all[int(q*float64(len(all)-1))]) / 1e6 }
+	return float64(len(all)) / elapsed.Seconds(), ms(0.5), ms(0.99), len(all)
+}
+
+// conns opens k connections for anonymous calls.
+func (s *server) conns(k int) []ipseccav1.NodeServiceClient {
+	out := make([]ipseccav1.NodeServiceClient, k)
+	for i := range out {
+		out[i] = ipseccav1.NewNodeServiceClient(s.dial(s.caPEM, nil))
+	}
+	return out
+}
+
+func (s *server) enrolLoad(c config, conc int) row {
+	// Enough tokens for the run at up to 15,000/s.
+	need := int(c.duration.Seconds()*15000) + conc
+	if conc == 1 {
+		need = int(c.duration.Seconds()*3000) + 1
+	}
+	ps := s.tokens(need)
+	clients := s.conns(conc/8 + 1)
+	rate, p50, p99, n := load(conc, c.duration, len(ps), func(w, i int) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, err := clients[w%len(clients)].Enroll(ctx, &ipseccav1.EnrollRequest{Token: ps[i].token, CsrPem: ps[i].csr})
+		return err
+	})
+	say("enrol at %d in flight: %.0f/s (%d certs), p50 %.2f ms, p99 %.2f ms", conc, rate, n, p50, p99)
+	return row{Name: fmt.Sprintf("enrol, %d in flight, %d conns, TLS, fsync", conc, conc/8+1), Rate: rate, P50: p50, P99: p99}
+}
+
+func (s *server) renewLoad(c config, conc int) row {
+	// A pool of enrolled nodes, each renewing with its own certificate on
+	// its own connection.
+	ps := s.tokens(conc * 4)
+	type node struct {
+		client ipseccav1.NodeServiceClient
+		csr    []byte
+	}
+	nodes := make([]node, len(ps))
+	anon := s.conns(4)
+	for i, p := range ps {
+		resp, err := anon[i%4].Enroll(context.Background(), &ipseccav1.EnrollRequest{Token: p.token, CsrPem: p.csr})
+		if err != nil {
+			fatal("enrol for renewal: %v", err)
+		}
+		b, _ := pem.Decode(resp.GetCertificate().GetCertificatePem())
+		cert := tls.Certificate{Certificate: [][]byte{b.Bytes}, PrivateKey: p.key}
+		nodes[i] = node{ipseccav1.NewNodeServiceClient(s.dial(s.caPEM, &cert)), p.csr}
+	}
+	rate, p50, p99, _ := load(conc, c.duration, 1<<30, func(w, i int) error {
+		nd := nodes[i%len(nodes)]
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, err := nd.client.Renew(ctx, &ipseccav1.RenewRequest{CsrPem: nd.csr})
+		return err
+	})
+	say("renew at %d in flight: %.0f/s, p50 %.2f ms, p99 %.2f ms", conc, rate, p50, p99)
+	return row{Name: fmt.Sprintf("renew over mTLS, %d in flight, %d nodes", conc, len(nodes)), Rate: rate, P50: p50, P99: p99}
+}
+
+// fleet enrols n nodes at once, each with its own key, token and TLS
+// connection, retrying with exponential backoff on Unavailable or
+// ResourceExhausted (at most 8 attempts).
+func (s *server) fleet(c config) row {
+	ps := s.tokens(c.fleet)
+	for i := range ps {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: ps[i].name}}, k)
+		ps[i].csr = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+	}
+	var retries, failed atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, p := range ps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn := s.dial(s.caPEM, nil)
+			defer conn.Close()
+			backoff := 100 * time.Millisecond
+			for attempt := 0; attempt < 8; attempt++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				_, err := ipseccav1.NewNodeServiceClient(conn).Enroll(ctx, &ipseccav1.EnrollRequest{Token: p.token, CsrPem: p.csr})
+				cancel()
+				if err == nil {
+					return
+				}
+				code := status.Code(err)
+				if code != codes.Unavailable && code != codes.ResourceExhausted && !errors.Is(err, context.DeadlineExceeded) {
+					failed.Add(1)
+					return
+				}
+				retries.Add(1)
+				time.Sleep(backoff)
+				backoff *= 2
+			}
+			failed.Add(1)
+		}()
+	}
+	wg.Wait()
+	took := time.Since(start)
+	say("fleet of %d: %s, %d retries, %d failed", c.fleet, took.Round(time.Millisecond), retries.Load(), failed.Load())
+	return row{Name: fmt.Sprintf("fleet: %d nodes at once (own key, token, TLS conn)", c.fleet), Rate: float64(c.fleet) / took.Seconds(),
+		Value: fmt.Sprintf("%s total, %d retries, %d failed", took.Round(time.Millisecond), retries.Load(), failed.Load())}
+}
+
+// scale fills stores of each size directly through the store package
+// (the product's own code), then measures the real server on them:
+// start-up until SERVING, the next 100 rotations, and RSS.
+func scale(c config) []row {
+	var rows []row
+	var baseRSS float64
+	for _, n := range c.storeSizes {
+		dir, _ := os.MkdirTemp("", "ipsecca-bench-scale-")
+		data := filepath.Join(dir, "ca")
+		if out, err := exec.Command(c.binary, "init", "--data-dir", data, "--ca-key-type", c.keyType, "--log-level", "error").CombinedOutput(); err != nil {
+			fatal("init: %v %s", err, out)
+		}
+		t0 := time.Now()
+		fill(data, n)
+		say("filled a store with %d certificates in %s", n, time.Since(t0).Round(time.Millisecond))
+		start := time.Now()
+		s := startServer(c, data)
+		startup := time.Since(start)
+		var lat []time.Duration
+		for i := 0; i < 50; i++ {
+			t := time.Now()
+			resp, err := s.admin.ListSchedule(context.Background(), &ipseccav1.ListScheduleRequest{Limit: 100})
+			if err != nil || len(resp.GetEntries()) != 100 {
+				fatal("schedule: %v", err)
+			}
+			lat = append(lat, time.Since(t))
+		}
+		slices.Sort(lat)
+		rss := s.peakRSS()
+		if baseRSS == 0 {
+			baseRSS = rss
+		}
+		s.stop()
+		os.RemoveAll(dir)
+		rows = append(rows, row{Name: fmt.Sprintf("store of %d certs: start-up to SERVING", n), Value: startup.Round(time.Millisecond).String(), RSSMiB: rss,
+			Comment: fmt.Sprintf("RSS %.1fx the smallest store's", rss/baseRSS)})
+		rows = append(rows, row{Name: fmt.Sprintf("store of %d certs: next 100 rotations (ListSchedule over gRPC)", n), P50: float64(lat[len(lat)/2]) / 1e6, P99: float64(lat[len(lat)*99/100]) / 1e6})
+		say("store %d: start-up %s, schedule p50 %s, RSS %.0f MiB", n, startup.Round(time.Millisecond), lat[len(lat)/2], rss)
+	}
+	return rows
+}
+
+// fill issues n synthetic node certificate records into the store in
+// dir, concurrently so group commit batches them.
+func fill(dir string, n int) {
+	st, err := bolt.Open(dir)
+	if err != nil {
+		fatal("%v", err)
+	}
+	defer st.Close()
+	t0 := time.Now().UTC().Truncate(time.Second)
+	der := make([]byte, 500) // about a P-256 certificate's size
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for g := 0; g < 512; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				nb := t0.Add(-time.Duration(i%(365*24)) * time.Hour)
+				name := fmt.Sprintf("fill-%d", i)
+				c := &store.Cert{Serial: fmt.Sprintf("f%031x", i), Kind: store.KindNode, Node: name, CommonName: name, Subject: "CN=" + name + ",O=ipsecca",
+					State: store.StateActive, NotBefore: nb, NotAfter: nb.AddDate(5, 0, 0), RotateAfter: ca.RotateAfter(nb, nb.AddDate(5, 0, 0)), IssuedAt: nb, IssuedVia: "bench", DER: der}
+				if err := st.Issue(context.Background(), store.Issuance{Cert: c, Event: store.Event{Time: nb, Type: store.EventEnrolled, Node: name, Serial: c.Serial}}); err != nil {
+					fatal("fill: %v", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
