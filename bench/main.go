@@ -19,8 +19,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,6 +57,7 @@ type config struct {
 	storeSizes  []int
 	fleet       int
 	jsonOut     string
+	cpuProfile  string
 }
 
 // row is one line of the results table.
@@ -80,6 +83,7 @@ func main() {
 	flag.StringVar(&sizes, "store-size", "10000,1000000", "store sizes for the scale test, comma-separated (small first)")
 	flag.IntVar(&c.fleet, "fleet", 5000, "nodes enrolling at once")
 	flag.StringVar(&c.jsonOut, "json", "", "also write the results as JSON to this file")
+	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write the server's CPU profile during the last enrolment run here (go tool pprof)")
 	flag.Parse()
 	if c.quick {
 		c.duration, sizes, c.fleet = 2*time.Second, "10000,50000", 500
@@ -248,6 +252,7 @@ func makeCSRs(n int, prefix string) []*pending {
 // server is a running `ipsecca serve`.
 type server struct {
 	dir, addr string
+	pprofAddr string
 	cmd       *exec.Cmd
 	caPEM     []byte
 	admin     ipseccav1.AdminServiceClient
@@ -272,9 +277,9 @@ func startServer(c config, dir string) *server {
 		d, _ := os.MkdirTemp("", "ipsecca-bench-srv-")
 		dir = filepath.Join(d, "ca")
 	}
-	s := &server{dir: dir, addr: freeAddr()}
+	s := &server{dir: dir, addr: freeAddr(), pprofAddr: freeAddr()}
 	s.cmd = exec.Command(c.binary, "serve", "--data-dir", dir, "--listen", s.addr, "--ca-key-type", c.keyType,
-		"--limit-global", "0", "--limit-per-node", "0", "--log-level", "error")
+		"--limit-global", "0", "--limit-per-node", "0", "--log-level", "error", "--pprof-listen", s.pprofAddr)
 	s.cmd.Stderr = os.Stderr
 	if err := s.cmd.Start(); err != nil {
 		fatal("%v", err)
@@ -429,6 +434,9 @@ func (s *server) enrolLoad(c config, conc int) row {
 	}
 	ps := s.tokens(need)
 	clients := s.conns(conc/8 + 1)
+	if c.cpuProfile != "" && conc == c.concurrency[len(c.concurrency)-1] {
+		go s.profile(c.cpuProfile, c.duration-time.Second)
+	}
 	rate, p50, p99, n := load(conc, c.duration, len(ps), func(w, i int) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -589,4 +597,17 @@ func fill(dir string, n int) {
 		}()
 	}
 	wg.Wait()
+}
+
+// profile saves the server's CPU profile over d.
+func (s *server) profile(file string, d time.Duration) {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.pprofAddr, max(int(d.Seconds()), 1)))
+	if err != nil {
+		say("profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	os.WriteFile(file, b, 0o644)
+	say("CPU profile written to %s", file)
 }

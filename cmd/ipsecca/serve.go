@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -166,7 +168,7 @@ directory it keeps the existing root and prints its fingerprint.`,
 
 func newServeCmd() *cobra.Command {
 	var f caFlags
-	var listen, metricsListen string
+	var listen, metricsListen, pprofListen string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the CA service (gRPC over TLS); creates the CA on first start",
@@ -191,6 +193,9 @@ func newServeCmd() *cobra.Command {
 					}
 				}()
 			}
+			if pprofListen != "" {
+				go servePprof(ctx, pprofListen, log)
+			}
 			err = in.Serve(ctx, lis)
 			log.Info("stopped")
 			return err
@@ -199,5 +204,21 @@ func newServeCmd() *cobra.Command {
 	f.register(cmd.Flags())
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8443", "address to serve gRPC on")
 	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", "address to serve Prometheus /metrics on (off when empty)")
+	cmd.Flags().StringVar(&pprofListen, "pprof-listen", "", "address to serve Go's /debug/pprof on, for profiling (off when empty; keep it on loopback)")
 	return cmd
+}
+
+// servePprof serves the Go profiler until ctx ends.
+func servePprof(ctx context.Context, addr string, log *slog.Logger) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { <-ctx.Done(); srv.Close() }()
+	log.Info("serving pprof", "addr", addr)
+	if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
+		log.Error("pprof server", "err", err)
+	}
 }

@@ -22,6 +22,8 @@
 //	    <serial>         -> ""   (revoked certificates, for the CRL)
 //	by_request/                                            (schema 2)
 //	    <Kubernetes CSR UID> -> serial issued for it
+//	active/                                                (schema 2)
+//	    <kind> 0x00 <node> -> serial of the node's active certificate of that kind
 //	nodes/                                                 (schema 2)
 //	    <node>           -> JSON store.NodeInfo (reported NSS inventory)
 //	names/
@@ -73,6 +75,7 @@ var (
 	bucketOverdueN = []byte("overdue")
 	bucketRevoked  = []byte("revoked")
 	bucketRequests = []byte("by_request")
+	bucketActive   = []byte("active")
 
 	keySchemaVersion = []byte("schema_version")
 	keyAuditHead     = []byte("audit_head")
@@ -93,7 +96,7 @@ var migrations = []func(tx *bbolt.Tx) error{
 	},
 	// 1 -> 2: rotation tracking and node inventory.
 	func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketOverdue, bucketNodes, bucketOverdueN, bucketRevoked, bucketRequests} {
+		for _, b := range [][]byte{bucketOverdue, bucketNodes, bucketOverdueN, bucketRevoked, bucketRequests, bucketActive} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -333,3 +336,10 @@ func (s *Store) Check() error {
 
 // Stat reports the size of the database file (for logs and metrics).
 func (s *Store) Stat() (os.FileInfo, error) { return os.Stat(s.db.Path()) }
+
+func activeKey(kind store.Kind, node string) []byte {
+	k := make([]byte, 0, len(kind)+1+len(node))
+	k = append(k, kind...)
+	k = append(k, 0)
+	return append(k, node...)
+}

@@ -57,7 +57,7 @@ func TestMigrations(t *testing.T) {
 			}
 		},
 		func(t *testing.T, tx *bbolt.Tx) { // 1 -> 2
-			for _, b := range [][]byte{bucketOverdue, bucketNodes, bucketOverdueN, bucketRevoked, bucketRequests} {
+			for _, b := range [][]byte{bucketOverdue, bucketNodes, bucketOverdueN, bucketRevoked, bucketRequests, bucketActive} {
 				if tx.Bucket(b) == nil {
 					t.Errorf("bucket %s missing after step 2", b)
 				}

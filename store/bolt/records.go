@@ -133,6 +133,9 @@ func (s *Store) Issue(ctx context.Context, is store.Issuance) error {
 		if err := tx.Bucket(bucketByNode).Put(nodeKey(c.Node, c.Serial), nil); err != nil {
 			return err
 		}
+		if err := tx.Bucket(bucketActive).Put(activeKey(c.Kind, c.Node), []byte(c.Serial)); err != nil {
+			return err
+		}
 		if is.RequestUID != "" {
 			if err := tx.Bucket(bucketRequests).Put([]byte(is.RequestUID), []byte(c.Serial)); err != nil {
 				return err
@@ -175,33 +178,32 @@ func (s *Store) Issue(ctx context.Context, is store.Issuance) error {
 	})
 }
 
-// supersede marks the node's active certificates of c's kind as superseded
-// by c, drops them from the rotation indexes and returns them.
+// supersede marks the node's active certificate of c's kind (found through
+// the active index, so the cost does not grow with the node's history) as
+// superseded by c, drops it from the rotation indexes and returns it.
 func supersede(tx *bbolt.Tx, c *store.Cert) ([]*store.Cert, error) {
-	certs := tx.Bucket(bucketCerts)
-	prefix := nodeKey(c.Node, "")
-	var out []*store.Cert
-	cur := tx.Bucket(bucketByNode).Cursor()
-	for k, _ := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Next() {
-		serial := k[len(prefix):]
-		old := new(store.Cert)
-		if err := getJSON(certs, serial, old); err != nil {
-			return nil, err
-		}
-		if old.Kind != c.Kind || old.State != store.StateActive {
-			continue
-		}
-		old.State = store.StateSuperseded
-		old.SupersededBy = c.Serial
-		if err := putJSON(certs, serial, old); err != nil {
-			return nil, err
-		}
-		if err := unindexRotation(tx, old); err != nil {
-			return nil, err
-		}
-		out = append(out, old)
+	active := tx.Bucket(bucketActive)
+	key := activeKey(c.Kind, c.Node)
+	serial := active.Get(key)
+	if serial == nil {
+		return nil, nil
 	}
-	return out, nil
+	old := new(store.Cert)
+	if err := getJSON(tx.Bucket(bucketCerts), serial, old); err != nil {
+		return nil, err
+	}
+	if old.State != store.StateActive {
+		return nil, nil
+	}
+	old.State = store.StateSuperseded
+	old.SupersededBy = c.Serial
+	if err := putJSON(tx.Bucket(bucketCerts), serial, old); err != nil {
+		return nil, err
+	}
+	if err := unindexRotation(tx, old); err != nil {
+		return nil, err
+	}
+	return []*store.Cert{old}, nil
 }
 
 // unindexRotation removes c from whichever rotation index holds it.

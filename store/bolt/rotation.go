@@ -136,26 +136,24 @@ func (s *Store) Reschedule(ctx context.Context, serial string, at time.Time, ev 
 
 // CurrentCert returns the node's newest active node certificate.
 func (s *Store) CurrentCert(_ context.Context, node string) (*store.Cert, error) {
-	var best *store.Cert
+	c := new(store.Cert)
 	err := s.view(func(tx *bbolt.Tx) error {
-		certs := tx.Bucket(bucketCerts)
-		prefix := nodeKey(node, "")
-		cur := tx.Bucket(bucketByNode).Cursor()
-		for k, _ := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Next() {
-			c := new(store.Cert)
-			if err := getJSON(certs, k[len(prefix):], c); err != nil {
-				return err
-			}
-			if c.Kind == store.KindNode && c.State == store.StateActive && (best == nil || c.IssuedAt.After(best.IssuedAt)) {
-				best = c
-			}
+		serial := tx.Bucket(bucketActive).Get(activeKey(store.KindNode, node))
+		if serial == nil {
+			return store.ErrNotFound
+		}
+		if err := getJSON(tx.Bucket(bucketCerts), serial, c); err != nil {
+			return err
+		}
+		if c.State != store.StateActive {
+			return store.ErrNotFound
 		}
 		return nil
 	})
-	if err == nil && best == nil {
-		err = store.ErrNotFound
+	if err != nil {
+		return nil, err
 	}
-	return best, err
+	return c, nil
 }
 
 // ActiveNodes returns the names of nodes with an active certificate, in order.
@@ -277,6 +275,9 @@ func (s *Store) RevokeNode(ctx context.Context, node string, at time.Time, ev st
 		}
 		if len(victims) == 0 {
 			return reject(fmt.Errorf("%w: node %q has no certificate to revoke", store.ErrNotFound, node))
+		}
+		if err := tx.Bucket(bucketActive).Delete(activeKey(store.KindNode, node)); err != nil {
+			return err
 		}
 		for _, c := range victims {
 			if err := unindexRotation(tx, c); err != nil {
