@@ -431,3 +431,13 @@ func TestUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// csrWithSANs builds a CSR carrying many DNS SANs.
+func csrWithSANs(t *testing.T, key *ecdsa.PrivateKey, cn string, dns []string) []byte {
+	t.Helper()
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}, DNSNames: dns}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+}
