@@ -339,3 +339,55 @@ func TestSidecarECDSAKey(t *testing.T) {
 		t.Fatalf("bad key type: %+v", r)
 	}
 }
+
+// TestSidecarFlappingServer: the server is stopped and started again and
+// again under a running sidecar: its NSS database always holds a valid
+// pair, it does not spin, and it converges on the last rotation.
+func TestSidecarFlappingServer(t *testing.T) {
+	srv := startServer(t, "")
+	n := newNode(t, srv, "node-f")
+	if r := n.once(t, nil); r.Code != 0 {
+		t.Fatalf("first pass: %+v", r)
+	}
+	var logb syncBuffer
+	cmd := exec.Command(binary, n.args("--max-backoff", "2s")...)
+	cmd.Stdout, cmd.Stderr = &logb, &logb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	valid := func() {
+		t.Helper()
+		out, err := exec.Command("certutil", "-V", "-d", "sql:"+n.nss, "-n", "ovs_certkey_node-f", "-u", "C").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "certificate is valid") {
+			t.Fatalf("no valid pair in the NSS database during the flapping: %s", out)
+		}
+	}
+	start := time.Now()
+	for i := 0; i < 5; i++ {
+		srv.Stop()
+		valid()
+		time.Sleep(700 * time.Millisecond)
+		valid()
+		srv.Start()
+		time.Sleep(300 * time.Millisecond)
+		valid()
+	}
+	elapsed := time.Since(start).Seconds()
+	attempts := strings.Count(logb.String(), "watch stream ended") + strings.Count(logb.String(), "pass failed")
+	if float64(attempts) > 3*elapsed {
+		t.Fatalf("%d reconnect attempts in %.0f s: the sidecar spins\n%s", attempts, elapsed, logb.String())
+	}
+	first := serialsUnder(t, n.nss, "ovs_certkey_node-f")
+	mustRun(t, srv.Env(), "rotate", "--node", "node-f")
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if s := serialsUnder(t, n.nss, "ovs_certkey_node-f"); len(s) == 1 && s[0] != first[0] {
+			assertNSS(t, n, 1)
+			t.Logf("%d reconnect attempts over %.0f s of flapping; converged", attempts, elapsed)
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("the sidecar did not converge after the flapping:\n%s", logb.String())
+}
