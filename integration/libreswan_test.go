@@ -113,6 +113,13 @@ func TestLibreswanESP(t *testing.T) {
 	if facts["sa1_peer_keyid"] == facts["sa2_peer_keyid"] {
 		t.Errorf("nodeB verified the same key %q before and after the rotation", facts["sa1_peer_keyid"])
 	}
+	// A revoked node is refused by its peer once the peer's sidecar has
+	// imported the CRL.
+	want("crl_in_nodeB", "1")
+	want("revoked_sa_up", "0")
+	if !strings.Contains(strings.ToLower(facts["revoked_refusal"]), "revoked") {
+		t.Errorf("nodeB's log shows no refusal of the revoked certificate: %q", facts["revoked_refusal"])
+	}
 	want("rogue_sa_up", "0")
 	if facts["rogue_refusal"] == "" {
 		t.Error("nodeB's log shows no refusal of the other CA's certificate")

@@ -172,7 +172,21 @@ run_test() {
     traffic t2
     ipsec whack --rundir "$W/nodeB/run" --listcerts > "$W/listcerts-nodeB.log" 2>&1
 
-    # 3. node-a with a certificate from another CA: nodeB must refuse it.
+    # 3. Revocation: node-a is revoked; node-b's sidecar imports the CRL
+    #    into its NSS database; pluto on node-b refuses node-a from then on.
+    "$IPSECCA" node revoke node-a --reason e2e >> "$W/sidecar.log" 2>&1
+    "$IPSECCA" sidecar --once --server 127.0.0.1:18443 --ca-file "$CA/ca.pem" --node node-b \
+        --token-file "$W/nodeB/token" --nss-dir "$W/nodeB/nss" --state-dir "$W/nodeB/state" >> "$W/sidecar.log" 2>&1 || return 1
+    crlutil -L -d "sql:$W/nodeB/nss" > "$W/crl-nodeB.log" 2>&1
+    fact crl_in_nodeB "$(grep -c ovs_cert_cacert "$W/crl-nodeB.log")"
+    stop_pluto nodeA; stop_pluto nodeB
+    ip -n nodeA xfrm state flush; ip -n nodeB xfrm state flush
+    local before_rev; before_rev=$(wc -l < "$W/nodeB/pluto.log")
+    start_pluto nodeB && start_pluto nodeA || return 1
+    if wait_sa 75; then fact revoked_sa_up 1; else fact revoked_sa_up 0; fi
+    fact revoked_refusal "$(tail -n +$((before_rev+1)) "$W/nodeB/pluto.log" | grep -m1 -oiE '.*revoked.*' | sed 's/^[^:]*: //' | tr -d '=')"
+
+    # 4. node-a with a certificate from another CA: nodeB must refuse it.
     stop_pluto nodeA
     ip -n nodeA xfrm state flush; ip -n nodeB xfrm state flush
     local R=$W/nodeA-rogue
