@@ -310,42 +310,34 @@ func (a *Agent) enrol(ctx context.Context, bundle []byte) (*Pair, []byte, error)
 	if err != nil {
 		return nil, nil, err
 	}
-	key, _, err := a.state.PendingKey(a.newKey)
+	pair, b, err := a.obtain(ctx, bundle, nil, func(ctx context.Context, c ipseccav1.NodeServiceClient, csr []byte) (*ipseccav1.IssueResponse, error) {
+		return c.Enroll(ctx, &ipseccav1.EnrollRequest{Token: token, CsrPem: csr})
+	})
 	if err != nil {
-		return nil, nil, err
-	}
-	csr, err := newCSR(key, a.cfg.CN)
-	if err != nil {
-		return nil, nil, err
-	}
-	conn, err := dial(a.cfg.Server, bundle, nil, a.cfg.Now)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer conn.Close()
-	cctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
-	defer cancel()
-	resp, err := ipseccav1.NewNodeServiceClient(conn).Enroll(cctx, &ipseccav1.EnrollRequest{Token: token, CsrPem: csr})
-	if err != nil {
-		if st := status.Convert(err); st.Code() == codes.Unauthenticated {
+		if st, ok := status.FromError(errors.Unwrap(err)); ok && st.Code() == codes.Unauthenticated {
 			return nil, nil, fmt.Errorf("%w: the server refused the token in %s (%s); create a new one with `ipsecca token create --node %s`", ErrNeedToken, a.cfg.TokenFile, st.Message(), a.cfg.Node)
 		}
 		return nil, nil, fmt.Errorf("sidecar: enrol: %w", err)
 	}
-	pair, err := a.state.Commit(resp.GetCertificate().GetCertificatePem())
-	if err != nil {
-		return nil, nil, err
-	}
-	if a.cfg.Hook != nil {
-		if err := a.cfg.Hook("cert-stored"); err != nil {
-			return nil, nil, err
-		}
-	}
 	a.log.Info("enrolled", "serial", pair.Serial(), "not_after", pair.Cert.NotAfter)
-	return pair, resp.GetCaBundlePem(), nil
+	return pair, b, nil
 }
 
 func (a *Agent) renew(ctx context.Context, bundle []byte, cur *Pair) (*Pair, []byte, error) {
+	pair, b, err := a.obtain(ctx, bundle, cur, func(ctx context.Context, c ipseccav1.NodeServiceClient, csr []byte) (*ipseccav1.IssueResponse, error) {
+		return c.Renew(ctx, &ipseccav1.RenewRequest{CsrPem: csr})
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("sidecar: renew: %w", err)
+	}
+	a.log.Info("renewed", "old_serial", cur.Serial(), "serial", pair.Serial(), "not_after", pair.Cert.NotAfter)
+	return pair, b, nil
+}
+
+// obtain makes a CSR for the pending key, asks the server through call
+// (over mTLS with cur when given) and commits the certificate it returns
+// to the state directory. An RPC error is returned wrapped once.
+func (a *Agent) obtain(ctx context.Context, bundle []byte, cur *Pair, call func(context.Context, ipseccav1.NodeServiceClient, []byte) (*ipseccav1.IssueResponse, error)) (*Pair, []byte, error) {
 	key, _, err := a.state.PendingKey(a.newKey)
 	if err != nil {
 		return nil, nil, err
@@ -361,9 +353,9 @@ func (a *Agent) renew(ctx context.Context, bundle []byte, cur *Pair) (*Pair, []b
 	defer conn.Close()
 	cctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
 	defer cancel()
-	resp, err := ipseccav1.NewNodeServiceClient(conn).Renew(cctx, &ipseccav1.RenewRequest{CsrPem: csr})
+	resp, err := call(cctx, ipseccav1.NewNodeServiceClient(conn), csr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("sidecar: renew: %w", err)
+		return nil, nil, fmt.Errorf("rpc: %w", err)
 	}
 	pair, err := a.state.Commit(resp.GetCertificate().GetCertificatePem())
 	if err != nil {
@@ -374,7 +366,6 @@ func (a *Agent) renew(ctx context.Context, bundle []byte, cur *Pair) (*Pair, []b
 			return nil, nil, err
 		}
 	}
-	a.log.Info("renewed", "old_serial", cur.Serial(), "serial", pair.Serial(), "not_after", pair.Cert.NotAfter)
 	return pair, resp.GetCaBundlePem(), nil
 }
 
