@@ -15,9 +15,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/ipsecca/ipsecca/ca"
@@ -78,7 +80,22 @@ type Instance struct {
 	Server    *Server
 	log       *slog.Logger
 	tlsCert   atomic.Pointer[tls.Certificate]
+
+	bundleMu        sync.Mutex
+	bundleListeners []func([]byte)
 }
+
+// OnCABundleChanged registers f to be told the new bundle after every CA
+// renewal (e.g. the Kubernetes signer's ConfigMap).
+func (in *Instance) OnCABundleChanged(f func([]byte)) {
+	in.bundleMu.Lock()
+	defer in.bundleMu.Unlock()
+	in.bundleListeners = append(in.bundleListeners, f)
+}
+
+// MetricsRegistry is where the service's metrics live, for other parts of
+// the process (the Kubernetes signer) to add theirs.
+func (in *Instance) MetricsRegistry() prometheus.Registerer { return in.Server.metrics.registry }
 
 // Open bootstraps the CA in opts.Store (creating the root on first use),
 // writes the public bundle, and makes sure the service and admin
@@ -137,6 +154,12 @@ func (in *Instance) CABundleChanged(bundlePEM []byte) {
 		in.log.Error("service certificates after CA renewal", "err", err)
 	}
 	in.Hub.CABundleChanged(bundlePEM)
+	in.bundleMu.Lock()
+	listeners := slices.Clone(in.bundleListeners)
+	in.bundleMu.Unlock()
+	for _, f := range listeners {
+		f(bundlePEM)
+	}
 }
 
 var _ rotation.Notifier = (*Instance)(nil)

@@ -168,6 +168,7 @@ directory it keeps the existing root and prints its fingerprint.`,
 
 func newServeCmd() *cobra.Command {
 	var f caFlags
+	var kf kubeFlags
 	var listen, metricsListen, pprofListen string
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -181,6 +182,28 @@ func newServeCmd() *cobra.Command {
 				return err
 			}
 			defer st.Close()
+			if kf.active() {
+				sg, err := kf.newSigner(in, st, f.mode, log, in.MetricsRegistry())
+				if err != nil {
+					return err
+				}
+				in.OnCABundleChanged(sg.CABundleChanged)
+				signerDone := make(chan struct{})
+				defer func() { <-signerDone }() // before the store closes
+				go func() {
+					defer close(signerDone)
+					if err := sg.Run(ctx); err != nil {
+						log.Error("kubernetes signer failed", "err", err)
+						stop()
+					}
+				}()
+				if kf.only {
+					// No gRPC listener; the scheduler still renews the root.
+					in.Scheduler.Run(ctx)
+					log.Info("stopped")
+					return nil
+				}
+			}
 			lis, err := net.Listen("tcp", listen)
 			if err != nil {
 				return fmt.Errorf("listen: %w", err)
@@ -202,6 +225,7 @@ func newServeCmd() *cobra.Command {
 		},
 	}
 	f.register(cmd.Flags())
+	kf.register(cmd.Flags())
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8443", "address to serve gRPC on")
 	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", "address to serve Prometheus /metrics on (off when empty)")
 	cmd.Flags().StringVar(&pprofListen, "pprof-listen", "", "address to serve Go's /debug/pprof on, for profiling (off when empty; keep it on loopback)")

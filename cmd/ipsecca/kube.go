@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/ipsecca/ipsecca/kube"
+	"github.com/ipsecca/ipsecca/server"
+)
+
+func init() { subcommands = append(subcommands, newManifestsCmd, newHealthCmd) }
+
+func newManifestsCmd() *cobra.Command {
+	var o kube.ManifestOptions
+	var mode, cnFrom string
+	cmd := &cobra.Command{
+		Use:   "manifests",
+		Short: "Print the Kubernetes manifests that deploy ipsecca (kubectl apply -f -)",
+		Long: `manifests prints, as one YAML stream, everything that deploys ipsecca: the
+namespace, service accounts, RBAC limited to what each part uses, the CA as a
+StatefulSet with its data on a PersistentVolumeClaim and a Service on the gRPC
+port, and (mode Full) the node sidecar DaemonSet. The CA bundle ConfigMap's
+namespace (--ca-bundle-configmap) must exist: it is the cluster's, not ours.
+
+--mode External deploys the CA for bundle validation only: no signer, no node
+RBAC, no sidecar. --mode Disabled prints nothing and says why.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, err := kube.ParseMode(mode)
+			if err != nil {
+				return usageError("%v", err)
+			}
+			o.Mode = m
+			cf, err := kube.ParseCNFrom(cnFrom)
+			if err != nil {
+				return usageError("%v", err)
+			}
+			o.CNFrom = cf
+			objs, err := kube.Manifests(o)
+			if err != nil {
+				return usageError("%v", err)
+			}
+			if len(objs) == 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "ipsecca: %s\n", kube.DisabledNote)
+				return nil
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "# ipsecca manifests (namespace %s, mode %s): kubectl apply -f -\n", o.Namespace, o.Mode)
+			return kube.WriteYAML(out, objs)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Namespace, "namespace", kube.DefaultNamespace, "namespace of the CA and the sidecar")
+	f.StringVar(&o.Image, "image", kube.DefaultImage, "ipsecca container image")
+	f.StringVar(&o.NSSDir, "nss-dir", kube.DefaultNSSDir, "the nodes' NSS database directory (libreswan's)")
+	f.StringVar(&mode, "mode", string(kube.ModeFull), "the cluster's IPsec mode: Full, External or Disabled")
+	f.StringVar(&o.Encapsulation, "encapsulation", kube.EncapsulationAuto, "IPsec encapsulation for pod-to-pod traffic: Auto (NAT-T only behind NAT) or Always")
+	f.StringVar(&o.SignerName, "signer-name", kube.DefaultSignerName, "CSR signer name the CA serves")
+	f.StringVar(&o.RequesterPrefix, "requester-prefix", kube.DefaultRequesterPrefix, "user name prefix of the nodes' identities")
+	f.StringVar(&o.NodeGroup, "node-group", kube.DefaultNodeGroup, "group of the nodes' identities (may create CSRs)")
+	f.StringVar(&cnFrom, "cn-from", string(kube.CNFromChassisID), "which name of a node its certificate's CN must be: chassis-id or node-name")
+	f.StringVar(&o.CABundleConfigMap, "ca-bundle-configmap", kube.DefaultCABundleConfigMap, "namespace/name of the CA bundle ConfigMap")
+	f.StringVar(&o.StorageSize, "storage-size", "1Gi", "size of the CA's data volume")
+	f.StringVar(&o.StorageClass, "storage-class", "", "storage class of the CA's data volume (the cluster's default when empty)")
+	return cmd
+}
+
+func newHealthCmd() *cobra.Command {
+	var c connFlags
+	var service string
+	cmd := &cobra.Command{
+		Use:   "health",
+		Short: "Ask the server's gRPC health service (a probe: exit 0 when SERVING)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if c.caFile == "" {
+				c.caFile = filepath.Join(envOr(envDataDir, defaultDataDir), server.CAFile)
+			}
+			conn, err := c.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := c.context()
+			defer cancel()
+			resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+			if err != nil {
+				return failure(rpcError("health", err))
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), resp.GetStatus())
+			if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+				return failure(nil)
+			}
+			return nil
+		},
+	}
+	c.register(cmd.Flags(), false)
+	cmd.Flags().StringVar(&service, "service", "", "service to ask about (empty: the server as a whole)")
+	return cmd
+}
+
+// kubeFlags are serve's flags for the Kubernetes front door.
+type kubeFlags struct {
+	enabled           bool
+	only              bool
+	kubeconfig        string
+	signerName        string
+	requesterPrefix   string
+	cnFrom            string
+	caBundleConfigMap string
+	leaseNamespace    string
+	leaseName         string
+}
+
+func (k *kubeFlags) register(fs *pflag.FlagSet) {
+	fs.BoolVar(&k.enabled, "kube", false, "also sign Kubernetes CSRs for --signer-name and publish the CA bundle ConfigMap (same CA, store and audit log)")
+	fs.BoolVar(&k.only, "kube-only", false, "run the Kubernetes front door alone (no gRPC listener); implies --kube")
+	fs.StringVar(&k.kubeconfig, "kubeconfig", "", "kubeconfig file (default: the in-cluster configuration)")
+	fs.StringVar(&k.signerName, "signer-name", kube.DefaultSignerName, "CSR signer name to serve (list/watch filtered on spec.signerName)")
+	fs.StringVar(&k.requesterPrefix, "requester-prefix", kube.DefaultRequesterPrefix, "a CSR's requester must be this prefix followed by an existing node's name")
+	fs.StringVar(&k.cnFrom, "cn-from", string(kube.CNFromChassisID), "the CN a node may hold: chassis-id (its "+kube.AnnotationChassisID+" annotation) or node-name")
+	fs.StringVar(&k.caBundleConfigMap, "ca-bundle-configmap", kube.DefaultCABundleConfigMap, "namespace/name of the ConfigMap holding the CA bundle (key "+kube.CABundleKey+")")
+	fs.StringVar(&k.leaseNamespace, "lease-namespace", "", "namespace of the leader-election Lease (default: this pod's namespace, else "+kube.DefaultNamespace+")")
+	fs.StringVar(&k.leaseName, "lease-name", kube.DefaultLeaseName, "name of the leader-election Lease")
+}
+
+// active reports whether the Kubernetes front door runs.
+func (k *kubeFlags) active() bool { return k.enabled || k.only }
+
+// restConfig loads --kubeconfig, or the in-cluster configuration.
+func (k *kubeFlags) restConfig() (*rest.Config, error) {
+	if k.kubeconfig != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", k.kubeconfig)
+		if err != nil {
+			return nil, usageError("--kubeconfig: %v", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, usageError("--kube without --kubeconfig needs the in-cluster configuration: %v", err)
+	}
+	return cfg, nil
+}
+
+// newSigner builds the Kubernetes signer over the instance's authority and
+// store. Metrics go to reg when set. IPSECCA_KUBE_FAULT_STEP (tests only)
+// stops the process dead at a named step, as kill -9 would.
+func (k *kubeFlags) newSigner(in *server.Instance, st kube.Store, mode string, log *slog.Logger, reg prometheus.Registerer) (*kube.Signer, error) {
+	cnFrom, err := kube.ParseCNFrom(k.cnFrom)
+	if err != nil {
+		return nil, usageError("%v", err)
+	}
+	m, err := kube.ParseMode(mode)
+	if err != nil {
+		return nil, usageError("--mode: %v", err)
+	}
+	rc, err := k.restConfig()
+	if err != nil {
+		return nil, err
+	}
+	rc.UserAgent = "ipsecca-signer"
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, err
+	}
+	cfg := kube.Config{
+		Client:            client,
+		Authority:         in.Authority,
+		Store:             st,
+		SignerName:        k.signerName,
+		RequesterPrefix:   k.requesterPrefix,
+		CNFrom:            cnFrom,
+		CABundleConfigMap: k.caBundleConfigMap,
+		Mode:              m,
+		LeaderElection:    kube.LeaderElection{Namespace: k.leaseNamespace, Name: k.leaseName},
+		Logger:            log,
+		Metrics:           reg,
+	}
+	if step := os.Getenv("IPSECCA_KUBE_FAULT_STEP"); step != "" {
+		cfg.Hook = func(_ context.Context, s string) error {
+			if strings.HasPrefix(s, step) {
+				log.Warn("fault injection: exiting", "step", s)
+				os.Exit(137)
+			}
+			return nil
+		}
+	}
+	sg, err := kube.New(cfg)
+	if err != nil {
+		return nil, usageError("%v", err)
+	}
+	return sg, nil
+}

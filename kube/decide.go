@@ -1,0 +1,412 @@
+package kube
+
+import (
+	"cmp"
+	"context"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+
+	"github.com/ipsecca/ipsecca/ca"
+	"github.com/ipsecca/ipsecca/store"
+)
+
+// EventCSRFailed is the audit event of a CSR someone else approved that
+// the policy refuses: it gets a Failed condition and no certificate.
+const EventCSRFailed = "csr.failed"
+
+// Condition helpers.
+
+func hasCondition(c *certificatesv1.CertificateSigningRequest, t certificatesv1.RequestConditionType) bool {
+	for _, cond := range c.Status.Conditions {
+		if cond.Type == t && cond.Status != corev1.ConditionFalse {
+			return true
+		}
+	}
+	return false
+}
+
+// finished: a CSR with a certificate, or one Denied or Failed, is never
+// decided again.
+func finished(c *certificatesv1.CertificateSigningRequest) bool {
+	return len(c.Status.Certificate) > 0 || refused(c)
+}
+
+func refused(c *certificatesv1.CertificateSigningRequest) bool {
+	return hasCondition(c, certificatesv1.CertificateDenied) || hasCondition(c, certificatesv1.CertificateFailed)
+}
+
+// newestFirst orders CSRs by creation time, newest first (then by name).
+func newestFirst(a, b *certificatesv1.CertificateSigningRequest) int {
+	if c := b.CreationTimestamp.Time.Compare(a.CreationTimestamp.Time); c != 0 {
+		return c
+	}
+	return cmp.Compare(b.Name, a.Name)
+}
+
+// syncNode decides the CSRs of one node together.
+func (s *Signer) syncNode(ctx context.Context, t *term, node string) error {
+	objs, err := t.csrs.ByIndex(requesterIndex, s.cfg.RequesterPrefix+node)
+	if err != nil {
+		return err
+	}
+	csrs := make([]*certificatesv1.CertificateSigningRequest, 0, len(objs))
+	for _, o := range objs {
+		csrs = append(csrs, o.(*certificatesv1.CertificateSigningRequest))
+	}
+	return s.syncCSRs(ctx, t, node, csrs)
+}
+
+// syncCSRs handles one requester's CSRs, newest first: a certificate
+// already stored for a CSR is published as is; of the CSRs without one,
+// only the newest is decided and the older ones are denied as superseded
+// (as is one older than a CSR that got a certificate: creation times have
+// a one-second resolution, so only a strictly newer one counts).
+func (s *Signer) syncCSRs(ctx context.Context, t *term, node string, csrs []*certificatesv1.CertificateSigningRequest) error {
+	slices.SortFunc(csrs, newestFirst)
+	var errs []error
+	var wait time.Duration
+	var newerPending, newerIssued *certificatesv1.CertificateSigningRequest
+	issued := func(c *certificatesv1.CertificateSigningRequest) {
+		if newerIssued == nil {
+			newerIssued = c
+		}
+	}
+	for _, c := range csrs {
+		if refused(c) {
+			continue
+		}
+		if len(c.Status.Certificate) > 0 {
+			issued(c)
+			continue
+		}
+		stored, err := s.cfg.Store.CertByRequest(ctx, string(c.UID))
+		switch {
+		case err == nil:
+			errs = append(errs, s.publishStored(ctx, c, stored))
+			issued(c)
+			continue
+		case !errors.Is(err, store.ErrNotFound):
+			errs = append(errs, err)
+			continue
+		}
+		if node != "" {
+			if newerPending != nil {
+				errs = append(errs, s.supersede(ctx, c, node, newerPending.Name))
+				continue
+			}
+			if newerIssued != nil && newerIssued.CreationTimestamp.After(c.CreationTimestamp.Time) {
+				errs = append(errs, s.supersede(ctx, c, node, newerIssued.Name))
+				continue
+			}
+		}
+		newerPending = c
+		err = s.decide(ctx, t, node, c)
+		var after requeueAfter
+		if errors.As(err, &after) {
+			if wait == 0 || time.Duration(after) < wait {
+				wait = time.Duration(after)
+			}
+			continue
+		}
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if wait > 0 {
+		return requeueAfter(wait)
+	}
+	return nil
+}
+
+// fresh re-reads a CSR from the API server (the cache may lag behind our
+// own writes); nil when it is gone, finished or another object now.
+func (s *Signer) fresh(ctx context.Context, c *certificatesv1.CertificateSigningRequest) (*certificatesv1.CertificateSigningRequest, error) {
+	f, err := s.cfg.Client.CertificatesV1().CertificateSigningRequests().Get(ctx, c.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if f.UID != c.UID || f.Spec.SignerName != s.cfg.SignerName || finished(f) {
+		return nil, nil
+	}
+	return f, nil
+}
+
+// node returns the Node (cache first, then the API server); nil when none.
+func (s *Signer) node(ctx context.Context, t *term, name string) (*corev1.Node, error) {
+	if name == "" {
+		return nil, nil
+	}
+	if obj, ok, err := t.nodes.GetByKey(name); err == nil && ok {
+		return obj.(*corev1.Node), nil
+	}
+	n, err := s.cfg.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	return n, err
+}
+
+func (s *Signer) nodesWithCN(t *term) func(string) []string {
+	return func(cn string) []string {
+		objs, _ := t.nodes.ByIndex(cnIndex, cn)
+		names := make([]string, 0, len(objs))
+		for _, o := range objs {
+			names = append(names, o.(*corev1.Node).Name)
+		}
+		slices.Sort(names)
+		return names
+	}
+}
+
+// decide runs the policy on one CSR and writes the outcome.
+func (s *Signer) decide(ctx context.Context, t *term, node string, c *certificatesv1.CertificateSigningRequest) error {
+	c, err := s.fresh(ctx, c)
+	if err != nil || c == nil {
+		return err
+	}
+	n, err := s.node(ctx, t, node)
+	if err != nil {
+		return err
+	}
+	req := &Request{CSR: c, Prefix: s.cfg.RequesterPrefix, CNFrom: s.cfg.CNFrom, NodeName: node, Node: n, NodesWithCN: s.nodesWithCN(t)}
+	if n != nil && NodeCN(n, s.cfg.CNFrom) == "" && s.cfg.ChassisIDWait > 0 {
+		if left := s.cfg.ChassisIDWait - s.cfg.Clock.Now().Sub(c.CreationTimestamp.Time); left > 0 {
+			s.log.Info("waiting for the node's chassis-id", "csr", c.Name, "node", node, "for", left.Round(time.Second))
+			return requeueAfter(min(left, 2*time.Second))
+		}
+	}
+	if node != "" {
+		if d := s.limit(node); d > 0 {
+			s.metrics.throttled.Inc()
+			return requeueAfter(d)
+		}
+	}
+	if err := Evaluate(KubePolicy, req); err != nil {
+		de := DenyReason(err)
+		if de == nil {
+			return err
+		}
+		return s.refuse(ctx, c, req, de, true)
+	}
+	var lifetime time.Duration
+	if e := c.Spec.ExpirationSeconds; e != nil {
+		lifetime = time.Duration(*e) * time.Second
+	}
+	start := time.Now()
+	cert, err := s.cfg.Authority.IssueForNode(ctx, ca.NodeRequest{
+		CSRPEM:      c.Spec.Request,
+		Identity:    req.Identity,
+		Via:         "kube",
+		Actor:       c.Spec.Username,
+		RequestUID:  string(c.UID),
+		MaxLifetime: lifetime,
+	})
+	if de := DenyReason(err); de != nil {
+		// The Authority audited the denial.
+		return s.refuse(ctx, c, req, de, false)
+	}
+	if errors.Is(err, store.ErrExists) {
+		// Another replica stored it first: publish that one.
+		if cert, err = s.cfg.Store.CertByRequest(ctx, string(c.UID)); err != nil {
+			return err
+		}
+		return s.publishStored(ctx, c, cert)
+	}
+	if err != nil {
+		return err
+	}
+	s.metrics.latency.Observe(time.Since(start).Seconds())
+	if err := s.hook(ctx, StepStored); err != nil {
+		return err
+	}
+	source := "name"
+	if s.cfg.CNFrom == CNFromChassisID {
+		source = AnnotationChassisID + " annotation"
+	}
+	msg := fmt.Sprintf("approved by ipsecca (%s, replica %s): the requester %s is node %q, which exists, and the CN %q is the node's %s; the request passed the node policy (key, name, SANs); certificate serial %s, valid until %s",
+		s.cfg.SignerName, s.Identity(), c.Spec.Username, node, cert.CommonName, source, cert.Serial, cert.NotAfter.UTC().Format(time.RFC3339))
+	if err := s.approve(ctx, c, msg); err != nil {
+		return err
+	}
+	if err := s.hook(ctx, StepApproved); err != nil {
+		return err
+	}
+	if err := s.publish(ctx, c, cert); err != nil {
+		return err
+	}
+	s.metrics.decisions.WithLabelValues("approved", string(ReasonApproved)).Inc()
+	s.metrics.published.WithLabelValues("new").Inc()
+	s.log.Info("approved and published", "csr", c.Name, "node", node, "cn", cert.CommonName, "serial", cert.Serial, "not_after", cert.NotAfter)
+	return nil
+}
+
+func (s *Signer) hook(ctx context.Context, step string) error {
+	if s.cfg.Hook == nil {
+		return nil
+	}
+	return s.cfg.Hook(ctx, step)
+}
+
+// publishStored approves (when needed) and publishes a certificate stored
+// earlier for c: after a crash between store and publish, or stored by
+// another replica. It is never signed again.
+func (s *Signer) publishStored(ctx context.Context, c *certificatesv1.CertificateSigningRequest, cert *store.Cert) error {
+	c, err := s.fresh(ctx, c)
+	if err != nil || c == nil {
+		return err
+	}
+	msg := fmt.Sprintf("approved by ipsecca (%s, replica %s): certificate serial %s was issued and stored for this request (UID %s) under the node policy; publishing it",
+		s.cfg.SignerName, s.Identity(), cert.Serial, c.UID)
+	if err := s.approve(ctx, c, msg); err != nil {
+		return err
+	}
+	if err := s.publish(ctx, c, cert); err != nil {
+		return err
+	}
+	s.metrics.published.WithLabelValues("stored").Inc()
+	s.log.Info("published a stored certificate", "csr", c.Name, "node", cert.Node, "serial", cert.Serial)
+	return nil
+}
+
+// approve adds the Approved condition through the approval subresource
+// (unless someone approved already).
+func (s *Signer) approve(ctx context.Context, c *certificatesv1.CertificateSigningRequest, msg string) error {
+	csrs := s.cfg.Client.CertificatesV1().CertificateSigningRequests()
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur, err := csrs.Get(ctx, c.Name, metav1.GetOptions{})
+		if err != nil || cur.UID != c.UID {
+			return ignoreNotFound(err)
+		}
+		if hasCondition(cur, certificatesv1.CertificateApproved) || refused(cur) {
+			return nil
+		}
+		now := metav1.NewTime(s.cfg.Clock.Now())
+		cur.Status.Conditions = append(cur.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
+			Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue,
+			Reason: string(ReasonApproved), Message: msg, LastUpdateTime: now, LastTransitionTime: now,
+		})
+		_, err = csrs.UpdateApproval(ctx, cur.Name, cur, metav1.UpdateOptions{})
+		return err
+	})
+}
+
+// publish writes the certificate to status.certificate through the status
+// subresource, unless the CSR already carries one or was refused.
+func (s *Signer) publish(ctx context.Context, c *certificatesv1.CertificateSigningRequest, cert *store.Cert) error {
+	csrs := s.cfg.Client.CertificatesV1().CertificateSigningRequests()
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.DER})
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur, err := csrs.Get(ctx, c.Name, metav1.GetOptions{})
+		if err != nil || cur.UID != c.UID {
+			return ignoreNotFound(err)
+		}
+		if len(cur.Status.Certificate) > 0 || refused(cur) {
+			return nil
+		}
+		if !hasCondition(cur, certificatesv1.CertificateApproved) {
+			return fmt.Errorf("kube: CSR %s is not approved; not publishing", cur.Name)
+		}
+		cur.Status.Certificate = certPEM
+		_, err = csrs.UpdateStatus(ctx, cur, metav1.UpdateOptions{})
+		return err
+	})
+}
+
+func ignoreNotFound(err error) error {
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// refuse writes a denial: Denied through the approval subresource, or
+// Failed through status when someone else approved the CSR. audit says
+// whether this signer records the audit event (the Authority records its
+// own denials).
+func (s *Signer) refuse(ctx context.Context, c *certificatesv1.CertificateSigningRequest, req *Request, de *ca.DenyError, audit bool) error {
+	reason := ConditionReason(de.Reason, s.cfg.CNFrom)
+	msg := s.message(req, de, reason)
+	csrs := s.cfg.Client.CertificatesV1().CertificateSigningRequests()
+	decision := ""
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur, err := csrs.Get(ctx, c.Name, metav1.GetOptions{})
+		if err != nil || cur.UID != c.UID {
+			return ignoreNotFound(err)
+		}
+		if finished(cur) {
+			return nil
+		}
+		now := metav1.NewTime(s.cfg.Clock.Now())
+		cond := certificatesv1.CertificateSigningRequestCondition{Status: corev1.ConditionTrue, Reason: string(reason), Message: msg, LastUpdateTime: now, LastTransitionTime: now}
+		if hasCondition(cur, certificatesv1.CertificateApproved) {
+			cond.Type = certificatesv1.CertificateFailed
+			cond.Message = "approved by someone else, but refused by the ipsecca policy; no certificate is issued: " + msg
+			cur.Status.Conditions = append(cur.Status.Conditions, cond)
+			if _, err := csrs.UpdateStatus(ctx, cur, metav1.UpdateOptions{}); err != nil {
+				return err
+			}
+			decision = "failed"
+			return nil
+		}
+		cond.Type = certificatesv1.CertificateDenied
+		cur.Status.Conditions = append(cur.Status.Conditions, cond)
+		if _, err := csrs.UpdateApproval(ctx, cur.Name, cur, metav1.UpdateOptions{}); err != nil {
+			return err
+		}
+		decision = "denied"
+		return nil
+	})
+	if err != nil || decision == "" {
+		return err
+	}
+	s.metrics.decisions.WithLabelValues(decision, string(reason)).Inc()
+	s.log.Warn("refused", "csr", c.Name, "requester", c.Spec.Username, "decision", decision, "reason", reason, "detail", de.Detail)
+	if audit || decision == "failed" {
+		ev := store.Event{Time: s.cfg.Clock.Now().UTC(), Type: store.EventDenied, Actor: c.Spec.Username, Node: req.NodeName, Reason: string(de.Reason),
+			Detail: map[string]string{"detail": de.Detail, "via": "kube", "csr": c.Name, "request_uid": string(c.UID), "condition": string(reason)}}
+		if decision == "failed" {
+			ev.Type = EventCSRFailed
+		}
+		if err := s.cfg.Store.AppendEvent(context.WithoutCancel(ctx), ev); err != nil {
+			s.log.Error("audit append failed", "err", err)
+		}
+	}
+	return nil
+}
+
+// message is the sentence on a refused CSR: what is wrong and what to do.
+func (s *Signer) message(req *Request, de *ca.DenyError, reason Reason) string {
+	switch reason {
+	case ReasonCNNotNodeChassisID, ReasonCNNotNodeName:
+		what := "its " + AnnotationChassisID + " annotation"
+		if reason == ReasonCNNotNodeName {
+			what = "its name"
+		}
+		cn := ""
+		if csr, err := ca.ParseCSR(req.CSR.Spec.Request); err == nil {
+			cn = csr.Subject.CommonName
+		}
+		return fmt.Sprintf("the CSR asks for CN %q, but node %q may hold only %q (%s); create a new CSR with CN=%s and SAN DNS:%s",
+			cn, req.NodeName, req.Identity.CN, what, req.Identity.CN, req.Identity.CN)
+	}
+	return de.Detail
+}
+
+// supersede denies an older CSR of a node that has a newer one.
+func (s *Signer) supersede(ctx context.Context, c *certificatesv1.CertificateSigningRequest, node, newer string) error {
+	de := denial(auditSuperseded, "node %q has a newer CSR %q; only a node's newest request is signed", node, newer)
+	return s.refuse(ctx, c, &Request{CSR: c, NodeName: node}, de, true)
+}

@@ -1,0 +1,385 @@
+package kube
+
+import (
+	"fmt"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/utils/ptr"
+)
+
+// Encapsulation values of OpenShift's ipsecConfig.full.encapsulation.
+const (
+	EncapsulationAuto   = "Auto"
+	EncapsulationAlways = "Always"
+)
+
+// Manifest defaults.
+const (
+	DefaultImage   = "ghcr.io/ipsecca/ipsecca:latest"
+	DefaultNSSDir  = "/var/lib/ipsec/nss"
+	DefaultGRPC    = 8443
+	DefaultMetrics = 9090
+	// DataDir is the CA's data directory in its container (on the PVC).
+	DataDir = "/var/lib/ipsecca"
+	// SidecarStateDir is the sidecar's private state on the host.
+	SidecarStateDir = "/var/lib/ipsecca-sidecar"
+	// NodeCredentialsDir is mounted (read-only) into the sidecar: the
+	// node's own Kubernetes credentials (system:ovn-node:<node>), with
+	// which it creates its CSRs.
+	NodeCredentialsDir = "/etc/ovn"
+
+	// Object names.
+	NameCA      = "ipsecca"
+	NameSidecar = "ipsecca-sidecar"
+	NameSigner  = "ipsecca-signer"
+	NameNodeCSR = "ipsecca-node-csr"
+	NameBundle  = "ipsecca-ca-bundle"
+	NameLeader  = "ipsecca-leader-election"
+)
+
+// DisabledNote says why --mode Disabled prints nothing.
+const DisabledNote = "the cluster's IPsec mode is Disabled: nothing to apply (no CA, no signer, no sidecar); " +
+	"choose --mode External (bundle validation for external endpoints) or Full (node certificates too)"
+
+// ManifestOptions are the knobs of the printed manifests.
+type ManifestOptions struct {
+	Namespace     string // DefaultNamespace when empty
+	Image         string // DefaultImage when empty
+	NSSDir        string // DefaultNSSDir when empty
+	Mode          Mode   // ModeFull when empty
+	Encapsulation string // EncapsulationAuto when empty
+
+	SignerName        string // DefaultSignerName when empty
+	RequesterPrefix   string // DefaultRequesterPrefix when empty
+	NodeGroup         string // DefaultNodeGroup when empty: the nodes' identities' group
+	CNFrom            CNFrom // CNFromChassisID when empty
+	CABundleConfigMap string // DefaultCABundleConfigMap when empty
+	LeaseName         string // DefaultLeaseName when empty
+	StorageSize       string // "1Gi" when empty
+	StorageClass      string // the cluster's default when empty
+
+	// SidecarArgs replaces the sidecar container's arguments (the default
+	// runs `ipsecca sidecar --kube` as this node with its own credentials).
+	SidecarArgs []string
+}
+
+func (o *ManifestOptions) setDefaults() error {
+	def := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	def(&o.Namespace, DefaultNamespace)
+	def(&o.Image, DefaultImage)
+	def(&o.NSSDir, DefaultNSSDir)
+	def(&o.SignerName, DefaultSignerName)
+	def(&o.RequesterPrefix, DefaultRequesterPrefix)
+	def(&o.NodeGroup, DefaultNodeGroup)
+	def(&o.CABundleConfigMap, DefaultCABundleConfigMap)
+	def(&o.LeaseName, DefaultLeaseName)
+	def(&o.StorageSize, "1Gi")
+	if o.Mode == "" {
+		o.Mode = ModeFull
+	}
+	m, err := ParseMode(string(o.Mode))
+	if err != nil {
+		return err
+	}
+	o.Mode = m
+	switch {
+	case o.Encapsulation == "" || strings.EqualFold(o.Encapsulation, EncapsulationAuto):
+		o.Encapsulation = EncapsulationAuto
+	case strings.EqualFold(o.Encapsulation, EncapsulationAlways):
+		o.Encapsulation = EncapsulationAlways
+	default:
+		return fmt.Errorf("kube: encapsulation %q: want Auto or Always", o.Encapsulation)
+	}
+	if o.CNFrom == "" {
+		o.CNFrom = CNFromChassisID
+	}
+	if _, err := ParseCNFrom(string(o.CNFrom)); err != nil {
+		return err
+	}
+	if errs := validation.IsDNS1123Label(o.Namespace); len(errs) > 0 {
+		return fmt.Errorf("kube: namespace %q: %s", o.Namespace, strings.Join(errs, "; "))
+	}
+	if !strings.HasPrefix(o.NSSDir, "/") {
+		return fmt.Errorf("kube: the NSS directory %q must be an absolute path", o.NSSDir)
+	}
+	if _, _, err := SplitNamespacedName(o.CABundleConfigMap); err != nil {
+		return err
+	}
+	if _, err := resource.ParseQuantity(o.StorageSize); err != nil {
+		return fmt.Errorf("kube: storage size %q: %v", o.StorageSize, err)
+	}
+	return nil
+}
+
+// Manifests builds the objects that deploy ipsecca, in apply order:
+// Namespace, ServiceAccounts, RBAC, Service, the CA StatefulSet and (Full
+// only) the sidecar DaemonSet. Disabled returns none (see DisabledNote);
+// External has no signer, no node RBAC and no sidecar.
+func Manifests(o ManifestOptions) ([]runtime.Object, error) {
+	if err := o.setDefaults(); err != nil {
+		return nil, err
+	}
+	if o.Mode == ModeDisabled {
+		return nil, nil
+	}
+	full := o.Mode == ModeFull
+	labels := func(component string) map[string]string {
+		return map[string]string{"app.kubernetes.io/name": "ipsecca", "app.kubernetes.io/component": component, LabelManagedBy: "ipsecca"}
+	}
+	meta := func(name, namespace, component string) metav1.ObjectMeta {
+		return metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels(component)}
+	}
+	ns := o.Namespace
+	sa := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: NameCA, Namespace: ns}
+	cmNS, cmName, _ := SplitNamespacedName(o.CABundleConfigMap)
+
+	objs := []runtime.Object{
+		&corev1.Namespace{TypeMeta: typeMeta("v1", "Namespace"), ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{
+			"app.kubernetes.io/name": "ipsecca", LabelManagedBy: "ipsecca",
+			// The sidecar needs host paths and the host network.
+			"pod-security.kubernetes.io/enforce": "privileged",
+		}}},
+		&corev1.ServiceAccount{TypeMeta: typeMeta("v1", "ServiceAccount"), ObjectMeta: meta(NameCA, ns, "ca")},
+	}
+	if full {
+		objs = append(objs,
+			// The sidecar acts with the node's own credentials (so the
+			// signer sees system:ovn-node:<node>); its service account
+			// has no rights and no token.
+			&corev1.ServiceAccount{TypeMeta: typeMeta("v1", "ServiceAccount"), ObjectMeta: meta(NameSidecar, ns, "sidecar"), AutomountServiceAccountToken: ptr.To(false)},
+			// The signer: watch its CSRs, approve/deny and publish for
+			// its signer name only, read Nodes, delete old CSRs.
+			&rbacv1.ClusterRole{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"), ObjectMeta: meta(NameSigner, "", "ca"), Rules: []rbacv1.PolicyRule{
+				{APIGroups: []string{"certificates.k8s.io"}, Resources: []string{"certificatesigningrequests"}, Verbs: []string{"get", "list", "watch", "delete"}},
+				{APIGroups: []string{"certificates.k8s.io"}, Resources: []string{"certificatesigningrequests/approval", "certificatesigningrequests/status"}, Verbs: []string{"update"}},
+				{APIGroups: []string{"certificates.k8s.io"}, Resources: []string{"signers"}, ResourceNames: []string{o.SignerName}, Verbs: []string{"approve", "sign"}},
+				{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}},
+			}},
+			&rbacv1.ClusterRoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"), ObjectMeta: meta(NameSigner, "", "ca"),
+				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: NameSigner}, Subjects: []rbacv1.Subject{sa}},
+			// The CA bundle ConfigMap: created if absent, then only this one.
+			&rbacv1.Role{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "Role"), ObjectMeta: meta(NameBundle, cmNS, "ca"), Rules: []rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{cmName}, Verbs: []string{"get", "list", "watch", "update"}},
+				{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}},
+			}},
+			&rbacv1.RoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: meta(NameBundle, cmNS, "ca"),
+				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: NameBundle}, Subjects: []rbacv1.Subject{sa}},
+			// Leader election among the CA's replicas.
+			&rbacv1.Role{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "Role"), ObjectMeta: meta(NameLeader, ns, "ca"), Rules: []rbacv1.PolicyRule{
+				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{o.LeaseName}, Verbs: []string{"get", "update"}},
+				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
+			}},
+			&rbacv1.RoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: meta(NameLeader, ns, "ca"),
+				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: NameLeader}, Subjects: []rbacv1.Subject{sa}},
+			// The nodes: create their CSRs and wait for the certificate,
+			// read the CA bundle.
+			&rbacv1.ClusterRole{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"), ObjectMeta: meta(NameNodeCSR, "", "sidecar"), Rules: []rbacv1.PolicyRule{
+				{APIGroups: []string{"certificates.k8s.io"}, Resources: []string{"certificatesigningrequests"}, Verbs: []string{"create", "get", "watch"}},
+			}},
+			&rbacv1.ClusterRoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"), ObjectMeta: meta(NameNodeCSR, "", "sidecar"),
+				RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: NameNodeCSR},
+				Subjects: []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: o.NodeGroup}}},
+			&rbacv1.Role{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "Role"), ObjectMeta: meta(NameNodeCSR, cmNS, "sidecar"), Rules: []rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{cmName}, Verbs: []string{"get"}},
+			}},
+			&rbacv1.RoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: meta(NameNodeCSR, cmNS, "sidecar"),
+				RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: NameNodeCSR},
+				Subjects: []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: o.NodeGroup}}},
+		)
+	}
+	objs = append(objs, caService(o, meta, labels), caStatefulSet(o, meta, labels))
+	if full {
+		objs = append(objs, sidecarDaemonSet(o, meta, labels))
+	}
+	return objs, nil
+}
+
+func typeMeta(apiVersion, kind string) metav1.TypeMeta {
+	return metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}
+}
+
+type metaFunc func(name, namespace, component string) metav1.ObjectMeta
+
+func caService(o ManifestOptions, meta metaFunc, labels func(string) map[string]string) *corev1.Service {
+	return &corev1.Service{
+		TypeMeta:   typeMeta("v1", "Service"),
+		ObjectMeta: meta(NameCA, o.Namespace, "ca"),
+		Spec: corev1.ServiceSpec{
+			Selector: labels("ca"),
+			Ports: []corev1.ServicePort{
+				{Name: "grpc", Port: DefaultGRPC, TargetPort: intstr.FromString("grpc"), Protocol: corev1.ProtocolTCP, AppProtocol: ptr.To("grpc")},
+				{Name: "metrics", Port: DefaultMetrics, TargetPort: intstr.FromString("metrics"), Protocol: corev1.ProtocolTCP},
+			},
+		},
+	}
+}
+
+func caStatefulSet(o ManifestOptions, meta metaFunc, labels func(string) map[string]string) *appsv1.StatefulSet {
+	svc := fmt.Sprintf("%s.%s.svc", NameCA, o.Namespace)
+	args := []string{"serve",
+		"--data-dir", DataDir,
+		"--listen", fmt.Sprintf("0.0.0.0:%d", DefaultGRPC),
+		"--metrics-listen", fmt.Sprintf("0.0.0.0:%d", DefaultMetrics),
+		"--mode", string(o.Mode),
+		"--server-name", svc, "--server-name", svc + ".cluster.local",
+		"--log-format", "json",
+	}
+	if o.Mode == ModeFull {
+		args = append(args, "--kube",
+			"--signer-name", o.SignerName,
+			"--requester-prefix", o.RequesterPrefix,
+			"--cn-from", string(o.CNFrom),
+			"--ca-bundle-configmap", o.CABundleConfigMap)
+	}
+	// The gRPC service is TLS-only, which kubelet's gRPC probe does not
+	// speak: the probes run the standard health check with the binary.
+	health := func(service string) *corev1.Probe {
+		cmd := []string{"/usr/local/bin/ipsecca", "health", "--server", fmt.Sprintf("127.0.0.1:%d", DefaultGRPC), "--ca-file", DataDir + "/ca.pem"}
+		if service != "" {
+			cmd = append(cmd, "--service", service)
+		}
+		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: cmd}},
+			PeriodSeconds: 10, TimeoutSeconds: 5, FailureThreshold: 3}
+	}
+	liveness := health("")
+	liveness.InitialDelaySeconds = 10
+	readiness := health("ipsecca.v1.NodeService")
+	if o.Mode != ModeFull {
+		readiness = health("ipsecca.v1.AdminService")
+	}
+	pvc := corev1.PersistentVolumeClaim{
+		TypeMeta:   typeMeta("v1", "PersistentVolumeClaim"),
+		ObjectMeta: metav1.ObjectMeta{Name: "data", Labels: labels("ca")},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(o.StorageSize)}},
+		},
+	}
+	if o.StorageClass != "" {
+		pvc.Spec.StorageClassName = ptr.To(o.StorageClass)
+	}
+	return &appsv1.StatefulSet{
+		TypeMeta:   typeMeta("apps/v1", "StatefulSet"),
+		ObjectMeta: meta(NameCA, o.Namespace, "ca"),
+		Spec: appsv1.StatefulSetSpec{
+			// One replica: the embedded store lives on its volume. More
+			// replicas take a shared (etcd) store; the signer's Lease
+			// already keeps one of them signing.
+			Replicas:    ptr.To[int32](1),
+			ServiceName: NameCA,
+			Selector:    &metav1.LabelSelector{MatchLabels: labels("ca")},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels("ca")},
+				Spec: corev1.PodSpec{
+					ServiceAccountName: NameCA,
+					SecurityContext: &corev1.PodSecurityContext{
+						RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](65532), RunAsGroup: ptr.To[int64](65532), FSGroup: ptr.To[int64](65532),
+						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+					},
+					Containers: []corev1.Container{{
+						Name:  "ca",
+						Image: o.Image,
+						Args:  args,
+						Env: []corev1.EnvVar{{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+							{Name: "IPSECCA_DATA_DIR", Value: DataDir}},
+						Ports: []corev1.ContainerPort{
+							{Name: "grpc", ContainerPort: DefaultGRPC, Protocol: corev1.ProtocolTCP},
+							{Name: "metrics", ContainerPort: DefaultMetrics, Protocol: corev1.ProtocolTCP},
+						},
+						VolumeMounts:   []corev1.VolumeMount{{Name: "data", MountPath: DataDir}},
+						LivenessProbe:  liveness,
+						ReadinessProbe: readiness,
+						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+							corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")}},
+						SecurityContext: &corev1.SecurityContext{
+							AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
+							Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+						},
+					}},
+				},
+			},
+			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{pvc},
+		},
+	}
+}
+
+func sidecarDaemonSet(o ManifestOptions, meta metaFunc, labels func(string) map[string]string) *appsv1.DaemonSet {
+	args := o.SidecarArgs
+	if args == nil {
+		args = []string{"sidecar", "--kube",
+			"--node", "$(NODE_NAME)",
+			"--kubeconfig", NodeCredentialsDir + "/kubeconfig",
+			"--signer-name", o.SignerName,
+			"--ca-bundle-configmap", o.CABundleConfigMap,
+			"--nss-dir", o.NSSDir,
+			"--state-dir", SidecarStateDir,
+			"--log-format", "json"}
+	}
+	hostPath := func(name, path string, t corev1.HostPathType) corev1.Volume {
+		return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: path, Type: ptr.To(t)}}}
+	}
+	return &appsv1.DaemonSet{
+		TypeMeta:   typeMeta("apps/v1", "DaemonSet"),
+		ObjectMeta: meta(NameSidecar, o.Namespace, "sidecar"),
+		Spec: appsv1.DaemonSetSpec{
+			Selector:       &metav1.LabelSelector{MatchLabels: labels("sidecar")},
+			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.RollingUpdateDaemonSetStrategyType, RollingUpdate: &appsv1.RollingUpdateDaemonSet{MaxUnavailable: ptr.To(intstr.FromString("10%"))}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels("sidecar")},
+				Spec: corev1.PodSpec{
+					ServiceAccountName:           NameSidecar,
+					AutomountServiceAccountToken: ptr.To(false),
+					HostNetwork:                  true,
+					DNSPolicy:                    corev1.DNSClusterFirstWithHostNet,
+					PriorityClassName:            "system-node-critical",
+					NodeSelector:                 map[string]string{"kubernetes.io/os": "linux"},
+					Tolerations: []corev1.Toleration{
+						{Key: "node-role.kubernetes.io/control-plane", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
+						{Key: "node-role.kubernetes.io/master", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
+						{Key: "node.kubernetes.io/not-ready", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
+					},
+					Containers: []corev1.Container{{
+						Name:  "sidecar",
+						Image: o.Image,
+						Args:  args,
+						Env: []corev1.EnvVar{
+							{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
+							{Name: "IPSECCA_SERVER", Value: fmt.Sprintf("%s.%s.svc:%d", NameCA, o.Namespace, DefaultGRPC)},
+							{Name: "IPSECCA_ENCAPSULATION", Value: o.Encapsulation},
+							{Name: "IPSECCA_NSS_DIR", Value: o.NSSDir},
+						},
+						VolumeMounts: []corev1.VolumeMount{
+							{Name: "nss", MountPath: o.NSSDir},
+							{Name: "state", MountPath: SidecarStateDir},
+							{Name: "node-credentials", MountPath: NodeCredentialsDir, ReadOnly: true},
+						},
+						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+							corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")}},
+						// Root to write the host's NSS database; nothing more.
+						SecurityContext: &corev1.SecurityContext{
+							RunAsUser: ptr.To[int64](0), AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
+							Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"DAC_OVERRIDE", "CHOWN", "FOWNER"}},
+						},
+					}},
+					Volumes: []corev1.Volume{
+						hostPath("nss", o.NSSDir, corev1.HostPathDirectoryOrCreate),
+						hostPath("state", SidecarStateDir, corev1.HostPathDirectoryOrCreate),
+						hostPath("node-credentials", NodeCredentialsDir, corev1.HostPathDirectory),
+					},
+				},
+			},
+		},
+	}
+}

@@ -1,0 +1,353 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/util/workqueue"
+)
+
+// Queue keys: one per node (its CSRs are decided together, one worker at
+// a time), one per CSR of a requester that is not a node, and the bundle.
+const (
+	bundleKey  = "bundle"
+	nodePrefix = "node/"
+	csrPrefix  = "csr/"
+
+	requesterIndex = "requester"
+	cnIndex        = "cn"
+)
+
+// informerResync re-delivers every cached object this often, so nothing
+// waits for an event that was missed.
+const informerResync = 5 * time.Minute
+
+// Signer signs the CSRs of one signer name with the Authority and keeps
+// the CA bundle ConfigMap current. Run it in every replica: one leads.
+type Signer struct {
+	cfg     Config
+	log     *slog.Logger
+	cmNS    string
+	cmName  string
+	metrics *metrics
+
+	leadMu sync.Mutex           // held while leading: a new term waits for the old one's workers
+	active atomic.Pointer[term] // the current term once its caches synced
+
+	limMu    sync.Mutex
+	limiters map[string]*rate.Limiter
+}
+
+// term is one leadership term: its queue and caches.
+type term struct {
+	queue   workqueue.TypedRateLimitingInterface[string]
+	csrs    cache.Indexer
+	nodes   cache.Indexer
+	configs cache.Indexer
+}
+
+// New returns a Signer; it does nothing until Run.
+func New(cfg Config) (*Signer, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	ns, name, _ := SplitNamespacedName(cfg.CABundleConfigMap)
+	s := &Signer{cfg: cfg, log: cfg.Logger.With("component", "kube-signer", "signer", cfg.SignerName), cmNS: ns, cmName: name,
+		metrics: newMetrics(), limiters: map[string]*rate.Limiter{}}
+	if cfg.Metrics != nil {
+		if err := s.metrics.register(cfg.Metrics); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Identity is this replica's name in the leader election and in the
+// approval messages.
+func (s *Signer) Identity() string { return s.cfg.LeaderElection.Identity }
+
+// Leading reports whether this replica leads now, its caches synced.
+func (s *Signer) Leading() bool { return s.active.Load() != nil }
+
+// CABundleChanged makes the leader republish the CA bundle now (after a
+// root renewal). The bundle published is always the Authority's current
+// one (Root().BundlePEM: the newest root first, then the previous ones).
+func (s *Signer) CABundleChanged([]byte) {
+	if t := s.active.Load(); t != nil {
+		t.queue.Add(bundleKey)
+	}
+}
+
+// Run takes part in the leader election until ctx ends; while leading it
+// signs and publishes. Outside ModeFull it leaves every CSR alone (for
+// another signer) and returns when ctx ends.
+func (s *Signer) Run(ctx context.Context) error {
+	if s.cfg.Mode != ModeFull {
+		s.log.Info("not signing: the cluster's IPsec mode is "+string(s.cfg.Mode)+"; CSRs are left for another signer", "mode", s.cfg.Mode)
+		<-ctx.Done()
+		return nil
+	}
+	le := s.cfg.LeaderElection
+	if le.Disabled {
+		s.lead(ctx)
+		return nil
+	}
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: le.Namespace, Name: le.Name},
+		Client:     s.cfg.Client.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: le.Identity},
+	}
+	for ctx.Err() == nil {
+		elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+			Lock:            lock,
+			LeaseDuration:   le.LeaseDuration,
+			RenewDeadline:   le.RenewDeadline,
+			RetryPeriod:     le.RetryPeriod,
+			ReleaseOnCancel: true,
+			Name:            le.Name,
+			Callbacks: leaderelection.LeaderCallbacks{
+				OnStartedLeading: s.lead,
+				OnStoppedLeading: func() {},
+				OnNewLeader: func(id string) {
+					if id != le.Identity {
+						s.log.Info("following", "leader", id, "identity", le.Identity)
+					}
+				},
+			},
+		})
+		if err != nil {
+			return fmt.Errorf("kube: leader election: %w", err)
+		}
+		s.log.Info("campaigning for leadership", "lease", le.Namespace+"/"+le.Name, "identity", le.Identity)
+		elector.Run(ctx)
+		if ctx.Err() == nil {
+			s.log.Warn("lost leadership; campaigning again", "identity", le.Identity)
+		}
+	}
+	// Wait for the last term's workers.
+	s.leadMu.Lock()
+	s.leadMu.Unlock() //nolint:staticcheck // a barrier
+	return nil
+}
+
+// lead runs one leadership term until ctx ends.
+func (s *Signer) lead(ctx context.Context) {
+	s.leadMu.Lock()
+	defer s.leadMu.Unlock()
+	if ctx.Err() != nil {
+		return
+	}
+	s.log.Info("leading: signing CSRs", "identity", s.Identity(), "ca_bundle_configmap", s.cmNS+"/"+s.cmName)
+	s.metrics.leader.Set(1)
+	defer s.metrics.leader.Set(0)
+
+	client := s.cfg.Client
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]())
+	t := &term{queue: q}
+
+	csrFactory := informers.NewSharedInformerFactoryWithOptions(client, informerResync, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("spec.signerName", s.cfg.SignerName).String()
+	}))
+	csrInf := csrFactory.Certificates().V1().CertificateSigningRequests().Informer()
+	if err := csrInf.AddIndexers(cache.Indexers{requesterIndex: func(obj any) ([]string, error) {
+		if c, ok := obj.(*certificatesv1.CertificateSigningRequest); ok {
+			return []string{c.Spec.Username}, nil
+		}
+		return nil, nil
+	}}); err != nil {
+		s.log.Error("CSR informer", "err", err)
+		return
+	}
+	nodeFactory := informers.NewSharedInformerFactory(client, informerResync)
+	nodeInf := nodeFactory.Core().V1().Nodes().Informer()
+	if err := nodeInf.AddIndexers(cache.Indexers{cnIndex: func(obj any) ([]string, error) {
+		if n, ok := obj.(*corev1.Node); ok {
+			if cn := NodeCN(n, s.cfg.CNFrom); cn != "" {
+				return []string{cn}, nil
+			}
+		}
+		return nil, nil
+	}}); err != nil {
+		s.log.Error("node informer", "err", err)
+		return
+	}
+	cmFactory := informers.NewSharedInformerFactoryWithOptions(client, informerResync, informers.WithNamespace(s.cmNS),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", s.cmName).String()
+		}))
+	cmInf := cmFactory.Core().V1().ConfigMaps().Informer()
+	t.csrs, t.nodes, t.configs = csrInf.GetIndexer(), nodeInf.GetIndexer(), cmInf.GetIndexer()
+
+	handlers := []struct {
+		inf cache.SharedIndexInformer
+		h   cache.ResourceEventHandler
+	}{
+		{csrInf, cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { s.enqueueCSR(q, obj) },
+			UpdateFunc: func(_, obj any) { s.enqueueCSR(q, obj) },
+		}},
+		{nodeInf, cache.ResourceEventHandlerFuncs{
+			// A node's chassis-id may arrive after its CSR.
+			AddFunc: func(obj any) {
+				if n, ok := obj.(*corev1.Node); ok {
+					q.Add(nodePrefix + n.Name)
+				}
+			},
+			UpdateFunc: func(old, obj any) {
+				o, ok1 := old.(*corev1.Node)
+				n, ok2 := obj.(*corev1.Node)
+				if ok1 && ok2 && NodeCN(o, s.cfg.CNFrom) != NodeCN(n, s.cfg.CNFrom) {
+					q.Add(nodePrefix + n.Name)
+				}
+			},
+		}},
+		{cmInf, cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { q.Add(bundleKey) },
+			UpdateFunc: func(any, any) { q.Add(bundleKey) },
+			DeleteFunc: func(any) { q.Add(bundleKey) },
+		}},
+	}
+	for _, h := range handlers {
+		if _, err := h.inf.AddEventHandler(h.h); err != nil {
+			s.log.Error("informer handler", "err", err)
+			return
+		}
+	}
+
+	ictx, stopInformers := context.WithCancel(ctx)
+	defer stopInformers()
+	csrFactory.Start(ictx.Done())
+	nodeFactory.Start(ictx.Done())
+	cmFactory.Start(ictx.Done())
+	defer func() {
+		stopInformers()
+		csrFactory.Shutdown()
+		nodeFactory.Shutdown()
+		cmFactory.Shutdown()
+	}()
+	if !cache.WaitForCacheSync(ctx.Done(), csrInf.HasSynced, nodeInf.HasSynced, cmInf.HasSynced) {
+		q.ShutDown()
+		return
+	}
+	s.active.Store(t)
+	defer s.active.Store(nil)
+	q.Add(bundleKey)
+
+	var wg sync.WaitGroup
+	for range s.cfg.Workers {
+		wg.Go(func() {
+			for s.processNext(ctx, t) {
+			}
+		})
+	}
+	wg.Go(func() { s.housekeeping(ctx, t) })
+	<-ctx.Done()
+	q.ShutDown()
+	wg.Wait()
+	s.log.Info("stopped leading", "identity", s.Identity())
+}
+
+// housekeeping re-checks the bundle and deletes old CSRs every Resync.
+func (s *Signer) housekeeping(ctx context.Context, t *term) {
+	tick := time.NewTicker(s.cfg.Resync)
+	defer tick.Stop()
+	for {
+		s.collectGarbage(ctx, t)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			t.queue.Add(bundleKey)
+		}
+	}
+}
+
+func (s *Signer) enqueueCSR(q workqueue.TypedRateLimitingInterface[string], obj any) {
+	c, ok := obj.(*certificatesv1.CertificateSigningRequest)
+	if !ok {
+		return
+	}
+	q.Add(s.keyFor(c))
+}
+
+func (s *Signer) keyFor(c *certificatesv1.CertificateSigningRequest) string {
+	if node := RequesterNode(c.Spec.Username, s.cfg.RequesterPrefix); node != "" {
+		return nodePrefix + node
+	}
+	return csrPrefix + c.Name
+}
+
+// requeueAfter asks for the key to be looked at again later (not a failure).
+type requeueAfter time.Duration
+
+func (r requeueAfter) Error() string { return fmt.Sprintf("requeue after %s", time.Duration(r)) }
+
+func (s *Signer) processNext(ctx context.Context, t *term) bool {
+	key, quit := t.queue.Get()
+	if quit {
+		return false
+	}
+	defer t.queue.Done(key)
+	err := s.sync(ctx, t, key)
+	var after requeueAfter
+	switch {
+	case err == nil:
+		t.queue.Forget(key)
+	case errors.As(err, &after):
+		t.queue.Forget(key)
+		t.queue.AddAfter(key, time.Duration(after))
+	case ctx.Err() != nil:
+	default:
+		s.log.Warn("will retry", "key", key, "err", err)
+		t.queue.AddRateLimited(key)
+	}
+	return true
+}
+
+func (s *Signer) sync(ctx context.Context, t *term, key string) error {
+	switch {
+	case key == bundleKey:
+		return s.syncBundle(ctx, t)
+	case len(key) > len(nodePrefix) && key[:len(nodePrefix)] == nodePrefix:
+		return s.syncNode(ctx, t, key[len(nodePrefix):])
+	case len(key) > len(csrPrefix) && key[:len(csrPrefix)] == csrPrefix:
+		obj, ok, err := t.csrs.GetByKey(key[len(csrPrefix):])
+		if err != nil || !ok {
+			return err
+		}
+		return s.syncCSRs(ctx, t, "", []*certificatesv1.CertificateSigningRequest{obj.(*certificatesv1.CertificateSigningRequest)})
+	}
+	return nil
+}
+
+// limit reserves a decision for node under the per-node rate; it returns
+// how long to wait when the node is over it.
+func (s *Signer) limit(node string) time.Duration {
+	s.limMu.Lock()
+	l := s.limiters[node]
+	if l == nil {
+		l = rate.NewLimiter(rate.Limit(s.cfg.PerNodeRate), s.cfg.PerNodeBurst)
+		s.limiters[node] = l
+	}
+	s.limMu.Unlock()
+	r := l.Reserve()
+	if d := r.Delay(); d > 0 {
+		r.Cancel()
+		return d
+	}
+	return 0
+}
