@@ -27,16 +27,12 @@ import (
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer/json"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/discovery/cached/memory"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/restmapper"
 
 	"github.com/ipsecca/ipsecca/ca"
 	"github.com/ipsecca/ipsecca/kube"
@@ -427,30 +423,7 @@ func applyManifests(t *testing.T, srv *kubetest.Server, o kube.ManifestOptions) 
 	if len(decoded) != len(objs) {
 		t.Fatalf("printed %d objects, decoded %d", len(objs), len(decoded))
 	}
-	dyn, err := dynamic.NewForConfig(srv.Admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(kubetest.Client(t, srv.Admin).Discovery()))
-	for _, obj := range decoded {
-		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
-		if err != nil {
-			t.Fatal(err)
-		}
-		u := &unstructured.Unstructured{Object: m}
-		gvk := obj.GetObjectKind().GroupVersionKind()
-		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err != nil {
-			t.Fatalf("%s: %v", gvk, err)
-		}
-		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
-		if u.GetNamespace() != "" {
-			ri = dyn.Resource(mapping.Resource).Namespace(u.GetNamespace())
-		}
-		if _, err := ri.Create(context.Background(), u, metav1.CreateOptions{FieldValidation: metav1.FieldValidationStrict}); err != nil {
-			t.Fatalf("create %s %s/%s on the API server: %v", gvk.Kind, u.GetNamespace(), u.GetName(), err)
-		}
-	}
+	kubetest.Create(t, srv, decoded)
 	return decoded
 }
 

@@ -184,9 +184,11 @@ func Manifests(o ManifestOptions) ([]runtime.Object, error) {
 			&rbacv1.RoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: meta(NameLeader, ns, "ca"),
 				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: NameLeader}, Subjects: []rbacv1.Subject{sa}},
 			// The nodes: create their CSRs and wait for the certificate,
-			// read the CA bundle.
+			// read their Node's chassis-id annotation (the CN), read the CA
+			// bundle.
 			&rbacv1.ClusterRole{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"), ObjectMeta: meta(NameNodeCSR, "", "sidecar"), Rules: []rbacv1.PolicyRule{
 				{APIGroups: []string{"certificates.k8s.io"}, Resources: []string{"certificatesigningrequests"}, Verbs: []string{"create", "get", "watch"}},
+				{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get"}},
 			}},
 			&rbacv1.ClusterRoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"), ObjectMeta: meta(NameNodeCSR, "", "sidecar"),
 				RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: NameNodeCSR},

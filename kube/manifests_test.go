@@ -161,6 +161,7 @@ func TestManifestsOnAPIServer(t *testing.T) {
 	check(node, nodeGroups, true, []access{
 		{"", "create", cert, "certificatesigningrequests", "", ""}, {"", "get", cert, "certificatesigningrequests", "", "x"},
 		{"", "watch", cert, "certificatesigningrequests", "", "x"}, {cmNS, "get", "", "configmaps", "", cmName},
+		{"", "get", "", "nodes", "", "n"},
 	})
 	check(node, nodeGroups, false, []access{
 		{"", "list", cert, "certificatesigningrequests", "", ""}, {"", "delete", cert, "certificatesigningrequests", "", "x"},

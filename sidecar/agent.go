@@ -60,6 +60,8 @@ type Config struct {
 	Now func() time.Time
 	// Hook is passed to nssdb for fault injection in tests; nil in production.
 	Hook func(step string) error
+	// Kube, when set, enrols through Kubernetes CSR objects instead of gRPC.
+	Kube *KubeConfig
 }
 
 // Agent keeps one node's NSS database current.
@@ -72,11 +74,14 @@ type Agent struct {
 
 // New validates cfg and returns an Agent.
 func New(cfg Config) (*Agent, error) {
-	if cfg.CN == "" {
+	if cfg.CN == "" && cfg.Kube == nil {
 		cfg.CN = cfg.Node
 	}
+	if cfg.Kube != nil {
+		cfg.Kube.setDefaults()
+	}
 	switch {
-	case cfg.Server == "":
+	case cfg.Server == "" && cfg.Kube == nil:
 		return nil, errors.New("sidecar: the server address is required")
 	case cfg.NSSDir == "" || cfg.StateDir == "":
 		return nil, errors.New("sidecar: the NSS and state directories are required")
@@ -84,8 +89,10 @@ func New(cfg Config) (*Agent, error) {
 	if err := ca.ValidName(cfg.Node); err != nil {
 		return nil, fmt.Errorf("sidecar: node name: %v", err)
 	}
-	if err := ca.ValidName(cfg.CN); err != nil {
-		return nil, fmt.Errorf("sidecar: certificate name: %v", err)
+	if cfg.CN != "" {
+		if err := ca.ValidName(cfg.CN); err != nil {
+			return nil, fmt.Errorf("sidecar: certificate name: %v", err)
+		}
 	}
 	switch cfg.KeyType {
 	case "":
@@ -97,7 +104,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.CANickname == "" {
 		cfg.CANickname = CANickname
 	}
-	if cfg.Nickname == "" {
+	if cfg.Nickname == "" && cfg.CN != "" {
 		cfg.Nickname = NodeNickname(cfg.CN)
 	}
 	if cfg.ReloadTimeout == 0 {
@@ -135,6 +142,9 @@ var ErrNeedToken = errors.New("sidecar: a bootstrap token is needed")
 // server unreachable but a valid pair in place it converges the database
 // from the state directory and returns nil.
 func (a *Agent) Pass(ctx context.Context) (changed bool, err error) {
+	if a.cfg.Kube != nil {
+		return a.kubePass(ctx)
+	}
 	unlock, err := a.db.Lock(ctx)
 	if err != nil {
 		return false, err

@@ -22,6 +22,9 @@ const resyncEvery = time.Hour
 // stream, a pass for every event that asks for one; on any failure it
 // keeps the current pair and retries after a backoff.
 func (a *Agent) Run(ctx context.Context) error {
+	if a.cfg.Kube != nil {
+		return a.kubeRun(ctx)
+	}
 	backoff := minBackoff
 	for ctx.Err() == nil {
 		if _, err := a.Pass(ctx); err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/ipsecca/ipsecca/sidecar"
 )
@@ -18,8 +19,9 @@ func init() { subcommands = append(subcommands, newSidecarCmd) }
 
 func newSidecarCmd() *cobra.Command {
 	var c sidecar.Config
-	var once bool
-	var logFormat string
+	var once, kubeMode bool
+	var logFormat, kubeconfig string
+	kc := &sidecar.KubeConfig{}
 	cmd := &cobra.Command{
 		Use:   "sidecar",
 		Short: "Node agent: keep this node's certificate, key and the CA current in its NSS database",
@@ -34,8 +36,21 @@ does one pass and exits 0 only when the database is correct.`,
 			if c.Server == "" {
 				c.Server = envOr(envServer, "")
 			}
-			if c.Server == "" || c.Node == "" || c.CAFile == "" {
-				return usageError("--server, --node and --ca-file are required")
+			if kubeMode {
+				if c.Node == "" {
+					return usageError("--node is required")
+				}
+				rc, err := (&kubeFlags{kubeconfig: kubeconfig}).restConfig()
+				if err != nil {
+					return err
+				}
+				rc.UserAgent = "ipsecca-sidecar"
+				if kc.Client, err = kubernetes.NewForConfig(rc); err != nil {
+					return err
+				}
+				c.Kube = kc
+			} else if c.Server == "" || c.Node == "" || c.CAFile == "" {
+				return usageError("--server, --node and --ca-file are required (or --kube)")
 			}
 			var h slog.Handler = slog.NewTextHandler(os.Stderr, nil)
 			if logFormat == "json" {
@@ -86,6 +101,11 @@ does one pass and exits 0 only when the database is correct.`,
 	f.DurationVar(&c.ReloadTimeout, "reload-timeout", 30*time.Second, "timeout of the reload command")
 	f.DurationVar(&c.MaxBackoff, "max-backoff", 5*time.Minute, "longest wait between retries when the server is away")
 	f.BoolVar(&once, "once", false, "do one pass and exit: 0 only when the NSS database is correct")
+	f.BoolVar(&kubeMode, "kube", false, "enrol and renew through Kubernetes CertificateSigningRequests, as OpenShift's node script does, instead of gRPC (no token needed)")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "with --kube: the node's kubeconfig (default: the in-cluster configuration)")
+	f.StringVar(&kc.SignerName, "signer-name", "network.openshift.io/signer", "with --kube: the CSRs' signerName")
+	f.StringVar(&kc.CABundleConfigMap, "ca-bundle-configmap", "openshift-ovn-kubernetes/signer-ca", "with --kube: namespace/name of the ConfigMap holding the CA bundle (key ca-bundle.crt)")
+	f.DurationVar(&kc.Wait, "csr-wait", 2*time.Minute, "with --kube: how long to wait for a CSR's certificate")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd
 }

@@ -37,8 +37,13 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
 )
 
 // Pinned sources of the binaries, relative to the repository root. The
@@ -448,4 +453,34 @@ func serviceAccountKey(t testing.TB) (keyPEM, pubPEM []byte) {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})
+}
+
+// Create creates objects on the API server as the admin, with strict
+// field validation (an unknown field is an error).
+func Create(t testing.TB, s *Server, objs []runtime.Object) {
+	t.Helper()
+	dyn, err := dynamic.NewForConfig(s.Admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(Client(t, s.Admin).Discovery()))
+	for _, obj := range objs {
+		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := &unstructured.Unstructured{Object: m}
+		gvk := obj.GetObjectKind().GroupVersionKind()
+		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			t.Fatalf("%s: %v", gvk, err)
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
+		if u.GetNamespace() != "" {
+			ri = dyn.Resource(mapping.Resource).Namespace(u.GetNamespace())
+		}
+		if _, err := ri.Create(context.Background(), u, metav1.CreateOptions{FieldValidation: metav1.FieldValidationStrict}); err != nil {
+			t.Fatalf("create %s %s/%s on the API server: %v", gvk.Kind, u.GetNamespace(), u.GetName(), err)
+		}
+	}
 }
