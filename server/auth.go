@@ -2,9 +2,12 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"strings"
+	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -107,14 +110,20 @@ func (s *Server) verifiedPeer(ctx context.Context) (*x509.Certificate, error) {
 		return nil, status.Error(codes.Unauthenticated, "this call needs a client certificate issued by this CA (mTLS)")
 	}
 	leaf := ti.State.PeerCertificates[0]
+	root := s.auth.Root()
+	now := s.clock.Now()
+	key := chainKey(ti.State.PeerCertificates)
+	if s.verified.ok(key, root, now, leaf) {
+		return leaf, nil
+	}
 	inter := x509.NewCertPool()
 	for _, c := range ti.State.PeerCertificates[1:] {
 		inter.AddCert(c)
 	}
 	_, err := leaf.Verify(x509.VerifyOptions{
-		Roots:         s.auth.Root().Pool(),
+		Roots:         root.Pool(),
 		Intermediates: inter,
-		CurrentTime:   s.clock.Now(),
+		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
 	if err != nil {
@@ -124,7 +133,46 @@ func (s *Server) verifiedPeer(ctx context.Context) (*x509.Certificate, error) {
 		}
 		return nil, status.Errorf(codes.Unauthenticated, "the client certificate (subject %q) was not issued by this CA: %v", leaf.Subject.String(), err)
 	}
+	s.verified.add(key, root)
 	return leaf, nil
+}
+
+// verifiedChains remembers client certificate chains that verified against
+// a root, so a node renewing or watching again is not charged an ECDSA
+// verification per call. Validity is rechecked on every hit; revocation is
+// checked in the store on every call (Authenticate) regardless.
+type verifiedChains struct {
+	mu sync.Mutex
+	m  map[[32]byte]*ca.Root
+}
+
+// maxVerifiedChains bounds the cache; it is emptied when full.
+const maxVerifiedChains = 100000
+
+func chainKey(certs []*x509.Certificate) [32]byte {
+	h := sha256.New()
+	for _, c := range certs {
+		h.Write(c.Raw)
+	}
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
+}
+
+func (v *verifiedChains) ok(key [32]byte, root *ca.Root, now time.Time, leaf *x509.Certificate) bool {
+	v.mu.Lock()
+	r := v.m[key]
+	v.mu.Unlock()
+	return r == root && !now.Before(leaf.NotBefore) && now.Before(leaf.NotAfter)
+}
+
+func (v *verifiedChains) add(key [32]byte, root *ca.Root) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.m == nil || len(v.m) >= maxVerifiedChains {
+		v.m = map[[32]byte]*ca.Root{}
+	}
+	v.m[key] = root
 }
 
 func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {

@@ -89,16 +89,17 @@ type Deps struct {
 
 // Server holds the handlers' dependencies.
 type Server struct {
-	auth    Authority
-	queries Queries
-	sched   Scheduler
-	hub     *Hub
-	notify  Notifier
-	clock   ca.Clock
-	log     *slog.Logger
-	metrics *metrics
-	limit   *limiter
-	mode    Mode
+	auth     Authority
+	queries  Queries
+	sched    Scheduler
+	hub      *Hub
+	notify   Notifier
+	clock    ca.Clock
+	log      *slog.Logger
+	metrics  *metrics
+	limit    *limiter
+	mode     Mode
+	verified verifiedChains
 }
 
 // New returns a Server.

@@ -181,6 +181,10 @@ func TestAuthorization(t *testing.T) {
 func TestExpiredClientCertIsUnauthenticated(t *testing.T) {
 	c := startCA(t)
 	nodeA := c.enrollNode(t, "node-a")
+	// A call first, so the verified chain is cached: expiry must still win.
+	if _, err := ipseccav1.NewNodeServiceClient(c.conn(t, nodeA)).ReportInventory(context.Background(), &ipseccav1.ReportInventoryRequest{}); err != nil {
+		t.Fatal(err)
+	}
 	c.clock.Add(5*365*24*time.Hour + 72*time.Hour)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	_, err := ipseccav1.NewNodeServiceClient(c.conn(t, nodeA)).Renew(context.Background(), &ipseccav1.RenewRequest{CsrPem: csrFor(t, key, "node-a")})
