@@ -253,15 +253,24 @@ func TestSidecarServerDown(t *testing.T) {
 	}
 	srv.Start()
 	mustRun(t, srv.Env(), "rotate", "--node", "node-a")
+	if !waitNewSerial(t, n, first) {
+		t.Fatalf("the running sidecar did not pick up the rotation after the server returned:\n%s", logb.String())
+	}
+	assertNSS(t, n, 1)
+}
+
+// waitNewSerial waits up to 20 s for the node's NSS entry to hold exactly
+// one certificate other than old.
+func waitNewSerial(t *testing.T, n *node, old string) bool {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		if s := serialsUnder(t, n.nss, "ovs_certkey_node-a"); len(s) == 1 && s[0] != first {
-			assertNSS(t, n, 1)
-			return
+		if s := serialsUnder(t, n.nss, "ovs_certkey_"+n.name); len(s) == 1 && s[0] != old {
+			return true
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Fatalf("the running sidecar did not pick up the rotation after the server returned:\n%s", logb.String())
+	return false
 }
 
 // TestSidecarRevokedNeedsNewToken: a revoked node re-enrols only with a
@@ -380,14 +389,9 @@ func TestSidecarFlappingServer(t *testing.T) {
 	}
 	first := serialsUnder(t, n.nss, "ovs_certkey_node-f")
 	mustRun(t, srv.Env(), "rotate", "--node", "node-f")
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if s := serialsUnder(t, n.nss, "ovs_certkey_node-f"); len(s) == 1 && s[0] != first[0] {
-			assertNSS(t, n, 1)
-			t.Logf("%d reconnect attempts over %.0f s of flapping; converged", attempts, elapsed)
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
+	if !waitNewSerial(t, n, first[0]) {
+		t.Fatalf("the sidecar did not converge after the flapping:\n%s", logb.String())
 	}
-	t.Fatalf("the sidecar did not converge after the flapping:\n%s", logb.String())
+	assertNSS(t, n, 1)
+	t.Logf("%d reconnect attempts over %.0f s of flapping; converged", attempts, elapsed)
 }

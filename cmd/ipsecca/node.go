@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -40,6 +41,26 @@ func (f *issueFlags) readCSR() ([]byte, error) {
 		return nil, fmt.Errorf("read CSR: %w", err)
 	}
 	return b, nil
+}
+
+// issue reads the CSR, calls the server through call and writes the result.
+func (f *issueFlags) issue(cmd *cobra.Command, op string, call func(context.Context, ipseccav1.NodeServiceClient, []byte) (*ipseccav1.IssueResponse, error)) error {
+	csr, err := f.readCSR()
+	if err != nil {
+		return err
+	}
+	conn, err := f.conn.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := f.conn.context()
+	defer cancel()
+	resp, err := call(ctx, ipseccav1.NewNodeServiceClient(conn), csr)
+	if err != nil {
+		return rpcError(op, err)
+	}
+	return f.write(cmd, resp)
 }
 
 // write stores the certificate (and bundle) and reports.
@@ -87,22 +108,9 @@ func newEnrollCmd() *cobra.Command {
 			case token == "":
 				return usageError("--token or --token-file is required")
 			}
-			csr, err := f.readCSR()
-			if err != nil {
-				return err
-			}
-			conn, err := f.conn.dial()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			ctx, cancel := f.conn.context()
-			defer cancel()
-			resp, err := ipseccav1.NewNodeServiceClient(conn).Enroll(ctx, &ipseccav1.EnrollRequest{Token: token, CsrPem: csr})
-			if err != nil {
-				return rpcError("enroll", err)
-			}
-			return f.write(cmd, resp)
+			return f.issue(cmd, "enroll", func(ctx context.Context, c ipseccav1.NodeServiceClient, csr []byte) (*ipseccav1.IssueResponse, error) {
+				return c.Enroll(ctx, &ipseccav1.EnrollRequest{Token: token, CsrPem: csr})
+			})
 		},
 	}
 	f.register(cmd)
@@ -121,22 +129,9 @@ func newRenewCmd() *cobra.Command {
 			if f.conn.certFile == "" || f.conn.keyFile == "" {
 				return usageError("--cert and --key (the node's current certificate and key) are required")
 			}
-			csr, err := f.readCSR()
-			if err != nil {
-				return err
-			}
-			conn, err := f.conn.dial()
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			ctx, cancel := f.conn.context()
-			defer cancel()
-			resp, err := ipseccav1.NewNodeServiceClient(conn).Renew(ctx, &ipseccav1.RenewRequest{CsrPem: csr})
-			if err != nil {
-				return rpcError("renew", err)
-			}
-			return f.write(cmd, resp)
+			return f.issue(cmd, "renew", func(ctx context.Context, c ipseccav1.NodeServiceClient, csr []byte) (*ipseccav1.IssueResponse, error) {
+				return c.Renew(ctx, &ipseccav1.RenewRequest{CsrPem: csr})
+			})
 		},
 	}
 	f.register(cmd)
