@@ -39,26 +39,21 @@ func newTokenCmd() *cobra.Command {
 			if node == "" {
 				return usageError("--node is required")
 			}
-			client, done, err := conn.adminClient()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := conn.context()
-			defer cancel()
 			req := &ipseccav1.CreateTokenRequest{Node: node, CommonName: cn}
 			if ttl != 0 {
 				req.Ttl = durationpb.New(ttl)
 			}
-			resp, err := client.CreateToken(ctx, req)
-			if err != nil {
-				return rpcError("token create", err)
-			}
-			if asJSON {
-				return printJSON(cmd, resp)
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), resp.GetToken())
-			return nil
+			return adminCall(&conn, func(client ipseccav1.AdminServiceClient, ctx context.Context) error {
+				resp, err := client.CreateToken(ctx, req)
+				if err != nil {
+					return rpcError("token create", err)
+				}
+				if asJSON {
+					return printJSON(cmd, resp)
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), resp.GetToken())
+				return nil
+			})
 		},
 	}
 	conn.register(create.Flags(), true)
@@ -93,38 +88,33 @@ func newCertsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			client, done, err := conn.adminClient()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := conn.context()
-			defer cancel()
-			all := &ipseccav1.ListCertificatesResponse{}
-			token := ""
-			for {
-				resp, err := client.ListCertificates(ctx, &ipseccav1.ListCertificatesRequest{Node: node, State: state, Kind: kind, DueBefore: due, PageSize: 1000, PageToken: token})
-				if err != nil {
-					return rpcError("certs list", err)
+			return adminCall(&conn, func(client ipseccav1.AdminServiceClient, ctx context.Context) error {
+				all := &ipseccav1.ListCertificatesResponse{}
+				token := ""
+				for {
+					resp, err := client.ListCertificates(ctx, &ipseccav1.ListCertificatesRequest{Node: node, State: state, Kind: kind, DueBefore: due, PageSize: 1000, PageToken: token})
+					if err != nil {
+						return rpcError("certs list", err)
+					}
+					all.Certificates = append(all.Certificates, resp.GetCertificates()...)
+					token = resp.GetNextPageToken()
+					if token == "" || (limit > 0 && len(all.Certificates) >= limit) {
+						break
+					}
 				}
-				all.Certificates = append(all.Certificates, resp.GetCertificates()...)
-				token = resp.GetNextPageToken()
-				if token == "" || (limit > 0 && len(all.Certificates) >= limit) {
-					break
+				if limit > 0 && len(all.Certificates) > limit {
+					all.Certificates = all.Certificates[:limit]
 				}
-			}
-			if limit > 0 && len(all.Certificates) > limit {
-				all.Certificates = all.Certificates[:limit]
-			}
-			if asJSON {
-				return printJSON(cmd, all)
-			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "SERIAL\tKIND\tNODE\tCN\tSTATE\tNOT AFTER\tROTATE AFTER")
-			for _, c := range all.Certificates {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.GetSerial(), c.GetKind(), c.GetNode(), c.GetCommonName(), c.GetState(), fmtTime(c.GetNotAfter()), fmtTime(c.GetRotateAfter()))
-			}
-			return w.Flush()
+				if asJSON {
+					return printJSON(cmd, all)
+				}
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "SERIAL\tKIND\tNODE\tCN\tSTATE\tNOT AFTER\tROTATE AFTER")
+				for _, c := range all.Certificates {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.GetSerial(), c.GetKind(), c.GetNode(), c.GetCommonName(), c.GetState(), fmtTime(c.GetNotAfter()), fmtTime(c.GetRotateAfter()))
+				}
+				return w.Flush()
+			})
 		},
 	}
 	conn.register(list.Flags(), true)
@@ -142,36 +132,31 @@ func newCertsCmd() *cobra.Command {
 		Short: "Show one certificate by serial (hex)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			client, done, err := sconn.adminClient()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := sconn.context()
-			defer cancel()
-			c, err := client.GetCertificate(ctx, &ipseccav1.GetCertificateRequest{Serial: args[0]})
-			if err != nil {
-				return rpcError("certs show", err)
-			}
-			switch {
-			case sJSON:
-				return printJSON(cmd, c)
-			case sPEM:
-				_, err := cmd.OutOrStdout().Write(c.GetCertificatePem())
-				return err
-			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			for _, kv := range [][2]string{
-				{"serial", c.GetSerial()}, {"kind", c.GetKind()}, {"node", c.GetNode()}, {"subject", c.GetSubject()},
-				{"state", c.GetState()}, {"not before", fmtTime(c.GetNotBefore())}, {"not after", fmtTime(c.GetNotAfter())},
-				{"rotate after", fmtTime(c.GetRotateAfter())}, {"issued", fmtTime(c.GetIssuedAt()) + " via " + c.GetIssuedVia()},
-				{"superseded by", c.GetSupersededBy()}, {"sha256", c.GetSha256Fingerprint()},
-			} {
-				if kv[1] != "" {
-					fmt.Fprintf(w, "%s:\t%s\n", kv[0], kv[1])
+			return adminCall(&sconn, func(client ipseccav1.AdminServiceClient, ctx context.Context) error {
+				c, err := client.GetCertificate(ctx, &ipseccav1.GetCertificateRequest{Serial: args[0]})
+				if err != nil {
+					return rpcError("certs show", err)
 				}
-			}
-			return w.Flush()
+				switch {
+				case sJSON:
+					return printJSON(cmd, c)
+				case sPEM:
+					_, err := cmd.OutOrStdout().Write(c.GetCertificatePem())
+					return err
+				}
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				for _, kv := range [][2]string{
+					{"serial", c.GetSerial()}, {"kind", c.GetKind()}, {"node", c.GetNode()}, {"subject", c.GetSubject()},
+					{"state", c.GetState()}, {"not before", fmtTime(c.GetNotBefore())}, {"not after", fmtTime(c.GetNotAfter())},
+					{"rotate after", fmtTime(c.GetRotateAfter())}, {"issued", fmtTime(c.GetIssuedAt()) + " via " + c.GetIssuedVia()},
+					{"superseded by", c.GetSupersededBy()}, {"sha256", c.GetSha256Fingerprint()},
+				} {
+					if kv[1] != "" {
+						fmt.Fprintf(w, "%s:\t%s\n", kv[0], kv[1])
+					}
+				}
+				return w.Flush()
+			})
 		},
 	}
 	sconn.register(show.Flags(), true)
