@@ -1,9 +1,7 @@
 // Package kubetest runs a real kube-apiserver over a real etcd for tests:
-// no fake clientset. The binaries are built from the Go module proxy from
-// the pinned nested modules in kube/internal/kubebin and cached in the
-// repository's git-ignored .cache/kubebin/<hash>/, so only the first run
-// pays the build (about 4 minutes). A build that fails fails the test:
-// nothing here skips.
+// no fake clientset. The binaries come from internal/testbin (built from
+// the Go module proxy and cached; the first run pays about 4 minutes). A
+// build that fails fails the test: nothing here skips.
 //
 // The API server authenticates static-token users (Options.Users; an
 // "admin" in system:masters is always there) and service-account tokens,
@@ -18,11 +16,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -30,7 +26,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -44,17 +39,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
-)
 
-// Pinned sources of the binaries, relative to the repository root. The
-// cache key covers every file listed here.
-var (
-	apiserverModule = filepath.Join("kube", "internal", "kubebin", "apiserver")
-	etcdModule      = filepath.Join("kube", "internal", "kubebin", "etcd")
-	pinnedFiles     = []string{
-		filepath.Join(apiserverModule, "go.mod"), filepath.Join(apiserverModule, "go.sum"), filepath.Join(apiserverModule, "tools.go"),
-		filepath.Join(etcdModule, "go.mod"), filepath.Join(etcdModule, "go.sum"), filepath.Join(etcdModule, "main.go"),
-	}
+	"github.com/ipsecca/ipsecca/internal/testbin"
 )
 
 // AdminUser is the static-token user in system:masters every server has.
@@ -85,117 +71,18 @@ type Server struct {
 	tokens map[string]string
 }
 
-// binaries are built once per test process.
-var (
-	binOnce               sync.Once
-	binAPIServer, binEtcd string
-	binErr                error
-)
-
 // Binaries returns the paths of the kube-apiserver and etcd binaries,
 // building them when the cache has none for the pinned versions.
 func Binaries(t testing.TB) (apiserver, etcd string) {
 	t.Helper()
-	binOnce.Do(func() { binAPIServer, binEtcd, binErr = buildBinaries() })
-	if binErr != nil {
-		t.Fatalf("kubetest: building kube-apiserver and etcd from the Go module proxy failed (the kube tests need them; this is not skipped):\n%v", binErr)
+	etcd, err := testbin.Etcd()
+	if err == nil {
+		apiserver, err = testbin.KubeAPIServer()
 	}
-	return binAPIServer, binEtcd
-}
-
-// RepoRoot returns the main module's directory (the repository root).
-func RepoRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
+		t.Fatalf("kubetest: building kube-apiserver and etcd from the Go module proxy failed (the kube tests need them; this is not skipped):\n%v", err)
 	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside the ipsecca module (go env GOMOD is empty)")
-	}
-	return filepath.Dir(gomod), nil
-}
-
-// CacheDir returns the directory the binaries for the current pins live
-// in: .cache/kubebin/<hash of the pinned files and the Go version>.
-func CacheDir() (string, error) {
-	root, err := RepoRoot()
-	if err != nil {
-		return "", err
-	}
-	gov, err := exec.Command("go", "env", "GOVERSION").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOVERSION: %w", err)
-	}
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\n", bytes.TrimSpace(gov))
-	for _, f := range pinnedFiles {
-		b, err := os.ReadFile(filepath.Join(root, f))
-		if err != nil {
-			return "", err
-		}
-		fmt.Fprintf(h, "%s %d\n", filepath.ToSlash(f), len(b))
-		h.Write(b)
-	}
-	return filepath.Join(root, ".cache", "kubebin", hex.EncodeToString(h.Sum(nil))[:16]), nil
-}
-
-func buildBinaries() (string, string, error) {
-	root, err := RepoRoot()
-	if err != nil {
-		return "", "", err
-	}
-	dir, err := CacheDir()
-	if err != nil {
-		return "", "", err
-	}
-	apiserver, etcd := filepath.Join(dir, "kube-apiserver"), filepath.Join(dir, "etcd")
-	if exists(apiserver) && exists(etcd) {
-		return apiserver, etcd, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", "", err
-	}
-	// Several test processes (go test ./kube/...) may get here together:
-	// one builds, the others wait on the lock and find the result.
-	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return "", "", err
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", "", fmt.Errorf("lock %s: %w", dir, err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	for _, b := range []struct{ out, module, pkg string }{
-		{etcd, etcdModule, "."},
-		{apiserver, apiserverModule, "k8s.io/kubernetes/cmd/kube-apiserver"},
-	} {
-		if exists(b.out) {
-			continue
-		}
-		fmt.Fprintf(os.Stderr, "kubetest: building %s from the Go module proxy (first run only; kube-apiserver takes about 4 minutes) ...\n", filepath.Base(b.out))
-		logPath := b.out + ".build.log"
-		log, err := os.Create(logPath)
-		if err != nil {
-			return "", "", err
-		}
-		start := time.Now()
-		cmd := exec.Command("go", "build", "-o", b.out+".tmp", b.pkg)
-		cmd.Dir = filepath.Join(root, b.module)
-		cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly -buildvcs=false")
-		cmd.Stdout, cmd.Stderr = log, log
-		err = cmd.Run()
-		log.Close()
-		if err != nil {
-			return "", "", fmt.Errorf("go build %s in %s: %v\n%s", b.pkg, b.module, err, tail(logPath, 40))
-		}
-		if err := os.Rename(b.out+".tmp", b.out); err != nil {
-			return "", "", err
-		}
-		fmt.Fprintf(os.Stderr, "kubetest: built %s in %s\n", filepath.Base(b.out), time.Since(start).Round(time.Second))
-	}
-	return apiserver, etcd, nil
+	return apiserver, etcd
 }
 
 func exists(p string) bool {
@@ -203,15 +90,7 @@ func exists(p string) bool {
 	return err == nil && st.Mode().IsRegular() && st.Size() > 0
 }
 
-// tail returns the last n lines of a file.
-func tail(path string, n int) string {
-	b, _ := os.ReadFile(path)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+func tail(path string, n int) string { return testbin.Tail(path, n) }
 
 // freePorts returns n distinct free TCP ports on 127.0.0.1.
 func freePorts(t testing.TB, n int) []int {

@@ -1,0 +1,570 @@
+package etcd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/ipsecca/ipsecca/store"
+)
+
+// Key builders. Names never contain "/" (ca.ValidName), serials are hex.
+func (s *Store) kCA() string                   { return s.p + "ca/current" }
+func (s *Store) kHead() string                 { return s.p + "meta/audit_head" }
+func (s *Store) kCert(serial string) string    { return s.p + "certs/" + serial }
+func (s *Store) kToken(id string) string       { return s.p + "tokens/" + id }
+func (s *Store) kName(cn string) string        { return s.p + "names/" + cn }
+func (s *Store) kNode(node string) string      { return s.p + "nodes/" + node }
+func (s *Store) kRequest(uid string) string    { return s.p + "by_request/" + uid }
+func (s *Store) kRevoked(serial string) string { return s.p + "revoked/" + serial }
+func (s *Store) kOverdueN(serial string) string {
+	return s.p + "overdue/" + serial
+}
+func (s *Store) kByNode(node, serial string) string { return s.p + "by_node/" + node + "/" + serial }
+func (s *Store) kActive(kind store.Kind, node string) string {
+	return s.p + "active/" + string(kind) + "/" + node
+}
+func (s *Store) kEvent(seq uint64) string { return fmt.Sprintf("%sevents/%016x", s.p, seq) }
+
+// timeKey orders by time: 16 hex digits of the unix nanoseconds (as
+// unsigned, like store/bolt), then the serial.
+func timeKey(t time.Time, serial string) string {
+	return fmt.Sprintf("%016x/%s", uint64(t.UnixNano()), serial)
+}
+func (s *Store) kRotate(t time.Time, serial string) string {
+	return s.p + "by_rotate/" + timeKey(t, serial)
+}
+func (s *Store) kOverdue(t time.Time, serial string) string {
+	return s.p + "by_overdue/" + timeKey(t, serial)
+}
+
+// getJSON reads one record with a linearizable read.
+func (s *Store) getJSON(ctx context.Context, key string, v any) error {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil {
+		return unavailable("get", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return store.ErrNotFound
+	}
+	if err := json.Unmarshal(resp.Kvs[0].Value, v); err != nil {
+		return fmt.Errorf("store/etcd: decode %s: %w", key, err)
+	}
+	return nil
+}
+
+// getCerts reads certificates by serial in one transaction per chunk,
+// keeping the order.
+func (s *Store) getCerts(ctx context.Context, serials []string) ([]*store.Cert, error) {
+	out := make([]*store.Cert, 0, len(serials))
+	for len(serials) > 0 {
+		part := serials[:min(len(serials), s.maxOps)]
+		serials = serials[len(part):]
+		ops := make([]clientv3.Op, len(part))
+		for i, sn := range part {
+			ops[i] = clientv3.OpGet(s.kCert(sn))
+		}
+		cctx, cancel := s.ctx(ctx)
+		resp, err := s.cli.Txn(cctx).Then(ops...).Commit()
+		cancel()
+		if err != nil {
+			return nil, unavailable("get certificates", err)
+		}
+		for i, r := range resp.Responses {
+			kvs := r.GetResponseRange().Kvs
+			if len(kvs) == 0 {
+				return nil, fmt.Errorf("store/etcd: index names certificate %s, which is missing", part[i])
+			}
+			c := new(store.Cert)
+			if err := json.Unmarshal(kvs[0].Value, c); err != nil {
+				return nil, fmt.Errorf("store/etcd: decode certificate %s: %w", part[i], err)
+			}
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// CA returns the CA material, or store.ErrNotFound before init.
+func (s *Store) CA(ctx context.Context) (*store.CA, error) {
+	var ca store.CA
+	if err := s.getJSON(ctx, s.kCA(), &ca); err != nil {
+		return nil, err
+	}
+	return &ca, nil
+}
+
+// CreateCA stores the CA material unless a CA is there (store.ErrExists:
+// another replica created it first; the caller loads that one).
+func (s *Store) CreateCA(ctx context.Context, ca *store.CA, ev store.Event) error {
+	return s.update(ctx, func(t *txn) error {
+		if _, ok := t.get(s.kCA()); ok {
+			return reject(store.ErrExists)
+		}
+		if err := t.putJSON(s.kCA(), ca); err != nil {
+			return err
+		}
+		return s.appendEvent(t, &ev)
+	})
+}
+
+// RenewCA replaces the CA material (store.ErrNotFound before create).
+func (s *Store) RenewCA(ctx context.Context, ca *store.CA, ev store.Event) error {
+	return s.update(ctx, func(t *txn) error {
+		if _, ok := t.get(s.kCA()); !ok {
+			return reject(store.ErrNotFound)
+		}
+		if err := t.putJSON(s.kCA(), ca); err != nil {
+			return err
+		}
+		return s.appendEvent(t, &ev)
+	})
+}
+
+// PutToken stores a new bootstrap token with its creation event.
+func (s *Store) PutToken(ctx context.Context, tok *store.Token, ev store.Event) error {
+	return s.update(ctx, func(t *txn) error {
+		if _, ok := t.get(s.kToken(tok.ID)); ok {
+			return reject(store.ErrExists)
+		}
+		if err := t.putJSON(s.kToken(tok.ID), tok); err != nil {
+			return err
+		}
+		return s.appendEvent(t, &ev)
+	})
+}
+
+// Token returns a stored token by id.
+func (s *Store) Token(ctx context.Context, id string) (*store.Token, error) {
+	var tok store.Token
+	if err := s.getJSON(ctx, s.kToken(id), &tok); err != nil {
+		return nil, err
+	}
+	return &tok, nil
+}
+
+// Cert returns a certificate by serial.
+func (s *Store) Cert(ctx context.Context, serial string) (*store.Cert, error) {
+	var c store.Cert
+	if err := s.getJSON(ctx, s.kCert(serial), &c); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// NameOwner returns the node holding a certificate name, or "" when free.
+func (s *Store) NameOwner(ctx context.Context, cn string) (string, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.kName(cn))
+	if err != nil {
+		return "", unavailable("get", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", nil
+	}
+	return string(resp.Kvs[0].Value), nil
+}
+
+// Issue commits one issuance atomically, with the same checks as
+// store/bolt: a new serial, a free name (or the node's own), an unused
+// token, an unrevoked credential, one certificate per request UID.
+func (s *Store) Issue(ctx context.Context, is store.Issuance) error {
+	c := is.Cert
+	return s.update(ctx, func(t *txn) error {
+		if _, ok := t.get(s.kCert(c.Serial)); ok {
+			return reject(fmt.Errorf("%w: serial %s", store.ErrExists, c.Serial))
+		}
+		if c.Kind == store.KindNode {
+			if owner, ok := t.get(s.kName(c.CommonName)); ok && string(owner) != c.Node {
+				return reject(fmt.Errorf("%w: %q is held by node %q", store.ErrNameHeld, c.CommonName, owner))
+			}
+		}
+		if is.RequestUID != "" {
+			if prev, ok := t.get(s.kRequest(is.RequestUID)); ok {
+				return reject(fmt.Errorf("%w: request %s already has certificate %s", store.ErrExists, is.RequestUID, prev))
+			}
+		}
+		if is.AuthSerial != "" {
+			if _, ok := t.get(s.kRevoked(is.AuthSerial)); ok {
+				return reject(fmt.Errorf("%w: certificate %s", store.ErrRevoked, is.AuthSerial))
+			}
+		}
+		var tok store.Token
+		if is.TokenID != "" {
+			if err := t.getJSON(s.kToken(is.TokenID), &tok); err != nil {
+				return reject(err)
+			}
+			if !tok.UsedAt.IsZero() {
+				return reject(store.ErrTokenUsed)
+			}
+			tok.UsedAt, tok.UsedFor = c.IssuedAt, c.Serial
+			if err := t.putJSON(s.kToken(tok.ID), &tok); err != nil {
+				return err
+			}
+		}
+		superseded, err := s.supersede(t, c)
+		if err != nil {
+			return err
+		}
+		if err := t.putJSON(s.kCert(c.Serial), c); err != nil {
+			return err
+		}
+		t.put(s.kByNode(c.Node, c.Serial), nil)
+		t.put(s.kActive(c.Kind, c.Node), []byte(c.Serial))
+		if is.RequestUID != "" {
+			t.put(s.kRequest(is.RequestUID), []byte(c.Serial))
+		}
+		if c.Kind == store.KindNode {
+			t.put(s.kRotate(c.RotateAfter, c.Serial), nil)
+			t.put(s.kName(c.CommonName), []byte(c.Node))
+			var info store.NodeInfo
+			if err := t.getJSON(s.kNode(c.Node), &info); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			if info.Name == "" || info.CommonName != c.CommonName {
+				info.Name, info.CommonName = c.Node, c.CommonName
+				if err := t.putJSON(s.kNode(c.Node), &info); err != nil {
+					return err
+				}
+			}
+		}
+		ev := is.Event
+		if err := s.appendEvent(t, &ev); err != nil {
+			return err
+		}
+		for _, old := range superseded {
+			if is.OnSupersede == nil {
+				break
+			}
+			if e := is.OnSupersede(old); e != nil {
+				if err := s.appendEvent(t, e); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// supersede marks the node's active certificate of c's kind superseded by
+// c and drops it from the rotation indexes.
+func (s *Store) supersede(t *txn, c *store.Cert) ([]*store.Cert, error) {
+	serial, ok := t.get(s.kActive(c.Kind, c.Node))
+	if !ok {
+		return nil, nil
+	}
+	old := new(store.Cert)
+	if err := t.getJSON(s.kCert(string(serial)), old); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, nil // not fetched yet: the batch runs again
+		}
+		return nil, err
+	}
+	if old.State != store.StateActive {
+		return nil, nil
+	}
+	old.State, old.SupersededBy = store.StateSuperseded, c.Serial
+	if err := t.putJSON(s.kCert(old.Serial), old); err != nil {
+		return nil, err
+	}
+	s.unindexRotation(t, old)
+	return []*store.Cert{old}, nil
+}
+
+func (s *Store) unindexRotation(t *txn, c *store.Cert) {
+	if c.Kind != store.KindNode {
+		return
+	}
+	t.del(s.kRotate(c.RotateAfter, c.Serial))
+	if !c.GraceUntil.IsZero() {
+		t.del(s.kOverdue(c.GraceUntil, c.Serial))
+	}
+	t.del(s.kOverdueN(c.Serial))
+}
+
+// AppendEvent appends one audit event.
+func (s *Store) AppendEvent(ctx context.Context, ev store.Event) error {
+	return s.update(ctx, func(t *txn) error { return s.appendEvent(t, &ev) })
+}
+
+type auditHead struct {
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+// appendEvent chains ev after the head. The head is in every batch's
+// reads and writes, so the chain stays one across replicas.
+func (s *Store) appendEvent(t *txn, ev *store.Event) error {
+	var head auditHead
+	if raw, ok := t.get(s.kHead()); ok && len(raw) > 0 {
+		if err := json.Unmarshal(raw, &head); err != nil {
+			return fmt.Errorf("store/etcd: decode audit head: %w", err)
+		}
+	}
+	ev.Seq = head.Seq + 1
+	ev.Prev = head.Hash
+	h, err := store.HashEvent(*ev)
+	if err != nil {
+		return err
+	}
+	ev.Hash = h
+	if err := t.putJSON(s.kEvent(ev.Seq), ev); err != nil {
+		return err
+	}
+	return t.putJSON(s.kHead(), auditHead{Seq: ev.Seq, Hash: ev.Hash})
+}
+
+// scan calls fn for each key-value under prefix from `from` (inclusive)
+// in key order, a page at a time, until fn returns false.
+func (s *Store) scan(ctx context.Context, prefix, from string, keysOnly bool, fn func(key string, val []byte) (bool, error)) error {
+	const page = 500
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	if from == "" {
+		from = prefix
+	}
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(page)}
+		if keysOnly {
+			opts = append(opts, clientv3.WithKeysOnly())
+		}
+		cctx, cancel := s.ctx(ctx)
+		resp, err := s.cli.Get(cctx, from, opts...)
+		cancel()
+		if err != nil {
+			return unavailable("range", err)
+		}
+		for _, kv := range resp.Kvs {
+			more, err := fn(string(kv.Key), kv.Value)
+			if err != nil || !more {
+				return err
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// ListCerts returns certificates matching f in serial order, and the
+// cursor for the next page ("" when there is none).
+func (s *Store) ListCerts(ctx context.Context, f store.CertFilter) ([]*store.Cert, string, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	var out []*store.Cert
+	next := ""
+	match := func(c *store.Cert) bool {
+		return (f.Kind == "" || c.Kind == f.Kind) && (f.State == "" || c.StateAt(f.Now) == f.State) && (f.Node == "" || c.Node == f.Node) &&
+			(f.DueBefore.IsZero() || c.RotateAfter.Before(f.DueBefore))
+	}
+	take := func(c *store.Cert) bool {
+		if !match(c) {
+			return true
+		}
+		if len(out) == limit {
+			next = out[len(out)-1].Serial
+			return false
+		}
+		out = append(out, c)
+		return true
+	}
+	if f.Node != "" {
+		prefix := s.kByNode(f.Node, "")
+		from := ""
+		if f.After != "" {
+			from = prefix + f.After + "\x00"
+		}
+		var serials []string
+		if err := s.scan(ctx, prefix, from, true, func(k string, _ []byte) (bool, error) {
+			serials = append(serials, strings.TrimPrefix(k, prefix))
+			return true, nil
+		}); err != nil {
+			return nil, "", err
+		}
+		certs, err := s.getCerts(ctx, serials)
+		if err != nil {
+			return nil, "", err
+		}
+		for _, c := range certs {
+			if !take(c) {
+				break
+			}
+		}
+		return out, next, nil
+	}
+	prefix := s.kCert("")
+	from := ""
+	if f.After != "" {
+		from = prefix + f.After + "\x00"
+	}
+	err := s.scan(ctx, prefix, from, false, func(k string, v []byte) (bool, error) {
+		c := new(store.Cert)
+		if err := json.Unmarshal(v, c); err != nil {
+			return false, fmt.Errorf("store/etcd: decode %s: %w", k, err)
+		}
+		return take(c), nil
+	})
+	return out, next, err
+}
+
+// ListEvents returns audit events after f.AfterSeq in order, and whether
+// more follow.
+func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) ([]*store.Event, bool, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	var out []*store.Event
+	more := false
+	err := s.scan(ctx, s.p+"events/", s.kEvent(f.AfterSeq+1), false, func(_ string, v []byte) (bool, error) {
+		var e store.Event
+		if err := json.Unmarshal(v, &e); err != nil {
+			return false, fmt.Errorf("store/etcd: decode event: %w", err)
+		}
+		if !eventMatches(&e, f) {
+			return true, nil
+		}
+		if len(out) == limit {
+			more = true
+			return false, nil
+		}
+		out = append(out, &e)
+		return true, nil
+	})
+	return out, more, err
+}
+
+// VerifyAudit recomputes the hash chain over every event.
+func (s *Store) VerifyAudit(ctx context.Context) (uint64, error) {
+	var n uint64
+	prev := ""
+	err := s.scan(ctx, s.p+"events/", "", false, func(_ string, v []byte) (bool, error) {
+		var e store.Event
+		if err := json.Unmarshal(v, &e); err != nil {
+			return false, &store.AuditError{Seq: n + 1, Problem: "record does not decode (tampered)"}
+		}
+		if e.Seq != n+1 {
+			return false, &store.AuditError{Seq: n + 1, Problem: fmt.Sprintf("sequence %d out of order (record removed or inserted)", e.Seq)}
+		}
+		if e.Prev != prev {
+			return false, &store.AuditError{Seq: e.Seq, Problem: "previous-hash link broken (a record before it was changed or removed)"}
+		}
+		h, err := store.HashEvent(e)
+		if err != nil {
+			return false, err
+		}
+		if h != e.Hash {
+			return false, &store.AuditError{Seq: e.Seq, Problem: "content does not match its hash (tampered)"}
+		}
+		prev = e.Hash
+		n++
+		return true, nil
+	})
+	return n, err
+}
+
+func eventMatches(e *store.Event, f store.EventFilter) bool {
+	switch {
+	case f.Node != "" && e.Node != f.Node:
+		return false
+	case f.Type != "" && !strings.HasSuffix(f.Type, ".") && e.Type != f.Type:
+		return false
+	case strings.HasSuffix(f.Type, ".") && !strings.HasPrefix(e.Type, f.Type):
+		return false
+	case !f.Since.IsZero() && e.Time.Before(f.Since):
+		return false
+	case !f.Until.IsZero() && !e.Time.Before(f.Until):
+		return false
+	}
+	return true
+}
+
+// CertCounts counts certificates by kind and state at now (a full scan;
+// callers cache the result).
+func (s *Store) CertCounts(ctx context.Context, now time.Time) (map[[2]string]int, error) {
+	out := map[[2]string]int{}
+	err := s.scan(ctx, s.kCert(""), "", false, func(_ string, v []byte) (bool, error) {
+		var c struct {
+			Kind     store.Kind  `json:"kind"`
+			State    store.State `json:"state"`
+			NotAfter time.Time   `json:"not_after"`
+		}
+		if err := json.Unmarshal(v, &c); err != nil {
+			return false, err
+		}
+		st := c.State
+		if st == store.StateActive && !now.Before(c.NotAfter) {
+			st = store.StateExpired
+		}
+		out[[2]string{string(c.Kind), string(st)}]++
+		return true, nil
+	})
+	return out, err
+}
+
+// CertByRequest returns the certificate issued for a Kubernetes CSR UID.
+func (s *Store) CertByRequest(ctx context.Context, uid string) (*store.Cert, error) {
+	cctx, cancel := s.ctx(ctx)
+	resp, err := s.cli.Get(cctx, s.kRequest(uid))
+	cancel()
+	if err != nil {
+		return nil, unavailable("get", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, store.ErrNotFound
+	}
+	return s.Cert(ctx, string(resp.Kvs[0].Value))
+}
+
+// PutInventory stores a node's reported NSS inventory; ev is appended only
+// when it changed. It reports whether it changed.
+func (s *Store) PutInventory(ctx context.Context, node string, entries []store.InventoryEntry, at time.Time, ev store.Event) (bool, error) {
+	changed := false
+	err := s.update(ctx, func(t *txn) error {
+		var n store.NodeInfo
+		if err := t.getJSON(s.kNode(node), &n); err != nil {
+			return reject(err)
+		}
+		changed = !reflect.DeepEqual(n.Inventory, entries) && !(len(n.Inventory) == 0 && len(entries) == 0)
+		n.Inventory, n.ReportedAt = entries, at.UTC()
+		if err := t.putJSON(s.kNode(node), &n); err != nil {
+			return err
+		}
+		if changed {
+			return s.appendEvent(t, &ev)
+		}
+		return nil
+	})
+	return changed, err
+}
+
+// Node returns what is known about a node.
+func (s *Store) Node(ctx context.Context, name string) (*store.NodeInfo, error) {
+	var n store.NodeInfo
+	if err := s.getJSON(ctx, s.kNode(name), &n); err != nil {
+		return nil, err
+	}
+	return &n, nil
+}
+
+// ActiveNodes returns the names of known nodes, in order.
+func (s *Store) ActiveNodes(ctx context.Context) ([]string, error) {
+	var out []string
+	prefix := s.kNode("")
+	err := s.scan(ctx, prefix, "", true, func(k string, _ []byte) (bool, error) {
+		out = append(out, strings.TrimPrefix(k, prefix))
+		return true, nil
+	})
+	return out, err
+}
