@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -289,4 +290,24 @@ func (a *Authority) previousRoots(r *Root) [][]byte {
 		}
 		first = false
 	}
+}
+
+// ReloadRoot loads the root from the store again, for replicas that share
+// a store: after another replica renewed it, this one signs under the new
+// root too. It reports whether the root changed.
+func (a *Authority) ReloadRoot(ctx context.Context) (*Root, bool, error) {
+	material, err := a.st.CA(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	r, err := loadRoot(material, a.kek)
+	if err != nil {
+		return nil, false, err
+	}
+	if bytes.Equal(r.BundlePEM, a.Root().BundlePEM) {
+		return a.Root(), false, nil
+	}
+	a.root.Store(r)
+	a.log.Info("loaded renewed root CA from the store", "serial", SerialString(r.Cert.SerialNumber), "not_after", r.Cert.NotAfter, "sha256", r.Fingerprint())
+	return r, true, nil
 }

@@ -53,6 +53,18 @@ type Store interface {
 	Close() error
 }
 
+// Cluster is what a store shared by several replicas offers besides
+// storage.
+type Cluster interface {
+	// Participate campaigns for leadership until ctx ends and runs lead
+	// while this replica leads.
+	Participate(ctx context.Context, self store.Replica, lead func(context.Context)) error
+	// WatchEvents calls fn with every audit event any replica appends.
+	WatchEvents(ctx context.Context, fn func(*store.Event))
+	// ClusterStatus reports the replicas and the store's own cluster.
+	ClusterStatus(ctx context.Context) (*store.ClusterStatus, error)
+}
+
 // Options configure an Instance.
 type Options struct {
 	DataDir     string
@@ -64,7 +76,14 @@ type Options struct {
 	// Limits on enrolment and renewal attempts (zero fields: off).
 	Limits Limits
 	// Mode is the cluster's IPsec mode; ModeFull when empty.
-	Mode   Mode
+	Mode Mode
+	// Cluster is set when the store is shared by several replicas
+	// (store/etcd): the scheduler then runs only on the elected leader,
+	// and Watch notifications come from the store's event feed, so every
+	// replica's streams hear of what any replica did.
+	Cluster Cluster
+	// Self describes this replica to the others (Cluster only).
+	Self   store.Replica
 	Clock  ca.Clock
 	Rand   io.Reader
 	Logger *slog.Logger
@@ -139,9 +158,48 @@ func Open(ctx context.Context, opts Options) (*Instance, error) {
 	return in, nil
 }
 
-// RotationDue forwards to the Watch streams.
+// RotationDue forwards to the Watch streams (in a cluster the event feed
+// does, on every replica).
 func (in *Instance) RotationDue(node, serial, reason string) {
-	in.Hub.RotationDue(node, serial, reason)
+	if in.opts.Cluster == nil {
+		in.Hub.RotationDue(node, serial, reason)
+	}
+}
+
+// Revoked tells the node's Watch streams (in a cluster the event feed
+// does, on every replica).
+func (in *Instance) Revoked(node, reason string) {
+	if in.opts.Cluster == nil {
+		in.Hub.Revoked(node, reason)
+	}
+}
+
+// onStoreEvent turns an audit event appended by any replica into what
+// this replica's Watch streams, scheduler and root must know.
+func (in *Instance) onStoreEvent(e *store.Event) {
+	switch e.Type {
+	case store.EventRotationDue:
+		reason := e.Detail["reason"]
+		if reason == "" {
+			reason = "scheduled"
+		}
+		in.Hub.RotationDue(e.Node, e.Serial, reason)
+	case store.EventRotationOverdue:
+		in.Hub.RotationDue(e.Node, e.Serial, "overdue")
+	case store.EventRotationForced:
+		in.Scheduler.Wake()
+	case store.EventNodeRevoked:
+		in.Hub.Revoked(e.Node, e.Reason)
+	case store.EventCARenewed, store.EventCAKeySealed:
+		r, changed, err := in.Authority.ReloadRoot(context.Background())
+		if err != nil {
+			in.log.Error("reload the root after another replica renewed it", "err", err)
+			return
+		}
+		if changed {
+			in.CABundleChanged(r.BundlePEM)
+		}
+	}
 }
 
 // CABundleChanged rewrites the bundle file, reissues the service
@@ -247,11 +305,24 @@ func (in *Instance) current(leaf *x509.Certificate, names []string) bool {
 	return true
 }
 
+// RunScheduler runs the rotation scheduler until ctx ends. In a cluster
+// it runs only while this replica is the elected leader, and the store's
+// event feed drives the Watch streams.
+func (in *Instance) RunScheduler(ctx context.Context) {
+	c := in.opts.Cluster
+	if c == nil {
+		in.Scheduler.Run(ctx)
+		return
+	}
+	go c.WatchEvents(ctx, in.onStoreEvent)
+	c.Participate(ctx, in.opts.Self, in.Scheduler.Run)
+}
+
 // Serve serves gRPC on lis until ctx ends, then stops gracefully (bounded
 // by a few seconds). It renews the service certificates hourly when due.
 func (in *Instance) Serve(ctx context.Context, lis net.Listener) error {
 	g, hs := in.Server.GRPCServer(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return in.tlsCert.Load(), nil })
-	go in.Scheduler.Run(ctx)
+	go in.RunScheduler(ctx)
 	go func() {
 		t := time.NewTicker(time.Hour)
 		defer t.Stop()

@@ -236,6 +236,6 @@ func (s adminService) RevokeNode(ctx context.Context, req *ipseccav1.RevokeNodeR
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
-	s.hub.Revoked(req.GetNode(), req.GetReason())
+	s.notify.Revoked(req.GetNode(), req.GetReason())
 	return &ipseccav1.RevokeNodeResponse{Revoked: int32(n)}, nil
 }

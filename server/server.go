@@ -55,9 +55,11 @@ type Scheduler interface {
 	Force(ctx context.Context, node string, all bool, spread time.Duration, actor string) (int, error)
 }
 
-// Notifier is told about CA bundle changes made through the API.
+// Notifier is told about changes made through the API that nodes' Watch
+// streams must hear of.
 type Notifier interface {
 	CABundleChanged(bundlePEM []byte)
+	Revoked(node, reason string)
 }
 
 var _ Authority = (*ca.Authority)(nil)
@@ -80,7 +82,7 @@ type Deps struct {
 	Queries   Queries
 	Scheduler Scheduler
 	Hub       *Hub     // Watch streams
-	Notifier  Notifier // told when RenewCA changes the bundle
+	Notifier  Notifier // told when RenewCA changes the bundle or RevokeNode revokes; the Hub when nil
 	Clock     ca.Clock
 	Logger    *slog.Logger
 	Limits    Limits // DefaultLimits when zero

@@ -9,11 +9,11 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
+
+	"github.com/ipsecca/ipsecca/internal/grpcaddr"
 )
 
 // dial connects to the CA server over TLS, trusting bundle and presenting
@@ -23,15 +23,15 @@ func dial(addr string, bundle []byte, pair *Pair, now func() time.Time) (*grpc.C
 	if !pool.AppendCertsFromPEM(bundle) {
 		return nil, errors.New("sidecar: the CA bundle holds no certificate")
 	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, fmt.Errorf("sidecar: server address %q: %w", addr, err)
-	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: host, Time: now}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, Time: now}
 	if pair != nil {
 		cfg.Certificates = []tls.Certificate{pair.TLS()}
 	}
-	return grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	conn, err := grpcaddr.Dial(addr, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("sidecar: %w", err)
+	}
+	return conn, nil
 }
 
 // newCSR makes a PEM CSR for cn with key. The CA builds the subject

@@ -233,3 +233,32 @@ type AuditError struct {
 func (e *AuditError) Error() string {
 	return fmt.Sprintf("store: audit record %d: %s", e.Seq, e.Problem)
 }
+
+// Replica is one ipsecca process serving a store shared by several.
+type Replica struct {
+	ID        string    `json:"id"`
+	Address   string    `json:"address"` // the gRPC address it serves
+	Version   string    `json:"version,omitempty"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+// ClusterMember is one member of a replicated store's consensus cluster.
+type ClusterMember struct {
+	Name      string
+	ID        string
+	Endpoint  string
+	Healthy   bool
+	Leader    bool
+	Error     string
+	DBSize    int64
+	RaftIndex uint64
+}
+
+// ClusterStatus is what a replicated store reports about its replicas and
+// its own cluster.
+type ClusterStatus struct {
+	Backend  string
+	Leader   string    // id of the replica running the scheduler; "" when none
+	Replicas []Replica // replicas alive (holding a session)
+	Members  []ClusterMember
+}

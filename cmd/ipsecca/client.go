@@ -6,16 +6,15 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/ipsecca/ipsecca/internal/grpcaddr"
 	"github.com/ipsecca/ipsecca/server"
 )
 
@@ -47,7 +46,7 @@ type connFlags struct {
 // register adds the connection flags; admin commands default the
 // credentials to the ones init wrote into the data directory.
 func (f *connFlags) register(fs *pflag.FlagSet, admin bool) {
-	fs.StringVar(&f.server, "server", "", "server address host:port (default $"+envServer+", else "+defaultServer+")")
+	fs.StringVar(&f.server, "server", "", "server address host:port, or several replicas' comma-separated (default $"+envServer+", else "+defaultServer+")")
 	fs.StringVar(&f.caFile, "ca-file", "", "CA bundle to verify the server with")
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "deadline for the call")
 	if admin {
@@ -90,11 +89,10 @@ func (f *connFlags) dial() (*grpc.ClientConn, error) {
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, fmt.Errorf("%s holds no PEM certificate", f.caFile)
 	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, usageError("server address %q: %v (want host:port)", addr, err)
+	if _, err := grpcaddr.Split(addr); err != nil {
+		return nil, usageError("%v", err)
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: host}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
 	if f.certFile != "" || f.keyFile != "" {
 		pair, err := tls.LoadX509KeyPair(f.certFile, f.keyFile)
 		if err != nil {
@@ -102,7 +100,7 @@ func (f *connFlags) dial() (*grpc.ClientConn, error) {
 		}
 		cfg.Certificates = []tls.Certificate{pair}
 	}
-	return grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	return grpcaddr.Dial(addr, cfg)
 }
 
 func (f *connFlags) context() (context.Context, context.CancelFunc) {

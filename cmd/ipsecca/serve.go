@@ -19,7 +19,7 @@ import (
 	"github.com/ipsecca/ipsecca/ca"
 	"github.com/ipsecca/ipsecca/rotation"
 	"github.com/ipsecca/ipsecca/server"
-	"github.com/ipsecca/ipsecca/store/bolt"
+	"github.com/ipsecca/ipsecca/store"
 )
 
 func init() { subcommands = append(subcommands, newServeCmd, newInitCmd) }
@@ -38,6 +38,8 @@ type caFlags struct {
 	limits      server.Limits
 	kekFile     string
 	mode        string
+	store       storeFlags
+	advertise   string // this replica's gRPC address, for status (cluster only)
 }
 
 func (f *caFlags) register(fs *pflag.FlagSet) {
@@ -53,6 +55,7 @@ func (f *caFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.limits.PerNodeBurst, "limit-per-node-burst", server.DefaultLimits.PerNodeBurst, "burst of attempts per node or token")
 	fs.StringVar(&f.kekFile, "kek-file", "", "file holding a key-encryption key (base64 of 32 random bytes) that seals the CA key in the store; default $IPSECCA_KEK; without one the key is protected by file permissions only")
 	fs.StringVar(&f.mode, "mode", string(server.ModeFull), "the cluster's IPsec mode: Full (node certificates and bundle validation), External (bundle validation only) or Disabled (node enrolment refused)")
+	f.store.register(fs)
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
@@ -73,7 +76,7 @@ func (f *caFlags) logger() (*slog.Logger, error) {
 }
 
 // open opens the store in the data directory and the CA instance over it.
-func (f *caFlags) open(ctx context.Context) (*server.Instance, *bolt.Store, *slog.Logger, error) {
+func (f *caFlags) open(ctx context.Context) (*server.Instance, backend, *slog.Logger, error) {
 	log, err := f.logger()
 	if err != nil {
 		return nil, nil, nil, err
@@ -118,7 +121,10 @@ func (f *caFlags) open(ctx context.Context) (*server.Instance, *bolt.Store, *slo
 	if err := server.CheckPermissions(f.dataDir); err != nil {
 		return nil, nil, nil, err
 	}
-	st, err := bolt.Open(f.dataDir)
+	if f.store.kind == storeEtcd && kek == nil {
+		return nil, nil, nil, usageError("--store etcd needs a key-encryption key (--kek-file or $IPSECCA_KEK, the same on every replica): the CA key is kept in etcd only sealed")
+	}
+	st, cluster, err := f.store.open(ctx, f.dataDir, log)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -130,6 +136,8 @@ func (f *caFlags) open(ctx context.Context) (*server.Instance, *bolt.Store, *slo
 		Rotation:    policy,
 		Limits:      f.limits,
 		Mode:        mode,
+		Cluster:     cluster,
+		Self:        store.Replica{ID: f.store.replica(), Address: f.advertise, StartedAt: time.Now().UTC()},
 		Clock:       ca.ClockFunc(time.Now),
 		Rand:        rand.Reader,
 		Logger:      log,
@@ -177,6 +185,9 @@ func newServeCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if f.advertise == "" {
+				f.advertise = listen
+			}
 			in, st, log, err := f.open(ctx)
 			if err != nil {
 				return err
@@ -199,7 +210,7 @@ func newServeCmd() *cobra.Command {
 				}()
 				if kf.only {
 					// No gRPC listener; the scheduler still renews the root.
-					in.Scheduler.Run(ctx)
+					in.RunScheduler(ctx)
 					log.Info("stopped")
 					return nil
 				}
@@ -227,6 +238,7 @@ func newServeCmd() *cobra.Command {
 	f.register(cmd.Flags())
 	kf.register(cmd.Flags())
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8443", "address to serve gRPC on")
+	cmd.Flags().StringVar(&f.advertise, "advertise", "", "address clients reach this replica at, shown by `ipsecca status` (default: --listen)")
 	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", "address to serve Prometheus /metrics on (off when empty)")
 	cmd.Flags().StringVar(&pprofListen, "pprof-listen", "", "address to serve Go's /debug/pprof on, for profiling (off when empty; keep it on loopback)")
 	return cmd
