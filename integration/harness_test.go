@@ -97,12 +97,20 @@ func startServer(t *testing.T, dataDir string, extra ...string) *serverProc {
 	if dataDir == "" {
 		dataDir = filepath.Join(t.TempDir(), "ca")
 	}
-	s := &serverProc{t: t, DataDir: dataDir, Addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), Args: extra, Log: &syncBuffer{}}
+	s := newServer(t, dataDir, extra...)
 	s.Start()
+	return s
+}
+
+// newServer prepares a server process (not started) that is stopped, and
+// its log shown on failure, when the test ends.
+func newServer(t *testing.T, dataDir string, extra ...string) *serverProc {
+	t.Helper()
+	s := &serverProc{t: t, DataDir: dataDir, Addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), Args: extra, Log: &syncBuffer{}}
 	t.Cleanup(func() {
 		s.Stop()
 		if t.Failed() {
-			t.Logf("server log:\n%s", s.Log.String())
+			t.Logf("server %s log:\n%s", s.DataDir, s.Log.String())
 		}
 	})
 	return s
@@ -110,6 +118,13 @@ func startServer(t *testing.T, dataDir string, extra ...string) *serverProc {
 
 // Start starts the process and waits for SERVING.
 func (s *serverProc) Start() {
+	s.t.Helper()
+	s.Launch()
+	s.WaitServing()
+}
+
+// Launch starts the process without waiting.
+func (s *serverProc) Launch() {
 	s.t.Helper()
 	args := append([]string{"serve", "--data-dir", s.DataDir, "--listen", s.Addr}, s.Args...)
 	s.cmd = exec.Command(binary, args...)
@@ -119,6 +134,11 @@ func (s *serverProc) Start() {
 	}
 	s.done = make(chan struct{})
 	go func() { s.cmd.Wait(); close(s.done) }()
+}
+
+// WaitServing waits until the launched process reports SERVING.
+func (s *serverProc) WaitServing() {
+	s.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		select {

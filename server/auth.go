@@ -40,6 +40,7 @@ var methodAccess = map[string]access{
 	ipseccav1.AdminService_CreateToken_FullMethodName:      adminOnly,
 	ipseccav1.AdminService_CreateTokens_FullMethodName:     adminOnly,
 	ipseccav1.AdminService_ValidateBundle_FullMethodName:   adminOnly,
+	ipseccav1.AdminService_GetStatus_FullMethodName:        adminOnly,
 	ipseccav1.AdminService_ListCertificates_FullMethodName: adminOnly,
 	ipseccav1.AdminService_GetCertificate_FullMethodName:   adminOnly,
 	ipseccav1.AdminService_ListEvents_FullMethodName:       adminOnly,

@@ -176,6 +176,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 			_, err := a.ValidateBundle(ctx, &ipseccav1.ValidateBundleRequest{Left: "a", Right: "b"})
 			return err
 		},
+		"GetStatus": func(a ipseccav1.AdminServiceClient) error {
+			_, err := a.GetStatus(ctx, &ipseccav1.GetStatusRequest{})
+			return err
+		},
 	}
 	for name, fn := range adminCalls {
 		table = append(table, struct {

@@ -151,7 +151,7 @@ func Open(ctx context.Context, opts Options) (*Instance, error) {
 	auth := ca.New(opts.Store, root, ca.Config{Clock: opts.Clock, Rand: opts.Rand, Logger: log, RotateAfter: opts.Rotation.DueAt, KEK: opts.Root.KEK})
 	in := &Instance{opts: opts, Authority: auth, Hub: NewHub(), log: log}
 	in.Scheduler = rotation.NewScheduler(opts.Store, auth, in, opts.Rotation, opts.Clock, log)
-	in.Server = New(Deps{Authority: auth, Queries: opts.Store, Scheduler: in.Scheduler, Hub: in.Hub, Notifier: in, Clock: opts.Clock, Logger: log, Limits: opts.Limits, Mode: opts.Mode})
+	in.Server = New(Deps{Authority: auth, Queries: opts.Store, Scheduler: in.Scheduler, Hub: in.Hub, Notifier: in, Clock: opts.Clock, Logger: log, Limits: opts.Limits, Mode: opts.Mode, Cluster: opts.Cluster, Self: opts.Self})
 	if err := in.RenewServiceCerts(ctx); err != nil {
 		return nil, err
 	}

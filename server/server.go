@@ -87,6 +87,10 @@ type Deps struct {
 	Logger    *slog.Logger
 	Limits    Limits // DefaultLimits when zero
 	Mode      Mode   // ModeFull when empty
+	// Cluster, when the store is shared by replicas, answers GetStatus.
+	Cluster Cluster
+	// Self is this replica, for GetStatus.
+	Self store.Replica
 }
 
 // Server holds the handlers' dependencies.
@@ -102,6 +106,8 @@ type Server struct {
 	limit    *limiter
 	mode     Mode
 	verified verifiedChains
+	cluster  Cluster
+	self     store.Replica
 }
 
 // New returns a Server.
@@ -115,7 +121,7 @@ func New(d Deps) *Server {
 	if d.Notifier == nil {
 		d.Notifier = d.Hub
 	}
-	s := &Server{auth: d.Authority, queries: d.Queries, sched: d.Scheduler, hub: d.Hub, notify: d.Notifier, clock: d.Clock, log: d.Logger, metrics: newMetrics(), limit: newLimiter(d.Limits), mode: d.Mode}
+	s := &Server{auth: d.Authority, queries: d.Queries, sched: d.Scheduler, hub: d.Hub, notify: d.Notifier, clock: d.Clock, log: d.Logger, metrics: newMetrics(), limit: newLimiter(d.Limits), mode: d.Mode, cluster: d.Cluster, self: d.Self}
 	if ms, ok := d.Queries.(MetricsStore); ok {
 		s.metrics.registry.MustRegister(&stateCollector{st: ms, auth: d.Authority, hub: d.Hub, clock: d.Clock})
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/ipsecca/ipsecca/internal/testbin"
 )
@@ -182,7 +183,7 @@ func (c *Cluster) WaitHealthy(timeout time.Duration) error {
 	}
 	var last error
 	for time.Now().Before(deadline) {
-		cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 2 * time.Second})
+		cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
 		if err == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			_, err = cli.Get(ctx, "health")

@@ -162,7 +162,7 @@ func (s *Store) ClusterStatus(ctx context.Context) (*store.ClusterStatus, error)
 		cm := store.ClusterMember{Name: m.Name, ID: fmt.Sprintf("%x", m.ID)}
 		if len(m.ClientURLs) > 0 {
 			cm.Endpoint = m.ClientURLs[0]
-			mctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			mctx, cancel := context.WithTimeout(ctx, time.Second)
 			sr, err := s.cli.Status(mctx, cm.Endpoint)
 			cancel()
 			if err != nil {

@@ -355,6 +355,7 @@ const (
 	AdminService_RenewCA_FullMethodName          = "/ipsecca.v1.AdminService/RenewCA"
 	AdminService_RevokeNode_FullMethodName       = "/ipsecca.v1.AdminService/RevokeNode"
 	AdminService_ValidateBundle_FullMethodName   = "/ipsecca.v1.AdminService/ValidateBundle"
+	AdminService_GetStatus_FullMethodName        = "/ipsecca.v1.AdminService/GetStatus"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -394,6 +395,10 @@ type AdminServiceClient interface {
 	// `ipsecca bundle validate`; the decision is audited without the
 	// password or key.
 	ValidateBundle(ctx context.Context, in *ValidateBundleRequest, opts ...grpc.CallOption) (*ValidateBundleResponse, error)
+	// GetStatus reports the store backend, the replicas serving it, which
+	// one leads (runs the rotation scheduler and CA renewal) and, for etcd,
+	// each member's health.
+	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
 }
 
 type adminServiceClient struct {
@@ -534,6 +539,16 @@ func (c *adminServiceClient) ValidateBundle(ctx context.Context, in *ValidateBun
 	return out, nil
 }
 
+func (c *adminServiceClient) GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetStatusResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -571,6 +586,10 @@ type AdminServiceServer interface {
 	// `ipsecca bundle validate`; the decision is audited without the
 	// password or key.
 	ValidateBundle(context.Context, *ValidateBundleRequest) (*ValidateBundleResponse, error)
+	// GetStatus reports the store backend, the replicas serving it, which
+	// one leads (runs the rotation scheduler and CA renewal) and, for etcd,
+	// each member's health.
+	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -619,6 +638,9 @@ func (UnimplementedAdminServiceServer) RevokeNode(context.Context, *RevokeNodeRe
 }
 func (UnimplementedAdminServiceServer) ValidateBundle(context.Context, *ValidateBundleRequest) (*ValidateBundleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ValidateBundle not implemented")
+}
+func (UnimplementedAdminServiceServer) GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetStatus not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -875,6 +897,24 @@ func _AdminService_ValidateBundle_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_GetStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetStatus(ctx, req.(*GetStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -933,6 +973,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ValidateBundle",
 			Handler:    _AdminService_ValidateBundle_Handler,
+		},
+		{
+			MethodName: "GetStatus",
+			Handler:    _AdminService_GetStatus_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

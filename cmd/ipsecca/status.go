@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/ipsecca/ipsecca/internal/grpcaddr"
+	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
+)
+
+func init() { subcommands = append(subcommands, newStatusCmd) }
+
+func newStatusCmd() *cobra.Command {
+	var conn connFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the store backend, the replicas (which one leads, each one's health) and the etcd members",
+		Long: `status asks one replica (any of --server) for the cluster's state: the
+replicas holding a live session in the store, the one leading (it runs the
+rotation scheduler and CA renewal) and, on etcd, every member's health. It
+then checks each replica's gRPC health itself, over TLS against the CA
+bundle. Exit status 1 when a replica or an etcd member is unhealthy.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var resp *ipseccav1.GetStatusResponse
+			if err := adminCall(&conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
+				var err error
+				if resp, err = c.GetStatus(ctx, &ipseccav1.GetStatusRequest{}); err != nil {
+					return rpcError("status", err)
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd, resp)
+			}
+			caPEM, err := os.ReadFile(conn.caFile)
+			if err != nil {
+				return err
+			}
+			bad := 0
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "backend: %s\nleader: %s\n\n", resp.GetBackend(), orNone(resp.GetLeader()))
+			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "REPLICA\tADDRESS\tROLE\tHEALTH\tSTARTED")
+			for _, r := range resp.GetReplicas() {
+				role := "follower"
+				if r.GetLeader() {
+					role = "leader"
+				}
+				health := replicaHealth(r.GetAddress(), caPEM)
+				if health != "SERVING" {
+					bad++
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.GetId(), r.GetAddress(), role, health, fmtTime(r.GetStartedAt()))
+			}
+			w.Flush()
+			if len(resp.GetMembers()) > 0 {
+				fmt.Fprintln(out)
+				w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "ETCD MEMBER\tENDPOINT\tROLE\tHEALTH\tDB SIZE\tRAFT INDEX")
+				for _, m := range resp.GetMembers() {
+					role, health := "follower", "healthy"
+					if m.GetLeader() {
+						role = "leader"
+					}
+					if !m.GetHealthy() {
+						health, role = "UNHEALTHY: "+m.GetError(), "-"
+						bad++
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\n", m.GetName(), m.GetEndpoint(), role, health, m.GetDbSize(), m.GetRaftIndex())
+				}
+				w.Flush()
+			}
+			if bad > 0 {
+				return fmt.Errorf("%d unhealthy (see above)", bad)
+			}
+			return nil
+		},
+	}
+	conn.register(cmd.Flags(), true)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the replica's answer as JSON (no health checks)")
+	return cmd
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+// replicaHealth is the gRPC health status of the replica at addr.
+func replicaHealth(addr string, caPEM []byte) string {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	conn, err := grpcaddr.Dial(addr, &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool})
+	if err != nil {
+		return "UNREACHABLE: " + err.Error()
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		return "UNREACHABLE"
+	}
+	return resp.GetStatus().String()
+}

@@ -1,0 +1,439 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/ipsecca/ipsecca/internal/etcdtest"
+	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
+)
+
+// haCluster is three ipsecca replicas over a real 3-member etcd cluster.
+type haCluster struct {
+	etcd     *etcdtest.Cluster
+	replicas []*serverProc
+	ids      []string
+}
+
+const haSessionTTL = 2 * time.Second
+
+func startHA(t *testing.T, n int) *haCluster {
+	t.Helper()
+	ec := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	dir := t.TempDir()
+	kek := filepath.Join(dir, "kek")
+	var raw [32]byte
+	rand.Read(raw[:])
+	if err := os.WriteFile(kek, []byte(base64.StdEncoding.EncodeToString(raw[:])+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := &haCluster{etcd: ec}
+	for i := range n {
+		id := fmt.Sprintf("replica-%c", 'a'+i)
+		s := newServer(t, filepath.Join(dir, id), "--store", "etcd", "--etcd-endpoints", strings.Join(ec.Endpoints(), ","),
+			"--kek-file", kek, "--etcd-max-txn-ops", fmt.Sprint(etcdtest.MaxTxnOps), "--etcd-session-ttl", haSessionTTL.String(),
+			"--etcd-timeout", "2s", "--replica-id", id, "--limit-global", "0", "--limit-per-node", "0")
+		h.replicas = append(h.replicas, s)
+		h.ids = append(h.ids, id)
+	}
+	// All at once: the first creates the CA, the others load it.
+	for _, s := range h.replicas {
+		s.Launch()
+	}
+	for _, s := range h.replicas {
+		s.WaitServing()
+	}
+	return h
+}
+
+// env makes admin commands use every replica, with r's credentials.
+func (h *haCluster) env(r int) []string {
+	var addrs []string
+	for _, s := range h.replicas {
+		addrs = append(addrs, s.Addr)
+	}
+	return []string{"IPSECCA_SERVER=" + strings.Join(addrs, ","), "IPSECCA_DATA_DIR=" + h.replicas[r].DataDir}
+}
+
+// status runs `ipsecca status --json` through replica r.
+func (h *haCluster) status(t *testing.T, r int) *ipseccav1.GetStatusResponse {
+	t.Helper()
+	out := mustRun(t, h.replicas[r].Env(), "status", "--json")
+	var st ipseccav1.GetStatusResponse
+	if err := protojson.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	return &st
+}
+
+func (h *haCluster) index(id string) int {
+	for i, x := range h.ids {
+		if x == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// TestHAOnEtcd runs three replicas over a 3-member etcd cluster and, under
+// enrolment load on all of them, kills -9 the leading replica and one etcd
+// member: every certificate a client received is stored byte for byte,
+// no serial appears twice, the audit chain verifies, another replica
+// leads within the session TTL and its scheduler acts (a forced rotation
+// reaches a node's Watch stream on a third replica). Then: one token used
+// on two replicas at the same moment gives one certificate; two nodes
+// claiming one name on two replicas: one wins; without etcd quorum
+// enrolment fails with Unavailable and resumes when quorum returns.
+func TestHAOnEtcd(t *testing.T) {
+	h := startHA(t, 3)
+	roots := map[string]bool{}
+	for _, s := range h.replicas {
+		b, err := os.ReadFile(s.CAFile())
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots[string(b)] = true
+	}
+	if len(roots) != 1 {
+		t.Fatalf("replicas started together hold %d different roots, want one", len(roots))
+	}
+	rootPEM, _ := os.ReadFile(h.replicas[0].CAFile())
+
+	// Exactly one leader, and `status` shows every replica.
+	var leader string
+	deadline := time.Now().Add(10 * time.Second)
+	for leader == "" && time.Now().Before(deadline) {
+		if st := h.status(t, 1); st.Leader != "" && len(st.Replicas) == 3 {
+			leader = st.Leader
+			if st.Backend != "etcd" {
+				t.Fatalf("backend %q", st.Backend)
+			}
+		} else {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	li := h.index(leader)
+	if li < 0 {
+		t.Fatalf("no leader among %v (got %q)", h.ids, leader)
+	}
+	human := run(t, h.replicas[0].Env(), "status")
+	for _, want := range []string{"backend: etcd", "leader: " + leader, "SERVING", "ETCD MEMBER", "healthy"} {
+		if !strings.Contains(human.Stdout, want) {
+			t.Fatalf("status output lacks %q:\n%s%s", want, human.Stdout, human.Stderr)
+		}
+	}
+	t.Logf("leader %s\n%s", leader, human.Stdout)
+
+	// Enrolment load on every replica; kill the leader and an etcd member.
+	admin, done := adminClient(t, h.replicas[(li+1)%3])
+	req := &ipseccav1.CreateTokensRequest{}
+	const nodes = 600
+	for i := range nodes {
+		req.Requests = append(req.Requests, &ipseccav1.CreateTokenRequest{Node: fmt.Sprintf("ha-%03d", i)})
+	}
+	toks, err := admin.CreateTokens(context.Background(), req)
+	done()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	received := map[string][]byte{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var unavailable, ok int
+	for w := range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			srv := h.replicas[w%3]
+			conn, err := dialTLS(srv.Addr, rootPEM, nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer conn.Close()
+			node := ipseccav1.NewNodeServiceClient(conn)
+			for i := w; i < nodes; i += 12 {
+				name := fmt.Sprintf("ha-%03d", i)
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				resp, err := node.Enroll(ctx, &ipseccav1.EnrollRequest{Token: toks.GetTokens()[i].GetToken(), CsrPem: goCSR(t, key, name, nil)})
+				cancel()
+				mu.Lock()
+				if err != nil {
+					if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded {
+						t.Errorf("enrol %s on %s: %v", name, srv.Addr, err)
+					}
+					unavailable++
+					mu.Unlock()
+					continue
+				}
+				ok++
+				b, _ := pem.Decode(resp.GetCertificate().GetCertificatePem())
+				if _, dup := received[resp.GetCertificate().GetSerial()]; dup {
+					t.Errorf("serial %s handed out twice", resp.GetCertificate().GetSerial())
+				}
+				received[resp.GetCertificate().GetSerial()] = b.Bytes
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	killedAt := time.Now()
+	h.replicas[li].Kill()
+	h.etcd.Kill(0)
+	wg.Wait()
+	t.Logf("under load: %d enrolled, %d failed with Unavailable/DeadlineExceeded (killed replica %s and etcd member m0)", ok, unavailable, leader)
+	if ok < nodes/2 {
+		t.Fatalf("only %d of %d enrolments succeeded across the kills", ok, nodes)
+	}
+
+	// Another replica leads within the session TTL (plus etcd's own
+	// failover): the time its log says it took over, and status agrees.
+	next, tookOver := "", time.Time{}
+	for time.Since(killedAt) < haSessionTTL+10*time.Second && next == "" {
+		for i, r := range h.replicas {
+			if i == li {
+				continue
+			}
+			if at, ok := leadingSince(r.Log.String()); ok {
+				next, tookOver = h.ids[i], at
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if next == "" {
+		t.Fatalf("no replica took over within %s of killing %s", haSessionTTL+10*time.Second, leader)
+	}
+	if d := tookOver.Sub(killedAt); d > haSessionTTL+3*time.Second {
+		t.Fatalf("%s took over %s after the kill (session TTL %s)", next, d, haSessionTTL)
+	} else {
+		t.Logf("%s took over %s after %s was killed (session TTL %s)", next, d.Round(10*time.Millisecond), leader, haSessionTTL)
+	}
+	survivor := h.index(next)
+	if st := h.status(t, survivor); st.Leader != next || len(st.Replicas) != 2 {
+		t.Fatalf("status after failover: leader %q, %d replicas; want %s and 2", st.Leader, len(st.Replicas), next)
+	}
+	// Every certificate received is stored, byte for byte, once.
+	stored := map[string]bool{}
+	admin, done = adminClient(t, h.replicas[survivor])
+	defer done()
+	page := ""
+	for {
+		resp, err := admin.ListCertificates(context.Background(), &ipseccav1.ListCertificatesRequest{Kind: "node", PageSize: 1000, PageToken: page})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range resp.GetCertificates() {
+			if stored[c.GetSerial()] {
+				t.Fatalf("serial %s listed twice", c.GetSerial())
+			}
+			stored[c.GetSerial()] = true
+			if der, ok := received[c.GetSerial()]; ok {
+				b, _ := pem.Decode(c.GetCertificatePem())
+				if !bytes.Equal(b.Bytes, der) {
+					t.Fatalf("stored certificate %s differs from the one handed out", c.GetSerial())
+				}
+			}
+		}
+		if page = resp.GetNextPageToken(); page == "" {
+			break
+		}
+	}
+	for serial := range received {
+		if !stored[serial] {
+			t.Fatalf("certificate %s was handed out but is not in etcd", serial)
+		}
+	}
+	if out := mustRun(t, h.env(survivor), "audit", "verify"); !strings.Contains(out, "intact") {
+		t.Fatalf("audit verify: %s", out)
+	}
+
+	// The new leader's scheduler acts, and a node watching a replica that
+	// is not the one the admin used hears of it.
+	ni := h.index(next)
+	watchOn := 3 - li - ni // the third replica... unless it is the dead one
+	if watchOn == li || watchOn < 0 || watchOn > 2 {
+		watchOn = ni
+	}
+	nodeKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tok, err := admin.CreateToken(context.Background(), &ipseccav1.CreateTokenRequest{Node: "watcher"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nconn, _ := dialTLS(h.replicas[ni].Addr, rootPEM, nil)
+	enr, err := ipseccav1.NewNodeServiceClient(nconn).Enroll(context.Background(), &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: goCSR(t, nodeKey, "watcher", nil)})
+	nconn.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(nodeKey)
+	pair, err := tls.X509KeyPair(enr.GetCertificate().GetCertificatePem(), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wconn, err := dialTLS(h.replicas[watchOn].Addr, rootPEM, &pair)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wconn.Close()
+	wctx, wcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer wcancel()
+	stream, err := ipseccav1.NewNodeServiceClient(wconn).Watch(wctx, &ipseccav1.WatchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := stream.Recv(); err != nil || ev.GetKind() != ipseccav1.NodeEvent_SNAPSHOT {
+		t.Fatalf("watch snapshot: %v %v", ev, err)
+	}
+	forcedAt := time.Now()
+	mustRun(t, h.env(survivor), "rotate", "--node", "watcher")
+	for {
+		ev, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("watch on %s: no rotation notice: %v", h.ids[watchOn], err)
+		}
+		if ev.GetKind() == ipseccav1.NodeEvent_ROTATION_DUE {
+			if ev.GetCurrentSerial() != enr.GetCertificate().GetSerial() {
+				t.Fatalf("rotation notice for %s, want %s", ev.GetCurrentSerial(), enr.GetCertificate().GetSerial())
+			}
+			break
+		}
+	}
+	t.Logf("forced rotation reached a Watch stream on %s in %s (scheduler on %s)", h.ids[watchOn], time.Since(forcedAt).Round(time.Millisecond), next)
+	events := mustRun(t, h.env(survivor), "audit", "list", "--node", "watcher", "--type", "rotation.due", "--json")
+	if n := strings.Count(events, `"rotation.due"`); n != 1 {
+		t.Fatalf("rotation.due recorded %d times, want once:\n%s", n, events)
+	}
+
+	// One token on two replicas at the same moment: one certificate.
+	live := []int{}
+	for i := range h.replicas {
+		if i != li {
+			live = append(live, i)
+		}
+	}
+	for round := range 10 {
+		tok, err := admin.CreateToken(context.Background(), &ipseccav1.CreateTokenRequest{Node: fmt.Sprintf("race-%d", round)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		results := make([]error, 2)
+		var rw sync.WaitGroup
+		for j, r := range live {
+			rw.Add(1)
+			go func() {
+				defer rw.Done()
+				conn, _ := dialTLS(h.replicas[r].Addr, rootPEM, nil)
+				defer conn.Close()
+				_, results[j] = ipseccav1.NewNodeServiceClient(conn).Enroll(context.Background(), &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: goCSR(t, key, fmt.Sprintf("race-%d", round), nil)})
+			}()
+		}
+		rw.Wait()
+		if (results[0] == nil) == (results[1] == nil) {
+			t.Fatalf("one token on two replicas: %v / %v, want exactly one certificate", results[0], results[1])
+		}
+	}
+
+	// Two nodes claim one name on two replicas: one wins.
+	for round := range 5 {
+		cn := fmt.Sprintf("contested-%d", round)
+		results := make([]error, 2)
+		var toks [2]string
+		for j := range 2 {
+			tk, err := admin.CreateToken(context.Background(), &ipseccav1.CreateTokenRequest{Node: fmt.Sprintf("claim-%d-%d", round, j), CommonName: cn})
+			if err != nil {
+				t.Fatal(err)
+			}
+			toks[j] = tk.GetToken()
+		}
+		var rw sync.WaitGroup
+		for j, r := range live {
+			rw.Add(1)
+			go func() {
+				defer rw.Done()
+				conn, _ := dialTLS(h.replicas[r].Addr, rootPEM, nil)
+				defer conn.Close()
+				_, results[j] = ipseccav1.NewNodeServiceClient(conn).Enroll(context.Background(), &ipseccav1.EnrollRequest{Token: toks[j], CsrPem: goCSR(t, key, cn, nil)})
+			}()
+		}
+		rw.Wait()
+		if (results[0] == nil) == (results[1] == nil) {
+			t.Fatalf("two nodes claiming %s: %v / %v, want exactly one winner", cn, results[0], results[1])
+		}
+	}
+
+	// Quorum loss (m0 is down; kill m1): Unavailable, nothing issued.
+	h.etcd.Kill(1)
+	tk, err := admin.CreateToken(context.Background(), &ipseccav1.CreateTokenRequest{Node: "after-quorum"})
+	if err == nil {
+		t.Fatal("token created without etcd quorum")
+	} else if status.Code(err) != codes.Unavailable {
+		t.Fatalf("without quorum: %v, want Unavailable", err)
+	}
+	r := run(t, h.env(survivor), "certs", "list", "--node", "ha-001")
+	if r.Code == 0 {
+		t.Fatalf("listing without quorum succeeded: %s", r.Stdout)
+	}
+	for _, i := range []int{0, 1} {
+		if err := h.etcd.Restart(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		tk, err = admin.CreateToken(context.Background(), &ipseccav1.CreateTokenRequest{Node: "after-quorum"})
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("service did not resume after quorum returned: %v", err)
+	}
+	conn, _ := dialTLS(h.replicas[live[1]].Addr, rootPEM, nil)
+	defer conn.Close()
+	if _, err := ipseccav1.NewNodeServiceClient(conn).Enroll(context.Background(), &ipseccav1.EnrollRequest{Token: tk.GetToken(), CsrPem: goCSR(t, key, "after-quorum", nil)}); err != nil {
+		t.Fatalf("enrol after quorum returned: %v", err)
+	}
+	// The CLI fails over: the dead replica is first in the list.
+	if out := mustRun(t, h.env(survivor), "certs", "list", "--node", "after-quorum"); !strings.Contains(out, "after-quorum") {
+		t.Fatalf("certs list through the replica list: %s", out)
+	}
+	if out := mustRun(t, h.env(survivor), "audit", "verify"); !strings.Contains(out, "intact") {
+		t.Fatalf("audit verify at the end: %s", out)
+	}
+}
+
+// leadingSince finds when a replica's log says it took the leadership.
+func leadingSince(log string) (time.Time, bool) {
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, `msg="leading:`) {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) > 0 && strings.HasPrefix(f[0], "time=") {
+			if at, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(f[0], "time=")); err == nil {
+				return at, true
+			}
+		}
+	}
+	return time.Time{}, false
+}

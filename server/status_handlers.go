@@ -1,0 +1,31 @@
+package server
+
+import (
+	"context"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
+)
+
+func (s adminService) GetStatus(ctx context.Context, _ *ipseccav1.GetStatusRequest) (*ipseccav1.GetStatusResponse, error) {
+	if s.cluster == nil {
+		// One replica on its own bbolt file: it is the leader.
+		return &ipseccav1.GetStatusResponse{Backend: "bolt", Leader: s.self.ID, Replicas: []*ipseccav1.Replica{{
+			Id: s.self.ID, Address: s.self.Address, StartedAt: timestamppb.New(s.self.StartedAt), Leader: true, Self: true}}}, nil
+	}
+	st, err := s.cluster.ClusterStatus(ctx)
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
+	resp := &ipseccav1.GetStatusResponse{Backend: st.Backend, Leader: st.Leader}
+	for _, r := range st.Replicas {
+		resp.Replicas = append(resp.Replicas, &ipseccav1.Replica{Id: r.ID, Address: r.Address, StartedAt: timestamppb.New(r.StartedAt),
+			Leader: r.ID == st.Leader, Self: r.ID == s.self.ID})
+	}
+	for _, m := range st.Members {
+		resp.Members = append(resp.Members, &ipseccav1.StoreMember{Name: m.Name, Id: m.ID, Endpoint: m.Endpoint, Healthy: m.Healthy,
+			Leader: m.Leader, Error: m.Error, DbSize: m.DBSize, RaftIndex: m.RaftIndex})
+	}
+	return resp, nil
+}
