@@ -311,3 +311,24 @@ func (a *Authority) ReloadRoot(ctx context.Context) (*Root, bool, error) {
 	a.log.Info("loaded renewed root CA from the store", "serial", SerialString(r.Cert.SerialNumber), "not_after", r.Cert.NotAfter, "sha256", r.Fingerprint())
 	return r, true, nil
 }
+
+// SealForMove prepares CA material for a store that must hold the key only
+// sealed (store/etcd): a key in the clear is sealed under kek (sealed
+// reports it); a sealed one must open under kek. Either way the material
+// is checked to load.
+func SealForMove(m *store.CA, kek KEK) (out *store.CA, sealed bool, err error) {
+	if kek == nil {
+		return nil, false, errors.New("ca: a key-encryption key is required")
+	}
+	out = m
+	if m.KeyEncryption == KeyPlain {
+		if out, err = sealCA(m, kek); err != nil {
+			return nil, false, err
+		}
+		sealed = true
+	}
+	if _, err := loadRoot(out, kek); err != nil {
+		return nil, false, fmt.Errorf("ca: the CA key does not open with this key-encryption key: %w", err)
+	}
+	return out, sealed, nil
+}

@@ -262,3 +262,15 @@ type ClusterStatus struct {
 	Replicas []Replica // replicas alive (holding a session)
 	Members  []ClusterMember
 }
+
+// Sink receives every record of a store, for moving a CA from one backend
+// to another (ipsecca store migrate). Events arrive in sequence order with
+// their chain hashes; indexes are the receiver's to derive.
+type Sink interface {
+	PutCA(ca *CA) error
+	PutCert(c *Cert) error
+	PutToken(t *Token) error
+	PutNode(n *NodeInfo) error
+	PutRequest(uid, serial string) error
+	PutEvent(e *Event) error
+}

@@ -93,19 +93,9 @@ func (f *caFlags) open(ctx context.Context) (*server.Instance, backend, *slog.Lo
 			return nil, nil, nil, usageError("--server-name %q is neither an IP address nor a DNS name", n)
 		}
 	}
-	var kek ca.KEK
-	kekText := os.Getenv("IPSECCA_KEK")
-	if f.kekFile != "" {
-		b, err := os.ReadFile(f.kekFile)
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("read --kek-file: %w", err)
-		}
-		kekText = string(b)
-	}
-	if kekText != "" {
-		if kek, err = ca.ParseKEK(kekText); err != nil {
-			return nil, nil, nil, usageError("%v", err)
-		}
+	kek, err := readKEK(f.kekFile)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	mode, err := server.ParseMode(f.mode)
 	if err != nil {
@@ -147,6 +137,27 @@ func (f *caFlags) open(ctx context.Context) (*server.Instance, backend, *slog.Lo
 		return nil, nil, nil, err
 	}
 	return in, st, log, nil
+}
+
+// readKEK reads the key-encryption key from file, else $IPSECCA_KEK; nil
+// when neither is set.
+func readKEK(file string) (ca.KEK, error) {
+	text := os.Getenv("IPSECCA_KEK")
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("read --kek-file: %w", err)
+		}
+		text = string(b)
+	}
+	if text == "" {
+		return nil, nil
+	}
+	kek, err := ca.ParseKEK(text)
+	if err != nil {
+		return nil, usageError("%v", err)
+	}
+	return kek, nil
 }
 
 func newInitCmd() *cobra.Command {
