@@ -6,6 +6,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -27,8 +28,22 @@ const (
 	DefaultNSSDir  = "/var/lib/ipsec/nss"
 	DefaultGRPC    = 8443
 	DefaultMetrics = 9090
-	// DataDir is the CA's data directory in its container (on the PVC).
+	// DataDir is the CA's data directory in its container: on the PVC
+	// with the bolt store, an emptyDir with the etcd store (the replica's
+	// own service certificates and the public bundle; the state is in etcd).
 	DataDir = "/var/lib/ipsecca"
+	// DefaultReplicas is the CA's replica count with the etcd store.
+	DefaultReplicas = 3
+	// DefaultEtcdPrefix is the CA's key prefix in etcd (store/etcd's default).
+	DefaultEtcdPrefix = "/ipsecca"
+	// KEKDir holds, in the CA's container, the key-encryption key from the
+	// Secret NameKEK (etcd store): file KEKDir/KEKKey.
+	KEKDir = "/etc/ipsecca/kek"
+	// KEKKey is the KEK's key in the Secret NameKEK.
+	KEKKey = "kek"
+	// EtcdTLSDir holds, in the CA's container, the etcd client TLS Secret
+	// (ca.crt, tls.crt, tls.key) when ManifestOptions.EtcdTLSSecret is set.
+	EtcdTLSDir = "/etc/ipsecca/etcd"
 	// SidecarStateDir is the sidecar's private state on the host.
 	SidecarStateDir = "/var/lib/ipsecca-sidecar"
 	// NodeCredentialsDir is mounted (read-only) into the sidecar: the
@@ -43,6 +58,15 @@ const (
 	NameNodeCSR = "ipsecca-node-csr"
 	NameBundle  = "ipsecca-ca-bundle"
 	NameLeader  = "ipsecca-leader-election"
+	// NameKEK is the Secret holding the key-encryption key of the etcd
+	// store's replicas: created by the operator, never printed.
+	NameKEK = "ipsecca-kek"
+)
+
+// Store backends of the CA (serve's --store).
+const (
+	StoreBolt = "bolt"
+	StoreEtcd = "etcd"
 )
 
 // DisabledNote says why --mode Disabled prints nothing.
@@ -63,8 +87,29 @@ type ManifestOptions struct {
 	CNFrom            CNFrom // CNFromChassisID when empty
 	CABundleConfigMap string // DefaultCABundleConfigMap when empty
 	LeaseName         string // DefaultLeaseName when empty
-	StorageSize       string // "1Gi" when empty
-	StorageClass      string // the cluster's default when empty
+	StorageSize       string // "1Gi" when empty; bolt store only
+	StorageClass      string // the cluster's default when empty; bolt store only
+
+	// Store is the CA's backend: StoreBolt (the default when empty) runs
+	// one replica as a StatefulSet with its data on a PersistentVolumeClaim;
+	// StoreEtcd runs Replicas of them as a Deployment sharing an etcd
+	// cluster, with a PodDisruptionBudget and the key-encryption key from
+	// the Secret NameKEK (which the operator creates: it is never printed).
+	Store string
+	// EtcdEndpoints are the etcd client URLs (https://host:port,
+	// http://host:port or host:port); required with StoreEtcd, none
+	// otherwise.
+	EtcdEndpoints []string
+	// EtcdPrefix is the CA's key prefix in etcd; DefaultEtcdPrefix when
+	// empty. StoreEtcd only.
+	EtcdPrefix string
+	// EtcdTLSSecret names a Secret in Namespace with the etcd client TLS
+	// files (ca.crt, tls.crt, tls.key), mounted at EtcdTLSDir; none (no
+	// client TLS) when empty. StoreEtcd only.
+	EtcdTLSSecret string
+	// Replicas is the CA's replica count: DefaultReplicas with StoreEtcd
+	// when 0; with StoreBolt 0 or 1 (one replica: the store is a file).
+	Replicas int32
 
 	// SidecarArgs replaces the sidecar container's arguments (the default
 	// runs `ipsecca sidecar --kube` as this node with its own credentials).
@@ -120,13 +165,68 @@ func (o *ManifestOptions) setDefaults() error {
 	if _, err := resource.ParseQuantity(o.StorageSize); err != nil {
 		return fmt.Errorf("kube: storage size %q: %v", o.StorageSize, err)
 	}
+	return o.setStoreDefaults()
+}
+
+// setStoreDefaults validates the store options and fills their defaults.
+func (o *ManifestOptions) setStoreDefaults() error {
+	if o.Replicas < 0 {
+		return fmt.Errorf("kube: %d replicas: want at least 1", o.Replicas)
+	}
+	switch o.Store {
+	case "", StoreBolt:
+		o.Store = StoreBolt
+		switch {
+		case o.Replicas > 1:
+			return fmt.Errorf("kube: %d replicas need the etcd store: the bolt store is a file on one replica's volume", o.Replicas)
+		case len(o.EtcdEndpoints) > 0 || o.EtcdPrefix != "" || o.EtcdTLSSecret != "":
+			return fmt.Errorf("kube: etcd endpoints, prefix and TLS secret are for the etcd store, not bolt")
+		}
+		o.Replicas = 1
+		return nil
+	case StoreEtcd:
+	default:
+		return fmt.Errorf("kube: store %q: want %s or %s", o.Store, StoreBolt, StoreEtcd)
+	}
+	if o.Replicas == 0 {
+		o.Replicas = DefaultReplicas
+	}
+	if len(o.EtcdEndpoints) == 0 {
+		return fmt.Errorf("kube: the etcd store needs etcd endpoints")
+	}
+	for _, e := range o.EtcdEndpoints {
+		scheme, rest, found := strings.Cut(e, "://")
+		if !found {
+			scheme, rest = "", e
+		}
+		if rest == "" || strings.ContainsAny(rest, ", \t\n/") || (found && scheme != "http" && scheme != "https") {
+			return fmt.Errorf("kube: etcd endpoint %q: want host:port, http://host:port or https://host:port", e)
+		}
+	}
+	if o.EtcdPrefix == "" {
+		o.EtcdPrefix = DefaultEtcdPrefix
+	}
+	if !strings.HasPrefix(o.EtcdPrefix, "/") || strings.ContainsAny(o.EtcdPrefix, " \t\n") {
+		return fmt.Errorf("kube: etcd prefix %q must start with / and hold no spaces", o.EtcdPrefix)
+	}
+	if o.EtcdTLSSecret != "" {
+		if errs := validation.IsDNS1123Subdomain(o.EtcdTLSSecret); len(errs) > 0 {
+			return fmt.Errorf("kube: etcd TLS secret %q: %s", o.EtcdTLSSecret, strings.Join(errs, "; "))
+		}
+	}
+	if o.StorageClass != "" {
+		return fmt.Errorf("kube: storage class %q: the etcd store's replicas keep no volume", o.StorageClass)
+	}
 	return nil
 }
 
 // Manifests builds the objects that deploy ipsecca, in apply order:
-// Namespace, ServiceAccounts, RBAC, Service, the CA StatefulSet and (Full
-// only) the sidecar DaemonSet. Disabled returns none (see DisabledNote);
-// External has no signer, no node RBAC and no sidecar.
+// Namespace, ServiceAccounts, RBAC, Service, the CA (a StatefulSet with
+// the bolt store; a Deployment and its PodDisruptionBudget with the etcd
+// store) and (Full only) the sidecar DaemonSet. Disabled returns none (see
+// DisabledNote); External has no signer, no node RBAC and no sidecar. No
+// object holds key material: with the etcd store the replicas read the
+// KEK from the Secret NameKEK, which the operator creates.
 func Manifests(o ManifestOptions) ([]runtime.Object, error) {
 	if err := o.setDefaults(); err != nil {
 		return nil, err
@@ -201,7 +301,12 @@ func Manifests(o ManifestOptions) ([]runtime.Object, error) {
 				Subjects: []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: o.NodeGroup}}},
 		)
 	}
-	objs = append(objs, caService(o, meta, labels), caStatefulSet(o, meta, labels))
+	objs = append(objs, caService(o, meta, labels))
+	if o.Store == StoreEtcd {
+		objs = append(objs, caDeployment(o, meta, labels), caDisruptionBudget(o, meta, labels))
+	} else {
+		objs = append(objs, caStatefulSet(o, meta, labels))
+	}
 	if full {
 		objs = append(objs, sidecarDaemonSet(o, meta, labels))
 	}
@@ -228,16 +333,33 @@ func caService(o ManifestOptions, meta metaFunc, labels func(string) map[string]
 	}
 }
 
-func caStatefulSet(o ManifestOptions, meta metaFunc, labels func(string) map[string]string) *appsv1.StatefulSet {
+// caPodTemplate is the CA's pod, the same for the bolt StatefulSet and
+// the etcd Deployment but for the store's flags and volumes.
+func caPodTemplate(o ManifestOptions, labels func(string) map[string]string) corev1.PodTemplateSpec {
+	etcd := o.Store == StoreEtcd
 	svc := fmt.Sprintf("%s.%s.svc", NameCA, o.Namespace)
-	args := []string{"serve",
-		"--data-dir", DataDir,
+	args := []string{"serve", "--data-dir", DataDir}
+	if etcd {
+		args = append(args, "--store", StoreEtcd,
+			"--etcd-endpoints", strings.Join(o.EtcdEndpoints, ","),
+			"--etcd-prefix", o.EtcdPrefix)
+		if o.EtcdTLSSecret != "" {
+			args = append(args, "--etcd-cacert", EtcdTLSDir+"/ca.crt", "--etcd-cert", EtcdTLSDir+"/tls.crt", "--etcd-key", EtcdTLSDir+"/tls.key")
+		}
+		args = append(args, "--kek-file", KEKDir+"/"+KEKKey,
+			"--replica-id", "$(POD_NAME)",
+			"--advertise", fmt.Sprintf("$(POD_IP):%d", DefaultGRPC))
+	}
+	args = append(args,
 		"--listen", fmt.Sprintf("0.0.0.0:%d", DefaultGRPC),
 		"--metrics-listen", fmt.Sprintf("0.0.0.0:%d", DefaultMetrics),
 		"--mode", string(o.Mode),
-		"--server-name", svc, "--server-name", svc + ".cluster.local",
-		"--log-format", "json",
+		"--server-name", svc, "--server-name", svc+".cluster.local")
+	if etcd {
+		// The advertised address is in the replica's certificate too.
+		args = append(args, "--server-name", "$(POD_IP)")
 	}
+	args = append(args, "--log-format", "json")
 	if o.Mode == ModeFull {
 		args = append(args, "--kube",
 			"--signer-name", o.SignerName,
@@ -261,6 +383,74 @@ func caStatefulSet(o ManifestOptions, meta metaFunc, labels func(string) map[str
 	if o.Mode != ModeFull {
 		readiness = health("ipsecca.v1.AdminService")
 	}
+	fieldEnv := func(name, path string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
+	}
+	env := []corev1.EnvVar{fieldEnv("POD_NAMESPACE", "metadata.namespace"), {Name: "IPSECCA_DATA_DIR", Value: DataDir}}
+	mounts := []corev1.VolumeMount{{Name: "data", MountPath: DataDir}}
+	var volumes []corev1.Volume
+	var affinity *corev1.Affinity
+	if etcd {
+		env = append(env, fieldEnv("POD_NAME", "metadata.name"), fieldEnv("POD_IP", "status.podIP"))
+		// The replica's own service certificates and bundle; the CA's
+		// state is in etcd. The Secrets are readable by fsGroup only.
+		secret := func(name, secretName string, keys ...string) corev1.Volume {
+			v := corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: secretName, DefaultMode: ptr.To[int32](0o440)}}}
+			for _, k := range keys {
+				v.Secret.Items = append(v.Secret.Items, corev1.KeyToPath{Key: k, Path: k})
+			}
+			return v
+		}
+		volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}, secret("kek", NameKEK, KEKKey)}
+		mounts = append(mounts, corev1.VolumeMount{Name: "kek", MountPath: KEKDir, ReadOnly: true})
+		if o.EtcdTLSSecret != "" {
+			volumes = append(volumes, secret("etcd-tls", o.EtcdTLSSecret, "ca.crt", "tls.crt", "tls.key"))
+			mounts = append(mounts, corev1.VolumeMount{Name: "etcd-tls", MountPath: EtcdTLSDir, ReadOnly: true})
+		}
+		// Spread the replicas over the nodes when there are enough.
+		affinity = &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
+			PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{Weight: 100, PodAffinityTerm: corev1.PodAffinityTerm{
+				LabelSelector: &metav1.LabelSelector{MatchLabels: labels("ca")},
+				TopologyKey:   "kubernetes.io/hostname",
+			}}},
+		}}
+	}
+	return corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: labels("ca")},
+		Spec: corev1.PodSpec{
+			ServiceAccountName: NameCA,
+			SecurityContext: &corev1.PodSecurityContext{
+				RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](65532), RunAsGroup: ptr.To[int64](65532), FSGroup: ptr.To[int64](65532),
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+			},
+			Affinity: affinity,
+			Containers: []corev1.Container{{
+				Name:  "ca",
+				Image: o.Image,
+				Args:  args,
+				Env:   env,
+				Ports: []corev1.ContainerPort{
+					{Name: "grpc", ContainerPort: DefaultGRPC, Protocol: corev1.ProtocolTCP},
+					{Name: "metrics", ContainerPort: DefaultMetrics, Protocol: corev1.ProtocolTCP},
+				},
+				VolumeMounts:   mounts,
+				LivenessProbe:  liveness,
+				ReadinessProbe: readiness,
+				Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+					corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")}},
+				SecurityContext: &corev1.SecurityContext{
+					AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
+					Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+				},
+			}},
+			Volumes: volumes,
+		},
+	}
+}
+
+// caStatefulSet is the CA with the bolt store: one replica, its data on a
+// PersistentVolumeClaim.
+func caStatefulSet(o ManifestOptions, meta metaFunc, labels func(string) map[string]string) *appsv1.StatefulSet {
 	pvc := corev1.PersistentVolumeClaim{
 		TypeMeta:   typeMeta("v1", "PersistentVolumeClaim"),
 		ObjectMeta: metav1.ObjectMeta{Name: "data", Labels: labels("ca")},
@@ -277,42 +467,43 @@ func caStatefulSet(o ManifestOptions, meta metaFunc, labels func(string) map[str
 		ObjectMeta: meta(NameCA, o.Namespace, "ca"),
 		Spec: appsv1.StatefulSetSpec{
 			// One replica: the embedded store lives on its volume. More
-			// replicas take a shared (etcd) store; the signer's Lease
-			// already keeps one of them signing.
-			Replicas:    ptr.To[int32](1),
-			ServiceName: NameCA,
-			Selector:    &metav1.LabelSelector{MatchLabels: labels("ca")},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels("ca")},
-				Spec: corev1.PodSpec{
-					ServiceAccountName: NameCA,
-					SecurityContext: &corev1.PodSecurityContext{
-						RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](65532), RunAsGroup: ptr.To[int64](65532), FSGroup: ptr.To[int64](65532),
-						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-					},
-					Containers: []corev1.Container{{
-						Name:  "ca",
-						Image: o.Image,
-						Args:  args,
-						Env: []corev1.EnvVar{{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
-							{Name: "IPSECCA_DATA_DIR", Value: DataDir}},
-						Ports: []corev1.ContainerPort{
-							{Name: "grpc", ContainerPort: DefaultGRPC, Protocol: corev1.ProtocolTCP},
-							{Name: "metrics", ContainerPort: DefaultMetrics, Protocol: corev1.ProtocolTCP},
-						},
-						VolumeMounts:   []corev1.VolumeMount{{Name: "data", MountPath: DataDir}},
-						LivenessProbe:  liveness,
-						ReadinessProbe: readiness,
-						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
-							corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")}},
-						SecurityContext: &corev1.SecurityContext{
-							AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
-							Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-						},
-					}},
-				},
-			},
+			// replicas take the shared (etcd) store: see caDeployment.
+			Replicas:             ptr.To[int32](1),
+			ServiceName:          NameCA,
+			Selector:             &metav1.LabelSelector{MatchLabels: labels("ca")},
+			Template:             caPodTemplate(o, labels),
 			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{pvc},
+		},
+	}
+}
+
+// caDeployment is the CA with the etcd store: o.Replicas interchangeable
+// replicas, no volume of their own. They elect the leader that runs the
+// scheduler through etcd; the Kubernetes signer's Lease keeps one of them
+// signing CSRs.
+func caDeployment(o ManifestOptions, meta metaFunc, labels func(string) map[string]string) *appsv1.Deployment {
+	return &appsv1.Deployment{
+		TypeMeta:   typeMeta("apps/v1", "Deployment"),
+		ObjectMeta: meta(NameCA, o.Namespace, "ca"),
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(o.Replicas),
+			Selector: &metav1.LabelSelector{MatchLabels: labels("ca")},
+			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType, RollingUpdate: &appsv1.RollingUpdateDeployment{
+				MaxUnavailable: ptr.To(intstr.FromInt32(1)), MaxSurge: ptr.To(intstr.FromInt32(1))}},
+			Template: caPodTemplate(o, labels),
+		},
+	}
+}
+
+// caDisruptionBudget keeps all but one of the CA's replicas (at least one)
+// up through voluntary disruptions such as node drains.
+func caDisruptionBudget(o ManifestOptions, meta metaFunc, labels func(string) map[string]string) *policyv1.PodDisruptionBudget {
+	return &policyv1.PodDisruptionBudget{
+		TypeMeta:   typeMeta("policy/v1", "PodDisruptionBudget"),
+		ObjectMeta: meta(NameCA, o.Namespace, "ca"),
+		Spec: policyv1.PodDisruptionBudgetSpec{
+			MinAvailable: ptr.To(intstr.FromInt32(max(o.Replicas-1, 1))),
+			Selector:     &metav1.LabelSelector{MatchLabels: labels("ca")},
 		},
 	}
 }

@@ -3,6 +3,10 @@ package kube_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"maps"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +14,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
@@ -92,6 +97,220 @@ func TestManifestSets(t *testing.T) {
 	}
 }
 
+// argValue is the value following flag in args ("" when absent).
+func argValue(args []string, flag string) string {
+	if v := argValues(args, flag); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// argValues is every value of a repeated flag in args.
+func argValues(args []string, flag string) []string {
+	var out []string
+	for i, a := range args {
+		if a == flag && i+1 < len(args) {
+			out = append(out, args[i+1])
+		}
+	}
+	return out
+}
+
+// secretData matches a Secret's or ConfigMap's data in printed YAML.
+var secretData = regexp.MustCompile(`(?m)^\s*(data|stringData|binaryData):`)
+
+// The etcd store: a Deployment of interchangeable replicas on emptyDirs
+// (no StatefulSet, no PVC) with the store's flags, a PodDisruptionBudget,
+// the KEK from the operator's Secret and no key material printed; the
+// bolt store (the default) keeps the single-replica StatefulSet.
+func TestManifestsEtcdStore(t *testing.T) {
+	endpoints := []string{"https://h1:2379", "https://h2:2379", "https://h3:2379"}
+	for _, tc := range []struct {
+		name         string
+		o            kube.ManifestOptions
+		replicas     int32
+		minAvailable int32
+		prefix       string
+		tls          bool
+	}{
+		{"defaults", kube.ManifestOptions{Store: kube.StoreEtcd, EtcdEndpoints: endpoints}, 3, 2, "/ipsecca", false},
+		{"five replicas with TLS", kube.ManifestOptions{Store: kube.StoreEtcd, EtcdEndpoints: endpoints, Replicas: 5, EtcdPrefix: "/clusters/a", EtcdTLSSecret: "etcd-client"}, 5, 4, "/clusters/a", true},
+		{"two replicas", kube.ManifestOptions{Store: kube.StoreEtcd, EtcdEndpoints: endpoints[:1], Replicas: 2}, 2, 1, "/ipsecca", false},
+		{"one replica", kube.ManifestOptions{Store: kube.StoreEtcd, EtcdEndpoints: []string{"h1:2379"}, Replicas: 1}, 1, 1, "/ipsecca", false},
+		{"External", kube.ManifestOptions{Store: kube.StoreEtcd, EtcdEndpoints: endpoints, Mode: kube.ModeExternal}, 3, 2, "/ipsecca", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs, err := kube.Manifests(tc.o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []string{"Namespace", "ServiceAccount", "Service", "Deployment", "PodDisruptionBudget"}
+			if tc.o.Mode != kube.ModeExternal {
+				want = []string{"Namespace", "ServiceAccount", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+					"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service", "Deployment", "PodDisruptionBudget", "DaemonSet"}
+			}
+			if got := kinds(objs); !slices.Equal(got, want) {
+				t.Fatalf("%v\nwant %v", got, want)
+			}
+			var dep *appsv1.Deployment
+			var pdb *policyv1.PodDisruptionBudget
+			for _, o := range objs {
+				switch o := o.(type) {
+				case *appsv1.Deployment:
+					dep = o
+				case *policyv1.PodDisruptionBudget:
+					pdb = o
+				}
+			}
+			if *dep.Spec.Replicas != tc.replicas {
+				t.Errorf("%d replicas, want %d", *dep.Spec.Replicas, tc.replicas)
+			}
+			if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntVal != tc.minAvailable || pdb.Spec.MaxUnavailable != nil {
+				t.Errorf("PodDisruptionBudget %+v, want minAvailable %d", pdb.Spec, tc.minAvailable)
+			}
+			if ca := dep.Spec.Template.Labels; ca["app.kubernetes.io/component"] != "ca" || !maps.Equal(pdb.Spec.Selector.MatchLabels, ca) {
+				t.Errorf("the PodDisruptionBudget selects %v, the CA pods are %v", pdb.Spec.Selector.MatchLabels, ca)
+			}
+			p := dep.Spec.Template.Spec
+			c := p.Containers[0]
+			flags := map[string]string{
+				"--store": "etcd", "--etcd-endpoints": strings.Join(tc.o.EtcdEndpoints, ","), "--etcd-prefix": tc.prefix,
+				"--kek-file": kube.KEKDir + "/" + kube.KEKKey, "--replica-id": "$(POD_NAME)", "--advertise": "$(POD_IP):8443",
+				"--listen": "0.0.0.0:8443", "--metrics-listen": "0.0.0.0:9090", "--data-dir": kube.DataDir, "--log-format": "json",
+				"--mode": string(kube.ModeFull),
+			}
+			if tc.o.Mode == kube.ModeExternal {
+				flags["--mode"] = string(kube.ModeExternal)
+			}
+			if tc.tls {
+				flags["--etcd-cacert"], flags["--etcd-cert"], flags["--etcd-key"] = "/etc/ipsecca/etcd/ca.crt", "/etc/ipsecca/etcd/tls.crt", "/etc/ipsecca/etcd/tls.key"
+			}
+			for f, v := range flags {
+				if got := argValue(c.Args, f); got != v {
+					t.Errorf("%s %q, want %q in %v", f, got, v, c.Args)
+				}
+			}
+			for _, f := range []string{"--etcd-cacert", "--etcd-cert", "--etcd-key"} {
+				if !tc.tls && slices.Contains(c.Args, f) {
+					t.Errorf("%s without an etcd TLS secret", f)
+				}
+			}
+			if got := argValues(c.Args, "--server-name"); !slices.Equal(got, []string{"ipsecca.ipsecca.svc", "ipsecca.ipsecca.svc.cluster.local", "$(POD_IP)"}) {
+				t.Errorf("server names %v", got)
+			}
+			if kubeArgs := slices.Contains(c.Args, "--kube"); kubeArgs != (tc.o.Mode != kube.ModeExternal) {
+				t.Errorf("--kube %v in mode %q", kubeArgs, tc.o.Mode)
+			}
+			env := map[string]string{}
+			for _, e := range c.Env {
+				if e.ValueFrom != nil {
+					env[e.Name] = e.ValueFrom.FieldRef.FieldPath
+				}
+			}
+			if env["POD_NAME"] != "metadata.name" || env["POD_IP"] != "status.podIP" {
+				t.Errorf("downward API env %v", env)
+			}
+			if cmd := c.ReadinessProbe.Exec.Command; cmd[1] != "health" || !slices.Contains(cmd, "--service") {
+				t.Errorf("readiness probe %v", cmd)
+			}
+			if a := p.Affinity.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution; len(a) != 1 || a[0].PodAffinityTerm.TopologyKey != "kubernetes.io/hostname" ||
+				a[0].PodAffinityTerm.LabelSelector.MatchLabels["app.kubernetes.io/component"] != "ca" || p.Affinity.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution != nil {
+				t.Errorf("anti-affinity %+v", p.Affinity)
+			}
+			// Volumes: the data dir an emptyDir, the KEK (and the etcd
+			// client TLS) from Secrets, read-only.
+			vols := map[string]corev1.Volume{}
+			for _, v := range p.Volumes {
+				if v.PersistentVolumeClaim != nil {
+					t.Errorf("volume %s is a PersistentVolumeClaim", v.Name)
+				}
+				vols[v.Name] = v
+			}
+			mounts := map[string]corev1.VolumeMount{}
+			for _, m := range c.VolumeMounts {
+				mounts[m.Name] = m
+			}
+			if vols["data"].EmptyDir == nil || mounts["data"].MountPath != kube.DataDir {
+				t.Errorf("data volume %+v mounted %+v", vols["data"], mounts["data"])
+			}
+			if s := vols["kek"].Secret; s == nil || s.SecretName != kube.NameKEK || len(s.Items) != 1 || s.Items[0].Key != kube.KEKKey || s.Items[0].Path != kube.KEKKey ||
+				mounts["kek"].MountPath != kube.KEKDir || !mounts["kek"].ReadOnly {
+				t.Errorf("KEK volume %+v mounted %+v", vols["kek"], mounts["kek"])
+			}
+			if s := vols["etcd-tls"].Secret; tc.tls != (s != nil) || tc.tls && (s.SecretName != tc.o.EtcdTLSSecret || len(s.Items) != 3 ||
+				mounts["etcd-tls"].MountPath != kube.EtcdTLSDir || !mounts["etcd-tls"].ReadOnly) {
+				t.Errorf("etcd TLS volume %+v mounted %+v", vols["etcd-tls"], mounts["etcd-tls"])
+			}
+			// No key material anywhere: no Secret, no data.
+			var buf bytes.Buffer
+			if err := kube.WriteYAML(&buf, objs); err != nil {
+				t.Fatal(err)
+			}
+			y := buf.String()
+			for _, bad := range []string{"StatefulSet", "PersistentVolumeClaim", "volumeClaimTemplates", "kind: Secret", "creationTimestamp", "status:", "spec: {}", "resources: {}", "strategy: {}"} {
+				if strings.Contains(y, bad) {
+					t.Errorf("the YAML holds %q", bad)
+				}
+			}
+			if m := secretData.FindString(y); m != "" {
+				t.Errorf("the YAML holds data: %q", m)
+			}
+		})
+	}
+
+	// The bolt store, named or by default, prints the same single-replica
+	// StatefulSet as ever.
+	def, err := kube.Manifests(kube.ManifestOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want bytes.Buffer
+	if err := kube.WriteYAML(&want, def); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range []kube.ManifestOptions{{Store: kube.StoreBolt}, {Store: kube.StoreBolt, Replicas: 1}, {Replicas: 1}} {
+		objs, err := kube.Manifests(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got bytes.Buffer
+		if err := kube.WriteYAML(&got, objs); err != nil {
+			t.Fatal(err)
+		}
+		if got.String() != want.String() {
+			t.Errorf("Manifests(%+v) differs from the default", o)
+		}
+	}
+	if y := want.String(); strings.Contains(y, "Deployment") || strings.Contains(y, "PodDisruptionBudget") || strings.Contains(y, "--store") ||
+		strings.Contains(y, "etcd") || strings.Contains(y, kube.NameKEK) || !strings.Contains(y, "volumeClaimTemplates") {
+		t.Error("the default (bolt) manifests changed")
+	}
+
+	for _, tc := range []struct {
+		o    kube.ManifestOptions
+		want string
+	}{
+		{kube.ManifestOptions{Store: kube.StoreEtcd}, "kube: the etcd store needs etcd endpoints"},
+		{kube.ManifestOptions{Store: "Etcd", EtcdEndpoints: endpoints}, `kube: store "Etcd": want bolt or etcd`},
+		{kube.ManifestOptions{Store: "sqlite"}, `kube: store "sqlite": want bolt or etcd`},
+		{kube.ManifestOptions{Replicas: 3}, "kube: 3 replicas need the etcd store"},
+		{kube.ManifestOptions{Store: kube.StoreBolt, Replicas: 2}, "kube: 2 replicas need the etcd store"},
+		{kube.ManifestOptions{Store: kube.StoreEtcd, EtcdEndpoints: endpoints, Replicas: -1}, "kube: -1 replicas: want at least 1"},
+		{kube.ManifestOptions{EtcdEndpoints: endpoints}, "kube: etcd endpoints, prefix and TLS secret are for the etcd store"},
+		{kube.ManifestOptions{EtcdTLSSecret: "etcd-client"}, "kube: etcd endpoints, prefix and TLS secret are for the etcd store"},
+		{kube.ManifestOptions{Store: kube.StoreEtcd, EtcdEndpoints: []string{"unix:///run/etcd.sock"}}, `kube: etcd endpoint "unix:///run/etcd.sock": want host:port`},
+		{kube.ManifestOptions{Store: kube.StoreEtcd, EtcdEndpoints: []string{""}}, `kube: etcd endpoint "": want host:port`},
+		{kube.ManifestOptions{Store: kube.StoreEtcd, EtcdEndpoints: []string{"https://h1:2379,https://h2:2379"}}, `kube: etcd endpoint "https://h1:2379,https://h2:2379"`},
+		{kube.ManifestOptions{Store: kube.StoreEtcd, EtcdEndpoints: endpoints, EtcdPrefix: "ipsecca"}, `kube: etcd prefix "ipsecca" must start with /`},
+		{kube.ManifestOptions{Store: kube.StoreEtcd, EtcdEndpoints: endpoints, EtcdTLSSecret: "Bad_Name"}, `kube: etcd TLS secret "Bad_Name"`},
+		{kube.ManifestOptions{Store: kube.StoreEtcd, EtcdEndpoints: endpoints, StorageClass: "fast"}, `kube: storage class "fast": the etcd store's replicas keep no volume`},
+	} {
+		if _, err := kube.Manifests(tc.o); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("Manifests(%+v): %v; want %q", tc.o, err, tc.want)
+		}
+	}
+}
+
 // The strict decoder the manifests are held to does reject unknown fields.
 func TestStrictDecoderRejectsUnknownFields(t *testing.T) {
 	doc := "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: x\nautomountServiceAcountToken: false\n"
@@ -114,6 +333,48 @@ func TestManifestsOnAPIServer(t *testing.T) {
 	applyManifests(t, srv, kube.ManifestOptions{Namespace: "ipsecca-external", Mode: kube.ModeExternal})
 	if _, err := admin.AppsV1().DaemonSets("ipsecca-external").Get(ctx, kube.NameSidecar, metav1.GetOptions{}); err == nil {
 		t.Fatal("External created a sidecar DaemonSet")
+	}
+	// The etcd store (External: Full's cluster-wide objects exist already).
+	// The operator creates the KEK Secret in the namespace first; the
+	// manifests never hold it.
+	const haNS = "ipsecca-ha"
+	ha, err := kube.Manifests(kube.ManifestOptions{Namespace: haNS, Mode: kube.ModeExternal, Store: kube.StoreEtcd,
+		EtcdEndpoints: []string{"https://h1:2379", "https://h2:2379", "https://h3:2379"}, EtcdTLSSecret: "etcd-client", Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var haYAML bytes.Buffer
+	if err := kube.WriteYAML(&haYAML, ha); err != nil {
+		t.Fatal(err)
+	}
+	decoded, err := decodeStrict(haYAML.Bytes())
+	if err != nil || len(decoded) != len(ha) || kinds(decoded)[0] != "Namespace" {
+		t.Fatalf("strict decoding of the etcd store's manifests: %d objects, %v\n%s", len(decoded), err, haYAML.String())
+	}
+	kubetest.Create(t, srv, decoded[:1])
+	kek := make([]byte, 32)
+	if _, err := rand.Read(kek); err != nil {
+		t.Fatal(err)
+	}
+	kekText := base64.StdEncoding.EncodeToString(kek)
+	if _, err := admin.CoreV1().Secrets(haNS).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: kube.NameKEK},
+		Data: map[string][]byte{kube.KEKKey: []byte(kekText)}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kubetest.Create(t, srv, decoded[1:])
+	if strings.Contains(haYAML.String(), kekText) {
+		t.Fatal("the manifests hold the KEK")
+	}
+	if _, err := admin.AppsV1().StatefulSets(haNS).Get(ctx, kube.NameCA, metav1.GetOptions{}); err == nil {
+		t.Fatal("the etcd store created a StatefulSet")
+	}
+	dep, err := admin.AppsV1().Deployments(haNS).Get(ctx, kube.NameCA, metav1.GetOptions{})
+	if err != nil || *dep.Spec.Replicas != 3 || dep.Spec.Template.Spec.Volumes[1].Secret.SecretName != kube.NameKEK {
+		t.Fatalf("Deployment %+v: %v", dep, err)
+	}
+	pdb, err := admin.PolicyV1().PodDisruptionBudgets(haNS).Get(ctx, kube.NameCA, metav1.GetOptions{})
+	if err != nil || pdb.Spec.MinAvailable.IntValue() != 2 {
+		t.Fatalf("PodDisruptionBudget %+v: %v", pdb, err)
 	}
 
 	type access struct {
@@ -168,6 +429,12 @@ func TestManifestsOnAPIServer(t *testing.T) {
 		{"", "update", cert, "certificatesigningrequests", "approval", "x"}, {"", "update", cert, "certificatesigningrequests", "status", "x"},
 		{"", "approve", cert, "signers", "", kube.DefaultSignerName}, {"", "sign", cert, "signers", "", kube.DefaultSignerName},
 		{"", "list", "", "nodes", "", ""}, {cmNS, "update", "", "configmaps", "", cmName}, {cmNS, "get", "", "configmaps", "", "other"},
+	})
+	// The etcd store's replicas read no Secret through the API (the KEK is
+	// mounted) and elect their leader in etcd: no RBAC beyond External's.
+	check("system:serviceaccount:ipsecca-ha:ipsecca", []string{"system:serviceaccounts", "system:serviceaccounts:ipsecca-ha", "system:authenticated"}, false, []access{
+		{"ipsecca-ha", "get", "", "secrets", "", kube.NameKEK}, {"ipsecca-ha", "list", "", "secrets", "", ""},
+		{"ipsecca-ha", "get", "coordination.k8s.io", "leases", "", kube.DefaultLeaseName}, {"ipsecca-ha", "create", "coordination.k8s.io", "leases", "", ""},
 	})
 	// The sidecar's own service account has no rights at all.
 	check("system:serviceaccount:ipsecca:ipsecca-sidecar", []string{"system:serviceaccounts", "system:serviceaccounts:ipsecca", "system:authenticated"}, false, []access{

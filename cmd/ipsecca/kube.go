@@ -35,7 +35,15 @@ port, and (mode Full) the node sidecar DaemonSet. The CA bundle ConfigMap's
 namespace (--ca-bundle-configmap) must exist: it is the cluster's, not ours.
 
 --mode External deploys the CA for bundle validation only: no signer, no node
-RBAC, no sidecar. --mode Disabled prints nothing and says why.`,
+RBAC, no sidecar. --mode Disabled prints nothing and says why.
+
+--store etcd deploys the CA highly available instead: --replicas replicas
+(default 3) as a Deployment spread over the nodes, sharing the etcd cluster at
+--etcd-endpoints, with a PodDisruptionBudget and no volume of their own. Their
+key-encryption key, which seals the CA key in etcd, comes from the Secret
+` + kube.NameKEK + ` (key ` + kube.KEKKey + `) that you create first; the printed manifests hold
+no key material. --etcd-tls-secret names a Secret with the etcd client TLS
+files (ca.crt, tls.crt, tls.key).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			m, err := kube.ParseMode(mode)
@@ -48,6 +56,9 @@ RBAC, no sidecar. --mode Disabled prints nothing and says why.`,
 				return usageError("%v", err)
 			}
 			o.CNFrom = cf
+			if o.Store == kube.StoreEtcd && len(o.EtcdEndpoints) == 0 {
+				return usageError("--store etcd needs --etcd-endpoints")
+			}
 			objs, err := kube.Manifests(o)
 			if err != nil {
 				return usageError("%v", err)
@@ -57,7 +68,25 @@ RBAC, no sidecar. --mode Disabled prints nothing and says why.`,
 				return nil
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "# ipsecca manifests (namespace %s, mode %s): kubectl apply -f -\n", o.Namespace, o.Mode)
+			if o.Store != kube.StoreEtcd {
+				fmt.Fprintf(out, "# ipsecca manifests (namespace %s, mode %s): kubectl apply -f -\n", o.Namespace, o.Mode)
+				return kube.WriteYAML(out, objs)
+			}
+			// Manifests has filled in the defaults.
+			replicas := o.Replicas
+			if replicas == 0 {
+				replicas = kube.DefaultReplicas
+			}
+			fmt.Fprintf(out, "# ipsecca manifests (namespace %s, mode %s, store etcd, %d replicas): kubectl apply -f -\n", o.Namespace, o.Mode, replicas)
+			fmt.Fprintf(out, "# First create the key-encryption key that seals the CA key in etcd (every replica must share it; keep a copy:\n"+
+				"# without it the CA in etcd cannot be opened), in the namespace (kubectl create namespace %s if absent):\n"+
+				"#   kubectl -n %s create secret generic %s --from-literal=%s=$(head -c32 /dev/urandom | base64)\n",
+				o.Namespace, o.Namespace, kube.NameKEK, kube.KEKKey)
+			if o.EtcdTLSSecret != "" {
+				fmt.Fprintf(out, "# and the etcd client TLS Secret %s (keys ca.crt, tls.crt, tls.key), e.g.:\n"+
+					"#   kubectl -n %s create secret generic %s --from-file=ca.crt=... --from-file=tls.crt=... --from-file=tls.key=...\n",
+					o.EtcdTLSSecret, o.Namespace, o.EtcdTLSSecret)
+			}
 			return kube.WriteYAML(out, objs)
 		},
 	}
@@ -74,6 +103,11 @@ RBAC, no sidecar. --mode Disabled prints nothing and says why.`,
 	f.StringVar(&o.CABundleConfigMap, "ca-bundle-configmap", kube.DefaultCABundleConfigMap, "namespace/name of the CA bundle ConfigMap")
 	f.StringVar(&o.StorageSize, "storage-size", "1Gi", "size of the CA's data volume")
 	f.StringVar(&o.StorageClass, "storage-class", "", "storage class of the CA's data volume (the cluster's default when empty)")
+	f.StringVar(&o.Store, "store", kube.StoreBolt, "the CA's store: bolt (one replica, data on a volume) or etcd (--replicas replicas sharing an etcd cluster)")
+	f.StringSliceVar(&o.EtcdEndpoints, "etcd-endpoints", nil, "etcd client URLs, comma-separated (e.g. https://h1:2379,https://h2:2379,https://h3:2379); --store etcd only")
+	f.StringVar(&o.EtcdPrefix, "etcd-prefix", "", "key prefix of this CA in etcd (default "+kube.DefaultEtcdPrefix+"); --store etcd only")
+	f.StringVar(&o.EtcdTLSSecret, "etcd-tls-secret", "", "Secret with the etcd client TLS files ca.crt, tls.crt and tls.key (no client TLS when empty); --store etcd only")
+	f.Int32Var(&o.Replicas, "replicas", 0, fmt.Sprintf("the CA's replicas (default %d with --store etcd; bolt serves one)", kube.DefaultReplicas))
 	return cmd
 }
 
