@@ -6,7 +6,7 @@
 // Key tree (under the prefix; the same records as store/bolt, JSON values):
 //
 //	meta/schema_version           -> decimal uint
-//	meta/audit_head               -> JSON {seq, hash} of the newest event; written by EVERY transaction
+//	meta/audit_head               -> JSON {seq, hash, write} of the newest event; written by EVERY transaction
 //	ca/current                    -> JSON store.CA (key sealed under the replicas' KEK)
 //	certs/<serial>                -> JSON store.Cert
 //	by_node/<node>/<serial>       -> ""   (every cert of a node)
@@ -24,19 +24,26 @@
 //	replicas/<id>                 -> JSON store.Replica, on the replica's session lease
 //
 // Writes are serialisable across replicas without any process-local lock:
-// every write transaction puts meta/audit_head and commits only if the
-// head's mod revision is still the one its reads were made at (a
+// every write transaction puts meta/audit_head with a value no other
+// transaction writes (it names its writer and write count) and commits
+// only if the head still holds the value its reads were made against (a
 // compare-and-swap), so between a transaction's reads and its commit
 // nothing else can have been written. One committer goroutine per replica
 // runs the queued operations of a batch against an overlay of a read
 // cache and commits the batch as one etcd transaction: one round of
-// consensus per batch, not per certificate. A certificate is returned to
-// its caller only after the transaction holding it succeeded.
+// consensus per batch, not per certificate. Up to pipelineDepth batches
+// await etcd at once, each comparing with the head the one before it
+// leaves: they apply in order, or the first failure fails the rest, which
+// run again on fresh reads. A certificate is returned to its caller only
+// after the transaction holding it succeeded.
 package etcd
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -112,9 +119,15 @@ type Store struct {
 	wg    sync.WaitGroup
 
 	// Owned by the committer goroutine.
-	cache     map[string][]byte // nil value: known absent
-	headMod   int64             // mod revision of meta/audit_head the cache is valid at (0: absent)
-	headKnown bool              // headMod and the cache are valid
+	cache     map[string][]byte // nil value: known absent; includes in-flight batches' writes
+	headVal   []byte            // meta/audit_head as the last batch sent leaves it (nil: absent)
+	headKnown bool              // headVal and the cache are valid
+	writer    string            // unique per Store: makes every head value unique
+	writes    uint64
+	inflight  int   // batches sent, not yet answered
+	broken    bool  // a sent batch failed: the ones after it fail too; reset when none is in flight
+	retry     []*op // operations to run again first
+	results   chan result
 
 	commits   atomic.Uint64 // etcd transactions committed
 	conflicts atomic.Uint64 // commits refused because another replica wrote first
@@ -125,9 +138,28 @@ type Store struct {
 }
 
 type op struct {
-	fn   func(t *txn) error
-	done chan error
+	fn       func(t *txn) error
+	done     chan error
+	attempts int // commits refused by a compare-and-swap so far
 }
+
+// result is the answer to one sent batch.
+type result struct {
+	ops  []*op
+	errs []error
+	ok   bool  // the compare-and-swap held: written
+	err  error // the outcome is unknown
+}
+
+// pipelineDepth is how many batches may await etcd's answer at once. Each
+// compares the head with the value the batch before it leaves (values are
+// unique: they name their writer and its write count), so they apply in
+// order or not at all, and never on top of another replica's write.
+const pipelineDepth = 4
+
+// maxAttempts bounds how often one operation is run again after other
+// replicas won the compare-and-swap.
+const maxAttempts = 50
 
 // rejectError marks an operation's own refusal; the rest of its batch
 // still commits.
@@ -182,7 +214,8 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		return nil, fmt.Errorf("%w: store/etcd: connect to %s: %v", store.ErrUnavailable, strings.Join(o.Endpoints, ","), err)
 	}
 	s := &Store{cli: cli, p: strings.TrimSuffix(o.Prefix, "/") + "/", timeout: o.RequestTimeout, maxOps: o.MaxTxnOps, ttl: o.SessionTTL, log: o.Logger,
-		queue: make(chan *op, maxBatch), stop: make(chan struct{}), cache: map[string][]byte{}}
+		queue: make(chan *op, maxBatch), stop: make(chan struct{}), cache: map[string][]byte{},
+		results: make(chan result, pipelineDepth), writer: randomID()}
 	if err := s.initSchema(ctx); err != nil {
 		cli.Close()
 		return nil, err
@@ -271,10 +304,37 @@ func (s *Store) update(ctx context.Context, fn func(t *txn) error) error {
 func (s *Store) committer() {
 	defer s.wg.Done()
 	for {
-		var first *op
+		canSend := s.inflight < pipelineDepth && !s.broken
+		if canSend && len(s.retry) > 0 {
+			batch := s.retry[:min(len(s.retry), maxBatch)]
+			s.retry = append([]*op(nil), s.retry[len(batch):]...)
+			s.send(batch)
+			continue
+		}
+		var queue chan *op
+		if canSend {
+			queue = s.queue
+		}
 		select {
-		case first = <-s.queue:
+		case first := <-queue:
+			batch := []*op{first}
+		drain:
+			for len(batch) < maxBatch {
+				select {
+				case o := <-s.queue:
+					batch = append(batch, o)
+				default:
+					break drain
+				}
+			}
+			s.send(batch)
+		case r := <-s.results:
+			s.complete(r)
 		case <-s.stop:
+			for s.inflight > 0 {
+				s.complete(<-s.results)
+			}
+			s.fail(s.retry, store.ErrUnavailable)
 			for {
 				select {
 				case o := <-s.queue:
@@ -284,19 +344,119 @@ func (s *Store) committer() {
 				}
 			}
 		}
-		batch := []*op{first}
-	drain:
-		for len(batch) < maxBatch {
-			select {
-			case o := <-s.queue:
-				batch = append(batch, o)
-			default:
-				break drain
+	}
+}
+
+// send evaluates a prefix of batch against the cache and sends it as one
+// etcd transaction without waiting for the answer; the rest goes back to
+// the front of the retry list.
+func (s *Store) send(batch []*op) {
+	if !s.headKnown && s.inflight > 0 {
+		s.retry = append(batch, s.retry...) // wait for the reset
+		return
+	}
+	if s.inflight == 0 && len(s.cache) > maxCache {
+		s.reset()
+	}
+	n, errs, t, err := s.run(batch)
+	if err != nil {
+		s.fail(batch, err)
+		return
+	}
+	if n < len(batch) {
+		s.retry = append(append([]*op(nil), batch[n:]...), s.retry...)
+	}
+	head := s.kHead()
+	// Every transaction writes a new head value, even one that appends no
+	// event, so the next compare-and-swap covers it.
+	cur, ok := t.over[head]
+	if !ok {
+		cur = entry{val: s.cache[head]}
+	}
+	var h auditHead
+	if len(cur.val) > 0 {
+		if err := json.Unmarshal(cur.val, &h); err != nil {
+			s.fail(batch, fmt.Errorf("store/etcd: decode audit head: %w", err))
+			return
+		}
+	}
+	s.writes++
+	h.Write = fmt.Sprintf("%s.%d", s.writer, s.writes)
+	newHead, err := json.Marshal(h)
+	if err != nil {
+		s.fail(batch, err)
+		return
+	}
+	t.over[head] = entry{val: newHead}
+	keys := make([]string, 0, len(t.over))
+	for k := range t.over {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	ops := make([]clientv3.Op, 0, len(keys))
+	for _, k := range keys {
+		if e := t.over[k]; e.del {
+			ops = append(ops, clientv3.OpDelete(k))
+			s.cache[k] = nil
+		} else {
+			ops = append(ops, clientv3.OpPut(k, string(e.val)))
+			s.cache[k] = e.val
+		}
+	}
+	cmp := clientv3.Compare(clientv3.CreateRevision(head), "=", 0)
+	if s.headVal != nil {
+		cmp = clientv3.Compare(clientv3.Value(head), "=", string(s.headVal))
+	}
+	s.headVal = newHead
+	s.inflight++
+	sent := batch[:n]
+	go func() {
+		ctx, cancel := s.ctx(context.Background())
+		defer cancel()
+		resp, err := s.cli.Txn(ctx).If(cmp).Then(ops...).Commit()
+		r := result{ops: sent, errs: errs, err: err}
+		if err == nil {
+			r.ok = resp.Succeeded
+		}
+		s.results <- r
+	}()
+}
+
+// complete answers the operations of a batch etcd answered.
+func (s *Store) complete(r result) {
+	s.inflight--
+	switch {
+	case r.err != nil:
+		// The outcome is unknown: fail the batch, forget everything.
+		s.fail(r.ops, unavailable("commit", r.err))
+		s.broken = true
+	case !r.ok:
+		// Another replica wrote first (or a batch before this one
+		// failed): run the operations again on fresh reads.
+		s.conflicts.Add(1)
+		s.broken = true
+		for _, o := range r.ops {
+			if o.attempts++; o.attempts > maxAttempts {
+				o.done <- fmt.Errorf("%w: store/etcd: gave up after %d write conflicts with other replicas", store.ErrUnavailable, maxAttempts)
+				continue
 			}
+			s.retry = append(s.retry, o)
 		}
-		for len(batch) > 0 {
-			batch = s.commit(batch)
+	default:
+		s.commits.Add(1)
+		for i, o := range r.ops {
+			o.done <- r.errs[i]
 		}
+	}
+	if s.broken && s.inflight == 0 {
+		s.reset()
+		s.broken = false
+	}
+}
+
+func (s *Store) fail(ops []*op, err error) {
+	for _, o := range ops {
+		o.done <- err
 	}
 }
 
@@ -417,43 +577,6 @@ var errTooLarge = errors.New("store/etcd: operation writes more keys than --etcd
 // maxRounds bounds the fetch-and-rerun rounds of one batch.
 const maxRounds = 8
 
-// commit runs a prefix of batch as one etcd transaction, answers those
-// operations, and returns the rest.
-func (s *Store) commit(batch []*op) []*op {
-	for attempt := 0; ; attempt++ {
-		n, errs, t, err := s.run(batch)
-		if err != nil {
-			s.fail(batch, err)
-			return nil
-		}
-		ok, err := s.write(t)
-		if err != nil {
-			s.fail(batch[:n], err)
-			return batch[n:]
-		}
-		if !ok {
-			// Another replica wrote since our reads: read again and rerun.
-			s.conflicts.Add(1)
-			if attempt > 100 {
-				s.fail(batch, fmt.Errorf("%w: store/etcd: too many write conflicts", store.ErrUnavailable))
-				return nil
-			}
-			time.Sleep(time.Duration(attempt%8) * 200 * time.Microsecond)
-			continue
-		}
-		for i := range n {
-			batch[i].done <- errs[i]
-		}
-		return batch[n:]
-	}
-}
-
-func (s *Store) fail(ops []*op, err error) {
-	for _, o := range ops {
-		o.done <- err
-	}
-}
-
 // run evaluates ops against the cache, fetching what they miss, until a
 // round misses nothing. It returns how many of them fit one transaction,
 // their own errors, and the overlay to commit.
@@ -541,17 +664,23 @@ func (s *Store) fetch(keys map[string]struct{}) (moved bool, err error) {
 			return false, unavailable("read", err)
 		}
 		hk := resp.Responses[0].GetResponseRange().Kvs
-		var mod int64
 		var hv []byte
 		if len(hk) == 1 {
-			mod, hv = hk[0].ModRevision, hk[0].Value
+			hv = hk[0].Value
 		}
-		if s.headKnown && mod != s.headMod {
+		switch {
+		case !s.headKnown:
+			s.headVal, s.headKnown = hv, true
+			s.cache[head] = hv
+		case s.inflight == 0 && !bytes.Equal(hv, s.headVal):
+			// Another replica wrote since the cache was read.
 			s.reset()
+			s.headVal, s.headKnown = hv, true
+			s.cache[head] = hv
 			moved = true
 		}
-		s.headMod, s.headKnown = mod, true
-		s.cache[head] = hv
+		// With batches in flight the head read is older than the cache;
+		// a foreign write then fails their compare-and-swap instead.
 		for i, k := range part {
 			var v []byte
 			if kvs := resp.Responses[i+1].GetResponseRange().Kvs; len(kvs) == 1 {
@@ -570,59 +699,12 @@ func (s *Store) fetch(keys map[string]struct{}) (moved bool, err error) {
 // write is unknown).
 func (s *Store) reset() {
 	clear(s.cache)
-	s.headMod, s.headKnown = 0, false
+	s.headVal, s.headKnown = nil, false
 }
 
-// write commits the overlay if the audit head was not moved since the
-// cache was read. It reports false when it was (nothing written).
-func (s *Store) write(t *txn) (bool, error) {
-	head := s.p + "meta/audit_head"
-	if _, ok := t.over[head]; !ok {
-		// Every transaction moves the head's revision, even one that
-		// appends no event, so the compare covers it.
-		hv := s.cache[head]
-		if hv == nil {
-			hv = []byte("{}")
-		}
-		t.over[head] = entry{val: hv}
-	}
-	keys := make([]string, 0, len(t.over))
-	for k := range t.over {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	ops := make([]clientv3.Op, 0, len(keys))
-	for _, k := range keys {
-		if e := t.over[k]; e.del {
-			ops = append(ops, clientv3.OpDelete(k))
-		} else {
-			ops = append(ops, clientv3.OpPut(k, string(e.val)))
-		}
-	}
-	ctx, cancel := s.ctx(context.Background())
-	defer cancel()
-	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(head), "=", s.headMod)).Then(ops...).Commit()
-	if err != nil {
-		// The outcome is unknown: forget everything, fail the batch.
-		s.reset()
-		return false, unavailable("commit", err)
-	}
-	if !resp.Succeeded {
-		s.reset()
-		return false, nil
-	}
-	s.commits.Add(1)
-	if len(s.cache)+len(keys) > maxCache {
-		s.reset()
-		return true, nil
-	}
-	s.headMod = resp.Header.Revision
-	for _, k := range keys {
-		if e := t.over[k]; e.del {
-			s.cache[k] = nil
-		} else {
-			s.cache[k] = e.val
-		}
-	}
-	return true, nil
+// randomID names a Store instance in the head values it writes.
+func randomID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

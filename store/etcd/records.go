@@ -45,10 +45,10 @@ func (s *Store) kOverdue(t time.Time, serial string) string {
 }
 
 // getJSON reads one record with a linearizable read.
-func (s *Store) getJSON(ctx context.Context, key string, v any) error {
+func (s *Store) getJSON(ctx context.Context, key string, v any, opts ...clientv3.OpOption) error {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	resp, err := s.cli.Get(ctx, key)
+	resp, err := s.cli.Get(ctx, key, opts...)
 	if err != nil {
 		return unavailable("get", err)
 	}
@@ -142,10 +142,17 @@ func (s *Store) PutToken(ctx context.Context, tok *store.Token, ev store.Event) 
 	})
 }
 
-// Token returns a stored token by id.
+// Token returns a stored token by id. The read may be served by any etcd
+// member without a round of consensus (the token is checked again, under
+// the compare-and-swap, when it is consumed); a token not found there is
+// looked up again linearizably.
 func (s *Store) Token(ctx context.Context, id string) (*store.Token, error) {
 	var tok store.Token
-	if err := s.getJSON(ctx, s.kToken(id), &tok); err != nil {
+	err := s.getJSON(ctx, s.kToken(id), &tok, clientv3.WithSerializable())
+	if errors.Is(err, store.ErrNotFound) {
+		err = s.getJSON(ctx, s.kToken(id), &tok)
+	}
+	if err != nil {
 		return nil, err
 	}
 	return &tok, nil
@@ -161,10 +168,12 @@ func (s *Store) Cert(ctx context.Context, serial string) (*store.Cert, error) {
 }
 
 // NameOwner returns the node holding a certificate name, or "" when free.
+// It is a pre-check (Issue checks again under the compare-and-swap), so
+// any etcd member may answer it without a round of consensus.
 func (s *Store) NameOwner(ctx context.Context, cn string) (string, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	resp, err := s.cli.Get(ctx, s.kName(cn))
+	resp, err := s.cli.Get(ctx, s.kName(cn), clientv3.WithSerializable())
 	if err != nil {
 		return "", unavailable("get", err)
 	}
@@ -299,6 +308,9 @@ func (s *Store) AppendEvent(ctx context.Context, ev store.Event) error {
 type auditHead struct {
 	Seq  uint64 `json:"seq"`
 	Hash string `json:"hash"`
+	// Write names the transaction that wrote the head (writer.count):
+	// the compare-and-swap of the next one tests the whole value.
+	Write string `json:"write,omitempty"`
 }
 
 // appendEvent chains ev after the head. The head is in every batch's
@@ -320,7 +332,7 @@ func (s *Store) appendEvent(t *txn, ev *store.Event) error {
 	if err := t.putJSON(s.kEvent(ev.Seq), ev); err != nil {
 		return err
 	}
-	return t.putJSON(s.kHead(), auditHead{Seq: ev.Seq, Hash: ev.Hash})
+	return t.putJSON(s.kHead(), auditHead{Seq: ev.Seq, Hash: ev.Hash, Write: head.Write})
 }
 
 // scan calls fn for each key-value under prefix from `from` (inclusive)
