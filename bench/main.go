@@ -14,6 +14,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -43,6 +44,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/ipsecca/ipsecca/ca"
+	"github.com/ipsecca/ipsecca/internal/etcdtest"
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 	"github.com/ipsecca/ipsecca/store"
 	"github.com/ipsecca/ipsecca/store/bolt"
@@ -58,6 +60,7 @@ type config struct {
 	fleet       int
 	jsonOut     string
 	cpuProfile  string
+	store       string
 }
 
 // row is one line of the results table.
@@ -83,6 +86,7 @@ func main() {
 	flag.StringVar(&sizes, "store-size", "10000,1000000", "store sizes for the scale test, comma-separated (small first)")
 	flag.IntVar(&c.fleet, "fleet", 5000, "nodes enrolling at once")
 	flag.StringVar(&c.jsonOut, "json", "", "also write the results as JSON to this file")
+	flag.StringVar(&c.store, "store", "bolt", "bolt, or etcd: also run the enrolment and renewal loads against a local 3-member etcd cluster (fsync on) in the same run and print the ratio to bbolt")
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write the server's CPU profile during the last enrolment run here (go tool pprof)")
 	flag.Parse()
 	if c.quick {
@@ -101,6 +105,9 @@ func main() {
 			fatal("--store-size %q: %v", sizes, err)
 		}
 		c.storeSizes = append(c.storeSizes, n)
+	}
+	if c.store != "bolt" && c.store != "etcd" {
+		fatal("--store %q: want bolt or etcd", c.store)
 	}
 	if _, err := os.Stat(c.binary); err != nil {
 		fatal("binary %s: %v (run make build)", c.binary, err)
@@ -146,18 +153,61 @@ func run(c config) []row {
 
 	srv := startServer(c, "")
 	defer srv.stop()
+	boltRate := map[string]float64{}
 	for _, n := range c.concurrency {
 		r := srv.enrolLoad(c, n)
 		r.Ratio = r.Rate / limit
+		boltRate[fmt.Sprint("enrol", n)] = r.Rate
 		rows = append(rows, r)
 	}
 	r := srv.renewLoad(c, c.concurrency[len(c.concurrency)-1])
 	r.Ratio = r.Rate / limit
+	boltRate["renew"] = r.Rate
 	rows = append(rows, r)
 	rows = append(rows, srv.fleet(c))
 	rows[len(rows)-1].RSSMiB = srv.peakRSS()
 	srv.stop()
+	if c.store == "etcd" {
+		rows = append(rows, etcdRows(c, limit, boltRate)...)
+	}
 	rows = append(rows, scale(c)...)
+	return rows
+}
+
+// etcdRows runs the enrolment and renewal loads against one replica over
+// a local 3-member etcd cluster with fsync on (every certificate
+// committed by a quorum before the reply), and compares with bbolt.
+func etcdRows(c config, limit float64, boltRate map[string]float64) []row {
+	say("starting a 3-member etcd cluster (fsync on; the first run builds etcd)")
+	cluster, err := etcdtest.Run(etcdtest.Options{Members: 3, Fsync: true})
+	if err != nil {
+		fatal("%v", err)
+	}
+	defer cluster.Stop()
+	d, _ := os.MkdirTemp("", "ipsecca-bench-etcd-")
+	kek := filepath.Join(d, "kek")
+	key := make([]byte, 32)
+	rand.Read(key)
+	if err := os.WriteFile(kek, []byte(base64.StdEncoding.EncodeToString(key)), 0o600); err != nil {
+		fatal("%v", err)
+	}
+	srv := startServer(c, filepath.Join(d, "ca"), "--store", "etcd", "--etcd-endpoints", strings.Join(cluster.Endpoints(), ","),
+		"--kek-file", kek, "--etcd-max-txn-ops", strconv.Itoa(etcdtest.MaxTxnOps))
+	defer srv.stop()
+	var rows []row
+	ratio := func(r row, key string) row {
+		r.Name = "etcd: " + r.Name
+		r.Ratio = r.Rate / limit
+		if b := boltRate[key]; b > 0 {
+			r.Value = fmt.Sprintf("%.0f%% of bbolt", 100*r.Rate/b)
+		}
+		return r
+	}
+	for _, n := range c.concurrency {
+		rows = append(rows, ratio(srv.enrolLoad(c, n), fmt.Sprint("enrol", n)))
+	}
+	rows = append(rows, ratio(srv.renewLoad(c, c.concurrency[len(c.concurrency)-1]), "renew"))
+	rows[len(rows)-1].RSSMiB = srv.peakRSS()
 	return rows
 }
 
@@ -272,7 +322,7 @@ func freeAddr() string {
 // startServer runs the binary on dir (a fresh one when empty) with the
 // rate limits off, and returns once it answers health checks. The time
 // it took is in the returned server's startup.
-func startServer(c config, dir string) *server {
+func startServer(c config, dir string, extra ...string) *server {
 	if dir == "" {
 		d, _ := os.MkdirTemp("", "ipsecca-bench-srv-")
 		dir = filepath.Join(d, "ca")
@@ -280,6 +330,7 @@ func startServer(c config, dir string) *server {
 	s := &server{dir: dir, addr: freeAddr(), pprofAddr: freeAddr()}
 	s.cmd = exec.Command(c.binary, "serve", "--data-dir", dir, "--listen", s.addr, "--ca-key-type", c.keyType,
 		"--limit-global", "0", "--limit-per-node", "0", "--log-level", "error", "--pprof-listen", s.pprofAddr)
+	s.cmd.Args = append(s.cmd.Args, extra...)
 	s.cmd.Stderr = os.Stderr
 	if err := s.cmd.Start(); err != nil {
 		fatal("%v", err)
