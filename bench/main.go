@@ -174,6 +174,25 @@ func run(c config) []row {
 	return rows
 }
 
+// cpuSeconds returns each process's user+system CPU time in seconds.
+func cpuSeconds(pids []int) []float64 {
+	out := make([]float64, len(pids))
+	for i, pid := range pids {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the ")" that ends the command name: utime is the 12th, stime the 13th.
+		f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+		if len(f) > 12 {
+			u, _ := strconv.ParseFloat(f[11], 64)
+			s, _ := strconv.ParseFloat(f[12], 64)
+			out[i] = (u + s) / 100 // USER_HZ
+		}
+	}
+	return out
+}
+
 // etcdRows runs the enrolment and renewal loads against one replica over
 // a local 3-member etcd cluster with fsync on (every certificate
 // committed by a quorum before the reply), and compares with bbolt.
@@ -203,8 +222,23 @@ func etcdRows(c config, limit float64, boltRate map[string]float64) []row {
 		}
 		return r
 	}
+	pids := []int{srv.cmd.Process.Pid}
+	for _, m := range cluster.Members() {
+		pids = append(pids, m.Pid())
+	}
 	for _, n := range c.concurrency {
-		rows = append(rows, ratio(srv.enrolLoad(c, n), fmt.Sprint("enrol", n)))
+		before := cpuSeconds(pids)
+		start := time.Now()
+		r := ratio(srv.enrolLoad(c, n), fmt.Sprint("enrol", n))
+		after, wall := cpuSeconds(pids), time.Since(start).Seconds()
+		// Where the two cores went: the replica versus the three etcd members.
+		etcdCPU := 0.0
+		for i := 1; i < len(pids); i++ {
+			etcdCPU += after[i] - before[i]
+		}
+		r.Comment = fmt.Sprintf("cores busy: ipsecca %.2f, etcd members %.2f", (after[0]-before[0])/wall, etcdCPU/wall)
+		say("%s", r.Comment)
+		rows = append(rows, r)
 	}
 	rows = append(rows, ratio(srv.renewLoad(c, c.concurrency[len(c.concurrency)-1]), "renew"))
 	rows[len(rows)-1].RSSMiB = srv.peakRSS()

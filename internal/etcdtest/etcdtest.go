@@ -144,6 +144,14 @@ func (c *Cluster) Endpoints() []string {
 	return out
 }
 
+// Pid is the member's process id (0 when it is not running).
+func (m *Member) Pid() int {
+	if m.cmd == nil || m.cmd.Process == nil {
+		return 0
+	}
+	return m.cmd.Process.Pid
+}
+
 // Members are the cluster's members.
 func (c *Cluster) Members() []*Member { return c.members }
 

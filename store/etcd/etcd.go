@@ -131,6 +131,8 @@ type Store struct {
 
 	commits   atomic.Uint64 // etcd transactions committed
 	conflicts atomic.Uint64 // commits refused because another replica wrote first
+	readTime  atomic.Int64  // nanoseconds the committer spent fetching misses
+	writeTime atomic.Int64  // nanoseconds batches spent awaiting etcd's answer
 
 	closeOnce sync.Once
 	mu        sync.RWMutex
@@ -154,8 +156,12 @@ type result struct {
 // pipelineDepth is how many batches may await etcd's answer at once. Each
 // compares the head with the value the batch before it leaves (values are
 // unique: they name their writer and its write count), so they apply in
-// order or not at all, and never on top of another replica's write.
-const pipelineDepth = 4
+// order or not at all, and never on top of another replica's write. It is
+// 1: etcd does not apply concurrent requests of one client in the order
+// they were sent, so deeper pipelines mostly fail their own compares
+// (measured: 64 writers, 3,009 certs/s at depth 1, 2,607/s at 2, 2,386/s
+// at 4 on a local 3-member cluster).
+const pipelineDepth = 1
 
 // maxAttempts bounds how often one operation is run again after other
 // replicas won the compare-and-swap.
@@ -254,6 +260,12 @@ func (s *Store) Prefix() string { return s.p }
 
 // Stats reports committed transactions and refused compare-and-swaps.
 func (s *Store) Stats() (commits, conflicts uint64) { return s.commits.Load(), s.conflicts.Load() }
+
+// Times reports how long the committer spent reading what batches missed
+// and how long batches waited for their commit, in total.
+func (s *Store) Times() (read, write time.Duration) {
+	return time.Duration(s.readTime.Load()), time.Duration(s.writeTime.Load())
+}
 
 // Close stops the committer (pending writes fail) and the client.
 func (s *Store) Close() error {
@@ -413,7 +425,9 @@ func (s *Store) send(batch []*op) {
 	go func() {
 		ctx, cancel := s.ctx(context.Background())
 		defer cancel()
+		t0 := time.Now()
 		resp, err := s.cli.Txn(ctx).If(cmp).Then(ops...).Commit()
+		s.writeTime.Add(int64(time.Since(t0)))
 		r := result{ops: sent, errs: errs, err: err}
 		if err == nil {
 			r.ok = resp.Succeeded
@@ -620,7 +634,9 @@ func (s *Store) run(ops []*op) (int, []error, *txn, error) {
 		}
 		keys := t.misses
 		for try := 0; ; try++ {
+			t0 := time.Now()
 			moved, err := s.fetch(keys)
+			s.readTime.Add(int64(time.Since(t0)))
 			if err != nil {
 				return 0, nil, nil, err
 			}
