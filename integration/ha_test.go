@@ -506,4 +506,28 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 	if l := mustRun(t, replicas[0].Env(), "certs", "list", "--node", "node-a"); !strings.Contains(l, "superseded") {
 		t.Fatalf("after renewal on etcd:\n%s", l)
 	}
+
+	// A leader that is stopped (SIGTERM) resigns: the other replica takes
+	// over at once, not after the session TTL (10 s by default here).
+	var st ipseccav1.GetStatusResponse
+	deadline := time.Now().Add(15 * time.Second)
+	for st.Leader == "" && time.Now().Before(deadline) {
+		protojson.Unmarshal([]byte(mustRun(t, replicas[0].Env(), "status", "--json")), &st)
+		time.Sleep(100 * time.Millisecond)
+	}
+	li := map[string]int{"r1": 0, "r2": 1}[st.Leader]
+	other := replicas[1-li]
+	stopped := time.Now()
+	replicas[li].Stop()
+	for time.Since(stopped) < 5*time.Second {
+		if _, ok := leadingSince(other.Log.String()); ok {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	at, ok := leadingSince(other.Log.String())
+	if !ok || at.Sub(stopped) > 2*time.Second {
+		t.Fatalf("after stopping the leader %s, the other replica led at %v (ok=%v), %s after the stop", st.Leader, at, ok, at.Sub(stopped))
+	}
+	t.Logf("stopped leader %s; the other replica took over %s later", st.Leader, at.Sub(stopped).Round(time.Millisecond))
 }

@@ -322,7 +322,16 @@ func (in *Instance) RunScheduler(ctx context.Context) {
 // by a few seconds). It renews the service certificates hourly when due.
 func (in *Instance) Serve(ctx context.Context, lis net.Listener) error {
 	g, hs := in.Server.GRPCServer(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return in.tlsCert.Load(), nil })
-	go in.RunScheduler(ctx)
+	schedDone := make(chan struct{})
+	go func() { defer close(schedDone); in.RunScheduler(ctx) }()
+	// In a cluster, stopping resigns the leadership (the next replica
+	// takes over at once): let that finish before the store closes.
+	defer func() {
+		select {
+		case <-schedDone:
+		case <-time.After(5 * time.Second):
+		}
+	}()
 	go func() {
 		t := time.NewTicker(time.Hour)
 		defer t.Stop()
