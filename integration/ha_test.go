@@ -530,4 +530,14 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 		t.Fatalf("after stopping the leader %s, the other replica led at %v (ok=%v), %s after the stop", st.Leader, at, ok, at.Sub(stopped))
 	}
 	t.Logf("stopped leader %s; the other replica took over %s later", st.Leader, at.Sub(stopped).Round(time.Millisecond))
+
+	// The sidecar, given both replicas with the stopped one first, fails
+	// over on its own and puts the node's pair and the CA into NSS.
+	both := *other
+	both.Addr = replicas[li].Addr + "," + other.Addr
+	n := newNode(t, &both, "node-failover")
+	if r := n.once(t, nil); r.Code != 0 {
+		t.Fatalf("sidecar --once with %s: exit %d\n%s", both.Addr, r.Code, r.Stderr)
+	}
+	assertNSS(t, n, 1)
 }
