@@ -21,6 +21,7 @@ type Store interface {
 	Reschedule(ctx context.Context, serial string, at time.Time, ev store.Event) error
 	CurrentCert(ctx context.Context, node string) (*store.Cert, error)
 	ActiveNodes(ctx context.Context) ([]string, error)
+	AppendEvent(ctx context.Context, ev store.Event) error
 }
 
 // Authority is the CA core as the scheduler uses it.
@@ -220,7 +221,12 @@ func (s *Scheduler) Force(ctx context.Context, node string, all bool, spread tim
 			Detail: map[string]string{"due_at": at.UTC().Format(time.RFC3339)}}
 		err = s.st.Reschedule(ctx, c.Serial, at, ev)
 		if errors.Is(err, store.ErrExists) {
-			// Already due: tell the node again.
+			// Already due: tell the node again, and record it (replicas
+			// sharing the store tell their Watch streams from the record).
+			ev.Detail = map[string]string{"already_due": "true"}
+			if err := s.st.AppendEvent(ctx, ev); err != nil {
+				return n, err
+			}
 			if s.notify != nil {
 				s.notify.RotationDue(name, c.Serial, "forced")
 			}

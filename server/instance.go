@@ -187,6 +187,9 @@ func (in *Instance) onStoreEvent(e *store.Event) {
 	case store.EventRotationOverdue:
 		in.Hub.RotationDue(e.Node, e.Serial, "overdue")
 	case store.EventRotationForced:
+		if e.Detail["already_due"] == "true" {
+			in.Hub.RotationDue(e.Node, e.Serial, "forced")
+		}
 		in.Scheduler.Wake()
 	case store.EventNodeRevoked:
 		in.Hub.Revoked(e.Node, e.Reason)
