@@ -315,6 +315,10 @@ func TestOverdueAndForce(t *testing.T) {
 	if got := w.rec.take(); len(got) != 1 || got["node-a"] == "" {
 		t.Fatalf("after force all: told %v, want node-a (already due) again", got)
 	}
+	forced, _, _ := w.st.ListEvents(ctx, store.EventFilter{Type: store.EventRotationForced, Node: "node-a"})
+	if len(forced) == 0 || forced[len(forced)-1].Detail["already_due"] != "true" {
+		t.Fatalf("re-telling an already-due node is not recorded: %v", forced)
+	}
 	next, err := w.sched.Step(ctx)
 	if err != nil {
 		t.Fatal(err)
