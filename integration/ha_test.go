@@ -11,8 +11,11 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -31,6 +34,7 @@ type haCluster struct {
 	etcd     *etcdtest.Cluster
 	replicas []*serverProc
 	ids      []string
+	metrics  []string // each replica's /metrics URL
 }
 
 const haSessionTTL = 2 * time.Second
@@ -48,7 +52,9 @@ func startHA(t *testing.T, n int) *haCluster {
 	h := &haCluster{etcd: ec}
 	for i := range n {
 		id := fmt.Sprintf("replica-%c", 'a'+i)
-		s := newServer(t, filepath.Join(dir, id), "--store", "etcd", "--etcd-endpoints", strings.Join(ec.Endpoints(), ","),
+		metrics := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		h.metrics = append(h.metrics, "http://"+metrics+"/metrics")
+		s := newServer(t, filepath.Join(dir, id), "--metrics-listen", metrics, "--store", "etcd", "--etcd-endpoints", strings.Join(ec.Endpoints(), ","),
 			"--kek-file", kek, "--etcd-max-txn-ops", fmt.Sprint(etcdtest.MaxTxnOps), "--etcd-session-ttl", haSessionTTL.String(),
 			"--etcd-timeout", "2s", "--replica-id", id, "--limit-global", "0", "--limit-per-node", "0")
 		h.replicas = append(h.replicas, s)
@@ -265,6 +271,18 @@ func TestHAOnEtcd(t *testing.T) {
 	if out := mustRun(t, h.env(survivor), "audit", "verify"); !strings.Contains(out, "intact") {
 		t.Fatalf("audit verify: %s", out)
 	}
+	// Batching: the replica committed fewer etcd transactions than it
+	// issued certificates (its metrics say so).
+	issued, txns := 0.0, 0.0
+	for _, i := range []int{survivor, 3 - li - survivor} {
+		m := scrape(t, h.metrics[i])
+		issued += m[`ipsecca_certificates_issued_total{via="token"}`]
+		txns += m["ipsecca_store_transactions_total"]
+	}
+	if issued == 0 || txns >= issued {
+		t.Fatalf("surviving replicas: %.0f certificates in %.0f etcd transactions; want batching", issued, txns)
+	}
+	t.Logf("surviving replicas: %.0f certificates in %.0f etcd transactions", issued, txns)
 
 	// The new leader's scheduler acts, and a node watching a replica that
 	// is not the one the admin used hears of it.
@@ -540,4 +558,26 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 		t.Fatalf("sidecar --once with %s: exit %d\n%s", both.Addr, r.Code, r.Stderr)
 	}
 	assertNSS(t, n, 1)
+}
+
+// scrape reads a Prometheus text endpoint into name{labels} -> value.
+func scrape(t *testing.T, url string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
 }

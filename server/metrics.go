@@ -22,6 +22,23 @@ type MetricsStore interface {
 	OverdueCount(ctx context.Context) (int, error)
 }
 
+// TxnStats is what a store reports about its write transactions (both
+// backends batch several requests into one).
+type TxnStats interface {
+	// Stats returns the write transactions committed and those refused
+	// because another replica wrote first (always 0 for bbolt).
+	Stats() (commits, conflicts uint64)
+}
+
+// registerTxnStats exports st's transaction counters.
+func (m *metrics) registerTxnStats(st TxnStats) {
+	m.registry.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ipsecca_store_transactions_total", Help: "Write transactions the store committed (each may hold many requests)."},
+			func() float64 { c, _ := st.Stats(); return float64(c) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ipsecca_store_conflicts_total", Help: "Write transactions refused because another replica wrote first (run again on fresh reads)."},
+			func() float64 { _, c := st.Stats(); return float64(c) }))
+}
+
 // metrics are the service's Prometheus metrics.
 type metrics struct {
 	issued   *prometheus.CounterVec

@@ -122,6 +122,9 @@ func New(d Deps) *Server {
 		d.Notifier = d.Hub
 	}
 	s := &Server{auth: d.Authority, queries: d.Queries, sched: d.Scheduler, hub: d.Hub, notify: d.Notifier, clock: d.Clock, log: d.Logger, metrics: newMetrics(), limit: newLimiter(d.Limits), mode: d.Mode, cluster: d.Cluster, self: d.Self}
+	if ts, ok := d.Queries.(TxnStats); ok {
+		s.metrics.registerTxnStats(ts)
+	}
 	if ms, ok := d.Queries.(MetricsStore); ok {
 		s.metrics.registry.MustRegister(&stateCollector{st: ms, auth: d.Authority, hub: d.Hub, clock: d.Clock})
 	}

@@ -200,6 +200,10 @@ func (s *Store) Close() error {
 	return err
 }
 
+// Stats reports the write transactions committed (each holds a batch of
+// operations); a single-writer file has no conflicts.
+func (s *Store) Stats() (commits, conflicts uint64) { return s.commits.Load(), 0 }
+
 // Path is the database file.
 func (s *Store) Path() string { return s.db.Path() }
 
