@@ -581,3 +581,32 @@ func scrape(t *testing.T, url string) map[string]float64 {
 	}
 	return out
 }
+
+// TestEtcdOverTLS: with an etcd that requires client certificates, a
+// replica without them fails to start with a clear error; with
+// --etcd-cacert/--etcd-cert/--etcd-key it serves and issues.
+func TestEtcdOverTLS(t *testing.T) {
+	ec := etcdtest.Start(t, etcdtest.Options{Members: 1, TLS: true})
+	dir := t.TempDir()
+	kek := filepath.Join(dir, "kek")
+	var raw [32]byte
+	rand.Read(raw[:])
+	os.WriteFile(kek, []byte(base64.StdEncoding.EncodeToString(raw[:])), 0o600)
+	base := []string{"--store", "etcd", "--etcd-endpoints", ec.Endpoints()[0], "--kek-file", kek}
+
+	r := run(t, nil, append([]string{"init", "--data-dir", filepath.Join(dir, "nocert"), "--etcd-cacert", ec.TLS.CA}, base...)...)
+	if r.Code == 0 || !strings.Contains(r.Stderr, "certificate required") {
+		t.Fatalf("init without a client certificate: exit %d\n%s", r.Code, r.Stderr)
+	}
+	t.Logf("without a client certificate: %s", strings.TrimSpace(r.Stderr))
+
+	srv := newServer(t, filepath.Join(dir, "ca"), append(base, "--etcd-cacert", ec.TLS.CA, "--etcd-cert", ec.TLS.ClientCert, "--etcd-key", ec.TLS.ClientKey)...)
+	srv.Start()
+	token := strings.TrimSpace(mustRun(t, srv.Env(), "token", "create", "--node", "node-tls"))
+	_, csr := opensslCSR(t, dir, "node-tls", "/CN=node-tls")
+	mustRun(t, nil, "enroll", "--server", srv.Addr, "--ca-file", srv.CAFile(), "--token", token, "--csr", csr, "--out", filepath.Join(dir, "node-tls.pem"))
+	st := run(t, srv.Env(), "status")
+	if st.Code != 0 || !strings.Contains(st.Stdout, "https://127.0.0.1") || !strings.Contains(st.Stdout, "healthy") {
+		t.Fatalf("status over TLS: exit %d\n%s%s", st.Code, st.Stdout, st.Stderr)
+	}
+}

@@ -6,7 +6,15 @@ package etcdtest
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -33,11 +41,21 @@ type Options struct {
 	Fsync bool
 	// Dir holds the members' data and logs; a temp dir when empty.
 	Dir string
+	// TLS makes the members serve clients over HTTPS and require a client
+	// certificate (Cluster.TLSFiles); peers still talk plain HTTP.
+	TLS bool
+}
+
+// TLSFiles are the PEM files of a TLS cluster: the CA that issued the
+// members' and the client's certificates, and the client's pair.
+type TLSFiles struct {
+	CA, ClientCert, ClientKey string
 }
 
 // Cluster is a running etcd cluster.
 type Cluster struct {
 	Dir     string
+	TLS     *TLSFiles // set for a TLS cluster
 	members []*Member
 	bin     string
 }
@@ -86,9 +104,17 @@ func Run(o Options) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{Dir: o.Dir, bin: bin}
+	scheme := "http"
+	var serverCert, serverKey string
+	if o.TLS {
+		scheme = "https"
+		if c.TLS, serverCert, serverKey, err = writeTLS(o.Dir); err != nil {
+			return nil, err
+		}
+	}
 	var initial []string
 	for i := range o.Members {
-		m := &Member{Name: fmt.Sprintf("m%d", i), ClientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]), PeerURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1])}
+		m := &Member{Name: fmt.Sprintf("m%d", i), ClientURL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[2*i]), PeerURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1])}
 		m.dataDir = filepath.Join(o.Dir, m.Name)
 		m.log = filepath.Join(o.Dir, m.Name+".log")
 		initial = append(initial, m.Name+"="+m.PeerURL)
@@ -104,6 +130,9 @@ func Run(o Options) (*Cluster, error) {
 			"--log-level", "warn"}
 		if !o.Fsync {
 			m.args = append(m.args, "--unsafe-no-fsync")
+		}
+		if o.TLS {
+			m.args = append(m.args, "--cert-file", serverCert, "--key-file", serverKey, "--client-cert-auth", "--trusted-ca-file", c.TLS.CA)
 		}
 		if err := c.start(m); err != nil {
 			c.Stop()
@@ -191,7 +220,15 @@ func (c *Cluster) WaitHealthy(timeout time.Duration) error {
 	}
 	var last error
 	for time.Now().Before(deadline) {
-		cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+		cfg := clientv3.Config{Endpoints: eps, DialTimeout: 2 * time.Second, Logger: zap.NewNop()}
+		if c.TLS != nil {
+			tc, err := c.ClientTLS()
+			if err != nil {
+				return err
+			}
+			cfg.TLS = tc
+		}
+		cli, err := clientv3.New(cfg)
 		if err == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			_, err = cli.Get(ctx, "health")
@@ -233,4 +270,72 @@ func freePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// ClientTLS is a client configuration for a TLS cluster.
+func (c *Cluster) ClientTLS() (*tls.Config, error) {
+	pair, err := tls.LoadX509KeyPair(c.TLS.ClientCert, c.TLS.ClientKey)
+	if err != nil {
+		return nil, err
+	}
+	caPEM, err := os.ReadFile(c.TLS.CA)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	return &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// writeTLS makes a throwaway CA, a server certificate for 127.0.0.1 and
+// a client certificate, as PEM files in dir.
+func writeTLS(dir string) (files *TLSFiles, serverCert, serverKey string, err error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, "", "", err
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "etcdtest CA"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
+	if err != nil {
+		return nil, "", "", err
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	write := func(name string, typ string, der []byte) (string, error) {
+		p := filepath.Join(dir, name)
+		return p, os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
+	}
+	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage, ips []net.IP) (certPath, keyPath string, err error) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return "", "", err
+		}
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: ips, DNSNames: []string{"localhost"}}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, key.Public(), caKey)
+		if err != nil {
+			return "", "", err
+		}
+		keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			return "", "", err
+		}
+		if certPath, err = write(cn+".pem", "CERTIFICATE", der); err != nil {
+			return "", "", err
+		}
+		keyPath, err = write(cn+"-key.pem", "PRIVATE KEY", keyDER)
+		return certPath, keyPath, err
+	}
+	files = &TLSFiles{}
+	if files.CA, err = write("ca.pem", "CERTIFICATE", caDER); err != nil {
+		return nil, "", "", err
+	}
+	if serverCert, serverKey, err = leaf(2, "etcd-server", x509.ExtKeyUsageServerAuth, []net.IP{net.IPv4(127, 0, 0, 1)}); err != nil {
+		return nil, "", "", err
+	}
+	if files.ClientCert, files.ClientKey, err = leaf(3, "ipsecca", x509.ExtKeyUsageClientAuth, nil); err != nil {
+		return nil, "", "", err
+	}
+	return files, serverCert, serverKey, nil
 }

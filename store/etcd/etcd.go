@@ -210,7 +210,8 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		Endpoints:   o.Endpoints,
 		TLS:         o.TLS,
 		DialTimeout: o.DialTimeout,
-		DialOptions: []grpc.DialOption{grpc.WithBlock()}, //nolint:staticcheck // fail Open on an unreachable cluster
+		// Fail Open on an unreachable cluster, saying why (TLS, refused, ...).
+		DialOptions: []grpc.DialOption{grpc.WithBlock(), grpc.WithReturnConnectionError()}, //nolint:staticcheck // the reason a dial failed is what an operator needs
 		Logger:      zap.NewNop(),                        // failures reach callers as errors; the client's retries are noise
 		// Large batches: stay within etcd's default 1.5 MiB request limit.
 		MaxCallSendMsgSize: 2 << 20,
