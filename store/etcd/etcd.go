@@ -212,7 +212,8 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		DialTimeout: o.DialTimeout,
 		// Fail Open on an unreachable cluster, saying why (TLS, refused, ...).
 		DialOptions: []grpc.DialOption{grpc.WithBlock(), grpc.WithReturnConnectionError()}, //nolint:staticcheck // the reason a dial failed is what an operator needs
-		Logger:      zap.NewNop(),                                                          // failures reach callers as errors; the client's retries are noise
+		// Failures reach callers as errors; the client's retry logs are noise.
+		Logger: zap.NewNop(),
 		// Large batches: stay within etcd's default 1.5 MiB request limit.
 		MaxCallSendMsgSize: 2 << 20,
 		MaxCallRecvMsgSize: 64 << 20,
