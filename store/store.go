@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -273,4 +274,112 @@ type Sink interface {
 	PutNode(n *NodeInfo) error
 	PutRequest(uid, serial string) error
 	PutEvent(e *Event) error
+}
+
+// Match reports whether c passes f's Node, Kind, State (at f.Now) and
+// DueBefore; After and Limit are the backend's to apply.
+func (f CertFilter) Match(c *Cert) bool {
+	return (f.Kind == "" || c.Kind == f.Kind) && (f.State == "" || c.StateAt(f.Now) == f.State) && (f.Node == "" || c.Node == f.Node) &&
+		(f.DueBefore.IsZero() || c.RotateAfter.Before(f.DueBefore))
+}
+
+// Match reports whether e passes f's Node, Type, Since and Until;
+// AfterSeq and Limit are the backend's to apply.
+func (f EventFilter) Match(e *Event) bool {
+	switch {
+	case f.Node != "" && e.Node != f.Node:
+		return false
+	case f.Type != "" && !strings.HasSuffix(f.Type, ".") && e.Type != f.Type:
+		return false
+	case strings.HasSuffix(f.Type, ".") && !strings.HasPrefix(e.Type, f.Type):
+		return false
+	case !f.Since.IsZero() && e.Time.Before(f.Since):
+		return false
+	case !f.Until.IsZero() && !e.Time.Before(f.Until):
+		return false
+	}
+	return true
+}
+
+// ChainVerifier checks an audit log record by record, in sequence order.
+type ChainVerifier struct {
+	n    uint64
+	prev string
+}
+
+// Next checks the next stored record (its JSON); a broken chain is an
+// *AuditError naming the first bad record.
+func (v *ChainVerifier) Next(raw []byte) error {
+	var e Event
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return &AuditError{Seq: v.n + 1, Problem: "record does not decode (tampered)"}
+	}
+	if e.Seq != v.n+1 {
+		return &AuditError{Seq: v.n + 1, Problem: fmt.Sprintf("sequence %d out of order (record removed or inserted)", e.Seq)}
+	}
+	if e.Prev != v.prev {
+		return &AuditError{Seq: e.Seq, Problem: "previous-hash link broken (a record before it was changed or removed)"}
+	}
+	h, err := HashEvent(e)
+	if err != nil {
+		return err
+	}
+	if h != e.Hash {
+		return &AuditError{Seq: e.Seq, Problem: "content does not match its hash (tampered)"}
+	}
+	v.prev = e.Hash
+	v.n++
+	return nil
+}
+
+// Count is the number of records verified so far.
+func (v *ChainVerifier) Count() uint64 { return v.n }
+
+// CountKey is the (kind, state at now) a stored certificate (its JSON)
+// counts under, decoding only what that needs.
+func CountKey(raw []byte, now time.Time) ([2]string, error) {
+	var c struct {
+		Kind     Kind      `json:"kind"`
+		State    State     `json:"state"`
+		NotAfter time.Time `json:"not_after"`
+	}
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return [2]string{}, fmt.Errorf("store: decode certificate: %w", err)
+	}
+	st := c.State
+	if st == StateActive && !now.Before(c.NotAfter) {
+		st = StateExpired
+	}
+	return [2]string{string(c.Kind), string(st)}, nil
+}
+
+// MarkDue records on an active node certificate that it is due (for
+// reason) and counts as overdue after graceUntil; ErrExists when it is
+// already due.
+func (c *Cert) MarkDue(at time.Time, reason string, graceUntil time.Time) error {
+	if !c.DueAt.IsZero() {
+		return fmt.Errorf("%w: certificate %s is already due", ErrExists, c.Serial)
+	}
+	c.DueAt, c.DueReason, c.GraceUntil = at.UTC(), reason, graceUntil.UTC()
+	return nil
+}
+
+// MarkOverdue records that a due certificate was still not rotated at
+// `at`; ErrExists when it is not waiting for its grace to end.
+func (c *Cert) MarkOverdue(at time.Time) error {
+	if c.DueAt.IsZero() || !c.OverdueAt.IsZero() {
+		return fmt.Errorf("%w: certificate %s is not waiting for its grace to end", ErrExists, c.Serial)
+	}
+	c.OverdueAt = at.UTC()
+	return nil
+}
+
+// Reschedule moves rotate_after to at (a forced rotation); ErrExists when
+// the certificate is already due.
+func (c *Cert) Reschedule(at time.Time) error {
+	if !c.DueAt.IsZero() {
+		return fmt.Errorf("%w: certificate %s is already due", ErrExists, c.Serial)
+	}
+	c.RotateAfter, c.DueReason = at.UTC(), "forced"
+	return nil
 }

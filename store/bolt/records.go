@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
@@ -263,10 +262,6 @@ func (s *Store) ListCerts(_ context.Context, f store.CertFilter) ([]*store.Cert,
 	}
 	var out []*store.Cert
 	next := ""
-	match := func(c *store.Cert) bool {
-		return (f.Kind == "" || c.Kind == f.Kind) && (f.State == "" || c.StateAt(f.Now) == f.State) && (f.Node == "" || c.Node == f.Node) &&
-			(f.DueBefore.IsZero() || c.RotateAfter.Before(f.DueBefore))
-	}
 	err := s.view(func(tx *bbolt.Tx) error {
 		certs := tx.Bucket(bucketCerts)
 		take := func(serial []byte) (bool, error) {
@@ -274,7 +269,7 @@ func (s *Store) ListCerts(_ context.Context, f store.CertFilter) ([]*store.Cert,
 			if err := getJSON(certs, serial, &c); err != nil {
 				return false, err
 			}
-			if !match(&c) {
+			if !f.Match(&c) {
 				return true, nil
 			}
 			if len(out) == limit {
@@ -332,7 +327,7 @@ func (s *Store) ListEvents(_ context.Context, f store.EventFilter) ([]*store.Eve
 			if err := json.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("store: decode event: %w", err)
 			}
-			if !eventMatches(&e, f) {
+			if !f.Match(&e) {
 				continue
 			}
 			if len(out) == limit {
@@ -349,50 +344,11 @@ func (s *Store) ListEvents(_ context.Context, f store.EventFilter) ([]*store.Eve
 // VerifyAudit recomputes the hash chain over every event and returns the
 // number of events checked, or an error naming the first broken record.
 func (s *Store) VerifyAudit(_ context.Context) (uint64, error) {
-	var n uint64
+	var v store.ChainVerifier
 	err := s.view(func(tx *bbolt.Tx) error {
-		prev := ""
-		cur := tx.Bucket(bucketEvents).Cursor()
-		for k, v := cur.First(); k != nil; k, v = cur.Next() {
-			var e store.Event
-			if err := json.Unmarshal(v, &e); err != nil {
-				return &store.AuditError{Seq: n + 1, Problem: "record does not decode (tampered)"}
-			}
-			if e.Seq != n+1 {
-				return &store.AuditError{Seq: n + 1, Problem: fmt.Sprintf("sequence %d out of order (record removed or inserted)", e.Seq)}
-			}
-			if e.Prev != prev {
-				return &store.AuditError{Seq: e.Seq, Problem: "previous-hash link broken (a record before it was changed or removed)"}
-			}
-			h, err := store.HashEvent(e)
-			if err != nil {
-				return err
-			}
-			if h != e.Hash {
-				return &store.AuditError{Seq: e.Seq, Problem: "content does not match its hash (tampered)"}
-			}
-			prev = e.Hash
-			n++
-		}
-		return nil
+		return tx.Bucket(bucketEvents).ForEach(func(_, raw []byte) error { return v.Next(raw) })
 	})
-	return n, err
-}
-
-func eventMatches(e *store.Event, f store.EventFilter) bool {
-	switch {
-	case f.Node != "" && e.Node != f.Node:
-		return false
-	case f.Type != "" && !strings.HasSuffix(f.Type, ".") && e.Type != f.Type:
-		return false
-	case strings.HasSuffix(f.Type, ".") && !strings.HasPrefix(e.Type, f.Type):
-		return false
-	case !f.Since.IsZero() && e.Time.Before(f.Since):
-		return false
-	case !f.Until.IsZero() && !e.Time.Before(f.Until):
-		return false
-	}
-	return true
+	return v.Count(), err
 }
 
 // CertCounts counts certificates by kind and state at now (scans the
@@ -401,20 +357,9 @@ func (s *Store) CertCounts(_ context.Context, now time.Time) (map[[2]string]int,
 	out := map[[2]string]int{}
 	err := s.view(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketCerts).ForEach(func(_, v []byte) error {
-			var c struct {
-				Kind     store.Kind  `json:"kind"`
-				State    store.State `json:"state"`
-				NotAfter time.Time   `json:"not_after"`
-			}
-			if err := json.Unmarshal(v, &c); err != nil {
-				return err
-			}
-			st := c.State
-			if st == store.StateActive && !now.Before(c.NotAfter) {
-				st = store.StateExpired
-			}
-			out[[2]string{string(c.Kind), string(st)}]++
-			return nil
+			k, err := store.CountKey(v, now)
+			out[k]++
+			return err
 		})
 	})
 	return out, err

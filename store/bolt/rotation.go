@@ -61,8 +61,8 @@ func (s *Store) NextTimes(_ context.Context) (rotate, grace time.Time, err error
 	return rotate, grace, err
 }
 
-// updateCert loads an active node certificate, lets fn change it (fn
-// returns reject(...) to refuse), re-indexes it and appends ev.
+// updateCert loads an active node certificate, lets fn change it (an
+// error from fn refuses, writing nothing), re-indexes it and appends ev.
 func (s *Store) updateCert(ctx context.Context, serial string, ev store.Event, fn func(c *store.Cert) error) error {
 	return s.update(ctx, func(tx *bbolt.Tx) error {
 		certs := tx.Bucket(bucketCerts)
@@ -75,7 +75,7 @@ func (s *Store) updateCert(ctx context.Context, serial string, ev store.Event, f
 		}
 		before := *c
 		if err := fn(c); err != nil {
-			return err
+			return reject(err)
 		}
 		if err := unindexRotation(tx, &before); err != nil {
 			return err
@@ -101,37 +101,18 @@ func (s *Store) updateCert(ctx context.Context, serial string, ev store.Event, f
 // MarkDue records that an active certificate is due (for reason) and
 // counts as overdue after graceUntil.
 func (s *Store) MarkDue(ctx context.Context, serial string, at time.Time, reason string, graceUntil time.Time, ev store.Event) error {
-	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error {
-		if !c.DueAt.IsZero() {
-			return reject(fmt.Errorf("%w: certificate %s is already due", store.ErrExists, serial))
-		}
-		c.DueAt, c.DueReason, c.GraceUntil = at.UTC(), reason, graceUntil.UTC()
-		return nil
-	})
+	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error { return c.MarkDue(at, reason, graceUntil) })
 }
 
 // MarkOverdue records that a due certificate was still not rotated at `at`.
 func (s *Store) MarkOverdue(ctx context.Context, serial string, at time.Time, ev store.Event) error {
-	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error {
-		if c.DueAt.IsZero() || !c.OverdueAt.IsZero() {
-			return reject(fmt.Errorf("%w: certificate %s is not waiting for its grace to end", store.ErrExists, serial))
-		}
-		c.OverdueAt = at.UTC()
-		return nil
-	})
+	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error { return c.MarkOverdue(at) })
 }
 
 // Reschedule moves a certificate's rotate_after (forced rotation). A
 // certificate already due keeps its due state.
 func (s *Store) Reschedule(ctx context.Context, serial string, at time.Time, ev store.Event) error {
-	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error {
-		if !c.DueAt.IsZero() {
-			return reject(fmt.Errorf("%w: certificate %s is already due", store.ErrExists, serial))
-		}
-		c.RotateAfter = at.UTC()
-		c.DueReason = "forced"
-		return nil
-	})
+	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error { return c.Reschedule(at) })
 }
 
 // CurrentCert returns the node's newest active node certificate.

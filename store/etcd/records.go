@@ -376,12 +376,8 @@ func (s *Store) ListCerts(ctx context.Context, f store.CertFilter) ([]*store.Cer
 	}
 	var out []*store.Cert
 	next := ""
-	match := func(c *store.Cert) bool {
-		return (f.Kind == "" || c.Kind == f.Kind) && (f.State == "" || c.StateAt(f.Now) == f.State) && (f.Node == "" || c.Node == f.Node) &&
-			(f.DueBefore.IsZero() || c.RotateAfter.Before(f.DueBefore))
-	}
 	take := func(c *store.Cert) bool {
-		if !match(c) {
+		if !f.Match(c) {
 			return true
 		}
 		if len(out) == limit {
@@ -444,7 +440,7 @@ func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) ([]*store.E
 		if err := json.Unmarshal(v, &e); err != nil {
 			return false, fmt.Errorf("store/etcd: decode event: %w", err)
 		}
-		if !eventMatches(&e, f) {
+		if !f.Match(&e) {
 			return true, nil
 		}
 		if len(out) == limit {
@@ -459,47 +455,9 @@ func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) ([]*store.E
 
 // VerifyAudit recomputes the hash chain over every event.
 func (s *Store) VerifyAudit(ctx context.Context) (uint64, error) {
-	var n uint64
-	prev := ""
-	err := s.scan(ctx, s.p+"events/", "", false, func(_ string, v []byte) (bool, error) {
-		var e store.Event
-		if err := json.Unmarshal(v, &e); err != nil {
-			return false, &store.AuditError{Seq: n + 1, Problem: "record does not decode (tampered)"}
-		}
-		if e.Seq != n+1 {
-			return false, &store.AuditError{Seq: n + 1, Problem: fmt.Sprintf("sequence %d out of order (record removed or inserted)", e.Seq)}
-		}
-		if e.Prev != prev {
-			return false, &store.AuditError{Seq: e.Seq, Problem: "previous-hash link broken (a record before it was changed or removed)"}
-		}
-		h, err := store.HashEvent(e)
-		if err != nil {
-			return false, err
-		}
-		if h != e.Hash {
-			return false, &store.AuditError{Seq: e.Seq, Problem: "content does not match its hash (tampered)"}
-		}
-		prev = e.Hash
-		n++
-		return true, nil
-	})
-	return n, err
-}
-
-func eventMatches(e *store.Event, f store.EventFilter) bool {
-	switch {
-	case f.Node != "" && e.Node != f.Node:
-		return false
-	case f.Type != "" && !strings.HasSuffix(f.Type, ".") && e.Type != f.Type:
-		return false
-	case strings.HasSuffix(f.Type, ".") && !strings.HasPrefix(e.Type, f.Type):
-		return false
-	case !f.Since.IsZero() && e.Time.Before(f.Since):
-		return false
-	case !f.Until.IsZero() && !e.Time.Before(f.Until):
-		return false
-	}
-	return true
+	var v store.ChainVerifier
+	err := s.scan(ctx, s.p+"events/", "", false, func(_ string, raw []byte) (bool, error) { return true, v.Next(raw) })
+	return v.Count(), err
 }
 
 // CertCounts counts certificates by kind and state at now (a full scan;
@@ -507,20 +465,9 @@ func eventMatches(e *store.Event, f store.EventFilter) bool {
 func (s *Store) CertCounts(ctx context.Context, now time.Time) (map[[2]string]int, error) {
 	out := map[[2]string]int{}
 	err := s.scan(ctx, s.kCert(""), "", false, func(_ string, v []byte) (bool, error) {
-		var c struct {
-			Kind     store.Kind  `json:"kind"`
-			State    store.State `json:"state"`
-			NotAfter time.Time   `json:"not_after"`
-		}
-		if err := json.Unmarshal(v, &c); err != nil {
-			return false, err
-		}
-		st := c.State
-		if st == store.StateActive && !now.Before(c.NotAfter) {
-			st = store.StateExpired
-		}
-		out[[2]string{string(c.Kind), string(st)}]++
-		return true, nil
+		k, err := store.CountKey(v, now)
+		out[k]++
+		return err == nil, err
 	})
 	return out, err
 }

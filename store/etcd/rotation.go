@@ -97,7 +97,7 @@ func (s *Store) updateCert(ctx context.Context, serial string, ev store.Event, f
 		}
 		before := *c
 		if err := fn(c); err != nil {
-			return err
+			return reject(err)
 		}
 		s.unindexRotation(t, &before)
 		switch {
@@ -119,35 +119,17 @@ func (s *Store) updateCert(ctx context.Context, serial string, ev store.Event, f
 // counts as overdue after graceUntil. Marking twice fails with
 // store.ErrExists, on any replica: a rotation is announced once.
 func (s *Store) MarkDue(ctx context.Context, serial string, at time.Time, reason string, graceUntil time.Time, ev store.Event) error {
-	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error {
-		if !c.DueAt.IsZero() {
-			return reject(fmt.Errorf("%w: certificate %s is already due", store.ErrExists, serial))
-		}
-		c.DueAt, c.DueReason, c.GraceUntil = at.UTC(), reason, graceUntil.UTC()
-		return nil
-	})
+	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error { return c.MarkDue(at, reason, graceUntil) })
 }
 
 // MarkOverdue records that a due certificate was still not rotated at `at`.
 func (s *Store) MarkOverdue(ctx context.Context, serial string, at time.Time, ev store.Event) error {
-	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error {
-		if c.DueAt.IsZero() || !c.OverdueAt.IsZero() {
-			return reject(fmt.Errorf("%w: certificate %s is not waiting for its grace to end", store.ErrExists, serial))
-		}
-		c.OverdueAt = at.UTC()
-		return nil
-	})
+	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error { return c.MarkOverdue(at) })
 }
 
 // Reschedule moves a certificate's rotate_after (forced rotation).
 func (s *Store) Reschedule(ctx context.Context, serial string, at time.Time, ev store.Event) error {
-	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error {
-		if !c.DueAt.IsZero() {
-			return reject(fmt.Errorf("%w: certificate %s is already due", store.ErrExists, serial))
-		}
-		c.RotateAfter, c.DueReason = at.UTC(), "forced"
-		return nil
-	})
+	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error { return c.Reschedule(at) })
 }
 
 // CurrentCert returns the node's active node certificate.
