@@ -41,6 +41,41 @@ func adminClient(t *testing.T, srv *serverProc) (ipseccav1.AdminServiceClient, f
 	return ipseccav1.NewAdminServiceClient(conn), func() { conn.Close() }
 }
 
+// assertAllStored lists every node certificate: each serial once, and
+// every certificate a client received (serial -> DER) stored byte for byte.
+func assertAllStored(t *testing.T, admin ipseccav1.AdminServiceClient, received map[string][]byte) (stored map[string]bool) {
+	t.Helper()
+	stored = map[string]bool{}
+	page := ""
+	for {
+		resp, err := admin.ListCertificates(context.Background(), &ipseccav1.ListCertificatesRequest{Kind: "node", PageSize: 1000, PageToken: page})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range resp.GetCertificates() {
+			if stored[c.GetSerial()] {
+				t.Fatalf("serial %s listed twice", c.GetSerial())
+			}
+			stored[c.GetSerial()] = true
+			if der, ok := received[c.GetSerial()]; ok {
+				b, _ := pem.Decode(c.GetCertificatePem())
+				if !bytes.Equal(b.Bytes, der) {
+					t.Fatalf("stored certificate %s differs from the one the client received", c.GetSerial())
+				}
+			}
+		}
+		if page = resp.GetNextPageToken(); page == "" {
+			break
+		}
+	}
+	for serial := range received {
+		if !stored[serial] {
+			t.Fatalf("certificate %s was handed out but is not in the store", serial)
+		}
+	}
+	return stored
+}
+
 // TestKill9UnderEnrolmentLoad kills the server at random moments while
 // clients enrol, 20 times. After each kill the file passes bbolt's check
 // and the audit chain verifies; at the end every certificate a client
@@ -106,34 +141,7 @@ func TestKill9UnderEnrolmentLoad(t *testing.T) {
 	}
 	admin, done := adminClient(t, srv)
 	defer done()
-	stored := map[string]bool{}
-	token := ""
-	for {
-		page, err := admin.ListCertificates(context.Background(), &ipseccav1.ListCertificatesRequest{Kind: "node", PageSize: 1000, PageToken: token})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range page.GetCertificates() {
-			if stored[c.GetSerial()] {
-				t.Fatalf("serial %s listed twice", c.GetSerial())
-			}
-			stored[c.GetSerial()] = true
-			if der, ok := received[c.GetSerial()]; ok {
-				b, _ := pem.Decode(c.GetCertificatePem())
-				if !bytes.Equal(b.Bytes, der) {
-					t.Fatalf("stored certificate %s differs from the one the client received", c.GetSerial())
-				}
-			}
-		}
-		if token = page.GetNextPageToken(); token == "" {
-			break
-		}
-	}
-	for serial := range received {
-		if !stored[serial] {
-			t.Fatalf("certificate %s was handed out but is not in the store", serial)
-		}
-	}
+	stored := assertAllStored(t, admin, received)
 	if after, _ := os.ReadFile(srv.CAFile()); !bytes.Equal(root, after) {
 		t.Fatal("the root changed across crashes")
 	}

@@ -238,36 +238,9 @@ func TestHAOnEtcd(t *testing.T) {
 		t.Fatalf("status after failover: leader %q, %d replicas; want %s and 2", st.Leader, len(st.Replicas), next)
 	}
 	// Every certificate received is stored, byte for byte, once.
-	stored := map[string]bool{}
 	admin, done = adminClient(t, h.replicas[survivor])
 	defer done()
-	page := ""
-	for {
-		resp, err := admin.ListCertificates(context.Background(), &ipseccav1.ListCertificatesRequest{Kind: "node", PageSize: 1000, PageToken: page})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range resp.GetCertificates() {
-			if stored[c.GetSerial()] {
-				t.Fatalf("serial %s listed twice", c.GetSerial())
-			}
-			stored[c.GetSerial()] = true
-			if der, ok := received[c.GetSerial()]; ok {
-				b, _ := pem.Decode(c.GetCertificatePem())
-				if !bytes.Equal(b.Bytes, der) {
-					t.Fatalf("stored certificate %s differs from the one handed out", c.GetSerial())
-				}
-			}
-		}
-		if page = resp.GetNextPageToken(); page == "" {
-			break
-		}
-	}
-	for serial := range received {
-		if !stored[serial] {
-			t.Fatalf("certificate %s was handed out but is not in etcd", serial)
-		}
-	}
+	assertAllStored(t, admin, received)
 	if out := mustRun(t, h.env(survivor), "audit", "verify"); !strings.Contains(out, "intact") {
 		t.Fatalf("audit verify: %s", out)
 	}
