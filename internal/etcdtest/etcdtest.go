@@ -99,7 +99,7 @@ func Run(o Options) (*Cluster, error) {
 			return nil, err
 		}
 	}
-	ports, err := freePorts(2 * o.Members)
+	ports, err := testbin.FreePorts(2 * o.Members)
 	if err != nil {
 		return nil, err
 	}
@@ -251,25 +251,6 @@ func (c *Cluster) WaitHealthy(timeout time.Duration) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return fmt.Errorf("etcdtest: cluster not healthy after %s: %v", timeout, last)
-}
-
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // ClientTLS is a client configuration for a TLS cluster.

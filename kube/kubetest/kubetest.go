@@ -21,7 +21,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -92,32 +91,16 @@ func exists(p string) bool {
 
 func tail(path string, n int) string { return testbin.Tail(path, n) }
 
-// freePorts returns n distinct free TCP ports on 127.0.0.1.
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
-}
-
 // Start runs etcd and kube-apiserver for the test and stops them when it
 // ends. It fails the test when either does not come up.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
 	apiserverBin, etcdBin := Binaries(t)
 	dir := t.TempDir()
-	ports := freePorts(t, 3)
+	ports, err := testbin.FreePorts(3)
+	if err != nil {
+		t.Fatal(err)
+	}
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	s := &Server{URL: fmt.Sprintf("https://127.0.0.1:%d", ports[2]), Dir: dir, tokens: map[string]string{}}
