@@ -121,6 +121,7 @@ type Store struct {
 	cache     map[string][]byte // nil value: known absent
 	headVal   []byte            // meta/audit_head as the cache knows it (nil: absent)
 	headKnown bool              // headVal and the cache are valid
+	rev       int64             // an etcd revision the cache is exactly the state of (0: unknown)
 	writer    string            // unique per Store: makes every head value unique
 	writes    uint64
 	retry     []*op // operations to run again first
@@ -420,7 +421,7 @@ func (s *Store) commit(batch []*op) {
 				s.cache[k] = e.val
 			}
 		}
-		s.headVal = newHead
+		s.headVal, s.rev = newHead, resp.Header.Revision
 		for i, o := range batch {
 			o.done <- errs[i]
 		}
@@ -627,13 +628,12 @@ func (s *Store) fetch(keys map[string]struct{}) (moved bool, err error) {
 	for first := true; first || len(all) > 0; first = false {
 		part := all[:min(chunk, len(all))]
 		all = all[len(part):]
-		ops := []clientv3.Op{clientv3.OpGet(head)}
-		for _, k := range part {
-			ops = append(ops, clientv3.OpGet(k))
+		resp, err := s.readAt(s.rev, head, part)
+		if err != nil && s.rev != 0 {
+			// The member asked has not applied s.rev yet (or compacted
+			// it): read the present through consensus instead.
+			resp, err = s.readAt(0, head, part)
 		}
-		ctx, cancel := s.ctx(context.Background())
-		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
-		cancel()
 		if err != nil {
 			s.reset()
 			return false, unavailable("read", err)
@@ -651,6 +651,7 @@ func (s *Store) fetch(keys map[string]struct{}) (moved bool, err error) {
 		if !s.headKnown {
 			s.headVal, s.headKnown = hv, true
 			s.cache[head] = hv
+			s.rev = resp.Header.Revision
 		}
 		for i, k := range part {
 			var v []byte
@@ -666,11 +667,30 @@ func (s *Store) fetch(keys map[string]struct{}) (moved bool, err error) {
 	return moved, nil
 }
 
+// readAt reads head and keys in one transaction: at revision rev, from
+// whichever member the client picks and without a round of consensus (the
+// state at rev is what the cache holds, and the compare-and-swap at commit
+// catches any write after it); or, when rev is 0, the present, through
+// consensus.
+func (s *Store) readAt(rev int64, head string, keys []string) (*clientv3.TxnResponse, error) {
+	var opts []clientv3.OpOption
+	if rev != 0 {
+		opts = []clientv3.OpOption{clientv3.WithRev(rev), clientv3.WithSerializable()}
+	}
+	ops := []clientv3.Op{clientv3.OpGet(head, opts...)}
+	for _, k := range keys {
+		ops = append(ops, clientv3.OpGet(k, opts...))
+	}
+	ctx, cancel := s.ctx(context.Background())
+	defer cancel()
+	return s.cli.Txn(ctx).Then(ops...).Commit()
+}
+
 // reset forgets the cache (another replica wrote, or the outcome of a
 // write is unknown).
 func (s *Store) reset() {
 	clear(s.cache)
-	s.headVal, s.headKnown = nil, false
+	s.headVal, s.headKnown, s.rev = nil, false, 0
 }
 
 // randomID names a Store instance in the head values it writes.
