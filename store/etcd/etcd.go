@@ -126,6 +126,9 @@ type Store struct {
 	writes    uint64
 	retry     []*op // operations to run again first
 
+	mirror     mirror // unused tokens and held names, for the pre-checks
+	stopMirror context.CancelFunc
+
 	commits   atomic.Uint64 // etcd transactions committed
 	conflicts atomic.Uint64 // commits refused because another replica wrote first
 	readTime  atomic.Int64  // nanoseconds the committer spent fetching misses
@@ -213,8 +216,12 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		cli.Close()
 		return nil, err
 	}
-	s.wg.Add(1)
+	s.mirror.tokens, s.mirror.names = map[string]tokenEntry{}, map[string]string{}
+	mctx, stop := context.WithCancel(context.Background())
+	s.stopMirror = stop
+	s.wg.Add(2)
 	go s.committer()
+	go s.runMirror(mctx)
 	return s, nil
 }
 
@@ -262,6 +269,7 @@ func (s *Store) Close() error {
 		s.closed = true
 		s.mu.Unlock()
 		close(s.stop)
+		s.stopMirror()
 		s.wg.Wait()
 		err = s.cli.Close()
 	})
@@ -422,6 +430,7 @@ func (s *Store) commit(batch []*op) {
 			}
 		}
 		s.headVal, s.rev = newHead, resp.Header.Revision
+		s.wrote(keys, t.over, resp.Header.Revision)
 		for i, o := range batch {
 			o.done <- errs[i]
 		}

@@ -170,3 +170,46 @@ func TestQuorumLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The token and name copy each replica keeps: its own writes show at
+// once; another replica's within the watch delay; a used token is never
+// answered as unused once the use is seen.
+func TestTokenAndNameCopy(t *testing.T) {
+	c := etcdtest.Start(t, etcdtest.Options{})
+	prefix := freshPrefix()
+	a, b := open(t, c, prefix), open(t, c, prefix)
+	ctx := context.Background()
+	eventually := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 5 s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	tok := &store.Token{ID: "t1", Node: "node-a", CommonName: "node-a", ExpiresAt: storetest.T0.Add(time.Hour)}
+	if err := a.PutToken(ctx, tok, store.Event{Type: store.EventTokenCreated}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := a.Token(ctx, "t1"); err != nil || got.Node != "node-a" {
+		t.Fatalf("own token at once: %v %v", got, err)
+	}
+	eventually("replica b sees the token", func() bool { got, err := b.Token(ctx, "t1"); return err == nil && got.UsedAt.IsZero() })
+	if err := storetest.Issue(a, storetest.Cert("s1", "node-a", storetest.T0), "t1"); err != nil {
+		t.Fatal(err)
+	}
+	if owner, _ := a.NameOwner(ctx, "node-a"); owner != "node-a" {
+		t.Fatalf("own name at once: %q", owner)
+	}
+	eventually("replica b sees the token used", func() bool { got, err := b.Token(ctx, "t1"); return err == nil && !got.UsedAt.IsZero() })
+	eventually("replica b sees the name held", func() bool { owner, _ := b.NameOwner(ctx, "node-a"); return owner == "node-a" })
+	// A stale copy cannot issue twice: the compare-and-swap decides.
+	if err := storetest.Issue(b, storetest.Cert("s2", "node-a", storetest.T0), "t1"); !errors.Is(err, store.ErrTokenUsed) {
+		t.Fatalf("second use on the other replica: %v", err)
+	}
+	if _, err := b.Token(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown token: %v", err)
+	}
+}

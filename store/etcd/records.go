@@ -142,11 +142,14 @@ func (s *Store) PutToken(ctx context.Context, tok *store.Token, ev store.Event) 
 	})
 }
 
-// Token returns a stored token by id. The read may be served by any etcd
-// member without a round of consensus (the token is checked again, under
-// the compare-and-swap, when it is consumed); a token not found there is
-// looked up again linearizably.
+// Token returns a stored token by id: an unused one from the replica's
+// copy when it has it, else from etcd (any member first, then through
+// consensus). The copy may lag another replica's use of the token; using
+// it is checked again under the compare-and-swap.
 func (s *Store) Token(ctx context.Context, id string) (*store.Token, error) {
+	if tok, ok := s.mirror.token(id); ok {
+		return tok, nil
+	}
 	var tok store.Token
 	err := s.getJSON(ctx, s.kToken(id), &tok, clientv3.WithSerializable())
 	if errors.Is(err, store.ErrNotFound) {
@@ -167,10 +170,14 @@ func (s *Store) Cert(ctx context.Context, serial string) (*store.Cert, error) {
 	return &c, nil
 }
 
-// NameOwner returns the node holding a certificate name, or "" when free.
-// It is a pre-check (Issue checks again under the compare-and-swap), so
-// any etcd member may answer it without a round of consensus.
+// NameOwner returns the node holding a certificate name, or "" when free,
+// from the replica's copy of the names when it is loaded (else from any
+// etcd member). It is a pre-check: it may lag another replica's claim by
+// the watch delay, and Issue checks again under the compare-and-swap.
 func (s *Store) NameOwner(ctx context.Context, cn string) (string, error) {
+	if owner, ok := s.mirror.nameOwner(cn); ok {
+		return owner, nil
+	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	resp, err := s.cli.Get(ctx, s.kName(cn), clientv3.WithSerializable())
