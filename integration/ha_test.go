@@ -326,18 +326,7 @@ func TestHAOnEtcd(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		results := make([]error, 2)
-		var rw sync.WaitGroup
-		for j, r := range live {
-			rw.Add(1)
-			go func() {
-				defer rw.Done()
-				conn, _ := dialTLS(h.replicas[r].Addr, rootPEM, nil)
-				defer conn.Close()
-				_, results[j] = ipseccav1.NewNodeServiceClient(conn).Enroll(context.Background(), &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: goCSR(t, key, fmt.Sprintf("race-%d", round), nil)})
-			}()
-		}
-		rw.Wait()
+		results := h.enrolAtOnce(t, live, rootPEM, [2]string{tok.GetToken(), tok.GetToken()}, goCSR(t, key, fmt.Sprintf("race-%d", round), nil))
 		if (results[0] == nil) == (results[1] == nil) {
 			t.Fatalf("one token on two replicas: %v / %v, want exactly one certificate", results[0], results[1])
 		}
@@ -346,7 +335,6 @@ func TestHAOnEtcd(t *testing.T) {
 	// Two nodes claim one name on two replicas: one wins.
 	for round := range 5 {
 		cn := fmt.Sprintf("contested-%d", round)
-		results := make([]error, 2)
 		var toks [2]string
 		for j := range 2 {
 			tk, err := admin.CreateToken(context.Background(), &ipseccav1.CreateTokenRequest{Node: fmt.Sprintf("claim-%d-%d", round, j), CommonName: cn})
@@ -355,17 +343,7 @@ func TestHAOnEtcd(t *testing.T) {
 			}
 			toks[j] = tk.GetToken()
 		}
-		var rw sync.WaitGroup
-		for j, r := range live {
-			rw.Add(1)
-			go func() {
-				defer rw.Done()
-				conn, _ := dialTLS(h.replicas[r].Addr, rootPEM, nil)
-				defer conn.Close()
-				_, results[j] = ipseccav1.NewNodeServiceClient(conn).Enroll(context.Background(), &ipseccav1.EnrollRequest{Token: toks[j], CsrPem: goCSR(t, key, cn, nil)})
-			}()
-		}
-		rw.Wait()
+		results := h.enrolAtOnce(t, live, rootPEM, toks, goCSR(t, key, cn, nil))
 		if (results[0] == nil) == (results[1] == nil) {
 			t.Fatalf("two nodes claiming %s: %v / %v, want exactly one winner", cn, results[0], results[1])
 		}
@@ -411,6 +389,28 @@ func TestHAOnEtcd(t *testing.T) {
 	if out := mustRun(t, h.env(survivor), "audit", "verify"); !strings.Contains(out, "intact") {
 		t.Fatalf("audit verify at the end: %s", out)
 	}
+}
+
+// enrolAtOnce sends two enrolments, tokens[j] to replica live[j], at the
+// same moment, and returns their errors.
+func (h *haCluster) enrolAtOnce(t *testing.T, live []int, rootPEM []byte, tokens [2]string, csr []byte) [2]error {
+	var results [2]error
+	var wg sync.WaitGroup
+	for j := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := dialTLS(h.replicas[live[j]].Addr, rootPEM, nil)
+			if err != nil {
+				results[j] = err
+				return
+			}
+			defer conn.Close()
+			_, results[j] = ipseccav1.NewNodeServiceClient(conn).Enroll(context.Background(), &ipseccav1.EnrollRequest{Token: tokens[j], CsrPem: csr})
+		}()
+	}
+	wg.Wait()
+	return results
 }
 
 // leadingSince finds when a replica's log says it took the leadership.
