@@ -313,6 +313,19 @@ func TestHAOnEtcd(t *testing.T) {
 	if n := strings.Count(events, `"rotation.due"`); n != 1 {
 		t.Fatalf("rotation.due recorded %d times, want once:\n%s", n, events)
 	}
+	// A revocation through any replica reaches the node's stream too.
+	if _, err := admin.RevokeNode(context.Background(), &ipseccav1.RevokeNodeRequest{Node: "watcher", Reason: "decommissioned"}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ev, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("watch on %s: no revocation notice: %v", h.ids[watchOn], err)
+		}
+		if ev.GetKind() == ipseccav1.NodeEvent_REVOKED {
+			break
+		}
+	}
 
 	// One token on two replicas at the same moment: one certificate.
 	live := []int{}

@@ -59,7 +59,8 @@ type Cluster interface {
 	// Participate campaigns for leadership until ctx ends and runs lead
 	// while this replica leads.
 	Participate(ctx context.Context, self store.Replica, lead func(context.Context)) error
-	// WatchEvents calls fn with every audit event any replica appends.
+	// WatchEvents calls fn with every audit event any replica appends
+	// that store.Notice selects.
 	WatchEvents(ctx context.Context, fn func(*store.Event))
 	// ClusterStatus reports the replicas and the store's own cluster.
 	ClusterStatus(ctx context.Context) (*store.ClusterStatus, error)

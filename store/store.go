@@ -150,6 +150,18 @@ const (
 	EventBundleValidated   = "bundle.validated"
 )
 
+// Notice reports whether events of type t must reach every replica of a
+// shared store as they happen (to tell nodes' Watch streams, wake the
+// scheduler or reload the root); a replicated backend indexes them so its
+// replicas need not follow every audit event.
+func Notice(t string) bool {
+	switch t {
+	case EventRotationDue, EventRotationOverdue, EventRotationForced, EventNodeRevoked, EventCARenewed, EventCAKeySealed:
+		return true
+	}
+	return false
+}
+
 // Issuance is everything one certificate issue commits atomically: the
 // certificate, the token it consumes (if any), the supersession of the
 // node's earlier certificates of the same kind, and its audit event.

@@ -81,10 +81,11 @@ func (s *Store) participate(ctx context.Context, self store.Replica, lead func(c
 }
 
 // WatchEvents calls fn with every audit event appended after it starts,
-// by any replica, in order, until ctx ends. After a gap it cannot fill
-// (etcd compacted the revisions it needed) it goes on from the present.
+// by any replica, that store.Notice selects, in order, until ctx ends.
+// After a gap it cannot fill (etcd compacted the revisions it needed) it
+// goes on from the present.
 func (s *Store) WatchEvents(ctx context.Context, fn func(*store.Event)) {
-	prefix := s.p + "events/"
+	prefix := s.p + "notices/"
 	var rev int64
 	for ctx.Err() == nil {
 		if rev == 0 {

@@ -20,6 +20,7 @@
 //	names/<common name>           -> node holding it
 //	tokens/<id>                   -> JSON store.Token (secret hash only)
 //	events/<%016x seq>            -> JSON store.Event (hash-chained)
+//	notices/<%016x seq>           -> the same, for the events store.Notice selects (what replicas watch)
 //	leader/<lease>                -> replica id (etcd concurrency election)
 //	replicas/<id>                 -> JSON store.Replica, on the replica's session lease
 //

@@ -30,7 +30,8 @@ func (s *Store) kByNode(node, serial string) string { return s.p + "by_node/" + 
 func (s *Store) kActive(kind store.Kind, node string) string {
 	return s.p + "active/" + string(kind) + "/" + node
 }
-func (s *Store) kEvent(seq uint64) string { return fmt.Sprintf("%sevents/%016x", s.p, seq) }
+func (s *Store) kEvent(seq uint64) string  { return fmt.Sprintf("%sevents/%016x", s.p, seq) }
+func (s *Store) kNotice(seq uint64) string { return fmt.Sprintf("%snotices/%016x", s.p, seq) }
 
 // timeKey orders by time: 16 hex digits of the unix nanoseconds (as
 // unsigned, like store/bolt), then the serial.
@@ -336,8 +337,13 @@ func (s *Store) appendEvent(t *txn, ev *store.Event) error {
 		return err
 	}
 	ev.Hash = h
-	if err := t.putJSON(s.kEvent(ev.Seq), ev); err != nil {
+	raw, err := json.Marshal(ev)
+	if err != nil {
 		return err
+	}
+	t.put(s.kEvent(ev.Seq), raw)
+	if store.Notice(ev.Type) {
+		t.put(s.kNotice(ev.Seq), raw)
 	}
 	return t.putJSON(s.kHead(), auditHead{Seq: ev.Seq, Hash: ev.Hash, Write: head.Write})
 }
