@@ -204,6 +204,7 @@ func etcdRows(c config, limit float64, boltRate map[string]float64) []row {
 	}
 	defer cluster.Stop()
 	d, _ := os.MkdirTemp("", "ipsecca-bench-etcd-")
+	defer os.RemoveAll(d)
 	kek := filepath.Join(d, "kek")
 	key := make([]byte, 32)
 	rand.Read(key)
@@ -342,6 +343,7 @@ type server struct {
 	admin     ipseccav1.AdminServiceClient
 	adminConn *grpc.ClientConn
 	seq       int
+	tmp       string // removed by stop: made by startServer
 }
 
 func freeAddr() string {
@@ -357,11 +359,12 @@ func freeAddr() string {
 // rate limits off, and returns once it answers health checks. The time
 // it took is in the returned server's startup.
 func startServer(c config, dir string, extra ...string) *server {
+	tmp := ""
 	if dir == "" {
-		d, _ := os.MkdirTemp("", "ipsecca-bench-srv-")
-		dir = filepath.Join(d, "ca")
+		tmp, _ = os.MkdirTemp("", "ipsecca-bench-srv-")
+		dir = filepath.Join(tmp, "ca")
 	}
-	s := &server{dir: dir, addr: freeAddr(), pprofAddr: freeAddr()}
+	s := &server{dir: dir, addr: freeAddr(), pprofAddr: freeAddr(), tmp: tmp}
 	s.cmd = exec.Command(c.binary, "serve", "--data-dir", dir, "--listen", s.addr, "--ca-key-type", c.keyType,
 		"--limit-global", "0", "--limit-per-node", "0", "--log-level", "error", "--pprof-listen", s.pprofAddr)
 	s.cmd.Args = append(s.cmd.Args, extra...)
@@ -422,6 +425,10 @@ func (s *server) stop() {
 	if s.cmd != nil && s.cmd.ProcessState == nil {
 		s.cmd.Process.Signal(os.Interrupt)
 		s.cmd.Wait()
+	}
+	if s.tmp != "" {
+		os.RemoveAll(s.tmp)
+		s.tmp = ""
 	}
 }
 

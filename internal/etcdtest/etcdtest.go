@@ -58,6 +58,7 @@ type Cluster struct {
 	TLS     *TLSFiles // set for a TLS cluster
 	members []*Member
 	bin     string
+	ownDir  bool
 }
 
 // Member is one etcd process.
@@ -77,6 +78,9 @@ type Member struct {
 // does not come up: nothing is skipped.
 func Start(t testing.TB, o Options) *Cluster {
 	t.Helper()
+	if o.Dir == "" {
+		o.Dir = t.TempDir() // removed after Stop (cleanups run last first)
+	}
 	c, err := Run(o)
 	if err != nil {
 		t.Fatal(err)
@@ -94,16 +98,18 @@ func Run(o Options) (*Cluster, error) {
 	if o.Members <= 0 {
 		o.Members = 3
 	}
+	ownDir := false
 	if o.Dir == "" {
 		if o.Dir, err = os.MkdirTemp("", "etcdtest-"); err != nil {
 			return nil, err
 		}
+		ownDir = true // members preallocate about 120 MB each: Stop removes it
 	}
 	ports, err := testbin.FreePorts(2 * o.Members)
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Dir: o.Dir, bin: bin}
+	c := &Cluster{Dir: o.Dir, bin: bin, ownDir: ownDir}
 	scheme := "http"
 	var serverCert, serverKey string
 	if o.TLS {
@@ -198,10 +204,14 @@ func (c *Cluster) Kill(i int) {
 // Restart starts member i again on its data directory.
 func (c *Cluster) Restart(i int) error { return c.start(c.members[i]) }
 
-// Stop kills every member.
+// Stop kills every member, and removes the data when Run made the
+// directory.
 func (c *Cluster) Stop() {
 	for i := range c.members {
 		c.Kill(i)
+	}
+	if c.ownDir {
+		os.RemoveAll(c.Dir)
 	}
 }
 
