@@ -288,6 +288,22 @@ type Sink interface {
 	PutEvent(e *Event) error
 }
 
+// DefaultPageSize is a listing's page size when its filter's Limit is 0.
+const DefaultPageSize = 100
+
+// PageSize is f.Limit, or DefaultPageSize when it is not positive.
+func (f CertFilter) PageSize() int { return pageSize(f.Limit) }
+
+// PageSize is f.Limit, or DefaultPageSize when it is not positive.
+func (f EventFilter) PageSize() int { return pageSize(f.Limit) }
+
+func pageSize(limit int) int {
+	if limit <= 0 {
+		return DefaultPageSize
+	}
+	return limit
+}
+
 // Match reports whether c passes f's Node, Kind, State (at f.Now) and
 // DueBefore; After and Limit are the backend's to apply.
 func (f CertFilter) Match(c *Cert) bool {

@@ -256,10 +256,7 @@ func appendEvent(tx *bbolt.Tx, ev *store.Event) error {
 // ListCerts returns certificates matching f in serial order, and the
 // cursor for the next page ("" when there is none).
 func (s *Store) ListCerts(_ context.Context, f store.CertFilter) ([]*store.Cert, string, error) {
-	limit := f.Limit
-	if limit <= 0 {
-		limit = 100
-	}
+	limit := f.PageSize()
 	var out []*store.Cert
 	next := ""
 	err := s.view(func(tx *bbolt.Tx) error {
@@ -314,10 +311,7 @@ func (s *Store) ListCerts(_ context.Context, f store.CertFilter) ([]*store.Cert,
 // ListEvents returns audit events after f.AfterSeq in order, and whether
 // more follow.
 func (s *Store) ListEvents(_ context.Context, f store.EventFilter) ([]*store.Event, bool, error) {
-	limit := f.Limit
-	if limit <= 0 {
-		limit = 100
-	}
+	limit := f.PageSize()
 	var out []*store.Event
 	more := false
 	err := s.view(func(tx *bbolt.Tx) error {

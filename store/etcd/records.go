@@ -383,10 +383,7 @@ func (s *Store) scan(ctx context.Context, prefix, from string, keysOnly bool, fn
 // ListCerts returns certificates matching f in serial order, and the
 // cursor for the next page ("" when there is none).
 func (s *Store) ListCerts(ctx context.Context, f store.CertFilter) ([]*store.Cert, string, error) {
-	limit := f.Limit
-	if limit <= 0 {
-		limit = 100
-	}
+	limit := f.PageSize()
 	var out []*store.Cert
 	next := ""
 	take := func(c *store.Cert) bool {
@@ -442,10 +439,7 @@ func (s *Store) ListCerts(ctx context.Context, f store.CertFilter) ([]*store.Cer
 // ListEvents returns audit events after f.AfterSeq in order, and whether
 // more follow.
 func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) ([]*store.Event, bool, error) {
-	limit := f.Limit
-	if limit <= 0 {
-		limit = 100
-	}
+	limit := f.PageSize()
 	var out []*store.Event
 	more := false
 	err := s.scan(ctx, s.p+"events/", s.kEvent(f.AfterSeq+1), false, func(_ string, v []byte) (bool, error) {
