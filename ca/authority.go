@@ -301,7 +301,7 @@ func (a *Authority) IssueService(ctx context.Context, kind store.Kind, name stri
 }
 
 func (a *Authority) sign(kind store.Kind, node, cn, ou string, pub crypto.PublicKey, dnsNames []string, ips []net.IP, years int, maxLife time.Duration, now time.Time) (*store.Cert, error) {
-	serial, err := newSerial(a.rand)
+	serial, err := newSerial(a.rand, now)
 	if err != nil {
 		return nil, err
 	}

@@ -235,7 +235,7 @@ func (a *Authority) RenewRoot(ctx context.Context, actor string) (*Root, error) 
 	if err != nil {
 		return nil, err
 	}
-	serial, err := newSerial(a.rand)
+	serial, err := newSerial(a.rand, a.clock.Now())
 	if err != nil {
 		return nil, err
 	}
