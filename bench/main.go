@@ -76,6 +76,11 @@ type row struct {
 }
 
 func main() {
+	if v := os.Getenv(minimalSignerEnv); v != "" {
+		addr, caFile, _ := strings.Cut(v, ",")
+		serveMinimalSigner(addr, caFile)
+		return
+	}
 	var c config
 	var conc, sizes string
 	flag.StringVar(&c.binary, "binary", "bin/ipsecca", "the ipsecca binary to benchmark")
@@ -150,6 +155,7 @@ func run(c config) []row {
 	var rows []row
 	limit := inProcessLimit(c)
 	rows = append(rows, row{Name: "in-process limit (parse+verify CSR, sign leaf, " + strconv.Itoa(runtime.GOMAXPROCS(0)) + " cores)", Rate: limit})
+	rows = append(rows, ceilingRows(c, limit)...)
 
 	srv := startServer(c, "")
 	defer srv.stop()
