@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -38,6 +39,9 @@ type haCluster struct {
 }
 
 const haSessionTTL = 2 * time.Second
+
+// haHealthInterval is how often the replicas check that etcd answers.
+const haHealthInterval = 500 * time.Millisecond
 
 func startHA(t *testing.T, n int) *haCluster {
 	t.Helper()
@@ -56,7 +60,7 @@ func startHA(t *testing.T, n int) *haCluster {
 		h.metrics = append(h.metrics, "http://"+metrics+"/metrics")
 		s := newServer(t, filepath.Join(dir, id), "--metrics-listen", metrics, "--store", "etcd", "--etcd-endpoints", strings.Join(ec.Endpoints(), ","),
 			"--kek-file", kek, "--etcd-max-txn-ops", fmt.Sprint(etcdtest.MaxTxnOps), "--etcd-session-ttl", haSessionTTL.String(),
-			"--etcd-timeout", "2s", "--replica-id", id, "--limit-global", "0", "--limit-per-node", "0")
+			"--etcd-timeout", "2s", "--etcd-health-interval", haHealthInterval.String(), "--replica-id", id, "--limit-global", "0", "--limit-per-node", "0")
 		h.replicas = append(h.replicas, s)
 		h.ids = append(h.ids, id)
 	}
@@ -107,7 +111,9 @@ func (h *haCluster) index(id string) int {
 // reaches a node's Watch stream on a third replica). Then: one token used
 // on two replicas at the same moment gives one certificate; two nodes
 // claiming one name on two replicas: one wins; without etcd quorum
-// enrolment fails with Unavailable and resumes when quorum returns.
+// enrolment fails with Unavailable and the replicas' gRPC health reports
+// their services NOT_SERVING, and both recover by themselves when quorum
+// returns.
 func TestHAOnEtcd(t *testing.T) {
 	h := startHA(t, 3)
 	roots := map[string]bool{}
@@ -362,8 +368,17 @@ func TestHAOnEtcd(t *testing.T) {
 		}
 	}
 
-	// Quorum loss (m0 is down; kill m1): Unavailable, nothing issued.
+	// Quorum loss (m0 is down; kill m1): the live replicas' health says
+	// NOT_SERVING (readiness) within an interval and a check's timeout,
+	// the process stays SERVING (liveness); calls fail with Unavailable,
+	// nothing is issued.
 	h.etcd.Kill(1)
+	lostAt := time.Now()
+	for _, i := range live {
+		if d := h.awaitHealth(t, i, rootPEM, healthpb.HealthCheckResponse_NOT_SERVING, lostAt, 5*time.Second); d > haHealthInterval+3*time.Second {
+			t.Fatalf("%s reported NOT_SERVING %s after quorum was lost (interval %s, check timeout 2s)", h.ids[i], d, haHealthInterval)
+		}
+	}
 	tk, err := admin.CreateToken(context.Background(), &ipseccav1.CreateTokenRequest{Node: "after-quorum"})
 	if err == nil {
 		t.Fatal("token created without etcd quorum")
@@ -377,6 +392,16 @@ func TestHAOnEtcd(t *testing.T) {
 	for _, i := range []int{0, 1} {
 		if err := h.etcd.Restart(i); err != nil {
 			t.Fatal(err)
+		}
+	}
+	// SERVING again by itself once etcd answers.
+	backAt := time.Now()
+	for _, i := range live {
+		h.awaitHealth(t, i, rootPEM, healthpb.HealthCheckResponse_SERVING, backAt, 30*time.Second)
+		for _, want := range []string{"level=WARN msg=\"store unavailable: health reports NOT_SERVING until it answers\"", "msg=\"store answers again: health reports SERVING\""} {
+			if !strings.Contains(h.replicas[i].Log.String(), want) {
+				t.Fatalf("%s log lacks %s", h.ids[i], want)
+			}
 		}
 	}
 	deadline = time.Now().Add(30 * time.Second)
@@ -402,6 +427,43 @@ func TestHAOnEtcd(t *testing.T) {
 	if out := mustRun(t, h.env(survivor), "audit", "verify"); !strings.Contains(out, "intact") {
 		t.Fatalf("audit verify at the end: %s", out)
 	}
+}
+
+// awaitHealth waits until replica i's node service health is want, at
+// most within of since, checks that the server's overall entry (the
+// liveness probe) stays SERVING meanwhile, and returns how long after
+// since the status was seen.
+func (h *haCluster) awaitHealth(t *testing.T, i int, rootPEM []byte, want healthpb.HealthCheckResponse_ServingStatus, since time.Time, within time.Duration) time.Duration {
+	t.Helper()
+	conn, err := dialTLS(h.replicas[i].Addr, rootPEM, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	check := func(service string) (healthpb.HealthCheckResponse_ServingStatus, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+		return resp.GetStatus(), err
+	}
+	var got healthpb.HealthCheckResponse_ServingStatus
+	for {
+		got, err = check(ipseccav1.NodeService_ServiceDesc.ServiceName)
+		if err == nil && got == want {
+			break
+		}
+		if time.Since(since) > within {
+			t.Fatalf("%s: node service health %s (%v), not %s within %s", h.ids[i], got, err, want, within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	d := time.Since(since)
+	if live, err := check(""); err != nil || live != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("%s: overall health %s (%v), want SERVING: the liveness probe must not follow etcd", h.ids[i], live, err)
+	}
+	t.Logf("%s: health %s after %s", h.ids[i], want, d.Round(10*time.Millisecond))
+	return d
 }
 
 // enrolAtOnce sends two enrolments, tokens[j] to replica live[j], at the

@@ -64,6 +64,9 @@ type Cluster interface {
 	WatchEvents(ctx context.Context, fn func(*store.Event))
 	// ClusterStatus reports the replicas and the store's own cluster.
 	ClusterStatus(ctx context.Context) (*store.ClusterStatus, error)
+	// StoreHealth: while the shared store cannot answer, the replica's
+	// health service reports its services NOT_SERVING.
+	StoreHealth
 }
 
 // Options configure an Instance.
@@ -83,6 +86,9 @@ type Options struct {
 	// and Watch notifications come from the store's event feed, so every
 	// replica's streams hear of what any replica did.
 	Cluster Cluster
+	// HealthInterval is how often Serve checks that the shared store
+	// answers (Cluster only); DefaultHealthInterval when zero.
+	HealthInterval time.Duration
 	// Self describes this replica to the others (Cluster only).
 	Self   store.Replica
 	Clock  ca.Clock
@@ -324,8 +330,20 @@ func (in *Instance) RunScheduler(ctx context.Context) {
 
 // Serve serves gRPC on lis until ctx ends, then stops gracefully (bounded
 // by a few seconds). It renews the service certificates hourly when due.
+// In a cluster it checks every HealthInterval that the shared store
+// answers and sets the health of the node and admin services to match.
 func (in *Instance) Serve(ctx context.Context, lis net.Listener) error {
 	g, hs := in.Server.GRPCServer(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return in.tlsCert.Load(), nil })
+	if c := in.opts.Cluster; c != nil {
+		// A replica that cannot commit is not ready: load balancers and
+		// readiness probes send its traffic to the others meanwhile.
+		healthDone := make(chan struct{})
+		go func() {
+			defer close(healthDone)
+			watchStoreHealth(ctx, c, hs, readinessServices, in.opts.HealthInterval, in.log)
+		}()
+		defer func() { <-healthDone }()
+	}
 	schedDone := make(chan struct{})
 	go func() { defer close(schedDone); in.RunScheduler(ctx) }()
 	// In a cluster, stopping resigns the leadership (the next replica

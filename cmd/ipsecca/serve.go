@@ -111,6 +111,9 @@ func (f *caFlags) open(ctx context.Context) (*server.Instance, backend, *slog.Lo
 	if err := server.CheckPermissions(f.dataDir); err != nil {
 		return nil, nil, nil, err
 	}
+	if f.store.healthIval <= 0 {
+		return nil, nil, nil, usageError("--etcd-health-interval %s: want a positive duration", f.store.healthIval)
+	}
 	if f.store.kind == storeEtcd && kek == nil {
 		return nil, nil, nil, usageError("--store etcd needs a key-encryption key (--kek-file or $IPSECCA_KEK, the same on every replica): the CA key is kept in etcd only sealed")
 	}
@@ -119,18 +122,19 @@ func (f *caFlags) open(ctx context.Context) (*server.Instance, backend, *slog.Lo
 		return nil, nil, nil, err
 	}
 	in, err := server.Open(ctx, server.Options{
-		DataDir:     f.dataDir,
-		Store:       st,
-		Root:        ca.RootConfig{Organization: f.org, CommonName: f.caName, KeyType: keyType, KEK: kek},
-		ServerNames: f.serverNames,
-		Rotation:    policy,
-		Limits:      f.limits,
-		Mode:        mode,
-		Cluster:     cluster,
-		Self:        store.Replica{ID: f.store.replica(), Address: f.advertise, StartedAt: time.Now().UTC()},
-		Clock:       ca.ClockFunc(time.Now),
-		Rand:        rand.Reader,
-		Logger:      log,
+		DataDir:        f.dataDir,
+		Store:          st,
+		Root:           ca.RootConfig{Organization: f.org, CommonName: f.caName, KeyType: keyType, KEK: kek},
+		ServerNames:    f.serverNames,
+		Rotation:       policy,
+		Limits:         f.limits,
+		Mode:           mode,
+		Cluster:        cluster,
+		HealthInterval: f.store.healthIval,
+		Self:           store.Replica{ID: f.store.replica(), Address: f.advertise, StartedAt: time.Now().UTC()},
+		Clock:          ca.ClockFunc(time.Now),
+		Rand:           rand.Reader,
+		Logger:         log,
 	})
 	if err != nil {
 		st.Close()

@@ -28,6 +28,9 @@ type backend interface {
 var (
 	_ backend = (*bolt.Store)(nil)
 	_ backend = (*etcd.Store)(nil)
+	// The shared store: elections, the event feed, status and the health
+	// check behind the replica's readiness.
+	_ server.Cluster = (*etcd.Store)(nil)
 )
 
 // storeFlags choose and configure the store backend.
@@ -41,6 +44,7 @@ type storeFlags struct {
 	maxTxnOps  int
 	sessionTTL time.Duration
 	timeout    time.Duration
+	healthIval time.Duration
 	replicaID  string
 }
 
@@ -54,6 +58,7 @@ func (f *storeFlags) register(fs *pflag.FlagSet) {
 	f.registerEtcd(fs)
 	fs.DurationVar(&f.sessionTTL, "etcd-session-ttl", etcd.DefaultSessionTTL, "lease TTL of the leader election: a dead leader's scheduler is taken over after at most this")
 	fs.StringVar(&f.replicaID, "replica-id", "", "this replica's name in the cluster (default: the host name)")
+	fs.DurationVar(&f.healthIval, "etcd-health-interval", server.DefaultHealthInterval, "how often a replica checks that etcd answers a linearizable read; while it does not, the gRPC health of ipsecca.v1.NodeService and AdminService is NOT_SERVING")
 }
 
 // registerEtcd registers the connection flags (also used by store migrate and status).

@@ -132,6 +132,21 @@ func (s *Store) WatchEvents(ctx context.Context, fn func(*store.Event)) {
 	}
 }
 
+// Healthy reports whether etcd answers a linearizable read now: the
+// cluster has quorum and this replica reaches it. It reads the schema
+// version key (count only) within the request timeout, or ctx's deadline
+// when sooner; the error wraps store.ErrUnavailable.
+func (s *Store) Healthy(ctx context.Context) error {
+	// Require a leader: a member cut off from the others says so at once
+	// instead of letting the read wait for a quorum.
+	hctx, cancel := s.ctx(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	if _, err := s.cli.Get(hctx, s.p+"meta/schema_version", clientv3.WithCountOnly()); err != nil {
+		return unavailable("health check", err)
+	}
+	return nil
+}
+
 // ClusterStatus reports the leading replica, the live replicas and each
 // etcd member's health.
 func (s *Store) ClusterStatus(ctx context.Context) (*store.ClusterStatus, error) {

@@ -134,6 +134,9 @@ func TestQuorumLoss(t *testing.T) {
 	if err := storetest.Issue(s, storetest.Cert("q1", "node-q", storetest.T0), ""); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.Healthy(ctx); err != nil {
+		t.Fatalf("health check with quorum: %v", err)
+	}
 	c.Kill(1)
 	c.Kill(2)
 	start := time.Now()
@@ -144,6 +147,18 @@ func TestQuorumLoss(t *testing.T) {
 	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("failing took %s", d)
 	}
+	// The health check fails too, within the bound its caller gives.
+	hctx, cancel := context.WithTimeout(ctx, time.Second)
+	start = time.Now()
+	err = s.Healthy(hctx)
+	cancel()
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("health check without quorum: %v, want store.ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("failed health check took %s, bound 1s", d)
+	}
+	t.Logf("health check without quorum: %v", err)
 	for _, i := range []int{1, 2} {
 		if err := c.Restart(i); err != nil {
 			t.Fatal(err)
@@ -162,6 +177,9 @@ func TestQuorumLoss(t *testing.T) {
 	}
 	if err != nil {
 		t.Fatalf("after quorum returned: %v", err)
+	}
+	if err := s.Healthy(ctx); err != nil {
+		t.Fatalf("health check after quorum returned: %v", err)
 	}
 	if cur, err := s.CurrentCert(ctx, "node-q"); err != nil || cur.Serial != "q3" {
 		t.Fatalf("current %v %v", cur, err)
