@@ -74,9 +74,11 @@ type serverProc struct {
 	DataDir string
 	Addr    string
 	Args    []string // extra serve flags
-	cmd     *exec.Cmd
-	Log     *syncBuffer // stderr of every run, appended
-	done    chan struct{}
+	// Cred, when set, runs the process as that user and group.
+	Cred *syscall.Credential
+	cmd  *exec.Cmd
+	Log  *syncBuffer // stderr of every run, appended
+	done chan struct{}
 }
 
 // freePort returns a loopback port free at the time of the call.
@@ -129,6 +131,9 @@ func (s *serverProc) Launch() {
 	args := append([]string{"serve", "--data-dir", s.DataDir, "--listen", s.Addr}, s.Args...)
 	s.cmd = exec.Command(binary, args...)
 	s.cmd.Stdout, s.cmd.Stderr = s.Log, s.Log
+	if s.Cred != nil {
+		s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.Cred}
+	}
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}

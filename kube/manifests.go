@@ -28,10 +28,16 @@ const (
 	DefaultNSSDir  = "/var/lib/ipsec/nss"
 	DefaultGRPC    = 8443
 	DefaultMetrics = 9090
-	// DataDir is the CA's data directory in its container: on the PVC
-	// with the bolt store, an emptyDir with the etcd store (the replica's
-	// own service certificates and the public bundle; the state is in etcd).
-	DataDir = "/var/lib/ipsecca"
+	// VolumeDir is where the data volume is mounted in the CA's container:
+	// a PVC with the bolt store, an emptyDir with the etcd store (the
+	// replica's own service certificates and the public bundle; the state
+	// is in etcd).
+	VolumeDir = "/var/lib/ipsecca"
+	// DataDir is the CA's data directory, which the CA creates inside the
+	// volume (mode 0700, its own user): the volume's root belongs to root
+	// with group fsGroup, and the CA, refusing a data directory others
+	// can read, could not tighten a directory it does not own.
+	DataDir = VolumeDir + "/ca"
 	// DefaultReplicas is the CA's replica count with the etcd store.
 	DefaultReplicas = 3
 	// DefaultEtcdPrefix is the CA's key prefix in etcd (store/etcd's default).
@@ -387,7 +393,7 @@ func caPodTemplate(o ManifestOptions, labels func(string) map[string]string) cor
 		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
 	}
 	env := []corev1.EnvVar{fieldEnv("POD_NAMESPACE", "metadata.namespace"), {Name: "IPSECCA_DATA_DIR", Value: DataDir}}
-	mounts := []corev1.VolumeMount{{Name: "data", MountPath: DataDir}}
+	mounts := []corev1.VolumeMount{{Name: "data", MountPath: VolumeDir}}
 	var volumes []corev1.Volume
 	var affinity *corev1.Affinity
 	if etcd {
@@ -421,6 +427,11 @@ func caPodTemplate(o ManifestOptions, labels func(string) map[string]string) cor
 			ServiceAccountName: NameCA,
 			SecurityContext: &corev1.PodSecurityContext{
 				RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](65532), RunAsGroup: ptr.To[int64](65532), FSGroup: ptr.To[int64](65532),
+				// Otherwise the kubelet adds group read and write to every
+				// file of the volume at each mount: the CA key would become
+				// 0660, and the CA refuses to start with key material others
+				// can read.
+				FSGroupChangePolicy: ptr.To(corev1.FSGroupChangeOnRootMismatch),
 				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 			},
 			Affinity: affinity,

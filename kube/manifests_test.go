@@ -230,7 +230,7 @@ func TestManifestsEtcdStore(t *testing.T) {
 			for _, m := range c.VolumeMounts {
 				mounts[m.Name] = m
 			}
-			if vols["data"].EmptyDir == nil || mounts["data"].MountPath != kube.DataDir {
+			if vols["data"].EmptyDir == nil || mounts["data"].MountPath != kube.VolumeDir {
 				t.Errorf("data volume %+v mounted %+v", vols["data"], mounts["data"])
 			}
 			if s := vols["kek"].Secret; s == nil || s.SecretName != kube.NameKEK || len(s.Items) != 1 || s.Items[0].Key != kube.KEKKey || s.Items[0].Path != kube.KEKKey ||
