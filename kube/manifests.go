@@ -432,7 +432,7 @@ func caPodTemplate(o ManifestOptions, labels func(string) map[string]string) cor
 				// 0660, and the CA refuses to start with key material others
 				// can read.
 				FSGroupChangePolicy: ptr.To(corev1.FSGroupChangeOnRootMismatch),
-				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+				SeccompProfile:      &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 			},
 			Affinity: affinity,
 			Containers: []corev1.Container{{
