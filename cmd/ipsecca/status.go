@@ -27,7 +27,8 @@ func newStatusCmd() *cobra.Command {
 		Long: `status asks one replica (any of --server) for the cluster's state: the
 replicas holding a live session in the store, the one leading (it runs the
 rotation scheduler and CA renewal) and, on etcd, every member's health. It
-then checks each replica's gRPC health itself, over TLS against the CA
+then checks each replica's readiness itself (the gRPC health of its node
+service, NOT_SERVING while it cannot reach etcd), over TLS against the CA
 bundle. Exit status 1 when a replica or an etcd member is unhealthy.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -100,7 +101,8 @@ func orNone(s string) string {
 	return s
 }
 
-// replicaHealth is the gRPC health status of the replica at addr.
+// replicaHealth is the gRPC health status of the node service of the
+// replica at addr: its readiness, which follows the store.
 func replicaHealth(addr string, caPEM []byte) string {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
@@ -111,7 +113,7 @@ func replicaHealth(addr string, caPEM []byte) string {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: ipseccav1.NodeService_ServiceDesc.ServiceName})
 	if err != nil {
 		return "UNREACHABLE"
 	}
