@@ -132,15 +132,17 @@ func ceilingRows(c config, limit float64) []row {
 	var rows []row
 	for _, conc := range c.concurrency {
 		clients := s.conns(conc/8 + 1)
-		rate, p50, p99, _ := load(conc, c.duration, 1<<62, func(w, i int) error {
+		cpu0 := cpuSeconds([]int{cmd.Process.Pid})[0]
+		rate, p50, p99, n := load(conc, c.duration, 1<<62, func(w, i int) error {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			_, err := clients[w%len(clients)].Enroll(ctx, &ipseccav1.EnrollRequest{CsrPem: ps[i%len(ps)].csr})
 			return err
 		})
-		say("ceiling: minimal signer (no storage) at %d in flight: %.0f/s, p50 %.2f ms, p99 %.2f ms", conc, rate, p50, p99)
+		us := perCert(cpuSeconds([]int{cmd.Process.Pid})[0]-cpu0, n)
+		say("ceiling: minimal signer (no storage) at %d in flight: %.0f/s, p50 %.2f ms, p99 %.2f ms, server CPU %.0f µs/cert", conc, rate, p50, p99, us)
 		rows = append(rows, row{Name: fmt.Sprintf("ceiling: minimal gRPC+TLS signer, no storage, %d in flight", conc),
-			Rate: rate, P50: p50, P99: p99, Ratio: rate / limit})
+			Rate: rate, P50: p50, P99: p99, Ratio: rate / limit, CPUus: us})
 	}
 	return rows
 }
