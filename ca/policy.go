@@ -47,6 +47,16 @@ const (
 	ReasonNameHeld         Reason = "name-held-by-other-node"
 	ReasonNodeNameInvalid  Reason = "node-name-invalid"
 	ReasonLifetimeTooShort Reason = "lifetime-too-short"
+	// ReasonNodeRevoked: the node was revoked (ipsecca node revoke) and
+	// gets no certificate, by any door, until an admin re-admits it.
+	ReasonNodeRevoked Reason = "node-revoked"
+	// ReasonCallerSuperseded: the client certificate is no longer the
+	// node's (or admin's) active one; only the active certificate
+	// authenticates.
+	ReasonCallerSuperseded Reason = "certificate-superseded"
+	// ReasonTokenVoided: the token was created before its node was
+	// revoked; revocation voids a node's unused tokens.
+	ReasonTokenVoided Reason = "token-voided"
 )
 
 // DenyError is a policy denial: a stable reason and a sentence for people.
