@@ -18,6 +18,8 @@ import (
 
 // dial connects to the CA server over TLS, trusting bundle and presenting
 // pair when given. The connection is lazy: errors show on the first call.
+// grpcaddr.Dial accepts only an ipsecca server certificate: a node whose
+// certificate names the server's host cannot pose as the CA.
 func dial(addr string, bundle []byte, pair *Pair, now func() time.Time) (*grpc.ClientConn, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(bundle) {

@@ -71,8 +71,9 @@ func (f *connFlags) resolveAdmin() {
 	}
 }
 
-// dial connects over TLS, verifying the server against caFile and
-// presenting certFile/keyFile when set.
+// dial connects over TLS, verifying the server against caFile (and, in
+// grpcaddr.Dial, that it holds an ipsecca server certificate, not a node's)
+// and presenting certFile/keyFile when set.
 func (f *connFlags) dial() (*grpc.ClientConn, error) {
 	addr := f.server
 	if addr == "" {

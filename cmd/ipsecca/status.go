@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -102,7 +103,8 @@ func orNone(s string) string {
 }
 
 // replicaHealth is the gRPC health status of the node service of the
-// replica at addr: its readiness, which follows the store.
+// replica at addr: its readiness, which follows the store. Like every
+// client, it accepts only an ipsecca server certificate (grpcaddr.Dial).
 func replicaHealth(addr string, caPEM []byte) string {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
@@ -114,7 +116,10 @@ func replicaHealth(addr string, caPEM []byte) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: ipseccav1.NodeService_ServiceDesc.ServiceName})
-	if err != nil {
+	switch {
+	case err != nil && strings.Contains(err.Error(), grpcaddr.NotServer):
+		return "REFUSED: " + grpcaddr.NotServer // something else answers at the replica's address
+	case err != nil:
 		return "UNREACHABLE"
 	}
 	return resp.GetStatus().String()

@@ -1,11 +1,14 @@
 // Package grpcaddr dials the CA service at one address or at several
-// replicas' addresses, so clients fail over on their own.
+// replicas' addresses, so clients fail over on their own, and accepts only
+// a server presenting an ipsecca server certificate.
 package grpcaddr
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -33,17 +36,62 @@ func Split(list string) ([]string, error) {
 	return out, nil
 }
 
+// ServerOU is the subject OU the CA puts in its own service certificate
+// (ca.Authority.IssueService, kind "server"). Node certificates get a subject
+// the CA builds without any OU, so no node can present one, whatever its name.
+const ServerOU = "ipsecca server"
+
+// NotServer is in the error of a refused server: gRPC keeps only the text
+// of a handshake error, so callers that must tell this case apart match it.
+const NotServer = "is not an ipsecca server certificate"
+
+// VerifyServerKind refuses a server whose leaf certificate is not an
+// ipsecca server certificate. Node certificates chain to the same root and
+// carry serverAuth (libreswan may need it), so a node enrolled under the
+// server's host name (say "localhost") passes chain and name checks: only
+// the certificate's kind tells it from the CA. Use it as a client's
+// tls.Config.VerifyConnection, which runs after those checks.
+func VerifyServerKind(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("the server presented no certificate: refusing to talk to it")
+	}
+	leaf := cs.PeerCertificates[0]
+	if !slices.Contains(leaf.Subject.OrganizationalUnit, ServerOU) {
+		// No quotes: gRPC quotes the handshake error once more.
+		return fmt.Errorf("the server's certificate %s (subject %s, without OU=%s): refusing to talk to it",
+			NotServer, leaf.Subject.String(), ServerOU)
+	}
+	return nil
+}
+
+// RequireServer returns a copy of cfg that also runs VerifyServerKind, after
+// cfg's own VerifyConnection when it has one.
+func RequireServer(cfg *tls.Config) *tls.Config {
+	cfg = cfg.Clone()
+	prev := cfg.VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if prev != nil {
+			if err := prev(cs); err != nil {
+				return err
+			}
+		}
+		return VerifyServerKind(cs)
+	}
+	return cfg
+}
+
 // Dial returns a lazy TLS connection to list: one host:port (a DNS name
 // with several records is tried record by record), or several
 // comma-separated replicas, spread over round-robin and skipped while
 // down. Each address is verified under its own host name; cfg.ServerName
-// is ignored.
+// is ignored. Only a server presenting an ipsecca server certificate is
+// accepted (RequireServer).
 func Dial(list string, cfg *tls.Config) (*grpc.ClientConn, error) {
 	addrs, err := Split(list)
 	if err != nil {
 		return nil, err
 	}
-	cfg = cfg.Clone()
+	cfg = RequireServer(cfg)
 	if len(addrs) == 1 {
 		host, _, _ := net.SplitHostPort(addrs[0])
 		cfg.ServerName = host

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"math/big"
 	"net"
 	"strings"
@@ -42,33 +43,88 @@ func TestSplit(t *testing.T) {
 	}
 }
 
-// A client given a dead replica first and a live one second reaches the
-// live one, verifying it under its own address.
-func TestDialFailsOver(t *testing.T) {
+// testPKI is a root and leaves issued like ipsecca's profile (serverAuth and
+// clientAuth for every kind); only the subject tells a server from a node.
+type testPKI struct {
+	key  *ecdsa.PrivateKey
+	root *x509.Certificate
+	pool *x509.CertPool
+	n    int64
+}
+
+func newTestPKI(t *testing.T) *testPKI {
+	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{Organization: []string{"ipsecca"}, CommonName: "ipsecca root"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, _ := x509.ParseCertificate(der)
-	srv := grpc.NewServer(grpc.Creds(credentials.NewServerTLSFromCert(&tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key})))
-	healthpb.RegisterHealthServer(srv, health.NewServer())
-	live, err := net.Listen("tcp", "127.0.0.1:0")
+	root, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(root)
+	return &testPKI{key: key, root: root, pool: pool, n: 1}
+}
+
+// leaf issues a certificate for 127.0.0.1 and localhost with subject O=ipsecca, OU=ou (none when
+// empty), CN=cn.
+func (p *testPKI) leaf(t *testing.T, ou, cn string) *tls.Certificate {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p.n++
+	subj := pkix.Name{Organization: []string{"ipsecca"}, CommonName: cn}
+	if ou != "" {
+		subj.OrganizationalUnit = []string{ou}
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(p.n), Subject: subj, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.root, key.Public(), p.key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	go srv.Serve(live)
-	defer srv.Stop()
+	leaf, _ := x509.ParseCertificate(der)
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+}
+
+// serve runs a gRPC health server presenting cert on a loopback port.
+func serve(t *testing.T, cert *tls.Certificate) string {
+	t.Helper()
+	srv := grpc.NewServer(grpc.Creds(credentials.NewServerTLSFromCert(cert)))
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(srv.Stop)
+	return l.Addr().String()
+}
+
+func check(addr string, cfg *tls.Config) error {
+	conn, err := Dial(addr, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	return err
+}
+
+// A client given a dead replica first and a live one second reaches the
+// live one, verifying it under its own address.
+func TestDialFailsOver(t *testing.T) {
+	p := newTestPKI(t)
+	live := serve(t, p.leaf(t, ServerOU, "ipsecca-server"))
 	dead, _ := net.Listen("tcp", "127.0.0.1:0")
 	deadAddr := dead.Addr().String()
 	dead.Close()
 
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	conn, err := Dial(deadAddr+","+live.Addr().String(), &tls.Config{RootCAs: pool, ServerName: "ignored.example"})
+	conn, err := Dial(deadAddr+","+live, &tls.Config{RootCAs: p.pool, ServerName: "ignored.example"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,5 +135,73 @@ func TestDialFailsOver(t *testing.T) {
 		if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
 			t.Fatalf("call %d with the first replica down: %v", i, err)
 		}
+	}
+}
+
+const refusal = "is not an ipsecca server certificate"
+
+// TestVerifyServerKind: only a leaf with OU exactly "ipsecca server" passes; a node's, an admin's,
+// a look-alike OU and no certificate at all are refused with the reason.
+func TestVerifyServerKind(t *testing.T) {
+	p := newTestPKI(t)
+	for _, tc := range []struct {
+		name, ou string
+		ok       bool
+	}{
+		{"server", ServerOU, true},
+		{"node", "", false},
+		{"admin", "ipsecca admin", false},
+		{"look-alike", "ipsecca server ", false},
+		{"case", "IPsecCA Server", false},
+	} {
+		leaf := p.leaf(t, tc.ou, "localhost").Leaf
+		err := VerifyServerKind(tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf}})
+		if tc.ok != (err == nil) {
+			t.Errorf("%s (OU %q): %v", tc.name, tc.ou, err)
+		}
+		if err != nil && (!strings.Contains(err.Error(), refusal) || !strings.Contains(err.Error(), "CN=localhost") ||
+			!strings.Contains(err.Error(), "refusing to talk to it")) {
+			t.Errorf("%s: error %q does not say what and why", tc.name, err)
+		}
+	}
+	if err := VerifyServerKind(tls.ConnectionState{}); err == nil {
+		t.Error("no certificate at all was accepted")
+	}
+}
+
+// TestDialRefusesNodeCertificate: a node certificate from the same CA, valid for the dialled name and
+// carrying serverAuth, does not pass for the CA server; the server's own does.
+func TestDialRefusesNodeCertificate(t *testing.T) {
+	p := newTestPKI(t)
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: p.pool}
+	for _, host := range []string{"127.0.0.1", "localhost"} {
+		_, port, _ := net.SplitHostPort(serve(t, p.leaf(t, "", "localhost")))
+		err := check(net.JoinHostPort(host, port), cfg)
+		if err == nil || !strings.Contains(err.Error(), refusal) {
+			t.Errorf("node certificate at %s: %v, want a refusal", host, err)
+		}
+		_, port, _ = net.SplitHostPort(serve(t, p.leaf(t, ServerOU, "ipsecca-server")))
+		if err := check(net.JoinHostPort(host, port), cfg); err != nil {
+			t.Errorf("server certificate at %s: %v", host, err)
+		}
+	}
+	// Several replicas take the same path.
+	node, srv := serve(t, p.leaf(t, "", "localhost")), serve(t, p.leaf(t, ServerOU, "ipsecca-server"))
+	if err := check(node+","+node, cfg); err == nil || !strings.Contains(err.Error(), refusal) {
+		t.Errorf("node certificate behind a replica list: %v, want a refusal", err)
+	}
+	if err := check(srv+","+srv, cfg); err != nil {
+		t.Errorf("server certificate behind a replica list: %v", err)
+	}
+}
+
+// TestRequireServerKeepsCallerCheck: a caller's own VerifyConnection still runs, first.
+func TestRequireServerKeepsCallerCheck(t *testing.T) {
+	p := newTestPKI(t)
+	called := false
+	cfg := RequireServer(&tls.Config{VerifyConnection: func(tls.ConnectionState) error { called = true; return nil }})
+	node := p.leaf(t, "", "localhost").Leaf
+	if err := cfg.VerifyConnection(tls.ConnectionState{PeerCertificates: []*x509.Certificate{node}}); err == nil || !called {
+		t.Fatalf("called=%v err=%v", called, err)
 	}
 }
