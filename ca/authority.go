@@ -26,6 +26,9 @@ type Store interface {
 	Issue(ctx context.Context, is store.Issuance) error
 	AppendEvent(ctx context.Context, ev store.Event) error
 	RevokeNode(ctx context.Context, node string, at time.Time, ev store.Event) (int, error)
+	ReadmitNode(ctx context.Context, node string, ev store.Event) error
+	ForgetNode(ctx context.Context, node string, at time.Time, ev store.Event) ([]string, error)
+	RevokeCert(ctx context.Context, serial string, at time.Time, ev store.Event) (*store.Cert, error)
 	Revoked(ctx context.Context) ([]*store.Cert, error)
 }
 
@@ -54,6 +57,9 @@ type Authority struct {
 
 	rotateAfter func(notBefore, notAfter time.Time, serial string) time.Time
 	kek         KEK
+
+	crl        crlCache
+	anonDenied sampler
 }
 
 // New returns an Authority signing with root.
@@ -84,6 +90,10 @@ type Caller struct {
 	Node   string
 	CN     string
 	Serial string
+	// SupersededBy is set when the certificate is no longer the active
+	// one: Authenticate then also returns a certificate-superseded denial,
+	// and only a Renew retry (Authority.Renew) may go on with it.
+	SupersededBy string
 }
 
 // String names the caller for logs and audit records.
@@ -109,7 +119,17 @@ func (a *Authority) Authenticate(ctx context.Context, leaf *x509.Certificate) (C
 	if !a.clock.Now().Before(rec.NotAfter) {
 		return Caller{}, deny(ErrUnauthenticated, ReasonCallerExpired, "the client certificate (serial %s) has expired; enrol again with a new token", serial)
 	}
-	return Caller{Kind: rec.Kind, Node: rec.Node, CN: rec.CommonName, Serial: rec.Serial}, nil
+	caller := Caller{Kind: rec.Kind, Node: rec.Node, CN: rec.CommonName, Serial: rec.Serial}
+	if rec.State == store.StateSuperseded {
+		caller.SupersededBy = rec.SupersededBy
+		return caller, deny(ErrUnauthenticated, ReasonCallerSuperseded,
+			"the client certificate (serial %s) was superseded by %s; only the %s's active certificate authenticates",
+			serial, rec.SupersededBy, rec.Kind)
+	}
+	if rec.State != store.StateActive {
+		return Caller{}, deny(ErrUnauthenticated, ReasonCallerUnknown, "the client certificate (serial %s) is %s", serial, rec.State)
+	}
+	return caller, nil
 }
 
 // CreateToken makes a single-use bootstrap token admitting node to a
@@ -120,6 +140,7 @@ func (a *Authority) CreateToken(ctx context.Context, node, cn string, ttl time.D
 	if cn == "" {
 		cn = node
 	}
+	node, cn = store.CanonicalName(node), store.CanonicalName(cn)
 	for _, name := range []string{node, cn} {
 		if HasOVSPrefix(name) {
 			return "", nil, deny(ErrInvalidRequest, ReasonCNForbiddenOVS, "the name %q starts with \"ovs_\": ovs-monitor-ipsec owns and deletes NSS entries in that namespace", name)
@@ -151,6 +172,10 @@ func (a *Authority) CreateToken(ctx context.Context, node, cn string, ttl time.D
 	ev := store.Event{Time: now, Type: store.EventTokenCreated, Actor: actor, Node: node,
 		Detail: map[string]string{"token_id": id, "common_name": cn, "expires_at": rec.ExpiresAt.Format(time.RFC3339)}}
 	if err := a.st.PutToken(ctx, rec, ev); err != nil {
+		if errors.Is(err, store.ErrNodeRevoked) {
+			return "", nil, deny(ErrFailedPrecondition, ReasonNodeRevoked,
+				"node %q is revoked: re-admit it first (ipsecca node readmit %s); tokens made before that stay void", node, node)
+		}
 		return "", nil, err
 	}
 	a.log.Info("token created", "token_id", id, "node", node, "cn", cn, "expires_at", rec.ExpiresAt, "actor", actor)
@@ -159,26 +184,76 @@ func (a *Authority) CreateToken(ctx context.Context, node, cn string, ttl time.D
 
 // EnrollWithToken issues a node certificate for csrPEM to the node the
 // bootstrap token admits, consuming the token in the same transaction.
+//
+// Enrolment is idempotent: a token already used returns the certificate it
+// was used for when the CSR proves the same key and that certificate is
+// still the node's active one (the reply to the first call was lost).
+//
+// Calls that fail before the token is recognised (malformed, unknown, wrong
+// secret) cost no audit record: anyone can make them. They are counted by
+// the caller's metrics and logged in sampled form.
 func (a *Authority) EnrollWithToken(ctx context.Context, token string, csrPEM []byte) (*store.Cert, error) {
 	id, secret, err := ParseToken(token)
 	if err != nil {
-		return nil, a.denied(ctx, "token", "", err)
+		return nil, a.anonymous("", err)
 	}
 	actor := "token:" + id
 	tok, err := a.st.Token(ctx, id)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && !secretMatches(secret, tok.SecretHash)) {
-		return nil, a.denied(ctx, actor, "", deny(ErrUnauthenticated, ReasonTokenInvalid, "the bootstrap token is not valid"))
+		return nil, a.anonymous(id, deny(ErrUnauthenticated, ReasonTokenInvalid, "the bootstrap token is not valid"))
 	}
 	if err != nil {
 		return nil, err
 	}
 	if !tok.UsedAt.IsZero() {
-		return nil, a.denied(ctx, actor, tok.Node, deny(ErrUnauthenticated, ReasonTokenUsed, "the bootstrap token was already used (tokens are single-use); ask an admin for a new one"))
+		return a.enrolledBefore(ctx, tok, csrPEM)
 	}
 	if !a.clock.Now().Before(tok.ExpiresAt) {
 		return nil, a.denied(ctx, actor, tok.Node, deny(ErrUnauthenticated, ReasonTokenExpired, "the bootstrap token expired at %s; ask an admin for a new one", tok.ExpiresAt.Format(time.RFC3339)))
 	}
-	return a.issueNode(ctx, NodeRequest{CSRPEM: csrPEM, Identity: Identity{Node: tok.Node, CN: tok.CommonName}, Via: "token", Actor: actor, TokenID: id}, store.EventEnrolled)
+	rec, err := a.issueNode(ctx, NodeRequest{CSRPEM: csrPEM, Identity: Identity{Node: tok.Node, CN: tok.CommonName}, Via: "token", Actor: actor, TokenID: id}, store.EventEnrolled)
+	var de *DenyError
+	if errors.As(err, &de) && de.Reason == ReasonTokenUsed {
+		// Used meanwhile, by a concurrent call with this token.
+		if tok, terr := a.st.Token(ctx, id); terr == nil && !tok.UsedAt.IsZero() {
+			return a.enrolledBefore(ctx, tok, csrPEM)
+		}
+	}
+	return rec, err
+}
+
+// enrolledBefore answers a used token: the certificate it was used for when
+// csrPEM proves that certificate's key and it is still the node's active
+// one; token-used otherwise.
+func (a *Authority) enrolledBefore(ctx context.Context, tok *store.Token, csrPEM []byte) (*store.Cert, error) {
+	actor := "token:" + tok.ID
+	used := deny(ErrUnauthenticated, ReasonTokenUsed, "the bootstrap token was already used (tokens are single-use); ask an admin for a new one")
+	rec, err := a.st.Cert(ctx, tok.UsedFor)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, a.denied(ctx, actor, tok.Node, used)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !a.sameKey(csrPEM, rec) || rec.StateAt(a.clock.Now()) != store.StateActive {
+		return nil, a.denied(ctx, actor, tok.Node, used)
+	}
+	a.log.Info("enrolment retried: returning the certificate already issued for this token and key", "node", rec.Node, "serial", rec.Serial, "token_id", tok.ID)
+	return rec, nil
+}
+
+// sameKey reports whether csrPEM is a validly signed CSR for rec's public key.
+func (a *Authority) sameKey(csrPEM []byte, rec *store.Cert) bool {
+	csr, err := ParseCSR(csrPEM)
+	if err != nil || csr.CheckSignature() != nil {
+		return false
+	}
+	cert, err := x509.ParseCertificate(rec.DER)
+	if err != nil {
+		return false
+	}
+	pub, ok := csr.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && pub.Equal(cert.PublicKey)
 }
 
 // Renew issues a new certificate for the caller's own node; the caller
@@ -187,7 +262,32 @@ func (a *Authority) Renew(ctx context.Context, caller Caller, csrPEM []byte) (*s
 	if caller.Kind != store.KindNode {
 		return nil, a.denied(ctx, caller.String(), "", deny(ErrPermissionDenied, ReasonCallerNotNode, "only node certificates can renew; this is a %s certificate", caller.Kind))
 	}
+	if caller.SupersededBy != "" {
+		return a.renewedBefore(ctx, caller, csrPEM)
+	}
 	return a.issueNode(ctx, NodeRequest{CSRPEM: csrPEM, Identity: Identity{Node: caller.Node, CN: caller.CN}, Via: "renewal", Actor: "node:" + caller.Node, AuthSerial: caller.Serial}, store.EventRenewed)
+}
+
+// renewedBefore answers a Renew made with a superseded certificate: when
+// that certificate's successor is the node's active one and csrPEM proves
+// the successor's key, the node lost the reply to its renewal and gets the
+// successor again; anything else is certificate-superseded.
+func (a *Authority) renewedBefore(ctx context.Context, caller Caller, csrPEM []byte) (*store.Cert, error) {
+	actor := "node:" + caller.Node
+	superseded := deny(ErrUnauthenticated, ReasonCallerSuperseded,
+		"the client certificate (serial %s) was superseded by %s; only the node's active certificate authenticates", caller.Serial, caller.SupersededBy)
+	next, err := a.st.Cert(ctx, caller.SupersededBy)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, a.denied(ctx, actor, caller.Node, superseded)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if next.Kind != store.KindNode || next.Node != caller.Node || next.StateAt(a.clock.Now()) != store.StateActive || !a.sameKey(csrPEM, next) {
+		return nil, a.denied(ctx, actor, caller.Node, superseded)
+	}
+	a.log.Info("renewal retried: returning the certificate already issued for this key", "node", next.Node, "serial", next.Serial, "superseded", caller.Serial)
+	return next, nil
 }
 
 // NodeRequest is a node certificate request whose identity a front door
@@ -227,6 +327,7 @@ func (a *Authority) IssueForNode(ctx context.Context, req NodeRequest) (*store.C
 
 func (a *Authority) issueNode(ctx context.Context, req NodeRequest, evType string) (*store.Cert, error) {
 	id, actor := req.Identity, req.Actor
+	id.Node, id.CN = store.CanonicalName(id.Node), store.CanonicalName(id.CN)
 	csr, err := ParseCSR(req.CSRPEM)
 	if err != nil {
 		return nil, a.denied(ctx, actor, id.Node, err)
@@ -273,6 +374,20 @@ func (a *Authority) issueNode(ctx context.Context, req NodeRequest, evType strin
 		return nil, a.denied(ctx, actor, id.Node, deny(ErrUnauthenticated, ReasonTokenUsed, "the bootstrap token was already used (tokens are single-use); ask an admin for a new one"))
 	case errors.Is(err, store.ErrNameHeld):
 		return nil, a.denied(ctx, actor, id.Node, deny(ErrConflict, ReasonNameHeld, "the certificate name %q is held by another node", id.CN))
+	case errors.Is(err, store.ErrNodeRevoked):
+		return nil, a.denied(ctx, actor, id.Node, deny(ErrPermissionDenied, ReasonNodeRevoked,
+			"node %q is revoked; it gets no certificate until an admin re-admits it (ipsecca node readmit %s)", id.Node, id.Node))
+	case errors.Is(err, store.ErrTokenVoided):
+		return nil, a.denied(ctx, actor, id.Node, deny(ErrUnauthenticated, ReasonTokenVoided,
+			"the bootstrap token was made before node %q was revoked, which voided it; ask an admin for a new one", id.Node))
+	case errors.Is(err, store.ErrOutcomeUnknown):
+		// The store may have committed it: a read tells.
+		if stored, rerr := a.st.Cert(context.WithoutCancel(ctx), rec.Serial); rerr == nil && string(stored.DER) == string(rec.DER) {
+			a.log.Warn("issue outcome was unknown; the certificate is stored", "node", id.Node, "serial", rec.Serial)
+			break
+		}
+		a.log.Error("issue outcome unknown", "node", id.Node, "serial", rec.Serial, "err", err)
+		return nil, err
 	case err != nil:
 		a.log.Error("issue failed: not stored, not returned", "node", id.Node, "serial", rec.Serial, "err", err)
 		return nil, err
@@ -360,21 +475,116 @@ func (a *Authority) RevokeNode(ctx context.Context, node, reason, actor string) 
 	if err != nil {
 		return 0, err
 	}
+	a.crl.invalidate()
 	a.log.Warn("node revoked", "node", node, "certificates", n, "reason", reason, "actor", actor)
 	return n, nil
+}
+
+// ReadmitNode lets a revoked node get certificates again, through any
+// door, with a token made after this call.
+func (a *Authority) ReadmitNode(ctx context.Context, node, actor string) error {
+	node = store.CanonicalName(node)
+	ev := store.Event{Time: a.clock.Now().UTC(), Type: store.EventNodeReadmitted, Actor: actor, Node: node}
+	if err := a.st.ReadmitNode(ctx, node, ev); err != nil {
+		return notRevoked(node, err)
+	}
+	a.log.Warn("node re-admitted", "node", node, "actor", actor)
+	return nil
+}
+
+// ForgetNode releases the certificate names a revoked node holds, so a
+// re-provisioned chassis may take them; it returns the names released.
+func (a *Authority) ForgetNode(ctx context.Context, node, actor string) ([]string, error) {
+	node = store.CanonicalName(node)
+	now := a.clock.Now().UTC()
+	ev := store.Event{Time: now, Type: store.EventNodeForgotten, Actor: actor, Node: node}
+	names, err := a.st.ForgetNode(ctx, node, now, ev)
+	if err != nil {
+		return nil, notRevoked(node, err)
+	}
+	a.log.Warn("node forgotten: its names are free", "node", node, "names", names, "actor", actor)
+	return names, nil
+}
+
+func notRevoked(node string, err error) error {
+	if errors.Is(err, store.ErrNotRevoked) {
+		return deny(ErrFailedPrecondition, ReasonNodeNotRevoked, "node %q is not revoked (revoke it first: ipsecca node revoke %s)", node, node)
+	}
+	return err
+}
+
+// RotateAdmin issues a new admin certificate for csrPEM to the calling
+// admin; it supersedes the caller's, which then authenticates no more.
+func (a *Authority) RotateAdmin(ctx context.Context, caller Caller, csrPEM []byte) (*store.Cert, error) {
+	if caller.Kind != store.KindAdmin {
+		return nil, deny(ErrPermissionDenied, ReasonCallerNotAdmin, "only an admin certificate can rotate admin credentials")
+	}
+	csr, err := ParseCSR(csrPEM)
+	if err != nil {
+		return nil, err
+	}
+	if err := Evaluate([]Check{{"csr-signature", CheckSignature}, {"key", CheckKey}}, &Request{CSR: csr}); err != nil {
+		return nil, err
+	}
+	return a.IssueService(ctx, store.KindAdmin, caller.Node, csr.PublicKey, nil, nil, AdminCertYears, caller.String())
+}
+
+// RevokeAdmin revokes one admin certificate by serial: it authenticates no
+// more and is listed in the CRL. An admin cannot revoke the certificate it
+// calls with (rotate first), so the CA is never left without an admin.
+func (a *Authority) RevokeAdmin(ctx context.Context, caller Caller, serial, reason string) (*store.Cert, error) {
+	rec, err := a.st.Cert(ctx, serial)
+	if err != nil {
+		return nil, err
+	}
+	if rec.Kind != store.KindAdmin {
+		return nil, deny(ErrInvalidRequest, ReasonNotAdminCert, "certificate %s is a %s certificate; revoke nodes with ipsecca node revoke", serial, rec.Kind)
+	}
+	if serial == caller.Serial {
+		return nil, deny(ErrFailedPrecondition, ReasonRevokeSelf, "certificate %s is the one this call is made with; rotate it first (ipsecca admin rotate)", serial)
+	}
+	now := a.clock.Now().UTC()
+	ev := store.Event{Time: now, Type: store.EventCertRevoked, Actor: caller.String(), Node: rec.Node, Serial: serial, Reason: reason,
+		Detail: map[string]string{"kind": string(rec.Kind)}}
+	rec, err = a.st.RevokeCert(ctx, serial, now, ev)
+	if errors.Is(err, store.ErrRevoked) {
+		return nil, deny(ErrFailedPrecondition, ReasonAlreadyRevoked, "certificate %s is already revoked", serial)
+	}
+	if err != nil {
+		return nil, err
+	}
+	a.crl.invalidate()
+	a.log.Warn("admin certificate revoked", "serial", serial, "admin", rec.Node, "reason", reason, "actor", caller.String())
+	return rec, nil
 }
 
 // CRLValidity is how long a CRL is valid (its NextUpdate).
 const CRLValidity = 7 * 24 * time.Hour
 
 // CRL returns a DER CRL signed by the root listing every revoked
-// certificate that has not expired yet.
+// certificate that has not expired yet. It signs only when the revocation
+// set or the root changed, or the cached CRL is past half its validity;
+// otherwise it answers with the cached one (anyone may ask for it).
 func (a *Authority) CRL(ctx context.Context) ([]byte, error) {
 	revoked, err := a.st.Revoked(ctx)
 	if err != nil {
 		return nil, err
 	}
-	now := a.clock.Now().UTC().Truncate(time.Second)
+	now := a.clock.Now().UTC()
+	key := crlKey(a.Root(), revoked, now)
+	if der, ok := a.crl.get(key, now); ok {
+		return der, nil
+	}
+	der, err := a.signCRL(revoked, now)
+	if err != nil {
+		return nil, err
+	}
+	a.crl.put(key, der, now)
+	return der, nil
+}
+
+func (a *Authority) signCRL(revoked []*store.Cert, now time.Time) ([]byte, error) {
+	now = now.Truncate(time.Second)
 	list := &x509.RevocationList{Number: big.NewInt(now.Unix()), ThisUpdate: now, NextUpdate: now.Add(CRLValidity)}
 	for _, c := range revoked {
 		if !now.Before(c.NotAfter) {

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/ipsecca/ipsecca/store"
 )
 
 // Error classes. A DenyError unwraps to one of them; the gRPC layer maps
@@ -266,16 +268,16 @@ func ValidName(s string) error {
 
 // CheckCNSyntax denies CNs that are not valid node names.
 func CheckCNSyntax(r *Request) error {
-	if err := ValidName(r.CSR.Subject.CommonName); err != nil {
+	if err := ValidName(store.CanonicalName(r.CSR.Subject.CommonName)); err != nil {
 		return deny(ErrInvalidRequest, ReasonCNInvalid, "CSR common name: %v", err)
 	}
 	return nil
 }
 
 // CheckCNIsCallers denies a CN other than the one the caller's credential
-// was issued for.
+// was issued for. Names compare without regard to case, as libreswan's do.
 func CheckCNIsCallers(r *Request) error {
-	if r.CSR.Subject.CommonName != r.Identity.CN {
+	if store.CanonicalName(r.CSR.Subject.CommonName) != store.CanonicalName(r.Identity.CN) {
 		return deny(ErrPermissionDenied, ReasonCNNotCallersNode, "the CSR asks for %q but the credential is for %q (node %q)", r.CSR.Subject.CommonName, r.Identity.CN, r.Identity.Node)
 	}
 	return nil
@@ -288,7 +290,7 @@ func CheckSANs(r *Request) error {
 		return deny(ErrInvalidRequest, ReasonSANNotAllowed, "the CSR requests %d IP, e-mail or URI SANs; only DNS:%s is allowed", n, c.Subject.CommonName)
 	}
 	for _, d := range c.DNSNames {
-		if d != c.Subject.CommonName {
+		if !strings.EqualFold(d, c.Subject.CommonName) {
 			return deny(ErrInvalidRequest, ReasonSANNotAllowed, "the CSR requests SAN DNS:%.80q; only DNS:%s (the node's own name) is allowed", d, c.Subject.CommonName)
 		}
 	}

@@ -41,9 +41,16 @@ func TestAuthorizationMatrix(t *testing.T) {
 	eleaf, _ := x509.ParseCertificate(erec.DER)
 	expired := &tls.Certificate{Certificate: [][]byte{erec.DER}, PrivateKey: ekey, Leaf: eleaf}
 	other := startCA(t).enrollNode(t, "node-a")
-	admin := c.admin(t)
+	// Superseded credentials: a node's first certificate after it enrolled
+	// again, and the admin certificate before an admin rotation.
+	superseded := c.enrollNode(t, "node-s")
+	c.enrollNode(t, "node-s")
+	oldAdmin := c.admin(t)
+	admin := c.rotateAdmin(t, oldAdmin)
+	// Enrolment with a valid token is for a node of its own (node-t): an
+	// enrolment of node-a would supersede the certificate node A calls with.
 	tokA := func() string {
-		tok, _, err := c.in.Authority.CreateToken(ctx, "node-a", "", 0, "test")
+		tok, _, err := c.in.Authority.CreateToken(ctx, "node-t", "", 0, "test")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -58,6 +65,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	csrA := csrFor(t, key, "node-a")
+	csrT := csrFor(t, key, "node-t")
 	c.clock.Add(11 * time.Minute)
 
 	type caller struct {
@@ -74,14 +82,19 @@ func TestAuthorizationMatrix(t *testing.T) {
 		"expired":          {cert: expired},
 		"other CA":         {cert: other},
 		"admin":            {cert: admin},
+		"superseded":       {cert: superseded},
+		"superseded admin": {cert: oldAdmin},
 	}
 	const pass = codes.Code(1000)
 	U, P, OK := codes.Unauthenticated, codes.PermissionDenied, codes.OK
 	node := func(self codes.Code) map[string]codes.Code { // node-only calls
-		return map[string]codes.Code{"anonymous": U, "valid token": U, "wrong-node token": U, "node A": self, "node B": pass, "revoked": U, "expired": U, "other CA": U, "admin": P}
+		return map[string]codes.Code{"anonymous": U, "valid token": U, "wrong-node token": U, "node A": self, "node B": pass, "revoked": U, "expired": U, "other CA": U, "admin": P,
+			"superseded": U, "superseded admin": U}
 	}
-	adminOnly := map[string]codes.Code{"anonymous": U, "valid token": U, "wrong-node token": U, "node A": P, "node B": P, "revoked": U, "expired": U, "other CA": U, "admin": pass}
-	public := map[string]codes.Code{"anonymous": OK, "valid token": OK, "wrong-node token": OK, "node A": OK, "node B": OK, "revoked": OK, "expired": OK, "other CA": OK, "admin": OK}
+	adminOnly := map[string]codes.Code{"anonymous": U, "valid token": U, "wrong-node token": U, "node A": P, "node B": P, "revoked": U, "expired": U, "other CA": U, "admin": pass,
+		"superseded": U, "superseded admin": U}
+	public := map[string]codes.Code{"anonymous": OK, "valid token": OK, "wrong-node token": OK, "node A": OK, "node B": OK, "revoked": OK, "expired": OK, "other CA": OK, "admin": OK,
+		"superseded": OK, "superseded admin": OK}
 	renew := node(OK)
 	renew["node B"] = P // node B asking for node A's name
 	table := []struct {
@@ -89,19 +102,16 @@ func TestAuthorizationMatrix(t *testing.T) {
 		want map[string]codes.Code
 		call func(conn *grpc.ClientConn, cl caller) error
 	}{
-		{"Enroll", map[string]codes.Code{"anonymous": U, "valid token": OK, "wrong-node token": P, "node A": U, "node B": U, "revoked": U, "expired": U, "other CA": U, "admin": U},
+		{"Enroll", map[string]codes.Code{"anonymous": U, "valid token": OK, "wrong-node token": P, "node A": U, "node B": U, "revoked": U, "expired": U, "other CA": U, "admin": U,
+			"superseded": U, "superseded admin": U},
 			func(conn *grpc.ClientConn, cl caller) error {
 				tok := ""
 				if cl.token != nil {
 					tok = cl.token()
 				}
-				_, err := ipseccav1.NewNodeServiceClient(conn).Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok, CsrPem: csrA})
+				_, err := ipseccav1.NewNodeServiceClient(conn).Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok, CsrPem: csrT})
 				return err
 			}},
-		{"Renew", renew, func(conn *grpc.ClientConn, _ caller) error {
-			_, err := ipseccav1.NewNodeServiceClient(conn).Renew(ctx, &ipseccav1.RenewRequest{CsrPem: csrA})
-			return err
-		}},
 		{"GetCABundle", public, func(conn *grpc.ClientConn, _ caller) error {
 			_, err := ipseccav1.NewNodeServiceClient(conn).GetCABundle(ctx, &ipseccav1.GetCABundleRequest{})
 			return err
@@ -180,6 +190,22 @@ func TestAuthorizationMatrix(t *testing.T) {
 			_, err := a.GetStatus(ctx, &ipseccav1.GetStatusRequest{})
 			return err
 		},
+		"ReadmitNode": func(a ipseccav1.AdminServiceClient) error {
+			_, err := a.ReadmitNode(ctx, &ipseccav1.ReadmitNodeRequest{Node: "nobody"})
+			return err
+		},
+		"ForgetNode": func(a ipseccav1.AdminServiceClient) error {
+			_, err := a.ForgetNode(ctx, &ipseccav1.ForgetNodeRequest{Node: "nobody"})
+			return err
+		},
+		"RotateAdmin": func(a ipseccav1.AdminServiceClient) error {
+			_, err := a.RotateAdmin(ctx, &ipseccav1.RotateAdminRequest{CsrPem: []byte("not a CSR")})
+			return err
+		},
+		"RevokeAdmin": func(a ipseccav1.AdminServiceClient) error {
+			_, err := a.RevokeAdmin(ctx, &ipseccav1.RevokeAdminRequest{Serial: "abc"})
+			return err
+		},
 	}
 	for name, fn := range adminCalls {
 		table = append(table, struct {
@@ -188,6 +214,16 @@ func TestAuthorizationMatrix(t *testing.T) {
 			call func(conn *grpc.ClientConn, cl caller) error
 		}{name, adminOnly, func(conn *grpc.ClientConn, _ caller) error { return fn(ipseccav1.NewAdminServiceClient(conn)) }})
 	}
+	// Last: node A's successful renewal supersedes the certificate the
+	// rows above call with.
+	table = append(table, struct {
+		rpc  string
+		want map[string]codes.Code
+		call func(conn *grpc.ClientConn, cl caller) error
+	}{"Renew", renew, func(conn *grpc.ClientConn, _ caller) error {
+		_, err := ipseccav1.NewNodeServiceClient(conn).Renew(ctx, &ipseccav1.RenewRequest{CsrPem: csrA})
+		return err
+	}})
 	covered := map[string]bool{}
 	for _, row := range table {
 		covered[row.rpc] = true

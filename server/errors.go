@@ -45,6 +45,8 @@ func toStatus(log *slog.Logger, err error) error {
 			code = codes.Unauthenticated
 		case errors.Is(err, ca.ErrConflict):
 			code = codes.AlreadyExists
+		case errors.Is(err, ca.ErrFailedPrecondition):
+			code = codes.FailedPrecondition
 		}
 		st := status.New(code, "denied ("+string(de.Reason)+"): "+de.Detail)
 		if withInfo, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: string(de.Reason), Domain: ErrorDomain}); derr == nil {
@@ -55,6 +57,10 @@ func toStatus(log *slog.Logger, err error) error {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return status.Error(codes.NotFound, "not found")
+	case errors.Is(err, store.ErrOutcomeUnknown):
+		log.Error("store write outcome unknown", "err", err)
+		return status.Error(codes.Unavailable, "the CA's store lost the answer to its write: the certificate may have been "+
+			"issued; retry with the same token or certificate and the same key, and the CA returns it if it was")
 	case errors.Is(err, store.ErrUnavailable):
 		log.Error("store unavailable", "err", err)
 		return status.Error(codes.Unavailable, "the CA's store cannot take writes right now; nothing was issued; retry later")

@@ -5,15 +5,18 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/pem"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/ipsecca/ipsecca/ca"
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 	"github.com/ipsecca/ipsecca/store"
 )
@@ -37,7 +40,12 @@ func (s nodeService) Enroll(ctx context.Context, req *ipseccav1.EnrollRequest) (
 	if len(req.GetCsrPem()) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "csr_pem is empty")
 	}
-	// Limit per token id: a token belongs to one node.
+	// Limit per token id (a token belongs to one node) and, for calls no
+	// token vouches for, per peer address: the id is the caller's choice.
+	peerAddr := peerHost(ctx)
+	if err := s.limit.allowPeer(peerAddr); err != nil {
+		return nil, err
+	}
 	id, _, _ := strings.Cut(req.GetToken(), ".")
 	if err := s.limit.allow("token " + trunc(id, 16)); err != nil {
 		return nil, err
@@ -46,6 +54,9 @@ func (s nodeService) Enroll(ctx context.Context, req *ipseccav1.EnrollRequest) (
 	rec, err := s.auth.EnrollWithToken(ctx, req.GetToken(), req.GetCsrPem())
 	s.observe("token", start, err)
 	if err != nil {
+		if ca.ReasonOf(err) == ca.ReasonTokenInvalid {
+			s.limit.failed(peerAddr)
+		}
 		return nil, s.toStatus(err)
 	}
 	return s.issueResponse(rec), nil
@@ -71,6 +82,19 @@ func (s nodeService) Renew(ctx context.Context, req *ipseccav1.RenewRequest) (*i
 func (s nodeService) GetCABundle(context.Context, *ipseccav1.GetCABundleRequest) (*ipseccav1.CABundle, error) {
 	root := s.auth.Root()
 	return &ipseccav1.CABundle{Pem: root.BundlePEM, Sha256Fingerprint: root.Fingerprint()}, nil
+}
+
+// peerHost is the caller's IP address ("" when unknown).
+func peerHost(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(p.Addr.String())
+	if err != nil {
+		return p.Addr.String()
+	}
+	return host
 }
 
 func trunc(s string, n int) string {

@@ -231,7 +231,7 @@ func (s adminService) RevokeNode(ctx context.Context, req *ipseccav1.RevokeNodeR
 	caller, _ := CallerFrom(ctx)
 	n, err := s.auth.RevokeNode(ctx, req.GetNode(), req.GetReason(), caller.String())
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, status.Errorf(codes.NotFound, "node %q has no certificate to revoke", req.GetNode())
+		return nil, status.Errorf(codes.NotFound, "node %q is already revoked and has no certificate left to revoke", req.GetNode())
 	}
 	if err != nil {
 		return nil, s.toStatus(err)

@@ -33,6 +33,10 @@ type Authority interface {
 	Root() *ca.Root
 	RenewRoot(ctx context.Context, actor string) (*ca.Root, error)
 	RevokeNode(ctx context.Context, node, reason, actor string) (int, error)
+	ReadmitNode(ctx context.Context, node, actor string) error
+	ForgetNode(ctx context.Context, node, actor string) ([]string, error)
+	RotateAdmin(ctx context.Context, caller ca.Caller, csrPEM []byte) (*store.Cert, error)
+	RevokeAdmin(ctx context.Context, caller ca.Caller, serial, reason string) (*store.Cert, error)
 	CRL(ctx context.Context) ([]byte, error)
 	Record(ctx context.Context, ev store.Event) error
 }

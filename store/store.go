@@ -28,6 +28,15 @@ var (
 	ErrUnavailable = errors.New("store: unavailable")
 	// ErrRevoked: the credential of the request was revoked.
 	ErrRevoked = errors.New("store: credential revoked")
+	// ErrNodeRevoked: the node was revoked and has not been re-admitted.
+	ErrNodeRevoked = errors.New("store: node revoked")
+	// ErrTokenVoided: the token was created before its node was revoked.
+	ErrTokenVoided = errors.New("store: token voided by a revocation")
+	// ErrNotRevoked: the operation needs a revoked node (readmit, forget).
+	ErrNotRevoked = errors.New("store: node not revoked")
+	// ErrOutcomeUnknown: a commit was sent but its outcome is unknown (a
+	// replicated store lost its answer); it may or may not have applied.
+	ErrOutcomeUnknown = errors.New("store: outcome of the write unknown")
 )
 
 // Kind says what a certificate is for.
@@ -99,6 +108,9 @@ type Token struct {
 	CreatedBy  string    `json:"created_by"`
 	UsedAt     time.Time `json:"used_at,omitzero"`
 	UsedFor    string    `json:"used_for,omitempty"` // serial issued with it
+	// Epoch is the node's revocation epoch when the token was made: a
+	// revocation moves the node to the next epoch, which voids the token.
+	Epoch uint64 `json:"epoch,omitempty"`
 }
 
 // CA is the signing material of the certificate authority.
@@ -148,6 +160,12 @@ const (
 	EventInventoryChanged  = "node.inventory_changed"
 	EventNodeRevoked       = "node.revoked"
 	EventBundleValidated   = "bundle.validated"
+	EventNodeReadmitted    = "node.readmitted"
+	EventNodeForgotten     = "node.forgotten"
+	EventCertRevoked       = "cert.revoked" // one certificate (an admin's)
+	// EventNameClash: a schema migration found names that differ only in
+	// case held by two nodes; the first in key order kept the name.
+	EventNameClash = "store.name_clash"
 )
 
 // Notice reports whether events of type t must reach every replica of a
@@ -156,7 +174,8 @@ const (
 // replicas need not follow every audit event.
 func Notice(t string) bool {
 	switch t {
-	case EventRotationDue, EventRotationOverdue, EventRotationForced, EventNodeRevoked, EventCARenewed, EventCAKeySealed:
+	case EventRotationDue, EventRotationOverdue, EventRotationForced, EventNodeRevoked, EventCertRevoked, EventCARenewed,
+		EventCAKeySealed:
 		return true
 	}
 	return false
@@ -189,6 +208,36 @@ type NodeInfo struct {
 	CommonName string           `json:"common_name"`
 	Inventory  []InventoryEntry `json:"inventory,omitempty"`
 	ReportedAt time.Time        `json:"reported_at,omitzero"`
+	// Revoked: the node gets no certificate, through any door, until an
+	// admin re-admits it (ReadmitNode).
+	Revoked   bool      `json:"revoked,omitempty"`
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	// Epoch counts the node's revocations; a token made in an earlier
+	// epoch is void.
+	Epoch uint64 `json:"epoch,omitempty"`
+	// ForgottenAt is when an admin released the node's names (ForgetNode).
+	ForgottenAt time.Time `json:"forgotten_at,omitzero"`
+}
+
+// CheckToken reports whether tok may still admit n (nil when the node has
+// no record yet): ErrNodeRevoked or ErrTokenVoided otherwise. Both
+// engines call it inside the issuing transaction.
+func (n *NodeInfo) CheckToken(tok *Token) error {
+	switch {
+	case n == nil:
+		return nil
+	case n.Revoked:
+		return fmt.Errorf("%w: node %q", ErrNodeRevoked, n.Name)
+	case tok != nil && tok.Epoch != n.Epoch:
+		return fmt.Errorf("%w: token %s of node %q", ErrTokenVoided, tok.ID, n.Name)
+	}
+	return nil
+}
+
+// Revoke moves n to revoked in the next epoch at t.
+func (n *NodeInfo) Revoke(t time.Time) {
+	n.Revoked, n.RevokedAt = true, t.UTC()
+	n.Epoch++
 }
 
 // InventoryEntry is one entry of a node's NSS database.
@@ -410,4 +459,31 @@ func (c *Cert) Reschedule(at time.Time) error {
 	}
 	c.RotateAfter, c.DueReason = at.UTC(), "forced"
 	return nil
+}
+
+// RevokeDetail is the audit detail of a node revocation: the certificates
+// it revoked and the epoch it moved the node to (tokens of earlier epochs
+// are void), added to d.
+func RevokeDetail(d map[string]string, certs int, epoch uint64) map[string]string {
+	if d == nil {
+		d = map[string]string{}
+	}
+	d["certificates"] = fmt.Sprint(certs)
+	d["epoch"] = fmt.Sprint(epoch)
+	d["unused_tokens"] = "void"
+	return d
+}
+
+// CanonicalName is the form in which node and certificate names are
+// stored and compared: lower case, since libreswan compares IDs without
+// regard to case.
+func CanonicalName(name string) string { return strings.ToLower(name) }
+
+// ForgetDetail is the audit detail of ForgetNode: the names it released.
+func ForgetDetail(d map[string]string, released []string) map[string]string {
+	if d == nil {
+		d = map[string]string{}
+	}
+	d["released"] = strings.Join(released, ",")
+	return d
 }

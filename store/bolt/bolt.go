@@ -27,7 +27,7 @@
 //	nodes/                                                 (schema 2)
 //	    <node>           -> JSON store.NodeInfo (reported NSS inventory)
 //	names/
-//	    <common name>    -> node identity holding it
+//	    <common name>    -> node identity holding it (lower case from schema 3)
 //	tokens/
 //	    <token id>       -> JSON store.Token (secret hash only)
 //	events/
@@ -103,6 +103,8 @@ var migrations = []func(tx *bbolt.Tx) error{
 		}
 		return nil
 	},
+	// 2 -> 3: certificate names in canonical (lower-case) form.
+	lowerNames,
 }
 
 // SchemaVersion is the schema version this code writes.

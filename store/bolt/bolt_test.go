@@ -63,6 +63,11 @@ func TestMigrations(t *testing.T) {
 				}
 			}
 		},
+		func(t *testing.T, tx *bbolt.Tx) { // 2 -> 3: TestMigrateLowerNames has the data
+			if tx.Bucket(bucketNames) == nil {
+				t.Error("names bucket missing after step 3")
+			}
+		},
 	}
 	if len(steps) != len(migrations) {
 		t.Fatalf("%d migrations but %d step tests: add a test for the new step", len(migrations), len(steps))
@@ -202,4 +207,46 @@ func TestAuditChainDetectsTampering(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "record 11") {
 		t.Fatalf("tampering not reported at record 11: %v", err)
 	}
+}
+
+// TestMigrateLowerNames: schema 3 stores held names in lower case, so a
+// name held as "0A1B…" before is held as "0a1b…"; two nodes holding names
+// that differ only in case keep one and the clash is audited.
+func TestMigrateLowerNames(t *testing.T) {
+	db, err := bbolt.Open(filepath.Join(t.TempDir(), "m.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	const upper, lower = "0A1B2C3D-0000-4000-8000-00000000ABCD", "0a1b2c3d-0000-4000-8000-00000000abcd"
+	err = db.Update(func(tx *bbolt.Tx) error {
+		for _, m := range migrations[:2] {
+			if err := m(tx); err != nil {
+				return err
+			}
+		}
+		names := tx.Bucket(bucketNames)
+		names.Put([]byte(upper), []byte("node-x"))
+		names.Put([]byte("AAAAAAAA-0000-4000-8000-000000000000"), []byte("node-y"))
+		names.Put([]byte("aaaaaaaa-0000-4000-8000-000000000000"), []byte("node-z"))
+		names.Put([]byte("node-w"), []byte("node-w"))
+		return migrations[2](tx)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.View(func(tx *bbolt.Tx) error {
+		names := tx.Bucket(bucketNames)
+		want := map[string]string{lower: "node-x", "aaaaaaaa-0000-4000-8000-000000000000": "node-z", "node-w": "node-w"}
+		got := map[string]string{}
+		names.ForEach(func(k, v []byte) error { got[string(k)] = string(v); return nil })
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("names after migration %v, want %v", got, want)
+		}
+		var ev store.Event
+		if err := getJSON(tx.Bucket(bucketEvents), u64(1), &ev); err != nil || ev.Type != store.EventNameClash || !strings.Contains(ev.Detail["clashes"], "node-y") {
+			t.Errorf("clash event %+v %v", ev, err)
+		}
+		return nil
+	})
 }

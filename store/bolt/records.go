@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -44,6 +43,16 @@ func (s *Store) PutToken(ctx context.Context, t *store.Token, ev store.Event) er
 		b := tx.Bucket(bucketTokens)
 		if b.Get([]byte(t.ID)) != nil {
 			return reject(store.ErrExists)
+		}
+		info, err := nodeInfo(tx, t.Node)
+		if err != nil {
+			return err
+		}
+		if err := info.CheckToken(nil); err != nil {
+			return reject(err)
+		}
+		if info != nil {
+			t.Epoch = info.Epoch
 		}
 		if err := putJSON(b, []byte(t.ID), t); err != nil {
 			return err
@@ -114,6 +123,20 @@ func (s *Store) Issue(ctx context.Context, is store.Issuance) error {
 				return reject(store.ErrTokenUsed)
 			}
 		}
+		var info *store.NodeInfo
+		if c.Kind == store.KindNode {
+			var err error
+			if info, err = nodeInfo(tx, c.Node); err != nil {
+				return err
+			}
+			var used *store.Token
+			if is.TokenID != "" {
+				used = &tok
+			}
+			if err := info.CheckToken(used); err != nil {
+				return reject(err)
+			}
+		}
 		// Checks done; from here on every error aborts the batch.
 		if is.TokenID != "" {
 			tok.UsedAt = c.IssuedAt
@@ -147,14 +170,12 @@ func (s *Store) Issue(ctx context.Context, is store.Issuance) error {
 			if err := names.Put([]byte(c.CommonName), []byte(c.Node)); err != nil {
 				return err
 			}
-			nodes := tx.Bucket(bucketNodes)
-			var info store.NodeInfo
-			if err := getJSON(nodes, []byte(c.Node), &info); err != nil && !errors.Is(err, store.ErrNotFound) {
-				return err
+			if info == nil {
+				info = &store.NodeInfo{}
 			}
 			if info.Name == "" || info.CommonName != c.CommonName {
 				info.Name, info.CommonName = c.Node, c.CommonName
-				if err := putJSON(nodes, []byte(c.Node), &info); err != nil {
+				if err := putJSON(tx.Bucket(bucketNodes), []byte(c.Node), info); err != nil {
 					return err
 				}
 			}

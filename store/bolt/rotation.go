@@ -254,8 +254,19 @@ func (s *Store) RevokeNode(ctx context.Context, node string, at time.Time, ev st
 				victims = append(victims, c)
 			}
 		}
-		if len(victims) == 0 {
-			return reject(fmt.Errorf("%w: node %q has no certificate to revoke", store.ErrNotFound, node))
+		info, err := nodeInfo(tx, node)
+		if err != nil {
+			return err
+		}
+		if len(victims) == 0 && info != nil && info.Revoked {
+			return reject(fmt.Errorf("%w: node %q is revoked and has no certificate left to revoke", store.ErrNotFound, node))
+		}
+		if info == nil {
+			info = &store.NodeInfo{Name: node}
+		}
+		info.Revoke(at)
+		if err := putJSON(tx.Bucket(bucketNodes), []byte(node), info); err != nil {
+			return err
 		}
 		if err := tx.Bucket(bucketActive).Delete(activeKey(store.KindNode, node)); err != nil {
 			return err
@@ -273,7 +284,7 @@ func (s *Store) RevokeNode(ctx context.Context, node string, at time.Time, ev st
 			}
 		}
 		n = len(victims)
-		ev.Detail = map[string]string{"certificates": fmt.Sprint(n)}
+		ev.Detail = store.RevokeDetail(ev.Detail, n, info.Epoch)
 		return appendEvent(tx, &ev)
 	})
 	return n, err

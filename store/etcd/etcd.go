@@ -223,6 +223,10 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	s.wg.Add(2)
 	go s.committer()
 	go s.runMirror(mctx)
+	if err := s.lowerNames(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -406,9 +410,11 @@ func (s *Store) commit(batch []*op) {
 	cancel()
 	switch {
 	case err != nil:
-		// The outcome is unknown: fail the batch, forget everything.
+		// The outcome is unknown: fail the batch, forget everything. The
+		// callers are told so (it may have applied): a retry with the same
+		// credential and key is answered with what was stored.
 		s.reset()
-		s.fail(batch, unavailable("commit", err))
+		s.fail(batch, fmt.Errorf("%w: %w", store.ErrOutcomeUnknown, unavailable("commit", err)))
 	case !resp.Succeeded:
 		// Another replica wrote first: run the operations again on
 		// fresh reads.

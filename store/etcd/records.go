@@ -136,6 +136,16 @@ func (s *Store) PutToken(ctx context.Context, tok *store.Token, ev store.Event) 
 		if _, ok := t.get(s.kToken(tok.ID)); ok {
 			return reject(store.ErrExists)
 		}
+		info, err := s.nodeInfo(t, tok.Node)
+		if err != nil {
+			return err
+		}
+		if err := info.CheckToken(nil); err != nil {
+			return reject(err)
+		}
+		if info != nil {
+			tok.Epoch = info.Epoch
+		}
 		if err := t.putJSON(s.kToken(tok.ID), tok); err != nil {
 			return err
 		}
@@ -223,6 +233,22 @@ func (s *Store) Issue(ctx context.Context, is store.Issuance) error {
 			if !tok.UsedAt.IsZero() {
 				return reject(store.ErrTokenUsed)
 			}
+		}
+		var info *store.NodeInfo
+		if c.Kind == store.KindNode {
+			var err error
+			if info, err = s.nodeInfo(t, c.Node); err != nil {
+				return err
+			}
+			var used *store.Token
+			if is.TokenID != "" {
+				used = &tok
+			}
+			if err := info.CheckToken(used); err != nil {
+				return reject(err)
+			}
+		}
+		if is.TokenID != "" {
 			tok.UsedAt, tok.UsedFor = c.IssuedAt, c.Serial
 			if err := t.putJSON(s.kToken(tok.ID), &tok); err != nil {
 				return err
@@ -243,13 +269,12 @@ func (s *Store) Issue(ctx context.Context, is store.Issuance) error {
 		if c.Kind == store.KindNode {
 			t.put(s.kRotate(c.RotateAfter, c.Serial), nil)
 			t.put(s.kName(c.CommonName), []byte(c.Node))
-			var info store.NodeInfo
-			if err := t.getJSON(s.kNode(c.Node), &info); err != nil && !errors.Is(err, store.ErrNotFound) {
-				return err
+			if info == nil {
+				info = &store.NodeInfo{}
 			}
 			if info.Name == "" || info.CommonName != c.CommonName {
 				info.Name, info.CommonName = c.Node, c.CommonName
-				if err := t.putJSON(s.kNode(c.Node), &info); err != nil {
+				if err := t.putJSON(s.kNode(c.Node), info); err != nil {
 					return err
 				}
 			}

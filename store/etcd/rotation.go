@@ -221,8 +221,19 @@ func (s *Store) RevokeNode(ctx context.Context, node string, at time.Time, ev st
 				victims = append(victims, c)
 			}
 		}
-		if len(victims) == 0 {
-			return reject(fmt.Errorf("%w: node %q has no certificate to revoke", store.ErrNotFound, node))
+		info, err := s.nodeInfo(t, node)
+		if err != nil {
+			return err
+		}
+		if len(victims) == 0 && info != nil && info.Revoked {
+			return reject(fmt.Errorf("%w: node %q is revoked and has no certificate left to revoke", store.ErrNotFound, node))
+		}
+		if info == nil {
+			info = &store.NodeInfo{Name: node}
+		}
+		info.Revoke(at)
+		if err := t.putJSON(s.kNode(node), info); err != nil {
+			return err
 		}
 		t.del(s.kActive(store.KindNode, node))
 		for _, c := range victims {
@@ -234,7 +245,7 @@ func (s *Store) RevokeNode(ctx context.Context, node string, at time.Time, ev st
 			t.put(s.kRevoked(c.Serial), nil)
 		}
 		n = len(victims)
-		ev.Detail = map[string]string{"certificates": fmt.Sprint(n)}
+		ev.Detail = store.RevokeDetail(ev.Detail, n, info.Epoch)
 		return s.appendEvent(t, &ev)
 	})
 	return n, err

@@ -42,6 +42,9 @@ type Backend interface {
 	OverdueCount(ctx context.Context) (int, error)
 	CertCounts(ctx context.Context, now time.Time) (map[[2]string]int, error)
 	RevokeNode(ctx context.Context, node string, at time.Time, ev store.Event) (int, error)
+	ReadmitNode(ctx context.Context, node string, ev store.Event) error
+	ForgetNode(ctx context.Context, node string, at time.Time, ev store.Event) ([]string, error)
+	RevokeCert(ctx context.Context, serial string, at time.Time, ev store.Event) (*store.Cert, error)
 	Revoked(ctx context.Context) ([]*store.Cert, error)
 	CertByRequest(ctx context.Context, uid string) (*store.Cert, error)
 	Close() error
@@ -76,6 +79,9 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"QueriesOnThousands", testQueriesOnThousands},
 		{"RotationMarks", testRotationMarks},
 		{"RevokeNode", testRevoke},
+		{"RevokedNodeGetsNothing", testRevokedNodeGetsNothing},
+		{"ForgetReleasesNames", testForget},
+		{"RevokeCert", testRevokeCert},
 		{"Inventory", testInventory},
 		{"RequestUID", testRequestUID},
 		{"Closed", testClosed},
@@ -465,5 +471,139 @@ func testRequestUID(t *testing.T, s Backend) {
 	c, err := s.CertByRequest(ctx, "uid-1")
 	if err != nil || c.Serial != won {
 		t.Fatalf("by request: %v %v, want %s", c, err, won)
+	}
+}
+
+// token stores an unused token for node (its epoch set by the store).
+func token(t *testing.T, s Backend, id, node string) {
+	t.Helper()
+	tok := &store.Token{ID: id, Node: node, CommonName: node, CreatedAt: T0, ExpiresAt: T0.Add(time.Hour)}
+	if err := s.PutToken(context.Background(), tok, store.Event{Type: store.EventTokenCreated, Node: node}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testRevokedNodeGetsNothing: a revoked node gets no certificate (with or
+// without a token, by any door) and no new token until it is re-admitted;
+// tokens made before the revocation stay void after it.
+func testRevokedNodeGetsNothing(t *testing.T, s Backend) {
+	ctx := context.Background()
+	token(t, s, "t1", "node-a")
+	token(t, s, "spare", "node-a")
+	if err := Issue(s, Cert("a1", "node-a", T0), "t1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RevokeNode(ctx, "node-a", T0, store.Event{Type: store.EventNodeRevoked, Node: "node-a"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Issue(s, Cert("a2", "node-a", T0), "spare"); !errors.Is(err, store.ErrNodeRevoked) {
+		t.Fatalf("issue with a spare token after revocation: %v", err)
+	}
+	c := Cert("a3", "node-a", T0)
+	c.RequestUID = "uid-a3"
+	if err := s.Issue(ctx, store.Issuance{Cert: c, RequestUID: "uid-a3", Event: store.Event{Type: store.EventEnrolled}}); !errors.Is(err, store.ErrNodeRevoked) {
+		t.Fatalf("issue without a token (Kubernetes door) after revocation: %v", err)
+	}
+	err := s.PutToken(ctx, &store.Token{ID: "t2", Node: "node-a", CommonName: "node-a"}, store.Event{Type: store.EventTokenCreated})
+	if !errors.Is(err, store.ErrNodeRevoked) {
+		t.Fatalf("token for a revoked node: %v", err)
+	}
+	if err := s.ReadmitNode(ctx, "node-a", store.Event{Type: store.EventNodeReadmitted, Node: "node-a"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReadmitNode(ctx, "node-a", store.Event{}); !errors.Is(err, store.ErrNotRevoked) {
+		t.Fatalf("readmitting a node that is not revoked: %v", err)
+	}
+	if err := Issue(s, Cert("a4", "node-a", T0), "spare"); !errors.Is(err, store.ErrTokenVoided) {
+		t.Fatalf("issue with a pre-revocation token after readmission: %v", err)
+	}
+	token(t, s, "t3", "node-a")
+	if err := Issue(s, Cert("a5", "node-a", T0), "t3"); err != nil {
+		t.Fatalf("issue with a token made after readmission: %v", err)
+	}
+	// Revoking a node that never enrolled voids its tokens too.
+	token(t, s, "tb", "node-b")
+	if n, err := s.RevokeNode(ctx, "node-b", T0, store.Event{Type: store.EventNodeRevoked, Node: "node-b"}); err != nil || n != 0 {
+		t.Fatalf("revoke a node without certificates: %d %v", n, err)
+	}
+	if err := s.ReadmitNode(ctx, "node-b", store.Event{Type: store.EventNodeReadmitted}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Issue(s, Cert("b1", "node-b", T0), "tb"); !errors.Is(err, store.ErrTokenVoided) {
+		t.Fatalf("issue with a token made before the revocation: %v", err)
+	}
+	if n, err := s.VerifyAudit(ctx); err != nil || n == 0 {
+		t.Fatalf("audit: %d %v", n, err)
+	}
+}
+
+// testForget: only a revoked node can be forgotten; that frees its names.
+func testForget(t *testing.T, s Backend) {
+	ctx := context.Background()
+	if err := Issue(s, Cert("f1", "node-a", T0), ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ForgetNode(ctx, "node-a", T0, store.Event{}); !errors.Is(err, store.ErrNotRevoked) {
+		t.Fatalf("forget an unrevoked node: %v", err)
+	}
+	if err := Issue(s, Cert("f2", "node-b", T0), ""); err != nil {
+		t.Fatal(err)
+	}
+	taken := Cert("f3", "node-c", T0)
+	taken.CommonName = "node-a"
+	if err := Issue(s, taken, ""); !errors.Is(err, store.ErrNameHeld) {
+		t.Fatalf("another node taking a held name: %v", err)
+	}
+	if _, err := s.RevokeNode(ctx, "node-a", T0.Add(time.Minute), store.Event{Type: store.EventNodeRevoked}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Issue(s, taken, ""); !errors.Is(err, store.ErrNameHeld) {
+		t.Fatalf("a revoked node's name taken before forget: %v", err)
+	}
+	released, err := s.ForgetNode(ctx, "node-a", T0.Add(2*time.Minute), store.Event{Type: store.EventNodeForgotten, Node: "node-a"})
+	if err != nil || fmt.Sprint(released) != "[node-a]" {
+		t.Fatalf("forget: %v %v", released, err)
+	}
+	if owner, _ := s.NameOwner(ctx, "node-a"); owner != "" {
+		t.Fatalf("name still held by %q", owner)
+	}
+	if err := Issue(s, taken, ""); err != nil {
+		t.Fatalf("another node taking a forgotten node's name: %v", err)
+	}
+	if owner, _ := s.NameOwner(ctx, "node-b"); owner != "node-b" {
+		t.Fatalf("forget released another node's name: %q", owner)
+	}
+	// Still revoked: forgetting is not re-admission.
+	again := Cert("f4", "node-a", T0)
+	again.CommonName = "node-a2"
+	if err := Issue(s, again, ""); !errors.Is(err, store.ErrNodeRevoked) {
+		t.Fatalf("forgotten node issued: %v", err)
+	}
+}
+
+// testRevokeCert: one certificate revoked is listed and no longer active.
+func testRevokeCert(t *testing.T, s Backend) {
+	ctx := context.Background()
+	adm := Cert("ad1", "admin", T0)
+	adm.Kind = store.KindAdmin
+	if err := Issue(s, adm, ""); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.RevokeCert(ctx, "ad1", T0.Add(time.Minute), store.Event{Type: store.EventCertRevoked, Serial: "ad1"})
+	if err != nil || c.State != store.StateRevoked || !c.RevokedAt.Equal(T0.Add(time.Minute)) {
+		t.Fatalf("revoke cert: %+v %v", c, err)
+	}
+	if _, err := s.RevokeCert(ctx, "ad1", T0, store.Event{}); !errors.Is(err, store.ErrRevoked) {
+		t.Fatalf("second revoke: %v", err)
+	}
+	if _, err := s.RevokeCert(ctx, "nope", T0, store.Event{}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown serial: %v", err)
+	}
+	rev, _ := s.Revoked(ctx)
+	if len(rev) != 1 || rev[0].Serial != "ad1" {
+		t.Fatalf("revoked list %v", serials(rev))
+	}
+	if got, _ := s.Cert(ctx, "ad1"); got.State != store.StateRevoked {
+		t.Fatalf("stored state %s", got.State)
 	}
 }

@@ -2361,6 +2361,316 @@ func (x *RevokeNodeResponse) GetRevoked() int32 {
 	return 0
 }
 
+type ReadmitNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadmitNodeRequest) Reset() {
+	*x = ReadmitNodeRequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadmitNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadmitNodeRequest) ProtoMessage() {}
+
+func (x *ReadmitNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadmitNodeRequest.ProtoReflect.Descriptor instead.
+func (*ReadmitNodeRequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ReadmitNodeRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+type ReadmitNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadmitNodeResponse) Reset() {
+	*x = ReadmitNodeResponse{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadmitNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadmitNodeResponse) ProtoMessage() {}
+
+func (x *ReadmitNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadmitNodeResponse.ProtoReflect.Descriptor instead.
+func (*ReadmitNodeResponse) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{40}
+}
+
+type ForgetNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetNodeRequest) Reset() {
+	*x = ForgetNodeRequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetNodeRequest) ProtoMessage() {}
+
+func (x *ForgetNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetNodeRequest.ProtoReflect.Descriptor instead.
+func (*ForgetNodeRequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ForgetNodeRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+type ForgetNodeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The certificate names released.
+	Released      []string `protobuf:"bytes,1,rep,name=released,proto3" json:"released,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetNodeResponse) Reset() {
+	*x = ForgetNodeResponse{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetNodeResponse) ProtoMessage() {}
+
+func (x *ForgetNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetNodeResponse.ProtoReflect.Descriptor instead.
+func (*ForgetNodeResponse) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ForgetNodeResponse) GetReleased() []string {
+	if x != nil {
+		return x.Released
+	}
+	return nil
+}
+
+type RotateAdminRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A PEM certificate request for the new admin key.
+	CsrPem        []byte `protobuf:"bytes,1,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateAdminRequest) Reset() {
+	*x = RotateAdminRequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateAdminRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateAdminRequest) ProtoMessage() {}
+
+func (x *RotateAdminRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateAdminRequest.ProtoReflect.Descriptor instead.
+func (*RotateAdminRequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *RotateAdminRequest) GetCsrPem() []byte {
+	if x != nil {
+		return x.CsrPem
+	}
+	return nil
+}
+
+type RevokeAdminRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAdminRequest) Reset() {
+	*x = RevokeAdminRequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAdminRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAdminRequest) ProtoMessage() {}
+
+func (x *RevokeAdminRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAdminRequest.ProtoReflect.Descriptor instead.
+func (*RevokeAdminRequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *RevokeAdminRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *RevokeAdminRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RevokeAdminResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Certificate   *Certificate           `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAdminResponse) Reset() {
+	*x = RevokeAdminResponse{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAdminResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAdminResponse) ProtoMessage() {}
+
+func (x *RevokeAdminResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAdminResponse.ProtoReflect.Descriptor instead.
+func (*RevokeAdminResponse) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *RevokeAdminResponse) GetCertificate() *Certificate {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
 type ValidateBundleRequest struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	P12          []byte                 `protobuf:"bytes,1,opt,name=p12,proto3" json:"p12,omitempty"`
@@ -2380,7 +2690,7 @@ type ValidateBundleRequest struct {
 
 func (x *ValidateBundleRequest) Reset() {
 	*x = ValidateBundleRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[39]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2392,7 +2702,7 @@ func (x *ValidateBundleRequest) String() string {
 func (*ValidateBundleRequest) ProtoMessage() {}
 
 func (x *ValidateBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[39]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2405,7 +2715,7 @@ func (x *ValidateBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateBundleRequest.ProtoReflect.Descriptor instead.
 func (*ValidateBundleRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{39}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ValidateBundleRequest) GetP12() []byte {
@@ -2484,7 +2794,7 @@ type BundleFinding struct {
 
 func (x *BundleFinding) Reset() {
 	*x = BundleFinding{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[40]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2496,7 +2806,7 @@ func (x *BundleFinding) String() string {
 func (*BundleFinding) ProtoMessage() {}
 
 func (x *BundleFinding) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[40]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2509,7 +2819,7 @@ func (x *BundleFinding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BundleFinding.ProtoReflect.Descriptor instead.
 func (*BundleFinding) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{40}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *BundleFinding) GetCode() string {
@@ -2555,7 +2865,7 @@ type ValidateBundleResponse struct {
 
 func (x *ValidateBundleResponse) Reset() {
 	*x = ValidateBundleResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[41]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2567,7 +2877,7 @@ func (x *ValidateBundleResponse) String() string {
 func (*ValidateBundleResponse) ProtoMessage() {}
 
 func (x *ValidateBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[41]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2580,7 +2890,7 @@ func (x *ValidateBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateBundleResponse.ProtoReflect.Descriptor instead.
 func (*ValidateBundleResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{41}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ValidateBundleResponse) GetFindings() []*BundleFinding {
@@ -2640,7 +2950,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[42]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2652,7 +2962,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[42]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2665,7 +2975,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{42}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{49}
 }
 
 type Replica struct {
@@ -2682,7 +2992,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[43]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2694,7 +3004,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[43]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2707,7 +3017,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{43}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *Replica) GetId() string {
@@ -2761,7 +3071,7 @@ type StoreMember struct {
 
 func (x *StoreMember) Reset() {
 	*x = StoreMember{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[44]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2773,7 +3083,7 @@ func (x *StoreMember) String() string {
 func (*StoreMember) ProtoMessage() {}
 
 func (x *StoreMember) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[44]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2786,7 +3096,7 @@ func (x *StoreMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreMember.ProtoReflect.Descriptor instead.
 func (*StoreMember) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{44}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *StoreMember) GetName() string {
@@ -2858,7 +3168,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[45]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2870,7 +3180,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[45]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2883,7 +3193,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{45}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetStatusResponse) GetBackend() string {
@@ -3088,7 +3398,21 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\".\n" +
 	"\x12RevokeNodeResponse\x12\x18\n" +
-	"\arevoked\x18\x01 \x01(\x05R\arevoked\"\xff\x01\n" +
+	"\arevoked\x18\x01 \x01(\x05R\arevoked\"(\n" +
+	"\x12ReadmitNodeRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\"\x15\n" +
+	"\x13ReadmitNodeResponse\"'\n" +
+	"\x11ForgetNodeRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\"0\n" +
+	"\x12ForgetNodeResponse\x12\x1a\n" +
+	"\breleased\x18\x01 \x03(\tR\breleased\"-\n" +
+	"\x12RotateAdminRequest\x12\x17\n" +
+	"\acsr_pem\x18\x01 \x01(\fR\x06csrPem\"D\n" +
+	"\x12RevokeAdminRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"P\n" +
+	"\x13RevokeAdminResponse\x129\n" +
+	"\vcertificate\x18\x01 \x01(\v2\x17.ipsecca.v1.CertificateR\vcertificate\"\xff\x01\n" +
 	"\x15ValidateBundleRequest\x12\x10\n" +
 	"\x03p12\x18\x01 \x01(\fR\x03p12\x12\x1a\n" +
 	"\bpassword\x18\x02 \x01(\tR\bpassword\x12\x15\n" +
@@ -3142,7 +3466,7 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\vGetCABundle\x12\x1e.ipsecca.v1.GetCABundleRequest\x1a\x14.ipsecca.v1.CABundle\x12:\n" +
 	"\x05Watch\x12\x18.ipsecca.v1.WatchRequest\x1a\x15.ipsecca.v1.NodeEvent0\x01\x12Z\n" +
 	"\x0fReportInventory\x12\".ipsecca.v1.ReportInventoryRequest\x1a#.ipsecca.v1.ReportInventoryResponse\x124\n" +
-	"\x06GetCRL\x12\x19.ipsecca.v1.GetCRLRequest\x1a\x0f.ipsecca.v1.CRL2\xc9\b\n" +
+	"\x06GetCRL\x12\x19.ipsecca.v1.GetCRLRequest\x1a\x0f.ipsecca.v1.CRL2\x80\v\n" +
 	"\fAdminService\x12N\n" +
 	"\vCreateToken\x12\x1e.ipsecca.v1.CreateTokenRequest\x1a\x1f.ipsecca.v1.CreateTokenResponse\x12Q\n" +
 	"\fCreateTokens\x12\x1f.ipsecca.v1.CreateTokensRequest\x1a .ipsecca.v1.CreateTokensResponse\x12]\n" +
@@ -3157,7 +3481,12 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\x05GetCA\x12\x18.ipsecca.v1.GetCARequest\x1a\x19.ipsecca.v1.GetCAResponse\x12@\n" +
 	"\aRenewCA\x12\x1a.ipsecca.v1.RenewCARequest\x1a\x19.ipsecca.v1.GetCAResponse\x12K\n" +
 	"\n" +
-	"RevokeNode\x12\x1d.ipsecca.v1.RevokeNodeRequest\x1a\x1e.ipsecca.v1.RevokeNodeResponse\x12W\n" +
+	"RevokeNode\x12\x1d.ipsecca.v1.RevokeNodeRequest\x1a\x1e.ipsecca.v1.RevokeNodeResponse\x12N\n" +
+	"\vReadmitNode\x12\x1e.ipsecca.v1.ReadmitNodeRequest\x1a\x1f.ipsecca.v1.ReadmitNodeResponse\x12K\n" +
+	"\n" +
+	"ForgetNode\x12\x1d.ipsecca.v1.ForgetNodeRequest\x1a\x1e.ipsecca.v1.ForgetNodeResponse\x12H\n" +
+	"\vRotateAdmin\x12\x1e.ipsecca.v1.RotateAdminRequest\x1a\x19.ipsecca.v1.IssueResponse\x12N\n" +
+	"\vRevokeAdmin\x12\x1e.ipsecca.v1.RevokeAdminRequest\x1a\x1f.ipsecca.v1.RevokeAdminResponse\x12W\n" +
 	"\x0eValidateBundle\x12!.ipsecca.v1.ValidateBundleRequest\x1a\".ipsecca.v1.ValidateBundleResponse\x12H\n" +
 	"\tGetStatus\x12\x1c.ipsecca.v1.GetStatusRequest\x1a\x1d.ipsecca.v1.GetStatusResponseB7Z5github.com/ipsecca/ipsecca/proto/ipsecca/v1;ipseccav1b\x06proto3"
 
@@ -3174,7 +3503,7 @@ func file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_ipsecca_v1_ipsecca_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proto_ipsecca_v1_ipsecca_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_proto_ipsecca_v1_ipsecca_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_proto_ipsecca_v1_ipsecca_proto_goTypes = []any{
 	(NodeEvent_Kind)(0),              // 0: ipsecca.v1.NodeEvent.Kind
 	(*EnrollRequest)(nil),            // 1: ipsecca.v1.EnrollRequest
@@ -3216,99 +3545,115 @@ var file_proto_ipsecca_v1_ipsecca_proto_goTypes = []any{
 	(*CRL)(nil),                      // 37: ipsecca.v1.CRL
 	(*RevokeNodeRequest)(nil),        // 38: ipsecca.v1.RevokeNodeRequest
 	(*RevokeNodeResponse)(nil),       // 39: ipsecca.v1.RevokeNodeResponse
-	(*ValidateBundleRequest)(nil),    // 40: ipsecca.v1.ValidateBundleRequest
-	(*BundleFinding)(nil),            // 41: ipsecca.v1.BundleFinding
-	(*ValidateBundleResponse)(nil),   // 42: ipsecca.v1.ValidateBundleResponse
-	(*GetStatusRequest)(nil),         // 43: ipsecca.v1.GetStatusRequest
-	(*Replica)(nil),                  // 44: ipsecca.v1.Replica
-	(*StoreMember)(nil),              // 45: ipsecca.v1.StoreMember
-	(*GetStatusResponse)(nil),        // 46: ipsecca.v1.GetStatusResponse
-	nil,                              // 47: ipsecca.v1.Event.DetailEntry
-	(*durationpb.Duration)(nil),      // 48: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 49: google.protobuf.Timestamp
+	(*ReadmitNodeRequest)(nil),       // 40: ipsecca.v1.ReadmitNodeRequest
+	(*ReadmitNodeResponse)(nil),      // 41: ipsecca.v1.ReadmitNodeResponse
+	(*ForgetNodeRequest)(nil),        // 42: ipsecca.v1.ForgetNodeRequest
+	(*ForgetNodeResponse)(nil),       // 43: ipsecca.v1.ForgetNodeResponse
+	(*RotateAdminRequest)(nil),       // 44: ipsecca.v1.RotateAdminRequest
+	(*RevokeAdminRequest)(nil),       // 45: ipsecca.v1.RevokeAdminRequest
+	(*RevokeAdminResponse)(nil),      // 46: ipsecca.v1.RevokeAdminResponse
+	(*ValidateBundleRequest)(nil),    // 47: ipsecca.v1.ValidateBundleRequest
+	(*BundleFinding)(nil),            // 48: ipsecca.v1.BundleFinding
+	(*ValidateBundleResponse)(nil),   // 49: ipsecca.v1.ValidateBundleResponse
+	(*GetStatusRequest)(nil),         // 50: ipsecca.v1.GetStatusRequest
+	(*Replica)(nil),                  // 51: ipsecca.v1.Replica
+	(*StoreMember)(nil),              // 52: ipsecca.v1.StoreMember
+	(*GetStatusResponse)(nil),        // 53: ipsecca.v1.GetStatusResponse
+	nil,                              // 54: ipsecca.v1.Event.DetailEntry
+	(*durationpb.Duration)(nil),      // 55: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 56: google.protobuf.Timestamp
 }
 var file_proto_ipsecca_v1_ipsecca_proto_depIdxs = []int32{
 	10, // 0: ipsecca.v1.IssueResponse.certificate:type_name -> ipsecca.v1.Certificate
-	48, // 1: ipsecca.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	49, // 2: ipsecca.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	55, // 1: ipsecca.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	56, // 2: ipsecca.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	6,  // 3: ipsecca.v1.CreateTokensRequest.requests:type_name -> ipsecca.v1.CreateTokenRequest
 	7,  // 4: ipsecca.v1.CreateTokensResponse.tokens:type_name -> ipsecca.v1.CreateTokenResponse
-	49, // 5: ipsecca.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
-	49, // 6: ipsecca.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
-	49, // 7: ipsecca.v1.Certificate.rotate_after:type_name -> google.protobuf.Timestamp
-	49, // 8: ipsecca.v1.Certificate.issued_at:type_name -> google.protobuf.Timestamp
-	49, // 9: ipsecca.v1.ListCertificatesRequest.due_before:type_name -> google.protobuf.Timestamp
+	56, // 5: ipsecca.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
+	56, // 6: ipsecca.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
+	56, // 7: ipsecca.v1.Certificate.rotate_after:type_name -> google.protobuf.Timestamp
+	56, // 8: ipsecca.v1.Certificate.issued_at:type_name -> google.protobuf.Timestamp
+	56, // 9: ipsecca.v1.ListCertificatesRequest.due_before:type_name -> google.protobuf.Timestamp
 	10, // 10: ipsecca.v1.ListCertificatesResponse.certificates:type_name -> ipsecca.v1.Certificate
-	49, // 11: ipsecca.v1.Event.time:type_name -> google.protobuf.Timestamp
-	47, // 12: ipsecca.v1.Event.detail:type_name -> ipsecca.v1.Event.DetailEntry
-	49, // 13: ipsecca.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
-	49, // 14: ipsecca.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
+	56, // 11: ipsecca.v1.Event.time:type_name -> google.protobuf.Timestamp
+	54, // 12: ipsecca.v1.Event.detail:type_name -> ipsecca.v1.Event.DetailEntry
+	56, // 13: ipsecca.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	56, // 14: ipsecca.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
 	14, // 15: ipsecca.v1.ListEventsResponse.events:type_name -> ipsecca.v1.Event
 	0,  // 16: ipsecca.v1.NodeEvent.kind:type_name -> ipsecca.v1.NodeEvent.Kind
-	49, // 17: ipsecca.v1.NodeEvent.rotate_after:type_name -> google.protobuf.Timestamp
-	49, // 18: ipsecca.v1.InventoryEntry.not_after:type_name -> google.protobuf.Timestamp
+	56, // 17: ipsecca.v1.NodeEvent.rotate_after:type_name -> google.protobuf.Timestamp
+	56, // 18: ipsecca.v1.InventoryEntry.not_after:type_name -> google.protobuf.Timestamp
 	19, // 19: ipsecca.v1.ReportInventoryRequest.entries:type_name -> ipsecca.v1.InventoryEntry
-	48, // 20: ipsecca.v1.RotateRequest.spread:type_name -> google.protobuf.Duration
-	49, // 21: ipsecca.v1.ScheduleEntry.due_at:type_name -> google.protobuf.Timestamp
-	49, // 22: ipsecca.v1.ScheduleEntry.not_after:type_name -> google.protobuf.Timestamp
+	55, // 20: ipsecca.v1.RotateRequest.spread:type_name -> google.protobuf.Duration
+	56, // 21: ipsecca.v1.ScheduleEntry.due_at:type_name -> google.protobuf.Timestamp
+	56, // 22: ipsecca.v1.ScheduleEntry.not_after:type_name -> google.protobuf.Timestamp
 	26, // 23: ipsecca.v1.ListScheduleResponse.entries:type_name -> ipsecca.v1.ScheduleEntry
 	10, // 24: ipsecca.v1.Node.current:type_name -> ipsecca.v1.Certificate
 	19, // 25: ipsecca.v1.Node.inventory:type_name -> ipsecca.v1.InventoryEntry
-	49, // 26: ipsecca.v1.Node.inventory_reported_at:type_name -> google.protobuf.Timestamp
+	56, // 26: ipsecca.v1.Node.inventory_reported_at:type_name -> google.protobuf.Timestamp
 	29, // 27: ipsecca.v1.ListNodesResponse.nodes:type_name -> ipsecca.v1.Node
-	49, // 28: ipsecca.v1.RootInfo.not_before:type_name -> google.protobuf.Timestamp
-	49, // 29: ipsecca.v1.RootInfo.not_after:type_name -> google.protobuf.Timestamp
+	56, // 28: ipsecca.v1.RootInfo.not_before:type_name -> google.protobuf.Timestamp
+	56, // 29: ipsecca.v1.RootInfo.not_after:type_name -> google.protobuf.Timestamp
 	33, // 30: ipsecca.v1.GetCAResponse.roots:type_name -> ipsecca.v1.RootInfo
-	49, // 31: ipsecca.v1.CRL.next_update:type_name -> google.protobuf.Timestamp
-	41, // 32: ipsecca.v1.ValidateBundleResponse.findings:type_name -> ipsecca.v1.BundleFinding
-	49, // 33: ipsecca.v1.Replica.started_at:type_name -> google.protobuf.Timestamp
-	44, // 34: ipsecca.v1.GetStatusResponse.replicas:type_name -> ipsecca.v1.Replica
-	45, // 35: ipsecca.v1.GetStatusResponse.members:type_name -> ipsecca.v1.StoreMember
-	1,  // 36: ipsecca.v1.NodeService.Enroll:input_type -> ipsecca.v1.EnrollRequest
-	2,  // 37: ipsecca.v1.NodeService.Renew:input_type -> ipsecca.v1.RenewRequest
-	4,  // 38: ipsecca.v1.NodeService.GetCABundle:input_type -> ipsecca.v1.GetCABundleRequest
-	17, // 39: ipsecca.v1.NodeService.Watch:input_type -> ipsecca.v1.WatchRequest
-	20, // 40: ipsecca.v1.NodeService.ReportInventory:input_type -> ipsecca.v1.ReportInventoryRequest
-	36, // 41: ipsecca.v1.NodeService.GetCRL:input_type -> ipsecca.v1.GetCRLRequest
-	6,  // 42: ipsecca.v1.AdminService.CreateToken:input_type -> ipsecca.v1.CreateTokenRequest
-	8,  // 43: ipsecca.v1.AdminService.CreateTokens:input_type -> ipsecca.v1.CreateTokensRequest
-	11, // 44: ipsecca.v1.AdminService.ListCertificates:input_type -> ipsecca.v1.ListCertificatesRequest
-	13, // 45: ipsecca.v1.AdminService.GetCertificate:input_type -> ipsecca.v1.GetCertificateRequest
-	15, // 46: ipsecca.v1.AdminService.ListEvents:input_type -> ipsecca.v1.ListEventsRequest
-	22, // 47: ipsecca.v1.AdminService.VerifyAudit:input_type -> ipsecca.v1.VerifyAuditRequest
-	24, // 48: ipsecca.v1.AdminService.Rotate:input_type -> ipsecca.v1.RotateRequest
-	27, // 49: ipsecca.v1.AdminService.ListSchedule:input_type -> ipsecca.v1.ListScheduleRequest
-	30, // 50: ipsecca.v1.AdminService.ListNodes:input_type -> ipsecca.v1.ListNodesRequest
-	32, // 51: ipsecca.v1.AdminService.GetCA:input_type -> ipsecca.v1.GetCARequest
-	35, // 52: ipsecca.v1.AdminService.RenewCA:input_type -> ipsecca.v1.RenewCARequest
-	38, // 53: ipsecca.v1.AdminService.RevokeNode:input_type -> ipsecca.v1.RevokeNodeRequest
-	40, // 54: ipsecca.v1.AdminService.ValidateBundle:input_type -> ipsecca.v1.ValidateBundleRequest
-	43, // 55: ipsecca.v1.AdminService.GetStatus:input_type -> ipsecca.v1.GetStatusRequest
-	3,  // 56: ipsecca.v1.NodeService.Enroll:output_type -> ipsecca.v1.IssueResponse
-	3,  // 57: ipsecca.v1.NodeService.Renew:output_type -> ipsecca.v1.IssueResponse
-	5,  // 58: ipsecca.v1.NodeService.GetCABundle:output_type -> ipsecca.v1.CABundle
-	18, // 59: ipsecca.v1.NodeService.Watch:output_type -> ipsecca.v1.NodeEvent
-	21, // 60: ipsecca.v1.NodeService.ReportInventory:output_type -> ipsecca.v1.ReportInventoryResponse
-	37, // 61: ipsecca.v1.NodeService.GetCRL:output_type -> ipsecca.v1.CRL
-	7,  // 62: ipsecca.v1.AdminService.CreateToken:output_type -> ipsecca.v1.CreateTokenResponse
-	9,  // 63: ipsecca.v1.AdminService.CreateTokens:output_type -> ipsecca.v1.CreateTokensResponse
-	12, // 64: ipsecca.v1.AdminService.ListCertificates:output_type -> ipsecca.v1.ListCertificatesResponse
-	10, // 65: ipsecca.v1.AdminService.GetCertificate:output_type -> ipsecca.v1.Certificate
-	16, // 66: ipsecca.v1.AdminService.ListEvents:output_type -> ipsecca.v1.ListEventsResponse
-	23, // 67: ipsecca.v1.AdminService.VerifyAudit:output_type -> ipsecca.v1.VerifyAuditResponse
-	25, // 68: ipsecca.v1.AdminService.Rotate:output_type -> ipsecca.v1.RotateResponse
-	28, // 69: ipsecca.v1.AdminService.ListSchedule:output_type -> ipsecca.v1.ListScheduleResponse
-	31, // 70: ipsecca.v1.AdminService.ListNodes:output_type -> ipsecca.v1.ListNodesResponse
-	34, // 71: ipsecca.v1.AdminService.GetCA:output_type -> ipsecca.v1.GetCAResponse
-	34, // 72: ipsecca.v1.AdminService.RenewCA:output_type -> ipsecca.v1.GetCAResponse
-	39, // 73: ipsecca.v1.AdminService.RevokeNode:output_type -> ipsecca.v1.RevokeNodeResponse
-	42, // 74: ipsecca.v1.AdminService.ValidateBundle:output_type -> ipsecca.v1.ValidateBundleResponse
-	46, // 75: ipsecca.v1.AdminService.GetStatus:output_type -> ipsecca.v1.GetStatusResponse
-	56, // [56:76] is the sub-list for method output_type
-	36, // [36:56] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	56, // 31: ipsecca.v1.CRL.next_update:type_name -> google.protobuf.Timestamp
+	10, // 32: ipsecca.v1.RevokeAdminResponse.certificate:type_name -> ipsecca.v1.Certificate
+	48, // 33: ipsecca.v1.ValidateBundleResponse.findings:type_name -> ipsecca.v1.BundleFinding
+	56, // 34: ipsecca.v1.Replica.started_at:type_name -> google.protobuf.Timestamp
+	51, // 35: ipsecca.v1.GetStatusResponse.replicas:type_name -> ipsecca.v1.Replica
+	52, // 36: ipsecca.v1.GetStatusResponse.members:type_name -> ipsecca.v1.StoreMember
+	1,  // 37: ipsecca.v1.NodeService.Enroll:input_type -> ipsecca.v1.EnrollRequest
+	2,  // 38: ipsecca.v1.NodeService.Renew:input_type -> ipsecca.v1.RenewRequest
+	4,  // 39: ipsecca.v1.NodeService.GetCABundle:input_type -> ipsecca.v1.GetCABundleRequest
+	17, // 40: ipsecca.v1.NodeService.Watch:input_type -> ipsecca.v1.WatchRequest
+	20, // 41: ipsecca.v1.NodeService.ReportInventory:input_type -> ipsecca.v1.ReportInventoryRequest
+	36, // 42: ipsecca.v1.NodeService.GetCRL:input_type -> ipsecca.v1.GetCRLRequest
+	6,  // 43: ipsecca.v1.AdminService.CreateToken:input_type -> ipsecca.v1.CreateTokenRequest
+	8,  // 44: ipsecca.v1.AdminService.CreateTokens:input_type -> ipsecca.v1.CreateTokensRequest
+	11, // 45: ipsecca.v1.AdminService.ListCertificates:input_type -> ipsecca.v1.ListCertificatesRequest
+	13, // 46: ipsecca.v1.AdminService.GetCertificate:input_type -> ipsecca.v1.GetCertificateRequest
+	15, // 47: ipsecca.v1.AdminService.ListEvents:input_type -> ipsecca.v1.ListEventsRequest
+	22, // 48: ipsecca.v1.AdminService.VerifyAudit:input_type -> ipsecca.v1.VerifyAuditRequest
+	24, // 49: ipsecca.v1.AdminService.Rotate:input_type -> ipsecca.v1.RotateRequest
+	27, // 50: ipsecca.v1.AdminService.ListSchedule:input_type -> ipsecca.v1.ListScheduleRequest
+	30, // 51: ipsecca.v1.AdminService.ListNodes:input_type -> ipsecca.v1.ListNodesRequest
+	32, // 52: ipsecca.v1.AdminService.GetCA:input_type -> ipsecca.v1.GetCARequest
+	35, // 53: ipsecca.v1.AdminService.RenewCA:input_type -> ipsecca.v1.RenewCARequest
+	38, // 54: ipsecca.v1.AdminService.RevokeNode:input_type -> ipsecca.v1.RevokeNodeRequest
+	40, // 55: ipsecca.v1.AdminService.ReadmitNode:input_type -> ipsecca.v1.ReadmitNodeRequest
+	42, // 56: ipsecca.v1.AdminService.ForgetNode:input_type -> ipsecca.v1.ForgetNodeRequest
+	44, // 57: ipsecca.v1.AdminService.RotateAdmin:input_type -> ipsecca.v1.RotateAdminRequest
+	45, // 58: ipsecca.v1.AdminService.RevokeAdmin:input_type -> ipsecca.v1.RevokeAdminRequest
+	47, // 59: ipsecca.v1.AdminService.ValidateBundle:input_type -> ipsecca.v1.ValidateBundleRequest
+	50, // 60: ipsecca.v1.AdminService.GetStatus:input_type -> ipsecca.v1.GetStatusRequest
+	3,  // 61: ipsecca.v1.NodeService.Enroll:output_type -> ipsecca.v1.IssueResponse
+	3,  // 62: ipsecca.v1.NodeService.Renew:output_type -> ipsecca.v1.IssueResponse
+	5,  // 63: ipsecca.v1.NodeService.GetCABundle:output_type -> ipsecca.v1.CABundle
+	18, // 64: ipsecca.v1.NodeService.Watch:output_type -> ipsecca.v1.NodeEvent
+	21, // 65: ipsecca.v1.NodeService.ReportInventory:output_type -> ipsecca.v1.ReportInventoryResponse
+	37, // 66: ipsecca.v1.NodeService.GetCRL:output_type -> ipsecca.v1.CRL
+	7,  // 67: ipsecca.v1.AdminService.CreateToken:output_type -> ipsecca.v1.CreateTokenResponse
+	9,  // 68: ipsecca.v1.AdminService.CreateTokens:output_type -> ipsecca.v1.CreateTokensResponse
+	12, // 69: ipsecca.v1.AdminService.ListCertificates:output_type -> ipsecca.v1.ListCertificatesResponse
+	10, // 70: ipsecca.v1.AdminService.GetCertificate:output_type -> ipsecca.v1.Certificate
+	16, // 71: ipsecca.v1.AdminService.ListEvents:output_type -> ipsecca.v1.ListEventsResponse
+	23, // 72: ipsecca.v1.AdminService.VerifyAudit:output_type -> ipsecca.v1.VerifyAuditResponse
+	25, // 73: ipsecca.v1.AdminService.Rotate:output_type -> ipsecca.v1.RotateResponse
+	28, // 74: ipsecca.v1.AdminService.ListSchedule:output_type -> ipsecca.v1.ListScheduleResponse
+	31, // 75: ipsecca.v1.AdminService.ListNodes:output_type -> ipsecca.v1.ListNodesResponse
+	34, // 76: ipsecca.v1.AdminService.GetCA:output_type -> ipsecca.v1.GetCAResponse
+	34, // 77: ipsecca.v1.AdminService.RenewCA:output_type -> ipsecca.v1.GetCAResponse
+	39, // 78: ipsecca.v1.AdminService.RevokeNode:output_type -> ipsecca.v1.RevokeNodeResponse
+	41, // 79: ipsecca.v1.AdminService.ReadmitNode:output_type -> ipsecca.v1.ReadmitNodeResponse
+	43, // 80: ipsecca.v1.AdminService.ForgetNode:output_type -> ipsecca.v1.ForgetNodeResponse
+	3,  // 81: ipsecca.v1.AdminService.RotateAdmin:output_type -> ipsecca.v1.IssueResponse
+	46, // 82: ipsecca.v1.AdminService.RevokeAdmin:output_type -> ipsecca.v1.RevokeAdminResponse
+	49, // 83: ipsecca.v1.AdminService.ValidateBundle:output_type -> ipsecca.v1.ValidateBundleResponse
+	53, // 84: ipsecca.v1.AdminService.GetStatus:output_type -> ipsecca.v1.GetStatusResponse
+	61, // [61:85] is the sub-list for method output_type
+	37, // [37:61] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_proto_ipsecca_v1_ipsecca_proto_init() }
@@ -3322,7 +3667,7 @@ func file_proto_ipsecca_v1_ipsecca_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_ipsecca_v1_ipsecca_proto_rawDesc), len(file_proto_ipsecca_v1_ipsecca_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   47,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -354,6 +354,10 @@ const (
 	AdminService_GetCA_FullMethodName            = "/ipsecca.v1.AdminService/GetCA"
 	AdminService_RenewCA_FullMethodName          = "/ipsecca.v1.AdminService/RenewCA"
 	AdminService_RevokeNode_FullMethodName       = "/ipsecca.v1.AdminService/RevokeNode"
+	AdminService_ReadmitNode_FullMethodName      = "/ipsecca.v1.AdminService/ReadmitNode"
+	AdminService_ForgetNode_FullMethodName       = "/ipsecca.v1.AdminService/ForgetNode"
+	AdminService_RotateAdmin_FullMethodName      = "/ipsecca.v1.AdminService/RotateAdmin"
+	AdminService_RevokeAdmin_FullMethodName      = "/ipsecca.v1.AdminService/RevokeAdmin"
 	AdminService_ValidateBundle_FullMethodName   = "/ipsecca.v1.AdminService/ValidateBundle"
 	AdminService_GetStatus_FullMethodName        = "/ipsecca.v1.AdminService/GetStatus"
 )
@@ -388,9 +392,21 @@ type AdminServiceClient interface {
 	GetCA(ctx context.Context, in *GetCARequest, opts ...grpc.CallOption) (*GetCAResponse, error)
 	// RenewCA re-issues the root now with the same key and subject.
 	RenewCA(ctx context.Context, in *RenewCARequest, opts ...grpc.CallOption) (*GetCAResponse, error)
-	// RevokeNode revokes every unexpired certificate of a node; its Watch
-	// streams are told. Re-admitting the node takes a new token.
+	// RevokeNode revokes every unexpired certificate of a node and voids its
+	// unused tokens; its Watch streams are told. The node gets no
+	// certificate, through any door, until ReadmitNode.
 	RevokeNode(ctx context.Context, in *RevokeNodeRequest, opts ...grpc.CallOption) (*RevokeNodeResponse, error)
+	// ReadmitNode lets a revoked node be issued certificates again (with a
+	// token made after this call).
+	ReadmitNode(ctx context.Context, in *ReadmitNodeRequest, opts ...grpc.CallOption) (*ReadmitNodeResponse, error)
+	// ForgetNode releases the certificate names a revoked node holds, so
+	// another node (a re-provisioned chassis) may take them.
+	ForgetNode(ctx context.Context, in *ForgetNodeRequest, opts ...grpc.CallOption) (*ForgetNodeResponse, error)
+	// RotateAdmin issues a new admin certificate for the caller's CSR; it
+	// supersedes the caller's certificate, which authenticates no more.
+	RotateAdmin(ctx context.Context, in *RotateAdminRequest, opts ...grpc.CallOption) (*IssueResponse, error)
+	// RevokeAdmin revokes one admin certificate (not the caller's own).
+	RevokeAdmin(ctx context.Context, in *RevokeAdminRequest, opts ...grpc.CallOption) (*RevokeAdminResponse, error)
 	// ValidateBundle checks an external endpoint bundle (PKCS#12 + CA) like
 	// `ipsecca bundle validate`; the decision is audited without the
 	// password or key.
@@ -529,6 +545,46 @@ func (c *adminServiceClient) RevokeNode(ctx context.Context, in *RevokeNodeReque
 	return out, nil
 }
 
+func (c *adminServiceClient) ReadmitNode(ctx context.Context, in *ReadmitNodeRequest, opts ...grpc.CallOption) (*ReadmitNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadmitNodeResponse)
+	err := c.cc.Invoke(ctx, AdminService_ReadmitNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ForgetNode(ctx context.Context, in *ForgetNodeRequest, opts ...grpc.CallOption) (*ForgetNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ForgetNodeResponse)
+	err := c.cc.Invoke(ctx, AdminService_ForgetNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RotateAdmin(ctx context.Context, in *RotateAdminRequest, opts ...grpc.CallOption) (*IssueResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueResponse)
+	err := c.cc.Invoke(ctx, AdminService_RotateAdmin_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RevokeAdmin(ctx context.Context, in *RevokeAdminRequest, opts ...grpc.CallOption) (*RevokeAdminResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeAdminResponse)
+	err := c.cc.Invoke(ctx, AdminService_RevokeAdmin_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) ValidateBundle(ctx context.Context, in *ValidateBundleRequest, opts ...grpc.CallOption) (*ValidateBundleResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ValidateBundleResponse)
@@ -579,9 +635,21 @@ type AdminServiceServer interface {
 	GetCA(context.Context, *GetCARequest) (*GetCAResponse, error)
 	// RenewCA re-issues the root now with the same key and subject.
 	RenewCA(context.Context, *RenewCARequest) (*GetCAResponse, error)
-	// RevokeNode revokes every unexpired certificate of a node; its Watch
-	// streams are told. Re-admitting the node takes a new token.
+	// RevokeNode revokes every unexpired certificate of a node and voids its
+	// unused tokens; its Watch streams are told. The node gets no
+	// certificate, through any door, until ReadmitNode.
 	RevokeNode(context.Context, *RevokeNodeRequest) (*RevokeNodeResponse, error)
+	// ReadmitNode lets a revoked node be issued certificates again (with a
+	// token made after this call).
+	ReadmitNode(context.Context, *ReadmitNodeRequest) (*ReadmitNodeResponse, error)
+	// ForgetNode releases the certificate names a revoked node holds, so
+	// another node (a re-provisioned chassis) may take them.
+	ForgetNode(context.Context, *ForgetNodeRequest) (*ForgetNodeResponse, error)
+	// RotateAdmin issues a new admin certificate for the caller's CSR; it
+	// supersedes the caller's certificate, which authenticates no more.
+	RotateAdmin(context.Context, *RotateAdminRequest) (*IssueResponse, error)
+	// RevokeAdmin revokes one admin certificate (not the caller's own).
+	RevokeAdmin(context.Context, *RevokeAdminRequest) (*RevokeAdminResponse, error)
 	// ValidateBundle checks an external endpoint bundle (PKCS#12 + CA) like
 	// `ipsecca bundle validate`; the decision is audited without the
 	// password or key.
@@ -635,6 +703,18 @@ func (UnimplementedAdminServiceServer) RenewCA(context.Context, *RenewCARequest)
 }
 func (UnimplementedAdminServiceServer) RevokeNode(context.Context, *RevokeNodeRequest) (*RevokeNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeNode not implemented")
+}
+func (UnimplementedAdminServiceServer) ReadmitNode(context.Context, *ReadmitNodeRequest) (*ReadmitNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadmitNode not implemented")
+}
+func (UnimplementedAdminServiceServer) ForgetNode(context.Context, *ForgetNodeRequest) (*ForgetNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ForgetNode not implemented")
+}
+func (UnimplementedAdminServiceServer) RotateAdmin(context.Context, *RotateAdminRequest) (*IssueResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateAdmin not implemented")
+}
+func (UnimplementedAdminServiceServer) RevokeAdmin(context.Context, *RevokeAdminRequest) (*RevokeAdminResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeAdmin not implemented")
 }
 func (UnimplementedAdminServiceServer) ValidateBundle(context.Context, *ValidateBundleRequest) (*ValidateBundleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ValidateBundle not implemented")
@@ -879,6 +959,78 @@ func _AdminService_RevokeNode_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ReadmitNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadmitNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ReadmitNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ReadmitNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ReadmitNode(ctx, req.(*ReadmitNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ForgetNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForgetNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ForgetNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ForgetNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ForgetNode(ctx, req.(*ForgetNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RotateAdmin_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateAdminRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RotateAdmin(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RotateAdmin_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RotateAdmin(ctx, req.(*RotateAdminRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RevokeAdmin_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeAdminRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RevokeAdmin(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RevokeAdmin_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RevokeAdmin(ctx, req.(*RevokeAdminRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_ValidateBundle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ValidateBundleRequest)
 	if err := dec(in); err != nil {
@@ -969,6 +1121,22 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeNode",
 			Handler:    _AdminService_RevokeNode_Handler,
+		},
+		{
+			MethodName: "ReadmitNode",
+			Handler:    _AdminService_ReadmitNode_Handler,
+		},
+		{
+			MethodName: "ForgetNode",
+			Handler:    _AdminService_ForgetNode_Handler,
+		},
+		{
+			MethodName: "RotateAdmin",
+			Handler:    _AdminService_RotateAdmin_Handler,
+		},
+		{
+			MethodName: "RevokeAdmin",
+			Handler:    _AdminService_RevokeAdmin_Handler,
 		},
 		{
 			MethodName: "ValidateBundle",

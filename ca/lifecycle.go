@@ -1,0 +1,134 @@
+package ca
+
+import (
+	"crypto/sha256"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ipsecca/ipsecca/store"
+)
+
+// ErrFailedPrecondition: the request is valid but the state it needs does
+// not hold (a node not revoked, an admin revoking its own credential).
+var ErrFailedPrecondition = errors.New("ca: failed precondition")
+
+// Lifecycle denial reasons.
+const (
+	ReasonNodeNotRevoked Reason = "node-not-revoked"
+	ReasonCallerNotAdmin Reason = "caller-not-admin"
+	ReasonNotAdminCert   Reason = "not-admin-certificate"
+	ReasonRevokeSelf     Reason = "revoke-own-credential"
+	ReasonAlreadyRevoked Reason = "already-revoked"
+)
+
+// AdminCertYears is the lifetime of an admin certificate.
+const AdminCertYears = 1
+
+// crlCache holds the last CRL signed, keyed by what it lists and the root
+// that signed it.
+type crlCache struct {
+	mu       sync.Mutex
+	key      [32]byte
+	der      []byte
+	signedAt time.Time
+}
+
+// crlKey identifies a CRL's content: the root and the serials it lists at now.
+func crlKey(root *Root, revoked []*store.Cert, now time.Time) [32]byte {
+	serials := make([]string, 0, len(revoked))
+	for _, c := range revoked {
+		if now.Before(c.NotAfter) {
+			serials = append(serials, c.Serial)
+		}
+	}
+	slices.Sort(serials)
+	h := sha256.New()
+	h.Write(root.Cert.Raw)
+	for _, s := range serials {
+		h.Write([]byte{0})
+		h.Write([]byte(s))
+	}
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
+}
+
+// get returns the cached CRL when it lists the same and is before half its
+// validity (so nodes always fetch one with days left).
+func (c *crlCache) get(key [32]byte, now time.Time) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.der == nil || c.key != key || now.Before(c.signedAt) || !now.Before(c.signedAt.Add(CRLValidity/2)) {
+		return nil, false
+	}
+	return c.der, true
+}
+
+func (c *crlCache) put(key [32]byte, der []byte, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.key, c.der, c.signedAt = key, der, now
+}
+
+func (c *crlCache) invalidate() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.der = nil
+}
+
+// sampler lets through the first sampleBurst events of each minute, so a
+// flood of anonymous junk costs a few log lines, not one per call.
+type sampler struct {
+	mu         sync.Mutex
+	window     time.Time
+	n, dropped int
+}
+
+const sampleBurst = 10
+
+// allow reports whether to log the event at now, and how many were
+// dropped in the window that just ended (to say so once).
+func (s *sampler) allow(now time.Time) (ok bool, droppedBefore int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if w := now.Truncate(time.Minute); !w.Equal(s.window) {
+		droppedBefore = s.dropped
+		s.window, s.n, s.dropped = w, 0, 0
+	}
+	if s.n < sampleBurst {
+		s.n++
+		return true, droppedBefore
+	}
+	s.dropped++
+	return false, droppedBefore
+}
+
+// anonymous answers a call that failed before any credential was
+// recognised: no audit record (anyone can make such calls, so recording
+// each would let anyone fill the disk), a sampled log line, and err
+// unchanged for the caller's metrics.
+func (a *Authority) anonymous(tokenID string, err error) error {
+	var de *DenyError
+	if !errors.As(err, &de) {
+		return err
+	}
+	ok, dropped := a.anonDenied.allow(a.clock.Now())
+	if dropped > 0 {
+		a.log.Warn("anonymous denials not logged in the last minute", "count", dropped)
+	}
+	if ok {
+		a.log.Warn("denied (anonymous, not audited; sampled)", "token_id", tokenID, "reason", de.Reason, "detail", de.Detail)
+	}
+	return err
+}
+
+// ReasonOf returns the denial reason err carries, or "".
+func ReasonOf(err error) Reason {
+	var de *DenyError
+	if errors.As(err, &de) {
+		return de.Reason
+	}
+	return ""
+}
