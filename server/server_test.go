@@ -47,7 +47,10 @@ type testCA struct {
 	clock *fakeClock
 }
 
-func startCA(t *testing.T) *testCA {
+func startCA(t *testing.T) *testCA { t.Helper(); return startCAWith(t, nil) }
+
+// startCAWith starts a CA whose Options set may change first.
+func startCAWith(t *testing.T, set func(*Options)) *testCA {
 	t.Helper()
 	dir := t.TempDir()
 	os.Chmod(dir, 0o700)
@@ -56,7 +59,11 @@ func startCA(t *testing.T) *testCA {
 		t.Fatal(err)
 	}
 	clock := &fakeClock{t: time.Now().Truncate(time.Second)}
-	in, err := Open(context.Background(), Options{DataDir: dir, Store: st, Clock: clock, Rand: rand.Reader})
+	opts := Options{DataDir: dir, Store: st, Clock: clock, Rand: rand.Reader}
+	if set != nil {
+		set(&opts)
+	}
+	in, err := Open(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -309,7 +310,7 @@ func newNodesCmd() *cobra.Command {
 	var reason string
 	revoke := &cobra.Command{
 		Use:   "revoke NODE",
-		Short: "Revoke every certificate of a node; it is published in the CRL and the node is told. Re-admitting it takes a new token",
+		Short: "Revoke every certificate of a node and void its unused tokens; published in the CRL, the node is told, and it gets no certificate by any door until 'node readmit'",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return adminCall(&rconn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
@@ -317,13 +318,49 @@ func newNodesCmd() *cobra.Command {
 				if err != nil {
 					return rpcError("node revoke", err)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "revoked %d certificate(s) of %s\n", resp.GetRevoked(), args[0])
+				fmt.Fprintf(cmd.OutOrStdout(), "revoked %d certificate(s) of %s; its unused tokens are void; it gets no certificate until 'ipsecca node readmit %s'\n",
+					resp.GetRevoked(), args[0], args[0])
 				return nil
 			})
 		},
 	}
 	rconn.register(revoke.Flags(), true)
 	revoke.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log)")
-	cmd.AddCommand(revoke)
+
+	var aconn connFlags
+	readmit := &cobra.Command{
+		Use:   "readmit NODE",
+		Short: "Let a revoked node be issued certificates again (with a token made after this; earlier ones stay void)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return adminCall(&aconn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
+				if _, err := c.ReadmitNode(ctx, &ipseccav1.ReadmitNodeRequest{Node: args[0]}); err != nil {
+					return rpcError("node readmit", err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "re-admitted %s: create a new token for it (ipsecca token create --node %s)\n", args[0], args[0])
+				return nil
+			})
+		},
+	}
+	aconn.register(readmit.Flags(), true)
+
+	var fconn connFlags
+	forget := &cobra.Command{
+		Use:   "forget NODE",
+		Short: "Release the certificate names a revoked node holds, so another node (a re-provisioned chassis) may take them",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return adminCall(&fconn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
+				resp, err := c.ForgetNode(ctx, &ipseccav1.ForgetNodeRequest{Node: args[0]})
+				if err != nil {
+					return rpcError("node forget", err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "released %d name(s) of %s: %s\n", len(resp.GetReleased()), args[0], strings.Join(resp.GetReleased(), ", "))
+				return nil
+			})
+		},
+	}
+	fconn.register(forget.Flags(), true)
+	cmd.AddCommand(revoke, readmit, forget)
 	return cmd
 }
