@@ -60,6 +60,10 @@ type Root struct {
 	CertPEM []byte
 	// BundlePEM holds the current root first, then earlier roots.
 	BundlePEM []byte
+	// SealedOnLoad reports that Bootstrap found the key in the clear and
+	// sealed it: a store that keeps freed space (bbolt) must then be
+	// rewritten, or the clear copy stays readable in its file.
+	SealedOnLoad bool
 
 	keyPEM   []byte
 	poolOnce sync.Once
@@ -73,7 +77,8 @@ func (r *Root) Fingerprint() string {
 }
 
 // Bootstrap loads the root from st, creating it when st has none. created
-// reports whether this call made it. Creating is idempotent across races:
+// reports whether this call made it; root.SealedOnLoad whether it sealed a
+// stored clear key under cfg.KEK. Creating is idempotent across races:
 // if another writer stored a root first, that one is loaded.
 func Bootstrap(ctx context.Context, st RootStore, cfg RootConfig, clock Clock) (root *Root, created bool, err error) {
 	existing, err := st.CA(ctx)
@@ -91,6 +96,7 @@ func Bootstrap(ctx context.Context, st RootStore, cfg RootConfig, clock Clock) (
 			if err := st.RenewCA(ctx, sealed, ev); err != nil {
 				return nil, false, fmt.Errorf("ca: seal the stored CA key: %w", err)
 			}
+			r.SealedOnLoad = true
 		}
 		return r, false, nil
 	}

@@ -146,6 +146,10 @@ func Open(ctx context.Context, opts Options) (*Instance, error) {
 	} else {
 		log.Info("loaded root CA", "subject", root.Cert.Subject.String(), "not_after", root.Cert.NotAfter, "sha256", root.Fingerprint())
 	}
+	if root.SealedOnLoad {
+		log.Info("sealed the CA key in the store under the key-encryption key")
+	}
+	scrubStore(opts.Store, root.SealedOnLoad, log)
 	if err := atomicfile.WriteFile(filepath.Join(opts.DataDir, CAFile), root.BundlePEM, 0o644); err != nil {
 		return nil, err
 	}
@@ -163,6 +167,37 @@ func Open(ctx context.Context, opts Options) (*Instance, error) {
 		return nil, err
 	}
 	return in, nil
+}
+
+// compacter is a store whose file keeps freed pages (store/bolt): after a
+// seal it is rewritten so the clear CA key does not stay readable in it.
+type compacter interface {
+	CompactPending() (bool, error)
+	Compact() error
+}
+
+// scrubStore rewrites the store's file when the CA key was just sealed, or
+// was sealed before without a rewrite (a crash between the two, or an older
+// ipsecca). A failure is logged, not fatal: the CA works, the old file stays
+// whole, and the next start tries again.
+func scrubStore(st Store, sealed bool, log *slog.Logger) {
+	c, ok := st.(compacter)
+	if !ok {
+		return
+	}
+	pending, err := c.CompactPending()
+	if err != nil {
+		log.Error("check whether the store file must be rewritten after sealing", "err", err)
+	}
+	if !sealed && !pending {
+		return
+	}
+	if err := c.Compact(); err != nil {
+		log.Error("rewrite the store file after sealing the CA key: a clear copy may remain in its freed pages; "+
+			"the next start retries", "err", err)
+		return
+	}
+	log.Info("rewrote the store file with live data only: no freed copy of a clear CA key remains in it")
 }
 
 // RotationDue forwards to the Watch streams (in a cluster the event feed

@@ -6,6 +6,7 @@
 //	meta/
 //	    schema_version   -> decimal uint
 //	    audit_head       -> JSON {seq, hash} of the newest event
+//	    rewritten_ca     -> SHA-256 of ca/current when Compact last rewrote the file
 //	ca/
 //	    current          -> JSON store.CA (root certificate and key)
 //	certs/
@@ -115,7 +116,11 @@ const maxBatch = 1024
 
 // Store is a bbolt-backed store. It is safe for concurrent use.
 type Store struct {
+	// dbMu guards db, which Compact replaces: transactions hold it shared,
+	// Compact exclusively. A transaction's function must not start another.
+	dbMu  sync.RWMutex
 	db    *bbolt.DB
+	path  string
 	queue chan *op
 	stop  chan struct{}
 	wg    sync.WaitGroup
@@ -158,7 +163,11 @@ func Open(dir string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	s := &Store{db: db, queue: make(chan *op, maxBatch), stop: make(chan struct{})}
+	if err := removeStaleRewrite(path); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s := &Store{db: db, path: path, queue: make(chan *op, maxBatch), stop: make(chan struct{})}
 	s.wg.Add(1)
 	go s.committer()
 	return s, nil
@@ -197,7 +206,9 @@ func (s *Store) Close() error {
 		s.mu.Unlock()
 		close(s.stop)
 		s.wg.Wait()
+		s.dbMu.Lock()
 		err = s.db.Close()
+		s.dbMu.Unlock()
 	})
 	return err
 }
@@ -207,7 +218,7 @@ func (s *Store) Close() error {
 func (s *Store) Stats() (commits, conflicts uint64) { return s.commits.Load(), 0 }
 
 // Path is the database file.
-func (s *Store) Path() string { return s.db.Path() }
+func (s *Store) Path() string { return s.path }
 
 func (s *Store) committer() {
 	defer s.wg.Done()
@@ -241,6 +252,8 @@ func (s *Store) committer() {
 
 func (s *Store) commit(batch []*op) {
 	errs := make([]error, len(batch))
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		for _, name := range ascendingBuckets {
 			tx.Bucket(name).FillPercent = ascendingFill
@@ -301,6 +314,8 @@ func (s *Store) update(ctx context.Context, fn func(tx *bbolt.Tx) error) error {
 }
 
 func (s *Store) view(fn func(tx *bbolt.Tx) error) error {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
 	return s.db.View(fn)
 }
 
@@ -342,7 +357,7 @@ func nodeKey(node, serial string) []byte {
 
 // Check runs bbolt's consistency check over the whole file.
 func (s *Store) Check() error {
-	return s.db.View(func(tx *bbolt.Tx) error {
+	return s.view(func(tx *bbolt.Tx) error {
 		var errs []error
 		for err := range tx.Check() {
 			errs = append(errs, err)
@@ -352,7 +367,7 @@ func (s *Store) Check() error {
 }
 
 // Stat reports the size of the database file (for logs and metrics).
-func (s *Store) Stat() (os.FileInfo, error) { return os.Stat(s.db.Path()) }
+func (s *Store) Stat() (os.FileInfo, error) { return os.Stat(s.path) }
 
 func activeKey(kind store.Kind, node string) []byte {
 	k := make([]byte, 0, len(kind)+1+len(node))
