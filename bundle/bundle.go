@@ -8,6 +8,7 @@ package bundle
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -43,6 +44,7 @@ const (
 	CodeP12ManyKeys       = "p12-multiple-private-keys"
 	CodeP12KeyMismatch    = "p12-key-does-not-match-leaf"
 	CodeP12PasswordSet    = "p12-password-not-empty"
+	CodeP12KDFIterations  = "p12-kdf-iterations"
 	CodeCAUnreadable      = "ca-unreadable"
 	CodeChainUntrusted    = "chain-untrusted"
 	CodeCertExpired       = "cert-expired"
@@ -151,8 +153,53 @@ type P12 struct {
 var ErrWrongPassword = errors.New("bundle: the PKCS#12 password is wrong")
 
 // DecodeP12 opens a PKCS#12 bundle (PBES2/AES with SHA-256 MAC as OpenSSL
-// 3 writes by default, and the legacy RC2-40 or 3DES with SHA-1 MAC).
+// 3 writes by default, and the legacy RC2-40 or 3DES with SHA-1 MAC). A
+// bundle whose KDFs ask for more than MaxP12KDFIterations (or all together
+// MaxP12KDFIterationsTotal) is refused with a *KDFIterationsError, and one
+// P12KDFs cannot read with its error, before any KDF runs.
 func DecodeP12(data []byte, password string) (*P12, error) {
+	if err := checkP12KDFs(data); err != nil {
+		return nil, err
+	}
+	return decodeP12(data, password)
+}
+
+// decodeSlots bounds the decodes running at once, counting those whose
+// caller has gone (ValidateContext): the caps bound each to seconds, but a
+// shrouded key inside an encrypted safe is only visible once decrypted.
+var decodeSlots = make(chan struct{}, 1)
+
+// decodeP12Context runs DecodeP12 and returns ctx's error when ctx ends first.
+// A KDF cannot be interrupted: the decode then finishes in the background,
+// holding its slot.
+func decodeP12Context(ctx context.Context, data []byte, password string) (*P12, error) {
+	if err := checkP12KDFs(data); err != nil {
+		return nil, err
+	}
+	select {
+	case decodeSlots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	type result struct {
+		p   *P12
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		defer func() { <-decodeSlots }()
+		p, err := decodeP12(data, password)
+		done <- result{p, err}
+	}()
+	select {
+	case r := <-done:
+		return r.p, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func decodeP12(data []byte, password string) (*P12, error) {
 	blocks, err := pkcs12.ToPEM(data, password)
 	if errors.Is(err, pkcs12.ErrIncorrectPassword) {
 		return nil, ErrWrongPassword
@@ -277,6 +324,18 @@ var oidIPSecIKE = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 17}
 
 // Validate checks an external endpoint bundle and returns every finding.
 func Validate(in Input, opts Options) *Report {
+	r, _ := ValidateContext(context.Background(), in, opts)
+	return r
+}
+
+// ValidateContext is Validate giving up when ctx ends: it then returns a
+// nil report and ctx's error (context.DeadlineExceeded or Canceled). The
+// PKCS#12 decode it gave up on runs to its end in the background; one
+// decode runs at a time, so such leftovers hold at most one core.
+func ValidateContext(ctx context.Context, in Input, opts Options) (*Report, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	r := &Report{}
 	if opts.ExpiryWarning == 0 {
 		opts.ExpiryWarning = 30 * 24 * time.Hour
@@ -288,8 +347,13 @@ func Validate(in Input, opts Options) *Report {
 		in.Type = DefaultType
 	}
 	checkNames(r, in)
-	p, err := DecodeP12(in.P12, in.Password)
+	p, err := decodeP12Context(ctx, in.P12, in.Password)
+	var kdfErr *KDFIterationsError
 	switch {
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case errors.As(err, &kdfErr):
+		kdfFindings(r, kdfErr)
 	case errors.Is(err, ErrWrongPassword):
 		r.add(CodeP12WrongPassword, SeverityError, "", "the PKCS#12 does not open with the given password; check --password/--password-file")
 	case err != nil:
@@ -307,7 +371,7 @@ func Validate(in Input, opts Options) *Report {
 	}
 	checkRight(r, in, p)
 	r.OK = r.Errors == 0
-	return r
+	return r, nil
 }
 
 func trimErr(err error) string {

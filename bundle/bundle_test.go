@@ -90,7 +90,7 @@ func pemOf(certs ...*x509.Certificate) []byte {
 }
 
 // opensslP12 exports key+cert with openssl: mode "" (OpenSSL 3 default),
-// "legacy" or "3des".
+// "legacy", "3des", or more flags (e.g. "-iter 3000").
 func opensslP12(t testing.TB, cert *x509.Certificate, key crypto.Signer, name, password, mode string) []byte {
 	t.Helper()
 	if _, err := exec.LookPath("openssl"); err != nil {
@@ -109,6 +109,8 @@ func opensslP12(t testing.TB, cert *x509.Certificate, key crypto.Signer, name, p
 		args = append(args, "-legacy")
 	case "3des":
 		args = append(args, "-keypbe", "PBE-SHA1-3DES", "-certpbe", "PBE-SHA1-3DES", "-macalg", "sha1")
+	default:
+		args = append(args, strings.Fields(mode)...)
 	}
 	if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
 		t.Fatalf("openssl %v: %v\n%s", args, err, out)

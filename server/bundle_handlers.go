@@ -13,7 +13,11 @@ import (
 func (s adminService) ValidateBundle(ctx context.Context, req *ipseccav1.ValidateBundleRequest) (*ipseccav1.ValidateBundleResponse, error) {
 	in := bundle.Input{P12: req.GetP12(), Password: req.GetPassword(), CAPEM: req.GetCaPem(), RightCertPEM: req.GetRightCertPem(),
 		Left: req.GetLeft(), Right: req.GetRight(), RightSubnet: req.GetRightSubnet(), Type: req.GetType(), LeftCert: req.GetLeftcert()}
-	rep := bundle.Validate(in, bundle.Options{Now: s.clock.Now()})
+	// The PKCS#12 decoder cannot be interrupted; ValidateContext stops waiting for it when the caller goes.
+	rep, err := bundle.ValidateContext(ctx, in, bundle.Options{Now: s.clock.Now()})
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
 	resp := &ipseccav1.ValidateBundleResponse{Errors: int32(rep.Errors), Warnings: int32(rep.Warnings), Ok: rep.OK,
 		LeafSubject: rep.LeafSubject, LeafSerial: rep.LeafSerial, Nickname: rep.Nickname}
 	var codes []string
