@@ -273,8 +273,8 @@ func waitNewSerial(t *testing.T, n *node, old string) bool {
 	return false
 }
 
-// TestSidecarRevokedNeedsNewToken: a revoked node re-enrols only with a
-// new token, and says what it needs.
+// TestSidecarRevokedNeedsNewToken: a revoked node re-enrols only after an
+// admin re-admits it and with a new token, and says what it needs.
 func TestSidecarRevokedNeedsNewToken(t *testing.T) {
 	srv := startServer(t, "")
 	n := newNode(t, srv, "node-a")
@@ -299,6 +299,11 @@ func TestSidecarRevokedNeedsNewToken(t *testing.T) {
 	if r.Code != 1 || !strings.Contains(r.Stderr, "ipsecca token create --node node-a") {
 		t.Fatalf("pass after revocation with only the used token: %+v", r)
 	}
+	// No token for a revoked node until an admin re-admits it.
+	if r := run(t, srv.Env(), "token", "create", "--node", "node-a"); r.Code == 0 || !strings.Contains(r.Stderr, "ipsecca node readmit node-a") {
+		t.Fatalf("token create for a revoked node: %+v", r)
+	}
+	mustRun(t, srv.Env(), "node", "readmit", "node-a")
 	n.newToken(t)
 	if r := n.once(t, nil); r.Code != 0 {
 		t.Fatalf("pass with a new token: %+v", r)
