@@ -14,15 +14,23 @@
 //
 //  1. import the new key pair under NICK (NICK now holds old and new;
 //     lookups by NICK give the new one), verify it;
-//  2. rename the best certificate of NICK (the new one) to NICK~ipsecca-new
+//  2. rename the best certificate of NICK (the new one) to the swap
+//     nickname SwapNickname(NICK), ipsecca_swap_<CN> for ovs_certkey_<CN>
 //     (NICK still holds the old, valid pair);
 //  3. delete the old pair(s) under NICK with certutil -F;
-//  4. rename NICK~ipsecca-new back to NICK; verify.
+//  4. rename the swap nickname back to NICK; verify.
 //
 // The database holds a valid certificate and key for the node at every
 // moment; NICK itself resolves to nothing only between steps 3 and 4 (one
 // certutil run). A process killed at any step leaves a state PutKeyPair
-// recognises and finishes on its next call.
+// recognises and finishes on its next call, also when an older version
+// parked the pair under NICK~ipsecca-new.
+//
+// The swap nickname lies outside ovs_: ovs-monitor-ipsec deletes every
+// ovs_cert_*/ovs_certkey_* entry it does not manage when it (re)starts, and
+// would take a parked pair with it.
+//
+// The tools run with LC_ALL=C (toolEnv): their output is parsed.
 package nssdb
 
 import (
@@ -42,6 +50,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -55,8 +64,18 @@ const (
 	TrustUser = "u,u,u" // our own certificate with its key
 )
 
-// TempSuffix marks the new certificate's nickname during PutKeyPair.
-const TempSuffix = "~ipsecca-new"
+// SwapPrefix starts the nickname PutKeyPair parks the new pair under.
+const SwapPrefix = "ipsecca_swap_"
+
+// LegacySwapSuffix made the swap nickname of earlier versions (NICK + it,
+// inside ovs_ for a node); a swap interrupted under it is still finished.
+const LegacySwapSuffix = "~ipsecca-new"
+
+// SwapNickname is where PutKeyPair parks the new pair of nickname:
+// ipsecca_swap_<CN> for ovs_certkey_<CN>, ipsecca_swap_<nickname> otherwise.
+func SwapNickname(nickname string) string {
+	return SwapPrefix + strings.TrimPrefix(nickname, "ovs_certkey_")
+}
 
 // LockFile is the lock file PutKeyPair's callers take in the DB directory.
 const LockFile = ".ipsecca.lock"
@@ -109,6 +128,7 @@ func (d *DB) run(ctx context.Context, tool string, args ...string) ([]byte, erro
 	ctx, cancel := context.WithTimeout(ctx, t)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, tool, args...)
+	cmd.Env = toolEnv(os.Environ())
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -121,6 +141,21 @@ func (d *DB) run(ctx context.Context, tool string, args ...string) ([]byte, erro
 		return out.Bytes(), &ToolError{Args: append([]string{tool}, args...), Code: code, Output: errb.String() + out.String()}
 	}
 	return out.Bytes(), nil
+}
+
+// toolEnv is env for an NSS tool: untranslated messages and C formats
+// (LC_ALL=C, no other locale variable), since what the tools print is
+// parsed.
+func toolEnv(env []string) []string {
+	out := make([]string, 0, len(env)+1)
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if k == "LANG" || k == "LANGUAGE" || strings.HasPrefix(k, "LC_") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return append(out, "LC_ALL=C")
 }
 
 // Exists reports whether the directory holds an sql: database.
@@ -187,6 +222,20 @@ func (d *DB) List(ctx context.Context) ([]Entry, error) {
 	if err != nil {
 		return nil, err
 	}
+	entries := parseList(out)
+	for i := range entries {
+		certs, err := d.Certs(ctx, entries[i].Nickname)
+		if err != nil {
+			return nil, err
+		}
+		entries[i].Certs = certs
+	}
+	return entries, nil
+}
+
+// parseList reads `certutil -L` output: the entries without certificates,
+// in order, a nickname listed twice once (with its last trust).
+func parseList(out []byte) []Entry {
 	var entries []Entry
 	seen := map[string]int{}
 	for _, line := range strings.Split(string(out), "\n") {
@@ -201,14 +250,7 @@ func (d *DB) List(ctx context.Context) ([]Entry, error) {
 		seen[nick] = len(entries)
 		entries = append(entries, Entry{Nickname: nick, Trust: trust})
 	}
-	for i := range entries {
-		certs, err := d.Certs(ctx, entries[i].Nickname)
-		if err != nil {
-			return nil, err
-		}
-		entries[i].Certs = certs
-	}
-	return entries, nil
+	return entries
 }
 
 var trustRe = regexp.MustCompile(`^[a-zA-Z]*,[a-zA-Z]*,[a-zA-Z]*$`)
@@ -242,6 +284,15 @@ func (d *DB) Certs(ctx context.Context, nickname string) ([]*x509.Certificate, e
 		}
 		return nil, err
 	}
+	certs, err := parseCerts(out)
+	if err != nil {
+		return nil, fmt.Errorf("nssdb: certificate under %q does not parse: %w", nickname, err)
+	}
+	return certs, nil
+}
+
+// parseCerts reads `certutil -L -n NICK -a` output: PEM certificates.
+func parseCerts(out []byte) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
 	rest := out
 	for {
@@ -252,7 +303,7 @@ func (d *DB) Certs(ctx context.Context, nickname string) ([]*x509.Certificate, e
 		}
 		c, err := x509.ParseCertificate(b.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("nssdb: certificate under %q does not parse: %w", nickname, err)
+			return nil, err
 		}
 		certs = append(certs, c)
 	}
@@ -278,6 +329,11 @@ func (d *DB) Keys(ctx context.Context) ([]Key, error) {
 		}
 		return nil, err
 	}
+	return parseKeys(out), nil
+}
+
+// parseKeys reads `certutil -K` output.
+func parseKeys(out []byte) []Key {
 	var keys []Key
 	for _, line := range strings.Split(string(out), "\n") {
 		m := keyRe.FindStringSubmatch(strings.TrimSpace(line))
@@ -291,7 +347,7 @@ func (d *DB) Keys(ctx context.Context) ([]Key, error) {
 		}
 		keys = append(keys, Key{Type: m[1], ID: strings.ToLower(m[2]), Nickname: nick})
 	}
-	return keys, nil
+	return keys
 }
 
 // KeyID is NSS's CKA_ID for a public key: SHA-1 of the RSA modulus or of
@@ -470,7 +526,8 @@ func holds(certs []*x509.Certificate, c *x509.Certificate) bool {
 // safe sequence in the package doc. It reports whether it changed
 // anything; with the pair already in place it runs no write.
 func (d *DB) PutKeyPair(ctx context.Context, nickname string, cert *x509.Certificate, key crypto.Signer) (changed bool, err error) {
-	tmp := nickname + TempSuffix
+	tmp := SwapNickname(nickname)
+	swaps := []string{tmp, nickname + LegacySwapSuffix} // the second from older versions
 	hasKey := func() (bool, error) { return d.HasKey(ctx, cert) }
 
 	under, err := d.Certs(ctx, nickname)
@@ -479,33 +536,35 @@ func (d *DB) PutKeyPair(ctx context.Context, nickname string, cert *x509.Certifi
 	}
 	if len(under) == 1 && under[0].Equal(cert) {
 		if ok, err := hasKey(); err != nil || ok {
-			parked, err2 := d.Certs(ctx, tmp)
-			if err == nil && err2 == nil && len(parked) == 0 {
+			left, err2 := d.anyListed(ctx, swaps)
+			if err == nil && err2 == nil && !left {
 				return false, nil
 			}
 		}
 	}
 	// Where does the new pair sit? A previous run may have parked it under
-	// the temporary nickname, or the import filed it under a nickname of
+	// a swap nickname, or the import filed it under a nickname of
 	// pk12util's choosing ("<CN> - <O>") for a subject new to the database.
 	parked, err := d.parkedAt(ctx, nickname, cert)
 	if err != nil {
 		return changed, err
 	}
 	if parked == "" {
-		// A stale temporary entry (an older attempt's pair): remove it.
-		for {
-			stale, err := d.Certs(ctx, tmp)
-			if err != nil {
-				return changed, err
+		// Stale swap entries (an older attempt's pair): remove them.
+		for _, sw := range swaps {
+			for {
+				stale, err := d.Certs(ctx, sw)
+				if err != nil {
+					return changed, err
+				}
+				if len(stale) == 0 {
+					break
+				}
+				if err := d.DeleteBest(ctx, sw); err != nil {
+					return changed, err
+				}
+				changed = true
 			}
-			if len(stale) == 0 {
-				break
-			}
-			if err := d.DeleteBest(ctx, tmp); err != nil {
-				return changed, err
-			}
-			changed = true
 		}
 		if !holds(under, cert) {
 			if err := d.importKeyPair(ctx, cert, key); err != nil {
@@ -586,6 +645,20 @@ func (d *DB) PutKeyPair(ctx context.Context, nickname string, cert *x509.Certifi
 		return changed, err
 	}
 	return changed, d.verify(ctx, nickname)
+}
+
+// anyListed reports whether `certutil -L` lists one of nicknames.
+func (d *DB) anyListed(ctx context.Context, nicknames []string) (bool, error) {
+	out, err := d.run(ctx, "certutil", "-L", "-d", d.spec())
+	if err != nil {
+		return false, err
+	}
+	for _, e := range parseList(out) {
+		if slices.Contains(nicknames, e.Nickname) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // verify checks the nickname for SSL client and server use.

@@ -307,3 +307,148 @@ func TestParseListLine(t *testing.T) {
 		}
 	}
 }
+
+func TestSwapNickname(t *testing.T) {
+	for in, want := range map[string]string{
+		"ovs_certkey_node-a": "ipsecca_swap_node-a",
+		"left_server":        "ipsecca_swap_left_server",
+	} {
+		if got := SwapNickname(in); got != want || strings.HasPrefix(got, "ovs_") {
+			t.Errorf("SwapNickname(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestSwapStaysOutsideOVS: at no step of a replacement does the database
+// hold an ovs_ nickname other than the node's and the CA's, which
+// ovs-monitor-ipsec would delete on a restart; the new pair is parked
+// under ipsecca_swap_<CN>.
+func TestSwapStaysOutsideOVS(t *testing.T) {
+	p := newPKI(t)
+	d := newDB(t, p)
+	ctx := context.Background()
+	old, oldKey := p.leaf(t, "node-a", true, time.Hour)
+	if _, err := d.PutKeyPair(ctx, nick, old, oldKey); err != nil {
+		t.Fatal(err)
+	}
+	c, k := p.leaf(t, "node-a", true, 0)
+	parked := false
+	d.Hook = func(step string) error {
+		entries, err := d.List(ctx)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if strings.HasPrefix(e.Nickname, "ovs_") && e.Nickname != nick && e.Nickname != "ovs_cert_cacert" {
+				t.Errorf("at step %s the database holds %q, which ovs-monitor-ipsec would delete", step, e.Nickname)
+			}
+			if e.Nickname == "ipsecca_swap_node-a" && len(e.Certs) > 0 && e.Certs[0].Equal(c) {
+				parked = true
+			}
+		}
+		return nil
+	}
+	if _, err := d.PutKeyPair(ctx, nick, c, k); err != nil {
+		t.Fatal(err)
+	}
+	if !parked {
+		t.Error("the new pair was never parked under ipsecca_swap_node-a")
+	}
+	d.Hook = nil
+	assertExactly(t, d, c)
+}
+
+// TestFinishesInterruptedSwap: a swap left half done under the swap
+// nickname, or under the one older versions used (NICK~ipsecca-new), is
+// finished by the next PutKeyPair, and a stale entry under either name is
+// removed with its key.
+func TestFinishesInterruptedSwap(t *testing.T) {
+	// TestKilledAtEachStepConverges covers a swap interrupted under today's name.
+	for _, tc := range []struct{ park, stage string }{
+		{nick + LegacySwapSuffix, "parked"}, {nick + LegacySwapSuffix, "old-deleted"},
+		{nick + LegacySwapSuffix, "stale"}, {SwapNickname(nick), "stale"},
+	} {
+		park, stage := tc.park, tc.stage
+		t.Run(park+"/"+stage, func(t *testing.T) {
+			p := newPKI(t)
+			d := newDB(t, p)
+			ctx := context.Background()
+			old, oldKey := p.leaf(t, "node-a", false, time.Hour)
+			c, k := p.leaf(t, "node-a", false, 0)
+			if stage == "stale" {
+				// The current pair in place, and another one left parked.
+				if _, err := d.PutKeyPair(ctx, nick, c, k); err != nil {
+					t.Fatal(err)
+				}
+				s, sk := p.leaf(t, "node-old", false, 0)
+				if err := d.importKeyPair(ctx, s, sk); err != nil {
+					t.Fatal(err)
+				}
+				at, err := d.parkedAt(ctx, nick, s)
+				if err != nil || at == "" {
+					t.Fatalf("imported stale pair not found: %q %v", at, err)
+				}
+				if err := d.Rename(ctx, at, park); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				if _, err := d.PutKeyPair(ctx, nick, old, oldKey); err != nil {
+					t.Fatal(err)
+				}
+				if err := d.importKeyPair(ctx, c, k); err != nil {
+					t.Fatal(err)
+				}
+				if err := d.Rename(ctx, nick, park); err != nil {
+					t.Fatal(err)
+				}
+				if moved, _ := d.Certs(ctx, park); !holds(moved, c) {
+					t.Fatalf("setup: %s does not hold the new certificate", park)
+				}
+				if stage == "old-deleted" {
+					if err := d.DeleteBest(ctx, nick); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if changed, err := d.PutKeyPair(ctx, nick, c, k); err != nil || !changed {
+				t.Fatalf("put after an interrupted swap: changed=%v %v", changed, err)
+			}
+			assertExactly(t, d, c)
+			if changed, err := d.PutKeyPair(ctx, nick, c, k); err != nil || changed {
+				t.Fatalf("a pass after that: changed=%v %v", changed, err)
+			}
+		})
+	}
+}
+
+func TestToolEnv(t *testing.T) {
+	got := toolEnv([]string{"PATH=/bin", "LANG=de_DE.UTF-8", "LANGUAGE=de:en", "LC_ALL=de_DE.UTF-8", "LC_MESSAGES=de_DE.UTF-8",
+		"LC_NUMERIC=de_DE.UTF-8", "HOME=/root", "XLC_ALL=kept"})
+	want := "PATH=/bin HOME=/root XLC_ALL=kept LC_ALL=C"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("toolEnv = %v, want %s", got, want)
+	}
+}
+
+// TestToolsRunInCLocale: with the parent in a German locale, the tools see
+// LC_ALL=C and no other locale variable. A stand-in certutil prints a key
+// line only then, so the parsed result of Keys shows the environment.
+func TestToolsRunInCLocale(t *testing.T) {
+	bin := t.TempDir()
+	script := `#!/bin/sh
+loc=$(env | grep -E '^(LANG|LANGUAGE|LC_[A-Z_]*)=' | sort | tr '\n' ' ')
+if [ "$loc" != "LC_ALL=C " ]; then echo "locale: $loc" >&2; exit 1; fi
+echo '< 0> rsa      760a2ee8fd08b0d184c73625661d64424cec6015   ovs_certkey_node-a'
+`
+	if err := os.WriteFile(filepath.Join(bin, "certutil"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	for k, v := range map[string]string{"LANG": "de_DE.UTF-8", "LANGUAGE": "de", "LC_ALL": "de_DE.UTF-8", "LC_MESSAGES": "de_DE.UTF-8"} {
+		t.Setenv(k, v)
+	}
+	keys, err := New(t.TempDir()).Keys(context.Background())
+	if err != nil || len(keys) != 1 || keys[0].Nickname != nick {
+		t.Fatalf("Keys under a German parent locale: %+v %v", keys, err)
+	}
+}
