@@ -466,6 +466,20 @@ func (a *Agent) Check(ctx context.Context) error {
 	return nil
 }
 
+// crlSerials lists the serials a DER CRL from the server revokes, in its
+// order, as ipsecca prints serials.
+func crlSerials(der []byte) ([]string, error) {
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		return nil, fmt.Errorf("sidecar: CRL: %w", err)
+	}
+	serials := make([]string, 0, len(crl.RevokedCertificateEntries))
+	for _, e := range crl.RevokedCertificateEntries {
+		serials = append(serials, serialHex(e.SerialNumber))
+	}
+	return serials, nil
+}
+
 // crlFile keeps the last CRL imported into NSS, to import only changes.
 const crlFile = "crl.der"
 
@@ -484,13 +498,9 @@ func (a *Agent) syncCRL(ctx context.Context, bundle []byte) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	crl, err := x509.ParseRevocationList(resp.GetDer())
+	serials, err := crlSerials(resp.GetDer())
 	if err != nil {
-		return false, fmt.Errorf("sidecar: CRL: %w", err)
-	}
-	var serials []string
-	for _, e := range crl.RevokedCertificateEntries {
-		serials = append(serials, serialHex(e.SerialNumber))
+		return false, err
 	}
 	key := []byte(strings.Join(serials, ","))
 	path := a.state.path(crlFile)
