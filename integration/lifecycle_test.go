@@ -23,7 +23,9 @@ func TestAdminRotateAndRevokeCLI(t *testing.T) {
 		os.WriteFile(filepath.Join(oldDir, f), b, 0o600)
 	}
 	oldCreds := []string{"--cert", filepath.Join(oldDir, "admin.pem"), "--key", filepath.Join(oldDir, "admin-key.pem")}
-	var before struct{ Certificates []struct{ Serial, State string } }
+	var before struct {
+		Certificates []struct{ Serial, State string }
+	}
 	if err := json.Unmarshal([]byte(mustRun(t, env, "certs", "list", "--kind", "admin", "--json")), &before); err != nil || len(before.Certificates) != 1 {
 		t.Fatalf("admin certificates before: %+v %v", before, err)
 	}
@@ -43,7 +45,9 @@ func TestAdminRotateAndRevokeCLI(t *testing.T) {
 		t.Fatalf("old admin credential after rotate: %+v", r)
 	}
 	// An admin cannot revoke the credential it calls with.
-	var after struct{ Certificates []struct{ Serial, State string } }
+	var after struct {
+		Certificates []struct{ Serial, State string }
+	}
 	json.Unmarshal([]byte(mustRun(t, env, "certs", "list", "--kind", "admin", "--state", "active", "--json")), &after)
 	if len(after.Certificates) != 1 || after.Certificates[0].Serial == oldSerial {
 		t.Fatalf("active admin certificates after rotate: %+v", after)
@@ -93,5 +97,43 @@ func TestNodeForgetCLI(t *testing.T) {
 	mustRun(t, env, "enroll", "--server", srv.Addr, "--ca-file", srv.CAFile(), "--token-file", tok, "--csr", csr, "--out", filepath.Join(dir, "new.pem"))
 	if subj := sh(t, "openssl", "x509", "-in", filepath.Join(dir, "new.pem"), "-noout", "-subject"); !strings.Contains(subj, chassis) {
 		t.Fatalf("re-provisioned chassis certificate: %s", subj)
+	}
+}
+
+// TestSidecarRecoversLostRenewal (lifecycle point 2): the CA issued a
+// renewal whose reply the sidecar never got. The node's certificate is then
+// superseded and refused, but the sidecar renews with its pending key and
+// receives that same certificate: no third certificate, no stranded node.
+func TestSidecarRecoversLostRenewal(t *testing.T) {
+	srv := startServer(t, "")
+	n := newNode(t, srv, "node-a")
+	if r := n.once(t, nil); r.Code != 0 {
+		t.Fatalf("first pass: %+v", r)
+	}
+	first := assertNSS(t, n, 1)
+	// The renewal the sidecar had in flight: its pending key, and the
+	// certificate the CA issued for it.
+	pending := filepath.Join(n.state, "versions", "pending-key.pem")
+	sh(t, "openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", pending)
+	csr := filepath.Join(t.TempDir(), "renew.csr")
+	sh(t, "openssl", "req", "-new", "-key", pending, "-subj", "/CN=node-a", "-out", csr)
+	lost := filepath.Join(t.TempDir(), "lost.pem")
+	mustRun(t, srv.Env(), "renew", "--server", srv.Addr, "--ca-file", srv.CAFile(), "--cert", filepath.Join(n.state, "node.pem"),
+		"--key", filepath.Join(n.state, "node-key.pem"), "--csr", csr, "--out", lost)
+	want := strings.TrimPrefix(strings.TrimSpace(sh(t, "openssl", "x509", "-in", lost, "-noout", "-serial")), "serial=")
+
+	if r := n.once(t, nil); r.Code != 0 {
+		t.Fatalf("pass after the lost renewal: %+v", r)
+	}
+	got := assertNSS(t, n, 1)
+	if got == first || !strings.EqualFold(strings.TrimLeft(got, "0"), strings.TrimLeft(want, "0")) {
+		t.Fatalf("NSS holds serial %s, want the lost renewal's %s", got, want)
+	}
+	var list struct {
+		Certificates []struct{ Serial, State string }
+	}
+	json.Unmarshal([]byte(mustRun(t, srv.Env(), "certs", "list", "--node", "node-a", "--kind", "node", "--json")), &list)
+	if len(list.Certificates) != 2 {
+		t.Fatalf("node-a has %d certificates, want 2 (the retry must not mint a third): %+v", len(list.Certificates), list)
 	}
 }

@@ -182,6 +182,11 @@ func (a *Agent) Pass(ctx context.Context) (changed bool, err error) {
 	if need == "" {
 		snap, err := a.snapshot(ctx, bundle, pair)
 		switch {
+		case status.Code(err) == codes.Unauthenticated && denialReason(err) == reasonSuperseded:
+			// The server issued a successor this node never got (a lost
+			// renewal reply): renewing with the pending key returns it.
+			a.log.Warn("the server holds a newer certificate than the node; renewing with the pending key to get it", "serial", pair.Serial())
+			need = "renew"
 		case status.Code(err) == codes.Unauthenticated:
 			a.log.Warn("the server no longer accepts the node certificate (revoked or unknown); enrolling again with a token", "err", status.Convert(err).Message())
 			need, revoked = "enrol", true

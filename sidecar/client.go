@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 
 	"github.com/ipsecca/ipsecca/internal/grpcaddr"
 )
@@ -44,4 +46,23 @@ func newCSR(key crypto.Signer, cn string) ([]byte, error) {
 		return nil, fmt.Errorf("sidecar: make CSR: %w", err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
+}
+
+// reasonSuperseded is the server's denial reason for a certificate that is
+// no longer the node's active one.
+const reasonSuperseded = "certificate-superseded"
+
+// denialReason is the stable reason an ipsecca server gave for a denial
+// (its errdetails.ErrorInfo in the ipsecca.io domain), or "".
+func denialReason(err error) string {
+	st, ok := status.FromError(err)
+	if !ok {
+		return ""
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == "ipsecca.io" {
+			return info.GetReason()
+		}
+	}
+	return ""
 }
