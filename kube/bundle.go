@@ -6,7 +6,9 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,9 +24,10 @@ const (
 )
 
 // syncBundle makes the ConfigMap hold the Authority's current bundle (the
-// current root, then the previous one during a renewal overlap): created
-// when absent, updated on renewal, restored when edited. Other keys of the
-// ConfigMap are left alone.
+// current root, then the previous one during a renewal overlap) and its
+// current CRL: created when absent, updated on renewal or when the
+// revocations change, restored when edited. Other keys of the ConfigMap
+// are left alone. A CRL that cannot be made does not hold back the bundle.
 func (s *Signer) syncBundle(ctx context.Context, t *term) error {
 	want := string(Bundle(s.cfg.Authority.Root().BundlePEM, s.cfg.Clock.Now()))
 	fps := fingerprints([]byte(want))
@@ -33,27 +36,39 @@ func (s *Signer) syncBundle(ctx context.Context, t *term) error {
 	if err != nil {
 		return err
 	}
-	if !ok {
+	var cur *corev1.ConfigMap
+	if ok {
+		cur = obj.(*corev1.ConfigMap)
+	}
+	crl, crlWhy, crlErr := s.wantCRL(ctx, cur)
+	if crlErr != nil {
+		s.log.Error("CRL not published", "err", crlErr)
+	}
+	if cur == nil {
 		cm := &corev1.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{Name: s.cmName, Namespace: s.cmNS,
 				Labels:      map[string]string{LabelManagedBy: "ipsecca"},
 				Annotations: map[string]string{AnnotationFingerprints: fps}},
 			Data: map[string]string{CABundleKey: want},
 		}
+		if crl != "" {
+			cm.Data[CRLKey] = crl
+		}
 		_, err := cms.Create(ctx, cm, metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
-			return nil // the informer brings it and queues another look
+			return crlErr // the informer brings it and queues another look
 		}
 		if err != nil {
 			return err
 		}
 		s.metrics.bundle.WithLabelValues("created").Inc()
+		s.crlPublished(crl, crlWhy)
 		s.log.Info("created the CA bundle ConfigMap", "configmap", s.cmNS+"/"+s.cmName, "roots", fps)
-		return nil
+		return crlErr
 	}
-	cur := obj.(*corev1.ConfigMap)
-	if cur.Data[CABundleKey] == want && cur.Annotations[AnnotationFingerprints] == fps {
-		return nil
+	bundleOK := cur.Data[CABundleKey] == want && cur.Annotations[AnnotationFingerprints] == fps
+	if bundleOK && crl == "" {
+		return crlErr
 	}
 	cm := cur.DeepCopy()
 	cm.Data = maps.Clone(cm.Data)
@@ -61,6 +76,9 @@ func (s *Signer) syncBundle(ctx context.Context, t *term) error {
 		cm.Data = map[string]string{}
 	}
 	cm.Data[CABundleKey] = want
+	if crl != "" {
+		cm.Data[CRLKey] = crl
+	}
 	if cm.Annotations == nil {
 		cm.Annotations = map[string]string{}
 	}
@@ -68,13 +86,84 @@ func (s *Signer) syncBundle(ctx context.Context, t *term) error {
 	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 		return err
 	}
+	s.crlPublished(crl, crlWhy)
+	if bundleOK {
+		return crlErr
+	}
 	action := "updated"
 	if cur.Annotations[AnnotationFingerprints] == fps {
 		action = "restored"
 	}
 	s.metrics.bundle.WithLabelValues(action).Inc()
 	s.log.Info("wrote the CA bundle ConfigMap", "configmap", s.cmNS+"/"+s.cmName, "action", action, "roots", fps)
-	return nil
+	return crlErr
+}
+
+// wantCRL returns the CRL (PEM) to write into the ConfigMap and why, or
+// "" when the published one is still good: it parses, is signed by the
+// current root, lists the same serials as the Authority's current CRL and
+// has more than half of its validity left. So the ConfigMap is written
+// when the revocations or the root change and well before NextUpdate, not
+// each time the Authority signs a new CRL.
+func (s *Signer) wantCRL(ctx context.Context, cur *corev1.ConfigMap) (pemCRL, why string, err error) {
+	der, err := s.cfg.Authority.CRL(ctx)
+	if err != nil {
+		return "", "", fmt.Errorf("kube: CRL: %w", err)
+	}
+	fresh, err := x509.ParseRevocationList(der)
+	if err != nil {
+		return "", "", fmt.Errorf("kube: the Authority's CRL does not parse: %w", err)
+	}
+	out := string(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}))
+	if cur == nil || cur.Data[CRLKey] == "" {
+		return out, "created", nil
+	}
+	if cur.Data[CRLKey] == out {
+		s.metrics.crlNextUpdate.Set(float64(fresh.NextUpdate.Unix()))
+		return "", "", nil
+	}
+	b, _ := pem.Decode([]byte(cur.Data[CRLKey]))
+	if b == nil || b.Type != "X509 CRL" {
+		return out, "restored", nil
+	}
+	old, err := x509.ParseRevocationList(b.Bytes)
+	switch {
+	case err != nil:
+		return out, "restored", nil
+	case old.CheckSignatureFrom(s.cfg.Authority.Root().Cert) != nil:
+		return out, "root", nil
+	case !slices.Equal(crlSerials(old), crlSerials(fresh)):
+		return out, "revocations", nil
+	case old.NextUpdate.Sub(s.cfg.Clock.Now()) < fresh.NextUpdate.Sub(fresh.ThisUpdate)/2:
+		return out, "refresh", nil
+	}
+	s.metrics.crlNextUpdate.Set(float64(old.NextUpdate.Unix()))
+	return "", "", nil
+}
+
+// crlSerials lists a CRL's serials, sorted.
+func crlSerials(l *x509.RevocationList) []string {
+	out := make([]string, 0, len(l.RevokedCertificateEntries))
+	for _, e := range l.RevokedCertificateEntries {
+		out = append(out, e.SerialNumber.Text(16))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// crlPublished counts and logs a CRL written into the ConfigMap.
+func (s *Signer) crlPublished(crl, why string) {
+	if crl == "" {
+		return
+	}
+	s.metrics.crl.WithLabelValues(why).Inc()
+	if b, _ := pem.Decode([]byte(crl)); b != nil {
+		if l, err := x509.ParseRevocationList(b.Bytes); err == nil {
+			s.metrics.crlNextUpdate.Set(float64(l.NextUpdate.Unix()))
+			s.log.Info("published the CRL", "configmap", s.cmNS+"/"+s.cmName, "why", why, "revoked", len(l.RevokedCertificateEntries),
+				"next_update", l.NextUpdate)
+		}
+	}
 }
 
 // Bundle is what the ConfigMap publishes of a root bundle at now: the

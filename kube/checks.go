@@ -38,6 +38,7 @@ const (
 	ReasonUsageNotAllowed    Reason = "UsageNotAllowed"    // a usage outside the IPsec set
 	ReasonNodeHasNoChassisID Reason = "NodeHasNoChassisID" // the Node lacks k8s.ovn.org/node-chassis-id
 	ReasonSuperseded         Reason = "Superseded"         // a newer CSR of the same node is the one signed
+	ReasonNodeRevoked        Reason = "NodeRevoked"        // revoked (ipsecca node revoke) and not re-admitted
 
 	// The node policy shared with the gRPC path (ca.NodePolicy).
 	ReasonCNNotNodeChassisID  Reason = "CNNotNodeChassisID" // CN is not the node's chassis-id
@@ -84,6 +85,9 @@ var conditionReasons = map[ca.Reason]Reason{
 	ca.ReasonCallerExpired:    ReasonPolicyDenied,
 	ca.ReasonTokenExpired:     ReasonPolicyDenied,
 	ca.ReasonTokenUsed:        ReasonPolicyDenied,
+	ca.ReasonNodeRevoked:      ReasonNodeRevoked,
+	ca.ReasonCallerSuperseded: ReasonPolicyDenied,
+	ca.ReasonTokenVoided:      ReasonPolicyDenied,
 }
 
 // ConditionReason is the CSR condition reason for a denial reason.
@@ -132,6 +136,7 @@ var KubePolicy = []Check{
 	{"usages", CheckUsages},
 	{"node-cn", CheckNodeCN},
 	{"cn-unique-among-nodes", CheckCNUnique},
+	{"csr-names-node", CheckCSRNames},
 }
 
 // Evaluate runs the checks in order and returns the first denial.
@@ -207,12 +212,14 @@ func usageList() string {
 }
 
 // NodeCN returns the CN a Node may hold: its chassis-id annotation or its
-// name; "" when the annotation is missing.
+// name, in lower case (libreswan compares IDs without regard to case, so
+// 0A1B… and 0a1b… are one name, and the CA issues it in lower case); ""
+// when the annotation is missing.
 func NodeCN(n *corev1.Node, from CNFrom) string {
 	if from == CNFromNodeName {
-		return n.Name
+		return strings.ToLower(n.Name)
 	}
-	return strings.TrimSpace(n.Annotations[AnnotationChassisID])
+	return strings.ToLower(strings.TrimSpace(n.Annotations[AnnotationChassisID]))
 }
 
 // CheckNodeCN fills the identity the node may ask for, and denies when
@@ -236,6 +243,25 @@ func CheckCNUnique(r *Request) error {
 	for _, other := range r.NodesWithCN(r.Identity.CN) {
 		if other != r.NodeName {
 			return denial(ca.ReasonNameHeld, "node %q also carries %s %q; a certificate name belongs to one node: fix the annotations", other, AnnotationChassisID, r.Identity.CN)
+		}
+	}
+	return nil
+}
+
+// CheckCSRNames denies a CSR whose CN or a DNS SAN is not the node's CN,
+// compared without regard to case (the certificate gets the CN in lower
+// case). A CSR that does not parse is the node policy's to deny.
+func CheckCSRNames(r *Request) error {
+	csr, err := ca.ParseCSR(r.CSR.Spec.Request)
+	if err != nil {
+		return nil
+	}
+	if cn := csr.Subject.CommonName; !strings.EqualFold(cn, r.Identity.CN) {
+		return denial(ca.ReasonCNNotCallersNode, "the CSR asks for CN %.80q, but node %q may hold only %q", cn, r.NodeName, r.Identity.CN)
+	}
+	for _, d := range csr.DNSNames {
+		if !strings.EqualFold(d, r.Identity.CN) {
+			return denial(ca.ReasonSANNotAllowed, "the CSR requests SAN DNS:%.80q; only DNS:%s (the node's own name) is allowed", d, r.Identity.CN)
 		}
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,7 +80,7 @@ func TestConditionReasons(t *testing.T) {
 		ca.ReasonNameHeld: kube.ReasonCNHeldByOtherNode, ca.ReasonCNNotCallersNode: kube.ReasonCNNotNodeChassisID, ca.ReasonLifetimeTooShort: kube.ReasonLifetimeTooShort,
 		ca.ReasonKeyUnsupported: kube.ReasonUnsupportedKey, ca.ReasonCARequested: kube.ReasonCARequested, ca.ReasonCNInvalid: kube.ReasonCNInvalid,
 		ca.ReasonCSRMalformed: kube.ReasonCSRMalformed, ca.ReasonCSRSignature: kube.ReasonCSRSignatureInvalid, ca.ReasonCSRTooLarge: kube.ReasonCSRTooLarge,
-		"some-new-reason": kube.ReasonPolicyDenied,
+		ca.ReasonNodeRevoked: kube.ReasonNodeRevoked, "some-new-reason": kube.ReasonPolicyDenied,
 	} {
 		if got := kube.ConditionReason(r, kube.CNFromChassisID); got != want {
 			t.Errorf("%s -> %s, want %s", r, got, want)
@@ -87,6 +88,73 @@ func TestConditionReasons(t *testing.T) {
 	}
 	if got := kube.ConditionReason(ca.ReasonCNNotCallersNode, kube.CNFromNodeName); got != kube.ReasonCNNotNodeName {
 		t.Errorf("CN mismatch with --cn-from node-name -> %s", got)
+	}
+}
+
+// Names are one whatever their case (libreswan compares IDs without
+// regard to case): the node's CN is its chassis-id (or name) in lower
+// case, and the CSR's CN and DNS SANs are compared with it without regard
+// to case; any other name is still refused.
+func TestCaseInsensitiveNames(t *testing.T) {
+	const upper, lower = "0A1B2C3D-4E5F-4A6B-8C7D-9E0F1A2B3C4D", "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+	const other = "11111111-2222-4333-8444-555555555555"
+	key := ecKey(t)
+	cases := []struct {
+		name       string
+		annotation string // the Node's chassis-id
+		nodeName   string
+		from       kube.CNFrom
+		cn         string
+		sans       []string
+		want       kube.Reason // "" = allowed
+	}{
+		{"upper-case annotation, lower-case CSR", upper, "a", kube.CNFromChassisID, lower, []string{lower}, ""},
+		{"upper-case annotation, upper-case CSR", upper, "a", kube.CNFromChassisID, upper, []string{upper}, ""},
+		{"lower-case annotation, upper-case CSR", lower, "a", kube.CNFromChassisID, upper, []string{upper}, ""},
+		{"mixed-case CN and SAN", lower, "a", kube.CNFromChassisID, "0A1b2C3d-4e5F-4a6B-8c7D-9e0F1a2B3c4D", []string{"0a1B2c3D-4E5f-4A6b-8C7d-9E0f1A2b3C4d"}, ""},
+		{"no SAN", upper, "a", kube.CNFromChassisID, upper, nil, ""},
+		{"annotation with spaces", "  " + upper + " ", "a", kube.CNFromChassisID, upper, []string{lower}, ""},
+		{"node name, upper-case CSR", "", "worker-1", kube.CNFromNodeName, "WORKER-1", []string{"Worker-1"}, ""},
+		{"another chassis-id", upper, "a", kube.CNFromChassisID, other, []string{other}, kube.ReasonCNNotNodeChassisID},
+		{"another node's name", "", "worker-1", kube.CNFromNodeName, "WORKER-2", nil, kube.ReasonCNNotNodeName},
+		{"CN a prefix of the chassis-id", upper, "a", kube.CNFromChassisID, upper[:8], nil, kube.ReasonCNNotNodeChassisID},
+		{"second SAN of another name", upper, "a", kube.CNFromChassisID, upper, []string{lower, other}, kube.ReasonSANNotAllowed},
+		{"SAN of another name in upper case", lower, "a", kube.CNFromChassisID, lower, []string{strings.ToUpper("evil.example.com")}, kube.ReasonSANNotAllowed},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: c.nodeName}}
+			if c.annotation != "" {
+				n.Annotations = map[string]string{kube.AnnotationChassisID: c.annotation}
+			}
+			r := kube.Request{
+				CSR: &certificatesv1.CertificateSigningRequest{Spec: certificatesv1.CertificateSigningRequestSpec{
+					Username: kube.DefaultRequesterPrefix + c.nodeName, Request: makeCSR(t, key, c.cn, c.sans),
+					Usages: []certificatesv1.KeyUsage{certificatesv1.UsageIPsecTunnel}}},
+				Prefix: kube.DefaultRequesterPrefix, CNFrom: c.from, NodeName: c.nodeName, Node: n,
+				NodesWithCN: func(id string) []string { return []string{c.nodeName} },
+			}
+			err := kube.Evaluate(kube.KubePolicy, &r)
+			if c.want == "" {
+				want := lower
+				if c.from == kube.CNFromNodeName {
+					want = c.nodeName
+				}
+				if err != nil || r.Identity.CN != want {
+					t.Fatalf("err %v, identity %+v; want allowed with CN %s (lower case)", err, r.Identity, want)
+				}
+				return
+			}
+			de := kube.DenyReason(err)
+			if de == nil || kube.ConditionReason(de.Reason, c.from) != c.want {
+				t.Fatalf("got %v, want %s", err, c.want)
+			}
+		})
+	}
+	// Two Nodes whose chassis-ids differ only in case claim one name.
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "a", Annotations: map[string]string{kube.AnnotationChassisID: upper}}}
+	if got := kube.NodeCN(n, kube.CNFromChassisID); got != lower {
+		t.Fatalf("NodeCN = %q, want %q", got, lower)
 	}
 }
 

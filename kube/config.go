@@ -26,6 +26,9 @@ const (
 	DefaultCABundleConfigMap = "openshift-ovn-kubernetes/signer-ca"
 	// CABundleKey is the ConfigMap key holding the PEM bundle.
 	CABundleKey = "ca-bundle.crt"
+	// CRLKey is the ConfigMap key holding the CA's current CRL (PEM, X509
+	// CRL): nodes read it under the RBAC they already have for the bundle.
+	CRLKey = "ca-crl.pem"
 	// DefaultLeaseName is the coordination.k8s.io Lease replicas elect a
 	// leader on.
 	DefaultLeaseName = "ipsecca-signer"
@@ -93,6 +96,8 @@ func ParseMode(s string) (Mode, error) {
 type Authority interface {
 	IssueForNode(ctx context.Context, req ca.NodeRequest) (*store.Cert, error)
 	Root() *ca.Root
+	// CRL is the current CRL (DER), signed by the current root.
+	CRL(ctx context.Context) ([]byte, error)
 }
 
 var _ Authority = (*ca.Authority)(nil)
@@ -103,6 +108,9 @@ type Store interface {
 	// error wrapping store.ErrNotFound.
 	CertByRequest(ctx context.Context, uid string) (*store.Cert, error)
 	AppendEvent(ctx context.Context, ev store.Event) error
+	// Node returns what the store knows of a node (whether it is revoked),
+	// or an error wrapping store.ErrNotFound.
+	Node(ctx context.Context, name string) (*store.NodeInfo, error)
 }
 
 // LeaderElection configures the election among replicas.
@@ -148,8 +156,8 @@ type Config struct {
 	ChassisIDWait time.Duration
 	// IssuedTTL and PendingTTL override the clean-up ages (tests).
 	IssuedTTL, PendingTTL time.Duration
-	// Resync is how often the ConfigMap is checked and old CSRs are
-	// cleaned up even when nothing changed; 30s when zero.
+	// Resync is how often the ConfigMap (bundle and CRL) is checked and
+	// old CSRs are cleaned up even when nothing changed; 30s when zero.
 	Resync time.Duration
 
 	Clock  ca.Clock // ClockFunc(time.Now) when nil

@@ -62,15 +62,22 @@ func (s *Signer) syncNode(ctx context.Context, t *term, node string) error {
 	for _, o := range objs {
 		csrs = append(csrs, o.(*certificatesv1.CertificateSigningRequest))
 	}
-	return s.syncCSRs(ctx, t, node, csrs)
+	// Without a Node each CSR is denied NodeNotFound (not audited), none is
+	// superseded (audited) by a newer one.
+	n, err := s.node(ctx, t, node)
+	if err != nil {
+		return err
+	}
+	return s.syncCSRs(ctx, t, node, csrs, n != nil)
 }
 
 // syncCSRs handles one requester's CSRs, newest first: a certificate
 // already stored for a CSR is published as is; of the CSRs without one,
 // only the newest is decided and the older ones are denied as superseded
 // (as is one older than a CSR that got a certificate: creation times have
-// a one-second resolution, so only a strictly newer one counts).
-func (s *Signer) syncCSRs(ctx context.Context, t *term, node string, csrs []*certificatesv1.CertificateSigningRequest) error {
+// a one-second resolution, so only a strictly newer one counts) when
+// supersede is set.
+func (s *Signer) syncCSRs(ctx context.Context, t *term, node string, csrs []*certificatesv1.CertificateSigningRequest, supersede bool) error {
 	slices.SortFunc(csrs, newestFirst)
 	var errs []error
 	var wait time.Duration
@@ -98,7 +105,7 @@ func (s *Signer) syncCSRs(ctx context.Context, t *term, node string, csrs []*cer
 			errs = append(errs, err)
 			continue
 		}
-		if node != "" {
+		if supersede {
 			if newerPending != nil {
 				errs = append(errs, s.supersede(ctx, c, node, newerPending.Name))
 				continue
@@ -182,6 +189,18 @@ func (s *Signer) decide(ctx context.Context, t *term, node string, c *certificat
 		return err
 	}
 	req := &Request{CSR: c, Prefix: s.cfg.RequesterPrefix, CNFrom: s.cfg.CNFrom, NodeName: node, Node: n, NodesWithCN: s.nodesWithCN(t)}
+	if n != nil {
+		// A revoked node is told so at once, whatever else is wrong with
+		// its CSR and without waiting for its chassis-id. The Authority
+		// checks again when it commits.
+		info, err := s.cfg.Store.Node(ctx, node)
+		switch {
+		case err == nil && info.Revoked:
+			return s.refuse(ctx, c, req, revokedDenial(node), true)
+		case err != nil && !errors.Is(err, store.ErrNotFound):
+			return err
+		}
+	}
 	if n != nil && NodeCN(n, s.cfg.CNFrom) == "" && s.cfg.ChassisIDWait > 0 {
 		if left := s.cfg.ChassisIDWait - s.cfg.Clock.Now().Sub(c.CreationTimestamp.Time); left > 0 {
 			s.log.Info("waiting for the node's chassis-id", "csr", c.Name, "node", node, "for", left.Round(time.Second))
@@ -215,8 +234,13 @@ func (s *Signer) decide(ctx context.Context, t *term, node string, c *certificat
 		MaxLifetime: lifetime,
 	})
 	if de := DenyReason(err); de != nil {
-		// The Authority audited the denial.
+		// The Authority audited the denial. A revoked node's is final like
+		// any other: Denied, never retried.
 		return s.refuse(ctx, c, req, de, false)
+	}
+	if errors.Is(err, store.ErrNodeRevoked) {
+		// Revoked between the Authority's check and its commit.
+		return s.refuse(ctx, c, req, revokedDenial(node), true)
 	}
 	if errors.Is(err, store.ErrExists) {
 		// Another replica stored it first: publish that one.
@@ -267,6 +291,12 @@ func (s *Signer) publishStored(ctx context.Context, c *certificatesv1.Certificat
 	c, err := s.fresh(ctx, c)
 	if err != nil || c == nil {
 		return err
+	}
+	if cert.State == store.StateRevoked {
+		// Stored, then revoked before it was published: it is not handed out.
+		de := denial(ca.ReasonNodeRevoked, "certificate %s was stored for this request but revoked (node %q was revoked) before it was published; "+
+			"it is not handed out: once the node is re-admitted (ipsecca node readmit %s), create a new CSR", cert.Serial, cert.Node, cert.Node)
+		return s.refuse(ctx, c, &Request{CSR: c, NodeName: cert.Node}, de, true)
 	}
 	msg := fmt.Sprintf("approved by ipsecca (%s, replica %s): certificate serial %s was issued and stored for this request (UID %s) under the node policy; publishing it",
 		s.cfg.SignerName, s.Identity(), cert.Serial, c.UID)
@@ -373,6 +403,17 @@ func (s *Signer) refuse(ctx context.Context, c *certificatesv1.CertificateSignin
 		return err
 	}
 	s.metrics.decisions.WithLabelValues(decision, string(reason)).Inc()
+	if decision == "denied" && nonNode(de.Reason) {
+		// Anyone may create CSRs: a flood of them must not grow the audit
+		// log or the log by one record each. Counted, logged sampled.
+		s.metrics.nonNode.WithLabelValues(string(reason)).Inc()
+		if ok, held := s.nonNodeLog.allow(c.Spec.Username, s.cfg.Clock.Now()); ok {
+			s.log.Warn("refused a CSR from a requester that is not an existing node (logged once a minute per requester; "+
+				"counted in ipsecca_kube_csr_non_node_denials_total)", "csr", c.Name, "requester", c.Spec.Username,
+				"reason", reason, "detail", de.Detail, "not_logged_since_last", held)
+		}
+		return nil
+	}
 	s.log.Warn("refused", "csr", c.Name, "requester", c.Spec.Username, "decision", decision, "reason", reason, "detail", de.Detail)
 	if audit || decision == "failed" {
 		ev := store.Event{Time: s.cfg.Clock.Now().UTC(), Type: store.EventDenied, Actor: c.Spec.Username, Node: req.NodeName, Reason: string(de.Reason),
@@ -386,6 +427,10 @@ func (s *Signer) refuse(ctx context.Context, c *certificatesv1.CertificateSignin
 	}
 	return nil
 }
+
+// nonNode reports whether a denial says the requester is not an existing
+// node: no audit record per CSR for those.
+func nonNode(r ca.Reason) bool { return r == auditRequesterNotNode || r == auditNodeNotFound }
 
 // message is the sentence on a refused CSR: what is wrong and what to do.
 func (s *Signer) message(req *Request, de *ca.DenyError, reason Reason) string {
@@ -403,6 +448,10 @@ func (s *Signer) message(req *Request, de *ca.DenyError, reason Reason) string {
 			cn, req.NodeName, req.Identity.CN, what, req.Identity.CN, req.Identity.CN)
 	}
 	return de.Detail
+}
+
+func revokedDenial(node string) *ca.DenyError {
+	return denial(ca.ReasonNodeRevoked, "node %q is revoked; it gets no certificate, through any door, until an admin re-admits it (ipsecca node readmit %s)", node, node)
 }
 
 // supersede denies an older CSR of a node that has a newer one.

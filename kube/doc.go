@@ -13,10 +13,16 @@
 // (KubePolicy): the requester is system:ovn-node:<node> for a Node that
 // exists, the k8s.ovn.org/ipsec-csr label names that node, the usages are
 // IPsec ones, and the CN the node may hold is its
-// k8s.ovn.org/node-chassis-id annotation (or its name).
+// k8s.ovn.org/node-chassis-id annotation (or its name), in lower case, to
+// which the CSR's CN and DNS SANs are compared without regard to case. A
+// revoked node is denied (NodeRevoked) until an admin re-admits it.
 //
 // Decisions appear on the CSR as conditions with stable reasons (see
-// Reason), as audit events in the store and as metrics. The Signer is
+// Reason), as audit events in the store and as metrics; denials of
+// requesters that are not existing nodes are counted and logged sampled,
+// not audited one by one. The ConfigMap carries the CA's CRL next to the
+// bundle (ca-crl.pem), rewritten when the revocations change and before
+// its NextUpdate nears. The Signer is
 // safe under restarts and replicas: one leader (a coordination.k8s.io
 // Lease) decides; a CSR with a certificate is never signed again; a
 // certificate stored but not yet published (a crash in between, or

@@ -10,9 +10,13 @@ type metrics struct {
 	published *prometheus.CounterVec
 	deleted   *prometheus.CounterVec
 	bundle    *prometheus.CounterVec
+	crl       *prometheus.CounterVec
+	nonNode   *prometheus.CounterVec
 	throttled prometheus.Counter
 	latency   prometheus.Histogram
 	leader    prometheus.Gauge
+
+	crlNextUpdate prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -25,6 +29,12 @@ func newMetrics() *metrics {
 			Help: "Old CSRs deleted, by state (issued, denied, pending)."}, []string{"state"}),
 		bundle: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ipsecca_kube_ca_bundle_writes_total",
 			Help: "Writes of the CA bundle ConfigMap (created, updated, restored)."}, []string{"action"}),
+		crl: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ipsecca_kube_crl_writes_total",
+			Help: "Writes of the CRL into the CA bundle ConfigMap, by why (created, revocations, refresh, root, restored)."}, []string{"why"}),
+		nonNode: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ipsecca_kube_csr_non_node_denials_total",
+			Help: "CSRs denied because the requester is not an existing node (counted here, not audited one by one)."}, []string{"reason"}),
+		crlNextUpdate: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ipsecca_kube_crl_next_update_timestamp_seconds",
+			Help: "NextUpdate of the CRL in the CA bundle ConfigMap (Unix time)."}),
 		throttled: prometheus.NewCounter(prometheus.CounterOpts{Name: "ipsecca_kube_csr_throttled_total",
 			Help: "CSR decisions postponed by the per-node limit."}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ipsecca_kube_issuance_duration_seconds",
@@ -35,7 +45,8 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) register(r prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.decisions, m.published, m.deleted, m.bundle, m.throttled, m.latency, m.leader} {
+	for _, c := range []prometheus.Collector{m.decisions, m.published, m.deleted, m.bundle, m.crl, m.nonNode, m.throttled, m.latency, m.leader,
+		m.crlNextUpdate} {
 		if err := r.Register(c); err != nil {
 			return err
 		}

@@ -50,6 +50,8 @@ type Signer struct {
 
 	limMu    sync.Mutex
 	limiters map[string]*rate.Limiter
+
+	nonNodeLog sampler // logs of non-node requesters' denials, sampled
 }
 
 // term is one leadership term: its queue and caches.
@@ -67,7 +69,7 @@ func New(cfg Config) (*Signer, error) {
 	}
 	ns, name, _ := SplitNamespacedName(cfg.CABundleConfigMap)
 	s := &Signer{cfg: cfg, log: cfg.Logger.With("component", "kube-signer", "signer", cfg.SignerName), cmNS: ns, cmName: name,
-		metrics: newMetrics(), limiters: map[string]*rate.Limiter{}}
+		metrics: newMetrics(), limiters: map[string]*rate.Limiter{}, nonNodeLog: sampler{every: time.Minute}}
 	if cfg.Metrics != nil {
 		if err := s.metrics.register(cfg.Metrics); err != nil {
 			return nil, err
@@ -89,6 +91,21 @@ func (s *Signer) Leading() bool { return s.active.Load() != nil }
 func (s *Signer) CABundleChanged([]byte) {
 	if t := s.active.Load(); t != nil {
 		t.queue.Add(bundleKey)
+	}
+}
+
+// Revoked makes the leader publish the new CRL now and look again at the
+// node's pending CSRs (they are denied from now on). Tell it of every
+// revocation, through any door or replica; a periodic check (Resync)
+// catches what it is not told.
+func (s *Signer) Revoked(node, _ string) {
+	t := s.active.Load()
+	if t == nil {
+		return
+	}
+	t.queue.Add(bundleKey)
+	if node != "" {
+		t.queue.Add(nodePrefix + node)
 	}
 }
 
@@ -329,7 +346,7 @@ func (s *Signer) sync(ctx context.Context, t *term, key string) error {
 		if err != nil || !ok {
 			return err
 		}
-		return s.syncCSRs(ctx, t, "", []*certificatesv1.CertificateSigningRequest{obj.(*certificatesv1.CertificateSigningRequest)})
+		return s.syncCSRs(ctx, t, "", []*certificatesv1.CertificateSigningRequest{obj.(*certificatesv1.CertificateSigningRequest)}, false)
 	}
 	return nil
 }

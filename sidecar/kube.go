@@ -2,8 +2,13 @@ package sidecar
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -13,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/ipsecca/ipsecca/ca"
+	"github.com/ipsecca/ipsecca/internal/atomicfile"
 )
 
 // Kubernetes names OVN-Kubernetes' node script uses.
@@ -20,6 +26,10 @@ const (
 	LabelIPsecCSR       = "k8s.ovn.org/ipsec-csr"
 	AnnotationChassisID = "k8s.ovn.org/node-chassis-id"
 	CABundleKey         = "ca-bundle.crt"
+	// CRLKey holds the CA's CRL (PEM) in the same ConfigMap (ipsecca's signer).
+	CRLKey = "ca-crl.pem"
+	// ReasonNodeRevoked is the Denied reason of a revoked node's CSR.
+	ReasonNodeRevoked = "NodeRevoked"
 )
 
 // KubeConfig makes the agent enrol and renew through
@@ -33,6 +43,11 @@ type KubeConfig struct {
 	CABundleConfigMap string
 	// Wait bounds how long a CSR may wait for its certificate: 2 min.
 	Wait time.Duration
+	// Poll is how often Run reads the ConfigMap between passes, to take a
+	// new CRL or bundle into NSS: 1 min. One GET a node a minute.
+	Poll time.Duration
+
+	seen string // the ConfigMap's bundle and CRL the last pass delivered
 }
 
 func (k *KubeConfig) setDefaults() {
@@ -45,37 +60,56 @@ func (k *KubeConfig) setDefaults() {
 	if k.Wait == 0 {
 		k.Wait = 2 * time.Minute
 	}
+	if k.Poll <= 0 {
+		k.Poll = time.Minute
+	}
 }
 
-// kubeBundle reads the CA bundle from the ConfigMap.
-func (a *Agent) kubeBundle(ctx context.Context) ([]byte, error) {
+// kubeCA reads the CA bundle and the CRL (nil when the ConfigMap has none)
+// from the ConfigMap.
+func (a *Agent) kubeCA(ctx context.Context) (bundle, crl []byte, err error) {
 	ns, name, ok := strings.Cut(a.cfg.Kube.CABundleConfigMap, "/")
 	if !ok {
-		return nil, fmt.Errorf("sidecar: CA bundle ConfigMap %q: want namespace/name", a.cfg.Kube.CABundleConfigMap)
+		return nil, nil, fmt.Errorf("sidecar: CA bundle ConfigMap %q: want namespace/name", a.cfg.Kube.CABundleConfigMap)
 	}
 	cm, err := a.cfg.Kube.Client.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("sidecar: read the CA bundle ConfigMap %s: %w", a.cfg.Kube.CABundleConfigMap, err)
+		return nil, nil, fmt.Errorf("sidecar: read the CA bundle ConfigMap %s: %w", a.cfg.Kube.CABundleConfigMap, err)
 	}
 	b := cm.Data[CABundleKey]
 	if b == "" {
-		return nil, fmt.Errorf("sidecar: ConfigMap %s has no %s yet", a.cfg.Kube.CABundleConfigMap, CABundleKey)
+		return nil, nil, fmt.Errorf("sidecar: ConfigMap %s has no %s yet", a.cfg.Kube.CABundleConfigMap, CABundleKey)
 	}
-	return []byte(b), nil
+	if c := cm.Data[CRLKey]; c != "" {
+		crl = []byte(c)
+	}
+	return []byte(b), crl, nil
+}
+
+// kubeSeen identifies what a pass delivers from the ConfigMap.
+func kubeSeen(bundle, crl []byte) string {
+	h := sha256.New()
+	h.Write(bundle)
+	h.Write([]byte{0})
+	h.Write(crl)
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // kubeCN is the certificate name: --cn, else the Node's chassis-id
 // annotation (OVN's system-id), else the node name.
 func (a *Agent) kubeCN(ctx context.Context) (string, error) {
+	// Lower case: libreswan compares IDs without regard to case, and the CA
+	// issues the name in lower case (comparing the current certificate's CN
+	// with an upper-case one would ask for a new certificate every pass).
 	if a.cfg.CN != "" {
-		return a.cfg.CN, nil
+		return strings.ToLower(a.cfg.CN), nil
 	}
 	node, err := a.cfg.Kube.Client.CoreV1().Nodes().Get(ctx, a.cfg.Node, metav1.GetOptions{})
 	if err != nil {
 		return "", fmt.Errorf("sidecar: read Node %s for its %s annotation (or give --cn, the OVS system-id): %w", a.cfg.Node, AnnotationChassisID, err)
 	}
-	if id := node.Annotations[AnnotationChassisID]; id != "" {
-		return id, nil
+	if id := strings.TrimSpace(node.Annotations[AnnotationChassisID]); id != "" {
+		return strings.ToLower(id), nil
 	}
 	return a.cfg.Node, nil
 }
@@ -97,19 +131,21 @@ func (a *Agent) kubePass(ctx context.Context) (changed bool, err error) {
 	if err := a.state.Init(); err != nil {
 		return changed, err
 	}
-	bundle, err := a.kubeBundle(ctx)
+	bundle, crl, err := a.kubeCA(ctx)
+	fromCM := err == nil
 	if err != nil {
 		if bundle = a.state.ReadCABundle(); len(bundle) == 0 {
 			// First start, before the signer published the bundle: wait.
 			a.log.Info("waiting for the CA bundle", "configmap", a.cfg.Kube.CABundleConfigMap, "err", err)
 			deadline, wait := time.Now().Add(a.cfg.Kube.Wait), 200*time.Millisecond
 			for err != nil && time.Now().Before(deadline) && sleep(ctx, wait) {
-				bundle, err = a.kubeBundle(ctx)
+				bundle, crl, err = a.kubeCA(ctx)
 				wait = min(2*wait, 2*time.Second)
 			}
 			if err != nil {
 				return changed, err
 			}
+			fromCM = true
 		} else {
 			a.log.Warn("keeping the last CA bundle", "err", err)
 		}
@@ -123,7 +159,7 @@ func (a *Agent) kubePass(ctx context.Context) (changed bool, err error) {
 	}
 	pair, _ := a.state.Current()
 	now := a.cfg.Now()
-	need := pair == nil || !now.Before(pair.Cert.NotAfter) || pair.Cert.Subject.CommonName != cn ||
+	need := pair == nil || !now.Before(pair.Cert.NotAfter) || !strings.EqualFold(pair.Cert.Subject.CommonName, cn) ||
 		!now.Before(ca.RotateAfter(pair.Cert.NotBefore, pair.Cert.NotAfter)) || !chains(pair.Cert, bundle, now)
 	if need {
 		p, err := a.kubeObtain(ctx, cn)
@@ -142,10 +178,66 @@ func (a *Agent) kubePass(ctx context.Context) (changed bool, err error) {
 	if err != nil {
 		return changed, err
 	}
+	if len(crl) > 0 {
+		c, err := a.kubeImportCRL(ctx, crl, bundle)
+		if err != nil {
+			a.log.Warn("CRL not updated", "err", err)
+			fromCM = false // try again at the next poll
+		}
+		changed = changed || c
+	}
+	if fromCM {
+		a.cfg.Kube.seen = kubeSeen(bundle, crl)
+	}
 	if changed {
 		a.reload(ctx)
 	}
 	return changed, nil
+}
+
+// kubeCRLFile records the CRL last imported from the ConfigMap (its
+// SHA-256), to import only a new one.
+const kubeCRLFile = "crl-kube.sha256"
+
+// kubeImportCRL imports the ConfigMap's CRL into NSS when it is new, so
+// libreswan refuses revoked peers. It must be signed by a root of the
+// bundle. Unlike the gRPC path (which follows the revoked serials), a CRL
+// re-signed before its NextUpdate is imported too, so NSS never holds a
+// stale one.
+func (a *Agent) kubeImportCRL(ctx context.Context, crlPEM, bundle []byte) (bool, error) {
+	b, _ := pem.Decode(crlPEM)
+	if b == nil || b.Type != "X509 CRL" {
+		return false, fmt.Errorf("sidecar: %s in ConfigMap %s is not a PEM X509 CRL", CRLKey, a.cfg.Kube.CABundleConfigMap)
+	}
+	crl, err := x509.ParseRevocationList(b.Bytes)
+	if err != nil {
+		return false, fmt.Errorf("sidecar: CRL: %w", err)
+	}
+	roots, err := parseBundle(bundle)
+	if err != nil {
+		return false, err
+	}
+	signed := false
+	for _, r := range roots {
+		if crl.CheckSignatureFrom(r) == nil {
+			signed = true
+			break
+		}
+	}
+	if !signed {
+		return false, fmt.Errorf("sidecar: the CRL in ConfigMap %s is not signed by a root of the CA bundle", a.cfg.Kube.CABundleConfigMap)
+	}
+	sum := sha256.Sum256(b.Bytes)
+	key := hex.EncodeToString(sum[:])
+	path := a.state.path(kubeCRLFile)
+	if prev, err := os.ReadFile(path); err == nil && string(prev) == key {
+		return false, nil
+	}
+	if err := a.db.ImportCRL(ctx, b.Bytes); err != nil {
+		return false, err
+	}
+	a.log.Info("imported CRL into NSS", "revoked", len(crl.RevokedCertificateEntries), "next_update", crl.NextUpdate)
+	return true, atomicfile.WriteFile(path, []byte(key), 0o600)
 }
 
 func chains(c *x509.Certificate, bundle []byte, now time.Time) bool {
@@ -183,7 +275,7 @@ func (a *Agent) kubeObtain(ctx context.Context, cn string) (*Pair, error) {
 		if err == nil {
 			for _, c := range got.Status.Conditions {
 				if (c.Type == certificatesv1.CertificateDenied || c.Type == certificatesv1.CertificateFailed) && c.Status == corev1.ConditionTrue {
-					return nil, fmt.Errorf("sidecar: CSR %s %s (%s): %s", obj.Name, strings.ToLower(string(c.Type)), c.Reason, c.Message)
+					return nil, &CSRRefusedError{CSR: obj.Name, Type: string(c.Type), Reason: c.Reason, Message: c.Message}
 				}
 			}
 			if len(got.Status.Certificate) > 0 {
@@ -205,13 +297,32 @@ func (a *Agent) kubeObtain(ctx context.Context, cn string) (*Pair, error) {
 	}
 }
 
+// CSRRefusedError is a CSR the signer Denied (or Failed): asking again at
+// once would only be refused again.
+type CSRRefusedError struct {
+	CSR, Type, Reason, Message string
+}
+
+func (e *CSRRefusedError) Error() string {
+	return fmt.Sprintf("sidecar: CSR %s %s (%s): %s", e.CSR, strings.ToLower(e.Type), e.Reason, e.Message)
+}
+
 // kubeRun keeps the node current on the Kubernetes path: a pass, then
-// sleep until the rotation point (at most an hour), backing off on errors.
+// sleep until the rotation point (at most an hour), reading the ConfigMap
+// every Poll for a new CRL or bundle; backing off on errors.
 func (a *Agent) kubeRun(ctx context.Context) error {
 	backoff := minBackoff
 	for ctx.Err() == nil {
 		if _, err := a.kubePass(ctx); err != nil {
-			a.log.Error("pass failed", "err", err, "retry_in", backoff)
+			var refused *CSRRefusedError
+			if errors.As(err, &refused) && refused.Reason == ReasonNodeRevoked {
+				// Only an admin can change that: no quick retries.
+				backoff = a.cfg.MaxBackoff
+				a.log.Error("this node was revoked; it gets no certificate until an admin re-admits it (ipsecca node readmit "+a.cfg.Node+")",
+					"csr", refused.CSR, "retry_in", backoff)
+			} else {
+				a.log.Error("pass failed", "err", err, "retry_in", backoff)
+			}
 			if !sleep(ctx, jitter(backoff)) {
 				break
 			}
@@ -223,9 +334,35 @@ func (a *Agent) kubeRun(ctx context.Context) error {
 		if p, _ := a.state.Current(); p != nil {
 			next = min(next, max(ca.RotateAfter(p.Cert.NotBefore, p.Cert.NotAfter).Sub(a.cfg.Now()), time.Second))
 		}
-		if !sleep(ctx, next) {
+		if !a.kubeWait(ctx, time.Now().Add(next)) {
 			break
 		}
 	}
 	return nil
+}
+
+// kubeWait sleeps until deadline or until the ConfigMap's bundle or CRL
+// differs from what the last pass delivered; false when ctx ended.
+func (a *Agent) kubeWait(ctx context.Context, deadline time.Time) bool {
+	for {
+		d := time.Until(deadline)
+		if d <= 0 {
+			return true
+		}
+		if !sleep(ctx, min(d, a.cfg.Kube.Poll)) {
+			return false
+		}
+		if !time.Now().Before(deadline) {
+			return true
+		}
+		bundle, crl, err := a.kubeCA(ctx)
+		if err != nil {
+			a.log.Warn("reading the CA ConfigMap", "err", err)
+			continue
+		}
+		if kubeSeen(bundle, crl) != a.cfg.Kube.seen {
+			a.log.Info("the CA ConfigMap changed (bundle or CRL)", "configmap", a.cfg.Kube.CABundleConfigMap)
+			return true
+		}
+	}
 }
