@@ -59,7 +59,7 @@ type Authority struct {
 	kek         KEK
 
 	crl        crlCache
-	anonDenied sampler
+	anonDenied Sampler
 }
 
 // New returns an Authority signing with root.
@@ -72,7 +72,8 @@ func New(st Store, root *Root, cfg Config) *Authority {
 	if o := root.Cert.Subject.Organization; len(o) > 0 {
 		org = o[0]
 	}
-	a := &Authority{st: st, org: org, clock: cfg.Clock, rand: cfg.Rand, log: log, rotateAfter: cfg.RotateAfter, kek: cfg.KEK}
+	a := &Authority{st: st, org: org, clock: cfg.Clock, rand: cfg.Rand, log: log, rotateAfter: cfg.RotateAfter, kek: cfg.KEK,
+		anonDenied: Sampler{Every: time.Minute}}
 	if a.rotateAfter == nil {
 		a.rotateAfter = func(notBefore, notAfter time.Time, _ string) time.Time { return RotateAfter(notBefore, notAfter) }
 	}

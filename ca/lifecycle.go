@@ -78,33 +78,6 @@ func (c *crlCache) invalidate() {
 	c.der = nil
 }
 
-// sampler lets through the first sampleBurst events of each minute, so a
-// flood of anonymous junk costs a few log lines, not one per call.
-type sampler struct {
-	mu         sync.Mutex
-	window     time.Time
-	n, dropped int
-}
-
-const sampleBurst = 10
-
-// allow reports whether to log the event at now, and how many were
-// dropped in the window that just ended (to say so once).
-func (s *sampler) allow(now time.Time) (ok bool, droppedBefore int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if w := now.Truncate(time.Minute); !w.Equal(s.window) {
-		droppedBefore = s.dropped
-		s.window, s.n, s.dropped = w, 0, 0
-	}
-	if s.n < sampleBurst {
-		s.n++
-		return true, droppedBefore
-	}
-	s.dropped++
-	return false, droppedBefore
-}
-
 // anonymous answers a call that failed before any credential was
 // recognised: no audit record (anyone can make such calls, so recording
 // each would let anyone fill the disk), a sampled log line, and err
@@ -114,12 +87,9 @@ func (a *Authority) anonymous(tokenID string, err error) error {
 	if !errors.As(err, &de) {
 		return err
 	}
-	ok, dropped := a.anonDenied.allow(a.clock.Now())
-	if dropped > 0 {
-		a.log.Warn("anonymous denials not logged in the last minute", "count", dropped)
-	}
-	if ok {
-		a.log.Warn("denied (anonymous, not audited; sampled)", "token_id", tokenID, "reason", de.Reason, "detail", de.Detail)
+	if ok, held := a.anonDenied.Allow(string(de.Reason), a.clock.Now()); ok {
+		a.log.Warn("denied (anonymous, not audited; one line a minute per reason)", "token_id", tokenID, "reason", de.Reason,
+			"detail", de.Detail, "held_back", held)
 	}
 	return err
 }

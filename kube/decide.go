@@ -407,7 +407,7 @@ func (s *Signer) refuse(ctx context.Context, c *certificatesv1.CertificateSignin
 		// Anyone may create CSRs: a flood of them must not grow the audit
 		// log or the log by one record each. Counted, logged sampled.
 		s.metrics.nonNode.WithLabelValues(string(reason)).Inc()
-		if ok, held := s.nonNodeLog.allow(c.Spec.Username, s.cfg.Clock.Now()); ok {
+		if ok, held := s.nonNodeLog.Allow(c.Spec.Username, s.cfg.Clock.Now()); ok {
 			s.log.Warn("refused a CSR from a requester that is not an existing node (logged once a minute per requester; "+
 				"counted in ipsecca_kube_csr_non_node_denials_total)", "csr", c.Name, "requester", c.Spec.Username,
 				"reason", reason, "detail", de.Detail, "not_logged_since_last", held)

@@ -19,6 +19,8 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/ipsecca/ipsecca/ca"
 )
 
 // Queue keys: one per node (its CSRs are decided together, one worker at
@@ -51,7 +53,7 @@ type Signer struct {
 	limMu    sync.Mutex
 	limiters map[string]*rate.Limiter
 
-	nonNodeLog sampler // logs of non-node requesters' denials, sampled
+	nonNodeLog ca.Sampler // logs of non-node requesters' denials, sampled
 }
 
 // term is one leadership term: its queue and caches.
@@ -69,7 +71,7 @@ func New(cfg Config) (*Signer, error) {
 	}
 	ns, name, _ := SplitNamespacedName(cfg.CABundleConfigMap)
 	s := &Signer{cfg: cfg, log: cfg.Logger.With("component", "kube-signer", "signer", cfg.SignerName), cmNS: ns, cmName: name,
-		metrics: newMetrics(), limiters: map[string]*rate.Limiter{}, nonNodeLog: sampler{every: time.Minute}}
+		metrics: newMetrics(), limiters: map[string]*rate.Limiter{}, nonNodeLog: ca.Sampler{Every: time.Minute}}
 	if cfg.Metrics != nil {
 		if err := s.metrics.register(cfg.Metrics); err != nil {
 			return nil, err

@@ -107,8 +107,9 @@ type Instance struct {
 	log       *slog.Logger
 	tlsCert   atomic.Pointer[tls.Certificate]
 
-	bundleMu        sync.Mutex
-	bundleListeners []func([]byte)
+	bundleMu         sync.Mutex
+	bundleListeners  []func([]byte)
+	revokedListeners []func(node, reason string)
 }
 
 // OnCABundleChanged registers f to be told the new bundle after every CA
@@ -117,6 +118,24 @@ func (in *Instance) OnCABundleChanged(f func([]byte)) {
 	in.bundleMu.Lock()
 	defer in.bundleMu.Unlock()
 	in.bundleListeners = append(in.bundleListeners, f)
+}
+
+// OnRevoked registers f to be told of every revocation this replica hears
+// of (its own, or any replica's in a cluster; node is "" for an admin
+// certificate), e.g. the Kubernetes signer's CRL.
+func (in *Instance) OnRevoked(f func(node, reason string)) {
+	in.bundleMu.Lock()
+	defer in.bundleMu.Unlock()
+	in.revokedListeners = append(in.revokedListeners, f)
+}
+
+func (in *Instance) tellRevoked(node, reason string) {
+	in.bundleMu.Lock()
+	listeners := slices.Clone(in.revokedListeners)
+	in.bundleMu.Unlock()
+	for _, f := range listeners {
+		f(node, reason)
+	}
 }
 
 // MetricsRegistry is where the service's metrics live, for other parts of
@@ -212,7 +231,10 @@ func (in *Instance) RotationDue(node, serial, reason string) {
 // does, on every replica).
 func (in *Instance) Revoked(node, reason string) {
 	if in.opts.Cluster == nil {
-		in.Hub.Revoked(node, reason)
+		if node != "" {
+			in.Hub.Revoked(node, reason)
+		}
+		in.tellRevoked(node, reason)
 	}
 }
 
@@ -235,6 +257,9 @@ func (in *Instance) onStoreEvent(e *store.Event) {
 		in.Scheduler.Wake()
 	case store.EventNodeRevoked:
 		in.Hub.Revoked(e.Node, e.Reason)
+		in.tellRevoked(e.Node, e.Reason)
+	case store.EventCertRevoked:
+		in.tellRevoked("", e.Reason)
 	case store.EventCARenewed, store.EventCAKeySealed:
 		r, changed, err := in.Authority.ReloadRoot(context.Background())
 		if err != nil {

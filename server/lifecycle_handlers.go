@@ -60,5 +60,6 @@ func (s adminService) RevokeAdmin(ctx context.Context, req *ipseccav1.RevokeAdmi
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
+	s.notify.Revoked("", req.GetReason())
 	return &ipseccav1.RevokeAdminResponse{Certificate: s.toProto(rec)}, nil
 }

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/ipsecca/ipsecca/ca"
+	"github.com/ipsecca/ipsecca/store"
 	"github.com/ipsecca/ipsecca/internal/atomicfile"
 	"github.com/ipsecca/ipsecca/nssdb"
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
@@ -77,6 +78,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.CN == "" && cfg.Kube == nil {
 		cfg.CN = cfg.Node
 	}
+	// The CA issues names in lower case (libreswan compares IDs without
+	// regard to case); the NSS nickname must match the certificate's CN.
+	cfg.Node, cfg.CN = store.CanonicalName(cfg.Node), store.CanonicalName(cfg.CN)
 	if cfg.Kube != nil {
 		cfg.Kube.setDefaults()
 	}

@@ -214,6 +214,7 @@ func newServeCmd() *cobra.Command {
 					return err
 				}
 				in.OnCABundleChanged(sg.CABundleChanged)
+				in.OnRevoked(sg.Revoked)
 				signerDone := make(chan struct{})
 				defer func() { <-signerDone }() // before the store closes
 				go func() {
