@@ -29,10 +29,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/ipsecca/ipsecca/ca"
-	"github.com/ipsecca/ipsecca/store"
 	"github.com/ipsecca/ipsecca/internal/atomicfile"
 	"github.com/ipsecca/ipsecca/nssdb"
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
+	"github.com/ipsecca/ipsecca/store"
 )
 
 // Config configures an Agent.
