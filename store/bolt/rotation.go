@@ -1,11 +1,8 @@
 package bolt
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
-	"fmt"
-	"reflect"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
@@ -59,43 +56,6 @@ func (s *Store) NextTimes(_ context.Context) (rotate, grace time.Time, err error
 		return nil
 	})
 	return rotate, grace, err
-}
-
-// updateCert loads an active node certificate, lets fn change it (an
-// error from fn refuses, writing nothing), re-indexes it and appends ev.
-func (s *Store) updateCert(ctx context.Context, serial string, ev store.Event, fn func(c *store.Cert) error) error {
-	return s.update(ctx, func(tx *bbolt.Tx) error {
-		certs := tx.Bucket(bucketCerts)
-		c := new(store.Cert)
-		if err := getJSON(certs, []byte(serial), c); err != nil {
-			return reject(err)
-		}
-		if c.Kind != store.KindNode || c.State != store.StateActive {
-			return reject(fmt.Errorf("%w: certificate %s is not an active node certificate", store.ErrNotFound, serial))
-		}
-		before := *c
-		if err := fn(c); err != nil {
-			return reject(err)
-		}
-		if err := unindexRotation(tx, &before); err != nil {
-			return err
-		}
-		if c.DueAt.IsZero() {
-			if err := tx.Bucket(bucketByRotate).Put(rotateKey(c.RotateAfter, c.Serial), nil); err != nil {
-				return err
-			}
-		} else if c.OverdueAt.IsZero() {
-			if err := tx.Bucket(bucketOverdue).Put(rotateKey(c.GraceUntil, c.Serial), nil); err != nil {
-				return err
-			}
-		} else if err := tx.Bucket(bucketOverdueN).Put([]byte(c.Serial), nil); err != nil {
-			return err
-		}
-		if err := putJSON(certs, []byte(serial), c); err != nil {
-			return err
-		}
-		return appendEvent(tx, &ev)
-	})
 }
 
 // MarkDue records that an active certificate is due (for reason) and
@@ -155,44 +115,6 @@ func (s *Store) Node(_ context.Context, name string) (*store.NodeInfo, error) {
 	return &n, nil
 }
 
-// PutInventory stores a node's reported NSS inventory; ev is appended only
-// when the inventory changed. It reports whether it changed.
-func (s *Store) PutInventory(ctx context.Context, node string, entries []store.InventoryEntry, at time.Time, ev store.Event) (bool, error) {
-	changed := false
-	err := s.update(ctx, func(tx *bbolt.Tx) error {
-		nodes := tx.Bucket(bucketNodes)
-		var n store.NodeInfo
-		if err := getJSON(nodes, []byte(node), &n); err != nil {
-			return reject(err)
-		}
-		changed = !reflect.DeepEqual(n.Inventory, entries) && !(len(n.Inventory) == 0 && len(entries) == 0)
-		n.Inventory, n.ReportedAt = entries, at.UTC()
-		if err := putJSON(nodes, []byte(node), &n); err != nil {
-			return err
-		}
-		if changed {
-			return appendEvent(tx, &ev)
-		}
-		return nil
-	})
-	return changed, err
-}
-
-// RenewCA replaces the CA material (a re-issued root with the same key);
-// the caller keeps the previous roots in ca.Previous.
-func (s *Store) RenewCA(ctx context.Context, ca *store.CA, ev store.Event) error {
-	return s.update(ctx, func(tx *bbolt.Tx) error {
-		b := tx.Bucket(bucketCA)
-		if b.Get(keyCurrentCA) == nil {
-			return reject(store.ErrNotFound)
-		}
-		if err := putJSON(b, keyCurrentCA, ca); err != nil {
-			return err
-		}
-		return appendEvent(tx, &ev)
-	})
-}
-
 // Schedule returns up to limit certificates waiting on rotation: overdue
 // ones first, then due ones by grace end, then scheduled ones by
 // rotate_after.
@@ -231,62 +153,6 @@ func (s *Store) Schedule(_ context.Context, limit int) ([]*store.Cert, error) {
 func (s *Store) OverdueCount(_ context.Context) (int, error) {
 	n := 0
 	err := s.view(func(tx *bbolt.Tx) error { n = tx.Bucket(bucketOverdueN).Stats().KeyN; return nil })
-	return n, err
-}
-
-// RevokeNode revokes every unexpired node certificate of node (active or
-// superseded) and returns how many. The node keeps its name: re-admitting
-// it takes a new token.
-func (s *Store) RevokeNode(ctx context.Context, node string, at time.Time, ev store.Event) (int, error) {
-	n := 0
-	err := s.update(ctx, func(tx *bbolt.Tx) error {
-		n = 0
-		certs := tx.Bucket(bucketCerts)
-		prefix := nodeKey(node, "")
-		var victims []*store.Cert
-		cur := tx.Bucket(bucketByNode).Cursor()
-		for k, _ := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Next() {
-			c := new(store.Cert)
-			if err := getJSON(certs, k[len(prefix):], c); err != nil {
-				return err
-			}
-			if c.Kind == store.KindNode && c.State != store.StateRevoked && at.Before(c.NotAfter) {
-				victims = append(victims, c)
-			}
-		}
-		info, err := nodeInfo(tx, node)
-		if err != nil {
-			return err
-		}
-		if len(victims) == 0 && info != nil && info.Revoked {
-			return reject(fmt.Errorf("%w: node %q is revoked and has no certificate left to revoke", store.ErrNotFound, node))
-		}
-		if info == nil {
-			info = &store.NodeInfo{Name: node}
-		}
-		info.Revoke(at)
-		if err := putJSON(tx.Bucket(bucketNodes), []byte(node), info); err != nil {
-			return err
-		}
-		if err := tx.Bucket(bucketActive).Delete(activeKey(store.KindNode, node)); err != nil {
-			return err
-		}
-		for _, c := range victims {
-			if err := unindexRotation(tx, c); err != nil {
-				return err
-			}
-			c.State, c.RevokedAt = store.StateRevoked, at.UTC()
-			if err := putJSON(certs, []byte(c.Serial), c); err != nil {
-				return err
-			}
-			if err := tx.Bucket(bucketRevoked).Put([]byte(c.Serial), nil); err != nil {
-				return err
-			}
-		}
-		n = len(victims)
-		ev.Detail = store.RevokeDetail(ev.Detail, n, info.Epoch)
-		return appendEvent(tx, &ev)
-	})
 	return n, err
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
 	"strings"
 	"time"
 
@@ -103,56 +102,6 @@ func (s *Store) CA(ctx context.Context) (*store.CA, error) {
 	return &ca, nil
 }
 
-// CreateCA stores the CA material unless a CA is there (store.ErrExists:
-// another replica created it first; the caller loads that one).
-func (s *Store) CreateCA(ctx context.Context, ca *store.CA, ev store.Event) error {
-	return s.update(ctx, func(t *txn) error {
-		if _, ok := t.get(s.kCA()); ok {
-			return reject(store.ErrExists)
-		}
-		if err := t.putJSON(s.kCA(), ca); err != nil {
-			return err
-		}
-		return s.appendEvent(t, &ev)
-	})
-}
-
-// RenewCA replaces the CA material (store.ErrNotFound before create).
-func (s *Store) RenewCA(ctx context.Context, ca *store.CA, ev store.Event) error {
-	return s.update(ctx, func(t *txn) error {
-		if _, ok := t.get(s.kCA()); !ok {
-			return reject(store.ErrNotFound)
-		}
-		if err := t.putJSON(s.kCA(), ca); err != nil {
-			return err
-		}
-		return s.appendEvent(t, &ev)
-	})
-}
-
-// PutToken stores a new bootstrap token with its creation event.
-func (s *Store) PutToken(ctx context.Context, tok *store.Token, ev store.Event) error {
-	return s.update(ctx, func(t *txn) error {
-		if _, ok := t.get(s.kToken(tok.ID)); ok {
-			return reject(store.ErrExists)
-		}
-		info, err := s.nodeInfo(t, tok.Node)
-		if err != nil {
-			return err
-		}
-		if err := info.CheckToken(nil); err != nil {
-			return reject(err)
-		}
-		if info != nil {
-			tok.Epoch = info.Epoch
-		}
-		if err := t.putJSON(s.kToken(tok.ID), tok); err != nil {
-			return err
-		}
-		return s.appendEvent(t, &ev)
-	})
-}
-
 // Token returns a stored token by id: an unused one from the replica's
 // copy when it has it, else from etcd (any member first, then through
 // consensus). The copy may lag another replica's use of the token; using
@@ -201,176 +150,12 @@ func (s *Store) NameOwner(ctx context.Context, cn string) (string, error) {
 	return string(resp.Kvs[0].Value), nil
 }
 
-// Issue commits one issuance atomically, with the same checks as
-// store/bolt: a new serial, a free name (or the node's own), an unused
-// token, an unrevoked credential, one certificate per request UID.
-func (s *Store) Issue(ctx context.Context, is store.Issuance) error {
-	c := is.Cert
-	return s.update(ctx, func(t *txn) error {
-		if _, ok := t.get(s.kCert(c.Serial)); ok {
-			return reject(fmt.Errorf("%w: serial %s", store.ErrExists, c.Serial))
-		}
-		if c.Kind == store.KindNode {
-			if owner, ok := t.get(s.kName(c.CommonName)); ok && string(owner) != c.Node {
-				return reject(fmt.Errorf("%w: %q is held by node %q", store.ErrNameHeld, c.CommonName, owner))
-			}
-		}
-		if is.RequestUID != "" {
-			if prev, ok := t.get(s.kRequest(is.RequestUID)); ok {
-				return reject(fmt.Errorf("%w: request %s already has certificate %s", store.ErrExists, is.RequestUID, prev))
-			}
-		}
-		if is.AuthSerial != "" {
-			if _, ok := t.get(s.kRevoked(is.AuthSerial)); ok {
-				return reject(fmt.Errorf("%w: certificate %s", store.ErrRevoked, is.AuthSerial))
-			}
-		}
-		var tok store.Token
-		if is.TokenID != "" {
-			if err := t.getJSON(s.kToken(is.TokenID), &tok); err != nil {
-				return reject(err)
-			}
-			if !tok.UsedAt.IsZero() {
-				return reject(store.ErrTokenUsed)
-			}
-		}
-		var info *store.NodeInfo
-		if c.Kind == store.KindNode {
-			var err error
-			if info, err = s.nodeInfo(t, c.Node); err != nil {
-				return err
-			}
-			var used *store.Token
-			if is.TokenID != "" {
-				used = &tok
-			}
-			if err := info.CheckToken(used); err != nil {
-				return reject(err)
-			}
-		}
-		if is.TokenID != "" {
-			tok.UsedAt, tok.UsedFor = c.IssuedAt, c.Serial
-			if err := t.putJSON(s.kToken(tok.ID), &tok); err != nil {
-				return err
-			}
-		}
-		superseded, err := s.supersede(t, c)
-		if err != nil {
-			return err
-		}
-		if err := t.putJSON(s.kCert(c.Serial), c); err != nil {
-			return err
-		}
-		t.put(s.kByNode(c.Node, c.Serial), nil)
-		t.put(s.kActive(c.Kind, c.Node), []byte(c.Serial))
-		if is.RequestUID != "" {
-			t.put(s.kRequest(is.RequestUID), []byte(c.Serial))
-		}
-		if c.Kind == store.KindNode {
-			t.put(s.kRotate(c.RotateAfter, c.Serial), nil)
-			t.put(s.kName(c.CommonName), []byte(c.Node))
-			if info == nil {
-				info = &store.NodeInfo{}
-			}
-			if info.Name == "" || info.CommonName != c.CommonName {
-				info.Name, info.CommonName = c.Node, c.CommonName
-				if err := t.putJSON(s.kNode(c.Node), info); err != nil {
-					return err
-				}
-			}
-		}
-		ev := is.Event
-		if err := s.appendEvent(t, &ev); err != nil {
-			return err
-		}
-		for _, old := range superseded {
-			if is.OnSupersede == nil {
-				break
-			}
-			if e := is.OnSupersede(old); e != nil {
-				if err := s.appendEvent(t, e); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
-}
-
-// supersede marks the node's active certificate of c's kind superseded by
-// c and drops it from the rotation indexes.
-func (s *Store) supersede(t *txn, c *store.Cert) ([]*store.Cert, error) {
-	serial, ok := t.get(s.kActive(c.Kind, c.Node))
-	if !ok {
-		return nil, nil
-	}
-	old := new(store.Cert)
-	if err := t.getJSON(s.kCert(string(serial)), old); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, nil // not fetched yet: the batch runs again
-		}
-		return nil, err
-	}
-	if old.State != store.StateActive {
-		return nil, nil
-	}
-	old.State, old.SupersededBy = store.StateSuperseded, c.Serial
-	if err := t.putJSON(s.kCert(old.Serial), old); err != nil {
-		return nil, err
-	}
-	s.unindexRotation(t, old)
-	return []*store.Cert{old}, nil
-}
-
-func (s *Store) unindexRotation(t *txn, c *store.Cert) {
-	if c.Kind != store.KindNode {
-		return
-	}
-	t.del(s.kRotate(c.RotateAfter, c.Serial))
-	if !c.GraceUntil.IsZero() {
-		t.del(s.kOverdue(c.GraceUntil, c.Serial))
-	}
-	t.del(s.kOverdueN(c.Serial))
-}
-
-// AppendEvent appends one audit event.
-func (s *Store) AppendEvent(ctx context.Context, ev store.Event) error {
-	return s.update(ctx, func(t *txn) error { return s.appendEvent(t, &ev) })
-}
-
 type auditHead struct {
 	Seq  uint64 `json:"seq"`
 	Hash string `json:"hash"`
 	// Write names the transaction that wrote the head (writer.count):
 	// the compare-and-swap of the next one tests the whole value.
 	Write string `json:"write,omitempty"`
-}
-
-// appendEvent chains ev after the head. The head is in every batch's
-// reads and writes, so the chain stays one across replicas.
-func (s *Store) appendEvent(t *txn, ev *store.Event) error {
-	var head auditHead
-	if raw, ok := t.get(s.kHead()); ok && len(raw) > 0 {
-		if err := json.Unmarshal(raw, &head); err != nil {
-			return fmt.Errorf("store/etcd: decode audit head: %w", err)
-		}
-	}
-	ev.Seq = head.Seq + 1
-	ev.Prev = head.Hash
-	h, err := store.HashEvent(*ev)
-	if err != nil {
-		return err
-	}
-	ev.Hash = h
-	raw, err := json.Marshal(ev)
-	if err != nil {
-		return err
-	}
-	t.put(s.kEvent(ev.Seq), raw)
-	if store.Notice(ev.Type) {
-		t.put(s.kNotice(ev.Seq), raw)
-	}
-	return t.putJSON(s.kHead(), auditHead{Seq: ev.Seq, Hash: ev.Hash, Write: head.Write})
 }
 
 // scan calls fn for each key-value under prefix from `from` (inclusive)
@@ -516,28 +301,6 @@ func (s *Store) CertByRequest(ctx context.Context, uid string) (*store.Cert, err
 		return nil, store.ErrNotFound
 	}
 	return s.Cert(ctx, string(resp.Kvs[0].Value))
-}
-
-// PutInventory stores a node's reported NSS inventory; ev is appended only
-// when it changed. It reports whether it changed.
-func (s *Store) PutInventory(ctx context.Context, node string, entries []store.InventoryEntry, at time.Time, ev store.Event) (bool, error) {
-	changed := false
-	err := s.update(ctx, func(t *txn) error {
-		var n store.NodeInfo
-		if err := t.getJSON(s.kNode(node), &n); err != nil {
-			return reject(err)
-		}
-		changed = !reflect.DeepEqual(n.Inventory, entries) && !(len(n.Inventory) == 0 && len(entries) == 0)
-		n.Inventory, n.ReportedAt = entries, at.UTC()
-		if err := t.putJSON(s.kNode(node), &n); err != nil {
-			return err
-		}
-		if changed {
-			return s.appendEvent(t, &ev)
-		}
-		return nil
-	})
-	return changed, err
 }
 
 // Node returns what is known about a node.

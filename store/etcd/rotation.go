@@ -84,37 +84,6 @@ func (s *Store) NextTimes(ctx context.Context) (rotate, grace time.Time, err err
 	return
 }
 
-// updateCert loads an active node certificate, lets fn change it,
-// re-indexes it and appends ev.
-func (s *Store) updateCert(ctx context.Context, serial string, ev store.Event, fn func(c *store.Cert) error) error {
-	return s.update(ctx, func(t *txn) error {
-		c := new(store.Cert)
-		if err := t.getJSON(s.kCert(serial), c); err != nil {
-			return reject(err)
-		}
-		if c.Kind != store.KindNode || c.State != store.StateActive {
-			return reject(fmt.Errorf("%w: certificate %s is not an active node certificate", store.ErrNotFound, serial))
-		}
-		before := *c
-		if err := fn(c); err != nil {
-			return reject(err)
-		}
-		s.unindexRotation(t, &before)
-		switch {
-		case c.DueAt.IsZero():
-			t.put(s.kRotate(c.RotateAfter, c.Serial), nil)
-		case c.OverdueAt.IsZero():
-			t.put(s.kOverdue(c.GraceUntil, c.Serial), nil)
-		default:
-			t.put(s.kOverdueN(c.Serial), nil)
-		}
-		if err := t.putJSON(s.kCert(serial), c); err != nil {
-			return err
-		}
-		return s.appendEvent(t, &ev)
-	})
-}
-
 // MarkDue records that an active certificate is due (for reason) and
 // counts as overdue after graceUntil. Marking twice fails with
 // store.ErrExists, on any replica: a rotation is announced once.
@@ -195,60 +164,6 @@ func (s *Store) OverdueCount(ctx context.Context) (int, error) {
 		return 0, unavailable("count", err)
 	}
 	return int(resp.Count), nil
-}
-
-// RevokeNode revokes every unexpired node certificate of node and returns
-// how many.
-func (s *Store) RevokeNode(ctx context.Context, node string, at time.Time, ev store.Event) (int, error) {
-	n := 0
-	err := s.update(ctx, func(t *txn) error {
-		n = 0
-		prefix := s.kByNode(node, "")
-		keys, err := t.keys(prefix)
-		if err != nil {
-			return reject(err)
-		}
-		var victims []*store.Cert
-		for _, k := range keys {
-			c := new(store.Cert)
-			if err := t.getJSON(s.kCert(strings.TrimPrefix(k, prefix)), c); err != nil {
-				if len(t.misses) > 0 {
-					continue // fetched for the next round
-				}
-				return reject(err)
-			}
-			if c.Kind == store.KindNode && c.State != store.StateRevoked && at.Before(c.NotAfter) {
-				victims = append(victims, c)
-			}
-		}
-		info, err := s.nodeInfo(t, node)
-		if err != nil {
-			return err
-		}
-		if len(victims) == 0 && info != nil && info.Revoked {
-			return reject(fmt.Errorf("%w: node %q is revoked and has no certificate left to revoke", store.ErrNotFound, node))
-		}
-		if info == nil {
-			info = &store.NodeInfo{Name: node}
-		}
-		info.Revoke(at)
-		if err := t.putJSON(s.kNode(node), info); err != nil {
-			return err
-		}
-		t.del(s.kActive(store.KindNode, node))
-		for _, c := range victims {
-			s.unindexRotation(t, c)
-			c.State, c.RevokedAt = store.StateRevoked, at.UTC()
-			if err := t.putJSON(s.kCert(c.Serial), c); err != nil {
-				return err
-			}
-			t.put(s.kRevoked(c.Serial), nil)
-		}
-		n = len(victims)
-		ev.Detail = store.RevokeDetail(ev.Detail, n, info.Epoch)
-		return s.appendEvent(t, &ev)
-	})
-	return n, err
 }
 
 // Revoked returns every revoked certificate (for the CRL).
