@@ -15,7 +15,6 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/asn1"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -25,6 +24,8 @@ import (
 	"time"
 
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
+
+	"github.com/ipsecca/ipsecca/internal/pemutil"
 )
 
 // Severity of a finding.
@@ -294,30 +295,15 @@ func publicKeyOf(k crypto.PrivateKey) crypto.PublicKey {
 	return nil
 }
 
-// ParsePEMCerts parses every CERTIFICATE block of a PEM file.
+// ParsePEMCerts parses every CERTIFICATE block of a PEM file, skipping
+// blocks of other types; text after the last block that is not PEM, a
+// certificate that does not parse and a file without one are errors.
 func ParsePEMCerts(data []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	rest := bytes.TrimSpace(data)
-	for len(rest) > 0 {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			return nil, errors.New("bundle: not PEM (or trailing garbage after the last block)")
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("bundle: a certificate does not parse: %v", err)
-		}
-		out = append(out, c)
-		rest = bytes.TrimSpace(rest)
+	certs, err := pemutil.ParseCertificates(data, pemutil.Options{SkipOtherTypes: true})
+	if err != nil {
+		return nil, fmt.Errorf("bundle: %w", err)
 	}
-	if len(out) == 0 {
-		return nil, errors.New("bundle: no certificate found")
-	}
-	return out, nil
+	return certs, nil
 }
 
 var oidIPSecIKE = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 17}
@@ -375,7 +361,7 @@ func ValidateContext(ctx context.Context, in Input, opts Options) (*Report, erro
 }
 
 func trimErr(err error) string {
-	return strings.TrimPrefix(err.Error(), "bundle: ")
+	return strings.TrimPrefix(strings.TrimPrefix(err.Error(), "bundle: "), "pemutil: ")
 }
 
 var hostRe = regexp.MustCompile(`^(?i)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\.?$`)

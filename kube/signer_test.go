@@ -10,7 +10,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"slices"
 	"strings"
@@ -27,6 +26,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/ipsecca/ipsecca/ca"
+	"github.com/ipsecca/ipsecca/internal/pemutil"
 	"github.com/ipsecca/ipsecca/kube"
 	"github.com/ipsecca/ipsecca/store"
 )
@@ -581,18 +581,9 @@ func TestCABundleConfigMap(t *testing.T) {
 	s.CABundleChanged(root2.BundlePEM)
 	eventually(t, 3*time.Second, "the renewed bundle published", bundleIs(root2.BundlePEM))
 	cm, _ = cms.Get(ctx, cmName, metav1.GetOptions{})
-	var roots []*x509.Certificate
-	rest := []byte(cm.Data[kube.CABundleKey])
-	for {
-		var b *pem.Block
-		if b, rest = pem.Decode(rest); b == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			t.Fatal(err)
-		}
-		roots = append(roots, c)
+	roots, err := pemutil.ParseCertificates([]byte(cm.Data[kube.CABundleKey]), pemutil.Options{})
+	if err != nil {
+		t.Fatal(err)
 	}
 	if len(roots) != 2 || !roots[0].Equal(root2.Cert) || !roots[1].Equal(root1.Cert) {
 		t.Fatalf("bundle holds %d roots; want the new root then the old one", len(roots))

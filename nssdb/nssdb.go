@@ -56,6 +56,8 @@ import (
 	"time"
 
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
+
+	"github.com/ipsecca/ipsecca/internal/pemutil"
 )
 
 // Trust flags.
@@ -291,23 +293,10 @@ func (d *DB) Certs(ctx context.Context, nickname string) ([]*x509.Certificate, e
 	return certs, nil
 }
 
-// parseCerts reads `certutil -L -n NICK -a` output: PEM certificates.
+// parseCerts reads `certutil -L -n NICK -a` output: PEM certificates,
+// none for none; what follows the last block is ignored.
 func parseCerts(out []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	rest := out
-	for {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		certs = append(certs, c)
-	}
-	return certs, nil
+	return pemutil.ParseCertificates(out, pemutil.Options{AllowTrailing: true, AllowEmpty: true})
 }
 
 // Key is one private key of the database.

@@ -14,7 +14,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +29,7 @@ import (
 
 	"github.com/ipsecca/ipsecca/ca"
 	"github.com/ipsecca/ipsecca/internal/atomicfile"
+	"github.com/ipsecca/ipsecca/internal/pemutil"
 	"github.com/ipsecca/ipsecca/nssdb"
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 	"github.com/ipsecca/ipsecca/store"
@@ -281,24 +281,18 @@ func (a *Agent) deliver(ctx context.Context, pair *Pair, bundle []byte) (bool, e
 	return changed, nil
 }
 
+// parseBundle reads a CA bundle (from the server, the ConfigMap or
+// --ca-file): one certificate or more; what follows the last block is
+// ignored.
 func parseBundle(b []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("sidecar: CA bundle: %w", err)
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
+	roots, err := pemutil.ParseCertificates(b, pemutil.Options{AllowTrailing: true})
+	switch {
+	case errors.Is(err, pemutil.ErrNoCertificate):
 		return nil, errors.New("sidecar: the CA bundle holds no certificate")
+	case err != nil:
+		return nil, fmt.Errorf("sidecar: CA bundle: %w", err)
 	}
-	return out, nil
+	return roots, nil
 }
 
 func bundleHash(b []byte) string {
