@@ -1,7 +1,12 @@
-// Package store defines the records ipsecca persists and the errors its
-// backends report. The backends live in subpackages (store/bolt); the
-// interfaces they satisfy are declared by the packages that use them (ca,
-// server), so a backend depends on nothing above it.
+// Package store holds the records ipsecca persists and every rule over
+// them, written once: the record types and errors (this file), the key
+// schema and the transactional key-value interface the engines implement
+// (kv.go: Tx), the write operations (records.go: issue, tokens, revocation,
+// the rotation marks, the audit hash chain) and the queries (queries.go,
+// over View). The engines in store/bolt and store/etcd map the keys to
+// their own layout and batch the operations; they hold no CA rule. The
+// interfaces the engines satisfy as a whole are declared by the packages
+// that use them (ca, server, rotation), so a store depends on nothing above it.
 package store
 
 import (

@@ -34,11 +34,15 @@
 //	events/
 //	    <seq: 8-byte BE> -> JSON store.Event (hash-chained)
 //
-// Writes go through one committer goroutine that runs every queued
-// operation in one read-write transaction and one fsync (group commit), so
-// durability costs one fsync per batch, not per request. Each operation
-// either fails before it writes anything (its error goes to its caller
-// alone) or writes; a failing commit fails every operation in the batch.
+// The records and their rules live in package store (store.IssueTx, ...,
+// store.ListCertsOf, ...); this package maps their keys to the buckets
+// above (kv.go: big-endian times and sequence numbers, a 0 byte after a
+// node or kind) and runs them. Writes go through one committer goroutine
+// that runs every queued operation in one read-write transaction and one
+// fsync (group commit), so durability costs one fsync per batch, not per
+// request. Each operation's writes wait in an overlay until it succeeds,
+// so a failed operation writes nothing and its error goes to its caller
+// alone; a failing commit fails every operation in the batch.
 package bolt
 
 import (

@@ -184,3 +184,93 @@ func hexU64(s string) (uint64, error) {
 }
 
 var _ store.Tx = (*kvTx)(nil)
+
+// kvView reads a bbolt read transaction as a store.View: one snapshot.
+// Values are valid only inside the transaction, which the queries respect
+// (they decode what they read before returning).
+type kvView struct{ tx *bbolt.Tx }
+
+// read runs a query on a consistent snapshot.
+func (s *Store) read(fn func(store.View) error) error {
+	return s.view(func(tx *bbolt.Tx) error { return fn(kvView{tx}) })
+}
+
+func (v kvView) Get(key string) ([]byte, bool, error) {
+	b, k, err := boltKey(key)
+	if err != nil {
+		return nil, false, err
+	}
+	bk := v.tx.Bucket(b)
+	if bk == nil {
+		return nil, false, nil
+	}
+	val := bk.Get(k)
+	return val, val != nil, nil
+}
+
+func (v kvView) GetMany(keys []string) ([][]byte, error) {
+	out := make([][]byte, len(keys))
+	for i, k := range keys {
+		val, _, err := v.Get(k)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = val
+	}
+	return out, nil
+}
+
+func (v kvView) Scan(prefix, from string, keysOnly bool, fn func(key string, val []byte) (bool, error)) error {
+	b, kp, err := boltKey(prefix)
+	if err != nil {
+		return err
+	}
+	bk := v.tx.Bucket(b)
+	if bk == nil {
+		return nil
+	}
+	seek := kp
+	if from != "" {
+		_, kf, err := boltKey(from)
+		if err != nil {
+			return err
+		}
+		if bytes.Compare(kf, kp) > 0 {
+			seek = kf
+		}
+	}
+	space := string(b)
+	cur := bk.Cursor()
+	for k, val := cur.Seek(seek); k != nil && bytes.HasPrefix(k, kp); k, val = cur.Next() {
+		if keysOnly {
+			val = nil
+		}
+		more, err := fn(space+"/"+decodeKey(space, k), val)
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+func (v kvView) Count(prefix string) (int, error) {
+	b, kp, err := boltKey(prefix)
+	if err != nil {
+		return 0, err
+	}
+	bk := v.tx.Bucket(b)
+	if bk == nil {
+		return 0, nil
+	}
+	if len(kp) == 0 {
+		return bk.Stats().KeyN, nil
+	}
+	n := 0
+	cur := bk.Cursor()
+	for k, _ := cur.Seek(kp); k != nil && bytes.HasPrefix(k, kp); k, _ = cur.Next() {
+		n++
+	}
+	return n, nil
+}
+
+var _ store.View = kvView{}

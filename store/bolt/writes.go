@@ -87,3 +87,20 @@ func (s *Store) RevokeCert(ctx context.Context, serial string, at time.Time, ev 
 	})
 	return c, err
 }
+
+// MarkDue records that an active certificate is due (for reason) and
+// counts as overdue after graceUntil.
+func (s *Store) MarkDue(ctx context.Context, serial string, at time.Time, reason string, graceUntil time.Time, ev store.Event) error {
+	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error { return c.MarkDue(at, reason, graceUntil) })
+}
+
+// MarkOverdue records that a due certificate was still not rotated at `at`.
+func (s *Store) MarkOverdue(ctx context.Context, serial string, at time.Time, ev store.Event) error {
+	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error { return c.MarkOverdue(at) })
+}
+
+// Reschedule moves a certificate's rotate_after (forced rotation). A
+// certificate already due keeps its due state.
+func (s *Store) Reschedule(ctx context.Context, serial string, at time.Time, ev store.Event) error {
+	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error { return c.Reschedule(at) })
+}

@@ -3,7 +3,12 @@
 // /ipsecca), so any replica can serve any request and losing one loses
 // nothing.
 //
-// Key tree (under the prefix; the same records as store/bolt, JSON values):
+// The records and their rules live in package store (written once for both
+// engines over store.Tx and store.View); this package runs them in batches
+// committed with a compare-and-swap, adds the notices/ feed, the replicas'
+// mirror of tokens and names, election and cluster status.
+//
+// Key tree (under the prefix; the record keys of package store, JSON values):
 //
 //	meta/schema_version           -> decimal uint
 //	meta/audit_head               -> JSON {seq, hash, write} of the newest event; written by EVERY transaction

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ipsecca/ipsecca/store"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // kvTx is a record operation's view of a batch (store.Tx): keys under the
@@ -133,4 +134,97 @@ func (s *Store) RevokeCert(ctx context.Context, serial string, at time.Time, ev 
 		return err
 	})
 	return c, err
+}
+
+// kvView reads etcd as a store.View: each read linearizable, scans a page
+// at a time, many keys in one transaction per chunk.
+type kvView struct {
+	s   *Store
+	ctx context.Context
+}
+
+func (s *Store) viewOf(ctx context.Context) kvView { return kvView{s, ctx} }
+
+func (v kvView) Get(key string) ([]byte, bool, error) {
+	ctx, cancel := v.s.ctx(v.ctx)
+	defer cancel()
+	resp, err := v.s.cli.Get(ctx, v.s.p+key)
+	if err != nil {
+		return nil, false, unavailable("get", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, false, nil
+	}
+	val := resp.Kvs[0].Value
+	if val == nil {
+		val = []byte{}
+	}
+	return val, true, nil
+}
+
+func (v kvView) GetMany(keys []string) ([][]byte, error) {
+	out := make([][]byte, 0, len(keys))
+	for len(keys) > 0 {
+		part := keys[:min(len(keys), v.s.maxOps)]
+		keys = keys[len(part):]
+		ops := make([]clientv3.Op, len(part))
+		for i, k := range part {
+			ops[i] = clientv3.OpGet(v.s.p + k)
+		}
+		ctx, cancel := v.s.ctx(v.ctx)
+		resp, err := v.s.cli.Txn(ctx).Then(ops...).Commit()
+		cancel()
+		if err != nil {
+			return nil, unavailable("get many", err)
+		}
+		for _, r := range resp.Responses {
+			var val []byte
+			if kvs := r.GetResponseRange().Kvs; len(kvs) > 0 {
+				val = kvs[0].Value
+				if val == nil {
+					val = []byte{}
+				}
+			}
+			out = append(out, val)
+		}
+	}
+	return out, nil
+}
+
+func (v kvView) Scan(prefix, from string, keysOnly bool, fn func(key string, val []byte) (bool, error)) error {
+	if from != "" {
+		from = v.s.p + from
+	}
+	return v.s.scan(v.ctx, v.s.p+prefix, from, keysOnly, func(k string, val []byte) (bool, error) {
+		return fn(strings.TrimPrefix(k, v.s.p), val)
+	})
+}
+
+func (v kvView) Count(prefix string) (int, error) {
+	ctx, cancel := v.s.ctx(v.ctx)
+	defer cancel()
+	resp, err := v.s.cli.Get(ctx, v.s.p+prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, unavailable("count", err)
+	}
+	return int(resp.Count), nil
+}
+
+var _ store.View = kvView{}
+
+// MarkDue records that an active certificate is due (for reason) and
+// counts as overdue after graceUntil. Marking twice fails with
+// store.ErrExists, on any replica: a rotation is announced once.
+func (s *Store) MarkDue(ctx context.Context, serial string, at time.Time, reason string, graceUntil time.Time, ev store.Event) error {
+	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error { return c.MarkDue(at, reason, graceUntil) })
+}
+
+// MarkOverdue records that a due certificate was still not rotated at `at`.
+func (s *Store) MarkOverdue(ctx context.Context, serial string, at time.Time, ev store.Event) error {
+	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error { return c.MarkOverdue(at) })
+}
+
+// Reschedule moves a certificate's rotate_after (forced rotation).
+func (s *Store) Reschedule(ctx context.Context, serial string, at time.Time, ev store.Event) error {
+	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error { return c.Reschedule(at) })
 }
