@@ -25,6 +25,7 @@ import (
 
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 
+	"github.com/ipsecca/ipsecca/internal/ovsname"
 	"github.com/ipsecca/ipsecca/internal/pemutil"
 )
 
@@ -397,12 +398,10 @@ func checkNames(r *Report, in Input) {
 			r.add(CodeSubnetNotHost, SeverityError, "", "rightsubnet %s must be a single host (/32) for host-to-host IPsec", in.RightSubnet)
 		}
 	}
-	if hasOVSPrefix(in.LeftCert) {
+	if ovsname.HasPrefix(in.LeftCert) {
 		r.add(CodeOVSPrefixNickname, SeverityError, "", "leftcert %q starts with \"ovs_\": ovs-monitor-ipsec owns that NSS nickname namespace and deletes it on restart", in.LeftCert)
 	}
 }
-
-func hasOVSPrefix(s string) bool { return len(s) >= 4 && strings.EqualFold(s[:4], "ovs_") }
 
 func checkP12(r *Report, p *P12, in Input, roots []*x509.Certificate, opts Options) {
 	switch {
@@ -424,7 +423,7 @@ func checkP12(r *Report, p *P12, in Input, roots []*x509.Certificate, opts Optio
 	}
 	// The nickname NSS gives the leaf is its friendlyName.
 	for _, n := range p.Names {
-		if hasOVSPrefix(n) {
+		if ovsname.HasPrefix(n) {
 			r.add(CodeOVSPrefixNickname, SeverityError, "", "the PKCS#12 friendly name %q (the NSS nickname on import) starts with \"ovs_\": ovs-monitor-ipsec owns that namespace and deletes it on restart", n)
 		}
 	}
@@ -525,7 +524,7 @@ func checkCert(r *Report, c *x509.Certificate, opts Options, leaf bool) {
 	default:
 		r.add(CodeWeakKey, SeverityError, subj, "%s key; RSA (2048+) or ECDSA P-256/P-384 are required", c.PublicKeyAlgorithm)
 	}
-	if hasOVSPrefix(c.Subject.CommonName) {
+	if ovsname.HasPrefix(c.Subject.CommonName) {
 		r.add(CodeOVSPrefixCN, SeverityError, subj, "CN %q starts with \"ovs_\": ovs-monitor-ipsec owns that NSS nickname namespace and deletes it on restart", c.Subject.CommonName)
 	}
 	_ = leaf

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/ipsecca/ipsecca/internal/ovsname"
 	"github.com/ipsecca/ipsecca/store"
 )
 
@@ -232,8 +233,9 @@ func CheckOVSPrefix(r *Request) error {
 	return nil
 }
 
-// HasOVSPrefix reports whether s starts with "ovs_" in any case.
-func HasOVSPrefix(s string) bool { return len(s) >= 4 && strings.EqualFold(s[:4], "ovs_") }
+// HasOVSPrefix reports whether s starts with "ovs_" in any case. It is
+// ovsname.HasPrefix, which bundle uses too (bundle may not import ca).
+func HasOVSPrefix(s string) bool { return ovsname.HasPrefix(s) }
 
 // MaxNameLength bounds node names and CNs (the X.520 CN upper bound).
 const MaxNameLength = 64
