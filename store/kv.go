@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -73,4 +74,12 @@ func putJSON(tx Tx, key string, v any) error {
 		return err
 	}
 	return tx.Put(key, raw)
+}
+
+// Engine is a storage engine as the records run on it: every write
+// operation in one of its transactions (batched with others as it sees
+// fit; see Tx for the contract), every query over one of its views.
+type Engine interface {
+	Update(ctx context.Context, fn func(Tx) error) error
+	Read(ctx context.Context, fn func(View) error) error
 }

@@ -39,6 +39,11 @@ func issue(s *Store, c *store.Cert, token string) error {
 	return s.Issue(context.Background(), store.Issuance{Cert: c, TokenID: token, Event: store.Event{Time: t0, Type: store.EventEnrolled, Node: c.Node, Serial: c.Serial}})
 }
 
+// TestEngineConformance runs the engine suite: the Tx and View contract alone.
+func TestEngineConformance(t *testing.T) {
+	storetest.RunEngine(t, func(t *testing.T) store.Engine { return open(t) })
+}
+
 // TestConformance runs the backend-neutral store suite.
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) storetest.Backend { return open(t) })

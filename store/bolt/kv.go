@@ -30,8 +30,8 @@ type kvEntry struct {
 
 func newKV(tx *bbolt.Tx) *kvTx { return &kvTx{tx: tx, over: map[string]kvEntry{}} }
 
-// updateKV runs a record operation in a group-committed transaction.
-func (s *Store) updateKV(ctx context.Context, fn func(store.Tx) error) error {
+// Update runs a record operation in a group-committed transaction.
+func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 	return s.update(ctx, func(tx *bbolt.Tx) error {
 		kv := newKV(tx)
 		if err := fn(kv); err != nil {
@@ -190,8 +190,8 @@ var _ store.Tx = (*kvTx)(nil)
 // (they decode what they read before returning).
 type kvView struct{ tx *bbolt.Tx }
 
-// read runs a query on a consistent snapshot.
-func (s *Store) read(fn func(store.View) error) error {
+// Read runs a query on a consistent snapshot.
+func (s *Store) Read(_ context.Context, fn func(store.View) error) error {
 	return s.view(func(tx *bbolt.Tx) error { return fn(kvView{tx}) })
 }
 

@@ -32,6 +32,12 @@ func open(t *testing.T, c *etcdtest.Cluster, prefix string) *etcd.Store {
 
 func freshPrefix() string { return fmt.Sprintf("/test-%d", prefixes.Add(1)) }
 
+// TestEngineConformance runs the engine suite: the Tx and View contract alone.
+func TestEngineConformance(t *testing.T) {
+	c := etcdtest.Start(t, etcdtest.Options{})
+	storetest.RunEngine(t, func(t *testing.T) store.Engine { return open(t, c, freshPrefix()) })
+}
+
 func TestConformance(t *testing.T) {
 	c := etcdtest.Start(t, etcdtest.Options{})
 	storetest.Run(t, func(t *testing.T) storetest.Backend { return open(t, c, freshPrefix()) })
