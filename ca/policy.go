@@ -113,11 +113,8 @@ type Request struct {
 	Identity Identity
 }
 
-// Check is one named step of the approval policy.
-type Check struct {
-	Name string
-	Fn   func(*Request) error
-}
+// Check is one named step of the approval policy (Evaluate runs them).
+type Check = Step[*Request]
 
 // NodePolicy is the auto-approval chain for node certificates, in order.
 // Each check returns a *DenyError or nil.
@@ -129,16 +126,6 @@ var NodePolicy = []Check{
 	{"cn-syntax", CheckCNSyntax},
 	{"cn-is-callers", CheckCNIsCallers},
 	{"sans", CheckSANs},
-}
-
-// Evaluate runs the checks in order and returns the first denial.
-func Evaluate(checks []Check, r *Request) error {
-	for _, c := range checks {
-		if err := c.Fn(r); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // CheckSignature denies a CSR whose self-signature does not verify.

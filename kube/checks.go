@@ -122,31 +122,18 @@ type Request struct {
 }
 
 // Check is one named step of the Kubernetes policy; Fn returns a
-// *ca.DenyError or nil.
-type Check struct {
-	Name string
-	Fn   func(*Request) error
-}
+// *ca.DenyError or nil. ca.Evaluate runs them, as it runs ca.NodePolicy.
+type Check = ca.Step[*Request]
 
 // KubePolicy runs before ca.NodePolicy (which IssueForNode applies): what
 // only the Kubernetes API can prove about a CSR.
 var KubePolicy = []Check{
-	{"requester-is-node", CheckRequester},
-	{"label-names-requester", CheckLabel},
-	{"usages", CheckUsages},
-	{"node-cn", CheckNodeCN},
-	{"cn-unique-among-nodes", CheckCNUnique},
-	{"csr-names-node", CheckCSRNames},
-}
-
-// Evaluate runs the checks in order and returns the first denial.
-func Evaluate(checks []Check, r *Request) error {
-	for _, c := range checks {
-		if err := c.Fn(r); err != nil {
-			return err
-		}
-	}
-	return nil
+	{Name: "requester-is-node", Fn: CheckRequester},
+	{Name: "label-names-requester", Fn: CheckLabel},
+	{Name: "usages", Fn: CheckUsages},
+	{Name: "node-cn", Fn: CheckNodeCN},
+	{Name: "cn-unique-among-nodes", Fn: CheckCNUnique},
+	{Name: "csr-names-node", Fn: CheckCSRNames},
 }
 
 // RequesterNode returns the node a requester user name stands for:

@@ -85,7 +85,7 @@ func FuzzKubePolicy(f *testing.F) {
 			}
 			return []string{r.NodeName}
 		}
-		err := kube.Evaluate(kube.KubePolicy, r)
+		err := ca.Evaluate(kube.KubePolicy, r)
 		if err != nil {
 			de := kube.DenyReason(err)
 			if de == nil || de.Reason == "" || de.Detail == "" || kube.ConditionReason(de.Reason, from) == "" {

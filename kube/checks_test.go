@@ -59,7 +59,7 @@ func TestKubePolicy(t *testing.T) {
 				r.CNFrom = kube.CNFromChassisID
 			}
 			r.NodesWithCN = func(id string) []string { return holders[id] }
-			err := kube.Evaluate(kube.KubePolicy, &r)
+			err := ca.Evaluate(kube.KubePolicy, &r)
 			if c.want == "" {
 				if err != nil || r.Identity != (ca.Identity{Node: r.NodeName, CN: c.cn}) {
 					t.Fatalf("err %v identity %+v, want allowed with CN %s", err, r.Identity, c.cn)
@@ -134,7 +134,7 @@ func TestCaseInsensitiveNames(t *testing.T) {
 				Prefix: kube.DefaultRequesterPrefix, CNFrom: c.from, NodeName: c.nodeName, Node: n,
 				NodesWithCN: func(id string) []string { return []string{c.nodeName} },
 			}
-			err := kube.Evaluate(kube.KubePolicy, &r)
+			err := ca.Evaluate(kube.KubePolicy, &r)
 			if c.want == "" {
 				want := lower
 				if c.from == kube.CNFromNodeName {

@@ -213,7 +213,7 @@ func (s *Signer) decide(ctx context.Context, t *term, node string, c *certificat
 			return requeueAfter(d)
 		}
 	}
-	if err := Evaluate(KubePolicy, req); err != nil {
+	if err := ca.Evaluate(KubePolicy, req); err != nil {
 		de := DenyReason(err)
 		if de == nil {
 			return err
