@@ -94,11 +94,17 @@ func TestHostileRequests(t *testing.T) {
 	}
 	// Replayed and foreign tokens.
 	tok := token()
-	if _, err := node.Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok, CsrPem: good}); err != nil {
+	first, err := node.Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok, CsrPem: good})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := node.Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok, CsrPem: good}); status.Code(err) != codes.Unauthenticated {
-		t.Fatalf("replayed token: %v", err)
+	// Replayed with the same key: the same certificate (a lost reply), never a second one.
+	again, err := node.Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok, CsrPem: good})
+	if err != nil || again.GetCertificate().GetSerial() != first.GetCertificate().GetSerial() {
+		t.Fatalf("token replayed with the same key: %v %v", again.GetCertificate().GetSerial(), err)
+	}
+	if _, err := node.Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok, CsrPem: goCSR(t, other, "node-a", nil)}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("token replayed with another key: %v", err)
 	}
 	after := vmRSSMiB(t, srv.cmd.Process.Pid)
 	if after > before+100 {

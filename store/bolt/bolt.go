@@ -125,17 +125,12 @@ type Store struct {
 	dbMu  sync.RWMutex
 	db    *bbolt.DB
 	path  string
-	queue chan *op
-	stop  chan struct{}
+	queue *store.Queue[*op]
 	wg    sync.WaitGroup
 
 	commits atomic.Uint64 // transactions committed by the committer
 
 	closeOnce sync.Once
-	// mu orders enqueues against Close: once closed is set nothing more
-	// enters the queue, so every queued operation gets an answer.
-	mu     sync.RWMutex
-	closed bool
 }
 
 type op struct {
@@ -171,7 +166,7 @@ func Open(dir string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	s := &Store{db: db, path: path, queue: make(chan *op, maxBatch), stop: make(chan struct{})}
+	s := &Store{db: db, path: path, queue: store.NewQueue[*op](maxBatch)}
 	s.wg.Add(1)
 	go s.committer()
 	return s, nil
@@ -205,10 +200,7 @@ func migrate(db *bbolt.DB) error {
 func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
-		close(s.stop)
+		s.queue.Close()
 		s.wg.Wait()
 		s.dbMu.Lock()
 		err = s.db.Close()
@@ -227,28 +219,9 @@ func (s *Store) Path() string { return s.path }
 func (s *Store) committer() {
 	defer s.wg.Done()
 	for {
-		var first *op
-		select {
-		case first = <-s.queue:
-		case <-s.stop:
-			for {
-				select {
-				case o := <-s.queue:
-					o.done <- store.ErrUnavailable
-				default:
-					return
-				}
-			}
-		}
-		batch := []*op{first}
-	drain:
-		for len(batch) < maxBatch {
-			select {
-			case o := <-s.queue:
-				batch = append(batch, o)
-			default:
-				break drain
-			}
+		batch := s.queue.Next(maxBatch, func(o *op) { o.done <- store.ErrUnavailable })
+		if batch == nil {
+			return
 		}
 		s.commit(batch)
 	}
@@ -299,17 +272,8 @@ const ascendingFill = 0.9
 // failures found before it wrote anything.
 func (s *Store) update(ctx context.Context, fn func(tx *bbolt.Tx) error) error {
 	o := &op{fn: fn, done: make(chan error, 1)}
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return store.ErrUnavailable
-	}
-	select {
-	case s.queue <- o:
-		s.mu.RUnlock()
-	case <-ctx.Done():
-		s.mu.RUnlock()
-		return ctx.Err()
+	if err := s.queue.Submit(ctx, o); err != nil {
+		return err
 	}
 	// Once queued the operation will be committed or failed; wait for the
 	// outcome even if ctx ends, so a caller never mistakes a stored

@@ -153,7 +153,7 @@ func TestGroupCommit(t *testing.T) {
 			errs[i] = issue(s, cert(serial, fmt.Sprintf("node-%d", i), t0), "")
 		}()
 	}
-	for len(s.queue) < n {
+	for s.queue.Len() < n {
 		time.Sleep(time.Millisecond)
 	}
 	close(release)

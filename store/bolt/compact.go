@@ -46,10 +46,7 @@ var keyRewrittenCA = []byte("rewritten_ca")
 func (s *Store) Compact() error {
 	s.dbMu.Lock()
 	defer s.dbMu.Unlock()
-	s.mu.RLock()
-	closed := s.closed
-	s.mu.RUnlock()
-	if closed {
+	if s.queue.Closed() {
 		return store.ErrUnavailable
 	}
 	tmp := s.path + rewriteSuffix

@@ -119,8 +119,7 @@ type Store struct {
 	ttl     time.Duration
 	log     *slog.Logger
 
-	queue chan *op
-	stop  chan struct{}
+	queue *store.Queue[*op]
 	wg    sync.WaitGroup
 
 	// Owned by the committer goroutine.
@@ -141,8 +140,6 @@ type Store struct {
 	writeTime atomic.Int64  // nanoseconds batches spent awaiting etcd's answer
 
 	closeOnce sync.Once
-	mu        sync.RWMutex
-	closed    bool
 }
 
 type op struct {
@@ -217,7 +214,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		return nil, fmt.Errorf("%w: store/etcd: connect to %s: %v", store.ErrUnavailable, strings.Join(o.Endpoints, ","), err)
 	}
 	s := &Store{cli: cli, p: strings.TrimSuffix(o.Prefix, "/") + "/", timeout: o.RequestTimeout, maxOps: o.MaxTxnOps, ttl: o.SessionTTL, log: o.Logger,
-		queue: make(chan *op, maxBatch), stop: make(chan struct{}), cache: map[string][]byte{}, writer: randomID()}
+		queue: store.NewQueue[*op](maxBatch), cache: map[string][]byte{}, writer: randomID()}
 	if err := s.initSchema(ctx); err != nil {
 		cli.Close()
 		return nil, err
@@ -275,10 +272,7 @@ func (s *Store) Times() (read, write time.Duration) {
 func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
-		close(s.stop)
+		s.queue.Close()
 		s.stopMirror()
 		s.wg.Wait()
 		err = s.cli.Close()
@@ -301,17 +295,8 @@ func (s *Store) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
 // update queues fn for the committer and waits for its outcome.
 func (s *Store) update(ctx context.Context, fn func(t *txn) error) error {
 	o := &op{fn: fn, done: make(chan error, 1)}
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return store.ErrUnavailable
-	}
-	select {
-	case s.queue <- o:
-		s.mu.RUnlock()
-	case <-ctx.Done():
-		s.mu.RUnlock()
-		return ctx.Err()
+	if err := s.queue.Submit(ctx, o); err != nil {
+		return err
 	}
 	// Once queued it is committed or failed; wait for which, so a caller
 	// never mistakes a stored certificate for a lost one.
@@ -325,29 +310,8 @@ func (s *Store) committer() {
 		if len(s.retry) > 0 {
 			batch = s.retry[:min(len(s.retry), maxBatch)]
 			s.retry = append([]*op(nil), s.retry[len(batch):]...)
-		} else {
-			select {
-			case first := <-s.queue:
-				batch = []*op{first}
-			drain:
-				for len(batch) < maxBatch {
-					select {
-					case o := <-s.queue:
-						batch = append(batch, o)
-					default:
-						break drain
-					}
-				}
-			case <-s.stop:
-				for {
-					select {
-					case o := <-s.queue:
-						o.done <- store.ErrUnavailable
-					default:
-						return
-					}
-				}
-			}
+		} else if batch = s.queue.Next(maxBatch, func(o *op) { o.done <- store.ErrUnavailable }); batch == nil {
+			return
 		}
 		s.commit(batch)
 	}
