@@ -512,128 +512,180 @@ func holds(certs []*x509.Certificate, c *x509.Certificate) bool {
 }
 
 // PutKeyPair makes nickname hold exactly cert, with key, following the
-// safe sequence in the package doc. It reports whether it changed
-// anything; with the pair already in place it runs no write.
+// safe sequence in the package doc: import, park, delete the old pair(s),
+// restore the name. Each step starts from where the new pair is, so a run
+// stopped at any step is finished by the next call. It reports whether it
+// changed anything; with the pair already in place it runs no write.
 func (d *DB) PutKeyPair(ctx context.Context, nickname string, cert *x509.Certificate, key crypto.Signer) (changed bool, err error) {
-	tmp := SwapNickname(nickname)
-	swaps := []string{tmp, nickname + LegacySwapSuffix} // the second from older versions
-	hasKey := func() (bool, error) { return d.HasKey(ctx, cert) }
-
+	s := &keyPairSwap{db: d, nick: nickname, swap: SwapNickname(nickname), cert: cert, key: key}
 	under, err := d.Certs(ctx, nickname)
 	if err != nil {
 		return false, err
 	}
-	if len(under) == 1 && under[0].Equal(cert) {
-		if ok, err := hasKey(); err != nil || ok {
-			left, err2 := d.anyListed(ctx, swaps)
-			if err == nil && err2 == nil && !left {
-				return false, nil
-			}
-		}
+	if s.inPlace(ctx, under) {
+		return false, nil
 	}
-	// Where does the new pair sit? A previous run may have parked it under
-	// a swap nickname, or the import filed it under a nickname of
-	// pk12util's choosing ("<CN> - <O>") for a subject new to the database.
-	parked, err := d.parkedAt(ctx, nickname, cert)
+	parked, err := s.importPair(ctx, under)
 	if err != nil {
-		return changed, err
+		return s.changed, err
 	}
 	if parked == "" {
-		// Stale swap entries (an older attempt's pair): remove them.
-		for _, sw := range swaps {
-			for {
-				stale, err := d.Certs(ctx, sw)
-				if err != nil {
-					return changed, err
-				}
-				if len(stale) == 0 {
-					break
-				}
-				if err := d.DeleteBest(ctx, sw); err != nil {
-					return changed, err
-				}
-				changed = true
-			}
-		}
-		if !holds(under, cert) {
-			if err := d.importKeyPair(ctx, cert, key); err != nil {
-				return changed, err
-			}
-			changed = true
-			if err := d.step("imported"); err != nil {
-				return changed, err
-			}
-		}
-		if ok, err := hasKey(); err != nil {
-			return changed, err
-		} else if !ok {
-			return changed, fmt.Errorf("nssdb: the key of %s (serial %x) is not in the database after import", nickname, cert.SerialNumber)
-		}
-		if parked, err = d.parkedAt(ctx, nickname, cert); err != nil {
-			return changed, err
+		var done bool
+		if parked, done, err = s.park(ctx); err != nil || done {
+			return s.changed, err
 		}
 	}
-	if parked == "" {
-		// Both under nickname; the new pair is the best one. Park it.
+	if err := s.deleteOld(ctx); err != nil {
+		return s.changed, err
+	}
+	err = s.restoreName(ctx, parked)
+	return s.changed, err
+}
+
+// keyPairSwap is one PutKeyPair: the steps of the package doc, and whether
+// one of them wrote to the database.
+type keyPairSwap struct {
+	db      *DB
+	nick    string // the nickname to hold the pair
+	swap    string // SwapNickname(nick), where the new pair is parked
+	cert    *x509.Certificate
+	key     crypto.Signer
+	changed bool
+}
+
+// swaps are the nicknames a new pair may be parked under: the swap
+// nickname, and the one of older versions.
+func (s *keyPairSwap) swaps() []string { return []string{s.swap, s.nick + LegacySwapSuffix} }
+
+// inPlace reports whether the nickname holds exactly the pair, with its
+// key, and no swap nickname is left over: nothing to do. An error reading
+// the database counts as not in place (the steps then look again).
+func (s *keyPairSwap) inPlace(ctx context.Context, under []*x509.Certificate) bool {
+	if len(under) != 1 || !under[0].Equal(s.cert) {
+		return false
+	}
+	if ok, err := s.db.HasKey(ctx, s.cert); err != nil || !ok {
+		return false
+	}
+	left, err := s.db.anyListed(ctx, s.swaps())
+	return err == nil && !left
+}
+
+// importPair is step 1. It returns where the new pair is parked when a
+// previous run got that far, or the import filed it under a nickname of
+// pk12util's choosing ("<CN> - <O>") for a subject new to the database.
+// Otherwise it removes stale swap entries (an older attempt's pair),
+// imports the pair unless the nickname holds it already, checks that its
+// key is in, and returns "": the new pair is under the nickname.
+func (s *keyPairSwap) importPair(ctx context.Context, under []*x509.Certificate) (parked string, err error) {
+	d := s.db
+	if parked, err := d.parkedAt(ctx, s.nick, s.cert); err != nil || parked != "" {
+		return parked, err
+	}
+	for _, sw := range s.swaps() {
 		for {
-			under, err := d.Certs(ctx, nickname)
+			stale, err := d.Certs(ctx, sw)
 			if err != nil {
-				return changed, err
+				return "", err
 			}
-			if len(under) == 1 && under[0].Equal(cert) {
-				return changed, d.verify(ctx, nickname)
-			}
-			if err := d.verify(ctx, nickname); err != nil {
-				return changed, err
-			}
-			if err := d.Rename(ctx, nickname, tmp); err != nil {
-				return changed, err
-			}
-			changed = true
-			if err := d.step("renamed-new"); err != nil {
-				return changed, err
-			}
-			moved, err := d.Certs(ctx, tmp)
-			if err != nil {
-				return changed, err
-			}
-			if holds(moved, cert) {
-				parked = tmp
+			if len(stale) == 0 {
 				break
 			}
-			// An older certificate was the best one: it is parked now; drop it.
-			if err := d.DeleteBest(ctx, tmp); err != nil {
-				return changed, err
+			if err := d.DeleteBest(ctx, sw); err != nil {
+				return "", err
 			}
+			s.changed = true
 		}
 	}
-	// The new pair is parked: remove every old pair under nickname (it
-	// resolves to an old, still valid pair until the last one goes), then
-	// give the new pair the nickname.
+	if !holds(under, s.cert) {
+		if err := d.importKeyPair(ctx, s.cert, s.key); err != nil {
+			return "", err
+		}
+		s.changed = true
+		if err := d.step("imported"); err != nil {
+			return "", err
+		}
+	}
+	if ok, err := d.HasKey(ctx, s.cert); err != nil {
+		return "", err
+	} else if !ok {
+		return "", fmt.Errorf("nssdb: the key of %s (serial %x) is not in the database after import", s.nick, s.cert.SerialNumber)
+	}
+	return d.parkedAt(ctx, s.nick, s.cert)
+}
+
+// park is step 2: the nickname holds the old pair(s) and the new one, the
+// best; it renames the best certificate to the swap nickname until the new
+// pair is there (an older certificate that was the best is dropped once
+// parked). It returns the swap nickname, or done when the nickname holds
+// the new pair alone (verified; nothing left to replace).
+func (s *keyPairSwap) park(ctx context.Context) (parked string, done bool, err error) {
+	d := s.db
 	for {
-		old, err := d.Certs(ctx, nickname)
+		under, err := d.Certs(ctx, s.nick)
 		if err != nil {
-			return changed, err
+			return "", false, err
+		}
+		if len(under) == 1 && under[0].Equal(s.cert) {
+			return "", true, d.verify(ctx, s.nick)
+		}
+		if err := d.verify(ctx, s.nick); err != nil {
+			return "", false, err
+		}
+		if err := d.Rename(ctx, s.nick, s.swap); err != nil {
+			return "", false, err
+		}
+		s.changed = true
+		if err := d.step("renamed-new"); err != nil {
+			return "", false, err
+		}
+		moved, err := d.Certs(ctx, s.swap)
+		if err != nil {
+			return "", false, err
+		}
+		if holds(moved, s.cert) {
+			return s.swap, false, nil
+		}
+		if err := d.DeleteBest(ctx, s.swap); err != nil {
+			return "", false, err
+		}
+	}
+}
+
+// deleteOld is step 3: with the new pair parked, it removes every old pair
+// under the nickname, which resolves to an old, still valid pair until the
+// last one goes.
+func (s *keyPairSwap) deleteOld(ctx context.Context) error {
+	d := s.db
+	for {
+		old, err := d.Certs(ctx, s.nick)
+		if err != nil {
+			return err
 		}
 		if len(old) == 0 {
-			break
+			return nil
 		}
-		if err := d.DeleteBest(ctx, nickname); err != nil {
-			return changed, err
+		if err := d.DeleteBest(ctx, s.nick); err != nil {
+			return err
 		}
-		changed = true
+		s.changed = true
 		if err := d.step("deleted-old"); err != nil {
-			return changed, err
+			return err
 		}
 	}
-	if err := d.Rename(ctx, parked, nickname); err != nil {
-		return changed, err
+}
+
+// restoreName is step 4: it gives the parked pair the nickname and
+// verifies it.
+func (s *keyPairSwap) restoreName(ctx context.Context, parked string) error {
+	if err := s.db.Rename(ctx, parked, s.nick); err != nil {
+		return err
 	}
-	changed = true
-	if err := d.step("renamed-back"); err != nil {
-		return changed, err
+	s.changed = true
+	if err := s.db.step("renamed-back"); err != nil {
+		return err
 	}
-	return changed, d.verify(ctx, nickname)
+	return s.db.verify(ctx, s.nick)
 }
 
 // anyListed reports whether `certutil -L` lists one of nicknames.
