@@ -145,24 +145,18 @@ var ErrNeedToken = errors.New("sidecar: a bootstrap token is needed")
 // the node's pair. It returns whether the database changed. With the
 // server unreachable but a valid pair in place it converges the database
 // from the state directory and returns nil.
+//
+// A pass decides what to do about the certificate (decide: a typed
+// action), does it (act), then delivers the outcome into NSS.
 func (a *Agent) Pass(ctx context.Context) (changed bool, err error) {
 	if a.cfg.Kube != nil {
 		return a.kubePass(ctx)
 	}
-	unlock, err := a.db.Lock(ctx)
+	unlock, changed, err := a.begin(ctx)
 	if err != nil {
-		return false, err
-	}
-	defer unlock()
-	if created, err := a.db.Ensure(ctx); err != nil {
-		return false, err
-	} else if created {
-		a.log.Info("created NSS database", "dir", a.cfg.NSSDir)
-		changed = true
-	}
-	if err := a.state.Init(); err != nil {
 		return changed, err
 	}
+	defer unlock()
 	bundle := a.state.ReadCABundle()
 	if len(bundle) == 0 {
 		if bundle, err = os.ReadFile(a.cfg.CAFile); err != nil {
@@ -175,64 +169,9 @@ func (a *Agent) Pass(ctx context.Context) (changed bool, err error) {
 		pair = nil
 	}
 	now := a.cfg.Now()
-	need, revoked := "", false
-	switch {
-	case pair == nil:
-		need = "enrol"
-	case !now.Before(pair.Cert.NotAfter):
-		a.log.Warn("the node certificate has expired; enrolling again with a token", "serial", pair.Serial(), "not_after", pair.Cert.NotAfter)
-		need = "enrol"
-	}
-	if need == "" {
-		snap, err := a.snapshot(ctx, bundle, pair)
-		switch {
-		case status.Code(err) == codes.Unauthenticated && denialReason(err) == reasonSuperseded:
-			// The server issued a successor this node never got (a lost
-			// renewal reply): renewing with the pending key returns it.
-			a.log.Warn("the server holds a newer certificate than the node; renewing with the pending key to get it", "serial", pair.Serial())
-			need = "renew"
-		case status.Code(err) == codes.Unauthenticated:
-			a.log.Warn("the server no longer accepts the node certificate (revoked or unknown); enrolling again with a token", "err", status.Convert(err).Message())
-			need, revoked = "enrol", true
-		case err != nil:
-			a.log.Warn("server unreachable; keeping the current certificate", "err", err)
-		default:
-			if snap.GetCaBundleSha256() != "" && snap.GetCaBundleSha256() != bundleHash(bundle) && len(snap.GetCaBundlePem()) > 0 {
-				a.log.Info("CA bundle changed", "sha256", snap.GetCaBundleSha256())
-				bundle = snap.GetCaBundlePem()
-			}
-			switch {
-			case snap.GetRotationDue():
-				a.log.Info("rotation due", "serial", pair.Serial(), "reason", snap.GetReason())
-				need = "renew"
-			case snap.GetCurrentSerial() != "" && snap.GetCurrentSerial() != pair.Serial():
-				a.log.Info("the server holds a newer certificate than the node; renewing", "server_serial", snap.GetCurrentSerial(), "node_serial", pair.Serial())
-				need = "renew"
-			}
-		}
-		life := pair.Cert.NotAfter.Sub(pair.Cert.NotBefore)
-		if need == "" && !now.Before(pair.Cert.NotBefore.Add(time.Duration(float64(life)*localRenewFraction))) {
-			need = "renew"
-		}
-	}
-	switch need {
-	case "enrol":
-		p, b, err := a.enrol(ctx, bundle)
-		if err != nil {
-			if pair != nil && now.Before(pair.Cert.NotAfter) && !revoked {
-				a.log.Error("re-enrolment failed; keeping the current certificate", "err", err)
-				break
-			}
-			return changed, err
-		}
-		pair, bundle = p, b
-	case "renew":
-		p, b, err := a.renew(ctx, bundle, pair)
-		if err != nil {
-			a.log.Warn("renewal failed; keeping the current certificate and retrying later", "err", err)
-			break
-		}
-		pair, bundle = p, b
+	pair, bundle, err = a.act(ctx, a.decide(ctx, pair, bundle, now), pair, now)
+	if err != nil {
+		return changed, err
 	}
 	deliveredChange, err := a.deliver(ctx, pair, bundle)
 	changed = changed || deliveredChange
@@ -249,6 +188,123 @@ func (a *Agent) Pass(ctx context.Context) (changed bool, err error) {
 		a.reload(ctx)
 	}
 	return changed, nil
+}
+
+// begin is the preamble of a pass through either door (Pass, kubePass):
+// it takes the NSS database's lock (unlock releases it), creates the
+// database when there is none, and the state directory. changed reports
+// a database created; on an error nothing is left locked.
+func (a *Agent) begin(ctx context.Context) (unlock func(), changed bool, err error) {
+	unlock, err = a.db.Lock(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	if created, err := a.db.Ensure(ctx); err != nil {
+		unlock()
+		return nil, false, err
+	} else if created {
+		a.log.Info("created NSS database", "dir", a.cfg.NSSDir)
+		changed = true
+	}
+	if err := a.state.Init(); err != nil {
+		unlock()
+		return nil, changed, err
+	}
+	return unlock, changed, nil
+}
+
+// action is what a gRPC pass does about the node's certificate.
+type action int
+
+const (
+	keep  action = iota // the current pair serves on
+	enrol               // none, expired, or no longer accepted: with a token
+	renew               // due, or the server holds a newer one: over mTLS
+)
+
+// decision is decide's verdict.
+type decision struct {
+	action action
+	// revoked: the server no longer accepts the current certificate, so
+	// it is no fallback when enrolment fails.
+	revoked bool
+	// bundle is the CA bundle to go on with: the server's when it changed.
+	bundle []byte
+}
+
+// decide says what the pass does about pair at now: enrol when there is
+// none or it expired; otherwise it asks the server (one Watch snapshot)
+// whether the certificate is due, superseded or refused, and renews
+// without being told once localRenewFraction of its life has passed. With
+// the server unreachable it keeps the pair.
+func (a *Agent) decide(ctx context.Context, pair *Pair, bundle []byte, now time.Time) decision {
+	d := decision{action: keep, bundle: bundle}
+	switch {
+	case pair == nil:
+		d.action = enrol
+		return d
+	case !now.Before(pair.Cert.NotAfter):
+		a.log.Warn("the node certificate has expired; enrolling again with a token", "serial", pair.Serial(), "not_after", pair.Cert.NotAfter)
+		d.action = enrol
+		return d
+	}
+	snap, err := a.snapshot(ctx, bundle, pair)
+	switch {
+	case status.Code(err) == codes.Unauthenticated && denialReason(err) == reasonSuperseded:
+		// The server issued a successor this node never got (a lost
+		// renewal reply): renewing with the pending key returns it.
+		a.log.Warn("the server holds a newer certificate than the node; renewing with the pending key to get it", "serial", pair.Serial())
+		d.action = renew
+	case status.Code(err) == codes.Unauthenticated:
+		a.log.Warn("the server no longer accepts the node certificate (revoked or unknown); enrolling again with a token", "err", status.Convert(err).Message())
+		d.action, d.revoked = enrol, true
+	case err != nil:
+		a.log.Warn("server unreachable; keeping the current certificate", "err", err)
+	default:
+		if snap.GetCaBundleSha256() != "" && snap.GetCaBundleSha256() != bundleHash(bundle) && len(snap.GetCaBundlePem()) > 0 {
+			a.log.Info("CA bundle changed", "sha256", snap.GetCaBundleSha256())
+			d.bundle = snap.GetCaBundlePem()
+		}
+		switch {
+		case snap.GetRotationDue():
+			a.log.Info("rotation due", "serial", pair.Serial(), "reason", snap.GetReason())
+			d.action = renew
+		case snap.GetCurrentSerial() != "" && snap.GetCurrentSerial() != pair.Serial():
+			a.log.Info("the server holds a newer certificate than the node; renewing", "server_serial", snap.GetCurrentSerial(), "node_serial", pair.Serial())
+			d.action = renew
+		}
+	}
+	life := pair.Cert.NotAfter.Sub(pair.Cert.NotBefore)
+	if d.action == keep && !now.Before(pair.Cert.NotBefore.Add(time.Duration(float64(life)*localRenewFraction))) {
+		d.action = renew
+	}
+	return d
+}
+
+// act carries out d and returns the pair and bundle to deliver. A failed
+// renewal keeps the current pair (retried later); a failed enrolment
+// keeps it only while it is valid and the server did not refuse it.
+func (a *Agent) act(ctx context.Context, d decision, pair *Pair, now time.Time) (*Pair, []byte, error) {
+	switch d.action {
+	case enrol:
+		p, b, err := a.enrol(ctx, d.bundle)
+		if err != nil {
+			if pair != nil && now.Before(pair.Cert.NotAfter) && !d.revoked {
+				a.log.Error("re-enrolment failed; keeping the current certificate", "err", err)
+				return pair, d.bundle, nil
+			}
+			return nil, nil, err
+		}
+		return p, b, nil
+	case renew:
+		p, b, err := a.renew(ctx, d.bundle, pair)
+		if err != nil {
+			a.log.Warn("renewal failed; keeping the current certificate and retrying later", "err", err)
+			return pair, d.bundle, nil
+		}
+		return p, b, nil
+	}
+	return pair, d.bundle, nil
 }
 
 // deliver puts the bundle's roots and the pair into NSS and the PEM copies

@@ -118,19 +118,11 @@ func (a *Agent) kubeCN(ctx context.Context) (string, error) {
 // it expired, it no longer chains to the bundle, or 90% of its life has
 // passed (the rotation point; there is no Watch on this path).
 func (a *Agent) kubePass(ctx context.Context) (changed bool, err error) {
-	unlock, err := a.db.Lock(ctx)
+	unlock, changed, err := a.begin(ctx)
 	if err != nil {
-		return false, err
-	}
-	defer unlock()
-	if created, err := a.db.Ensure(ctx); err != nil {
-		return false, err
-	} else if created {
-		changed = true
-	}
-	if err := a.state.Init(); err != nil {
 		return changed, err
 	}
+	defer unlock()
 	bundle, crl, err := a.kubeCA(ctx)
 	fromCM := err == nil
 	if err != nil {
