@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ipsecca/ipsecca/server"
+	"github.com/ipsecca/ipsecca/daemon"
 	"github.com/ipsecca/ipsecca/sidecar"
 	"github.com/ipsecca/ipsecca/store/bolt"
 )
@@ -43,7 +43,7 @@ func TestSidecarReenrolsAfterExpiry(t *testing.T) {
 	// certificate of a nickname by real time).
 	jump := 5*365*24*time.Hour + 30*24*time.Hour
 	clock := &fakeClock{t: time.Now().Add(-jump)}
-	in, err := server.Open(ctx, server.Options{DataDir: dir, Store: st, Clock: clock, Rand: rand.Reader})
+	in, err := daemon.Open(ctx, daemon.Options{DataDir: dir, Store: st, Clock: clock, Rand: rand.Reader})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestSidecarReenrolsAfterExpiry(t *testing.T) {
 		os.WriteFile(tokenFile, []byte(tok), 0o600)
 	}
 	newToken()
-	agent, err := sidecar.New(sidecar.Config{Server: lis.Addr().String(), CAFile: filepath.Join(dir, server.CAFile), Node: "node-a", TokenFile: tokenFile,
+	agent, err := sidecar.New(sidecar.Config{Server: lis.Addr().String(), CAFile: filepath.Join(dir, daemon.CAFile), Node: "node-a", TokenFile: tokenFile,
 		NSSDir: filepath.Join(nodeDir, "nss"), StateDir: filepath.Join(nodeDir, "state"), Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)

@@ -250,7 +250,7 @@ func TestForgetReleasesName(t *testing.T) {
 // made-up tokens append no audit record, write (almost) nothing to disk,
 // and the peer is throttled once its failure budget is spent.
 func TestAnonymousJunkCostsLittle(t *testing.T) {
-	c := startCAWith(t, func(o *Options) { o.Limits = DefaultLimits })
+	c := startCAWith(t, func(d *Deps) { d.Limits = DefaultLimits })
 	ctx := context.Background()
 	admin := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t)))
 	before, err := admin.VerifyAudit(ctx, &ipseccav1.VerifyAuditRequest{})

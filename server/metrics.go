@@ -2,15 +2,11 @@ package server
 
 import (
 	"context"
-	"errors"
-	"net"
-	"net/http"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ipsecca/ipsecca/ca"
 )
@@ -112,19 +108,6 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descWatch, prometheus.GaugeValue, float64(c.hub.Watchers()))
 }
 
-// ServeMetrics serves /metrics on addr until ctx ends.
-func (in *Instance) ServeMetrics(ctx context.Context, addr string) error {
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(in.Server.metrics.registry, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { <-ctx.Done(); srv.Close() }()
-	in.log.Info("serving metrics", "addr", lis.Addr().String())
-	if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
-}
+// MetricsRegistry is where the service's metrics live: other front doors
+// (the Kubernetes signer) add theirs to it, and the process serves it.
+func (s *Server) MetricsRegistry() *prometheus.Registry { return s.metrics.registry }

@@ -1,8 +1,9 @@
 // Package server is the gRPC front door of the CA: thin handlers over the
 // ca.Authority and the store's queries, mTLS authentication, the
-// authorization table, and the one mapping from domain errors to gRPC
-// status codes. Instance adds the data directory: CA bootstrap, the
-// service's own TLS certificate and the admin credentials.
+// authorization table, limits, metrics, the Watch hub, and the one mapping
+// from domain errors to gRPC status codes. It assembles no process: package
+// daemon builds one around it (store, root, data directory, TLS material,
+// scheduler, listeners).
 package server
 
 import (
@@ -59,6 +60,12 @@ type Scheduler interface {
 	Force(ctx context.Context, node string, all bool, spread time.Duration, actor string) (int, error)
 }
 
+// Cluster is a store shared by several replicas, as GetStatus reports it.
+type Cluster interface {
+	// ClusterStatus reports the replicas and the store's own cluster.
+	ClusterStatus(ctx context.Context) (*store.ClusterStatus, error)
+}
+
 // Notifier is told about changes made through the API that nodes' Watch
 // streams must hear of.
 type Notifier interface {
@@ -89,7 +96,7 @@ type Deps struct {
 	Notifier  Notifier // told when RenewCA changes the bundle or RevokeNode revokes; the Hub when nil
 	Clock     ca.Clock
 	Logger    *slog.Logger
-	Limits    Limits // DefaultLimits when zero
+	Limits    Limits // zero fields: off (serve's flags default to DefaultLimits)
 	Mode      Mode   // ModeFull when empty
 	// Cluster, when the store is shared by replicas, answers GetStatus.
 	Cluster Cluster

@@ -11,8 +11,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -28,6 +26,8 @@ import (
 
 	"github.com/ipsecca/ipsecca/ca"
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
+	"github.com/ipsecca/ipsecca/rotation"
+	"github.com/ipsecca/ipsecca/store"
 	"github.com/ipsecca/ipsecca/store/bolt"
 )
 
@@ -39,43 +39,82 @@ type fakeClock struct {
 func (c *fakeClock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *fakeClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
-// testCA is an Instance serving over an in-memory listener.
+// testInstance is the front door and the domain behind it, as the tests
+// reach them.
+type testInstance struct {
+	Authority *ca.Authority
+	Scheduler *rotation.Scheduler
+	Server    *Server
+}
+
+// testCA is a Server over a real bbolt store and a real ca.Authority,
+// serving over an in-memory listener with a service certificate and an
+// admin credential the Authority issued (the daemon package assembles the
+// same from a data directory; here nothing is read from or written to one).
 type testCA struct {
-	dir   string
-	in    *Instance
-	lis   *bufconn.Listener
-	clock *fakeClock
+	dir       string
+	in        *testInstance
+	lis       *bufconn.Listener
+	clock     *fakeClock
+	adminPair *tls.Certificate
 }
 
 func startCA(t *testing.T) *testCA { t.Helper(); return startCAWith(t, nil) }
 
-// startCAWith starts a CA whose Options set may change first.
-func startCAWith(t *testing.T, set func(*Options)) *testCA {
+// startCAWith starts a CA whose Deps set may change first.
+func startCAWith(t *testing.T, set func(*Deps)) *testCA {
 	t.Helper()
+	ctx := context.Background()
 	dir := t.TempDir()
-	os.Chmod(dir, 0o700)
 	st, err := bolt.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	clock := &fakeClock{t: time.Now().Truncate(time.Second)}
-	opts := Options{DataDir: dir, Store: st, Clock: clock, Rand: rand.Reader}
-	if set != nil {
-		set(&opts)
-	}
-	in, err := Open(context.Background(), opts)
+	root, _, err := ca.Bootstrap(ctx, st, ca.RootConfig{}, clock)
 	if err != nil {
 		t.Fatal(err)
 	}
+	policy := rotation.DefaultPolicy
+	auth := ca.New(st, root, ca.Config{Clock: clock, Rand: rand.Reader, RotateAfter: policy.DueAt})
+	hub := NewHub()
+	sched := rotation.NewScheduler(st, auth, hub, policy, clock, nil)
+	deps := Deps{Authority: auth, Queries: st, Scheduler: sched, Hub: hub, Clock: clock}
+	if set != nil {
+		set(&deps)
+	}
+	srv := New(deps)
+	serverPair := issuePair(t, auth, store.KindServer, "ipsecca-server", []string{"localhost"}, nil)
+	adminPair := issuePair(t, auth, store.KindAdmin, "ipsecca-admin", nil, nil)
+	g, hs := srv.GRPCServer(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return serverPair, nil })
 	lis := bufconn.Listen(1 << 20)
-	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { in.Serve(ctx, lis); close(done) }()
-	t.Cleanup(func() { cancel(); <-done; st.Close() })
-	return &testCA{dir: dir, in: in, lis: lis, clock: clock}
+	go func() { g.Serve(lis); close(done) }()
+	t.Cleanup(func() { hs.Shutdown(); g.Stop(); <-done; st.Close() })
+	return &testCA{dir: dir, in: &testInstance{Authority: auth, Scheduler: sched, Server: srv}, lis: lis, clock: clock, adminPair: adminPair}
 }
 
-// conn dials the in-memory server trusting ca.pem, presenting cert if given.
+// issuePair has the Authority issue a service certificate (server or
+// admin) for a new key.
+func issuePair(t *testing.T, auth *ca.Authority, kind store.Kind, name string, dns []string, ips []net.IP) *tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := auth.IssueService(context.Background(), kind, name, key.Public(), dns, ips, 1, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(rec.DER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Certificate{Certificate: [][]byte{rec.DER}, PrivateKey: key, Leaf: leaf}
+}
+
+// conn dials the in-memory server trusting the CA bundle, presenting cert
+// if given.
 func (c *testCA) conn(t *testing.T, cert *tls.Certificate) *grpc.ClientConn {
 	t.Helper()
 	pool := x509.NewCertPool()
@@ -94,13 +133,10 @@ func (c *testCA) conn(t *testing.T, cert *tls.Certificate) *grpc.ClientConn {
 	return conn
 }
 
+// admin is the admin credential issued at start.
 func (c *testCA) admin(t *testing.T) *tls.Certificate {
 	t.Helper()
-	pair, err := tls.LoadX509KeyPair(filepath.Join(c.dir, AdminCertFile), filepath.Join(c.dir, AdminKeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &pair
+	return c.adminPair
 }
 
 // rotateAdmin rotates the admin credential old (RotateAdmin) and returns
@@ -261,52 +297,6 @@ func TestDenialsCarryReason(t *testing.T) {
 	}
 }
 
-func TestServiceCertsReusedAndRenewed(t *testing.T) {
-	dir := t.TempDir()
-	os.Chmod(dir, 0o700)
-	clock := &fakeClock{t: time.Now().Truncate(time.Second)}
-	open := func() (*Instance, func()) {
-		st, err := bolt.Open(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		in, err := Open(context.Background(), Options{DataDir: dir, Store: st, Clock: clock, Rand: rand.Reader})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return in, func() { st.Close() }
-	}
-	read := func(name string) string {
-		b, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(b)
-	}
-	_, closeFn := open()
-	admin1, server1, ca1 := read(AdminCertFile), read(filepath.Join(ServerCertDir, serverCert)), read(CAFile)
-	closeFn()
-	_, closeFn = open()
-	if read(AdminCertFile) != admin1 || read(filepath.Join(ServerCertDir, serverCert)) != server1 || read(CAFile) != ca1 {
-		t.Fatal("restart replaced current certificates")
-	}
-	closeFn()
-	clock.Add(250 * 24 * time.Hour) // past two thirds of a year
-	_, closeFn = open()
-	defer closeFn()
-	if read(AdminCertFile) == admin1 || read(filepath.Join(ServerCertDir, serverCert)) == server1 {
-		t.Fatal("service certificates not renewed after two thirds of their life")
-	}
-	if read(CAFile) != ca1 {
-		t.Fatal("root changed")
-	}
-	for _, f := range []string{AdminKeyFile, filepath.Join(ServerCertDir, serverKey)} {
-		if fi, err := os.Stat(filepath.Join(dir, f)); err != nil || fi.Mode().Perm() != 0o600 {
-			t.Errorf("%s mode %v (%v), want 0600", f, fi.Mode(), err)
-		}
-	}
-}
-
 // TestEveryMethodHasAnAccessRule keeps the authorization table complete.
 func TestEveryMethodHasAnAccessRule(t *testing.T) {
 	for _, sd := range []grpc.ServiceDesc{ipseccav1.NodeService_ServiceDesc, ipseccav1.AdminService_ServiceDesc} {
@@ -320,68 +310,6 @@ func TestEveryMethodHasAnAccessRule(t *testing.T) {
 				t.Errorf("%s/%s has no access rule", sd.ServiceName, m.StreamName)
 			}
 		}
-	}
-}
-
-func TestWatchTellsTheNode(t *testing.T) {
-	c := startCA(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	nodeA := c.enrollNode(t, "node-a")
-	stream, err := ipseccav1.NewNodeServiceClient(c.conn(t, nodeA)).Watch(ctx, &ipseccav1.WatchRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap, err := stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial := ca.SerialString(nodeA.Leaf.SerialNumber)
-	if snap.GetKind() != ipseccav1.NodeEvent_SNAPSHOT || snap.GetCurrentSerial() != serial || snap.GetRotationDue() || len(snap.GetCaBundlePem()) == 0 {
-		t.Fatalf("snapshot %+v", snap)
-	}
-	admin := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t)))
-	if _, err := admin.Rotate(ctx, &ipseccav1.RotateRequest{Node: "node-a"}); err != nil {
-		t.Fatal(err)
-	}
-	go c.in.Scheduler.Run(ctx)
-	ev, err := stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ev.GetKind() != ipseccav1.NodeEvent_ROTATION_DUE || ev.GetCurrentSerial() != serial || ev.GetReason() != "forced" {
-		t.Fatalf("rotation event %+v", ev)
-	}
-	if _, err := admin.RenewCA(ctx, &ipseccav1.RenewCARequest{}); err != nil {
-		t.Fatal(err)
-	}
-	ev, err = stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ev.GetKind() != ipseccav1.NodeEvent_CA_BUNDLE_CHANGED || ev.GetCaBundleSha256() == snap.GetCaBundleSha256() {
-		t.Fatalf("CA event %+v", ev)
-	}
-	onDisk, _ := os.ReadFile(filepath.Join(c.dir, CAFile))
-	if string(onDisk) != string(ev.GetCaBundlePem()) {
-		t.Fatal("ca.pem in the data directory is not the new bundle")
-	}
-	// A new connection's snapshot says the node is due.
-	stream2, err := ipseccav1.NewNodeServiceClient(c.conn(t, nodeA)).Watch(ctx, &ipseccav1.WatchRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if snap2, err := stream2.Recv(); err != nil || !snap2.GetRotationDue() {
-		t.Fatalf("snapshot after forced rotation: %+v %v", snap2, err)
-	}
-	// Inventory reported by the node shows in ListNodes.
-	node := ipseccav1.NewNodeServiceClient(c.conn(t, nodeA))
-	if _, err := node.ReportInventory(ctx, &ipseccav1.ReportInventoryRequest{Entries: []*ipseccav1.InventoryEntry{{Nickname: "ovs_certkey_node-a", Serial: serial, Trust: "u,u,u"}}}); err != nil {
-		t.Fatal(err)
-	}
-	nodes, err := admin.ListNodes(ctx, &ipseccav1.ListNodesRequest{Node: "node-a"})
-	if err != nil || len(nodes.GetNodes()) != 1 || len(nodes.GetNodes()[0].GetInventory()) != 1 || nodes.GetNodes()[0].GetCurrent().GetSerial() != serial {
-		t.Fatalf("nodes: %+v %v", nodes, err)
 	}
 }
 
@@ -473,36 +401,6 @@ func TestRateLimits(t *testing.T) {
 	}
 	if n > 11 {
 		t.Fatalf("global limit 5/s (burst 11) admitted %d at once", n)
-	}
-}
-
-func TestRefusesReadableKeyMaterial(t *testing.T) {
-	for _, f := range []string{"", AdminKeyFile, filepath.Join(ServerCertDir, serverKey), "ipsecca.db"} {
-		c := startCA(t)
-		p := filepath.Join(c.dir, f)
-		mode := os.FileMode(0o644)
-		if f == "" {
-			mode = 0o755
-		}
-		if err := os.Chmod(p, mode); err != nil {
-			t.Fatal(err)
-		}
-		err := CheckPermissions(c.dir)
-		if err == nil || !strings.Contains(err.Error(), "chmod") {
-			t.Errorf("%s at %v: %v", p, mode, err)
-		}
-	}
-	if err := CheckPermissions(startCA(t).dir); err != nil {
-		t.Fatalf("fresh data directory refused: %v", err)
-	}
-	// An empty directory made 0755 by an operator is tightened, not refused.
-	empty := t.TempDir()
-	os.Chmod(empty, 0o755)
-	if err := CheckPermissions(empty); err != nil {
-		t.Fatalf("empty 0755 directory: %v", err)
-	}
-	if fi, _ := os.Stat(empty); fi.Mode().Perm() != 0o700 {
-		t.Fatalf("empty directory left at %v", fi.Mode())
 	}
 }
 

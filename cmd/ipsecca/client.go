@@ -14,8 +14,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
+	"github.com/ipsecca/ipsecca/daemon"
 	"github.com/ipsecca/ipsecca/internal/grpcaddr"
-	"github.com/ipsecca/ipsecca/server"
 )
 
 // Defaults and environment variables for finding the server.
@@ -51,8 +51,8 @@ func (f *connFlags) register(fs *pflag.FlagSet, admin bool) {
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "deadline for the call")
 	if admin {
 		fs.StringVar(&f.dataDir, "data-dir", "", "data directory holding ca.pem and the admin credentials (default $"+envDataDir+", else "+defaultDataDir+")")
-		fs.StringVar(&f.certFile, "cert", "", "admin client certificate (default DATA-DIR/"+server.AdminCertFile+")")
-		fs.StringVar(&f.keyFile, "key", "", "admin client key (default DATA-DIR/"+server.AdminKeyFile+")")
+		fs.StringVar(&f.certFile, "cert", "", "admin client certificate (default DATA-DIR/"+daemon.AdminCertFile+")")
+		fs.StringVar(&f.keyFile, "key", "", "admin client key (default DATA-DIR/"+daemon.AdminKeyFile+")")
 	}
 }
 
@@ -61,13 +61,13 @@ func (f *connFlags) resolveAdmin() {
 		f.dataDir = envOr(envDataDir, defaultDataDir)
 	}
 	if f.caFile == "" {
-		f.caFile = filepath.Join(f.dataDir, server.CAFile)
+		f.caFile = filepath.Join(f.dataDir, daemon.CAFile)
 	}
 	if f.certFile == "" {
-		f.certFile = filepath.Join(f.dataDir, server.AdminCertFile)
+		f.certFile = filepath.Join(f.dataDir, daemon.AdminCertFile)
 	}
 	if f.keyFile == "" {
-		f.keyFile = filepath.Join(f.dataDir, server.AdminKeyFile)
+		f.keyFile = filepath.Join(f.dataDir, daemon.AdminKeyFile)
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -16,8 +15,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/ipsecca/ipsecca/daemon"
 	"github.com/ipsecca/ipsecca/kube"
-	"github.com/ipsecca/ipsecca/server"
 )
 
 func init() { subcommands = append(subcommands, newManifestsCmd, newHealthCmd) }
@@ -120,7 +119,7 @@ func newHealthCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if c.caFile == "" {
-				c.caFile = filepath.Join(envOr(envDataDir, defaultDataDir), server.CAFile)
+				c.caFile = filepath.Join(envOr(envDataDir, defaultDataDir), daemon.CAFile)
 			}
 			conn, err := c.dial()
 			if err != nil {
@@ -189,31 +188,30 @@ func (k *kubeFlags) restConfig() (*rest.Config, error) {
 	return cfg, nil
 }
 
-// newSigner builds the Kubernetes signer over the instance's authority and
-// store. Metrics go to reg when set. IPSECCA_KUBE_FAULT_STEP (tests only)
-// stops the process dead at a named step, as kill -9 would.
-func (k *kubeFlags) newSigner(in *server.Instance, st kube.Store, mode string, log *slog.Logger, reg prometheus.Registerer) (*kube.Signer, error) {
+// config is the Kubernetes signer's configuration from the flags; the
+// daemon fills in the CA's authority, store and metrics. Its logs go to
+// log. IPSECCA_KUBE_FAULT_STEP (tests only) stops the process dead at a
+// named step, as kill -9 would.
+func (k *kubeFlags) config(mode string, log *slog.Logger) (kube.Config, error) {
 	cnFrom, err := kube.ParseCNFrom(k.cnFrom)
 	if err != nil {
-		return nil, usageError("%v", err)
+		return kube.Config{}, usageError("%v", err)
 	}
 	m, err := kube.ParseMode(mode)
 	if err != nil {
-		return nil, usageError("--mode: %v", err)
+		return kube.Config{}, usageError("--mode: %v", err)
 	}
 	rc, err := k.restConfig()
 	if err != nil {
-		return nil, err
+		return kube.Config{}, err
 	}
 	rc.UserAgent = "ipsecca-signer"
 	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {
-		return nil, err
+		return kube.Config{}, err
 	}
 	cfg := kube.Config{
 		Client:            client,
-		Authority:         in.Authority,
-		Store:             st,
 		SignerName:        k.signerName,
 		RequesterPrefix:   k.requesterPrefix,
 		CNFrom:            cnFrom,
@@ -221,7 +219,6 @@ func (k *kubeFlags) newSigner(in *server.Instance, st kube.Store, mode string, l
 		Mode:              m,
 		LeaderElection:    kube.LeaderElection{Namespace: k.leaseNamespace, Name: k.leaseName},
 		Logger:            log,
-		Metrics:           reg,
 	}
 	if step := os.Getenv("IPSECCA_KUBE_FAULT_STEP"); step != "" {
 		cfg.Hook = func(_ context.Context, s string) error {
@@ -232,9 +229,5 @@ func (k *kubeFlags) newSigner(in *server.Instance, st kube.Store, mode string, l
 			return nil
 		}
 	}
-	sg, err := kube.New(cfg)
-	if err != nil {
-		return nil, usageError("%v", err)
-	}
-	return sg, nil
+	return cfg, nil
 }

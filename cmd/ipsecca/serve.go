@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -17,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ipsecca/ipsecca/ca"
+	"github.com/ipsecca/ipsecca/daemon"
 	"github.com/ipsecca/ipsecca/rotation"
 	"github.com/ipsecca/ipsecca/server"
 	"github.com/ipsecca/ipsecca/store"
@@ -75,72 +73,61 @@ func (f *caFlags) logger() (*slog.Logger, error) {
 	return nil, usageError("--log-format %q: want text or json", f.logFormat)
 }
 
-// open opens the store in the data directory and the CA instance over it.
-func (f *caFlags) open(ctx context.Context) (*server.Instance, backend, *slog.Logger, error) {
+// open opens the CA instance over the store the flags choose.
+func (f *caFlags) open(ctx context.Context) (*daemon.Instance, *slog.Logger, error) {
 	log, err := f.logger()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	keyType, err := ca.ParseKeyType(f.keyType)
 	if err != nil {
-		return nil, nil, nil, usageError("--ca-key-type: %v", err)
+		return nil, nil, usageError("--ca-key-type: %v", err)
 	}
 	if f.dataDir == "" {
 		f.dataDir = envOr(envDataDir, defaultDataDir)
 	}
 	for _, n := range f.serverNames {
 		if net.ParseIP(n) == nil && ca.ValidName(n) != nil {
-			return nil, nil, nil, usageError("--server-name %q is neither an IP address nor a DNS name", n)
+			return nil, nil, usageError("--server-name %q is neither an IP address nor a DNS name", n)
 		}
 	}
 	kek, err := readKEK(f.kekFile)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	mode, err := server.ParseMode(f.mode)
 	if err != nil {
-		return nil, nil, nil, usageError("--mode: %v", err)
+		return nil, nil, usageError("--mode: %v", err)
 	}
 	policy := rotation.Policy{Fraction: rotation.DefaultPolicy.Fraction, Spread: f.spread, Grace: f.grace}
 	if err := policy.Validate(rotation.NodeLifetime(time.Now())); err != nil {
-		return nil, nil, nil, usageError("%v", err)
-	}
-	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
-		return nil, nil, nil, fmt.Errorf("data directory: %w", err)
-	}
-	if err := server.CheckPermissions(f.dataDir); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, usageError("%v", err)
 	}
 	if f.store.healthIval <= 0 {
-		return nil, nil, nil, usageError("--etcd-health-interval %s: want a positive duration", f.store.healthIval)
+		return nil, nil, usageError("--etcd-health-interval %s: want a positive duration", f.store.healthIval)
 	}
 	if f.store.kind == storeEtcd && kek == nil {
-		return nil, nil, nil, usageError("--store etcd needs a key-encryption key (--kek-file or $IPSECCA_KEK, the same on every replica): the CA key is kept in etcd only sealed")
+		return nil, nil, usageError("--store etcd needs a key-encryption key (--kek-file or $IPSECCA_KEK, the same on every replica): the CA key is kept in etcd only sealed")
 	}
-	st, cluster, err := f.store.open(ctx, f.dataDir, log)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	in, err := server.Open(ctx, server.Options{
-		DataDir:        f.dataDir,
-		Store:          st,
+	in, err := daemon.Open(ctx, daemon.Options{
+		DataDir: f.dataDir,
+		OpenStore: func(ctx context.Context) (daemon.Store, daemon.Cluster, error) {
+			st, cluster, err := f.store.open(ctx, f.dataDir, log)
+			return st, cluster, err
+		},
 		Root:           ca.RootConfig{Organization: f.org, CommonName: f.caName, KeyType: keyType, KEK: kek},
 		ServerNames:    f.serverNames,
 		Rotation:       policy,
 		Limits:         f.limits,
 		Mode:           mode,
-		Cluster:        cluster,
 		HealthInterval: f.store.healthIval,
 		Self:           store.Replica{ID: f.store.replica(), Address: f.advertise, StartedAt: time.Now().UTC()},
-		Clock:          ca.ClockFunc(time.Now),
-		Rand:           rand.Reader,
 		Logger:         log,
 	})
 	if err != nil {
-		st.Close()
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	return in, st, log, nil
+	return in, log, nil
 }
 
 // readKEK reads the key-encryption key from file, else $IPSECCA_KEK; nil
@@ -174,14 +161,14 @@ admin client credentials in the data directory. Run again on the same
 directory it keeps the existing root and prints its fingerprint.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			in, st, _, err := f.open(cmd.Context())
+			in, _, err := f.open(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer st.Close()
+			defer in.Close()
 			root := in.Authority.Root()
 			fmt.Fprintf(cmd.OutOrStdout(), "root: %s\nnot after: %s\nsha256: %s\nbundle: %s/%s\n",
-				root.Cert.Subject.String(), root.Cert.NotAfter.UTC().Format(time.RFC3339), root.Fingerprint(), f.dataDir, server.CAFile)
+				root.Cert.Subject.String(), root.Cert.NotAfter.UTC().Format(time.RFC3339), root.Fingerprint(), f.dataDir, daemon.CAFile)
 			return nil
 		},
 	}
@@ -203,52 +190,27 @@ func newServeCmd() *cobra.Command {
 			if f.advertise == "" {
 				f.advertise = listen
 			}
-			in, st, log, err := f.open(ctx)
+			in, log, err := f.open(ctx)
 			if err != nil {
 				return err
 			}
-			defer st.Close()
+			defer in.Close()
+			doors := daemon.Doors{Listen: listen, MetricsListen: metricsListen, PprofListen: pprofListen}
 			if kf.active() {
-				sg, err := kf.newSigner(in, st, f.mode, log, in.MetricsRegistry())
+				cfg, err := kf.config(f.mode, log)
 				if err != nil {
 					return err
 				}
-				in.OnCABundleChanged(sg.CABundleChanged)
-				in.OnRevoked(sg.Revoked)
-				signerDone := make(chan struct{})
-				defer func() { <-signerDone }() // before the store closes
-				go func() {
-					defer close(signerDone)
-					if err := sg.Run(ctx); err != nil {
-						log.Error("kubernetes signer failed", "err", err)
-						stop()
-					}
-				}()
+				sg, err := in.NewSigner(cfg)
+				if err != nil {
+					return usageError("%v", err)
+				}
+				doors.Signer = sg
 				if kf.only {
-					// No gRPC listener; the scheduler still renews the root.
-					in.RunScheduler(ctx)
-					log.Info("stopped")
-					return nil
+					doors = daemon.Doors{Signer: sg} // no gRPC listener
 				}
 			}
-			lis, err := net.Listen("tcp", listen)
-			if err != nil {
-				return fmt.Errorf("listen: %w", err)
-			}
-			if metricsListen != "" {
-				go func() {
-					if err := in.ServeMetrics(ctx, metricsListen); err != nil {
-						log.Error("metrics server failed", "err", err)
-						stop()
-					}
-				}()
-			}
-			if pprofListen != "" {
-				go servePprof(ctx, pprofListen, log)
-			}
-			err = in.Serve(ctx, lis)
-			log.Info("stopped")
-			return err
+			return in.Run(ctx, doors)
 		},
 	}
 	f.register(cmd.Flags())
@@ -258,19 +220,4 @@ func newServeCmd() *cobra.Command {
 	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", "address to serve Prometheus /metrics on (off when empty)")
 	cmd.Flags().StringVar(&pprofListen, "pprof-listen", "", "address to serve Go's /debug/pprof on, for profiling (off when empty; keep it on loopback)")
 	return cmd
-}
-
-// servePprof serves the Go profiler until ctx ends.
-func servePprof(ctx context.Context, addr string, log *slog.Logger) {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { <-ctx.Done(); srv.Close() }()
-	log.Info("serving pprof", "addr", addr)
-	if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
-		log.Error("pprof server", "err", err)
-	}
 }

@@ -12,8 +12,8 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/ipsecca/ipsecca/daemon"
 	"github.com/ipsecca/ipsecca/kube"
-	"github.com/ipsecca/ipsecca/server"
 	"github.com/ipsecca/ipsecca/store/bolt"
 	"github.com/ipsecca/ipsecca/store/etcd"
 )
@@ -21,7 +21,7 @@ import (
 // backend is what serve needs of a store: the service's and the
 // Kubernetes signer's interfaces.
 type backend interface {
-	server.Store
+	daemon.Store
 	kube.Store
 }
 
@@ -30,7 +30,7 @@ var (
 	_ backend = (*etcd.Store)(nil)
 	// The shared store: elections, the event feed, status and the health
 	// check behind the replica's readiness.
-	_ server.Cluster = (*etcd.Store)(nil)
+	_ daemon.Cluster = (*etcd.Store)(nil)
 )
 
 // storeFlags choose and configure the store backend.
@@ -58,7 +58,7 @@ func (f *storeFlags) register(fs *pflag.FlagSet) {
 	f.registerEtcd(fs)
 	fs.DurationVar(&f.sessionTTL, "etcd-session-ttl", etcd.DefaultSessionTTL, "lease TTL of the leader election: a dead leader's scheduler is taken over after at most this")
 	fs.StringVar(&f.replicaID, "replica-id", "", "this replica's name in the cluster (default: the host name)")
-	fs.DurationVar(&f.healthIval, "etcd-health-interval", server.DefaultHealthInterval, "how often a replica checks that etcd answers a linearizable read; while it does not, the gRPC health of ipsecca.v1.NodeService and AdminService is NOT_SERVING")
+	fs.DurationVar(&f.healthIval, "etcd-health-interval", daemon.DefaultHealthInterval, "how often a replica checks that etcd answers a linearizable read; while it does not, the gRPC health of ipsecca.v1.NodeService and AdminService is NOT_SERVING")
 }
 
 // registerEtcd registers the connection flags (also used by store migrate and status).
@@ -119,7 +119,7 @@ func (f *storeFlags) openEtcd(ctx context.Context, log *slog.Logger) (*etcd.Stor
 }
 
 // open opens the chosen backend. Cluster is nil for bolt.
-func (f *storeFlags) open(ctx context.Context, dataDir string, log *slog.Logger) (backend, server.Cluster, error) {
+func (f *storeFlags) open(ctx context.Context, dataDir string, log *slog.Logger) (backend, daemon.Cluster, error) {
 	switch f.kind {
 	case storeBolt:
 		st, err := bolt.Open(dataDir)

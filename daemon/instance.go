@@ -1,17 +1,20 @@
-package server
+// Package daemon builds a running CA process from options: the store, the
+// root, the TLS material in the data directory (the service's certificate
+// and the admin credentials), the event feed shared by replicas, the
+// rotation scheduler and the front doors (the gRPC server of package
+// server, the Kubernetes signer of package kube, the metrics and pprof
+// listeners). It decides nothing about a request: that is the front doors'
+// and the domain's (ca, rotation) work.
+package daemon
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,50 +23,38 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
 
 	"github.com/ipsecca/ipsecca/ca"
 	"github.com/ipsecca/ipsecca/internal/atomicfile"
+	"github.com/ipsecca/ipsecca/kube"
 	"github.com/ipsecca/ipsecca/rotation"
+	"github.com/ipsecca/ipsecca/server"
 	"github.com/ipsecca/ipsecca/store"
 )
 
-// Files in the data directory, besides the store's own.
-const (
-	CAFile        = "ca.pem"        // public CA bundle for clients (0644)
-	AdminCertFile = "admin.pem"     // admin client certificate (0600)
-	AdminKeyFile  = "admin-key.pem" // admin client key (0600)
-	ServerCertDir = "tls"           // the service's own certificate and key
-	serverCert    = "server.pem"
-	serverKey     = "server-key.pem"
-)
-
-// ServiceCertYears is the lifetime of the service's TLS certificate and of
-// the admin certificate; both are renewed after two thirds of it.
-const ServiceCertYears = 1
-
-// AdminName is the identity of the admin certificate.
-const AdminName = "ipsecca-admin"
-
-// Store is everything the service needs from a store backend.
+// Store is everything a CA process needs from a store backend: the CA
+// core's, the gRPC handlers' queries, the scheduler's and the Kubernetes
+// signer's.
 type Store interface {
 	ca.Store
-	Queries
+	server.Queries
 	rotation.Store
+	kube.Store
 	Close() error
 }
 
 // Cluster is what a store shared by several replicas offers besides
 // storage.
 type Cluster interface {
+	// ClusterStatus (server.Cluster) reports the replicas and the store's
+	// own cluster, for GetStatus.
+	server.Cluster
 	// Participate campaigns for leadership until ctx ends and runs lead
 	// while this replica leads.
 	Participate(ctx context.Context, self store.Replica, lead func(context.Context)) error
 	// WatchEvents calls fn with every audit event any replica appends
 	// that store.Notice selects.
 	WatchEvents(ctx context.Context, fn func(*store.Event))
-	// ClusterStatus reports the replicas and the store's own cluster.
-	ClusterStatus(ctx context.Context) (*store.ClusterStatus, error)
 	// StoreHealth: while the shared store cannot answer, the replica's
 	// health service reports its services NOT_SERVING.
 	StoreHealth
@@ -71,16 +62,22 @@ type Cluster interface {
 
 // Options configure an Instance.
 type Options struct {
-	DataDir     string
-	Store       Store
+	DataDir string
+	// Store is the store to serve from, the caller's to close. When nil,
+	// Open makes the data directory (0700), checks its permissions and
+	// then calls OpenStore; Close closes that store.
+	Store Store
+	// OpenStore opens the store (and, for a store shared by replicas, its
+	// Cluster) when Store is nil.
+	OpenStore   func(ctx context.Context) (Store, Cluster, error)
 	Root        ca.RootConfig
 	ServerNames []string // extra DNS names or IPs for the service certificate
 	// Rotation is the rotation policy; rotation.DefaultPolicy when zero.
 	Rotation rotation.Policy
 	// Limits on enrolment and renewal attempts (zero fields: off).
-	Limits Limits
-	// Mode is the cluster's IPsec mode; ModeFull when empty.
-	Mode Mode
+	Limits server.Limits
+	// Mode is the cluster's IPsec mode; server.ModeFull when empty.
+	Mode server.Mode
 	// Cluster is set when the store is shared by several replicas
 	// (store/etcd): the scheduler then runs only on the elected leader,
 	// and Watch notifications come from the store's event feed, so every
@@ -90,22 +87,26 @@ type Options struct {
 	// answers (Cluster only); DefaultHealthInterval when zero.
 	HealthInterval time.Duration
 	// Self describes this replica to the others (Cluster only).
-	Self   store.Replica
-	Clock  ca.Clock
+	Self store.Replica
+	// Clock is the CA's clock; time.Now when nil.
+	Clock ca.Clock
+	// Rand is the source of keys and serials; crypto/rand when nil.
 	Rand   io.Reader
 	Logger *slog.Logger
 }
 
-// Instance is a CA service over one data directory: the authority, its
-// store and the TLS material in the directory.
+// Instance is a CA process over one data directory: the authority, its
+// store, the TLS material in the directory, the scheduler and the gRPC
+// front door.
 type Instance struct {
 	opts      Options
 	Authority *ca.Authority
 	Scheduler *rotation.Scheduler
-	Hub       *Hub
-	Server    *Server
+	Hub       *server.Hub
+	Server    *server.Server
 	log       *slog.Logger
 	tlsCert   atomic.Pointer[tls.Certificate]
+	ownStore  bool // Open opened the store: Close closes it
 
 	bundleMu         sync.Mutex
 	bundleListeners  []func([]byte)
@@ -140,15 +141,52 @@ func (in *Instance) tellRevoked(node, reason string) {
 
 // MetricsRegistry is where the service's metrics live, for other parts of
 // the process (the Kubernetes signer) to add theirs.
-func (in *Instance) MetricsRegistry() prometheus.Registerer { return in.Server.metrics.registry }
+func (in *Instance) MetricsRegistry() prometheus.Registerer { return in.Server.MetricsRegistry() }
 
-// Open bootstraps the CA in opts.Store (creating the root on first use),
+// Open bootstraps the CA in the store (creating the root on first use),
 // writes the public bundle, and makes sure the service and admin
-// certificates in the data directory are present and current.
+// certificates in the data directory are present and current. Without
+// opts.Store it first makes and checks the data directory and opens the
+// store with opts.OpenStore.
 func Open(ctx context.Context, opts Options) (*Instance, error) {
+	if opts.Store != nil {
+		return open(ctx, opts)
+	}
+	if opts.OpenStore == nil {
+		return nil, errors.New("daemon: Options need a Store or OpenStore")
+	}
+	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	// Before the store: bbolt's file would make an empty directory one
+	// that holds key material.
+	if err := CheckPermissions(opts.DataDir); err != nil {
+		return nil, err
+	}
+	st, cluster, err := opts.OpenStore(ctx)
+	if err != nil {
+		return nil, err
+	}
+	opts.Store, opts.Cluster = st, cluster
+	in, err := open(ctx, opts)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	in.ownStore = true
+	return in, nil
+}
+
+func open(ctx context.Context, opts Options) (*Instance, error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Clock == nil {
+		opts.Clock = ca.ClockFunc(time.Now)
+	}
+	if opts.Rand == nil {
+		opts.Rand = rand.Reader
 	}
 	if err := CheckPermissions(opts.DataDir); err != nil {
 		return nil, err
@@ -179,13 +217,23 @@ func Open(ctx context.Context, opts Options) (*Instance, error) {
 		return nil, err
 	}
 	auth := ca.New(opts.Store, root, ca.Config{Clock: opts.Clock, Rand: opts.Rand, Logger: log, RotateAfter: opts.Rotation.DueAt, KEK: opts.Root.KEK})
-	in := &Instance{opts: opts, Authority: auth, Hub: NewHub(), log: log}
+	in := &Instance{opts: opts, Authority: auth, Hub: server.NewHub(), log: log}
 	in.Scheduler = rotation.NewScheduler(opts.Store, auth, in, opts.Rotation, opts.Clock, log)
-	in.Server = New(Deps{Authority: auth, Queries: opts.Store, Scheduler: in.Scheduler, Hub: in.Hub, Notifier: in, Clock: opts.Clock, Logger: log, Limits: opts.Limits, Mode: opts.Mode, Cluster: opts.Cluster, Self: opts.Self})
+	in.Server = server.New(server.Deps{Authority: auth, Queries: opts.Store, Scheduler: in.Scheduler, Hub: in.Hub, Notifier: in, Clock: opts.Clock, Logger: log,
+		Limits: opts.Limits, Mode: opts.Mode, Cluster: opts.Cluster, Self: opts.Self})
 	if err := in.RenewServiceCerts(ctx); err != nil {
 		return nil, err
 	}
 	return in, nil
+}
+
+// Close closes the store when Open opened it (Options.OpenStore); a store
+// passed in Options.Store is the caller's to close.
+func (in *Instance) Close() error {
+	if !in.ownStore {
+		return nil
+	}
+	return in.opts.Store.Close()
 }
 
 // compacter is a store whose file keeps freed pages (store/bolt): after a
@@ -290,156 +338,7 @@ func (in *Instance) CABundleChanged(bundlePEM []byte) {
 	}
 }
 
-var _ rotation.Notifier = (*Instance)(nil)
-
-// RenewServiceCerts reissues the service's TLS certificate and the admin
-// certificate when missing, past two thirds of their life, not from the
-// current root, or (for the service) missing a configured name.
-func (in *Instance) RenewServiceCerts(ctx context.Context) error {
-	dir := in.opts.DataDir
-	names := append([]string{"localhost", "127.0.0.1", "::1"}, in.opts.ServerNames...)
-	pair, err := in.ensurePair(ctx, store.KindServer, "ipsecca-server", names,
-		filepath.Join(dir, ServerCertDir, serverCert), filepath.Join(dir, ServerCertDir, serverKey))
-	if err != nil {
-		return err
-	}
-	in.tlsCert.Store(pair)
-	_, err = in.ensurePair(ctx, store.KindAdmin, AdminName, nil, filepath.Join(dir, AdminCertFile), filepath.Join(dir, AdminKeyFile))
-	return err
-}
-
-func (in *Instance) ensurePair(ctx context.Context, kind store.Kind, name string, names []string, certPath, keyPath string) (*tls.Certificate, error) {
-	if pair, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && in.current(pair.Leaf, names) {
-		return &pair, nil
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), in.opts.Rand)
-	if err != nil {
-		return nil, fmt.Errorf("server: generate %s key: %w", kind, err)
-	}
-	var dns []string
-	var ips []net.IP
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
-			ips = append(ips, ip)
-		} else {
-			dns = append(dns, n)
-		}
-	}
-	rec, err := in.Authority.IssueService(ctx, kind, name, key.Public(), dns, ips, ServiceCertYears, "server")
-	if err != nil {
-		return nil, fmt.Errorf("server: issue %s certificate: %w", kind, err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rec.DER})
-	if err := atomicfile.WriteFile(keyPath, keyPEM, 0o600); err != nil {
-		return nil, err
-	}
-	if err := atomicfile.WriteFile(certPath, certPEM, 0o600); err != nil {
-		return nil, err
-	}
-	in.log.Info("wrote certificate", "kind", kind, "path", certPath, "serial", rec.Serial, "not_after", rec.NotAfter)
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		return nil, err
-	}
-	return &pair, nil
-}
-
-// current reports whether leaf is from the current root, covers names and
-// is before two thirds of its life.
-func (in *Instance) current(leaf *x509.Certificate, names []string) bool {
-	if leaf == nil {
-		return false
-	}
-	now := in.opts.Clock.Now()
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: in.Authority.Root().Pool(), CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return false
-	}
-	renewAt := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) * 2 / 3)
-	if !now.Before(renewAt) {
-		return false
-	}
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
-			if !slices.ContainsFunc(leaf.IPAddresses, ip.Equal) {
-				return false
-			}
-		} else if !slices.Contains(leaf.DNSNames, n) {
-			return false
-		}
-	}
-	return true
-}
-
-// RunScheduler runs the rotation scheduler until ctx ends. In a cluster
-// it runs only while this replica is the elected leader, and the store's
-// event feed drives the Watch streams.
-func (in *Instance) RunScheduler(ctx context.Context) {
-	c := in.opts.Cluster
-	if c == nil {
-		in.Scheduler.Run(ctx)
-		return
-	}
-	go c.WatchEvents(ctx, in.onStoreEvent)
-	c.Participate(ctx, in.opts.Self, in.Scheduler.Run)
-}
-
-// Serve serves gRPC on lis until ctx ends, then stops gracefully (bounded
-// by a few seconds). It renews the service certificates hourly when due.
-// In a cluster it checks every HealthInterval that the shared store
-// answers and sets the health of the node and admin services to match.
-func (in *Instance) Serve(ctx context.Context, lis net.Listener) error {
-	g, hs := in.Server.GRPCServer(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return in.tlsCert.Load(), nil })
-	if c := in.opts.Cluster; c != nil {
-		// A replica that cannot commit is not ready: load balancers and
-		// readiness probes send its traffic to the others meanwhile.
-		healthDone := make(chan struct{})
-		go func() {
-			defer close(healthDone)
-			watchStoreHealth(ctx, c, hs, readinessServices, in.opts.HealthInterval, in.log)
-		}()
-		defer func() { <-healthDone }()
-	}
-	schedDone := make(chan struct{})
-	go func() { defer close(schedDone); in.RunScheduler(ctx) }()
-	// In a cluster, stopping resigns the leadership (the next replica
-	// takes over at once): let that finish before the store closes.
-	defer func() {
-		select {
-		case <-schedDone:
-		case <-time.After(5 * time.Second):
-		}
-	}()
-	go func() {
-		t := time.NewTicker(time.Hour)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				hs.Shutdown()
-				done := make(chan struct{})
-				go func() { g.GracefulStop(); close(done) }()
-				select {
-				case <-done:
-				case <-time.After(5 * time.Second):
-					g.Stop()
-				}
-				return
-			case <-t.C:
-				if err := in.RenewServiceCerts(ctx); err != nil {
-					in.log.Error("service certificate renewal failed", "err", err)
-				}
-			}
-		}
-	}()
-	in.log.Info("serving", "addr", lis.Addr().String(), "data_dir", in.opts.DataDir)
-	err := g.Serve(lis)
-	if errors.Is(err, grpc.ErrServerStopped) {
-		return nil
-	}
-	return err
-}
+var (
+	_ rotation.Notifier = (*Instance)(nil)
+	_ server.Notifier   = (*Instance)(nil)
+)
