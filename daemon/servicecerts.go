@@ -30,8 +30,19 @@ const (
 // the admin certificate; both are renewed after two thirds of it.
 const ServiceCertYears = 1
 
-// AdminName is the identity of the admin certificate.
+// AdminName is the identity of the admin certificate (of a lone CA; in a
+// cluster each replica's is AdminName@<replica id>).
 const AdminName = "ipsecca-admin"
+
+// adminName is this process's admin identity. Only the active certificate
+// of an identity authenticates, and each replica keeps its own admin.pem:
+// one shared identity would let each replica's start void the others'.
+func (in *Instance) adminName() string {
+	if in.opts.Cluster != nil && in.opts.Self.ID != "" {
+		return AdminName + "@" + in.opts.Self.ID
+	}
+	return AdminName
+}
 
 // RenewServiceCerts reissues the service's TLS certificate and the admin
 // certificate when missing, past two thirds of their life, not from the
@@ -45,12 +56,12 @@ func (in *Instance) RenewServiceCerts(ctx context.Context) error {
 		return err
 	}
 	in.tlsCert.Store(pair)
-	_, err = in.ensurePair(ctx, store.KindAdmin, AdminName, nil, filepath.Join(dir, AdminCertFile), filepath.Join(dir, AdminKeyFile))
+	_, err = in.ensurePair(ctx, store.KindAdmin, in.adminName(), nil, filepath.Join(dir, AdminCertFile), filepath.Join(dir, AdminKeyFile))
 	return err
 }
 
 func (in *Instance) ensurePair(ctx context.Context, kind store.Kind, name string, names []string, certPath, keyPath string) (*tls.Certificate, error) {
-	if pair, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && in.current(pair.Leaf, names) {
+	if pair, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && pair.Leaf.Subject.CommonName == name && in.current(pair.Leaf, names) {
 		return &pair, nil
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), in.opts.Rand)

@@ -333,7 +333,9 @@ func TestHAOnEtcd(t *testing.T) {
 		}
 	}
 
-	// One token on two replicas at the same moment: one certificate.
+	// One token on two replicas at the same moment, with two keys: one
+	// certificate (the same key would be a retry, answered with the same one).
+	key2, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	live := []int{}
 	for i := range h.replicas {
 		if i != li {
@@ -345,7 +347,8 @@ func TestHAOnEtcd(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		results := h.enrolAtOnce(t, live, rootPEM, [2]string{tok.GetToken(), tok.GetToken()}, goCSR(t, key, fmt.Sprintf("race-%d", round), nil))
+		name := fmt.Sprintf("race-%d", round)
+		results := h.enrolAtOnce(t, live, rootPEM, [2]string{tok.GetToken(), tok.GetToken()}, [2][]byte{goCSR(t, key, name, nil), goCSR(t, key2, name, nil)})
 		if (results[0] == nil) == (results[1] == nil) {
 			t.Fatalf("one token on two replicas: %v / %v, want exactly one certificate", results[0], results[1])
 		}
@@ -362,7 +365,8 @@ func TestHAOnEtcd(t *testing.T) {
 			}
 			toks[j] = tk.GetToken()
 		}
-		results := h.enrolAtOnce(t, live, rootPEM, toks, goCSR(t, key, cn, nil))
+		csr := goCSR(t, key, cn, nil)
+		results := h.enrolAtOnce(t, live, rootPEM, toks, [2][]byte{csr, csr})
 		if (results[0] == nil) == (results[1] == nil) {
 			t.Fatalf("two nodes claiming %s: %v / %v, want exactly one winner", cn, results[0], results[1])
 		}
@@ -468,7 +472,7 @@ func (h *haCluster) awaitHealth(t *testing.T, i int, rootPEM []byte, want health
 
 // enrolAtOnce sends two enrolments, tokens[j] to replica live[j], at the
 // same moment, and returns their errors.
-func (h *haCluster) enrolAtOnce(t *testing.T, live []int, rootPEM []byte, tokens [2]string, csr []byte) [2]error {
+func (h *haCluster) enrolAtOnce(t *testing.T, live []int, rootPEM []byte, tokens [2]string, csrs [2][]byte) [2]error {
 	var results [2]error
 	var wg sync.WaitGroup
 	for j := range 2 {
@@ -481,7 +485,7 @@ func (h *haCluster) enrolAtOnce(t *testing.T, live []int, rootPEM []byte, tokens
 				return
 			}
 			defer conn.Close()
-			_, results[j] = ipseccav1.NewNodeServiceClient(conn).Enroll(context.Background(), &ipseccav1.EnrollRequest{Token: tokens[j], CsrPem: csr})
+			_, results[j] = ipseccav1.NewNodeServiceClient(conn).Enroll(context.Background(), &ipseccav1.EnrollRequest{Token: tokens[j], CsrPem: csrs[j]})
 		}()
 	}
 	wg.Wait()
