@@ -237,3 +237,37 @@ func TestTokenAndNameCopy(t *testing.T) {
 		t.Fatalf("unknown token: %v", err)
 	}
 }
+
+// TestOpenLowerCasesNames: names held in upper case by an earlier version
+// are held in lower case after Open (as bbolt's schema 3 does), and a clash
+// between two nodes is audited.
+func TestOpenLowerCasesNames(t *testing.T) {
+	c := etcdtest.Start(t, etcdtest.Options{})
+	prefix := freshPrefix()
+	s := open(t, c, prefix)
+	const upper, lower = "0A1B2C3D-0000-4000-8000-00000000ABCD", "0a1b2c3d-0000-4000-8000-00000000abcd"
+	ctx := context.Background()
+	for k, v := range map[string]string{"names/" + upper: "node-x", "names/BBBBBBBB-0000-4000-8000-000000000000": "node-y",
+		"names/bbbbbbbb-0000-4000-8000-000000000000": "node-z"} {
+		if _, err := s.Client().Put(ctx, prefix+"/"+k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s = open(t, c, prefix)
+	for cn, want := range map[string]string{lower: "node-x", upper: "", "bbbbbbbb-0000-4000-8000-000000000000": "node-z",
+		"BBBBBBBB-0000-4000-8000-000000000000": ""} {
+		resp, err := s.Client().Get(ctx, prefix+"/names/"+cn)
+		owner := ""
+		if err == nil && len(resp.Kvs) == 1 {
+			owner = string(resp.Kvs[0].Value)
+		}
+		if err != nil || owner != want {
+			t.Errorf("name %s: held by %q (%v), want %q", cn, owner, err, want)
+		}
+	}
+	events, _, err := s.ListEvents(ctx, store.EventFilter{Type: store.EventNameClash})
+	if err != nil || len(events) != 1 {
+		t.Fatalf("clash events: %v %v", events, err)
+	}
+}
