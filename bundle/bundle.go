@@ -95,7 +95,8 @@ type Report struct {
 }
 
 func (r *Report) add(code string, sev Severity, subject, format string, a ...any) {
-	r.Findings = append(r.Findings, Finding{Code: code, Severity: sev, Message: fmt.Sprintf(format, a...), Subject: subject})
+	r.Findings = append(r.Findings,
+		Finding{Code: code, Severity: sev, Message: fmt.Sprintf(format, a...), Subject: subject})
 	if sev == SeverityError {
 		r.Errors++
 	} else {
@@ -253,7 +254,8 @@ func decodeP12(data []byte, password string) (*P12, error) {
 	// The leaf: the certificate whose public key is the key's, else the
 	// one sharing its localKeyId, else the first non-CA certificate.
 	for _, c := range certs {
-		if p.Key != nil && publicKeyOf(p.Key) != nil && publicKeyOf(p.Key).(interface{ Equal(crypto.PublicKey) bool }).Equal(c.PublicKey) {
+		if p.Key != nil && publicKeyOf(p.Key) != nil &&
+			publicKeyOf(p.Key).(interface{ Equal(crypto.PublicKey) bool }).Equal(c.PublicKey) {
 			p.Leaf = c
 			break
 		}
@@ -342,12 +344,15 @@ func ValidateContext(ctx context.Context, in Input, opts Options) (*Report, erro
 	case errors.As(err, &kdfErr):
 		kdfFindings(r, kdfErr)
 	case errors.Is(err, ErrWrongPassword):
-		r.add(CodeP12WrongPassword, SeverityError, "", "the PKCS#12 does not open with the given password; check --password/--password-file")
+		r.add(CodeP12WrongPassword, SeverityError, "",
+			"the PKCS#12 does not open with the given password; check --password/--password-file")
 	case err != nil:
 		r.add(CodeP12Undecodable, SeverityError, "", "the PKCS#12 is not readable: %v", trimErr(err))
 	}
 	if in.Password != "" {
-		r.add(CodeP12PasswordSet, SeverityWarning, "", "the PKCS#12 has a password, but the node imports it with pk12util -W \"\" (OpenShift's recipe); re-export it with an empty password before rendering")
+		r.add(CodeP12PasswordSet, SeverityWarning, "",
+			"the PKCS#12 has a password, but the node imports it with pk12util -W \"\" (OpenShift's recipe); "+
+				"re-export it with an empty password before rendering")
 	}
 	roots, cerr := ParsePEMCerts(in.CAPEM)
 	if cerr != nil {
@@ -391,15 +396,20 @@ func checkNames(r *Report, in Input) {
 		pfx, err := netip.ParsePrefix(in.RightSubnet)
 		switch {
 		case err != nil:
-			r.add(CodeSubnetInvalid, SeverityError, "", "rightsubnet %q is not an address/prefix (e.g. 10.1.2.3/32)", in.RightSubnet)
+			r.add(CodeSubnetInvalid, SeverityError, "",
+				"rightsubnet %q is not an address/prefix (e.g. 10.1.2.3/32)", in.RightSubnet)
 		case pfx.Addr().Is6() && !pfx.Addr().Is4In6():
-			r.add(CodeSubnetIPv6, SeverityError, "", "rightsubnet %s is IPv6; NMState's libreswan support is IPv4 only for this", in.RightSubnet)
+			r.add(CodeSubnetIPv6, SeverityError, "",
+				"rightsubnet %s is IPv6; NMState's libreswan support is IPv4 only for this", in.RightSubnet)
 		case pfx.Bits() != 32:
-			r.add(CodeSubnetNotHost, SeverityError, "", "rightsubnet %s must be a single host (/32) for host-to-host IPsec", in.RightSubnet)
+			r.add(CodeSubnetNotHost, SeverityError, "",
+				"rightsubnet %s must be a single host (/32) for host-to-host IPsec", in.RightSubnet)
 		}
 	}
 	if ovsname.HasPrefix(in.LeftCert) {
-		r.add(CodeOVSPrefixNickname, SeverityError, "", "leftcert %q starts with \"ovs_\": ovs-monitor-ipsec owns that NSS nickname namespace and deletes it on restart", in.LeftCert)
+		r.add(CodeOVSPrefixNickname, SeverityError, "",
+			"leftcert %q starts with \"ovs_\": ovs-monitor-ipsec owns that NSS nickname namespace and deletes it "+
+				"on restart", in.LeftCert)
 	}
 }
 
@@ -408,7 +418,8 @@ func checkP12(r *Report, p *P12, in Input, roots []*x509.Certificate, opts Optio
 	case p.Keys == 0 || p.Key == nil:
 		r.add(CodeP12NoKey, SeverityError, "", "the PKCS#12 holds no private key; export it with the endpoint's key")
 	case p.Keys > 1:
-		r.add(CodeP12ManyKeys, SeverityError, "", "the PKCS#12 holds %d private keys; it must hold exactly one (the endpoint's)", p.Keys)
+		r.add(CodeP12ManyKeys, SeverityError, "",
+			"the PKCS#12 holds %d private keys; it must hold exactly one (the endpoint's)", p.Keys)
 	}
 	if p.Leaf == nil {
 		r.add(CodeP12Undecodable, SeverityError, "", "the PKCS#12 holds no certificate")
@@ -418,13 +429,16 @@ func checkP12(r *Report, p *P12, in Input, roots []*x509.Certificate, opts Optio
 	r.LeafSubject, r.LeafSerial, r.Nickname = leaf.Subject.String(), leaf.SerialNumber.Text(16), p.Nickname
 	if p.Key != nil {
 		if pub := publicKeyOf(p.Key); pub == nil || !pub.(interface{ Equal(crypto.PublicKey) bool }).Equal(leaf.PublicKey) {
-			r.add(CodeP12KeyMismatch, SeverityError, leaf.Subject.String(), "the private key in the PKCS#12 does not belong to its certificate")
+			r.add(CodeP12KeyMismatch, SeverityError, leaf.Subject.String(),
+				"the private key in the PKCS#12 does not belong to its certificate")
 		}
 	}
 	// The nickname NSS gives the leaf is its friendlyName.
 	for _, n := range p.Names {
 		if ovsname.HasPrefix(n) {
-			r.add(CodeOVSPrefixNickname, SeverityError, "", "the PKCS#12 friendly name %q (the NSS nickname on import) starts with \"ovs_\": ovs-monitor-ipsec owns that namespace and deletes it on restart", n)
+			r.add(CodeOVSPrefixNickname, SeverityError, "",
+				"the PKCS#12 friendly name %q (the NSS nickname on import) starts with \"ovs_\": "+
+					"ovs-monitor-ipsec owns that namespace and deletes it on restart", n)
 		}
 	}
 	if p.Nickname != in.LeftCert {
@@ -432,7 +446,9 @@ func checkP12(r *Report, p *P12, in Input, roots []*x509.Certificate, opts Optio
 		if p.Nickname == "" {
 			what = "no friendly name (pk12util then names it \"<CN> - <O>\")"
 		}
-		r.add(CodeLeftcertMissing, SeverityError, leaf.Subject.String(), "leftcert %q is not in the bundle: the leaf has %s; export with openssl pkcs12 -export -name %s", in.LeftCert, what, in.LeftCert)
+		r.add(CodeLeftcertMissing, SeverityError, leaf.Subject.String(),
+			"leftcert %q is not in the bundle: the leaf has %s; export with openssl pkcs12 -export -name %s",
+			in.LeftCert, what, in.LeftCert)
 	}
 	for _, c := range p.Certs {
 		checkCert(r, c, opts, c == leaf)
@@ -446,10 +462,13 @@ func checkP12(r *Report, p *P12, in Input, roots []*x509.Certificate, opts Optio
 		for _, c := range p.Certs[1:] {
 			inter.AddCert(c)
 		}
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, CurrentTime: opts.Now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		vo := x509.VerifyOptions{Roots: pool, Intermediates: inter, CurrentTime: opts.Now,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
+		if _, err := leaf.Verify(vo); err != nil {
 			var inv x509.CertificateInvalidError
 			if !(errors.As(err, &inv) && (inv.Reason == x509.Expired)) {
-				r.add(CodeChainUntrusted, SeverityError, leaf.Subject.String(), "the endpoint certificate does not chain to a CA in ca.pem: %v", err)
+				r.add(CodeChainUntrusted, SeverityError, leaf.Subject.String(),
+					"the endpoint certificate does not chain to a CA in ca.pem: %v", err)
 			}
 		}
 		for _, c := range roots {
@@ -458,14 +477,17 @@ func checkP12(r *Report, p *P12, in Input, roots []*x509.Certificate, opts Optio
 	}
 	// Names: left must be a SAN of the leaf.
 	if validHost(in.Left) && leaf.VerifyHostname(in.Left) != nil {
-		r.add(CodeLeftNotInSAN, SeverityError, leaf.Subject.String(), "left %q matches no SAN of the endpoint certificate (SANs: %s)", in.Left, sans(leaf))
+		r.add(CodeLeftNotInSAN, SeverityError, leaf.Subject.String(),
+			"left %q matches no SAN of the endpoint certificate (SANs: %s)", in.Left, sans(leaf))
 	}
 	// IKE suitability.
 	if leaf.KeyUsage != 0 && leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
-		r.add(CodeKeyUsage, SeverityError, leaf.Subject.String(), "keyUsage is present without digitalSignature; IKE signs with this key")
+		r.add(CodeKeyUsage, SeverityError, leaf.Subject.String(),
+			"keyUsage is present without digitalSignature; IKE signs with this key")
 	}
 	if len(leaf.ExtKeyUsage)+len(leaf.UnknownExtKeyUsage) > 0 && !ikeEKU(leaf) {
-		r.add(CodeExtKeyUsage, SeverityError, leaf.Subject.String(), "extKeyUsage allows none of serverAuth, clientAuth, ipsecIKE or any; libreswan will refuse it")
+		r.add(CodeExtKeyUsage, SeverityError, leaf.Subject.String(),
+			"extKeyUsage allows none of serverAuth, clientAuth, ipsecIKE or any; libreswan will refuse it")
 	}
 }
 
@@ -504,12 +526,14 @@ func checkCert(r *Report, c *x509.Certificate, opts Options, leaf bool) {
 	case opts.Now.Before(c.NotBefore):
 		r.add(CodeCertNotYetValid, SeverityError, subj, "not valid before %s", c.NotBefore.UTC().Format(time.RFC3339))
 	case c.NotAfter.Sub(opts.Now) < opts.ExpiryWarning:
-		r.add(CodeCertExpiresSoon, SeverityWarning, subj, "expires on %s, in less than %d days", c.NotAfter.UTC().Format(time.RFC3339), int(opts.ExpiryWarning.Hours()/24))
+		r.add(CodeCertExpiresSoon, SeverityWarning, subj,
+			"expires on %s, in less than %d days", c.NotAfter.UTC().Format(time.RFC3339), int(opts.ExpiryWarning.Hours()/24))
 	}
 	switch c.SignatureAlgorithm {
 	case x509.MD2WithRSA, x509.MD5WithRSA, x509.SHA1WithRSA, x509.DSAWithSHA1, x509.ECDSAWithSHA1:
 		if !(c.IsCA && bytes.Equal(c.RawIssuer, c.RawSubject)) { // a root's self-signature is not relied on
-			r.add(CodeWeakSignature, SeverityError, subj, "signed with %s; SHA-1 and MD5 signatures are refused", c.SignatureAlgorithm)
+			r.add(CodeWeakSignature, SeverityError, subj,
+				"signed with %s; SHA-1 and MD5 signatures are refused", c.SignatureAlgorithm)
 		}
 	}
 	switch k := c.PublicKey.(type) {
@@ -525,7 +549,9 @@ func checkCert(r *Report, c *x509.Certificate, opts Options, leaf bool) {
 		r.add(CodeWeakKey, SeverityError, subj, "%s key; RSA (2048+) or ECDSA P-256/P-384 are required", c.PublicKeyAlgorithm)
 	}
 	if ovsname.HasPrefix(c.Subject.CommonName) {
-		r.add(CodeOVSPrefixCN, SeverityError, subj, "CN %q starts with \"ovs_\": ovs-monitor-ipsec owns that NSS nickname namespace and deletes it on restart", c.Subject.CommonName)
+		r.add(CodeOVSPrefixCN, SeverityError, subj,
+			"CN %q starts with \"ovs_\": ovs-monitor-ipsec owns that NSS nickname namespace and deletes it on restart",
+			c.Subject.CommonName)
 	}
 	_ = leaf
 }
@@ -543,7 +569,8 @@ func checkRight(r *Report, in Input, p *P12) {
 			return
 		}
 		if certs[0].VerifyHostname(in.Right) != nil {
-			r.add(CodeRightNotInSAN, SeverityError, certs[0].Subject.String(), "right %q matches no SAN of the right endpoint's certificate (SANs: %s)", in.Right, sans(certs[0]))
+			r.add(CodeRightNotInSAN, SeverityError, certs[0].Subject.String(),
+				"right %q matches no SAN of the right endpoint's certificate (SANs: %s)", in.Right, sans(certs[0]))
 		}
 		return
 	}
@@ -554,5 +581,6 @@ func checkRight(r *Report, in Input, p *P12) {
 			}
 		}
 	}
-	r.add(CodeRightUnchecked, SeverityWarning, "", "right %q could not be checked: give the external host's certificate with --right-cert", in.Right)
+	r.add(CodeRightUnchecked, SeverityWarning, "",
+		"right %q could not be checked: give the external host's certificate with --right-cert", in.Right)
 }

@@ -32,7 +32,8 @@ type issuer struct {
 
 func newCA(t testing.TB, cn string) *issuer {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn, Organization: []string{"example"}},
+	subject := pkix.Name{CommonName: cn, Organization: []string{"example"}}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: subject,
 		NotBefore: now.AddDate(-1, 0, 0), NotAfter: now.AddDate(5, 0, 0), IsCA: true, BasicConstraintsValid: true,
 		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
@@ -70,8 +71,10 @@ func (ca *issuer) leaf(t testing.TB, o leafOpts) (*x509.Certificate, crypto.Sign
 	if o.eku == nil {
 		o.eku = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: o.cn, Organization: []string{"example"}},
-		NotBefore: now.AddDate(0, -1, 0), NotAfter: o.notAfter, DNSNames: o.dns, IPAddresses: o.ips, KeyUsage: o.ku, ExtKeyUsage: o.eku,
+	subject := pkix.Name{CommonName: o.cn, Organization: []string{"example"}}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: subject,
+		NotBefore: now.AddDate(0, -1, 0), NotAfter: o.notAfter,
+		DNSNames: o.dns, IPAddresses: o.ips, KeyUsage: o.ku, ExtKeyUsage: o.eku,
 		SignatureAlgorithm: o.sigAlg}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
 	if err != nil {
@@ -100,7 +103,8 @@ func opensslP12(t testing.TB, cert *x509.Certificate, key crypto.Signer, name, p
 	kder, _ := x509.MarshalPKCS8PrivateKey(key)
 	os.WriteFile(filepath.Join(dir, "k.pem"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
 	os.WriteFile(filepath.Join(dir, "c.pem"), pemOf(cert), 0o600)
-	args := []string{"pkcs12", "-export", "-in", filepath.Join(dir, "c.pem"), "-inkey", filepath.Join(dir, "k.pem"), "-passout", "pass:" + password, "-out", filepath.Join(dir, "b.p12")}
+	args := []string{"pkcs12", "-export", "-in", filepath.Join(dir, "c.pem"), "-inkey", filepath.Join(dir, "k.pem"),
+		"-passout", "pass:" + password, "-out", filepath.Join(dir, "b.p12")}
 	if name != "" {
 		args = append(args, "-name", name)
 	}
@@ -124,7 +128,8 @@ func TestValidate(t *testing.T) {
 	other := newCA(t, "another ca")
 	good, goodKey := ca.leaf(t, leafOpts{cn: "node1.example.com", dns: []string{"node1.example.com"}, rsaBits: 2048})
 	base := func() Input {
-		return Input{P12: opensslP12(t, good, goodKey, "left_server", "", ""), CAPEM: pemOf(ca.cert), Left: "node1.example.com", Right: "ext.example.com",
+		return Input{P12: opensslP12(t, good, goodKey, "left_server", "", ""), CAPEM: pemOf(ca.cert),
+			Left: "node1.example.com", Right: "ext.example.com",
 			RightSubnet: "10.1.2.3/32", RightCertPEM: pemOf(func() *x509.Certificate {
 				c, _ := ca.leaf(t, leafOpts{cn: "ext", dns: []string{"ext.example.com"}})
 				return c
@@ -149,14 +154,20 @@ func TestValidate(t *testing.T) {
 			in.P12 = opensslP12(t, good, goodKey, "left_server", "pw", "3des")
 			in.Password = "pw"
 		}, CodeP12PasswordSet, SeverityWarning},
-		{"wrong password", func(in *Input) { in.P12 = opensslP12(t, good, goodKey, "left_server", "pw", ""); in.Password = "nope" }, CodeP12WrongPassword, SeverityError},
+		{"wrong password", func(in *Input) {
+			in.P12 = opensslP12(t, good, goodKey, "left_server", "pw", "")
+			in.Password = "nope"
+		}, CodeP12WrongPassword, SeverityError},
 		{"garbage p12", func(in *Input) { in.P12 = []byte("not a p12") }, CodeP12Undecodable, SeverityError},
 		{"key does not match", func(in *Input) {
 			_, k := ca.leaf(t, leafOpts{cn: "x", rsaBits: 2048})
 			p, _ := pkcs12.Modern.Encode(k, good, nil, "")
 			in.P12 = p
 		}, CodeP12KeyMismatch, SeverityError},
-		{"no friendly name", func(in *Input) { p, _ := pkcs12.Modern.Encode(goodKey, good, nil, ""); in.P12 = p }, CodeLeftcertMissing, SeverityError},
+		{"no friendly name", func(in *Input) {
+			p, _ := pkcs12.Modern.Encode(goodKey, good, nil, "")
+			in.P12 = p
+		}, CodeLeftcertMissing, SeverityError},
 		{"leftcert other name", func(in *Input) { in.LeftCert = "right_server" }, CodeLeftcertMissing, SeverityError},
 		{"other CA", func(in *Input) { in.CAPEM = pemOf(other.cert) }, CodeChainUntrusted, SeverityError},
 		{"unreadable ca.pem", func(in *Input) { in.CAPEM = []byte("junk") }, CodeCAUnreadable, SeverityError},
@@ -177,7 +188,9 @@ func TestValidate(t *testing.T) {
 			in.LeftCert = "OVS_certkey_x"
 		}, CodeOVSPrefixNickname, SeverityError},
 		{"left not in SAN", func(in *Input) { in.Left = "node2.example.com" }, CodeLeftNotInSAN, SeverityError},
-		{"left by wildcard", func(in *Input) { in.P12 = mk(leafOpts{cn: "n", dns: []string{"*.example.com"}}, "left_server") }, "", ""},
+		{"left by wildcard", func(in *Input) {
+			in.P12 = mk(leafOpts{cn: "n", dns: []string{"*.example.com"}}, "left_server")
+		}, "", ""},
 		{"wildcard is one label only (RFC 6125)", func(in *Input) {
 			in.P12 = mk(leafOpts{cn: "n", dns: []string{"*.com"}}, "left_server")
 			in.Left = "node1.example.com"
@@ -197,7 +210,8 @@ func TestValidate(t *testing.T) {
 			in.P12 = mk(leafOpts{cn: "n", dns: []string{"node1.example.com"}, ku: x509.KeyUsageKeyAgreement}, "left_server")
 		}, CodeKeyUsage, SeverityError},
 		{"code signing only", func(in *Input) {
-			in.P12 = mk(leafOpts{cn: "n", dns: []string{"node1.example.com"}, eku: []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning}}, "left_server")
+			in.P12 = mk(leafOpts{cn: "n", dns: []string{"node1.example.com"},
+				eku: []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning}}, "left_server")
 		}, CodeExtKeyUsage, SeverityError},
 	}
 	for _, tc := range cases {
@@ -241,7 +255,8 @@ func TestWeakSignature(t *testing.T) {
 	if c.SignatureAlgorithm != x509.SHA1WithRSA {
 		t.Fatalf("fixture not SHA-1 (%s)", c.SignatureAlgorithm)
 	}
-	rep := Validate(Input{P12: opensslP12(t, c, k, "left_server", "", ""), CAPEM: pemOf(ca.cert), Left: "n.example.com", Right: "x.example.com"}, Options{Now: now})
+	rep := Validate(Input{P12: opensslP12(t, c, k, "left_server", "", ""), CAPEM: pemOf(ca.cert), Left: "n.example.com",
+		Right: "x.example.com"}, Options{Now: now})
 	if !rep.Has(CodeWeakSignature) {
 		t.Fatalf("SHA-1 signature not reported: %+v", rep.Findings)
 	}
@@ -251,7 +266,8 @@ func TestPolicyRoundTripAndRender(t *testing.T) {
 	ca := newCA(t, "ca")
 	c, k := ca.leaf(t, leafOpts{cn: "n", dns: []string{"node1.example.com"}})
 	for _, typ := range []string{"transport", "tunnel"} {
-		in := Input{P12: opensslP12(t, c, k, "left_server", "", ""), CAPEM: pemOf(ca.cert), Left: "node1.example.com", Right: "ext.example.com", RightSubnet: "10.1.2.3/32", Type: typ, LeftCert: "left_server"}
+		in := Input{P12: opensslP12(t, c, k, "left_server", "", ""), CAPEM: pemOf(ca.cert), Left: "node1.example.com",
+			Right: "ext.example.com", RightSubnet: "10.1.2.3/32", Type: typ, LeftCert: "left_server"}
 		files, err := Render(RenderInput{Input: in})
 		if err != nil {
 			t.Fatal(err)
@@ -264,11 +280,13 @@ func TestPolicyRoundTripAndRender(t *testing.T) {
 		if err := ParsePolicy(byName["ipsec-"+typ+"-policy.yaml"], &got); err != nil {
 			t.Fatal(err)
 		}
-		if got.Left != in.Left || got.Right != in.Right || got.RightSubnet != in.RightSubnet || got.Type != typ || got.LeftCert != "left_server" {
+		if got.Left != in.Left || got.Right != in.Right || got.RightSubnet != in.RightSubnet || got.Type != typ ||
+			got.LeftCert != "left_server" {
 			t.Fatalf("round trip: %+v", got)
 		}
 		var removal Policy
-		if err := yaml.UnmarshalStrict(byName["remove-ipsec-policy.yaml"], &removal); err != nil || removal.Spec.DesiredState.Interfaces[0].State != "absent" {
+		if err := yaml.UnmarshalStrict(byName["remove-ipsec-policy.yaml"], &removal); err != nil ||
+			removal.Spec.DesiredState.Interfaces[0].State != "absent" {
 			t.Fatalf("removal policy: %+v %v", removal, err)
 		}
 		var pol Policy
@@ -276,7 +294,8 @@ func TestPolicyRoundTripAndRender(t *testing.T) {
 			t.Fatal(err)
 		}
 		l := pol.Spec.DesiredState.Interfaces[0].Libreswan
-		if pol.APIVersion != "nmstate.io/v1" || l.LeftID != "%fromcert" || l.RightID != "%fromcert" || l.IKEv2 != "insist" || pol.Spec.NodeSelector["kubernetes.io/hostname"] != "node1.example.com" {
+		if pol.APIVersion != "nmstate.io/v1" || l.LeftID != "%fromcert" || l.RightID != "%fromcert" || l.IKEv2 != "insist" ||
+			pol.Spec.NodeSelector["kubernetes.io/hostname"] != "node1.example.com" {
 			t.Fatalf("policy %+v", pol)
 		}
 		for _, role := range []string{"master", "worker"} {
@@ -304,10 +323,12 @@ func TestPolicyRoundTripAndRender(t *testing.T) {
 			if err := yaml.Unmarshal(raw, &bu); err != nil {
 				t.Fatal(err)
 			}
-			if bu.Variant != "openshift" || bu.Metadata.Labels["machineconfiguration.openshift.io/role"] != role || len(bu.Storage.Files) != 3 {
+			if bu.Variant != "openshift" || bu.Metadata.Labels["machineconfiguration.openshift.io/role"] != role ||
+				len(bu.Storage.Files) != 3 {
 				t.Fatalf("butane %s: %+v", role, bu)
 			}
-			if !strings.Contains(bu.Systemd.Units[0].Contents, "Before=ipsec.service") || !strings.HasPrefix(bu.Storage.Files[1].Contents.Source, "data:;base64,") {
+			if !strings.Contains(bu.Systemd.Units[0].Contents, "Before=ipsec.service") ||
+				!strings.HasPrefix(bu.Storage.Files[1].Contents.Source, "data:;base64,") {
 				t.Fatalf("butane %s unit/file: %+v", role, bu)
 			}
 			if !strings.Contains(string(raw), "pk12util") && !strings.Contains(string(raw), "pk12util%20") {
@@ -324,8 +345,9 @@ func TestParsePolicyRejects(t *testing.T) {
 	for name, doc := range map[string]string{
 		"not yaml":   ":::",
 		"other kind": "kind: ConfigMap",
-		"no ipsec":   "kind: NodeNetworkConfigurationPolicy\nspec:\n  desiredState:\n    interfaces: [{name: eth0, type: ethernet}]",
-		"huge":       strings.Repeat("a", MaxPolicyBytes+1),
+		"no ipsec": "kind: NodeNetworkConfigurationPolicy\nspec:\n  desiredState:\n" +
+			"    interfaces: [{name: eth0, type: ethernet}]",
+		"huge": strings.Repeat("a", MaxPolicyBytes+1),
 	} {
 		var in Input
 		if err := ParsePolicy([]byte(doc), &in); err == nil {

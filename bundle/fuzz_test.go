@@ -67,7 +67,8 @@ func FuzzP12KDFs(f *testing.F) {
 		}
 		var ke *KDFIterationsError
 		refused := errors.As(cerr, &ke)
-		if refused != (over > 0 || total > MaxP12KDFIterationsTotal) || (refused && (len(ke.Over) != over || ke.Total != total)) {
+		if refused != (over > 0 || total > MaxP12KDFIterationsTotal) ||
+			(refused && (len(ke.Over) != over || ke.Total != total)) {
 			t.Fatalf("kdfs %+v: check %v", kdfs, cerr)
 		}
 	})
@@ -89,12 +90,15 @@ func FuzzParsePEMCerts(f *testing.F) {
 
 // FuzzParsePolicy: arbitrary YAML never panics the NNCP reader.
 func FuzzParsePolicy(f *testing.F) {
-	f.Add([]byte("apiVersion: nmstate.io/v1\nkind: NodeNetworkConfigurationPolicy\nspec:\n  desiredState:\n    interfaces:\n    - name: c\n      type: ipsec\n      libreswan: {left: a, right: b, leftcert: left_server, type: transport}\n"))
+	f.Add([]byte("apiVersion: nmstate.io/v1\nkind: NodeNetworkConfigurationPolicy\nspec:\n  desiredState:\n" +
+		"    interfaces:\n    - name: c\n      type: ipsec\n" +
+		"      libreswan: {left: a, right: b, leftcert: left_server, type: transport}\n"))
 	f.Add([]byte("kind: NodeNetworkConfigurationPolicy\nspec: {desiredState: {interfaces: [{type: ipsec}]}}"))
 	f.Add([]byte("{"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var in Input
-		if err := ParsePolicy(data, &in); err == nil && in.Left == "" && in.Right == "" && in.Type == "" && in.LeftCert == "" && in.RightSubnet == "" {
+		if err := ParsePolicy(data, &in); err == nil && in.Left == "" && in.Right == "" && in.Type == "" &&
+			in.LeftCert == "" && in.RightSubnet == "" {
 			// a policy with an empty libreswan section: allowed, Validate reports it
 			Validate(in, Options{Now: now})
 		}

@@ -112,7 +112,9 @@ func connName(r RenderInput) string {
 // an empty password (the import runs pk12util -W "").
 func Render(r RenderInput) ([]File, error) {
 	if r.Password != "" {
-		return nil, errors.New("bundle: render needs a PKCS#12 with an empty password (the node imports it with pk12util -W \"\"); re-export it: openssl pkcs12 -in left_server.p12 -nodes | openssl pkcs12 -export -name left_server -passout pass: -out left_server-nopass.p12")
+		return nil, errors.New("bundle: render needs a PKCS#12 with an empty password " +
+			"(the node imports it with pk12util -W \"\"); re-export it: openssl pkcs12 -in left_server.p12 -nodes | " +
+			"openssl pkcs12 -export -name left_server -passout pass: -out left_server-nopass.p12")
 	}
 	if r.LeftCert == "" {
 		r.LeftCert = DefaultLeftCert
@@ -122,8 +124,11 @@ func Render(r RenderInput) ([]File, error) {
 	}
 	name := connName(r)
 	no := false
-	ls := &Libreswan{Left: r.Left, LeftID: "%fromcert", LeftRSASigKey: "%cert", LeftCert: r.LeftCert, LeftModeCfgClient: &no,
-		Right: r.Right, RightID: "%fromcert", RightRSASigKey: "%cert", RightSubnet: r.RightSubnet, IKEv2: "insist", Type: r.Type}
+	ls := &Libreswan{
+		Left: r.Left, LeftID: "%fromcert", LeftRSASigKey: "%cert", LeftCert: r.LeftCert, LeftModeCfgClient: &no,
+		Right: r.Right, RightID: "%fromcert", RightRSASigKey: "%cert", RightSubnet: r.RightSubnet,
+		IKEv2: "insist", Type: r.Type,
+	}
 	pol := Policy{APIVersion: "nmstate.io/v1", Kind: "NodeNetworkConfigurationPolicy",
 		Metadata: ObjectMeta{Name: "ipsec-policy-" + strings.ReplaceAll(name, "_", "-")},
 		Spec: PolicySpec{NodeSelector: map[string]string{"kubernetes.io/hostname": r.Left},
@@ -179,13 +184,17 @@ func butane(role string, r RenderInput) ([]byte, error) {
 	}
 	script := fmt.Sprintf(importScript, r.LeftCert)
 	cfg := map[string]any{
-		"variant":  "openshift",
-		"version":  "4.17.0",
-		"metadata": map[string]any{"name": "99-ipsec-" + role + "-endpoint-config", "labels": map[string]string{"machineconfiguration.openshift.io/role": role}},
+		"variant": "openshift",
+		"version": "4.17.0",
+		"metadata": map[string]any{"name": "99-ipsec-" + role + "-endpoint-config",
+			"labels": map[string]string{"machineconfiguration.openshift.io/role": role}},
 		"storage": map[string]any{"files": []file{
-			{Path: "/etc/pki/certs/ca.pem", Mode: 0o400, Overwrite: true, Contents: source{"data:," + url.PathEscape(string(r.CAPEM))}},
-			{Path: "/etc/pki/certs/left_server.p12", Mode: 0o400, Overwrite: true, Contents: source{"data:;base64," + base64.StdEncoding.EncodeToString(r.P12)}},
-			{Path: "/usr/local/bin/ipsec-endpoint-import.sh", Mode: 0o700, Overwrite: true, Contents: source{"data:," + url.PathEscape(script)}},
+			{Path: "/etc/pki/certs/ca.pem", Mode: 0o400, Overwrite: true,
+				Contents: source{"data:," + url.PathEscape(string(r.CAPEM))}},
+			{Path: "/etc/pki/certs/left_server.p12", Mode: 0o400, Overwrite: true,
+				Contents: source{"data:;base64," + base64.StdEncoding.EncodeToString(r.P12)}},
+			{Path: "/usr/local/bin/ipsec-endpoint-import.sh", Mode: 0o700, Overwrite: true,
+				Contents: source{"data:," + url.PathEscape(script)}},
 		}},
 		"systemd": map[string]any{"units": []unit{{Name: "ipsec-endpoint-import.service", Enabled: true, Contents: `[Unit]
 Description=Import external IPsec endpoint certificates into the NSS database

@@ -346,7 +346,8 @@ func TestP12KDFBombs(t *testing.T) {
 		{"MAC, one over the cap", mac(osl, MaxP12KDFIterations+1), says("MAC", MaxP12KDFIterations+1, sha2)},
 		{"MAC, beyond 64 bits", editP12(t, osl, "pw", p12Edit{mac: huge}),
 			[]string{"MAC asks for 9223372036854775807 or more KDF iterations", "the cap is 1000000"}},
-		{"encrypted safe, PBES2 (Modern2023)", alg(enc(pkcs12.Modern2023), "safe", bomb, 1), says("encrypted safe 1", bomb, pbes2)},
+		{"encrypted safe, PBES2 (Modern2023)", alg(enc(pkcs12.Modern2023), "safe", bomb, 1),
+			says("encrypted safe 1", bomb, pbes2)},
 		{"encrypted safe, RC2-40 (LegacyRC2)", alg(enc(pkcs12.LegacyRC2), "safe", bomb, 1),
 			says("encrypted safe 1", bomb, "pbewithSHAAnd40BitRC2-CBC")},
 		{"shrouded key, PBES2 (OpenSSL)", alg(osl, "key", bomb, 1), says(key2, bomb, pbes2)},
@@ -402,7 +403,8 @@ func TestP12KDFsAtTheCap(t *testing.T) {
 		p = editP12(t, p, "pw", p12Edit{mac: macIter(t, MaxP12KDFIterations)})
 		err := checkP12KDFs(p)
 		var ke *KDFIterationsError
-		if wantErr != errors.As(err, &ke) || (err != nil && (len(ke.Over) != 0 || ke.Total != int64(keys+2)*MaxP12KDFIterations)) {
+		if wantErr != errors.As(err, &ke) ||
+			(err != nil && (len(ke.Over) != 0 || ke.Total != int64(keys+2)*MaxP12KDFIterations)) {
 			t.Fatalf("MAC, safe and %d keys at the cap: %v", keys, err)
 		}
 	}
@@ -458,7 +460,8 @@ func TestP12KDFsUnreadable(t *testing.T) {
 			pfx.AuthSafe.ContentType = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 2}
 			return mustMarshal(t, pfx)
 		}(), "only password integrity"},
-		{"key's PBES2 parameters not a SEQUENCE", editP12(t, good, "pw", p12Edit{alg: nullParams, reseal: true}), "PBES2 parameters"},
+		{"key's PBES2 parameters not a SEQUENCE", editP12(t, good, "pw", p12Edit{alg: nullParams, reseal: true}),
+			"PBES2 parameters"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -520,7 +523,8 @@ func TestValidateContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := Input{P12: p, Password: "pw", CAPEM: pemOf(ca.cert), Left: "node1.example.com", Right: "ext.example.com"}
-	if rep, err := ValidateContext(context.Background(), in, Options{Now: now}); err != nil || rep.Has(CodeP12Undecodable) {
+	if rep, err := ValidateContext(context.Background(), in, Options{Now: now}); err != nil ||
+		rep.Has(CodeP12Undecodable) {
 		t.Fatalf("background: %v %+v", err, rep)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -89,7 +89,8 @@ func ParseCSR(data []byte) (*x509.CertificateRequest, error) {
 	der := data
 	if block, _ := pem.Decode(data); block != nil {
 		if block.Type != "CERTIFICATE REQUEST" && block.Type != "NEW CERTIFICATE REQUEST" {
-			return nil, deny(ErrInvalidRequest, ReasonCSRMalformed, "expected a PEM CERTIFICATE REQUEST block, got %q", block.Type)
+			return nil, deny(ErrInvalidRequest, ReasonCSRMalformed,
+				"expected a PEM CERTIFICATE REQUEST block, got %q", block.Type)
 		}
 		der = block.Bytes
 	}
@@ -131,7 +132,8 @@ var NodePolicy = []Check{
 // CheckSignature denies a CSR whose self-signature does not verify.
 func CheckSignature(r *Request) error {
 	if err := r.CSR.CheckSignature(); err != nil {
-		return deny(ErrInvalidRequest, ReasonCSRSignature, "the CSR signature does not verify with its own public key: %v", err)
+		return deny(ErrInvalidRequest, ReasonCSRSignature,
+			"the CSR signature does not verify with its own public key: %v", err)
 	}
 	return nil
 }
@@ -154,9 +156,11 @@ func CheckKey(r *Request) error {
 		if b := curveBits(k); b == 256 || b == 384 {
 			return nil
 		}
-		return deny(ErrInvalidRequest, ReasonKeyUnsupported, "ECDSA curve %s is not supported; use P-256 or P-384", k.Curve.Params().Name)
+		return deny(ErrInvalidRequest, ReasonKeyUnsupported,
+			"ECDSA curve %s is not supported; use P-256 or P-384", k.Curve.Params().Name)
 	}
-	return deny(ErrInvalidRequest, ReasonKeyUnsupported, "%s keys are not supported; use RSA (2048-8192 bits) or ECDSA P-256/P-384", r.CSR.PublicKeyAlgorithm)
+	return deny(ErrInvalidRequest, ReasonKeyUnsupported,
+		"%s keys are not supported; use RSA (2048-8192 bits) or ECDSA P-256/P-384", r.CSR.PublicKeyAlgorithm)
 }
 
 func curveBits(pub any) int {
@@ -192,7 +196,8 @@ func CheckNotCA(r *Request) error {
 				return deny(ErrInvalidRequest, ReasonCSRMalformed, "the CSR's basicConstraints extension does not parse")
 			}
 			if bc.IsCA {
-				return deny(ErrInvalidRequest, ReasonCARequested, "the CSR asks for a CA certificate (basicConstraints CA=true); nodes get end-entity certificates only")
+				return deny(ErrInvalidRequest, ReasonCARequested,
+					"the CSR asks for a CA certificate (basicConstraints CA=true); nodes get end-entity certificates only")
 			}
 		case ext.Id.Equal(oidKeyUsage):
 			var bits asn1.BitString
@@ -201,7 +206,8 @@ func CheckNotCA(r *Request) error {
 			}
 			// keyCertSign is bit 5, cRLSign bit 6.
 			if bits.At(5) == 1 || bits.At(6) == 1 {
-				return deny(ErrInvalidRequest, ReasonCARequested, "the CSR asks for certificate or CRL signing key usage; nodes get end-entity certificates only")
+				return deny(ErrInvalidRequest, ReasonCARequested,
+					"the CSR asks for certificate or CRL signing key usage; nodes get end-entity certificates only")
 			}
 		}
 	}
@@ -214,7 +220,8 @@ func CheckNotCA(r *Request) error {
 func CheckOVSPrefix(r *Request) error {
 	for _, name := range []string{r.CSR.Subject.CommonName, r.Identity.CN} {
 		if HasOVSPrefix(name) {
-			return deny(ErrInvalidRequest, ReasonCNForbiddenOVS, "the name %q starts with \"ovs_\": ovs-monitor-ipsec owns and deletes NSS entries in that namespace", name)
+			return deny(ErrInvalidRequest, ReasonCNForbiddenOVS,
+				"the name %q starts with \"ovs_\": ovs-monitor-ipsec owns and deletes NSS entries in that namespace", name)
 		}
 	}
 	return nil
@@ -245,7 +252,8 @@ func ValidName(s string) error {
 	case uuidRe.MatchString(s):
 		return nil
 	case !dns1123Re.MatchString(s):
-		return fmt.Errorf("the name %q is neither a DNS-1123 subdomain (lower-case letters, digits, '-' and '.') nor a UUID", s)
+		return fmt.Errorf(
+			"the name %q is neither a DNS-1123 subdomain (lower-case letters, digits, '-' and '.') nor a UUID", s)
 	}
 	for _, l := range strings.Split(s, ".") {
 		if len(l) > 63 {
@@ -267,7 +275,9 @@ func CheckCNSyntax(r *Request) error {
 // was issued for. Names compare without regard to case, as libreswan's do.
 func CheckCNIsCallers(r *Request) error {
 	if store.CanonicalName(r.CSR.Subject.CommonName) != store.CanonicalName(r.Identity.CN) {
-		return deny(ErrPermissionDenied, ReasonCNNotCallersNode, "the CSR asks for %q but the credential is for %q (node %q)", r.CSR.Subject.CommonName, r.Identity.CN, r.Identity.Node)
+		return deny(ErrPermissionDenied, ReasonCNNotCallersNode,
+			"the CSR asks for %q but the credential is for %q (node %q)",
+			r.CSR.Subject.CommonName, r.Identity.CN, r.Identity.Node)
 	}
 	return nil
 }
@@ -276,11 +286,13 @@ func CheckCNIsCallers(r *Request) error {
 func CheckSANs(r *Request) error {
 	c := r.CSR
 	if n := len(c.IPAddresses) + len(c.EmailAddresses) + len(c.URIs); n > 0 {
-		return deny(ErrInvalidRequest, ReasonSANNotAllowed, "the CSR requests %d IP, e-mail or URI SANs; only DNS:%s is allowed", n, c.Subject.CommonName)
+		return deny(ErrInvalidRequest, ReasonSANNotAllowed,
+			"the CSR requests %d IP, e-mail or URI SANs; only DNS:%s is allowed", n, c.Subject.CommonName)
 	}
 	for _, d := range c.DNSNames {
 		if !strings.EqualFold(d, c.Subject.CommonName) {
-			return deny(ErrInvalidRequest, ReasonSANNotAllowed, "the CSR requests SAN DNS:%.80q; only DNS:%s (the node's own name) is allowed", d, c.Subject.CommonName)
+			return deny(ErrInvalidRequest, ReasonSANNotAllowed,
+				"the CSR requests SAN DNS:%.80q; only DNS:%s (the node's own name) is allowed", d, c.Subject.CommonName)
 		}
 	}
 	return nil

@@ -160,7 +160,8 @@ func (s *Signer) crlPublished(crl, why string) {
 	if b, _ := pem.Decode([]byte(crl)); b != nil {
 		if l, err := x509.ParseRevocationList(b.Bytes); err == nil {
 			s.metrics.crlNextUpdate.Set(float64(l.NextUpdate.Unix()))
-			s.log.Info("published the CRL", "configmap", s.cmNS+"/"+s.cmName, "why", why, "revoked", len(l.RevokedCertificateEntries),
+			s.log.Info("published the CRL", "configmap", s.cmNS+"/"+s.cmName, "why", why,
+				"revoked", len(l.RevokedCertificateEntries),
 				"next_update", l.NextUpdate)
 		}
 	}

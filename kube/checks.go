@@ -152,7 +152,8 @@ func RequesterNode(username, prefix string) string {
 func CheckRequester(r *Request) error {
 	user := r.CSR.Spec.Username
 	if r.NodeName == "" {
-		return denial(auditRequesterNotNode, "the requester %q is not a node identity: only %s<node name> may ask this signer for a certificate", user, r.Prefix)
+		return denial(auditRequesterNotNode,
+			"the requester %q is not a node identity: only %s<node name> may ask this signer for a certificate", user, r.Prefix)
 	}
 	if r.Node == nil {
 		return denial(auditNodeNotFound, "the requester %q names node %q, but no such Node exists", user, r.NodeName)
@@ -164,7 +165,8 @@ func CheckRequester(r *Request) error {
 // present, names another node than the requester.
 func CheckLabel(r *Request) error {
 	if v, ok := r.CSR.Labels[LabelIPsecCSR]; ok && v != r.NodeName {
-		return denial(auditLabelNotNode, "the %s label says %q but the requester is node %q; a node asks only for itself", LabelIPsecCSR, v, r.NodeName)
+		return denial(auditLabelNotNode,
+			"the %s label says %q but the requester is node %q; a node asks only for itself", LabelIPsecCSR, v, r.NodeName)
 	}
 	return nil
 }
@@ -184,7 +186,8 @@ var AllowedUsages = []certificatesv1.KeyUsage{
 func CheckUsages(r *Request) error {
 	for _, u := range r.CSR.Spec.Usages {
 		if !slices.Contains(AllowedUsages, u) {
-			return denial(auditUsageNotAllowed, "usage %q is not allowed; a node certificate may ask only for %s", u, usageList())
+			return denial(auditUsageNotAllowed,
+				"usage %q is not allowed; a node certificate may ask only for %s", u, usageList())
 		}
 	}
 	return nil
@@ -214,7 +217,8 @@ func NodeCN(n *corev1.Node, from CNFrom) string {
 func CheckNodeCN(r *Request) error {
 	cn := NodeCN(r.Node, r.CNFrom)
 	if cn == "" {
-		return denial(auditNoChassisID, "node %q has no %s annotation, so its certificate name cannot be checked; OVN-Kubernetes sets it when ovnkube-node starts: ask again once it is there", r.NodeName, AnnotationChassisID)
+		return denial(auditNoChassisID, "node %q has no %s annotation, so its certificate name cannot be checked; "+
+			"OVN-Kubernetes sets it when ovnkube-node starts: ask again once it is there", r.NodeName, AnnotationChassisID)
 	}
 	r.Identity = ca.Identity{Node: r.NodeName, CN: cn}
 	return nil
@@ -229,7 +233,9 @@ func CheckCNUnique(r *Request) error {
 	}
 	for _, other := range r.NodesWithCN(r.Identity.CN) {
 		if other != r.NodeName {
-			return denial(ca.ReasonNameHeld, "node %q also carries %s %q; a certificate name belongs to one node: fix the annotations", other, AnnotationChassisID, r.Identity.CN)
+			return denial(ca.ReasonNameHeld,
+				"node %q also carries %s %q; a certificate name belongs to one node: fix the annotations",
+				other, AnnotationChassisID, r.Identity.CN)
 		}
 	}
 	return nil
@@ -244,11 +250,13 @@ func CheckCSRNames(r *Request) error {
 		return nil
 	}
 	if cn := csr.Subject.CommonName; !strings.EqualFold(cn, r.Identity.CN) {
-		return denial(ca.ReasonCNNotCallersNode, "the CSR asks for CN %.80q, but node %q may hold only %q", cn, r.NodeName, r.Identity.CN)
+		return denial(ca.ReasonCNNotCallersNode,
+			"the CSR asks for CN %.80q, but node %q may hold only %q", cn, r.NodeName, r.Identity.CN)
 	}
 	for _, d := range csr.DNSNames {
 		if !strings.EqualFold(d, r.Identity.CN) {
-			return denial(ca.ReasonSANNotAllowed, "the CSR requests SAN DNS:%.80q; only DNS:%s (the node's own name) is allowed", d, r.Identity.CN)
+			return denial(ca.ReasonSANNotAllowed,
+				"the CSR requests SAN DNS:%.80q; only DNS:%s (the node's own name) is allowed", d, r.Identity.CN)
 		}
 	}
 	return nil

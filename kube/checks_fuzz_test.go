@@ -52,7 +52,8 @@ const (
 // own name.
 func FuzzKubePolicy(f *testing.F) {
 	const prefix = kube.DefaultRequesterPrefix
-	f.Add([]byte(seedOVNCSR), prefix+"worker-1", "worker-1", true, string(certificatesv1.UsageIPsecTunnel), seedChassisID, true, false)
+	f.Add([]byte(seedOVNCSR), prefix+"worker-1", "worker-1", true, string(certificatesv1.UsageIPsecTunnel), seedChassisID,
+		true, false)
 	f.Add([]byte(seedOVNCSR), prefix+"worker-1", "", false, "", " "+strings.ToUpper(seedChassisID)+" ", true, false)
 	f.Add([]byte(seedECCSR), prefix+"worker-1", "worker-1", true, string(certificatesv1.UsageServerAuth), "", true, true)
 	f.Add([]byte(seedECCSR), prefix+"worker-2", "worker-1", true, string(certificatesv1.UsageCertSign), "", true, true)
@@ -60,14 +61,17 @@ func FuzzKubePolicy(f *testing.F) {
 	f.Add([]byte(seedOVNCSR), prefix+"worker-1", "", false, "", "dup", true, false)
 	f.Add([]byte(seedOVNCSR), prefix+"gone", "", false, "", seedChassisID, false, false)
 	f.Add([]byte(seedOVNCSR[:len(seedOVNCSR)/2]), prefix, "", false, "", "", true, false)
-	f.Add([]byte("-----BEGIN CERTIFICATE REQUEST-----\nMII=\n-----END CERTIFICATE REQUEST-----\n"), prefix+"a", "a", true, "", "x", true, true)
-	f.Fuzz(func(t *testing.T, csrPEM []byte, user, label string, hasLabel bool, usage, chassisID string, nodeExists, fromName bool) {
+	f.Add([]byte("-----BEGIN CERTIFICATE REQUEST-----\nMII=\n-----END CERTIFICATE REQUEST-----\n"),
+		prefix+"a", "a", true, "", "x", true, true)
+	f.Fuzz(func(t *testing.T, csrPEM []byte, user, label string, hasLabel bool, usage, chassisID string,
+		nodeExists, fromName bool) {
 		from := kube.CNFromChassisID
 		if fromName {
 			from = kube.CNFromNodeName
 		}
 		csr := &certificatesv1.CertificateSigningRequest{
-			Spec: certificatesv1.CertificateSigningRequestSpec{Request: csrPEM, Username: user, SignerName: "network.openshift.io/signer"},
+			Spec: certificatesv1.CertificateSigningRequestSpec{Request: csrPEM, Username: user,
+				SignerName: "network.openshift.io/signer"},
 		}
 		if hasLabel {
 			csr.Labels = map[string]string{kube.LabelIPsecCSR: label}
@@ -77,7 +81,8 @@ func FuzzKubePolicy(f *testing.F) {
 		}
 		r := &kube.Request{CSR: csr, Prefix: prefix, CNFrom: from, NodeName: kube.RequesterNode(user, prefix)}
 		if r.NodeName != "" && nodeExists {
-			r.Node = &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: r.NodeName, Annotations: map[string]string{kube.AnnotationChassisID: chassisID}}}
+			r.Node = &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: r.NodeName,
+				Annotations: map[string]string{kube.AnnotationChassisID: chassisID}}}
 		}
 		r.NodesWithCN = func(id string) []string {
 			if id == "dup" {

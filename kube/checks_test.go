@@ -30,7 +30,8 @@ func TestKubePolicy(t *testing.T) {
 		}
 		return n
 	}
-	csr := func(user string, labels map[string]string, usages ...certificatesv1.KeyUsage) *certificatesv1.CertificateSigningRequest {
+	csr := func(user string, labels map[string]string,
+		usages ...certificatesv1.KeyUsage) *certificatesv1.CertificateSigningRequest {
 		return &certificatesv1.CertificateSigningRequest{ObjectMeta: metav1.ObjectMeta{Labels: labels},
 			Spec: certificatesv1.CertificateSigningRequestSpec{Username: user, Usages: usages}}
 	}
@@ -41,15 +42,26 @@ func TestKubePolicy(t *testing.T) {
 		want kube.Reason // "" = allowed
 		cn   string
 	}{
-		{"ok", kube.Request{CSR: csr("system:ovn-node:a", map[string]string{kube.LabelIPsecCSR: "a"}, certificatesv1.UsageIPsecTunnel), NodeName: "a", Node: node("a", "id-a")}, "", "id-a"},
-		{"ok without label, all usages", kube.Request{CSR: csr("system:ovn-node:a", nil, kube.AllowedUsages...), NodeName: "a", Node: node("a", "id-a")}, "", "id-a"},
-		{"node-name CN", kube.Request{CSR: csr("system:ovn-node:a", nil), NodeName: "a", Node: node("a", ""), CNFrom: kube.CNFromNodeName}, "", "a"},
+		{"ok", kube.Request{CSR: csr("system:ovn-node:a", map[string]string{kube.LabelIPsecCSR: "a"},
+			certificatesv1.UsageIPsecTunnel), NodeName: "a", Node: node("a", "id-a")}, "", "id-a"},
+		{"ok without label, all usages",
+			kube.Request{CSR: csr("system:ovn-node:a", nil, kube.AllowedUsages...), NodeName: "a", Node: node("a", "id-a")},
+			"", "id-a"},
+		{"node-name CN",
+			kube.Request{CSR: csr("system:ovn-node:a", nil), NodeName: "a", Node: node("a", ""), CNFrom: kube.CNFromNodeName},
+			"", "a"},
 		{"not a node", kube.Request{CSR: csr("alice", nil)}, kube.ReasonRequesterNotNode, ""},
 		{"no such node", kube.Request{CSR: csr("system:ovn-node:z", nil), NodeName: "z"}, kube.ReasonNodeNotFound, ""},
-		{"label", kube.Request{CSR: csr("system:ovn-node:a", map[string]string{kube.LabelIPsecCSR: "b"}), NodeName: "a", Node: node("a", "id-a")}, kube.ReasonLabelNotRequester, ""},
-		{"usage", kube.Request{CSR: csr("system:ovn-node:a", nil, certificatesv1.UsageCertSign), NodeName: "a", Node: node("a", "id-a")}, kube.ReasonUsageNotAllowed, ""},
-		{"no chassis-id", kube.Request{CSR: csr("system:ovn-node:a", nil), NodeName: "a", Node: node("a", "")}, kube.ReasonNodeHasNoChassisID, ""},
-		{"duplicate chassis-id", kube.Request{CSR: csr("system:ovn-node:b", nil), NodeName: "b", Node: node("b", "id-dup")}, kube.ReasonCNHeldByOtherNode, ""},
+		{"label",
+			kube.Request{CSR: csr("system:ovn-node:a", map[string]string{kube.LabelIPsecCSR: "b"}), NodeName: "a",
+				Node: node("a", "id-a")}, kube.ReasonLabelNotRequester, ""},
+		{"usage",
+			kube.Request{CSR: csr("system:ovn-node:a", nil, certificatesv1.UsageCertSign), NodeName: "a",
+				Node: node("a", "id-a")}, kube.ReasonUsageNotAllowed, ""},
+		{"no chassis-id", kube.Request{CSR: csr("system:ovn-node:a", nil), NodeName: "a", Node: node("a", "")},
+			kube.ReasonNodeHasNoChassisID, ""},
+		{"duplicate chassis-id", kube.Request{CSR: csr("system:ovn-node:b", nil), NodeName: "b", Node: node("b", "id-dup")},
+			kube.ReasonCNHeldByOtherNode, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -76,10 +88,12 @@ func TestKubePolicy(t *testing.T) {
 
 func TestConditionReasons(t *testing.T) {
 	for r, want := range map[ca.Reason]kube.Reason{
-		ca.ReasonKeyWeak: kube.ReasonWeakKey, ca.ReasonCNForbiddenOVS: kube.ReasonForbiddenCNPrefix, ca.ReasonSANNotAllowed: kube.ReasonSANNotAllowed,
-		ca.ReasonNameHeld: kube.ReasonCNHeldByOtherNode, ca.ReasonCNNotCallersNode: kube.ReasonCNNotNodeChassisID, ca.ReasonLifetimeTooShort: kube.ReasonLifetimeTooShort,
-		ca.ReasonKeyUnsupported: kube.ReasonUnsupportedKey, ca.ReasonCARequested: kube.ReasonCARequested, ca.ReasonCNInvalid: kube.ReasonCNInvalid,
-		ca.ReasonCSRMalformed: kube.ReasonCSRMalformed, ca.ReasonCSRSignature: kube.ReasonCSRSignatureInvalid, ca.ReasonCSRTooLarge: kube.ReasonCSRTooLarge,
+		ca.ReasonKeyWeak: kube.ReasonWeakKey, ca.ReasonCNForbiddenOVS: kube.ReasonForbiddenCNPrefix,
+		ca.ReasonSANNotAllowed: kube.ReasonSANNotAllowed, ca.ReasonNameHeld: kube.ReasonCNHeldByOtherNode,
+		ca.ReasonCNNotCallersNode: kube.ReasonCNNotNodeChassisID, ca.ReasonLifetimeTooShort: kube.ReasonLifetimeTooShort,
+		ca.ReasonKeyUnsupported: kube.ReasonUnsupportedKey, ca.ReasonCARequested: kube.ReasonCARequested,
+		ca.ReasonCNInvalid: kube.ReasonCNInvalid, ca.ReasonCSRMalformed: kube.ReasonCSRMalformed,
+		ca.ReasonCSRSignature: kube.ReasonCSRSignatureInvalid, ca.ReasonCSRTooLarge: kube.ReasonCSRTooLarge,
 		ca.ReasonNodeRevoked: kube.ReasonNodeRevoked, "some-new-reason": kube.ReasonPolicyDenied,
 	} {
 		if got := kube.ConditionReason(r, kube.CNFromChassisID); got != want {
@@ -111,15 +125,18 @@ func TestCaseInsensitiveNames(t *testing.T) {
 		{"upper-case annotation, lower-case CSR", upper, "a", kube.CNFromChassisID, lower, []string{lower}, ""},
 		{"upper-case annotation, upper-case CSR", upper, "a", kube.CNFromChassisID, upper, []string{upper}, ""},
 		{"lower-case annotation, upper-case CSR", lower, "a", kube.CNFromChassisID, upper, []string{upper}, ""},
-		{"mixed-case CN and SAN", lower, "a", kube.CNFromChassisID, "0A1b2C3d-4e5F-4a6B-8c7D-9e0F1a2B3c4D", []string{"0a1B2c3D-4E5f-4A6b-8C7d-9E0f1A2b3C4d"}, ""},
+		{"mixed-case CN and SAN", lower, "a", kube.CNFromChassisID,
+			"0A1b2C3d-4e5F-4a6B-8c7D-9e0F1a2B3c4D", []string{"0a1B2c3D-4E5f-4A6b-8C7d-9E0f1A2b3C4d"}, ""},
 		{"no SAN", upper, "a", kube.CNFromChassisID, upper, nil, ""},
 		{"annotation with spaces", "  " + upper + " ", "a", kube.CNFromChassisID, upper, []string{lower}, ""},
 		{"node name, upper-case CSR", "", "worker-1", kube.CNFromNodeName, "WORKER-1", []string{"Worker-1"}, ""},
 		{"another chassis-id", upper, "a", kube.CNFromChassisID, other, []string{other}, kube.ReasonCNNotNodeChassisID},
 		{"another node's name", "", "worker-1", kube.CNFromNodeName, "WORKER-2", nil, kube.ReasonCNNotNodeName},
 		{"CN a prefix of the chassis-id", upper, "a", kube.CNFromChassisID, upper[:8], nil, kube.ReasonCNNotNodeChassisID},
-		{"second SAN of another name", upper, "a", kube.CNFromChassisID, upper, []string{lower, other}, kube.ReasonSANNotAllowed},
-		{"SAN of another name in upper case", lower, "a", kube.CNFromChassisID, lower, []string{strings.ToUpper("evil.example.com")}, kube.ReasonSANNotAllowed},
+		{"second SAN of another name", upper, "a", kube.CNFromChassisID, upper, []string{lower, other},
+			kube.ReasonSANNotAllowed},
+		{"SAN of another name in upper case", lower, "a", kube.CNFromChassisID, lower,
+			[]string{strings.ToUpper("evil.example.com")}, kube.ReasonSANNotAllowed},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -152,7 +169,8 @@ func TestCaseInsensitiveNames(t *testing.T) {
 		})
 	}
 	// Two Nodes whose chassis-ids differ only in case claim one name.
-	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "a", Annotations: map[string]string{kube.AnnotationChassisID: upper}}}
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "a",
+		Annotations: map[string]string{kube.AnnotationChassisID: upper}}}
 	if got := kube.NodeCN(n, kube.CNFromChassisID); got != lower {
 		t.Fatalf("NodeCN = %q, want %q", got, lower)
 	}
@@ -192,9 +210,11 @@ func TestExpired(t *testing.T) {
 		{"issued, 59m after approval", mk(true, certificatesv1.CertificateApproved), 69 * time.Minute, false, "issued"},
 		{"issued, 1h after approval", mk(true, certificatesv1.CertificateApproved), 70 * time.Minute, true, "issued"},
 		{"denied, 1h after", mk(false, certificatesv1.CertificateDenied), 70 * time.Minute, true, "denied"},
-		{"failed, 1h after", mk(false, certificatesv1.CertificateApproved, certificatesv1.CertificateFailed), 70 * time.Minute, true, "denied"},
+		{"failed, 1h after", mk(false, certificatesv1.CertificateApproved, certificatesv1.CertificateFailed),
+			70 * time.Minute, true, "denied"},
 		{"pending, 23h", mk(false), 23 * time.Hour, false, "pending"},
-		{"approved by someone, no certificate: unanswered", mk(false, certificatesv1.CertificateApproved), 2 * time.Hour, false, "pending"},
+		{"approved by someone, no certificate: unanswered", mk(false, certificatesv1.CertificateApproved), 2 * time.Hour,
+			false, "pending"},
 		{"pending, 24h", mk(false), 24 * time.Hour, true, "pending"},
 	} {
 		got, state := kube.Expired(c.csr, t0.Add(c.after), kube.IssuedTTL, kube.PendingTTL)
@@ -217,7 +237,8 @@ func TestParsing(t *testing.T) {
 	if _, err := kube.ParseCNFrom("uuid"); err == nil {
 		t.Fatal("cn-from uuid accepted")
 	}
-	if ns, n, err := kube.SplitNamespacedName(kube.DefaultCABundleConfigMap); err != nil || ns != "openshift-ovn-kubernetes" || n != "signer-ca" {
+	if ns, n, err := kube.SplitNamespacedName(kube.DefaultCABundleConfigMap); err != nil ||
+		ns != "openshift-ovn-kubernetes" || n != "signer-ca" {
 		t.Fatal(ns, n, err)
 	}
 	for _, bad := range []string{"signer-ca", "/x", "x/", "A/b"} {
@@ -236,7 +257,8 @@ func TestBundle(t *testing.T) {
 	now := time.Date(2035, 1, 1, 0, 0, 0, 0, time.UTC)
 	mk := func(n int64, notAfter time.Time) ([]byte, *x509.Certificate) {
 		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(n), Subject: pkix.Name{CommonName: "root"}, NotBefore: notAfter.AddDate(-10, 0, 0), NotAfter: notAfter, IsCA: true, BasicConstraintsValid: true}
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(n), Subject: pkix.Name{CommonName: "root"},
+			NotBefore: notAfter.AddDate(-10, 0, 0), NotAfter: notAfter, IsCA: true, BasicConstraintsValid: true}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 		if err != nil {
 			t.Fatal(err)

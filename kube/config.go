@@ -186,7 +186,8 @@ func (c *Config) setDefaults() error {
 		c.SignerName = DefaultSignerName
 	}
 	if errs := validation.IsQualifiedName(c.SignerName); len(errs) > 0 || !strings.Contains(c.SignerName, "/") {
-		return fmt.Errorf("kube: signer name %q must be a qualified name with a domain, like %s", c.SignerName, DefaultSignerName)
+		return fmt.Errorf("kube: signer name %q must be a qualified name with a domain, like %s",
+			c.SignerName, DefaultSignerName)
 	}
 	if c.RequesterPrefix == "" {
 		c.RequesterPrefix = DefaultRequesterPrefix

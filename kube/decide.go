@@ -77,7 +77,9 @@ func (s *Signer) syncNode(ctx context.Context, t *term, node string) error {
 // (as is one older than a CSR that got a certificate: creation times have
 // a one-second resolution, so only a strictly newer one counts) when
 // supersede is set.
-func (s *Signer) syncCSRs(ctx context.Context, t *term, node string, csrs []*certificatesv1.CertificateSigningRequest, supersede bool) error {
+func (s *Signer) syncCSRs(
+	ctx context.Context, t *term, node string, csrs []*certificatesv1.CertificateSigningRequest, supersede bool,
+) error {
 	slices.SortFunc(csrs, newestFirst)
 	var errs []error
 	var wait time.Duration
@@ -137,7 +139,9 @@ func (s *Signer) syncCSRs(ctx context.Context, t *term, node string, csrs []*cer
 
 // fresh re-reads a CSR from the API server (the cache may lag behind our
 // own writes); nil when it is gone, finished or another object now.
-func (s *Signer) fresh(ctx context.Context, c *certificatesv1.CertificateSigningRequest) (*certificatesv1.CertificateSigningRequest, error) {
+func (s *Signer) fresh(
+	ctx context.Context, c *certificatesv1.CertificateSigningRequest,
+) (*certificatesv1.CertificateSigningRequest, error) {
 	f, err := s.cfg.Client.CertificatesV1().CertificateSigningRequests().Get(ctx, c.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, nil
@@ -188,7 +192,8 @@ func (s *Signer) decide(ctx context.Context, t *term, node string, c *certificat
 	if err != nil {
 		return err
 	}
-	req := &Request{CSR: c, Prefix: s.cfg.RequesterPrefix, CNFrom: s.cfg.CNFrom, NodeName: node, Node: n, NodesWithCN: s.nodesWithCN(t)}
+	req := &Request{CSR: c, Prefix: s.cfg.RequesterPrefix, CNFrom: s.cfg.CNFrom, NodeName: node, Node: n,
+		NodesWithCN: s.nodesWithCN(t)}
 	if n != nil {
 		// A revoked node is told so at once, whatever else is wrong with
 		// its CSR and without waiting for its chassis-id. The Authority
@@ -260,8 +265,11 @@ func (s *Signer) decide(ctx context.Context, t *term, node string, c *certificat
 	if s.cfg.CNFrom == CNFromChassisID {
 		source = AnnotationChassisID + " annotation"
 	}
-	msg := fmt.Sprintf("approved by ipsecca (%s, replica %s): the requester %s is node %q, which exists, and the CN %q is the node's %s; the request passed the node policy (key, name, SANs); certificate serial %s, valid until %s",
-		s.cfg.SignerName, s.Identity(), c.Spec.Username, node, cert.CommonName, source, cert.Serial, cert.NotAfter.UTC().Format(time.RFC3339))
+	msg := fmt.Sprintf("approved by ipsecca (%s, replica %s): the requester %s is node %q, which exists, "+
+		"and the CN %q is the node's %s; the request passed the node policy (key, name, SANs); "+
+		"certificate serial %s, valid until %s",
+		s.cfg.SignerName, s.Identity(), c.Spec.Username, node, cert.CommonName, source,
+		cert.Serial, cert.NotAfter.UTC().Format(time.RFC3339))
 	if err := s.approve(ctx, c, msg); err != nil {
 		return err
 	}
@@ -273,7 +281,8 @@ func (s *Signer) decide(ctx context.Context, t *term, node string, c *certificat
 	}
 	s.metrics.decisions.WithLabelValues("approved", string(ReasonApproved)).Inc()
 	s.metrics.published.WithLabelValues("new").Inc()
-	s.log.Info("approved and published", "csr", c.Name, "node", node, "cn", cert.CommonName, "serial", cert.Serial, "not_after", cert.NotAfter)
+	s.log.Info("approved and published", "csr", c.Name, "node", node, "cn", cert.CommonName,
+		"serial", cert.Serial, "not_after", cert.NotAfter)
 	return nil
 }
 
@@ -287,18 +296,23 @@ func (s *Signer) hook(ctx context.Context, step string) error {
 // publishStored approves (when needed) and publishes a certificate stored
 // earlier for c: after a crash between store and publish, or stored by
 // another replica. It is never signed again.
-func (s *Signer) publishStored(ctx context.Context, c *certificatesv1.CertificateSigningRequest, cert *store.Cert) error {
+func (s *Signer) publishStored(
+	ctx context.Context, c *certificatesv1.CertificateSigningRequest, cert *store.Cert,
+) error {
 	c, err := s.fresh(ctx, c)
 	if err != nil || c == nil {
 		return err
 	}
 	if cert.State == store.StateRevoked {
 		// Stored, then revoked before it was published: it is not handed out.
-		de := denial(ca.ReasonNodeRevoked, "certificate %s was stored for this request but revoked (node %q was revoked) before it was published; "+
-			"it is not handed out: once the node is re-admitted (ipsecca node readmit %s), create a new CSR", cert.Serial, cert.Node, cert.Node)
+		de := denial(ca.ReasonNodeRevoked,
+			"certificate %s was stored for this request but revoked (node %q was revoked) before it was published; "+
+				"it is not handed out: once the node is re-admitted (ipsecca node readmit %s), create a new CSR",
+			cert.Serial, cert.Node, cert.Node)
 		return s.refuse(ctx, c, &Request{CSR: c, NodeName: cert.Node}, de, true)
 	}
-	msg := fmt.Sprintf("approved by ipsecca (%s, replica %s): certificate serial %s was issued and stored for this request (UID %s) under the node policy; publishing it",
+	msg := fmt.Sprintf("approved by ipsecca (%s, replica %s): certificate serial %s was issued and stored for this "+
+		"request (UID %s) under the node policy; publishing it",
 		s.cfg.SignerName, s.Identity(), cert.Serial, c.UID)
 	if err := s.approve(ctx, c, msg); err != nil {
 		return err
@@ -366,7 +380,9 @@ func ignoreNotFound(err error) error {
 // Failed through status when someone else approved the CSR. audit says
 // whether this signer records the audit event (the Authority records its
 // own denials).
-func (s *Signer) refuse(ctx context.Context, c *certificatesv1.CertificateSigningRequest, req *Request, de *ca.DenyError, audit bool) error {
+func (s *Signer) refuse(
+	ctx context.Context, c *certificatesv1.CertificateSigningRequest, req *Request, de *ca.DenyError, audit bool,
+) error {
 	reason := ConditionReason(de.Reason, s.cfg.CNFrom)
 	msg := s.message(req, de, reason)
 	csrs := s.cfg.Client.CertificatesV1().CertificateSigningRequests()
@@ -380,7 +396,8 @@ func (s *Signer) refuse(ctx context.Context, c *certificatesv1.CertificateSignin
 			return nil
 		}
 		now := metav1.NewTime(s.cfg.Clock.Now())
-		cond := certificatesv1.CertificateSigningRequestCondition{Status: corev1.ConditionTrue, Reason: string(reason), Message: msg, LastUpdateTime: now, LastTransitionTime: now}
+		cond := certificatesv1.CertificateSigningRequestCondition{Status: corev1.ConditionTrue,
+			Reason: string(reason), Message: msg, LastUpdateTime: now, LastTransitionTime: now}
 		if hasCondition(cur, certificatesv1.CertificateApproved) {
 			cond.Type = certificatesv1.CertificateFailed
 			cond.Message = "approved by someone else, but refused by the ipsecca policy; no certificate is issued: " + msg
@@ -414,10 +431,13 @@ func (s *Signer) refuse(ctx context.Context, c *certificatesv1.CertificateSignin
 		}
 		return nil
 	}
-	s.log.Warn("refused", "csr", c.Name, "requester", c.Spec.Username, "decision", decision, "reason", reason, "detail", de.Detail)
+	s.log.Warn("refused", "csr", c.Name, "requester", c.Spec.Username,
+		"decision", decision, "reason", reason, "detail", de.Detail)
 	if audit || decision == "failed" {
-		ev := store.Event{Time: s.cfg.Clock.Now().UTC(), Type: store.EventDenied, Actor: c.Spec.Username, Node: req.NodeName, Reason: string(de.Reason),
-			Detail: map[string]string{"detail": de.Detail, "via": "kube", "csr": c.Name, "request_uid": string(c.UID), "condition": string(reason)}}
+		ev := store.Event{Time: s.cfg.Clock.Now().UTC(), Type: store.EventDenied, Actor: c.Spec.Username,
+			Node: req.NodeName, Reason: string(de.Reason),
+			Detail: map[string]string{"detail": de.Detail, "via": "kube", "csr": c.Name,
+				"request_uid": string(c.UID), "condition": string(reason)}}
 		if decision == "failed" {
 			ev.Type = EventCSRFailed
 		}
@@ -444,14 +464,16 @@ func (s *Signer) message(req *Request, de *ca.DenyError, reason Reason) string {
 		if csr, err := ca.ParseCSR(req.CSR.Spec.Request); err == nil {
 			cn = csr.Subject.CommonName
 		}
-		return fmt.Sprintf("the CSR asks for CN %q, but node %q may hold only %q (%s); create a new CSR with CN=%s and SAN DNS:%s",
+		return fmt.Sprintf("the CSR asks for CN %q, but node %q may hold only %q (%s); "+
+			"create a new CSR with CN=%s and SAN DNS:%s",
 			cn, req.NodeName, req.Identity.CN, what, req.Identity.CN, req.Identity.CN)
 	}
 	return de.Detail
 }
 
 func revokedDenial(node string) *ca.DenyError {
-	return denial(ca.ReasonNodeRevoked, "node %q is revoked; it gets no certificate, through any door, until an admin re-admits it (ipsecca node readmit %s)", node, node)
+	return denial(ca.ReasonNodeRevoked, "node %q is revoked; it gets no certificate, through any door, "+
+		"until an admin re-admits it (ipsecca node readmit %s)", node, node)
 }
 
 // supersede denies an older CSR of a node that has a newer one.

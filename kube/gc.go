@@ -13,7 +13,9 @@ import (
 // answer (a certificate, Denied or Failed) issuedTTL after its last
 // condition; one without pendingTTL after its creation. It returns the
 // state for logs and metrics.
-func Expired(c *certificatesv1.CertificateSigningRequest, now time.Time, issuedTTL, pendingTTL time.Duration) (bool, string) {
+func Expired(
+	c *certificatesv1.CertificateSigningRequest, now time.Time, issuedTTL, pendingTTL time.Duration,
+) (bool, string) {
 	if len(c.Status.Certificate) > 0 || refused(c) {
 		state := "issued"
 		if len(c.Status.Certificate) == 0 {

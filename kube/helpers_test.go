@@ -79,10 +79,12 @@ func newEnv(t *testing.T) *env {
 		users = append(users, kubetest.User{Name: nodePrefix + n, Groups: []string{nodeGroup}})
 	}
 	srv := kubetest.Start(t, kubetest.Options{Users: users})
-	e := &env{t: t, srv: srv, admin: kubetest.Client(t, srv.Admin), clock: &offsetClock{}, clients: map[string]kubernetes.Interface{}}
+	e := &env{t: t, srv: srv, admin: kubetest.Client(t, srv.Admin), clock: &offsetClock{},
+		clients: map[string]kubernetes.Interface{}}
 	ctx := context.Background()
 	// The bundle's namespace is the cluster's (OpenShift's network operator's).
-	if _, err := e.admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: cmNS}}, metav1.CreateOptions{}); err != nil {
+	if _, err := e.admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: cmNS}},
+		metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	applyManifests(t, srv, kube.ManifestOptions{})
@@ -214,7 +216,8 @@ func (e *env) createCSR(c kubernetes.Interface, req []byte, s csrSpec) *certific
 	}
 	obj := &certificatesv1.CertificateSigningRequest{
 		ObjectMeta: metav1.ObjectMeta{GenerateName: "ipsec-csr-" + s.node + "-", Labels: map[string]string{}},
-		Spec:       certificatesv1.CertificateSigningRequestSpec{Request: req, SignerName: s.signerName, Usages: s.usages, ExpirationSeconds: s.expiration},
+		Spec: certificatesv1.CertificateSigningRequestSpec{Request: req, SignerName: s.signerName, Usages: s.usages,
+			ExpirationSeconds: s.expiration},
 	}
 	switch {
 	case s.label != nil:
@@ -244,14 +247,17 @@ func (e *env) waitDecided(name string, timeout time.Duration) *certificatesv1.Ce
 	var c *certificatesv1.CertificateSigningRequest
 	eventually(e.t, timeout, "a decision on CSR "+name, func() bool {
 		c = e.getCSR(name)
-		return len(c.Status.Certificate) > 0 || condition(c, certificatesv1.CertificateDenied) != nil || condition(c, certificatesv1.CertificateFailed) != nil
+		return len(c.Status.Certificate) > 0 || condition(c, certificatesv1.CertificateDenied) != nil ||
+			condition(c, certificatesv1.CertificateFailed) != nil
 	})
 	return c
 }
 
 // waitCertificate watches the CSR as its node (the node's RBAC: get and
 // watch its CSR) until it carries a certificate.
-func waitCertificate(t *testing.T, c kubernetes.Interface, name string, timeout time.Duration) *certificatesv1.CertificateSigningRequest {
+func waitCertificate(
+	t *testing.T, c kubernetes.Interface, name string, timeout time.Duration,
+) *certificatesv1.CertificateSigningRequest {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -267,7 +273,8 @@ func waitCertificate(t *testing.T, c kubernetes.Interface, name string, timeout 
 		if d := condition(cur, certificatesv1.CertificateDenied); d != nil {
 			t.Fatalf("CSR %s denied: %s: %s", name, d.Reason, d.Message)
 		}
-		w, err := csrs.Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String(), ResourceVersion: cur.ResourceVersion})
+		sel := fields.OneTermEqualSelector("metadata.name", name).String()
+		w, err := csrs.Watch(ctx, metav1.ListOptions{FieldSelector: sel, ResourceVersion: cur.ResourceVersion})
 		if err != nil {
 			t.Fatalf("watch CSR %s as its node: %v", name, err)
 		}
@@ -281,7 +288,9 @@ func waitCertificate(t *testing.T, c kubernetes.Interface, name string, timeout 
 	}
 }
 
-func condition(c *certificatesv1.CertificateSigningRequest, t certificatesv1.RequestConditionType) *certificatesv1.CertificateSigningRequestCondition {
+func condition(
+	c *certificatesv1.CertificateSigningRequest, t certificatesv1.RequestConditionType,
+) *certificatesv1.CertificateSigningRequestCondition {
 	for i := range c.Status.Conditions {
 		if c.Status.Conditions[i].Type == t {
 			return &c.Status.Conditions[i]
@@ -295,7 +304,8 @@ func condition(c *certificatesv1.CertificateSigningRequest, t certificatesv1.Req
 func makeCSR(t *testing.T, key crypto.Signer, cn string, dns []string, exts ...pkix.Extension) []byte {
 	t.Helper()
 	tmpl := &x509.CertificateRequest{
-		Subject:         pkix.Name{Country: []string{"US"}, Organization: []string{"ovnkubernetes"}, OrganizationalUnit: []string{"kind"}, CommonName: cn},
+		Subject: pkix.Name{Country: []string{"US"}, Organization: []string{"ovnkubernetes"},
+			OrganizationalUnit: []string{"kind"}, CommonName: cn},
 		DNSNames:        dns,
 		ExtraExtensions: exts,
 	}
@@ -323,7 +333,8 @@ func opensslCSR(t *testing.T, id string) []byte {
 	key, csr := filepath.Join(dir, "key.pem"), filepath.Join(dir, "req.pem")
 	for _, args := range [][]string{
 		{"genrsa", "-out", key, "2048"},
-		{"req", "-new", "-key", key, "-out", csr, "-subj", "/C=US/O=ovnkubernetes/OU=kind/CN=" + id, "-addext", "subjectAltName = DNS:" + id},
+		{"req", "-new", "-key", key, "-out", csr, "-subj",
+			"/C=US/O=ovnkubernetes/OU=kind/CN=" + id, "-addext", "subjectAltName = DNS:" + id},
 	} {
 		if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
 			t.Fatalf("openssl %s: %v\n%s", args[0], err, out)
@@ -352,7 +363,8 @@ func parseCert(t *testing.T, pemBytes []byte) *x509.Certificate {
 // nodeCerts lists the stored certificates of node.
 func (e *env) nodeCerts(node string) []*store.Cert {
 	e.t.Helper()
-	certs, _, err := e.store.ListCerts(context.Background(), store.CertFilter{Node: node, Kind: store.KindNode, Limit: 1000})
+	certs, _, err := e.store.ListCerts(context.Background(),
+		store.CertFilter{Node: node, Kind: store.KindNode, Limit: 1000})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -372,7 +384,8 @@ func (e *env) events(node string) []*store.Event {
 // decodeStrict decodes a YAML stream with the Kubernetes scheme; an
 // unknown or duplicate field is an error.
 func decodeStrict(stream []byte) ([]runtime.Object, error) {
-	dec := json.NewSerializerWithOptions(json.DefaultMetaFactory, scheme.Scheme, scheme.Scheme, json.SerializerOptions{Yaml: true, Strict: true})
+	dec := json.NewSerializerWithOptions(json.DefaultMetaFactory, scheme.Scheme, scheme.Scheme,
+		json.SerializerOptions{Yaml: true, Strict: true})
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(stream)))
 	var out []runtime.Object
 	for {

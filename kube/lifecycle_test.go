@@ -66,7 +66,8 @@ func lists(l *x509.RevocationList, serials ...string) bool {
 func (e *env) issue(node, id string) string {
 	e.t.Helper()
 	csr := e.createCSR(e.node(node), makeCSR(e.t, ecKey(e.t), id, []string{id}), csrSpec{node: node})
-	return ca.SerialString(parseCert(e.t, waitCertificate(e.t, e.node(node), csr.Name, 5*time.Second).Status.Certificate).SerialNumber)
+	return ca.SerialString(parseCert(e.t,
+		waitCertificate(e.t, e.node(node), csr.Name, 5*time.Second).Status.Certificate).SerialNumber)
 }
 
 // The bundle ConfigMap carries the CA's CRL (ca-crl.pem), signed by the
@@ -98,7 +99,8 @@ func TestCRLPublished(t *testing.T) {
 	}
 	start := time.Now()
 	s.Revoked("node-a", "key compromised")
-	eventually(t, 3*time.Second, "the revoked serial in the published CRL", func() bool { return lists(e.publishedCRL(), serialA) })
+	eventually(t, 3*time.Second, "the revoked serial in the published CRL",
+		func() bool { return lists(e.publishedCRL(), serialA) })
 	t.Logf("revocation to published CRL: %s", time.Since(start).Round(time.Millisecond))
 	if lists(e.publishedCRL(), serialB) {
 		t.Fatal("the CRL lists node-b, which was not revoked")
@@ -123,7 +125,8 @@ func TestCRLPublished(t *testing.T) {
 	if _, err := e.auth.RevokeNode(ctx, "node-b", "decommissioned", "admin"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 3*time.Second, "node-b's serial published by the periodic check", func() bool { return lists(e.publishedCRL(), serialA, serialB) })
+	eventually(t, 3*time.Second, "node-b's serial published by the periodic check",
+		func() bool { return lists(e.publishedCRL(), serialA, serialB) })
 
 	before := e.publishedCRL().NextUpdate
 	e.clock.Advance(ca.CRLValidity - 12*time.Hour)
@@ -170,8 +173,9 @@ func TestSidecarKubeImportsCRL(t *testing.T) {
 
 	dir := t.TempDir()
 	nss := filepath.Join(dir, "nss")
-	agent, err := sidecar.New(sidecar.Config{Node: "node-a", NSSDir: nss, StateDir: filepath.Join(dir, "state"), KeyType: "ecdsa-p256",
-		Logger: testLogger(t, "sidecar"), Kube: &sidecar.KubeConfig{Client: e.node("node-a"), Wait: 10 * time.Second, Poll: 200 * time.Millisecond}})
+	agent, err := sidecar.New(sidecar.Config{Node: "node-a", NSSDir: nss, StateDir: filepath.Join(dir, "state"),
+		KeyType: "ecdsa-p256", Logger: testLogger(t, "sidecar"),
+		Kube: &sidecar.KubeConfig{Client: e.node("node-a"), Wait: 10 * time.Second, Poll: 200 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +194,8 @@ func TestSidecarKubeImportsCRL(t *testing.T) {
 	if _, err := agent.Pass(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if csrs, err := e.admin.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{}); err != nil || len(csrs.Items) != 1 {
+	if csrs, err := e.admin.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{}); err != nil ||
+		len(csrs.Items) != 1 {
 		t.Fatalf("after a second pass: %d CSRs (%v), want 1", len(csrs.Items), err)
 	}
 
@@ -202,7 +207,8 @@ func TestSidecarKubeImportsCRL(t *testing.T) {
 	}
 	start := time.Now()
 	s.Revoked("node-b", "stolen")
-	eventually(t, 10*time.Second, "node-b's serial in node-a's NSS CRL", func() bool { return slices.Contains(nssCRLSerials(t, nss), serialB) })
+	eventually(t, 10*time.Second, "node-b's serial in node-a's NSS CRL",
+		func() bool { return slices.Contains(nssCRLSerials(t, nss), serialB) })
 	t.Logf("revocation to the node's NSS database: %s", time.Since(start).Round(time.Millisecond))
 	cancel()
 	if err := <-done; err != nil {
@@ -270,7 +276,8 @@ func TestNonNodeCSRFlood(t *testing.T) {
 	eventually(t, 2*time.Second, "every denial counted", func() bool {
 		return counter(t, reg, "ipsecca_kube_csr_non_node_denials_total", nil) == admins+ghosts
 	})
-	if n := counter(t, reg, "ipsecca_kube_csr_non_node_denials_total", map[string]string{"reason": string(kube.ReasonNodeNotFound)}); n != ghosts {
+	if n := counter(t, reg, "ipsecca_kube_csr_non_node_denials_total",
+		map[string]string{"reason": string(kube.ReasonNodeNotFound)}); n != ghosts {
 		t.Fatalf("%v NodeNotFound denials counted, want %d", n, ghosts)
 	}
 	time.Sleep(200 * time.Millisecond)
@@ -332,7 +339,8 @@ func TestRevokedNode(t *testing.T) {
 		t.Helper()
 		got := e.waitDecided(name, 5*time.Second)
 		d := condition(got, certificatesv1.CertificateDenied)
-		if d == nil || d.Reason != string(kube.ReasonNodeRevoked) || len(got.Status.Certificate) > 0 || condition(got, certificatesv1.CertificateApproved) != nil {
+		if d == nil || d.Reason != string(kube.ReasonNodeRevoked) || len(got.Status.Certificate) > 0 ||
+			condition(got, certificatesv1.CertificateApproved) != nil {
 			t.Fatalf("CSR %s: %+v; want Denied %s and no certificate", name, got.Status, kube.ReasonNodeRevoked)
 		}
 		if !strings.Contains(d.Message, "readmit") {
@@ -355,11 +363,13 @@ func TestRevokedNode(t *testing.T) {
 		return n
 	}
 	eventually(t, 2*time.Second, "3 NodeRevoked decisions counted", func() bool {
-		return counter(t, reg, "ipsecca_kube_csr_decisions_total", map[string]string{"reason": string(kube.ReasonNodeRevoked)}) == 3
+		return counter(t, reg, "ipsecca_kube_csr_decisions_total",
+			map[string]string{"reason": string(kube.ReasonNodeRevoked)}) == 3
 	})
 	audited := revokedDenials()
 	time.Sleep(1500 * time.Millisecond)
-	if got := counter(t, reg, "ipsecca_kube_csr_decisions_total", map[string]string{"reason": string(kube.ReasonNodeRevoked)}); got != 3 {
+	if got := counter(t, reg, "ipsecca_kube_csr_decisions_total",
+		map[string]string{"reason": string(kube.ReasonNodeRevoked)}); got != 3 {
 		t.Fatalf("%v NodeRevoked decisions after a wait, want 3 (retried?)", got)
 	}
 	if again := revokedDenials(); again != audited || audited != 3 {
@@ -409,7 +419,9 @@ func TestUpperCaseChassisID(t *testing.T) {
 	e.addNode("node-b", lower)
 	other := e.createCSR(e.node("node-b"), makeCSR(t, ecKey(t), lower, []string{lower}), csrSpec{node: "node-b"})
 	got := e.waitDecided(other.Name, 5*time.Second)
-	if d := condition(got, certificatesv1.CertificateDenied); d == nil || d.Reason != string(kube.ReasonCNHeldByOtherNode) {
-		t.Fatalf("node-b claiming node-a's chassis-id in another case: %+v, want Denied %s", got.Status, kube.ReasonCNHeldByOtherNode)
+	if d := condition(got, certificatesv1.CertificateDenied); d == nil ||
+		d.Reason != string(kube.ReasonCNHeldByOtherNode) {
+		t.Fatalf("node-b claiming node-a's chassis-id in another case: %+v, want Denied %s",
+			got.Status, kube.ReasonCNHeldByOtherNode)
 	}
 }

@@ -70,7 +70,8 @@ func New(cfg Config) (*Signer, error) {
 		return nil, err
 	}
 	ns, name, _ := SplitNamespacedName(cfg.CABundleConfigMap)
-	s := &Signer{cfg: cfg, log: cfg.Logger.With("component", "kube-signer", "signer", cfg.SignerName), cmNS: ns, cmName: name,
+	s := &Signer{cfg: cfg, log: cfg.Logger.With("component", "kube-signer", "signer", cfg.SignerName),
+		cmNS: ns, cmName: name,
 		metrics: newMetrics(), limiters: map[string]*rate.Limiter{}, nonNodeLog: ca.Sampler{Every: time.Minute}}
 	if cfg.Metrics != nil {
 		if err := s.metrics.register(cfg.Metrics); err != nil {
@@ -116,7 +117,8 @@ func (s *Signer) Revoked(node, _ string) {
 // another signer) and returns when ctx ends.
 func (s *Signer) Run(ctx context.Context) error {
 	if s.cfg.Mode != ModeFull {
-		s.log.Info("not signing: the cluster's IPsec mode is "+string(s.cfg.Mode)+"; CSRs are left for another signer", "mode", s.cfg.Mode)
+		s.log.Info("not signing: the cluster's IPsec mode is "+string(s.cfg.Mode)+"; CSRs are left for another signer",
+			"mode", s.cfg.Mode)
 		<-ctx.Done()
 		return nil
 	}
@@ -178,9 +180,10 @@ func (s *Signer) lead(ctx context.Context) {
 	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]())
 	t := &term{queue: q}
 
-	csrFactory := informers.NewSharedInformerFactoryWithOptions(client, informerResync, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-		o.FieldSelector = fields.OneTermEqualSelector("spec.signerName", s.cfg.SignerName).String()
-	}))
+	csrFactory := informers.NewSharedInformerFactoryWithOptions(client, informerResync,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.signerName", s.cfg.SignerName).String()
+		}))
 	csrInf := csrFactory.Certificates().V1().CertificateSigningRequests().Informer()
 	if err := csrInf.AddIndexers(cache.Indexers{requesterIndex: func(obj any) ([]string, error) {
 		if c, ok := obj.(*certificatesv1.CertificateSigningRequest); ok {
@@ -348,7 +351,8 @@ func (s *Signer) sync(ctx context.Context, t *term, key string) error {
 		if err != nil || !ok {
 			return err
 		}
-		return s.syncCSRs(ctx, t, "", []*certificatesv1.CertificateSigningRequest{obj.(*certificatesv1.CertificateSigningRequest)}, false)
+		return s.syncCSRs(ctx, t, "",
+			[]*certificatesv1.CertificateSigningRequest{obj.(*certificatesv1.CertificateSigningRequest)}, false)
 	}
 	return nil
 }

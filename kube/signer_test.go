@@ -70,14 +70,16 @@ func TestOpenShiftNodeFlow(t *testing.T) {
 	ap := condition(got, certificatesv1.CertificateApproved)
 	if ap == nil || ap.Reason != string(kube.ReasonApproved) || !strings.Contains(ap.Message, "replica-1") ||
 		!strings.Contains(ap.Message, `node "node-a"`) || !strings.Contains(ap.Message, id) {
-		t.Fatalf("Approved condition %+v: want reason %s and a message naming the replica, the node and the chassis-id", ap, kube.ReasonApproved)
+		t.Fatalf("Approved condition %+v: want reason %s and a message naming the replica, the node and the chassis-id",
+			ap, kube.ReasonApproved)
 	}
 	cert := parseCert(t, got.Status.Certificate)
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM([]byte(bundle)) {
 		t.Fatal("the ConfigMap's bundle holds no certificate")
 	}
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		t.Fatalf("the certificate does not chain to the ConfigMap's bundle: %v", err)
 	}
 	if cert.Subject.CommonName != id || !slices.Equal(cert.DNSNames, []string{id}) {
@@ -87,9 +89,11 @@ func TestOpenShiftNodeFlow(t *testing.T) {
 	if s := cert.Subject.String(); !strings.HasPrefix(s, "CN="+id+",") || strings.Contains(s, "ovnkubernetes") {
 		t.Fatalf("subject %q: want the CA's own subject with the CN first in RFC 2253 form", s)
 	}
-	if !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageServerAuth) || !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageClientAuth) ||
+	if !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageServerAuth) ||
+		!slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageClientAuth) ||
 		len(cert.UnknownExtKeyUsage) != 1 || !cert.UnknownExtKeyUsage[0].Equal(ca.OIDExtKeyUsageIPSecIKE) {
-		t.Fatalf("EKU %v %v: want the node profile (server, client auth, ipsecIKE)", cert.ExtKeyUsage, cert.UnknownExtKeyUsage)
+		t.Fatalf("EKU %v %v: want the node profile (server, client auth, ipsecIKE)",
+			cert.ExtKeyUsage, cert.UnknownExtKeyUsage)
 	}
 	if life := cert.NotAfter.Sub(cert.NotBefore); life < 5*365*24*time.Hour {
 		t.Fatalf("lifetime %s, want 5 years", life)
@@ -123,12 +127,14 @@ func TestOpenShiftNodeFlow(t *testing.T) {
 	t.Run("expirationSeconds", func(t *testing.T) {
 		idB := chassisID()
 		e.addNode("node-b", idB)
-		short := e.createCSR(e.node("node-b"), makeCSR(t, ecKey(t), idB, []string{idB}), csrSpec{node: "node-b", expiration: ptr.To[int32](3600)})
+		short := e.createCSR(e.node("node-b"), makeCSR(t, ecKey(t), idB, []string{idB}),
+			csrSpec{node: "node-b", expiration: ptr.To[int32](3600)})
 		c := parseCert(t, waitCertificate(t, e.node("node-b"), short.Name, 5*time.Second).Status.Certificate)
 		if life := c.NotAfter.Sub(c.NotBefore); life != time.Hour {
 			t.Fatalf("expirationSeconds 3600: lifetime %s, want 1h", life)
 		}
-		long := e.createCSR(e.node("node-b"), makeCSR(t, ecKey(t), idB, []string{idB}), csrSpec{node: "node-b", expiration: ptr.To[int32](10 * 365 * 24 * 3600)})
+		long := e.createCSR(e.node("node-b"), makeCSR(t, ecKey(t), idB, []string{idB}),
+			csrSpec{node: "node-b", expiration: ptr.To[int32](10 * 365 * 24 * 3600)})
 		c = parseCert(t, waitCertificate(t, e.node("node-b"), long.Name, 5*time.Second).Status.Certificate)
 		if want := c.NotBefore.AddDate(ca.NodeYears, 0, 0); !c.NotAfter.Equal(want) {
 			t.Fatalf("expirationSeconds of 10 years: NotAfter %s, want %s (5 years)", c.NotAfter, want)
@@ -203,19 +209,36 @@ func TestDenials(t *testing.T) {
 		want       kube.Reason
 		msg        string // the message names this
 	}{
-		{"not a node", "admin", csrFor("node-1"), csrSpec{node: "node-0"}, kube.ReasonRequesterNotNode, `"admin" is not a node identity`},
-		{"no such node", nodePrefix + "ghost", csrFor("node-1"), csrSpec{node: "ghost"}, kube.ReasonNodeNotFound, `no such Node`},
-		{"label names another node", nodePrefix + "node-1", csrFor("node-1"), csrSpec{node: "node-1", label: ptr.To("node-2")}, kube.ReasonLabelNotRequester, `"node-2"`},
-		{"usage", nodePrefix + "node-2", csrFor("node-2"), csrSpec{node: "node-2", usages: []certificatesv1.KeyUsage{certificatesv1.UsageIPsecTunnel, certificatesv1.UsageCodeSigning}}, kube.ReasonUsageNotAllowed, `"code signing"`},
-		{"no chassis-id", nodePrefix + "node-3", csrFor("node-1"), csrSpec{node: "node-3"}, kube.ReasonNodeHasNoChassisID, kube.AnnotationChassisID},
-		{"another node's chassis-id", nodePrefix + "node-4", csrFor("node-5"), csrSpec{node: "node-4"}, kube.ReasonCNNotNodeChassisID, ids["node-4"]},
-		{"chassis-id held by another node", nodePrefix + "node-6", csrFor("node-5"), csrSpec{node: "node-6"}, kube.ReasonCNHeldByOtherNode, `"node-5"`},
-		{"ovs_ prefix", nodePrefix + "node-7", makeCSR(t, ecKey(t), "ovs_node7", []string{"ovs_node7"}), csrSpec{node: "node-7"}, kube.ReasonForbiddenCNPrefix, "ovs_"},
-		{"weak key", nodePrefix + "node-8", makeCSR(t, rsa1024, ids["node-8"], []string{ids["node-8"]}), csrSpec{node: "node-8"}, kube.ReasonWeakKey, "1024"},
-		{"unsupported key", nodePrefix + "node-9", makeCSR(t, edKey, ids["node-9"], nil), csrSpec{node: "node-9"}, kube.ReasonUnsupportedKey, "Ed25519"},
-		{"extra SAN", nodePrefix + "node-10", makeCSR(t, ecKey(t), ids["node-10"], []string{ids["node-10"], "evil.example.com"}), csrSpec{node: "node-10"}, kube.ReasonSANNotAllowed, "evil.example.com"},
-		{"CA requested", nodePrefix + "node-12", makeCSR(t, ecKey(t), ids["node-12"], nil, pkix.Extension{Id: oidBasicConstraints, Critical: true, Value: bcCA}), csrSpec{node: "node-12"}, kube.ReasonCARequested, "CA"},
-		{"CN syntax", nodePrefix + "node-13", makeCSR(t, ecKey(t), "Not_A_Name", nil), csrSpec{node: "node-13"}, kube.ReasonCNInvalid, "not_a_name"}, // named in lower case, as the CA compares it
+		{"not a node", "admin", csrFor("node-1"), csrSpec{node: "node-0"}, kube.ReasonRequesterNotNode,
+			`"admin" is not a node identity`},
+		{"no such node", nodePrefix + "ghost", csrFor("node-1"), csrSpec{node: "ghost"}, kube.ReasonNodeNotFound,
+			`no such Node`},
+		{"label names another node", nodePrefix + "node-1", csrFor("node-1"),
+			csrSpec{node: "node-1", label: ptr.To("node-2")}, kube.ReasonLabelNotRequester, `"node-2"`},
+		{"usage", nodePrefix + "node-2", csrFor("node-2"),
+			csrSpec{node: "node-2",
+				usages: []certificatesv1.KeyUsage{certificatesv1.UsageIPsecTunnel, certificatesv1.UsageCodeSigning}},
+			kube.ReasonUsageNotAllowed, `"code signing"`},
+		{"no chassis-id", nodePrefix + "node-3", csrFor("node-1"), csrSpec{node: "node-3"}, kube.ReasonNodeHasNoChassisID,
+			kube.AnnotationChassisID},
+		{"another node's chassis-id", nodePrefix + "node-4", csrFor("node-5"), csrSpec{node: "node-4"},
+			kube.ReasonCNNotNodeChassisID, ids["node-4"]},
+		{"chassis-id held by another node", nodePrefix + "node-6", csrFor("node-5"), csrSpec{node: "node-6"},
+			kube.ReasonCNHeldByOtherNode, `"node-5"`},
+		{"ovs_ prefix", nodePrefix + "node-7", makeCSR(t, ecKey(t), "ovs_node7", []string{"ovs_node7"}),
+			csrSpec{node: "node-7"}, kube.ReasonForbiddenCNPrefix, "ovs_"},
+		{"weak key", nodePrefix + "node-8", makeCSR(t, rsa1024, ids["node-8"], []string{ids["node-8"]}),
+			csrSpec{node: "node-8"}, kube.ReasonWeakKey, "1024"},
+		{"unsupported key", nodePrefix + "node-9", makeCSR(t, edKey, ids["node-9"], nil), csrSpec{node: "node-9"},
+			kube.ReasonUnsupportedKey, "Ed25519"},
+		{"extra SAN", nodePrefix + "node-10",
+			makeCSR(t, ecKey(t), ids["node-10"], []string{ids["node-10"], "evil.example.com"}), csrSpec{node: "node-10"},
+			kube.ReasonSANNotAllowed, "evil.example.com"},
+		{"CA requested", nodePrefix + "node-12",
+			makeCSR(t, ecKey(t), ids["node-12"], nil, pkix.Extension{Id: oidBasicConstraints, Critical: true, Value: bcCA}),
+			csrSpec{node: "node-12"}, kube.ReasonCARequested, "CA"},
+		{"CN syntax", nodePrefix + "node-13", makeCSR(t, ecKey(t), "Not_A_Name", nil), csrSpec{node: "node-13"},
+			kube.ReasonCNInvalid, "not_a_name"}, // named in lower case, as the CA compares it
 	}
 	names := make([]string, len(cases))
 	for i, c := range cases {
@@ -262,7 +285,8 @@ func TestDenials(t *testing.T) {
 		})
 	}
 	eventually(t, 2*time.Second, fmt.Sprintf("%d denials counted", len(cases)), func() bool {
-		return counter(t, reg, "ipsecca_kube_csr_decisions_total", map[string]string{"decision": "denied"}) == float64(len(cases))
+		return counter(t, reg, "ipsecca_kube_csr_decisions_total",
+			map[string]string{"decision": "denied"}) == float64(len(cases))
 	})
 }
 
@@ -271,8 +295,10 @@ func (e *env) approveAsAdmin(name string) {
 	e.t.Helper()
 	c := e.getCSR(name)
 	c.Status.Conditions = append(c.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
-		Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue, Reason: "KubectlApprove", Message: "approved by an admin"})
-	if _, err := e.admin.CertificatesV1().CertificateSigningRequests().UpdateApproval(context.Background(), name, c, metav1.UpdateOptions{}); err != nil {
+		Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue, Reason: "KubectlApprove",
+		Message: "approved by an admin"})
+	csrs := e.admin.CertificatesV1().CertificateSigningRequests()
+	if _, err := csrs.UpdateApproval(context.Background(), name, c, metav1.UpdateOptions{}); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -295,7 +321,8 @@ func TestAdminApprovedCSRs(t *testing.T) {
 	if f == nil || len(got.Status.Certificate) > 0 {
 		t.Fatalf("want Failed and no certificate, got %+v", got.Status)
 	}
-	if f.Reason != string(kube.ReasonCNNotNodeChassisID) || !strings.Contains(f.Message, "approved by someone else") || !strings.Contains(f.Message, idA) {
+	if f.Reason != string(kube.ReasonCNNotNodeChassisID) || !strings.Contains(f.Message, "approved by someone else") ||
+		!strings.Contains(f.Message, idA) {
 		t.Fatalf("Failed %s: %q", f.Reason, f.Message)
 	}
 	if n := len(e.nodeCerts("node-a")); n != 0 {
@@ -404,7 +431,8 @@ func TestTwoReplicas(t *testing.T) {
 	for i, name := range names {
 		n := fmt.Sprintf("node-%d", i)
 		got := waitCertificate(t, e.node(n), name, 10*time.Second)
-		if ap := condition(got, certificatesv1.CertificateApproved); ap == nil || !strings.Contains(ap.Message, leader.Identity()) {
+		if ap := condition(got, certificatesv1.CertificateApproved); ap == nil ||
+			!strings.Contains(ap.Message, leader.Identity()) {
 			t.Fatalf("CSR %s approved by %+v, want the leader %s", name, ap, leader.Identity())
 		}
 		rec, err := e.store.CertByRequest(context.Background(), string(got.UID))
@@ -418,9 +446,11 @@ func TestTwoReplicas(t *testing.T) {
 
 	leader.Stop()
 	eventually(t, 15*time.Second, "the follower takes over", follower.Leading)
-	csr := e.createCSR(e.node("node-10"), makeCSR(t, ecKey(t), ids["node-10"], []string{ids["node-10"]}), csrSpec{node: "node-10"})
+	csr := e.createCSR(e.node("node-10"), makeCSR(t, ecKey(t), ids["node-10"], []string{ids["node-10"]}),
+		csrSpec{node: "node-10"})
 	got := waitCertificate(t, e.node("node-10"), csr.Name, 5*time.Second)
-	if ap := condition(got, certificatesv1.CertificateApproved); ap == nil || !strings.Contains(ap.Message, follower.Identity()) {
+	if ap := condition(got, certificatesv1.CertificateApproved); ap == nil ||
+		!strings.Contains(ap.Message, follower.Identity()) {
 		t.Fatalf("after the handover, approved by %+v, want %s", ap, follower.Identity())
 	}
 	// The new leader saw every CSR that already carries a certificate and
@@ -455,7 +485,8 @@ func TestModesRestartAndSupersede(t *testing.T) {
 			t.Fatalf("CSR %s touched outside Full mode: %+v", n, c.Status)
 		}
 	}
-	if _, err := e.admin.CoreV1().ConfigMaps(cmNS).Get(context.Background(), cmName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+	cms := e.admin.CoreV1().ConfigMaps(cmNS)
+	if _, err := cms.Get(context.Background(), cmName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the bundle ConfigMap was published outside Full mode (%v)", err)
 	}
 
@@ -464,7 +495,8 @@ func TestModesRestartAndSupersede(t *testing.T) {
 	waitCertificate(t, e.node("node-b"), other.Name, 5*time.Second)
 	got := e.waitDecided(older.Name, 5*time.Second)
 	d := condition(got, certificatesv1.CertificateDenied)
-	if d == nil || d.Reason != string(kube.ReasonSuperseded) || !strings.Contains(d.Message, newer.Name) || len(got.Status.Certificate) > 0 {
+	if d == nil || d.Reason != string(kube.ReasonSuperseded) || !strings.Contains(d.Message, newer.Name) ||
+		len(got.Status.Certificate) > 0 {
 		t.Fatalf("older CSR: %+v; want Denied %s naming %s", got.Status, kube.ReasonSuperseded, newer.Name)
 	}
 	if certs := e.nodeCerts("node-a"); len(certs) != 1 {
@@ -515,7 +547,8 @@ func TestFlood(t *testing.T) {
 		switch {
 		case len(got.Status.Certificate) > 0:
 			issued[m.node]++
-		case condition(got, certificatesv1.CertificateDenied) != nil && condition(got, certificatesv1.CertificateDenied).Reason == string(kube.ReasonSuperseded):
+		case condition(got, certificatesv1.CertificateDenied) != nil &&
+			condition(got, certificatesv1.CertificateDenied).Reason == string(kube.ReasonSuperseded):
 		default:
 			t.Fatalf("CSR %s of %s: %+v", m.name, m.node, got.Status)
 		}
@@ -595,7 +628,8 @@ func TestCABundleConfigMap(t *testing.T) {
 	for i, r := range roots {
 		pool := x509.NewCertPool()
 		pool.AddCert(r)
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 			t.Fatalf("the node certificate does not verify against root %d of the bundle: %v", i, err)
 		}
 	}
@@ -629,7 +663,8 @@ func TestGarbageCollection(t *testing.T) {
 		t.Fatal("a CSR was deleted before its time")
 	}
 	e.clock.Set(61 * time.Minute)
-	eventually(t, 5*time.Second, "answered CSRs deleted after an hour", func() bool { return !exists(issued.Name) && !exists(denied.Name) })
+	eventually(t, 5*time.Second, "answered CSRs deleted after an hour",
+		func() bool { return !exists(issued.Name) && !exists(denied.Name) })
 	if !exists(pending.Name) {
 		t.Fatal("the unanswered CSR was deleted after an hour")
 	}

@@ -18,7 +18,8 @@ const (
 		"ovs_certkey_node-a                                           u,u,u\n" +
 		"my peer with spaces                                          P,,  \n" +
 		"ovs_certkey_node-a                                           u,u,u\n"
-	seedKeys = "certutil: Checking token \"NSS Certificate DB\" in slot \"NSS User Private Key and Certificate Services\"\n" +
+	seedKeys = "certutil: Checking token \"NSS Certificate DB\" in slot " +
+		"\"NSS User Private Key and Certificate Services\"\n" +
 		"< 0> rsa      760a2ee8fd08b0d184c73625661d64424cec6015   ovs_certkey_node-a\n" +
 		"< 1> rsa      216bc6c641a3dee9b32ff3312ea83547a56a4a79   ovs_certkey_node-b\n" +
 		"< 2> ec       88e08d3f038312d9c22f45f625fd0e2028f680c2   ovs_certkey_node-a\n" +
@@ -81,7 +82,8 @@ var keyIDRe = regexp.MustCompile(`^[0-9a-f]+$`)
 // type and a lower-case hex ID.
 func FuzzParseKeys(f *testing.F) {
 	f.Add([]byte(seedKeys))
-	f.Add([]byte("certutil: Checking token \"NSS Certificate DB\" in slot \"NSS User Private Key and Certificate Services\"\ncertutil: no keys found\n"))
+	f.Add([]byte("certutil: Checking token \"NSS Certificate DB\" in slot " +
+		"\"NSS User Private Key and Certificate Services\"\ncertutil: no keys found\n"))
 	f.Add([]byte("<0> ec ABCDEF NSS Certificate DB:ovs_certkey_x\n< 12>\trsa\t00\t\n"))
 	f.Fuzz(func(t *testing.T, out []byte) {
 		for _, k := range parseKeys(out) {

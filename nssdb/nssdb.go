@@ -140,7 +140,8 @@ func (d *DB) run(ctx context.Context, tool string, args ...string) ([]byte, erro
 		if errors.As(err, &ee) {
 			code = ee.ExitCode()
 		}
-		return out.Bytes(), &ToolError{Args: append([]string{tool}, args...), Code: code, Output: errb.String() + out.String()}
+		return out.Bytes(), &ToolError{Args: append([]string{tool}, args...), Code: code,
+			Output: errb.String() + out.String()}
 	}
 	return out.Bytes(), nil
 }
@@ -378,7 +379,9 @@ func (d *DB) HasKey(ctx context.Context, cert *x509.Certificate) (bool, error) {
 
 // AddCA adds a CA certificate under nickname with trust (TrustCA when
 // empty). Adding one that is there already changes nothing.
-func (d *DB) AddCA(ctx context.Context, nickname string, cert *x509.Certificate, trust string) (changed bool, err error) {
+func (d *DB) AddCA(
+	ctx context.Context, nickname string, cert *x509.Certificate, trust string,
+) (changed bool, err error) {
 	if trust == "" {
 		trust = TrustCA
 	}
@@ -516,7 +519,9 @@ func holds(certs []*x509.Certificate, c *x509.Certificate) bool {
 // restore the name. Each step starts from where the new pair is, so a run
 // stopped at any step is finished by the next call. It reports whether it
 // changed anything; with the pair already in place it runs no write.
-func (d *DB) PutKeyPair(ctx context.Context, nickname string, cert *x509.Certificate, key crypto.Signer) (changed bool, err error) {
+func (d *DB) PutKeyPair(
+	ctx context.Context, nickname string, cert *x509.Certificate, key crypto.Signer,
+) (changed bool, err error) {
 	s := &keyPairSwap{db: d, nick: nickname, swap: SwapNickname(nickname), cert: cert, key: key}
 	under, err := d.Certs(ctx, nickname)
 	if err != nil {
@@ -609,7 +614,8 @@ func (s *keyPairSwap) importPair(ctx context.Context, under []*x509.Certificate)
 	if ok, err := d.HasKey(ctx, s.cert); err != nil {
 		return "", err
 	} else if !ok {
-		return "", fmt.Errorf("nssdb: the key of %s (serial %x) is not in the database after import", s.nick, s.cert.SerialNumber)
+		return "", fmt.Errorf("nssdb: the key of %s (serial %x) is not in the database after import",
+			s.nick, s.cert.SerialNumber)
 	}
 	return d.parkedAt(ctx, s.nick, s.cert)
 }

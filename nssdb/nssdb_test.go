@@ -38,8 +38,10 @@ type pki struct {
 
 func newPKI(t *testing.T) *pki {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{Organization: []string{"ipsecca"}, CommonName: "test root"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(10, 0, 0), IsCA: true, BasicConstraintsValid: true,
+	subject := pkix.Name{Organization: []string{"ipsecca"}, CommonName: "test root"}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: subject,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(10, 0, 0),
+		IsCA: true, BasicConstraintsValid: true,
 		MaxPathLenZero: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
@@ -62,7 +64,8 @@ func (p *pki) leaf(t *testing.T, cn string, rsaKey bool, age time.Duration) (*x5
 	}
 	p.serial++
 	nb := time.Now().Add(-time.Hour - age)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(p.serial), Subject: pkix.Name{Organization: []string{"ipsecca"}, CommonName: cn},
+	subject := pkix.Name{Organization: []string{"ipsecca"}, CommonName: cn}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(p.serial), Subject: subject,
 		NotBefore: nb, NotAfter: nb.AddDate(5, 0, 0), DNSNames: []string{cn}, KeyUsage: ku,
 		ExtKeyUsage:        []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		UnknownExtKeyUsage: []asn1.ObjectIdentifier{{1, 3, 6, 1, 5, 5, 7, 3, 17}}}
@@ -422,8 +425,8 @@ func TestFinishesInterruptedSwap(t *testing.T) {
 }
 
 func TestToolEnv(t *testing.T) {
-	got := toolEnv([]string{"PATH=/bin", "LANG=de_DE.UTF-8", "LANGUAGE=de:en", "LC_ALL=de_DE.UTF-8", "LC_MESSAGES=de_DE.UTF-8",
-		"LC_NUMERIC=de_DE.UTF-8", "HOME=/root", "XLC_ALL=kept"})
+	got := toolEnv([]string{"PATH=/bin", "LANG=de_DE.UTF-8", "LANGUAGE=de:en", "LC_ALL=de_DE.UTF-8",
+		"LC_MESSAGES=de_DE.UTF-8", "LC_NUMERIC=de_DE.UTF-8", "HOME=/root", "XLC_ALL=kept"})
 	want := "PATH=/bin HOME=/root XLC_ALL=kept LC_ALL=C"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("toolEnv = %v, want %s", got, want)
@@ -444,7 +447,8 @@ echo '< 0> rsa      760a2ee8fd08b0d184c73625661d64424cec6015   ovs_certkey_node-
 		t.Fatal(err)
 	}
 	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
-	for k, v := range map[string]string{"LANG": "de_DE.UTF-8", "LANGUAGE": "de", "LC_ALL": "de_DE.UTF-8", "LC_MESSAGES": "de_DE.UTF-8"} {
+	for k, v := range map[string]string{"LANG": "de_DE.UTF-8", "LANGUAGE": "de", "LC_ALL": "de_DE.UTF-8",
+		"LC_MESSAGES": "de_DE.UTF-8"} {
 		t.Setenv(k, v)
 	}
 	keys, err := New(t.TempDir()).Keys(context.Background())

@@ -244,7 +244,8 @@ func (a *Agent) decide(ctx context.Context, pair *Pair, bundle []byte, now time.
 		d.action = enrol
 		return d
 	case !now.Before(pair.Cert.NotAfter):
-		a.log.Warn("the node certificate has expired; enrolling again with a token", "serial", pair.Serial(), "not_after", pair.Cert.NotAfter)
+		a.log.Warn("the node certificate has expired; enrolling again with a token",
+			"serial", pair.Serial(), "not_after", pair.Cert.NotAfter)
 		d.action = enrol
 		return d
 	}
@@ -253,15 +254,18 @@ func (a *Agent) decide(ctx context.Context, pair *Pair, bundle []byte, now time.
 	case status.Code(err) == codes.Unauthenticated && denialReason(err) == reasonSuperseded:
 		// The server issued a successor this node never got (a lost
 		// renewal reply): renewing with the pending key returns it.
-		a.log.Warn("the server holds a newer certificate than the node; renewing with the pending key to get it", "serial", pair.Serial())
+		a.log.Warn("the server holds a newer certificate than the node; renewing with the pending key to get it",
+			"serial", pair.Serial())
 		d.action = renew
 	case status.Code(err) == codes.Unauthenticated:
-		a.log.Warn("the server no longer accepts the node certificate (revoked or unknown); enrolling again with a token", "err", status.Convert(err).Message())
+		a.log.Warn("the server no longer accepts the node certificate (revoked or unknown); enrolling again with a token",
+			"err", status.Convert(err).Message())
 		d.action, d.revoked = enrol, true
 	case err != nil:
 		a.log.Warn("server unreachable; keeping the current certificate", "err", err)
 	default:
-		if snap.GetCaBundleSha256() != "" && snap.GetCaBundleSha256() != bundleHash(bundle) && len(snap.GetCaBundlePem()) > 0 {
+		if snap.GetCaBundleSha256() != "" && snap.GetCaBundleSha256() != bundleHash(bundle) &&
+			len(snap.GetCaBundlePem()) > 0 {
 			a.log.Info("CA bundle changed", "sha256", snap.GetCaBundleSha256())
 			d.bundle = snap.GetCaBundlePem()
 		}
@@ -270,7 +274,8 @@ func (a *Agent) decide(ctx context.Context, pair *Pair, bundle []byte, now time.
 			a.log.Info("rotation due", "serial", pair.Serial(), "reason", snap.GetReason())
 			d.action = renew
 		case snap.GetCurrentSerial() != "" && snap.GetCurrentSerial() != pair.Serial():
-			a.log.Info("the server holds a newer certificate than the node; renewing", "server_serial", snap.GetCurrentSerial(), "node_serial", pair.Serial())
+			a.log.Info("the server holds a newer certificate than the node; renewing",
+				"server_serial", snap.GetCurrentSerial(), "node_serial", pair.Serial())
 			d.action = renew
 		}
 	}
@@ -332,7 +337,8 @@ func (a *Agent) deliver(ctx context.Context, pair *Pair, bundle []byte) (bool, e
 	}
 	a.state.Prune()
 	if changed {
-		a.log.Info("NSS database updated", "nickname", a.cfg.Nickname, "serial", pair.Serial(), "not_after", pair.Cert.NotAfter)
+		a.log.Info("NSS database updated", "nickname", a.cfg.Nickname,
+			"serial", pair.Serial(), "not_after", pair.Cert.NotAfter)
 	}
 	return changed, nil
 }
@@ -365,11 +371,15 @@ func (a *Agent) newKey() (crypto.Signer, error) {
 
 func (a *Agent) readToken() (string, error) {
 	if a.cfg.TokenFile == "" {
-		return "", fmt.Errorf("%w: node %s has no valid certificate and no --token-file; create one with `ipsecca token create --node %s` and give it with --token-file", ErrNeedToken, a.cfg.Node, a.cfg.Node)
+		return "", fmt.Errorf("%w: node %s has no valid certificate and no --token-file; "+
+			"create one with `ipsecca token create --node %s` and give it with --token-file",
+			ErrNeedToken, a.cfg.Node, a.cfg.Node)
 	}
 	b, err := os.ReadFile(a.cfg.TokenFile)
 	if err != nil || strings.TrimSpace(string(b)) == "" {
-		return "", fmt.Errorf("%w: node %s has no valid certificate and %s holds no token (%v); create one with `ipsecca token create --node %s` and write it there", ErrNeedToken, a.cfg.Node, a.cfg.TokenFile, err, a.cfg.Node)
+		return "", fmt.Errorf("%w: node %s has no valid certificate and %s holds no token (%v); "+
+			"create one with `ipsecca token create --node %s` and write it there",
+			ErrNeedToken, a.cfg.Node, a.cfg.TokenFile, err, a.cfg.Node)
 	}
 	return strings.TrimSpace(string(b)), nil
 }
@@ -379,12 +389,14 @@ func (a *Agent) enrol(ctx context.Context, bundle []byte) (*Pair, []byte, error)
 	if err != nil {
 		return nil, nil, err
 	}
-	pair, b, err := a.obtain(ctx, bundle, nil, func(ctx context.Context, c ipseccav1.NodeServiceClient, csr []byte) (*ipseccav1.IssueResponse, error) {
-		return c.Enroll(ctx, &ipseccav1.EnrollRequest{Token: token, CsrPem: csr})
-	})
+	pair, b, err := a.obtain(ctx, bundle, nil,
+		func(ctx context.Context, c ipseccav1.NodeServiceClient, csr []byte) (*ipseccav1.IssueResponse, error) {
+			return c.Enroll(ctx, &ipseccav1.EnrollRequest{Token: token, CsrPem: csr})
+		})
 	if err != nil {
 		if st, ok := status.FromError(errors.Unwrap(err)); ok && st.Code() == codes.Unauthenticated {
-			return nil, nil, fmt.Errorf("%w: the server refused the token in %s (%s); create a new one with `ipsecca token create --node %s`", ErrNeedToken, a.cfg.TokenFile, st.Message(), a.cfg.Node)
+			return nil, nil, fmt.Errorf("%w: the server refused the token in %s (%s); "+
+				"create a new one with `ipsecca token create --node %s`", ErrNeedToken, a.cfg.TokenFile, st.Message(), a.cfg.Node)
 		}
 		return nil, nil, fmt.Errorf("sidecar: enrol: %w", err)
 	}
@@ -393,9 +405,10 @@ func (a *Agent) enrol(ctx context.Context, bundle []byte) (*Pair, []byte, error)
 }
 
 func (a *Agent) renew(ctx context.Context, bundle []byte, cur *Pair) (*Pair, []byte, error) {
-	pair, b, err := a.obtain(ctx, bundle, cur, func(ctx context.Context, c ipseccav1.NodeServiceClient, csr []byte) (*ipseccav1.IssueResponse, error) {
-		return c.Renew(ctx, &ipseccav1.RenewRequest{CsrPem: csr})
-	})
+	pair, b, err := a.obtain(ctx, bundle, cur,
+		func(ctx context.Context, c ipseccav1.NodeServiceClient, csr []byte) (*ipseccav1.IssueResponse, error) {
+			return c.Renew(ctx, &ipseccav1.RenewRequest{CsrPem: csr})
+		})
 	if err != nil {
 		return nil, nil, fmt.Errorf("sidecar: renew: %w", err)
 	}
@@ -406,7 +419,10 @@ func (a *Agent) renew(ctx context.Context, bundle []byte, cur *Pair) (*Pair, []b
 // obtain makes a CSR for the pending key, asks the server through call
 // (over mTLS with cur when given) and commits the certificate it returns
 // to the state directory. An RPC error is returned wrapped once.
-func (a *Agent) obtain(ctx context.Context, bundle []byte, cur *Pair, call func(context.Context, ipseccav1.NodeServiceClient, []byte) (*ipseccav1.IssueResponse, error)) (*Pair, []byte, error) {
+func (a *Agent) obtain(
+	ctx context.Context, bundle []byte, cur *Pair,
+	call func(context.Context, ipseccav1.NodeServiceClient, []byte) (*ipseccav1.IssueResponse, error),
+) (*Pair, []byte, error) {
 	key, _, err := a.state.PendingKey(a.newKey)
 	if err != nil {
 		return nil, nil, err
@@ -464,7 +480,8 @@ func (a *Agent) report(ctx context.Context, bundle []byte, pair *Pair) {
 	req := &ipseccav1.ReportInventoryRequest{}
 	for _, e := range entries {
 		for _, c := range e.Certs {
-			req.Entries = append(req.Entries, &ipseccav1.InventoryEntry{Nickname: e.Nickname, Serial: serialHex(c.SerialNumber), NotAfter: timestamppb.New(c.NotAfter), Trust: e.Trust, Subject: c.Subject.String()})
+			req.Entries = append(req.Entries, &ipseccav1.InventoryEntry{Nickname: e.Nickname, Serial: serialHex(c.SerialNumber),
+				NotAfter: timestamppb.New(c.NotAfter), Trust: e.Trust, Subject: c.Subject.String()})
 		}
 	}
 	conn, err := dial(a.cfg.Server, bundle, pair, a.cfg.Now)
@@ -491,7 +508,8 @@ func (a *Agent) reload(ctx context.Context) {
 	start := time.Now()
 	out, err := exec.CommandContext(cctx, "sh", "-c", a.cfg.ReloadCmd).CombinedOutput()
 	if err != nil {
-		a.log.Error("reload command failed", "cmd", a.cfg.ReloadCmd, "err", err, "output", strings.TrimSpace(string(out)), "took", time.Since(start))
+		a.log.Error("reload command failed", "cmd", a.cfg.ReloadCmd, "err", err,
+			"output", strings.TrimSpace(string(out)), "took", time.Since(start))
 		return
 	}
 	a.log.Info("reload command done", "cmd", a.cfg.ReloadCmd, "took", time.Since(start))
@@ -509,7 +527,8 @@ func (a *Agent) Check(ctx context.Context) error {
 		return err
 	}
 	if len(certs) != 1 || !certs[0].Equal(pair.Cert) {
-		return fmt.Errorf("sidecar: %s holds %d certificate(s), want exactly serial %s", a.cfg.Nickname, len(certs), pair.Serial())
+		return fmt.Errorf("sidecar: %s holds %d certificate(s), want exactly serial %s",
+			a.cfg.Nickname, len(certs), pair.Serial())
 	}
 	if ok, err := a.db.HasKey(ctx, pair.Cert); err != nil || !ok {
 		return fmt.Errorf("sidecar: the key of %s is not in the NSS database (%v)", a.cfg.Nickname, err)

@@ -41,7 +41,8 @@ func dial(addr string, bundle []byte, pair *Pair, now func() time.Time) (*grpc.C
 // newCSR makes a PEM CSR for cn with key. The CA builds the subject
 // itself, so only the CN and the SAN DNS:<cn> are asked for.
 func newCSR(key crypto.Signer, cn string) ([]byte, error) {
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}, DNSNames: []string{cn}}, key)
+	der, err := x509.CreateCertificateRequest(rand.Reader,
+		&x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}, DNSNames: []string{cn}}, key)
 	if err != nil {
 		return nil, fmt.Errorf("sidecar: make CSR: %w", err)
 	}

@@ -106,7 +106,8 @@ func (a *Agent) kubeCN(ctx context.Context) (string, error) {
 	}
 	node, err := a.cfg.Kube.Client.CoreV1().Nodes().Get(ctx, a.cfg.Node, metav1.GetOptions{})
 	if err != nil {
-		return "", fmt.Errorf("sidecar: read Node %s for its %s annotation (or give --cn, the OVS system-id): %w", a.cfg.Node, AnnotationChassisID, err)
+		return "", fmt.Errorf("sidecar: read Node %s for its %s annotation (or give --cn, the OVS system-id): %w",
+			a.cfg.Node, AnnotationChassisID, err)
 	}
 	if id := strings.TrimSpace(node.Annotations[AnnotationChassisID]); id != "" {
 		return strings.ToLower(id), nil
@@ -217,7 +218,8 @@ func (a *Agent) kubeImportCRL(ctx context.Context, crlPEM, bundle []byte) (bool,
 		}
 	}
 	if !signed {
-		return false, fmt.Errorf("sidecar: the CRL in ConfigMap %s is not signed by a root of the CA bundle", a.cfg.Kube.CABundleConfigMap)
+		return false, fmt.Errorf("sidecar: the CRL in ConfigMap %s is not signed by a root of the CA bundle",
+			a.cfg.Kube.CABundleConfigMap)
 	}
 	sum := sha256.Sum256(b.Bytes)
 	key := hex.EncodeToString(sum[:])
@@ -235,7 +237,8 @@ func (a *Agent) kubeImportCRL(ctx context.Context, crlPEM, bundle []byte) (bool,
 func chains(c *x509.Certificate, bundle []byte, now time.Time) bool {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(bundle)
-	_, err := c.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	_, err := c.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 	return err == nil
 }
 
@@ -252,7 +255,8 @@ func (a *Agent) kubeObtain(ctx context.Context, cn string) (*Pair, error) {
 	}
 	csrs := a.cfg.Kube.Client.CertificatesV1().CertificateSigningRequests()
 	obj, err := csrs.Create(ctx, &certificatesv1.CertificateSigningRequest{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: "ipsec-csr-" + a.cfg.Node + "-", Labels: map[string]string{LabelIPsecCSR: a.cfg.Node}},
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "ipsec-csr-" + a.cfg.Node + "-",
+			Labels: map[string]string{LabelIPsecCSR: a.cfg.Node}},
 		Spec: certificatesv1.CertificateSigningRequestSpec{Request: csrPEM, SignerName: a.cfg.Kube.SignerName,
 			Usages: []certificatesv1.KeyUsage{certificatesv1.UsageIPsecTunnel}},
 	}, metav1.CreateOptions{})
@@ -266,7 +270,8 @@ func (a *Agent) kubeObtain(ctx context.Context, cn string) (*Pair, error) {
 		got, err := csrs.Get(ctx, obj.Name, metav1.GetOptions{})
 		if err == nil {
 			for _, c := range got.Status.Conditions {
-				if (c.Type == certificatesv1.CertificateDenied || c.Type == certificatesv1.CertificateFailed) && c.Status == corev1.ConditionTrue {
+				if (c.Type == certificatesv1.CertificateDenied || c.Type == certificatesv1.CertificateFailed) &&
+					c.Status == corev1.ConditionTrue {
 					return nil, &CSRRefusedError{CSR: obj.Name, Type: string(c.Type), Reason: c.Reason, Message: c.Message}
 				}
 			}
@@ -275,12 +280,14 @@ func (a *Agent) kubeObtain(ctx context.Context, cn string) (*Pair, error) {
 				if err != nil {
 					return nil, err
 				}
-				a.log.Info("certificate issued through Kubernetes", "csr", obj.Name, "serial", pair.Serial(), "not_after", pair.Cert.NotAfter)
+				a.log.Info("certificate issued through Kubernetes", "csr", obj.Name,
+					"serial", pair.Serial(), "not_after", pair.Cert.NotAfter)
 				return pair, nil
 			}
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("sidecar: CSR %s got no certificate within %s (is the signer %s running?)", obj.Name, a.cfg.Kube.Wait, a.cfg.Kube.SignerName)
+			return nil, fmt.Errorf("sidecar: CSR %s got no certificate within %s (is the signer %s running?)",
+				obj.Name, a.cfg.Kube.Wait, a.cfg.Kube.SignerName)
 		}
 		if !sleep(ctx, wait) {
 			return nil, ctx.Err()
@@ -310,7 +317,8 @@ func (a *Agent) kubeRun(ctx context.Context) error {
 			if errors.As(err, &refused) && refused.Reason == ReasonNodeRevoked {
 				// Only an admin can change that: no quick retries.
 				backoff = a.cfg.MaxBackoff
-				a.log.Error("this node was revoked; it gets no certificate until an admin re-admits it (ipsecca node readmit "+a.cfg.Node+")",
+				a.log.Error("this node was revoked; it gets no certificate until an admin re-admits it "+
+					"(ipsecca node readmit "+a.cfg.Node+")",
 					"csr", refused.CSR, "retry_in", backoff)
 			} else {
 				a.log.Error("pass failed", "err", err, "retry_in", backoff)

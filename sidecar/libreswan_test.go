@@ -56,10 +56,11 @@ func TestRenderConns(t *testing.T) {
 
 func TestRenderConnsRejects(t *testing.T) {
 	for name, c := range map[string]ConnConfig{
-		"bad address":   {Node: "node-a", Address: "x", Peers: []Peer{{"node-b", "198.18.0.2"}}},
-		"no peers":      {Node: "node-a", Address: "198.18.0.1"},
-		"peer is self":  {Node: "node-a", Address: "198.18.0.1", Peers: []Peer{{"node-a", "198.18.0.2"}}},
-		"bad encap":     {Node: "node-a", Address: "198.18.0.1", Peers: []Peer{{"node-b", "198.18.0.2"}}, Encapsulation: "never"},
+		"bad address":  {Node: "node-a", Address: "x", Peers: []Peer{{"node-b", "198.18.0.2"}}},
+		"no peers":     {Node: "node-a", Address: "198.18.0.1"},
+		"peer is self": {Node: "node-a", Address: "198.18.0.1", Peers: []Peer{{"node-a", "198.18.0.2"}}},
+		"bad encap": {Node: "node-a", Address: "198.18.0.1", Peers: []Peer{{"node-b", "198.18.0.2"}},
+			Encapsulation: "never"},
 		"bad peer name": {Node: "node-a", Address: "198.18.0.1", Peers: []Peer{{"Node B", "198.18.0.2"}}},
 		"bad peer addr": {Node: "node-a", Address: "198.18.0.1", Peers: []Peer{{"node-b", "nowhere"}}},
 	} {

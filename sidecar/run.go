@@ -100,12 +100,14 @@ func (a *Agent) watch(ctx context.Context) error {
 		act := false
 		switch ev.GetKind() {
 		case ipseccav1.NodeEvent_SNAPSHOT:
-			act = ev.GetRotationDue() || (ev.GetCaBundleSha256() != "" && ev.GetCaBundleSha256() != bundleHash(a.state.ReadCABundle())) ||
+			act = ev.GetRotationDue() ||
+				(ev.GetCaBundleSha256() != "" && ev.GetCaBundleSha256() != bundleHash(a.state.ReadCABundle())) ||
 				(ev.GetCurrentSerial() != "" && ev.GetCurrentSerial() != pair.Serial())
 		case ipseccav1.NodeEvent_ROTATION_DUE, ipseccav1.NodeEvent_CA_BUNDLE_CHANGED:
 			act = true
 		case ipseccav1.NodeEvent_REVOKED:
-			a.log.Error("the server revoked this node's certificates; re-admission needs a new token in the token file", "reason", ev.GetReason())
+			a.log.Error("the server revoked this node's certificates; re-admission needs a new token in the token file",
+				"reason", ev.GetReason())
 			act = true
 		}
 		if !act {

@@ -86,7 +86,8 @@ func TestErrors(t *testing.T) {
 		t.Fatalf("empty: %v", err)
 	}
 	var pe *Error
-	if _, err := ParseCertificates([]byte("junk"), Options{}); !errors.As(err, &pe) || !errors.Is(err, ErrNotPEM) || pe.Block != 1 {
+	if _, err := ParseCertificates([]byte("junk"), Options{}); !errors.As(err, &pe) || !errors.Is(err, ErrNotPEM) ||
+		pe.Block != 1 {
 		t.Fatalf("junk: %v", err)
 	}
 	_, err := ParseCertificates(pem.EncodeToMemory(&pem.Block{Type: BlockType, Bytes: []byte{5}}), Options{})

@@ -79,7 +79,8 @@ func Binaries(t testing.TB) (apiserver, etcd string) {
 		apiserver, err = testbin.KubeAPIServer()
 	}
 	if err != nil {
-		t.Fatalf("kubetest: building kube-apiserver and etcd from the Go module proxy failed (the kube tests need them; this is not skipped):\n%v", err)
+		t.Fatalf("kubetest: building kube-apiserver and etcd from the Go module proxy failed (the kube tests need them; "+
+			"this is not skipped):\n%v", err)
 	}
 	return apiserver, etcd
 }
@@ -198,7 +199,8 @@ func (s *Server) ServiceAccountConfig(t testing.TB, namespace, name string) *res
 	client := kubernetes.NewForConfigOrDie(s.Admin)
 	exp := int64(3600)
 	tr, err := client.CoreV1().ServiceAccounts(namespace).CreateToken(context.Background(), name,
-		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &exp}}, metav1.CreateOptions{})
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &exp}},
+		metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("kubetest: token for service account %s/%s: %v", namespace, name, err)
 	}
@@ -314,7 +316,8 @@ func serviceAccountKey(t testing.TB) (keyPEM, pubPEM []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})
+	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})
 }
 
 // Create creates objects on the API server as the admin, with strict
@@ -341,7 +344,8 @@ func Create(t testing.TB, s *Server, objs []runtime.Object) {
 		if u.GetNamespace() != "" {
 			ri = dyn.Resource(mapping.Resource).Namespace(u.GetNamespace())
 		}
-		if _, err := ri.Create(context.Background(), u, metav1.CreateOptions{FieldValidation: metav1.FieldValidationStrict}); err != nil {
+		if _, err := ri.Create(context.Background(), u,
+			metav1.CreateOptions{FieldValidation: metav1.FieldValidationStrict}); err != nil {
 			t.Fatalf("create %s %s/%s on the API server: %v", gvk.Kind, u.GetNamespace(), u.GetName(), err)
 		}
 	}
