@@ -72,8 +72,16 @@ func New(st Store, root *Root, cfg Config) *Authority {
 	if o := root.Cert.Subject.Organization; len(o) > 0 {
 		org = o[0]
 	}
-	a := &Authority{st: st, org: org, clock: cfg.Clock, rand: cfg.Rand, log: log, rotateAfter: cfg.RotateAfter, kek: cfg.KEK,
-		anonDenied: Sampler{Every: time.Minute}}
+	a := &Authority{
+		st:          st,
+		org:         org,
+		clock:       cfg.Clock,
+		rand:        cfg.Rand,
+		log:         log,
+		rotateAfter: cfg.RotateAfter,
+		kek:         cfg.KEK,
+		anonDenied:  Sampler{Every: time.Minute},
+	}
 	if a.rotateAfter == nil {
 		a.rotateAfter = func(notBefore, notAfter time.Time, _ string) time.Time { return RotateAfter(notBefore, notAfter) }
 	}
@@ -106,19 +114,39 @@ func (a *Authority) Authenticate(ctx context.Context, leaf *x509.Certificate) (C
 	serial := SerialString(leaf.SerialNumber)
 	rec, err := a.st.Cert(ctx, serial)
 	if errors.Is(err, store.ErrNotFound) {
-		return Caller{}, deny(ErrUnauthenticated, ReasonCallerUnknown, "the client certificate (serial %s) was not issued by this CA", serial)
+		return Caller{}, deny(
+			ErrUnauthenticated,
+			ReasonCallerUnknown,
+			"the client certificate (serial %s) was not issued by this CA",
+			serial,
+		)
 	}
 	if err != nil {
 		return Caller{}, err
 	}
 	if string(rec.DER) != string(leaf.Raw) {
-		return Caller{}, deny(ErrUnauthenticated, ReasonCallerUnknown, "the client certificate (serial %s) does not match the issued one", serial)
+		return Caller{}, deny(
+			ErrUnauthenticated,
+			ReasonCallerUnknown,
+			"the client certificate (serial %s) does not match the issued one",
+			serial,
+		)
 	}
 	if rec.State == store.StateRevoked {
-		return Caller{}, deny(ErrUnauthenticated, ReasonCallerRevoked, "the client certificate (serial %s) is revoked", serial)
+		return Caller{}, deny(
+			ErrUnauthenticated,
+			ReasonCallerRevoked,
+			"the client certificate (serial %s) is revoked",
+			serial,
+		)
 	}
 	if !a.clock.Now().Before(rec.NotAfter) {
-		return Caller{}, deny(ErrUnauthenticated, ReasonCallerExpired, "the client certificate (serial %s) has expired; enrol again with a new token", serial)
+		return Caller{}, deny(
+			ErrUnauthenticated,
+			ReasonCallerExpired,
+			"the client certificate (serial %s) has expired; enrol again with a new token",
+			serial,
+		)
 	}
 	caller := Caller{Kind: rec.Kind, Node: rec.Node, CN: rec.CommonName, Serial: rec.Serial}
 	if rec.State == store.StateSuperseded {
@@ -128,7 +156,13 @@ func (a *Authority) Authenticate(ctx context.Context, leaf *x509.Certificate) (C
 			serial, rec.SupersededBy, rec.Kind)
 	}
 	if rec.State != store.StateActive {
-		return Caller{}, deny(ErrUnauthenticated, ReasonCallerUnknown, "the client certificate (serial %s) is %s", serial, rec.State)
+		return Caller{}, deny(
+			ErrUnauthenticated,
+			ReasonCallerUnknown,
+			"the client certificate (serial %s) is %s",
+			serial,
+			rec.State,
+		)
 	}
 	return caller, nil
 }
@@ -137,14 +171,24 @@ func (a *Authority) Authenticate(ctx context.Context, leaf *x509.Certificate) (C
 // certificate named cn (node when empty), valid for ttl (DefaultTokenTTL
 // when zero, at most MaxTokenTTL). The token is returned once and stored
 // only as a hash.
-func (a *Authority) CreateToken(ctx context.Context, node, cn string, ttl time.Duration, actor string) (string, *store.Token, error) {
+func (a *Authority) CreateToken(
+	ctx context.Context,
+	node, cn string,
+	ttl time.Duration,
+	actor string,
+) (string, *store.Token, error) {
 	if cn == "" {
 		cn = node
 	}
 	node, cn = store.CanonicalName(node), store.CanonicalName(cn)
 	for _, name := range []string{node, cn} {
 		if HasOVSPrefix(name) {
-			return "", nil, deny(ErrInvalidRequest, ReasonCNForbiddenOVS, "the name %q starts with \"ovs_\": ovs-monitor-ipsec owns and deletes NSS entries in that namespace", name)
+			return "", nil, deny(
+				ErrInvalidRequest,
+				ReasonCNForbiddenOVS,
+				"the name %q starts with \"ovs_\": ovs-monitor-ipsec owns and deletes NSS entries in that namespace",
+				name,
+			)
 		}
 	}
 	if err := ValidName(node); err != nil {
@@ -157,7 +201,13 @@ func (a *Authority) CreateToken(ctx context.Context, node, cn string, ttl time.D
 	case ttl == 0:
 		ttl = DefaultTokenTTL
 	case ttl < 0 || ttl > MaxTokenTTL:
-		return "", nil, deny(ErrInvalidRequest, ReasonTokenInvalid, "token lifetime %s is outside (0, %s]", ttl, MaxTokenTTL)
+		return "", nil, deny(
+			ErrInvalidRequest,
+			ReasonTokenInvalid,
+			"token lifetime %s is outside (0, %s]",
+			ttl,
+			MaxTokenTTL,
+		)
 	}
 	if owner, err := a.st.NameOwner(ctx, cn); err != nil {
 		return "", nil, err
@@ -169,13 +219,26 @@ func (a *Authority) CreateToken(ctx context.Context, node, cn string, ttl time.D
 		return "", nil, err
 	}
 	now := a.clock.Now().UTC()
-	rec := &store.Token{ID: id, Node: node, CommonName: cn, SecretHash: hash, CreatedAt: now, ExpiresAt: now.Add(ttl), CreatedBy: actor}
+	rec := &store.Token{
+		ID:         id,
+		Node:       node,
+		CommonName: cn,
+		SecretHash: hash,
+		CreatedAt:  now,
+		ExpiresAt:  now.Add(ttl),
+		CreatedBy:  actor,
+	}
 	ev := store.Event{Time: now, Type: store.EventTokenCreated, Actor: actor, Node: node,
 		Detail: map[string]string{"token_id": id, "common_name": cn, "expires_at": rec.ExpiresAt.Format(time.RFC3339)}}
 	if err := a.st.PutToken(ctx, rec, ev); err != nil {
 		if errors.Is(err, store.ErrNodeRevoked) {
-			return "", nil, deny(ErrFailedPrecondition, ReasonNodeRevoked,
-				"node %q is revoked: re-admit it first (ipsecca node readmit %s); tokens made before that stay void", node, node)
+			return "", nil, deny(
+				ErrFailedPrecondition,
+				ReasonNodeRevoked,
+				"node %q is revoked: re-admit it first (ipsecca node readmit %s); tokens made before that stay void",
+				node,
+				node,
+			)
 		}
 		return "", nil, err
 	}
@@ -210,9 +273,29 @@ func (a *Authority) EnrollWithToken(ctx context.Context, token string, csrPEM []
 		return a.enrolledBefore(ctx, tok, csrPEM)
 	}
 	if !a.clock.Now().Before(tok.ExpiresAt) {
-		return nil, a.denied(ctx, actor, tok.Node, deny(ErrUnauthenticated, ReasonTokenExpired, "the bootstrap token expired at %s; ask an admin for a new one", tok.ExpiresAt.Format(time.RFC3339)))
+		return nil, a.denied(
+			ctx,
+			actor,
+			tok.Node,
+			deny(
+				ErrUnauthenticated,
+				ReasonTokenExpired,
+				"the bootstrap token expired at %s; ask an admin for a new one",
+				tok.ExpiresAt.Format(time.RFC3339),
+			),
+		)
 	}
-	rec, err := a.issueNode(ctx, NodeRequest{CSRPEM: csrPEM, Identity: Identity{Node: tok.Node, CN: tok.CommonName}, Via: "token", Actor: actor, TokenID: id}, store.EventEnrolled)
+	rec, err := a.issueNode(
+		ctx,
+		NodeRequest{
+			CSRPEM:   csrPEM,
+			Identity: Identity{Node: tok.Node, CN: tok.CommonName},
+			Via:      "token",
+			Actor:    actor,
+			TokenID:  id,
+		},
+		store.EventEnrolled,
+	)
 	var de *DenyError
 	if errors.As(err, &de) && de.Reason == ReasonTokenUsed {
 		// Used meanwhile, by a concurrent call with this token.
@@ -228,7 +311,11 @@ func (a *Authority) EnrollWithToken(ctx context.Context, token string, csrPEM []
 // one; token-used otherwise.
 func (a *Authority) enrolledBefore(ctx context.Context, tok *store.Token, csrPEM []byte) (*store.Cert, error) {
 	actor := "token:" + tok.ID
-	used := deny(ErrUnauthenticated, ReasonTokenUsed, "the bootstrap token was already used (tokens are single-use); ask an admin for a new one")
+	used := deny(
+		ErrUnauthenticated,
+		ReasonTokenUsed,
+		"the bootstrap token was already used (tokens are single-use); ask an admin for a new one",
+	)
 	rec, err := a.st.Cert(ctx, tok.UsedFor)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, a.denied(ctx, actor, tok.Node, used)
@@ -239,7 +326,15 @@ func (a *Authority) enrolledBefore(ctx context.Context, tok *store.Token, csrPEM
 	if !a.sameKey(csrPEM, rec) || rec.StateAt(a.clock.Now()) != store.StateActive {
 		return nil, a.denied(ctx, actor, tok.Node, used)
 	}
-	a.log.Info("enrolment retried: returning the certificate already issued for this token and key", "node", rec.Node, "serial", rec.Serial, "token_id", tok.ID)
+	a.log.Info(
+		"enrolment retried: returning the certificate already issued for this token and key",
+		"node",
+		rec.Node,
+		"serial",
+		rec.Serial,
+		"token_id",
+		tok.ID,
+	)
 	return rec, nil
 }
 
@@ -261,12 +356,32 @@ func (a *Authority) sameKey(csrPEM []byte, rec *store.Cert) bool {
 // authenticated with a current certificate of that node.
 func (a *Authority) Renew(ctx context.Context, caller Caller, csrPEM []byte) (*store.Cert, error) {
 	if caller.Kind != store.KindNode {
-		return nil, a.denied(ctx, caller.String(), "", deny(ErrPermissionDenied, ReasonCallerNotNode, "only node certificates can renew; this is a %s certificate", caller.Kind))
+		return nil, a.denied(
+			ctx,
+			caller.String(),
+			"",
+			deny(
+				ErrPermissionDenied,
+				ReasonCallerNotNode,
+				"only node certificates can renew; this is a %s certificate",
+				caller.Kind,
+			),
+		)
 	}
 	if caller.SupersededBy != "" {
 		return a.renewedBefore(ctx, caller, csrPEM)
 	}
-	return a.issueNode(ctx, NodeRequest{CSRPEM: csrPEM, Identity: Identity{Node: caller.Node, CN: caller.CN}, Via: "renewal", Actor: "node:" + caller.Node, AuthSerial: caller.Serial}, store.EventRenewed)
+	return a.issueNode(
+		ctx,
+		NodeRequest{
+			CSRPEM:     csrPEM,
+			Identity:   Identity{Node: caller.Node, CN: caller.CN},
+			Via:        "renewal",
+			Actor:      "node:" + caller.Node,
+			AuthSerial: caller.Serial,
+		},
+		store.EventRenewed,
+	)
 }
 
 // renewedBefore answers a Renew made with a superseded certificate: when
@@ -275,8 +390,13 @@ func (a *Authority) Renew(ctx context.Context, caller Caller, csrPEM []byte) (*s
 // successor again; anything else is certificate-superseded.
 func (a *Authority) renewedBefore(ctx context.Context, caller Caller, csrPEM []byte) (*store.Cert, error) {
 	actor := "node:" + caller.Node
-	superseded := deny(ErrUnauthenticated, ReasonCallerSuperseded,
-		"the client certificate (serial %s) was superseded by %s; only the node's active certificate authenticates", caller.Serial, caller.SupersededBy)
+	superseded := deny(
+		ErrUnauthenticated,
+		ReasonCallerSuperseded,
+		"the client certificate (serial %s) was superseded by %s; only the node's active certificate authenticates",
+		caller.Serial,
+		caller.SupersededBy,
+	)
 	next, err := a.st.Cert(ctx, caller.SupersededBy)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, a.denied(ctx, actor, caller.Node, superseded)
@@ -284,10 +404,19 @@ func (a *Authority) renewedBefore(ctx context.Context, caller Caller, csrPEM []b
 	if err != nil {
 		return nil, err
 	}
-	if next.Kind != store.KindNode || next.Node != caller.Node || next.StateAt(a.clock.Now()) != store.StateActive || !a.sameKey(csrPEM, next) {
+	if next.Kind != store.KindNode || next.Node != caller.Node || next.StateAt(a.clock.Now()) != store.StateActive ||
+		!a.sameKey(csrPEM, next) {
 		return nil, a.denied(ctx, actor, caller.Node, superseded)
 	}
-	a.log.Info("renewal retried: returning the certificate already issued for this key", "node", next.Node, "serial", next.Serial, "superseded", caller.Serial)
+	a.log.Info(
+		"renewal retried: returning the certificate already issued for this key",
+		"node",
+		next.Node,
+		"serial",
+		next.Serial,
+		"superseded",
+		caller.Serial,
+	)
 	return next, nil
 }
 
@@ -337,7 +466,18 @@ func (a *Authority) issueNode(ctx context.Context, req NodeRequest, evType strin
 		return nil, a.denied(ctx, actor, id.Node, err)
 	}
 	if req.MaxLifetime != 0 && req.MaxLifetime < MinLifetime {
-		return nil, a.denied(ctx, actor, id.Node, deny(ErrInvalidRequest, ReasonLifetimeTooShort, "a lifetime of %s is shorter than the %s minimum", req.MaxLifetime, MinLifetime))
+		return nil, a.denied(
+			ctx,
+			actor,
+			id.Node,
+			deny(
+				ErrInvalidRequest,
+				ReasonLifetimeTooShort,
+				"a lifetime of %s is shorter than the %s minimum",
+				req.MaxLifetime,
+				MinLifetime,
+			),
+		)
 	}
 	// Cheap early answer; the store re-checks inside the transaction.
 	if owner, err := a.st.NameOwner(ctx, id.CN); err != nil {
@@ -346,14 +486,30 @@ func (a *Authority) issueNode(ctx context.Context, req NodeRequest, evType strin
 		return nil, a.denied(ctx, actor, id.Node, deny(ErrConflict, ReasonNameHeld, "the certificate name %q is held by node %q", id.CN, owner))
 	}
 	now := a.clock.Now()
-	rec, err := a.sign(store.KindNode, id.Node, id.CN, "", csr.PublicKey, []string{id.CN}, nil, NodeYears, req.MaxLifetime, now)
+	rec, err := a.sign(
+		store.KindNode,
+		id.Node,
+		id.CN,
+		"",
+		csr.PublicKey,
+		[]string{id.CN},
+		nil,
+		NodeYears,
+		req.MaxLifetime,
+		now,
+	)
 	if err != nil {
 		return nil, err
 	}
 	rec.IssuedVia = req.Via
 	rec.RequestUID = req.RequestUID
 	ev := store.Event{Time: now.UTC(), Type: evType, Actor: actor, Node: id.Node, Serial: rec.Serial,
-		Detail: map[string]string{"common_name": id.CN, "via": req.Via, "not_after": rec.NotAfter.Format(time.RFC3339), "rotate_after": rec.RotateAfter.Format(time.RFC3339)}}
+		Detail: map[string]string{
+			"common_name":  id.CN,
+			"via":          req.Via,
+			"not_after":    rec.NotAfter.Format(time.RFC3339),
+			"rotate_after": rec.RotateAfter.Format(time.RFC3339),
+		}}
 	if req.TokenID != "" {
 		ev.Detail["token_id"] = req.TokenID
 	}
@@ -364,26 +520,79 @@ func (a *Authority) issueNode(ctx context.Context, req NodeRequest, evType strin
 		if old.DueAt.IsZero() {
 			return nil
 		}
-		return &store.Event{Time: now.UTC(), Type: store.EventRotationCompleted, Actor: actor, Node: id.Node, Serial: rec.Serial, OldSerial: old.Serial,
-			Detail: map[string]string{"reason": old.DueReason, "took": now.Sub(old.DueAt).Round(time.Second).String()}}
+		return &store.Event{
+			Time:      now.UTC(),
+			Type:      store.EventRotationCompleted,
+			Actor:     actor,
+			Node:      id.Node,
+			Serial:    rec.Serial,
+			OldSerial: old.Serial,
+			Detail: map[string]string{
+				"reason": old.DueReason,
+				"took":   now.Sub(old.DueAt).Round(time.Second).String(),
+			},
+		}
 	}
-	err = a.st.Issue(ctx, store.Issuance{Cert: rec, TokenID: req.TokenID, AuthSerial: req.AuthSerial, RequestUID: req.RequestUID, Event: ev, OnSupersede: completed})
+	err = a.st.Issue(
+		ctx,
+		store.Issuance{
+			Cert:        rec,
+			TokenID:     req.TokenID,
+			AuthSerial:  req.AuthSerial,
+			RequestUID:  req.RequestUID,
+			Event:       ev,
+			OnSupersede: completed,
+		},
+	)
 	switch {
 	case errors.Is(err, store.ErrRevoked):
-		return nil, a.denied(ctx, actor, id.Node, deny(ErrUnauthenticated, ReasonCallerRevoked, "the client certificate was revoked; re-admitting the node takes a new token"))
+		return nil, a.denied(
+			ctx,
+			actor,
+			id.Node,
+			deny(
+				ErrUnauthenticated,
+				ReasonCallerRevoked,
+				"the client certificate was revoked; re-admitting the node takes a new token",
+			),
+		)
 	case errors.Is(err, store.ErrTokenUsed):
-		return nil, a.denied(ctx, actor, id.Node, deny(ErrUnauthenticated, ReasonTokenUsed, "the bootstrap token was already used (tokens are single-use); ask an admin for a new one"))
+		return nil, a.denied(
+			ctx,
+			actor,
+			id.Node,
+			deny(
+				ErrUnauthenticated,
+				ReasonTokenUsed,
+				"the bootstrap token was already used (tokens are single-use); ask an admin for a new one",
+			),
+		)
 	case errors.Is(err, store.ErrNameHeld):
-		return nil, a.denied(ctx, actor, id.Node, deny(ErrConflict, ReasonNameHeld, "the certificate name %q is held by another node", id.CN))
+		return nil, a.denied(
+			ctx,
+			actor,
+			id.Node,
+			deny(ErrConflict, ReasonNameHeld, "the certificate name %q is held by another node", id.CN),
+		)
 	case errors.Is(err, store.ErrNodeRevoked):
-		return nil, a.denied(ctx, actor, id.Node, deny(ErrPermissionDenied, ReasonNodeRevoked,
-			"node %q is revoked; it gets no certificate until an admin re-admits it (ipsecca node readmit %s)", id.Node, id.Node))
+		return nil, a.denied(ctx, actor, id.Node, deny(
+			ErrPermissionDenied,
+			ReasonNodeRevoked,
+			"node %q is revoked; it gets no certificate until an admin re-admits it (ipsecca node readmit %s)",
+			id.Node,
+			id.Node,
+		))
 	case errors.Is(err, store.ErrTokenVoided):
-		return nil, a.denied(ctx, actor, id.Node, deny(ErrUnauthenticated, ReasonTokenVoided,
-			"the bootstrap token was made before node %q was revoked, which voided it; ask an admin for a new one", id.Node))
+		return nil, a.denied(ctx, actor, id.Node, deny(
+			ErrUnauthenticated,
+			ReasonTokenVoided,
+			"the bootstrap token was made before node %q was revoked, which voided it; ask an admin for a new one",
+			id.Node,
+		))
 	case errors.Is(err, store.ErrOutcomeUnknown):
 		// The store may have committed it: a read tells.
-		if stored, rerr := a.st.Cert(context.WithoutCancel(ctx), rec.Serial); rerr == nil && string(stored.DER) == string(rec.DER) {
+		if stored, rerr := a.st.Cert(context.WithoutCancel(ctx), rec.Serial); rerr == nil &&
+			string(stored.DER) == string(rec.DER) {
 			a.log.Warn("issue outcome was unknown; the certificate is stored", "node", id.Node, "serial", rec.Serial)
 			break
 		}
@@ -393,13 +602,36 @@ func (a *Authority) issueNode(ctx context.Context, req NodeRequest, evType strin
 		a.log.Error("issue failed: not stored, not returned", "node", id.Node, "serial", rec.Serial, "err", err)
 		return nil, err
 	}
-	a.log.Info("issued", "node", id.Node, "cn", id.CN, "serial", rec.Serial, "via", req.Via, "not_after", rec.NotAfter, "rotate_after", rec.RotateAfter)
+	a.log.Info(
+		"issued",
+		"node",
+		id.Node,
+		"cn",
+		id.CN,
+		"serial",
+		rec.Serial,
+		"via",
+		req.Via,
+		"not_after",
+		rec.NotAfter,
+		"rotate_after",
+		rec.RotateAfter,
+	)
 	return rec, nil
 }
 
 // IssueService issues and stores a server or admin certificate of the
 // given lifetime in years for pub.
-func (a *Authority) IssueService(ctx context.Context, kind store.Kind, name string, pub crypto.PublicKey, dnsNames []string, ips []net.IP, years int, actor string) (*store.Cert, error) {
+func (a *Authority) IssueService(
+	ctx context.Context,
+	kind store.Kind,
+	name string,
+	pub crypto.PublicKey,
+	dnsNames []string,
+	ips []net.IP,
+	years int,
+	actor string,
+) (*store.Cert, error) {
 	now := a.clock.Now()
 	ou := "ipsecca " + string(kind)
 	rec, err := a.sign(kind, name, name, ou, pub, dnsNames, ips, years, 0, now)
@@ -416,7 +648,16 @@ func (a *Authority) IssueService(ctx context.Context, kind store.Kind, name stri
 	return rec, nil
 }
 
-func (a *Authority) sign(kind store.Kind, node, cn, ou string, pub crypto.PublicKey, dnsNames []string, ips []net.IP, years int, maxLife time.Duration, now time.Time) (*store.Cert, error) {
+func (a *Authority) sign(
+	kind store.Kind,
+	node, cn, ou string,
+	pub crypto.PublicKey,
+	dnsNames []string,
+	ips []net.IP,
+	years int,
+	maxLife time.Duration,
+	now time.Time,
+) (*store.Cert, error) {
 	serial, err := newSerial(a.rand, now)
 	if err != nil {
 		return nil, err
@@ -459,8 +700,14 @@ func (a *Authority) denied(ctx context.Context, actor, node string, err error) e
 		return err
 	}
 	a.log.Warn("denied", "actor", actor, "node", node, "reason", de.Reason, "detail", de.Detail)
-	ev := store.Event{Time: a.clock.Now().UTC(), Type: store.EventDenied, Actor: actor, Node: node, Reason: string(de.Reason),
-		Detail: map[string]string{"detail": de.Detail}}
+	ev := store.Event{
+		Time:   a.clock.Now().UTC(),
+		Type:   store.EventDenied,
+		Actor:  actor,
+		Node:   node,
+		Reason: string(de.Reason),
+		Detail: map[string]string{"detail": de.Detail},
+	}
 	if aerr := a.st.AppendEvent(context.WithoutCancel(ctx), ev); aerr != nil {
 		a.log.Error("audit append failed", "err", aerr)
 	}
@@ -509,7 +756,13 @@ func (a *Authority) ForgetNode(ctx context.Context, node, actor string) ([]strin
 
 func notRevoked(node string, err error) error {
 	if errors.Is(err, store.ErrNotRevoked) {
-		return deny(ErrFailedPrecondition, ReasonNodeNotRevoked, "node %q is not revoked (revoke it first: ipsecca node revoke %s)", node, node)
+		return deny(
+			ErrFailedPrecondition,
+			ReasonNodeNotRevoked,
+			"node %q is not revoked (revoke it first: ipsecca node revoke %s)",
+			node,
+			node,
+		)
 	}
 	return err
 }
@@ -518,7 +771,11 @@ func notRevoked(node string, err error) error {
 // admin; it supersedes the caller's, which then authenticates no more.
 func (a *Authority) RotateAdmin(ctx context.Context, caller Caller, csrPEM []byte) (*store.Cert, error) {
 	if caller.Kind != store.KindAdmin {
-		return nil, deny(ErrPermissionDenied, ReasonCallerNotAdmin, "only an admin certificate can rotate admin credentials")
+		return nil, deny(
+			ErrPermissionDenied,
+			ReasonCallerNotAdmin,
+			"only an admin certificate can rotate admin credentials",
+		)
 	}
 	csr, err := ParseCSR(csrPEM)
 	if err != nil {
@@ -539,14 +796,32 @@ func (a *Authority) RevokeAdmin(ctx context.Context, caller Caller, serial, reas
 		return nil, err
 	}
 	if rec.Kind != store.KindAdmin {
-		return nil, deny(ErrInvalidRequest, ReasonNotAdminCert, "certificate %s is a %s certificate; revoke nodes with ipsecca node revoke", serial, rec.Kind)
+		return nil, deny(
+			ErrInvalidRequest,
+			ReasonNotAdminCert,
+			"certificate %s is a %s certificate; revoke nodes with ipsecca node revoke",
+			serial,
+			rec.Kind,
+		)
 	}
 	if serial == caller.Serial {
-		return nil, deny(ErrFailedPrecondition, ReasonRevokeSelf, "certificate %s is the one this call is made with; rotate it first (ipsecca admin rotate)", serial)
+		return nil, deny(
+			ErrFailedPrecondition,
+			ReasonRevokeSelf,
+			"certificate %s is the one this call is made with; rotate it first (ipsecca admin rotate)",
+			serial,
+		)
 	}
 	now := a.clock.Now().UTC()
-	ev := store.Event{Time: now, Type: store.EventCertRevoked, Actor: caller.String(), Node: rec.Node, Serial: serial, Reason: reason,
-		Detail: map[string]string{"kind": string(rec.Kind)}}
+	ev := store.Event{
+		Time:   now,
+		Type:   store.EventCertRevoked,
+		Actor:  caller.String(),
+		Node:   rec.Node,
+		Serial: serial,
+		Reason: reason,
+		Detail: map[string]string{"kind": string(rec.Kind)},
+	}
 	rec, err = a.st.RevokeCert(ctx, serial, now, ev)
 	if errors.Is(err, store.ErrRevoked) {
 		return nil, deny(ErrFailedPrecondition, ReasonAlreadyRevoked, "certificate %s is already revoked", serial)
@@ -555,7 +830,17 @@ func (a *Authority) RevokeAdmin(ctx context.Context, caller Caller, serial, reas
 		return nil, err
 	}
 	a.crl.invalidate()
-	a.log.Warn("admin certificate revoked", "serial", serial, "admin", rec.Node, "reason", reason, "actor", caller.String())
+	a.log.Warn(
+		"admin certificate revoked",
+		"serial",
+		serial,
+		"admin",
+		rec.Node,
+		"reason",
+		reason,
+		"actor",
+		caller.String(),
+	)
 	return rec, nil
 }
 
@@ -595,7 +880,10 @@ func (a *Authority) signCRL(revoked []*store.Cert, now time.Time) ([]byte, error
 		if !ok {
 			continue
 		}
-		list.RevokedCertificateEntries = append(list.RevokedCertificateEntries, x509.RevocationListEntry{SerialNumber: serial, RevocationTime: c.RevokedAt})
+		list.RevokedCertificateEntries = append(
+			list.RevokedCertificateEntries,
+			x509.RevocationListEntry{SerialNumber: serial, RevocationTime: c.RevokedAt},
+		)
 	}
 	root := a.Root()
 	der, err := x509.CreateRevocationList(a.rand, list, root.Cert, root.Signer)

@@ -131,7 +131,8 @@ func TestNodeCertificateProfile(t *testing.T) {
 				t.Errorf("key usage %v, want %v", c.KeyUsage, tc.ku)
 			}
 			if !slices.Equal(c.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}) ||
-				len(c.UnknownExtKeyUsage) != 1 || !c.UnknownExtKeyUsage[0].Equal(OIDExtKeyUsageIPSecIKE) {
+				len(c.UnknownExtKeyUsage) != 1 ||
+				!c.UnknownExtKeyUsage[0].Equal(OIDExtKeyUsageIPSecIKE) {
 				t.Errorf("EKU %v %v", c.ExtKeyUsage, c.UnknownExtKeyUsage)
 			}
 			if c.IsCA || !bytes.Equal(c.AuthorityKeyId, a.Root().Cert.SubjectKeyId) {
@@ -310,7 +311,11 @@ func TestRenewAndAuthenticate(t *testing.T) {
 	_, err = a.Renew(ctx, caller, makeCSR(t, csrOpts{cn: "node-b"}))
 	wantReason(t, err, ReasonCNNotCallersNode)
 	// Admin certificates cannot renew node certs.
-	_, err = a.Renew(ctx, Caller{Kind: store.KindAdmin, Node: "ipsecca-admin"}, makeCSR(t, csrOpts{cn: "ipsecca-admin"}))
+	_, err = a.Renew(
+		ctx,
+		Caller{Kind: store.KindAdmin, Node: "ipsecca-admin"},
+		makeCSR(t, csrOpts{cn: "ipsecca-admin"}),
+	)
 	wantReason(t, err, ReasonCallerNotNode)
 	// After expiry the certificate no longer authenticates.
 	clock.Add(5*365*24*time.Hour + 48*time.Hour)
@@ -331,8 +336,14 @@ func TestRenewAndAuthenticate(t *testing.T) {
 func TestIssueForNodeKubernetesPath(t *testing.T) {
 	a, st, clock := newTestAuthority(t, KeyECDSAP256)
 	ctx := context.Background()
-	req := NodeRequest{CSRPEM: makeCSR(t, csrOpts{cn: "0f2c41c6-1b64-4f0e-9d5e-8a1f3e0c2b7a"}), Identity: Identity{Node: "worker-1", CN: "0f2c41c6-1b64-4f0e-9d5e-8a1f3e0c2b7a"},
-		Via: "kube", Actor: "system:ovn-node:worker-1", RequestUID: "uid-1", MaxLifetime: 24 * time.Hour}
+	req := NodeRequest{
+		CSRPEM:      makeCSR(t, csrOpts{cn: "0f2c41c6-1b64-4f0e-9d5e-8a1f3e0c2b7a"}),
+		Identity:    Identity{Node: "worker-1", CN: "0f2c41c6-1b64-4f0e-9d5e-8a1f3e0c2b7a"},
+		Via:         "kube",
+		Actor:       "system:ovn-node:worker-1",
+		RequestUID:  "uid-1",
+		MaxLifetime: 24 * time.Hour,
+	}
 	c, err := a.IssueForNode(ctx, req)
 	if err != nil {
 		t.Fatal(err)

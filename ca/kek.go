@@ -30,7 +30,10 @@ func ParseKEK(s string) (KEK, error) {
 	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
 		if b, err := enc.DecodeString(s); err == nil {
 			if len(b) != 32 {
-				return nil, fmt.Errorf("ca: key-encryption key is %d bytes; want 32 (base64 of 32 random bytes)", len(b))
+				return nil, fmt.Errorf(
+					"ca: key-encryption key is %d bytes; want 32 (base64 of 32 random bytes)",
+					len(b),
+				)
 			}
 			return KEK(b), nil
 		}

@@ -34,7 +34,8 @@ func TestKEKSealsTheCAKey(t *testing.T) {
 	if stored.KeyEncryption != KeyAES256GCM || bytes.Contains(stored.KeyPEM, []byte("PRIVATE KEY")) {
 		t.Fatal("CA key stored in the clear despite a KEK")
 	}
-	if _, _, err := Bootstrap(ctx, st, RootConfig{}, clock); err == nil || !strings.Contains(err.Error(), "key-encryption key") {
+	if _, _, err := Bootstrap(ctx, st, RootConfig{}, clock); err == nil ||
+		!strings.Contains(err.Error(), "key-encryption key") {
 		t.Fatalf("load without the KEK: %v", err)
 	}
 	if _, _, err := Bootstrap(ctx, st, RootConfig{KEK: newKEK(t)}, clock); !errors.Is(err, ErrWrongKEK) {

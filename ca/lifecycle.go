@@ -88,8 +88,17 @@ func (a *Authority) anonymous(tokenID string, err error) error {
 		return err
 	}
 	if ok, held := a.anonDenied.Allow(string(de.Reason), a.clock.Now()); ok {
-		a.log.Warn("denied (anonymous, not audited; one line a minute per reason)", "token_id", tokenID, "reason", de.Reason,
-			"detail", de.Detail, "held_back", held)
+		a.log.Warn(
+			"denied (anonymous, not audited; one line a minute per reason)",
+			"token_id",
+			tokenID,
+			"reason",
+			de.Reason,
+			"detail",
+			de.Detail,
+			"held_back",
+			held,
+		)
 	}
 	return err
 }

@@ -84,7 +84,14 @@ func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
 // `CN=(.+?),` finds it), KU digitalSignature (+keyEncipherment for RSA),
 // EKU serverAuth, clientAuth and ipsecIKE, validity from now-Backdate for
 // the given years, capped at the root's NotAfter.
-func leafTemplate(serial *big.Int, org, ou, cn string, pub crypto.PublicKey, now time.Time, years int, root *x509.Certificate) (*x509.Certificate, error) {
+func leafTemplate(
+	serial *big.Int,
+	org, ou, cn string,
+	pub crypto.PublicKey,
+	now time.Time,
+	years int,
+	root *x509.Certificate,
+) (*x509.Certificate, error) {
 	skid, err := subjectKeyID(pub)
 	if err != nil {
 		return nil, fmt.Errorf("ca: public key: %w", err)

@@ -116,8 +116,17 @@ func Bootstrap(ctx context.Context, st RootStore, cfg RootConfig, clock Clock) (
 			return nil, false, err
 		}
 	}
-	ev := store.Event{Time: clock.Now(), Type: store.EventCACreated, Actor: "init", Serial: SerialString(r.Cert.SerialNumber),
-		Detail: map[string]string{"subject": r.Cert.Subject.String(), "not_after": r.Cert.NotAfter.UTC().Format(time.RFC3339), "sha256": r.Fingerprint()}}
+	ev := store.Event{
+		Time:   clock.Now(),
+		Type:   store.EventCACreated,
+		Actor:  "init",
+		Serial: SerialString(r.Cert.SerialNumber),
+		Detail: map[string]string{
+			"subject":   r.Cert.Subject.String(),
+			"not_after": r.Cert.NotAfter.UTC().Format(time.RFC3339),
+			"sha256":    r.Fingerprint(),
+		},
+	}
 	if err := st.CreateCA(ctx, material, ev); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return Bootstrap(ctx, st, cfg, clock)
@@ -145,7 +154,9 @@ func newRoot(cfg RootConfig, now time.Time) (*store.CA, error) {
 		Names:      []csr.Name{{O: cfg.Organization}},
 		KeyRequest: cfg.KeyType.cfsslKeyRequest(),
 	}
-	csrPEM, keyPEM, err := (&csr.Generator{Validator: func(*csr.CertificateRequest) error { return nil }}).ProcessRequest(req)
+	csrPEM, keyPEM, err := (&csr.Generator{Validator: func(*csr.CertificateRequest) error { return nil }}).ProcessRequest(
+		req,
+	)
 	if err != nil {
 		return nil, fmt.Errorf("ca: generate root key: %w", err)
 	}
@@ -161,7 +172,9 @@ func newRoot(cfg RootConfig, now time.Time) (*store.CA, error) {
 		return nil, fmt.Errorf("ca: root signer: %w", err)
 	}
 	notBefore := now.UTC().Truncate(time.Second)
-	certPEM, err := s.Sign(signer.SignRequest{Request: string(csrPEM), NotBefore: notBefore, NotAfter: notBefore.AddDate(RootYears, 0, 0)})
+	certPEM, err := s.Sign(
+		signer.SignRequest{Request: string(csrPEM), NotBefore: notBefore, NotAfter: notBefore.AddDate(RootYears, 0, 0)},
+	)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign root: %w", err)
 	}
@@ -189,7 +202,9 @@ func loadRoot(m *store.CA, kek KEK) (*Root, error) {
 	case KeyPlain:
 	case KeyAES256GCM:
 		if kek == nil {
-			return nil, errors.New("ca: the CA key is sealed under a key-encryption key; give it (--kek-file or IPSECCA_KEK)")
+			return nil, errors.New(
+				"ca: the CA key is sealed under a key-encryption key; give it (--kek-file or IPSECCA_KEK)",
+			)
 		}
 		if keyPEM, err = kek.Open(m.KeyPEM); err != nil {
 			return nil, err
@@ -260,7 +275,11 @@ func (a *Authority) RenewRoot(ctx context.Context, actor string) (*Root, error) 
 			previous = append(previous, der)
 		}
 	}
-	material := &store.CA{CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), KeyPEM: old.keyPEM, Previous: previous}
+	material := &store.CA{
+		CertPEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		KeyPEM:   old.keyPEM,
+		Previous: previous,
+	}
 	r, err := loadRoot(material, nil)
 	if err != nil {
 		return nil, err
@@ -270,13 +289,31 @@ func (a *Authority) RenewRoot(ctx context.Context, actor string) (*Root, error) 
 			return nil, err
 		}
 	}
-	ev := store.Event{Time: now, Type: store.EventCARenewed, Actor: actor, Serial: SerialString(serial), OldSerial: SerialString(old.Cert.SerialNumber),
-		Detail: map[string]string{"not_after": tmpl.NotAfter.Format(time.RFC3339), "previous_not_after": old.Cert.NotAfter.UTC().Format(time.RFC3339), "sha256": r.Fingerprint()}}
+	ev := store.Event{
+		Time:      now,
+		Type:      store.EventCARenewed,
+		Actor:     actor,
+		Serial:    SerialString(serial),
+		OldSerial: SerialString(old.Cert.SerialNumber),
+		Detail: map[string]string{
+			"not_after":          tmpl.NotAfter.Format(time.RFC3339),
+			"previous_not_after": old.Cert.NotAfter.UTC().Format(time.RFC3339),
+			"sha256":             r.Fingerprint(),
+		},
+	}
 	if err := a.st.RenewCA(ctx, material, ev); err != nil {
 		return nil, err
 	}
 	a.root.Store(r)
-	a.log.Info("renewed root CA (same key and subject)", "serial", SerialString(serial), "not_after", tmpl.NotAfter, "sha256", r.Fingerprint())
+	a.log.Info(
+		"renewed root CA (same key and subject)",
+		"serial",
+		SerialString(serial),
+		"not_after",
+		tmpl.NotAfter,
+		"sha256",
+		r.Fingerprint(),
+	)
 	return r, nil
 }
 
@@ -314,7 +351,15 @@ func (a *Authority) ReloadRoot(ctx context.Context) (*Root, bool, error) {
 		return a.Root(), false, nil
 	}
 	a.root.Store(r)
-	a.log.Info("loaded renewed root CA from the store", "serial", SerialString(r.Cert.SerialNumber), "not_after", r.Cert.NotAfter, "sha256", r.Fingerprint())
+	a.log.Info(
+		"loaded renewed root CA from the store",
+		"serial",
+		SerialString(r.Cert.SerialNumber),
+		"not_after",
+		r.Cert.NotAfter,
+		"sha256",
+		r.Fingerprint(),
+	)
 	return r, true, nil
 }
 

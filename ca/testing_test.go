@@ -65,7 +65,11 @@ func makeCSR(t testing.TB, o csrOpts) []byte {
 	if o.org != "" {
 		subj.Organization = []string{o.org}
 	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: subj, DNSNames: o.dns, IPAddresses: o.ips, ExtraExtensions: o.extra}, o.key)
+	der, err := x509.CreateCertificateRequest(
+		rand.Reader,
+		&x509.CertificateRequest{Subject: subj, DNSNames: o.dns, IPAddresses: o.ips, ExtraExtensions: o.extra},
+		o.key,
+	)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,11 @@ func ParseToken(token string) (id, secret string, err error) {
 	token = strings.TrimSpace(token)
 	id, secret, ok := strings.Cut(token, ".")
 	if !ok || len(id) != tokenIDLen || len(secret) != tokenSecretLen || !isLowerHex(id) || !isLowerHex(secret) {
-		return "", "", deny(ErrUnauthenticated, ReasonTokenInvalid, "the bootstrap token is malformed (want <16 hex>.<48 hex>)")
+		return "", "", deny(
+			ErrUnauthenticated,
+			ReasonTokenInvalid,
+			"the bootstrap token is malformed (want <16 hex>.<48 hex>)",
+		)
 	}
 	return id, secret, nil
 }

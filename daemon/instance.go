@@ -199,7 +199,15 @@ func open(ctx context.Context, opts Options) (*Instance, error) {
 		return nil, err
 	}
 	if created {
-		log.Info("created root CA", "subject", root.Cert.Subject.String(), "not_after", root.Cert.NotAfter, "sha256", root.Fingerprint())
+		log.Info(
+			"created root CA",
+			"subject",
+			root.Cert.Subject.String(),
+			"not_after",
+			root.Cert.NotAfter,
+			"sha256",
+			root.Fingerprint(),
+		)
 	} else {
 		log.Info("loaded root CA", "subject", root.Cert.Subject.String(), "not_after", root.Cert.NotAfter, "sha256", root.Fingerprint())
 	}
@@ -216,11 +224,34 @@ func open(ctx context.Context, opts Options) (*Instance, error) {
 	if err := opts.Rotation.Validate(rotation.NodeLifetime(opts.Clock.Now())); err != nil {
 		return nil, err
 	}
-	auth := ca.New(opts.Store, root, ca.Config{Clock: opts.Clock, Rand: opts.Rand, Logger: log, RotateAfter: opts.Rotation.DueAt, KEK: opts.Root.KEK})
+	auth := ca.New(
+		opts.Store,
+		root,
+		ca.Config{
+			Clock:       opts.Clock,
+			Rand:        opts.Rand,
+			Logger:      log,
+			RotateAfter: opts.Rotation.DueAt,
+			KEK:         opts.Root.KEK,
+		},
+	)
 	in := &Instance{opts: opts, Authority: auth, Hub: server.NewHub(), log: log}
 	in.Scheduler = rotation.NewScheduler(opts.Store, auth, in, opts.Rotation, opts.Clock, log)
-	in.Server = server.New(server.Deps{Authority: auth, Queries: opts.Store, Scheduler: in.Scheduler, Hub: in.Hub, Notifier: in, Clock: opts.Clock, Logger: log,
-		Limits: opts.Limits, Mode: opts.Mode, Cluster: opts.Cluster, Self: opts.Self})
+	in.Server = server.New(
+		server.Deps{
+			Authority: auth,
+			Queries:   opts.Store,
+			Scheduler: in.Scheduler,
+			Hub:       in.Hub,
+			Notifier:  in,
+			Clock:     opts.Clock,
+			Logger:    log,
+			Limits:    opts.Limits,
+			Mode:      opts.Mode,
+			Cluster:   opts.Cluster,
+			Self:      opts.Self,
+		},
+	)
 	if err := in.RenewServiceCerts(ctx); err != nil {
 		return nil, err
 	}

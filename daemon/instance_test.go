@@ -100,7 +100,11 @@ func (c *testCA) admin(t *testing.T) *tls.Certificate {
 }
 
 func csrFor(t *testing.T, key crypto.Signer, cn string) []byte {
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, key)
+	der, err := x509.CreateCertificateRequest(
+		rand.Reader,
+		&x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}},
+		key,
+	)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,12 +115,14 @@ func csrFor(t *testing.T, key crypto.Signer, cn string) []byte {
 func (c *testCA) enrollNode(t *testing.T, node string) *tls.Certificate {
 	t.Helper()
 	ctx := context.Background()
-	tok, err := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t))).CreateToken(ctx, &ipseccav1.CreateTokenRequest{Node: node})
+	tok, err := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t))).
+		CreateToken(ctx, &ipseccav1.CreateTokenRequest{Node: node})
 	if err != nil {
 		t.Fatal(err)
 	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	resp, err := ipseccav1.NewNodeServiceClient(c.conn(t, nil)).Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: csrFor(t, key, node)})
+	resp, err := ipseccav1.NewNodeServiceClient(c.conn(t, nil)).
+		Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: csrFor(t, key, node)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +157,8 @@ func TestServiceCertsReusedAndRenewed(t *testing.T) {
 	admin1, server1, ca1 := read(AdminCertFile), read(filepath.Join(ServerCertDir, serverCert)), read(CAFile)
 	closeFn()
 	_, closeFn = open()
-	if read(AdminCertFile) != admin1 || read(filepath.Join(ServerCertDir, serverCert)) != server1 || read(CAFile) != ca1 {
+	if read(AdminCertFile) != admin1 || read(filepath.Join(ServerCertDir, serverCert)) != server1 ||
+		read(CAFile) != ca1 {
 		t.Fatal("restart replaced current certificates")
 	}
 	closeFn()
@@ -185,7 +192,8 @@ func TestWatchTellsTheNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	serial := ca.SerialString(nodeA.Leaf.SerialNumber)
-	if snap.GetKind() != ipseccav1.NodeEvent_SNAPSHOT || snap.GetCurrentSerial() != serial || snap.GetRotationDue() || len(snap.GetCaBundlePem()) == 0 {
+	if snap.GetKind() != ipseccav1.NodeEvent_SNAPSHOT || snap.GetCurrentSerial() != serial || snap.GetRotationDue() ||
+		len(snap.GetCaBundlePem()) == 0 {
 		t.Fatalf("snapshot %+v", snap)
 	}
 	admin := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t)))
@@ -197,7 +205,8 @@ func TestWatchTellsTheNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ev.GetKind() != ipseccav1.NodeEvent_ROTATION_DUE || ev.GetCurrentSerial() != serial || ev.GetReason() != "forced" {
+	if ev.GetKind() != ipseccav1.NodeEvent_ROTATION_DUE || ev.GetCurrentSerial() != serial ||
+		ev.GetReason() != "forced" {
 		t.Fatalf("rotation event %+v", ev)
 	}
 	if _, err := admin.RenewCA(ctx, &ipseccav1.RenewCARequest{}); err != nil {
@@ -228,7 +237,8 @@ func TestWatchTellsTheNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	nodes, err := admin.ListNodes(ctx, &ipseccav1.ListNodesRequest{Node: "node-a"})
-	if err != nil || len(nodes.GetNodes()) != 1 || len(nodes.GetNodes()[0].GetInventory()) != 1 || nodes.GetNodes()[0].GetCurrent().GetSerial() != serial {
+	if err != nil || len(nodes.GetNodes()) != 1 || len(nodes.GetNodes()[0].GetInventory()) != 1 ||
+		nodes.GetNodes()[0].GetCurrent().GetSerial() != serial {
 		t.Fatalf("nodes: %+v %v", nodes, err)
 	}
 }

@@ -31,7 +31,12 @@ func CheckPermissions(dir string) error {
 			return fmt.Errorf("server: %w", err)
 		}
 		if fi.Mode().Perm()&0o077 != 0 {
-			return fmt.Errorf("server: directory %s is mode %04o; it holds the CA key and must be 0700 (chmod 700 %s)", d, fi.Mode().Perm(), d)
+			return fmt.Errorf(
+				"server: directory %s is mode %04o; it holds the CA key and must be 0700 (chmod 700 %s)",
+				d,
+				fi.Mode().Perm(),
+				d,
+			)
 		}
 	}
 	for _, f := range secretFiles {
@@ -44,7 +49,12 @@ func CheckPermissions(dir string) error {
 			return fmt.Errorf("server: %w", err)
 		}
 		if fi.Mode().Perm()&0o077 != 0 {
-			return fmt.Errorf("server: %s is mode %04o; key material must be readable by its owner only (chmod 600 %s)", p, fi.Mode().Perm(), p)
+			return fmt.Errorf(
+				"server: %s is mode %04o; key material must be readable by its owner only (chmod 600 %s)",
+				p,
+				fi.Mode().Perm(),
+				p,
+			)
 		}
 	}
 	return nil

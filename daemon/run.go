@@ -134,7 +134,9 @@ func (in *Instance) Serve(ctx context.Context, lis net.Listener) error {
 	// Whatever ends serving ends what serves with it.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	g, hs := in.Server.GRPCServer(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return in.tlsCert.Load(), nil })
+	g, hs := in.Server.GRPCServer(
+		func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return in.tlsCert.Load(), nil },
+	)
 	if c := in.opts.Cluster; c != nil {
 		// A replica that cannot commit is not ready: load balancers and
 		// readiness probes send its traffic to the others meanwhile.

@@ -142,7 +142,9 @@ func TestRunStopsWhenTheSignerFails(t *testing.T) {
 	if err := wait(); err != nil {
 		t.Fatal(err)
 	}
-	if out := logs.String(); !strings.Contains(out, "kubernetes signer failed") || !strings.Contains(out, "lost the API server") || !strings.Contains(out, "msg=stopped") {
+	if out := logs.String(); !strings.Contains(out, "kubernetes signer failed") ||
+		!strings.Contains(out, "lost the API server") ||
+		!strings.Contains(out, "msg=stopped") {
 		t.Fatalf("logs:\n%s", out)
 	}
 }
@@ -217,7 +219,8 @@ func TestOpenMakesAndChecksTheDirectoryBeforeTheStore(t *testing.T) {
 		t.Fatalf("Close: %v, store closed %d times", err, st.closed)
 	}
 	os.Chmod(filepath.Join(dir, AdminKeyFile), 0o644)
-	if _, err := Open(context.Background(), opts); err == nil || !strings.Contains(err.Error(), "chmod 600") || opened != 1 {
+	if _, err := Open(context.Background(), opts); err == nil || !strings.Contains(err.Error(), "chmod 600") ||
+		opened != 1 {
 		t.Fatalf("readable admin key: %v (store opened %d times, want 1)", err, opened)
 	}
 	// A store passed in is the caller's to close.

@@ -56,12 +56,26 @@ func (in *Instance) RenewServiceCerts(ctx context.Context) error {
 		return err
 	}
 	in.tlsCert.Store(pair)
-	_, err = in.ensurePair(ctx, store.KindAdmin, in.adminName(), nil, filepath.Join(dir, AdminCertFile), filepath.Join(dir, AdminKeyFile))
+	_, err = in.ensurePair(
+		ctx,
+		store.KindAdmin,
+		in.adminName(),
+		nil,
+		filepath.Join(dir, AdminCertFile),
+		filepath.Join(dir, AdminKeyFile),
+	)
 	return err
 }
 
-func (in *Instance) ensurePair(ctx context.Context, kind store.Kind, name string, names []string, certPath, keyPath string) (*tls.Certificate, error) {
-	if pair, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && pair.Leaf.Subject.CommonName == name && in.current(pair.Leaf, names) {
+func (in *Instance) ensurePair(
+	ctx context.Context,
+	kind store.Kind,
+	name string,
+	names []string,
+	certPath, keyPath string,
+) (*tls.Certificate, error) {
+	if pair, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && pair.Leaf.Subject.CommonName == name &&
+		in.current(pair.Leaf, names) {
 		return &pair, nil
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), in.opts.Rand)

@@ -32,12 +32,22 @@ const healthProbeTimeout = 2 * time.Second
 // SERVING while the process runs: it is the liveness probe, and
 // restarting a replica does not bring etcd back (a replica cannot even
 // start without it).
-var readinessServices = []string{ipseccav1.NodeService_ServiceDesc.ServiceName, ipseccav1.AdminService_ServiceDesc.ServiceName}
+var readinessServices = []string{
+	ipseccav1.NodeService_ServiceDesc.ServiceName,
+	ipseccav1.AdminService_ServiceDesc.ServiceName,
+}
 
 // watchStoreHealth checks st at once and then every interval until ctx
 // ends. When a check fails it sets services to NOT_SERVING in hs; when
 // one succeeds again, back to SERVING. Only changes are set and logged.
-func watchStoreHealth(ctx context.Context, st StoreHealth, hs *health.Server, services []string, interval time.Duration, log *slog.Logger) {
+func watchStoreHealth(
+	ctx context.Context,
+	st StoreHealth,
+	hs *health.Server,
+	services []string,
+	interval time.Duration,
+	log *slog.Logger,
+) {
 	if interval <= 0 {
 		interval = DefaultHealthInterval
 	}

@@ -16,16 +16,76 @@ func bundleFixture(t *testing.T, dir, cn, name, pass string) (p12, ca string) {
 	t.Helper()
 	ca = filepath.Join(dir, "ca.pem")
 	if _, err := os.Stat(ca); err != nil {
-		sh(t, "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", filepath.Join(dir, "ca.key"),
-			"-subj", "/O=example/CN=external ca", "-days", "365", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", ca)
+		sh(
+			t,
+			"openssl",
+			"req",
+			"-x509",
+			"-newkey",
+			"ec",
+			"-pkeyopt",
+			"ec_paramgen_curve:P-256",
+			"-nodes",
+			"-keyout",
+			filepath.Join(dir, "ca.key"),
+			"-subj",
+			"/O=example/CN=external ca",
+			"-days",
+			"365",
+			"-addext",
+			"basicConstraints=critical,CA:TRUE",
+			"-addext",
+			"keyUsage=critical,keyCertSign,cRLSign",
+			"-out",
+			ca,
+		)
 	}
 	key, csr := opensslCSR(t, dir, cn, "/O=example/CN="+cn)
 	ext := filepath.Join(dir, cn+".ext")
-	os.WriteFile(ext, []byte("subjectAltName=DNS:node1.example.com\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n"), 0o600)
+	os.WriteFile(
+		ext,
+		[]byte(
+			"subjectAltName=DNS:node1.example.com\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n",
+		),
+		0o600,
+	)
 	crt := filepath.Join(dir, cn+".pem")
-	sh(t, "openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", filepath.Join(dir, "ca.key"), "-CAcreateserial", "-days", "200", "-extfile", ext, "-out", crt)
+	sh(
+		t,
+		"openssl",
+		"x509",
+		"-req",
+		"-in",
+		csr,
+		"-CA",
+		ca,
+		"-CAkey",
+		filepath.Join(dir, "ca.key"),
+		"-CAcreateserial",
+		"-days",
+		"200",
+		"-extfile",
+		ext,
+		"-out",
+		crt,
+	)
 	p12 = filepath.Join(dir, cn+".p12")
-	sh(t, "openssl", "pkcs12", "-export", "-in", crt, "-inkey", key, "-name", name, "-passout", "pass:"+pass, "-out", p12)
+	sh(
+		t,
+		"openssl",
+		"pkcs12",
+		"-export",
+		"-in",
+		crt,
+		"-inkey",
+		key,
+		"-name",
+		name,
+		"-passout",
+		"pass:"+pass,
+		"-out",
+		p12,
+	)
 	return p12, ca
 }
 
@@ -38,7 +98,20 @@ func TestBundleValidateCLI(t *testing.T) {
 	os.WriteFile(pwFile, []byte("s3cret-pass\n"), 0o600)
 
 	args := func(p12 string, extra ...string) []string {
-		return append([]string{"bundle", "validate", "--p12", p12, "--ca", ca, "--left", "node1.example.com", "--right", "ext.example.com"}, extra...)
+		return append(
+			[]string{
+				"bundle",
+				"validate",
+				"--p12",
+				p12,
+				"--ca",
+				ca,
+				"--left",
+				"node1.example.com",
+				"--right",
+				"ext.example.com",
+			},
+			extra...)
 	}
 	// A good bundle, checked in a real NSS database too.
 	r := run(t, nil, args(good, "--nss-check", "--right-subnet", "10.1.2.3/32")...)
@@ -51,7 +124,8 @@ func TestBundleValidateCLI(t *testing.T) {
 		OK       bool `json:"ok"`
 		Findings []struct{ Code, Severity, Message string }
 	}
-	if r.Code != 1 || json.Unmarshal([]byte(r.Stdout), &rep) != nil || rep.OK || !strings.Contains(r.Stdout, `"ovs-prefix-cn"`) {
+	if r.Code != 1 || json.Unmarshal([]byte(r.Stdout), &rep) != nil || rep.OK ||
+		!strings.Contains(r.Stdout, `"ovs-prefix-cn"`) {
 		t.Fatalf("ovs_ bundle: %+v", r)
 	}
 	// Wrong password: an error finding that says so, exit 1; the password
@@ -61,7 +135,8 @@ func TestBundleValidateCLI(t *testing.T) {
 		t.Fatalf("wrong password: %+v", r)
 	}
 	r = run(t, nil, args(withPass, "--password-file", pwFile, "--nss-check")...)
-	if r.Code != 0 || strings.Contains(r.Stdout+r.Stderr, "s3cret-pass") || !strings.Contains(r.Stdout, "p12-password-not-empty") {
+	if r.Code != 0 || strings.Contains(r.Stdout+r.Stderr, "s3cret-pass") ||
+		!strings.Contains(r.Stdout, "p12-password-not-empty") {
 		t.Fatalf("password file: %+v", r)
 	}
 	// Usage errors exit 2.
@@ -78,7 +153,26 @@ func TestBundleValidateCLI(t *testing.T) {
 	// --policy takes the names from an existing NNCP; render writes one
 	// back that reads the same.
 	out := filepath.Join(dir, "out")
-	mustRun(t, nil, "bundle", "render", "--p12", good, "--ca", ca, "--left", "node1.example.com", "--right", "ext.example.com", "--right-subnet", "10.1.2.3/32", "--type", "tunnel", "--out", out)
+	mustRun(
+		t,
+		nil,
+		"bundle",
+		"render",
+		"--p12",
+		good,
+		"--ca",
+		ca,
+		"--left",
+		"node1.example.com",
+		"--right",
+		"ext.example.com",
+		"--right-subnet",
+		"10.1.2.3/32",
+		"--type",
+		"tunnel",
+		"--out",
+		out,
+	)
 	policy := filepath.Join(out, "ipsec-tunnel-policy.yaml")
 	for _, f := range []string{"remove-ipsec-policy.yaml", "99-ipsec-master-endpoint-config.bu", "99-ipsec-worker-endpoint-config.bu"} {
 		raw, err := os.ReadFile(filepath.Join(out, f))

@@ -68,10 +68,29 @@ func TestEnrolWithOpenSSLCSR(t *testing.T) {
 			if strings.Contains(token, "\n") || len(token) != 65 {
 				t.Fatalf("token create printed %q, want only the token", token)
 			}
-			_, csr := opensslCSR(t, dir, node, "/C=US/O=ovnkubernetes/OU=kind/CN="+node, append(tc.keyArg, "-addext", "subjectAltName=DNS:"+node)...)
+			_, csr := opensslCSR(
+				t,
+				dir,
+				node,
+				"/C=US/O=ovnkubernetes/OU=kind/CN="+node,
+				append(tc.keyArg, "-addext", "subjectAltName=DNS:"+node)...)
 			out := filepath.Join(dir, node+".pem")
 			start := time.Now()
-			mustRun(t, nil, "enroll", "--server", srv.Addr, "--ca-file", srv.CAFile(), "--token", token, "--csr", csr, "--out", out)
+			mustRun(
+				t,
+				nil,
+				"enroll",
+				"--server",
+				srv.Addr,
+				"--ca-file",
+				srv.CAFile(),
+				"--token",
+				token,
+				"--csr",
+				csr,
+				"--out",
+				out,
+			)
 			if v := sh(t, "openssl", "verify", "-CAfile", srv.CAFile(), out); !strings.Contains(v, ": OK") {
 				t.Fatalf("openssl verify: %s", v)
 			}
@@ -104,11 +123,15 @@ func TestEnrolWithOpenSSLCSR(t *testing.T) {
 			}
 			rootText := sh(t, "openssl", "x509", "-in", srv.CAFile(), "-noout", "-text")
 			skid := regexp.MustCompile(`Subject Key Identifier: *\n *([0-9A-F:]+)`).FindStringSubmatch(rootText)
-			akid := regexp.MustCompile(`Authority Key Identifier: *\n *(?:keyid:)?([0-9A-F:]+)`).FindStringSubmatch(text)
+			akid := regexp.MustCompile(`Authority Key Identifier: *\n *(?:keyid:)?([0-9A-F:]+)`).
+				FindStringSubmatch(text)
 			if skid == nil || akid == nil || skid[1] != akid[1] {
 				t.Errorf("AKID %v does not equal the root's SKID %v", akid, skid)
 			}
-			serial := strings.TrimPrefix(strings.TrimSpace(sh(t, "openssl", "x509", "-in", out, "-noout", "-serial")), "serial=")
+			serial := strings.TrimPrefix(
+				strings.TrimSpace(sh(t, "openssl", "x509", "-in", out, "-noout", "-serial")),
+				"serial=",
+			)
 			// 20 bytes: 8 of issue time in Unix nanoseconds, then 12 random.
 			issued, err := strconv.ParseInt(serial[:min(16, len(serial))], 16, 64)
 			if len(serial) != 40 || err != nil || time.Since(time.Unix(0, issued)).Abs() > time.Hour {
@@ -127,7 +150,19 @@ func TestRootProfile(t *testing.T) {
 		t.Run(tc.keyType, func(t *testing.T) {
 			t.Parallel()
 			dir := filepath.Join(t.TempDir(), "ca")
-			mustRun(t, nil, "init", "--data-dir", dir, "--ca-key-type", tc.keyType, "--org", "example", "--ca-name", "example ipsec root")
+			mustRun(
+				t,
+				nil,
+				"init",
+				"--data-dir",
+				dir,
+				"--ca-key-type",
+				tc.keyType,
+				"--org",
+				"example",
+				"--ca-name",
+				"example ipsec root",
+			)
 			ca := filepath.Join(dir, "ca.pem")
 			text := sh(t, "openssl", "x509", "-in", ca, "-noout", "-text")
 			for _, want := range []string{tc.want, "CA:TRUE, pathlen:0", "X509v3 Basic Constraints: critical", "X509v3 Key Usage: critical\n                Certificate Sign, CRL Sign", "X509v3 Subject Key Identifier", "Subject: O = example, CN = example ipsec root"} {
@@ -178,11 +213,41 @@ func TestRenewOverMTLS(t *testing.T) {
 	token := strings.TrimSpace(mustRun(t, srv.Env(), "token", "create", "--node", "node-a"))
 	key, csr := opensslCSR(t, dir, "a", "/CN=node-a")
 	first := filepath.Join(dir, "a.pem")
-	mustRun(t, nil, "enroll", "--server", srv.Addr, "--ca-file", srv.CAFile(), "--token", token, "--csr", csr, "--out", first)
+	mustRun(
+		t,
+		nil,
+		"enroll",
+		"--server",
+		srv.Addr,
+		"--ca-file",
+		srv.CAFile(),
+		"--token",
+		token,
+		"--csr",
+		csr,
+		"--out",
+		first,
+	)
 
 	key2, csr2 := opensslCSR(t, dir, "a2", "/CN=node-a")
 	second := filepath.Join(dir, "a2.pem")
-	mustRun(t, nil, "renew", "--server", srv.Addr, "--ca-file", srv.CAFile(), "--cert", first, "--key", key, "--csr", csr2, "--out", second)
+	mustRun(
+		t,
+		nil,
+		"renew",
+		"--server",
+		srv.Addr,
+		"--ca-file",
+		srv.CAFile(),
+		"--cert",
+		first,
+		"--key",
+		key,
+		"--csr",
+		csr2,
+		"--out",
+		second,
+	)
 	_ = key2
 	s1 := sh(t, "openssl", "x509", "-in", first, "-noout", "-serial")
 	s2 := sh(t, "openssl", "x509", "-in", second, "-noout", "-serial")
@@ -207,17 +272,68 @@ func TestRenewOverMTLS(t *testing.T) {
 	if states[hex1] != "superseded" || states[hex2] != "active" || len(states) != 2 {
 		t.Fatalf("states %v, want %s superseded and %s active", states, hex1, hex2)
 	}
-	if show := mustRun(t, srv.Env(), "certs", "show", hex2); !strings.Contains(show, "CN=node-a,O=ipsecca") || !strings.Contains(show, "active") {
+	if show := mustRun(t, srv.Env(), "certs", "show", hex2); !strings.Contains(show, "CN=node-a,O=ipsecca") ||
+		!strings.Contains(show, "active") {
 		t.Fatalf("certs show:\n%s", show)
 	}
 	// The admin certificate cannot renew a node certificate.
-	r := run(t, nil, "renew", "--server", srv.Addr, "--ca-file", srv.CAFile(), "--cert", filepath.Join(srv.DataDir, "admin.pem"), "--key", filepath.Join(srv.DataDir, "admin-key.pem"), "--csr", csr2, "--out", filepath.Join(dir, "x.pem"))
+	r := run(
+		t,
+		nil,
+		"renew",
+		"--server",
+		srv.Addr,
+		"--ca-file",
+		srv.CAFile(),
+		"--cert",
+		filepath.Join(srv.DataDir, "admin.pem"),
+		"--key",
+		filepath.Join(srv.DataDir, "admin-key.pem"),
+		"--csr",
+		csr2,
+		"--out",
+		filepath.Join(dir, "x.pem"),
+	)
 	if r.Code != 1 || !strings.Contains(r.Stderr, "PermissionDenied") {
 		t.Fatalf("renew with the admin cert: %+v", r)
 	}
 	// A certificate from another CA (same name) is refused.
-	sh(t, "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", filepath.Join(dir, "rogue.key"), "-subj", "/O=ipsecca/CN=node-a", "-days", "1", "-out", filepath.Join(dir, "rogue.pem"))
-	r = run(t, nil, "renew", "--server", srv.Addr, "--ca-file", srv.CAFile(), "--cert", filepath.Join(dir, "rogue.pem"), "--key", filepath.Join(dir, "rogue.key"), "--csr", csr2, "--out", filepath.Join(dir, "y.pem"))
+	sh(
+		t,
+		"openssl",
+		"req",
+		"-x509",
+		"-newkey",
+		"ec",
+		"-pkeyopt",
+		"ec_paramgen_curve:P-256",
+		"-nodes",
+		"-keyout",
+		filepath.Join(dir, "rogue.key"),
+		"-subj",
+		"/O=ipsecca/CN=node-a",
+		"-days",
+		"1",
+		"-out",
+		filepath.Join(dir, "rogue.pem"),
+	)
+	r = run(
+		t,
+		nil,
+		"renew",
+		"--server",
+		srv.Addr,
+		"--ca-file",
+		srv.CAFile(),
+		"--cert",
+		filepath.Join(dir, "rogue.pem"),
+		"--key",
+		filepath.Join(dir, "rogue.key"),
+		"--csr",
+		csr2,
+		"--out",
+		filepath.Join(dir, "y.pem"),
+	)
 	if r.Code != 1 || !strings.Contains(r.Stderr, "Unauthenticated") {
 		t.Fatalf("renew with a foreign cert: %+v", r)
 	}
@@ -231,7 +347,11 @@ func TestRenewOverMTLS(t *testing.T) {
 // goCSR builds a CSR in Go (for what openssl cannot easily make).
 func goCSR(t *testing.T, key any, cn string, mutate func(der []byte)) []byte {
 	t.Helper()
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, key)
+	der, err := x509.CreateCertificateRequest(
+		rand.Reader,
+		&x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}},
+		key,
+	)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +367,9 @@ func TestDenialsOverTheWire(t *testing.T) {
 	srv := startServer(t, "", "--limit-per-node", "0")
 	dir := t.TempDir()
 	newToken := func(node string, extra ...string) string {
-		return strings.TrimSpace(mustRun(t, srv.Env(), append([]string{"token", "create", "--node", node}, extra...)...))
+		return strings.TrimSpace(
+			mustRun(t, srv.Env(), append([]string{"token", "create", "--node", node}, extra...)...),
+		)
 	}
 	write := func(name string, data []byte) string {
 		p := filepath.Join(dir, name)
@@ -264,17 +386,59 @@ func TestDenialsOverTheWire(t *testing.T) {
 	uuid := "0f2c41c6-1b64-4f0e-9d5e-8a1f3e0c2b7a"
 	// node-x holds the UUID; node-y's token for it is refused at enrolment.
 	tokX := newToken("node-x", "--cn", uuid)
-	mustRun(t, nil, "enroll", "--server", srv.Addr, "--ca-file", srv.CAFile(), "--token", tokX, "--csr", write("x.csr", goCSR(t, p256, uuid, nil)), "--out", filepath.Join(dir, "x.pem"))
+	mustRun(
+		t,
+		nil,
+		"enroll",
+		"--server",
+		srv.Addr,
+		"--ca-file",
+		srv.CAFile(),
+		"--token",
+		tokX,
+		"--csr",
+		write("x.csr", goCSR(t, p256, uuid, nil)),
+		"--out",
+		filepath.Join(dir, "x.pem"),
+	)
 
 	// Two tokens for one name made before either enrols: the second node
 	// to enrol is refused.
 	uuid2 := "0f2c41c6-1b64-4f0e-9d5e-8a1f3e0c2b7b"
 	tokY := newToken("node-y", "--cn", uuid2)
 	tokX2 := newToken("node-x2", "--cn", uuid2)
-	mustRun(t, nil, "enroll", "--server", srv.Addr, "--ca-file", srv.CAFile(), "--token", tokX2, "--csr", write("x2.csr", goCSR(t, p256, uuid2, nil)), "--out", filepath.Join(dir, "x2.pem"))
+	mustRun(
+		t,
+		nil,
+		"enroll",
+		"--server",
+		srv.Addr,
+		"--ca-file",
+		srv.CAFile(),
+		"--token",
+		tokX2,
+		"--csr",
+		write("x2.csr", goCSR(t, p256, uuid2, nil)),
+		"--out",
+		filepath.Join(dir, "x2.pem"),
+	)
 
 	used := newToken("node-a")
-	mustRun(t, nil, "enroll", "--server", srv.Addr, "--ca-file", srv.CAFile(), "--token", used, "--csr", goodCSR, "--out", filepath.Join(dir, "ok.pem"))
+	mustRun(
+		t,
+		nil,
+		"enroll",
+		"--server",
+		srv.Addr,
+		"--ca-file",
+		srv.CAFile(),
+		"--token",
+		used,
+		"--csr",
+		goodCSR,
+		"--out",
+		filepath.Join(dir, "ok.pem"),
+	)
 	short := newToken("node-a", "--ttl", "1s")
 	time.Sleep(1100 * time.Millisecond)
 	id := strings.SplitN(used, ".", 2)[0]
@@ -297,18 +461,66 @@ func TestDenialsOverTheWire(t *testing.T) {
 		{"token used", used, write("other-key.csr", goCSR(t, p256, "node-a", nil)), "Unauthenticated", "token-used"},
 		{"token expired", short, goodCSR, "Unauthenticated", "token-expired"},
 		{"garbage csr", newToken("node-a"), write("garbage.csr", []byte("hello")), "InvalidArgument", "csr-malformed"},
-		{"bad signature", newToken("node-a"), write("sig.csr", goCSR(t, p256, "node-a", func(der []byte) { der[len(der)-5] ^= 0xff })), "InvalidArgument", "csr-signature-invalid"},
-		{"rsa 1024", newToken("node-a"), write("rsa1024.csr", goCSR(t, rsa1024, "node-a", nil)), "InvalidArgument", "key-weak"},
-		{"ed25519", newToken("node-a"), write("ed.csr", goCSR(t, ed, "node-a", nil)), "InvalidArgument", "key-unsupported"},
-		{"p521", newToken("node-a"), write("p521.csr", goCSR(t, p521, "node-a", nil)), "InvalidArgument", "key-unsupported"},
+		{
+			"bad signature",
+			newToken("node-a"),
+			write("sig.csr", goCSR(t, p256, "node-a", func(der []byte) { der[len(der)-5] ^= 0xff })),
+			"InvalidArgument",
+			"csr-signature-invalid",
+		},
+		{
+			"rsa 1024",
+			newToken("node-a"),
+			write("rsa1024.csr", goCSR(t, rsa1024, "node-a", nil)),
+			"InvalidArgument",
+			"key-weak",
+		},
+		{
+			"ed25519",
+			newToken("node-a"),
+			write("ed.csr", goCSR(t, ed, "node-a", nil)),
+			"InvalidArgument",
+			"key-unsupported",
+		},
+		{
+			"p521",
+			newToken("node-a"),
+			write("p521.csr", goCSR(t, p521, "node-a", nil)),
+			"InvalidArgument",
+			"key-unsupported",
+		},
 		{"CA:TRUE", newToken("node-a"), func() string {
 			_, c := opensslCSR(t, dir, "ca", "/CN=node-a", "-addext", "basicConstraints=critical,CA:TRUE")
 			return c
 		}(), "InvalidArgument", "ca-requested"},
-		{"ovs_ CN", newToken("node-a"), func() string { _, c := opensslCSR(t, dir, "ovs", "/CN=ovs_node-a"); return c }(), "InvalidArgument", "cn-ovs-prefix"},
-		{"OVS_ CN", newToken("node-a"), func() string { _, c := opensslCSR(t, dir, "ovs2", "/CN=OVS_x"); return c }(), "InvalidArgument", "cn-ovs-prefix"},
-		{"invalid CN", newToken("node-a"), func() string { _, c := opensslCSR(t, dir, "inv", "/CN=Node_A!"); return c }(), "InvalidArgument", "cn-invalid"},
-		{"other node's CN", newToken("node-a"), func() string { _, c := opensslCSR(t, dir, "b", "/CN=node-b"); return c }(), "PermissionDenied", "cn-not-callers-node"},
+		{
+			"ovs_ CN",
+			newToken("node-a"),
+			func() string { _, c := opensslCSR(t, dir, "ovs", "/CN=ovs_node-a"); return c }(),
+			"InvalidArgument",
+			"cn-ovs-prefix",
+		},
+		{
+			"OVS_ CN",
+			newToken("node-a"),
+			func() string { _, c := opensslCSR(t, dir, "ovs2", "/CN=OVS_x"); return c }(),
+			"InvalidArgument",
+			"cn-ovs-prefix",
+		},
+		{
+			"invalid CN",
+			newToken("node-a"),
+			func() string { _, c := opensslCSR(t, dir, "inv", "/CN=Node_A!"); return c }(),
+			"InvalidArgument",
+			"cn-invalid",
+		},
+		{
+			"other node's CN",
+			newToken("node-a"),
+			func() string { _, c := opensslCSR(t, dir, "b", "/CN=node-b"); return c }(),
+			"PermissionDenied",
+			"cn-not-callers-node",
+		},
 		{"extra DNS SAN", newToken("node-a"), func() string {
 			_, c := opensslCSR(t, dir, "san", "/CN=node-a", "-addext", "subjectAltName=DNS:node-a,DNS:node-b")
 			return c
@@ -317,7 +529,13 @@ func TestDenialsOverTheWire(t *testing.T) {
 			_, c := opensslCSR(t, dir, "ip", "/CN=node-a", "-addext", "subjectAltName=IP:10.0.0.1")
 			return c
 		}(), "InvalidArgument", "san-not-allowed"},
-		{"name held by another node", tokY, write("y.csr", goCSR(t, p256, uuid2, nil)), "AlreadyExists", "name-held-by-other-node"},
+		{
+			"name held by another node",
+			tokY,
+			write("y.csr", goCSR(t, p256, uuid2, nil)),
+			"AlreadyExists",
+			"name-held-by-other-node",
+		},
 		{"csr too large", newToken("node-a"), func() string {
 			_, c := opensslCSR(t, dir, "big", "/CN=node-a", "-addext", "subjectAltName="+strings.Join(bigSANs, ","))
 			return c
@@ -326,7 +544,21 @@ func TestDenialsOverTheWire(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			out := filepath.Join(dir, "denied.pem")
-			r := run(t, nil, "enroll", "--server", srv.Addr, "--ca-file", srv.CAFile(), "--token", tc.token, "--csr", tc.csr, "--out", out)
+			r := run(
+				t,
+				nil,
+				"enroll",
+				"--server",
+				srv.Addr,
+				"--ca-file",
+				srv.CAFile(),
+				"--token",
+				tc.token,
+				"--csr",
+				tc.csr,
+				"--out",
+				out,
+			)
 			if r.Code != 1 || !strings.Contains(r.Stderr, tc.code+": denied ("+tc.reason+")") {
 				t.Fatalf("exit %d, stderr %q; want exit 1 with %s and reason %s", r.Code, r.Stderr, tc.code, tc.reason)
 			}
@@ -344,7 +576,8 @@ func TestDenialsOverTheWire(t *testing.T) {
 		t.Fatalf("token for a held name: %+v", r)
 	}
 	// ovs_ node names are refused at token creation too.
-	if r := run(t, srv.Env(), "token", "create", "--node", "ovs_x"); r.Code != 1 || !strings.Contains(r.Stderr, "cn-ovs-prefix") {
+	if r := run(t, srv.Env(), "token", "create", "--node", "ovs_x"); r.Code != 1 ||
+		!strings.Contains(r.Stderr, "cn-ovs-prefix") {
 		t.Fatalf("token for ovs_x: %+v", r)
 	}
 	// Every denial of a recognised credential is in the audit log with its
@@ -381,7 +614,21 @@ func TestAdminNeedsAdmin(t *testing.T) {
 	token := strings.TrimSpace(mustRun(t, srv.Env(), "token", "create", "--node", "node-a"))
 	key, csr := opensslCSR(t, dir, "a", "/CN=node-a")
 	cert := filepath.Join(dir, "a.pem")
-	mustRun(t, nil, "enroll", "--server", srv.Addr, "--ca-file", srv.CAFile(), "--token", token, "--csr", csr, "--out", cert)
+	mustRun(
+		t,
+		nil,
+		"enroll",
+		"--server",
+		srv.Addr,
+		"--ca-file",
+		srv.CAFile(),
+		"--token",
+		token,
+		"--csr",
+		csr,
+		"--out",
+		cert,
+	)
 	r := run(t, nil, "certs", "list", "--server", srv.Addr, "--ca-file", srv.CAFile(), "--cert", cert, "--key", key)
 	if r.Code != 1 || !strings.Contains(r.Stderr, "PermissionDenied") {
 		t.Fatalf("certs list with a node cert: %+v", r)
@@ -394,7 +641,9 @@ func TestAdminNeedsAdmin(t *testing.T) {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := ipseccav1.NewAdminServiceClient(conn).ListCertificates(ctx, &ipseccav1.ListCertificatesRequest{}); status.Code(err) != codes.Unauthenticated {
+	if _, err := ipseccav1.NewAdminServiceClient(conn).ListCertificates(ctx, &ipseccav1.ListCertificatesRequest{}); status.Code(
+		err,
+	) != codes.Unauthenticated {
 		t.Fatalf("anonymous ListCertificates: %v", err)
 	}
 	stream, err := grpc_reflection_v1.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
@@ -442,7 +691,11 @@ func TestUsageErrors(t *testing.T) {
 // csrWithSANs builds a CSR carrying many DNS SANs.
 func csrWithSANs(t *testing.T, key *ecdsa.PrivateKey, cn string, dns []string) []byte {
 	t.Helper()
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}, DNSNames: dns}, key)
+	der, err := x509.CreateCertificateRequest(
+		rand.Reader,
+		&x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}, DNSNames: dns},
+		key,
+	)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,7 +30,10 @@ func adminClient(t *testing.T, srv *serverProc) (ipseccav1.AdminServiceClient, f
 	if err != nil {
 		t.Fatal(err)
 	}
-	pair, err := tls.LoadX509KeyPair(filepath.Join(srv.DataDir, "admin.pem"), filepath.Join(srv.DataDir, "admin-key.pem"))
+	pair, err := tls.LoadX509KeyPair(
+		filepath.Join(srv.DataDir, "admin.pem"),
+		filepath.Join(srv.DataDir, "admin-key.pem"),
+	)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,12 +46,19 @@ func adminClient(t *testing.T, srv *serverProc) (ipseccav1.AdminServiceClient, f
 
 // assertAllStored lists every node certificate: each serial once, and
 // every certificate a client received (serial -> DER) stored byte for byte.
-func assertAllStored(t *testing.T, admin ipseccav1.AdminServiceClient, received map[string][]byte) (stored map[string]bool) {
+func assertAllStored(
+	t *testing.T,
+	admin ipseccav1.AdminServiceClient,
+	received map[string][]byte,
+) (stored map[string]bool) {
 	t.Helper()
 	stored = map[string]bool{}
 	page := ""
 	for {
-		resp, err := admin.ListCertificates(context.Background(), &ipseccav1.ListCertificatesRequest{Kind: "node", PageSize: 1000, PageToken: page})
+		resp, err := admin.ListCertificates(
+			context.Background(),
+			&ipseccav1.ListCertificatesRequest{Kind: "node", PageSize: 1000, PageToken: page},
+		)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -111,10 +121,17 @@ func TestKill9UnderEnrolmentLoad(t *testing.T) {
 				for i := w; i < len(toks.GetTokens()); i += 8 {
 					name := fmt.Sprintf("n%d-%d", iter, i)
 					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-					resp, err := node.Enroll(ctx, &ipseccav1.EnrollRequest{Token: toks.GetTokens()[i].GetToken(), CsrPem: goCSR(t, key, name, nil)})
+					resp, err := node.Enroll(
+						ctx,
+						&ipseccav1.EnrollRequest{
+							Token:  toks.GetTokens()[i].GetToken(),
+							CsrPem: goCSR(t, key, name, nil),
+						},
+					)
 					cancel()
 					if err != nil {
-						if c := status.Code(err); c != codes.Unavailable && c != codes.Canceled && c != codes.DeadlineExceeded {
+						if c := status.Code(err); c != codes.Unavailable && c != codes.Canceled &&
+							c != codes.DeadlineExceeded {
 							t.Errorf("enrol during a crash: %v", err)
 						}
 						return
@@ -131,7 +148,11 @@ func TestKill9UnderEnrolmentLoad(t *testing.T) {
 		wg.Wait()
 		conn.Close()
 		// Right after the kill: the file is consistent and the chain verifies.
-		if out := mustRun(t, nil, "store", "check", "--data-dir", srv.DataDir); !strings.Contains(out, "bbolt consistency: ok") || !strings.Contains(out, "audit chain: ok") {
+		if out := mustRun(t, nil, "store", "check", "--data-dir", srv.DataDir); !strings.Contains(
+			out,
+			"bbolt consistency: ok",
+		) ||
+			!strings.Contains(out, "audit chain: ok") {
 			t.Fatalf("after kill %d: %s", iter, out)
 		}
 		srv.Start()
@@ -148,5 +169,9 @@ func TestKill9UnderEnrolmentLoad(t *testing.T) {
 	if out := mustRun(t, srv.Env(), "audit", "verify"); !strings.Contains(out, "intact") {
 		t.Fatalf("audit verify: %s", out)
 	}
-	t.Logf("%d certificates received across 20 kills, all stored; %d node certificates in the store", len(received), len(stored))
+	t.Logf(
+		"%d certificates received across 20 kills, all stored; %d node certificates in the store",
+		len(received),
+		len(stored),
+	)
 }

@@ -58,9 +58,32 @@ func startHA(t *testing.T, n int) *haCluster {
 		id := fmt.Sprintf("replica-%c", 'a'+i)
 		metrics := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		h.metrics = append(h.metrics, "http://"+metrics+"/metrics")
-		s := newServer(t, filepath.Join(dir, id), "--metrics-listen", metrics, "--store", "etcd", "--etcd-endpoints", strings.Join(ec.Endpoints(), ","),
-			"--kek-file", kek, "--etcd-max-txn-ops", fmt.Sprint(etcdtest.MaxTxnOps), "--etcd-session-ttl", haSessionTTL.String(),
-			"--etcd-timeout", "2s", "--etcd-health-interval", haHealthInterval.String(), "--replica-id", id, "--limit-global", "0", "--limit-per-node", "0")
+		s := newServer(
+			t,
+			filepath.Join(dir, id),
+			"--metrics-listen",
+			metrics,
+			"--store",
+			"etcd",
+			"--etcd-endpoints",
+			strings.Join(ec.Endpoints(), ","),
+			"--kek-file",
+			kek,
+			"--etcd-max-txn-ops",
+			fmt.Sprint(etcdtest.MaxTxnOps),
+			"--etcd-session-ttl",
+			haSessionTTL.String(),
+			"--etcd-timeout",
+			"2s",
+			"--etcd-health-interval",
+			haHealthInterval.String(),
+			"--replica-id",
+			id,
+			"--limit-global",
+			"0",
+			"--limit-per-node",
+			"0",
+		)
 		h.replicas = append(h.replicas, s)
 		h.ids = append(h.ids, id)
 	}
@@ -186,7 +209,10 @@ func TestHAOnEtcd(t *testing.T) {
 			for i := w; i < nodes; i += 12 {
 				name := fmt.Sprintf("ha-%03d", i)
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				resp, err := node.Enroll(ctx, &ipseccav1.EnrollRequest{Token: toks.GetTokens()[i].GetToken(), CsrPem: goCSR(t, key, name, nil)})
+				resp, err := node.Enroll(
+					ctx,
+					&ipseccav1.EnrollRequest{Token: toks.GetTokens()[i].GetToken(), CsrPem: goCSR(t, key, name, nil)},
+				)
 				cancel()
 				mu.Lock()
 				if err != nil {
@@ -212,7 +238,12 @@ func TestHAOnEtcd(t *testing.T) {
 	h.replicas[li].Kill()
 	h.etcd.Kill(0)
 	wg.Wait()
-	t.Logf("under load: %d enrolled, %d failed with Unavailable/DeadlineExceeded (killed replica %s and etcd member m0)", ok, unavailable, leader)
+	t.Logf(
+		"under load: %d enrolled, %d failed with Unavailable/DeadlineExceeded (killed replica %s and etcd member m0)",
+		ok,
+		unavailable,
+		leader,
+	)
 	if ok < nodes/2 {
 		t.Fatalf("only %d of %d enrolments succeeded across the kills", ok, nodes)
 	}
@@ -276,13 +307,17 @@ func TestHAOnEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	nconn, _ := dialTLS(h.replicas[ni].Addr, rootPEM, nil)
-	enr, err := ipseccav1.NewNodeServiceClient(nconn).Enroll(context.Background(), &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: goCSR(t, nodeKey, "watcher", nil)})
+	enr, err := ipseccav1.NewNodeServiceClient(nconn).
+		Enroll(context.Background(), &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: goCSR(t, nodeKey, "watcher", nil)})
 	nconn.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
 	keyDER, _ := x509.MarshalPKCS8PrivateKey(nodeKey)
-	pair, err := tls.X509KeyPair(enr.GetCertificate().GetCertificatePem(), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+	pair, err := tls.X509KeyPair(
+		enr.GetCertificate().GetCertificatePem(),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+	)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +349,12 @@ func TestHAOnEtcd(t *testing.T) {
 			break
 		}
 	}
-	t.Logf("forced rotation reached a Watch stream on %s in %s (scheduler on %s)", h.ids[watchOn], time.Since(forcedAt).Round(time.Millisecond), next)
+	t.Logf(
+		"forced rotation reached a Watch stream on %s in %s (scheduler on %s)",
+		h.ids[watchOn],
+		time.Since(forcedAt).Round(time.Millisecond),
+		next,
+	)
 	events := mustRun(t, h.env(survivor), "audit", "list", "--node", "watcher", "--type", "rotation.due", "--json")
 	if n := strings.Count(events, `"rotation.due"`); n != 1 {
 		t.Fatalf("rotation.due recorded %d times, want once:\n%s", n, events)
@@ -343,12 +383,21 @@ func TestHAOnEtcd(t *testing.T) {
 		}
 	}
 	for round := range 10 {
-		tok, err := admin.CreateToken(context.Background(), &ipseccav1.CreateTokenRequest{Node: fmt.Sprintf("race-%d", round)})
+		tok, err := admin.CreateToken(
+			context.Background(),
+			&ipseccav1.CreateTokenRequest{Node: fmt.Sprintf("race-%d", round)},
+		)
 		if err != nil {
 			t.Fatal(err)
 		}
 		name := fmt.Sprintf("race-%d", round)
-		results := h.enrolAtOnce(t, live, rootPEM, [2]string{tok.GetToken(), tok.GetToken()}, [2][]byte{goCSR(t, key, name, nil), goCSR(t, key2, name, nil)})
+		results := h.enrolAtOnce(
+			t,
+			live,
+			rootPEM,
+			[2]string{tok.GetToken(), tok.GetToken()},
+			[2][]byte{goCSR(t, key, name, nil), goCSR(t, key2, name, nil)},
+		)
 		if (results[0] == nil) == (results[1] == nil) {
 			t.Fatalf("one token on two replicas: %v / %v, want exactly one certificate", results[0], results[1])
 		}
@@ -359,7 +408,10 @@ func TestHAOnEtcd(t *testing.T) {
 		cn := fmt.Sprintf("contested-%d", round)
 		var toks [2]string
 		for j := range 2 {
-			tk, err := admin.CreateToken(context.Background(), &ipseccav1.CreateTokenRequest{Node: fmt.Sprintf("claim-%d-%d", round, j), CommonName: cn})
+			tk, err := admin.CreateToken(
+				context.Background(),
+				&ipseccav1.CreateTokenRequest{Node: fmt.Sprintf("claim-%d-%d", round, j), CommonName: cn},
+			)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -380,7 +432,12 @@ func TestHAOnEtcd(t *testing.T) {
 	lostAt := time.Now()
 	for _, i := range live {
 		if d := h.awaitHealth(t, i, rootPEM, healthpb.HealthCheckResponse_NOT_SERVING, lostAt, 5*time.Second); d > haHealthInterval+3*time.Second {
-			t.Fatalf("%s reported NOT_SERVING %s after quorum was lost (interval %s, check timeout 2s)", h.ids[i], d, haHealthInterval)
+			t.Fatalf(
+				"%s reported NOT_SERVING %s after quorum was lost (interval %s, check timeout 2s)",
+				h.ids[i],
+				d,
+				haHealthInterval,
+			)
 		}
 	}
 	tk, err := admin.CreateToken(context.Background(), &ipseccav1.CreateTokenRequest{Node: "after-quorum"})
@@ -425,7 +482,10 @@ func TestHAOnEtcd(t *testing.T) {
 		t.Fatalf("enrol after quorum returned: %v", err)
 	}
 	// The CLI fails over: the dead replica is first in the list.
-	if out := mustRun(t, h.env(survivor), "certs", "list", "--node", "after-quorum"); !strings.Contains(out, "after-quorum") {
+	if out := mustRun(t, h.env(survivor), "certs", "list", "--node", "after-quorum"); !strings.Contains(
+		out,
+		"after-quorum",
+	) {
 		t.Fatalf("certs list through the replica list: %s", out)
 	}
 	if out := mustRun(t, h.env(survivor), "audit", "verify"); !strings.Contains(out, "intact") {
@@ -437,7 +497,14 @@ func TestHAOnEtcd(t *testing.T) {
 // most within of since, checks that the server's overall entry (the
 // liveness probe) stays SERVING meanwhile, and returns how long after
 // since the status was seen.
-func (h *haCluster) awaitHealth(t *testing.T, i int, rootPEM []byte, want healthpb.HealthCheckResponse_ServingStatus, since time.Time, within time.Duration) time.Duration {
+func (h *haCluster) awaitHealth(
+	t *testing.T,
+	i int,
+	rootPEM []byte,
+	want healthpb.HealthCheckResponse_ServingStatus,
+	since time.Time,
+	within time.Duration,
+) time.Duration {
 	t.Helper()
 	conn, err := dialTLS(h.replicas[i].Addr, rootPEM, nil)
 	if err != nil {
@@ -464,7 +531,12 @@ func (h *haCluster) awaitHealth(t *testing.T, i int, rootPEM []byte, want health
 	}
 	d := time.Since(since)
 	if live, err := check(""); err != nil || live != healthpb.HealthCheckResponse_SERVING {
-		t.Fatalf("%s: overall health %s (%v), want SERVING: the liveness probe must not follow etcd", h.ids[i], live, err)
+		t.Fatalf(
+			"%s: overall health %s (%v), want SERVING: the liveness probe must not follow etcd",
+			h.ids[i],
+			live,
+			err,
+		)
 	}
 	t.Logf("%s: health %s after %s", h.ids[i], want, d.Round(10*time.Millisecond))
 	return d
@@ -485,7 +557,8 @@ func (h *haCluster) enrolAtOnce(t *testing.T, live []int, rootPEM []byte, tokens
 				return
 			}
 			defer conn.Close()
-			_, results[j] = ipseccav1.NewNodeServiceClient(conn).Enroll(context.Background(), &ipseccav1.EnrollRequest{Token: tokens[j], CsrPem: csrs[j]})
+			_, results[j] = ipseccav1.NewNodeServiceClient(conn).
+				Enroll(context.Background(), &ipseccav1.EnrollRequest{Token: tokens[j], CsrPem: csrs[j]})
 		}()
 	}
 	wg.Wait()
@@ -522,7 +595,21 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 		token := strings.TrimSpace(mustRun(t, srv.Env(), "token", "create", "--node", n))
 		key, csr := opensslCSR(t, certs, n, "/CN="+n)
 		out := filepath.Join(certs, n+".pem")
-		mustRun(t, nil, "enroll", "--server", srv.Addr, "--ca-file", srv.CAFile(), "--token", token, "--csr", csr, "--out", out)
+		mustRun(
+			t,
+			nil,
+			"enroll",
+			"--server",
+			srv.Addr,
+			"--ca-file",
+			srv.CAFile(),
+			"--token",
+			token,
+			"--csr",
+			csr,
+			"--out",
+			out,
+		)
 		if firstKey == "" {
 			firstKey, firstCert = key, out
 		}
@@ -538,7 +625,8 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 	rand.Read(raw[:])
 	os.WriteFile(kek, []byte(base64.StdEncoding.EncodeToString(raw[:])), 0o600)
 	to := "etcd:" + strings.Join(ec.Endpoints(), ",")
-	if r := run(t, nil, "store", "migrate", "--from", "bolt:"+srv.DataDir, "--to", to); r.Code != 2 || !strings.Contains(r.Stderr, "key-encryption key") {
+	if r := run(t, nil, "store", "migrate", "--from", "bolt:"+srv.DataDir, "--to", to); r.Code != 2 ||
+		!strings.Contains(r.Stderr, "key-encryption key") {
 		t.Fatalf("migrate without a KEK: exit %d, %s", r.Code, r.Stderr)
 	}
 	out := mustRun(t, nil, "store", "migrate", "--from", "bolt:"+srv.DataDir, "--to", to, "--kek-file", kek)
@@ -548,14 +636,27 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 		}
 	}
 	t.Logf("migrate:\n%s", out)
-	if r := run(t, nil, "store", "migrate", "--from", "bolt:"+srv.DataDir, "--to", to, "--kek-file", kek); r.Code == 0 || !strings.Contains(r.Stderr, "refusing to overwrite") {
+	if r := run(t, nil, "store", "migrate", "--from", "bolt:"+srv.DataDir, "--to", to, "--kek-file", kek); r.Code == 0 ||
+		!strings.Contains(r.Stderr, "refusing to overwrite") {
 		t.Fatalf("second migrate into the same prefix: exit %d, %s", r.Code, r.Stderr)
 	}
 
 	var replicas []*serverProc
 	for _, id := range []string{"r1", "r2"} {
-		s := newServer(t, filepath.Join(dir, id), "--store", "etcd", "--etcd-endpoints", strings.Join(ec.Endpoints(), ","), "--kek-file", kek,
-			"--etcd-max-txn-ops", fmt.Sprint(etcdtest.MaxTxnOps), "--replica-id", id)
+		s := newServer(
+			t,
+			filepath.Join(dir, id),
+			"--store",
+			"etcd",
+			"--etcd-endpoints",
+			strings.Join(ec.Endpoints(), ","),
+			"--kek-file",
+			kek,
+			"--etcd-max-txn-ops",
+			fmt.Sprint(etcdtest.MaxTxnOps),
+			"--replica-id",
+			id,
+		)
 		s.Start()
 		replicas = append(replicas, s)
 	}
@@ -572,7 +673,23 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 	}
 	// A node enrolled under bbolt renews against a replica over mTLS.
 	_, csr := opensslCSR(t, certs, "a2", "/CN=node-a")
-	mustRun(t, nil, "renew", "--server", replicas[1].Addr, "--ca-file", replicas[1].CAFile(), "--cert", firstCert, "--key", firstKey, "--csr", csr, "--out", filepath.Join(certs, "a2.pem"))
+	mustRun(
+		t,
+		nil,
+		"renew",
+		"--server",
+		replicas[1].Addr,
+		"--ca-file",
+		replicas[1].CAFile(),
+		"--cert",
+		firstCert,
+		"--key",
+		firstKey,
+		"--csr",
+		csr,
+		"--out",
+		filepath.Join(certs, "a2.pem"),
+	)
 	if l := mustRun(t, replicas[0].Env(), "certs", "list", "--node", "node-a"); !strings.Contains(l, "superseded") {
 		t.Fatalf("after renewal on etcd:\n%s", l)
 	}
@@ -597,9 +714,19 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 	}
 	at, ok := leadingSince(other.Log.String())
 	if !ok || at.Sub(stopped) > 2*time.Second {
-		t.Fatalf("after stopping the leader %s, the other replica led at %v (ok=%v), %s after the stop", st.Leader, at, ok, at.Sub(stopped))
+		t.Fatalf(
+			"after stopping the leader %s, the other replica led at %v (ok=%v), %s after the stop",
+			st.Leader,
+			at,
+			ok,
+			at.Sub(stopped),
+		)
 	}
-	t.Logf("stopped leader %s; the other replica took over %s later", st.Leader, at.Sub(stopped).Round(time.Millisecond))
+	t.Logf(
+		"stopped leader %s; the other replica took over %s later",
+		st.Leader,
+		at.Sub(stopped).Round(time.Millisecond),
+	)
 
 	// The sidecar, given both replicas with the stopped one first, fails
 	// over on its own and puts the node's pair and the CA into NSS.
@@ -646,17 +773,41 @@ func TestEtcdOverTLS(t *testing.T) {
 	os.WriteFile(kek, []byte(base64.StdEncoding.EncodeToString(raw[:])), 0o600)
 	base := []string{"--store", "etcd", "--etcd-endpoints", ec.Endpoints()[0], "--kek-file", kek}
 
-	r := run(t, nil, append([]string{"init", "--data-dir", filepath.Join(dir, "nocert"), "--etcd-cacert", ec.TLS.CA}, base...)...)
-	if r.Code == 0 || !strings.Contains(r.Stderr, "store/etcd: connect to "+ec.Endpoints()[0]) { // the reason: usually "tls: certificate required", sometimes only the broken connection
+	r := run(
+		t,
+		nil,
+		append([]string{"init", "--data-dir", filepath.Join(dir, "nocert"), "--etcd-cacert", ec.TLS.CA}, base...)...)
+	if r.Code == 0 ||
+		!strings.Contains(
+			r.Stderr,
+			"store/etcd: connect to "+ec.Endpoints()[0],
+		) { // the reason: usually "tls: certificate required", sometimes only the broken connection
 		t.Fatalf("init without a client certificate: exit %d\n%s", r.Code, r.Stderr)
 	}
 	t.Logf("without a client certificate: %s", strings.TrimSpace(r.Stderr))
 
-	srv := newServer(t, filepath.Join(dir, "ca"), append(base, "--etcd-cacert", ec.TLS.CA, "--etcd-cert", ec.TLS.ClientCert, "--etcd-key", ec.TLS.ClientKey)...)
+	srv := newServer(
+		t,
+		filepath.Join(dir, "ca"),
+		append(base, "--etcd-cacert", ec.TLS.CA, "--etcd-cert", ec.TLS.ClientCert, "--etcd-key", ec.TLS.ClientKey)...)
 	srv.Start()
 	token := strings.TrimSpace(mustRun(t, srv.Env(), "token", "create", "--node", "node-tls"))
 	_, csr := opensslCSR(t, dir, "node-tls", "/CN=node-tls")
-	mustRun(t, nil, "enroll", "--server", srv.Addr, "--ca-file", srv.CAFile(), "--token", token, "--csr", csr, "--out", filepath.Join(dir, "node-tls.pem"))
+	mustRun(
+		t,
+		nil,
+		"enroll",
+		"--server",
+		srv.Addr,
+		"--ca-file",
+		srv.CAFile(),
+		"--token",
+		token,
+		"--csr",
+		csr,
+		"--out",
+		filepath.Join(dir, "node-tls.pem"),
+	)
 	st := run(t, srv.Env(), "status")
 	if st.Code != 0 || !strings.Contains(st.Stdout, "https://127.0.0.1") || !strings.Contains(st.Stdout, "healthy") {
 		t.Fatalf("status over TLS: exit %d\n%s%s", st.Code, st.Stdout, st.Stderr)

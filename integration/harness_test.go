@@ -41,7 +41,11 @@ func TestMain(m *testing.M) {
 	}
 	for _, tool := range []string{"openssl"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			fmt.Fprintf(os.Stderr, "FATAL: %s not found: run `make deps` (apt-get install openssl libnss3-tools)\n", tool)
+			fmt.Fprintf(
+				os.Stderr,
+				"FATAL: %s not found: run `make deps` (apt-get install openssl libnss3-tools)\n",
+				tool,
+			)
 			os.Exit(1)
 		}
 	}
@@ -108,7 +112,13 @@ func startServer(t *testing.T, dataDir string, extra ...string) *serverProc {
 // its log shown on failure, when the test ends.
 func newServer(t *testing.T, dataDir string, extra ...string) *serverProc {
 	t.Helper()
-	s := &serverProc{t: t, DataDir: dataDir, Addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), Args: extra, Log: &syncBuffer{}}
+	s := &serverProc{
+		t:       t,
+		DataDir: dataDir,
+		Addr:    fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		Args:    extra,
+		Log:     &syncBuffer{},
+	}
 	t.Cleanup(func() {
 		s.Stop()
 		if t.Failed() {

@@ -79,7 +79,12 @@ func TestHostileRequests(t *testing.T) {
 	}{
 		{"garbage bytes", bytes.Repeat([]byte{0xde, 0xad}, 500), codes.InvalidArgument, "csr-malformed"},
 		{"truncated PEM", good[:len(good)/2], codes.InvalidArgument, "csr-malformed"},
-		{"signed by another key", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: spliced}), codes.InvalidArgument, "csr-"},
+		{
+			"signed by another key",
+			pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: spliced}),
+			codes.InvalidArgument,
+			"csr-",
+		},
 		{"huge SAN list", huge, codes.InvalidArgument, "csr-too-large"},
 		{"10 MB message", make([]byte, 10<<20), codes.ResourceExhausted, "larger than max"},
 	}
@@ -103,7 +108,9 @@ func TestHostileRequests(t *testing.T) {
 	if err != nil || again.GetCertificate().GetSerial() != first.GetCertificate().GetSerial() {
 		t.Fatalf("token replayed with the same key: %v %v", again.GetCertificate().GetSerial(), err)
 	}
-	if _, err := node.Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok, CsrPem: goCSR(t, other, "node-a", nil)}); status.Code(err) != codes.Unauthenticated {
+	if _, err := node.Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok, CsrPem: goCSR(t, other, "node-a", nil)}); status.Code(
+		err,
+	) != codes.Unauthenticated {
 		t.Fatalf("token replayed with another key: %v", err)
 	}
 	after := vmRSSMiB(t, srv.cmd.Process.Pid)
@@ -140,8 +147,37 @@ func TestNoSecretsInOutputs(t *testing.T) {
 	runAll(srv.Env(), "rotate", "--node", "node-s")
 	runAll(nil, n.args("--once")...)
 	p12, ca := bundleFixture(t, dir, "endpoint", "left_server", "p12-Secret-Pass")
-	runAll(nil, "bundle", "validate", "--p12", p12, "--ca", ca, "--password", "p12-Secret-Pass", "--left", "node1.example.com", "--right", "x.example.com", "--json")
-	runAll(nil, "bundle", "validate", "--p12", p12, "--ca", ca, "--password", "wrong-Secret-Pass", "--left", "node1.example.com", "--right", "x.example.com")
+	runAll(
+		nil,
+		"bundle",
+		"validate",
+		"--p12",
+		p12,
+		"--ca",
+		ca,
+		"--password",
+		"p12-Secret-Pass",
+		"--left",
+		"node1.example.com",
+		"--right",
+		"x.example.com",
+		"--json",
+	)
+	runAll(
+		nil,
+		"bundle",
+		"validate",
+		"--p12",
+		p12,
+		"--ca",
+		ca,
+		"--password",
+		"wrong-Secret-Pass",
+		"--left",
+		"node1.example.com",
+		"--right",
+		"x.example.com",
+	)
 	srv.Stop()
 	st, err := bolt.Open(srv.DataDir)
 	if err != nil {

@@ -89,7 +89,10 @@ func TestClientsRefuseNodePosingAsServer(t *testing.T) {
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(caPEM)
 	if _, err := pair.Leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: "localhost", KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
-		t.Fatalf("the node certificate does not verify as a TLS server for localhost, so this test proves nothing: %v", err)
+		t.Fatalf(
+			"the node certificate does not verify as a TLS server for localhost, so this test proves nothing: %v",
+			err,
+		)
 	}
 	imp := startImpostor(t, pair)
 
@@ -137,8 +140,12 @@ func TestClientsRefuseNodePosingAsServer(t *testing.T) {
 			before := len(imp.Seen())
 			r := run(t, env(imp.Addr), tc.args(imp.Addr)...)
 			if r.Code == 0 || !strings.Contains(r.Stderr, refusal) || !strings.Contains(r.Stderr, "CN=localhost") {
-				t.Errorf("against the node posing as the server: exit %d, want a refusal naming the certificate\nstdout: %s\nstderr: %s",
-					r.Code, r.Stdout, r.Stderr)
+				t.Errorf(
+					"against the node posing as the server: exit %d, want a refusal naming the certificate\nstdout: %s\nstderr: %s",
+					r.Code,
+					r.Stdout,
+					r.Stderr,
+				)
 			} else {
 				t.Logf("refused: %s", strings.TrimSpace(r.Stderr[strings.LastIndex(strings.TrimSpace(r.Stderr), "\n")+1:]))
 			}
@@ -146,7 +153,13 @@ func TestClientsRefuseNodePosingAsServer(t *testing.T) {
 				t.Errorf("the node posing as the server received %v", seen)
 			}
 			if r := run(t, env(real), tc.args(real)...); r.Code != 0 {
-				t.Errorf("against the real server at %s: exit %d\nstdout: %s\nstderr: %s", real, r.Code, r.Stdout, r.Stderr)
+				t.Errorf(
+					"against the real server at %s: exit %d\nstdout: %s\nstderr: %s",
+					real,
+					r.Code,
+					r.Stdout,
+					r.Stderr,
+				)
 			}
 		})
 	}
@@ -156,7 +169,11 @@ func TestClientsRefuseNodePosingAsServer(t *testing.T) {
 	before, seen := dbFiles(t, sidecarNode.nss), len(imp.Seen())
 	r := run(t, nil, sidecarArgs(sidecarNode, imp.Addr)...)
 	if r.Code != 0 || !strings.Contains(r.Stderr, refusal) {
-		t.Errorf("enrolled sidecar against the impostor: exit %d, want 0 (current pair kept) and the refusal logged\nstderr: %s", r.Code, r.Stderr)
+		t.Errorf(
+			"enrolled sidecar against the impostor: exit %d, want 0 (current pair kept) and the refusal logged\nstderr: %s",
+			r.Code,
+			r.Stderr,
+		)
 	}
 	if got := imp.Seen()[seen:]; len(got) > 0 {
 		t.Errorf("the node posing as the server received %v from an enrolled sidecar", got)

@@ -24,7 +24,10 @@ import (
 // certificate for its chassis-id and the CA from the ConfigMap.
 func TestKubernetesModeEndToEnd(t *testing.T) {
 	const nodeUser = "system:ovn-node:node-a"
-	srv := kubetest.Start(t, kubetest.Options{Users: []kubetest.User{{Name: nodeUser, Groups: []string{"system:ovn-nodes"}}}})
+	srv := kubetest.Start(
+		t,
+		kubetest.Options{Users: []kubetest.User{{Name: nodeUser, Groups: []string{"system:ovn-nodes"}}}},
+	)
 	admin := kubetest.Client(t, srv.Admin)
 	ctx := context.Background()
 	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "openshift-ovn-kubernetes"}}, metav1.CreateOptions{}); err != nil {
@@ -47,7 +50,21 @@ func TestKubernetesModeEndToEnd(t *testing.T) {
 	nodeKubeconfig := srv.KubeconfigFile(t, srv.ConfigFor(nodeUser))
 	dir := t.TempDir()
 	nss, state := filepath.Join(dir, "nss"), filepath.Join(dir, "state")
-	args := []string{"sidecar", "--once", "--kube", "--kubeconfig", nodeKubeconfig, "--node", "node-a", "--nss-dir", nss, "--state-dir", state, "--csr-wait", "30s"}
+	args := []string{
+		"sidecar",
+		"--once",
+		"--kube",
+		"--kubeconfig",
+		nodeKubeconfig,
+		"--node",
+		"node-a",
+		"--nss-dir",
+		nss,
+		"--state-dir",
+		state,
+		"--csr-wait",
+		"30s",
+	}
 	r := run(t, nil, args...)
 	if r.Code != 0 {
 		t.Fatalf("sidecar --kube: %+v\nserver log:\n%s", r, ca.Log.String())
@@ -56,7 +73,10 @@ func TestKubernetesModeEndToEnd(t *testing.T) {
 	if got := certutilL(t, nss); len(got) != 2 || got["ovs_cert_cacert"] != "CT,," || got[nick] != "u,u,u" {
 		t.Fatalf("certutil -L: %v", got)
 	}
-	if out := sh(t, "certutil", "-V", "-d", "sql:"+nss, "-n", nick, "-u", "C"); !strings.Contains(out, "certificate is valid") {
+	if out := sh(t, "certutil", "-V", "-d", "sql:"+nss, "-n", nick, "-u", "C"); !strings.Contains(
+		out,
+		"certificate is valid",
+	) {
 		t.Fatal(out)
 	}
 	// The CSR object has OpenShift's node script's shape.
@@ -66,8 +86,16 @@ func TestKubernetesModeEndToEnd(t *testing.T) {
 	}
 	c := csrs.Items[0]
 	if !strings.HasPrefix(c.Name, "ipsec-csr-node-a-") || c.Labels["k8s.ovn.org/ipsec-csr"] != "node-a" || c.Spec.SignerName != "network.openshift.io/signer" ||
-		len(c.Spec.Usages) != 1 || c.Spec.Usages[0] != certificatesv1.UsageIPsecTunnel || c.Spec.Username != nodeUser {
-		t.Fatalf("CSR %s: labels %v signer %s usages %v user %s", c.Name, c.Labels, c.Spec.SignerName, c.Spec.Usages, c.Spec.Username)
+		len(c.Spec.Usages) != 1 || c.Spec.Usages[0] != certificatesv1.UsageIPsecTunnel ||
+		c.Spec.Username != nodeUser {
+		t.Fatalf(
+			"CSR %s: labels %v signer %s usages %v user %s",
+			c.Name,
+			c.Labels,
+			c.Spec.SignerName,
+			c.Spec.Usages,
+			c.Spec.Username,
+		)
 	}
 	// The same certificate is in the CA's store and listing.
 	if out := mustRun(t, ca.Env(), "certs", "list", "--node", "node-a"); !strings.Contains(out, chassis) {
@@ -77,7 +105,9 @@ func TestKubernetesModeEndToEnd(t *testing.T) {
 	if r := run(t, nil, args...); r.Code != 0 {
 		t.Fatalf("second pass: %+v", r)
 	}
-	if csrs, _ := admin.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{}); len(csrs.Items) != 1 {
+	if csrs, _ := admin.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{}); len(
+		csrs.Items,
+	) != 1 {
 		t.Fatalf("a second pass created another CSR (%d)", len(csrs.Items))
 	}
 	// A long-running kube-mode sidecar stops cleanly.

@@ -21,7 +21,9 @@ func kernelHasESP() bool {
 	}
 	defer exec.Command("ip", "netns", "del", ns).Run()
 	return exec.Command("ip", "-n", ns, "xfrm", "state", "add", "src", "198.18.0.1", "dst", "198.18.0.2", "proto", "esp", "spi", "0x1000",
-		"mode", "transport", "aead", "rfc4106(gcm(aes))", "0x"+strings.Repeat("0", 72), "128").Run() == nil
+		"mode", "transport", "aead", "rfc4106(gcm(aes))", "0x"+strings.Repeat("0", 72), "128").
+		Run() ==
+		nil
 }
 
 // TestLibreswanESP is the proof with the real consumer: two nodes in
@@ -103,7 +105,11 @@ func TestLibreswanESP(t *testing.T) {
 		want("t"+tag+"_icmp", "0")
 	}
 	if facts["node_a_serial_rotated"] == "" || facts["node_a_serial_rotated"] == facts["node_a_serial"] {
-		t.Errorf("rotation did not give node-a a new certificate: %q -> %q", facts["node_a_serial"], facts["node_a_serial_rotated"])
+		t.Errorf(
+			"rotation did not give node-a a new certificate: %q -> %q",
+			facts["node_a_serial"],
+			facts["node_a_serial_rotated"],
+		)
 	}
 	want("node_a_nss_certs", "1")
 	// nodeB logs the key id of the certificate it verified; the script maps
@@ -135,10 +141,30 @@ func bootUML(t *testing.T, script, out string) {
 	uml := filepath.Join(out, "uml")
 	os.MkdirAll(filepath.Join(uml, "root", "lib"), 0o755)
 	os.Symlink("/usr/lib/uml/modules", filepath.Join(uml, "root", "lib", "modules"))
-	os.WriteFile(filepath.Join(uml, "modprobe"), []byte("#!/bin/sh\nexec /sbin/modprobe -d "+filepath.Join(uml, "root")+" \"$@\"\n"), 0o755)
+	os.WriteFile(
+		filepath.Join(uml, "modprobe"),
+		[]byte("#!/bin/sh\nexec /sbin/modprobe -d "+filepath.Join(uml, "root")+" \"$@\"\n"),
+		0o755,
+	)
 	// Unknown key=value boot arguments become the init's environment.
-	cmd := exec.Command("timeout", "-k", "10", "400", "linux.uml", "mem=768M", "rootfstype=hostfs", "rootflags=/", "rw", "quiet",
-		"con=null", "con0=null,fd:1", "init="+script, "E2E_STAGE=guest", "E2E_OUT="+out, "IPSECCA="+binary)
+	cmd := exec.Command(
+		"timeout",
+		"-k",
+		"10",
+		"400",
+		"linux.uml",
+		"mem=768M",
+		"rootfstype=hostfs",
+		"rootflags=/",
+		"rw",
+		"quiet",
+		"con=null",
+		"con0=null,fd:1",
+		"init="+script,
+		"E2E_STAGE=guest",
+		"E2E_OUT="+out,
+		"IPSECCA="+binary,
+	)
 	cmd.Stdin = nil
 	console, err := cmd.CombinedOutput()
 	os.WriteFile(filepath.Join(out, "console.log"), console, 0o644)

@@ -26,7 +26,8 @@ func TestAdminRotateAndRevokeCLI(t *testing.T) {
 	var before struct {
 		Certificates []struct{ Serial, State string }
 	}
-	if err := json.Unmarshal([]byte(mustRun(t, env, "certs", "list", "--kind", "admin", "--json")), &before); err != nil || len(before.Certificates) != 1 {
+	if err := json.Unmarshal([]byte(mustRun(t, env, "certs", "list", "--kind", "admin", "--json")), &before); err != nil ||
+		len(before.Certificates) != 1 {
 		t.Fatalf("admin certificates before: %+v %v", before, err)
 	}
 	oldSerial := before.Certificates[0].Serial
@@ -52,7 +53,8 @@ func TestAdminRotateAndRevokeCLI(t *testing.T) {
 	if len(after.Certificates) != 1 || after.Certificates[0].Serial == oldSerial {
 		t.Fatalf("active admin certificates after rotate: %+v", after)
 	}
-	if r := run(t, env, "admin", "revoke", after.Certificates[0].Serial); r.Code != 1 || !strings.Contains(r.Stderr, "rotate it first") {
+	if r := run(t, env, "admin", "revoke", after.Certificates[0].Serial); r.Code != 1 ||
+		!strings.Contains(r.Stderr, "rotate it first") {
 		t.Fatalf("revoking one's own credential: %+v", r)
 	}
 	mustRun(t, env, "admin", "revoke", oldSerial, "--reason", "laptop lost")
@@ -81,7 +83,21 @@ func TestNodeForgetCLI(t *testing.T) {
 	tok := filepath.Join(dir, "token")
 	os.WriteFile(tok, []byte(mustRun(t, env, "token", "create", "--node", "worker-1", "--cn", chassis)), 0o600)
 	_, csr := opensslCSR(t, dir, "old", "/CN="+strings.ToUpper(chassis))
-	mustRun(t, env, "enroll", "--server", srv.Addr, "--ca-file", srv.CAFile(), "--token-file", tok, "--csr", csr, "--out", filepath.Join(dir, "old.pem"))
+	mustRun(
+		t,
+		env,
+		"enroll",
+		"--server",
+		srv.Addr,
+		"--ca-file",
+		srv.CAFile(),
+		"--token-file",
+		tok,
+		"--csr",
+		csr,
+		"--out",
+		filepath.Join(dir, "old.pem"),
+	)
 	if r := run(t, env, "node", "forget", "worker-1"); r.Code != 1 || !strings.Contains(r.Stderr, "not revoked") {
 		t.Fatalf("forget before revoke: %+v", r)
 	}
@@ -94,8 +110,25 @@ func TestNodeForgetCLI(t *testing.T) {
 	}
 	os.WriteFile(tok, []byte(mustRun(t, env, "token", "create", "--node", "worker-9", "--cn", chassis)), 0o600)
 	_, csr = opensslCSR(t, dir, "new", "/CN="+chassis)
-	mustRun(t, env, "enroll", "--server", srv.Addr, "--ca-file", srv.CAFile(), "--token-file", tok, "--csr", csr, "--out", filepath.Join(dir, "new.pem"))
-	if subj := sh(t, "openssl", "x509", "-in", filepath.Join(dir, "new.pem"), "-noout", "-subject"); !strings.Contains(subj, chassis) {
+	mustRun(
+		t,
+		env,
+		"enroll",
+		"--server",
+		srv.Addr,
+		"--ca-file",
+		srv.CAFile(),
+		"--token-file",
+		tok,
+		"--csr",
+		csr,
+		"--out",
+		filepath.Join(dir, "new.pem"),
+	)
+	if subj := sh(t, "openssl", "x509", "-in", filepath.Join(dir, "new.pem"), "-noout", "-subject"); !strings.Contains(
+		subj,
+		chassis,
+	) {
 		t.Fatalf("re-provisioned chassis certificate: %s", subj)
 	}
 }
@@ -118,8 +151,23 @@ func TestSidecarRecoversLostRenewal(t *testing.T) {
 	csr := filepath.Join(t.TempDir(), "renew.csr")
 	sh(t, "openssl", "req", "-new", "-key", pending, "-subj", "/CN=node-a", "-out", csr)
 	lost := filepath.Join(t.TempDir(), "lost.pem")
-	mustRun(t, srv.Env(), "renew", "--server", srv.Addr, "--ca-file", srv.CAFile(), "--cert", filepath.Join(n.state, "node.pem"),
-		"--key", filepath.Join(n.state, "node-key.pem"), "--csr", csr, "--out", lost)
+	mustRun(
+		t,
+		srv.Env(),
+		"renew",
+		"--server",
+		srv.Addr,
+		"--ca-file",
+		srv.CAFile(),
+		"--cert",
+		filepath.Join(n.state, "node.pem"),
+		"--key",
+		filepath.Join(n.state, "node-key.pem"),
+		"--csr",
+		csr,
+		"--out",
+		lost,
+	)
 	want := strings.TrimPrefix(strings.TrimSpace(sh(t, "openssl", "x509", "-in", lost, "-noout", "-serial")), "serial=")
 
 	if r := n.once(t, nil); r.Code != 0 {
@@ -132,8 +180,15 @@ func TestSidecarRecoversLostRenewal(t *testing.T) {
 	var list struct {
 		Certificates []struct{ Serial, State string }
 	}
-	json.Unmarshal([]byte(mustRun(t, srv.Env(), "certs", "list", "--node", "node-a", "--kind", "node", "--json")), &list)
+	json.Unmarshal(
+		[]byte(mustRun(t, srv.Env(), "certs", "list", "--node", "node-a", "--kind", "node", "--json")),
+		&list,
+	)
 	if len(list.Certificates) != 2 {
-		t.Fatalf("node-a has %d certificates, want 2 (the retry must not mint a third): %+v", len(list.Certificates), list)
+		t.Fatalf(
+			"node-a has %d certificates, want 2 (the retry must not mint a third): %+v",
+			len(list.Certificates),
+			list,
+		)
 	}
 }

@@ -41,9 +41,16 @@ func TestDataDirOnPodVolume(t *testing.T) {
 		t.Fatalf("the CA's pod security context %+v lacks a user, an fsGroup or an fsGroupChangePolicy", pod)
 	}
 	if *pod.FSGroupChangePolicy != corev1.FSGroupChangeOnRootMismatch {
-		t.Errorf("fsGroupChangePolicy %s: the kubelet would make the CA key group-readable at each mount", *pod.FSGroupChangePolicy)
+		t.Errorf(
+			"fsGroupChangePolicy %s: the kubelet would make the CA key group-readable at each mount",
+			*pod.FSGroupChangePolicy,
+		)
 	}
-	user := &syscall.Credential{Uid: uint32(*pod.RunAsUser), Gid: uint32(*pod.FSGroup), Groups: []uint32{uint32(*pod.FSGroup)}}
+	user := &syscall.Credential{
+		Uid:    uint32(*pod.RunAsUser),
+		Gid:    uint32(*pod.FSGroup),
+		Groups: []uint32{uint32(*pod.FSGroup)},
+	}
 
 	base := t.TempDir()
 	for _, d := range []string{filepath.Dir(base), base, filepath.Dir(binary)} {

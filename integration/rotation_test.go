@@ -18,7 +18,21 @@ func TestRotationAndCARenewalThroughTheCLI(t *testing.T) {
 	token := strings.TrimSpace(mustRun(t, srv.Env(), "token", "create", "--node", "node-a"))
 	key, csr := opensslCSR(t, dir, "a", "/CN=node-a")
 	cert := filepath.Join(dir, "a.pem")
-	mustRun(t, nil, "enroll", "--server", srv.Addr, "--ca-file", srv.CAFile(), "--token", token, "--csr", csr, "--out", cert)
+	mustRun(
+		t,
+		nil,
+		"enroll",
+		"--server",
+		srv.Addr,
+		"--ca-file",
+		srv.CAFile(),
+		"--token",
+		token,
+		"--csr",
+		csr,
+		"--out",
+		cert,
+	)
 
 	if out := mustRun(t, srv.Env(), "rotate", "--node", "node-a"); !strings.Contains(out, "1 certificate(s)") {
 		t.Fatalf("rotate: %s", out)
@@ -36,7 +50,23 @@ func TestRotationAndCARenewalThroughTheCLI(t *testing.T) {
 		t.Fatalf("schedule after rotate: %+v", sched)
 	}
 	_, csr2 := opensslCSR(t, dir, "a2", "/CN=node-a")
-	mustRun(t, nil, "renew", "--server", srv.Addr, "--ca-file", srv.CAFile(), "--cert", cert, "--key", key, "--csr", csr2, "--out", filepath.Join(dir, "a2.pem"))
+	mustRun(
+		t,
+		nil,
+		"renew",
+		"--server",
+		srv.Addr,
+		"--ca-file",
+		srv.CAFile(),
+		"--cert",
+		cert,
+		"--key",
+		key,
+		"--csr",
+		csr2,
+		"--out",
+		filepath.Join(dir, "a2.pem"),
+	)
 	rot := mustRun(t, srv.Env(), "rotations", "list", "--node", "node-a")
 	for _, want := range []string{"rotation.forced", "rotation.due", "rotation.completed"} {
 		if !strings.Contains(rot, want) {
@@ -60,7 +90,11 @@ func TestRotationAndCARenewalThroughTheCLI(t *testing.T) {
 	// Same subject and key: the old-root certificate verifies against the
 	// new root alone.
 	newRoot := filepath.Join(dir, "new-root.pem")
-	os.WriteFile(newRoot, after[:bytes.Index(after, []byte("-----END CERTIFICATE-----"))+len("-----END CERTIFICATE-----\n")], 0o644)
+	os.WriteFile(
+		newRoot,
+		after[:bytes.Index(after, []byte("-----END CERTIFICATE-----"))+len("-----END CERTIFICATE-----\n")],
+		0o644,
+	)
 	for _, c := range []string{cert, filepath.Join(dir, "a2.pem")} {
 		if v := sh(t, "openssl", "verify", "-CAfile", newRoot, c); !strings.Contains(v, "OK") {
 			t.Fatalf("%s against the renewed root: %s", c, v)
@@ -103,7 +137,8 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 	}
 	srv.Start()
 	r := run(t, srv.Env(), "audit", "verify")
-	if r.Code != 1 || !strings.Contains(r.Stderr, "audit log broken at record") || !strings.Contains(r.Stderr, "tampered") {
+	if r.Code != 1 || !strings.Contains(r.Stderr, "audit log broken at record") ||
+		!strings.Contains(r.Stderr, "tampered") {
 		t.Fatalf("audit verify after tampering: %+v", r)
 	}
 }

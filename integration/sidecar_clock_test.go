@@ -65,8 +65,17 @@ func TestSidecarReenrolsAfterExpiry(t *testing.T) {
 		os.WriteFile(tokenFile, []byte(tok), 0o600)
 	}
 	newToken()
-	agent, err := sidecar.New(sidecar.Config{Server: lis.Addr().String(), CAFile: filepath.Join(dir, daemon.CAFile), Node: "node-a", TokenFile: tokenFile,
-		NSSDir: filepath.Join(nodeDir, "nss"), StateDir: filepath.Join(nodeDir, "state"), Now: clock.Now})
+	agent, err := sidecar.New(
+		sidecar.Config{
+			Server:    lis.Addr().String(),
+			CAFile:    filepath.Join(dir, daemon.CAFile),
+			Node:      "node-a",
+			TokenFile: tokenFile,
+			NSSDir:    filepath.Join(nodeDir, "nss"),
+			StateDir:  filepath.Join(nodeDir, "state"),
+			Now:       clock.Now,
+		},
+	)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +106,8 @@ func TestSidecarReenrolsAfterExpiry(t *testing.T) {
 	if err := agent.Check(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if now := serialsUnder(t, filepath.Join(nodeDir, "nss"), "ovs_certkey_node-a"); len(now) != 1 || now[0] == first[0] {
+	if now := serialsUnder(t, filepath.Join(nodeDir, "nss"), "ovs_certkey_node-a"); len(now) != 1 ||
+		now[0] == first[0] {
 		t.Fatalf("NSS holds %v after re-enrolment (was %v)", now, first)
 	}
 }

@@ -21,7 +21,13 @@ type node struct {
 
 func newNode(t *testing.T, srv *serverProc, name string) *node {
 	dir := t.TempDir()
-	n := &node{name: name, nss: filepath.Join(dir, "nss"), state: filepath.Join(dir, "state"), tokenFile: filepath.Join(dir, "token"), srv: srv}
+	n := &node{
+		name:      name,
+		nss:       filepath.Join(dir, "nss"),
+		state:     filepath.Join(dir, "state"),
+		tokenFile: filepath.Join(dir, "token"),
+		srv:       srv,
+	}
 	n.newToken(t)
 	return n
 }
@@ -83,7 +89,10 @@ func serialsUnder(t *testing.T, nss, nick string) []string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		serials = append(serials, strings.ToLower(strings.TrimLeft(strings.TrimPrefix(strings.TrimSpace(string(s)), "serial="), "0")))
+		serials = append(
+			serials,
+			strings.ToLower(strings.TrimLeft(strings.TrimPrefix(strings.TrimSpace(string(s)), "serial="), "0")),
+		)
 	}
 	return serials
 }
@@ -109,7 +118,10 @@ func assertNSS(t *testing.T, n *node, caCerts int) string {
 		t.Fatalf("certutil -K shows %d keys, want 1:\n%s", c, keys)
 	}
 	for _, u := range []string{"C", "V"} {
-		if out := sh(t, "certutil", "-V", "-d", "sql:"+n.nss, "-n", nick, "-u", u); !strings.Contains(out, "certificate is valid") {
+		if out := sh(t, "certutil", "-V", "-d", "sql:"+n.nss, "-n", nick, "-u", u); !strings.Contains(
+			out,
+			"certificate is valid",
+		) {
 			t.Fatalf("certutil -V -u %s: %s", u, out)
 		}
 	}
@@ -154,7 +166,8 @@ func TestSidecarLifecycle(t *testing.T) {
 		t.Fatal("a pass with nothing to do modified the NSS database")
 	}
 	// The server knows what the node holds.
-	if show := mustRun(t, srv.Env(), "nodes", "show", "node-a"); !strings.Contains(show, first) || !strings.Contains(show, "ovs_cert_cacert") {
+	if show := mustRun(t, srv.Env(), "nodes", "show", "node-a"); !strings.Contains(show, first) ||
+		!strings.Contains(show, "ovs_cert_cacert") {
 		t.Fatalf("nodes show lacks the inventory:\n%s", show)
 	}
 	// Forced rotation: exactly one node certificate, the new one.
@@ -177,7 +190,8 @@ func TestSidecarLifecycle(t *testing.T) {
 	mustRun(t, srv.Env(), "rotate", "--node", "node-a")
 	time.Sleep(200 * time.Millisecond)
 	marker := filepath.Join(t.TempDir(), "reloaded")
-	if r := n.once(t, nil, "--reload-cmd", "touch "+marker); r.Code != 0 || !strings.Contains(r.Stderr, "reload command done") {
+	if r := n.once(t, nil, "--reload-cmd", "touch "+marker); r.Code != 0 ||
+		!strings.Contains(r.Stderr, "reload command done") {
 		t.Fatalf("pass with reload: %+v", r)
 	}
 	if _, err := os.Stat(marker); err != nil {
@@ -291,7 +305,8 @@ func TestSidecarRevokedNeedsNewToken(t *testing.T) {
 	if r := n.once(t, nil); r.Code != 0 {
 		t.Fatalf("pass after a peer's revocation: %+v", r)
 	}
-	if crl := sh(t, "crlutil", "-L", "-d", "sql:"+n.nss); !strings.Contains(crl, "ovs_cert_cacert") || !strings.Contains(crl, "CRL") {
+	if crl := sh(t, "crlutil", "-L", "-d", "sql:"+n.nss); !strings.Contains(crl, "ovs_cert_cacert") ||
+		!strings.Contains(crl, "CRL") {
 		t.Fatalf("crlutil -L after a revocation:\n%s", crl)
 	}
 	mustRun(t, srv.Env(), "node", "revoke", "node-a")
@@ -300,7 +315,8 @@ func TestSidecarRevokedNeedsNewToken(t *testing.T) {
 		t.Fatalf("pass after revocation with only the used token: %+v", r)
 	}
 	// No token for a revoked node until an admin re-admits it.
-	if r := run(t, srv.Env(), "token", "create", "--node", "node-a"); r.Code == 0 || !strings.Contains(r.Stderr, "ipsecca node readmit node-a") {
+	if r := run(t, srv.Env(), "token", "create", "--node", "node-a"); r.Code == 0 ||
+		!strings.Contains(r.Stderr, "ipsecca node readmit node-a") {
 		t.Fatalf("token create for a revoked node: %+v", r)
 	}
 	mustRun(t, srv.Env(), "node", "readmit", "node-a")
@@ -372,7 +388,8 @@ func TestSidecarFlappingServer(t *testing.T) {
 	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
 	valid := func() {
 		t.Helper()
-		out, err := exec.Command("certutil", "-V", "-d", "sql:"+n.nss, "-n", "ovs_certkey_node-f", "-u", "C").CombinedOutput()
+		out, err := exec.Command("certutil", "-V", "-d", "sql:"+n.nss, "-n", "ovs_certkey_node-f", "-u", "C").
+			CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "certificate is valid") {
 			t.Fatalf("no valid pair in the NSS database during the flapping: %s", out)
 		}

@@ -38,8 +38,20 @@ func TestDueAt(t *testing.T) {
 		min    time.Time
 		max    time.Time
 	}{
-		{"90% without spread", DefaultPolicy, "ab", nb.Add(na.Sub(nb) * 9 / 10).Add(-time.Second), nb.Add(na.Sub(nb) * 9 / 10)},
-		{"with spread", Policy{Fraction: 0.9, Spread: 30 * 24 * time.Hour}, "ab", nb.Add(na.Sub(nb) * 9 / 10).Add(-time.Second), nb.Add(na.Sub(nb)*9/10 + 30*24*time.Hour)},
+		{
+			"90% without spread",
+			DefaultPolicy,
+			"ab",
+			nb.Add(na.Sub(nb) * 9 / 10).Add(-time.Second),
+			nb.Add(na.Sub(nb) * 9 / 10),
+		},
+		{
+			"with spread",
+			Policy{Fraction: 0.9, Spread: 30 * 24 * time.Hour},
+			"ab",
+			nb.Add(na.Sub(nb) * 9 / 10).Add(-time.Second),
+			nb.Add(na.Sub(nb)*9/10 + 30*24*time.Hour),
+		},
 	}
 	for _, tc := range cases {
 		got := tc.p.DueAt(nb, na, tc.serial)
@@ -147,7 +159,15 @@ func newWorld(t *testing.T, p Policy) *world {
 	}
 	auth := ca.New(st, root, ca.Config{Clock: clock, Rand: rand.Reader, RotateAfter: p.DueAt})
 	rec := &recorder{due: map[string]string{}}
-	return &world{t: t, st: st, auth: auth, clock: clock, sched: NewScheduler(st, auth, rec, p, clock, nil), rec: rec, keys: map[string]*ecdsa.PrivateKey{}}
+	return &world{
+		t:     t,
+		st:    st,
+		auth:  auth,
+		clock: clock,
+		sched: NewScheduler(st, auth, rec, p, clock, nil),
+		rec:   rec,
+		keys:  map[string]*ecdsa.PrivateKey{},
+	}
 }
 
 func (w *world) csr(node string) []byte {
@@ -156,7 +176,11 @@ func (w *world) csr(node string) []byte {
 		key, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		w.keys[node] = key
 	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: node}}, key)
+	der, err := x509.CreateCertificateRequest(
+		rand.Reader,
+		&x509.CertificateRequest{Subject: pkix.Name{CommonName: node}},
+		key,
+	)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -251,7 +275,8 @@ func TestTwelveYears(t *testing.T) {
 	if root.Fingerprint() == firstRoot.Fingerprint() {
 		t.Fatal("root never renewed in 12 years")
 	}
-	if root.Cert.Subject.String() != firstRoot.Cert.Subject.String() || !root.Cert.PublicKey.(*ecdsa.PublicKey).Equal(firstRoot.Cert.PublicKey) {
+	if root.Cert.Subject.String() != firstRoot.Cert.Subject.String() ||
+		!root.Cert.PublicKey.(*ecdsa.PublicKey).Equal(firstRoot.Cert.PublicKey) {
 		t.Fatal("renewed root changed subject or key")
 	}
 	if w.rec.ca < 2 {

@@ -54,11 +54,26 @@ type Scheduler struct {
 }
 
 // NewScheduler returns a scheduler. notify may be nil.
-func NewScheduler(st Store, auth Authority, notify Notifier, policy Policy, clock ca.Clock, log *slog.Logger) *Scheduler {
+func NewScheduler(
+	st Store,
+	auth Authority,
+	notify Notifier,
+	policy Policy,
+	clock ca.Clock,
+	log *slog.Logger,
+) *Scheduler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Scheduler{st: st, auth: auth, notify: notify, policy: policy, clock: clock, log: log, wake: make(chan struct{}, 1)}
+	return &Scheduler{
+		st:     st,
+		auth:   auth,
+		notify: notify,
+		policy: policy,
+		clock:  clock,
+		log:    log,
+		wake:   make(chan struct{}, 1),
+	}
 }
 
 // Policy returns the scheduler's policy.
@@ -98,8 +113,18 @@ func (s *Scheduler) Step(ctx context.Context) (time.Time, error) {
 				reason = c.DueReason
 			}
 			grace := s.policy.GraceUntil(now, c.NotAfter)
-			ev := store.Event{Time: now.UTC(), Type: store.EventRotationDue, Actor: "scheduler", Node: c.Node, Serial: c.Serial,
-				Detail: map[string]string{"reason": reason, "rotate_after": c.RotateAfter.Format(time.RFC3339), "not_after": c.NotAfter.Format(time.RFC3339)}}
+			ev := store.Event{
+				Time:   now.UTC(),
+				Type:   store.EventRotationDue,
+				Actor:  "scheduler",
+				Node:   c.Node,
+				Serial: c.Serial,
+				Detail: map[string]string{
+					"reason":       reason,
+					"rotate_after": c.RotateAfter.Format(time.RFC3339),
+					"not_after":    c.NotAfter.Format(time.RFC3339),
+				},
+			}
 			if err := s.st.MarkDue(ctx, c.Serial, now, reason, grace, ev); err != nil {
 				if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrExists) {
 					continue // rotated or marked meanwhile
@@ -121,15 +146,34 @@ func (s *Scheduler) Step(ctx context.Context) (time.Time, error) {
 			return time.Time{}, err
 		}
 		for _, c := range certs {
-			ev := store.Event{Time: now.UTC(), Type: store.EventRotationOverdue, Actor: "scheduler", Node: c.Node, Serial: c.Serial,
-				Detail: map[string]string{"due_at": c.DueAt.Format(time.RFC3339), "not_after": c.NotAfter.Format(time.RFC3339)}}
+			ev := store.Event{
+				Time:   now.UTC(),
+				Type:   store.EventRotationOverdue,
+				Actor:  "scheduler",
+				Node:   c.Node,
+				Serial: c.Serial,
+				Detail: map[string]string{
+					"due_at":    c.DueAt.Format(time.RFC3339),
+					"not_after": c.NotAfter.Format(time.RFC3339),
+				},
+			}
 			if err := s.st.MarkOverdue(ctx, c.Serial, now, ev); err != nil {
 				if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrExists) {
 					continue
 				}
 				return time.Time{}, err
 			}
-			s.log.Warn("rotation overdue: node has not renewed", "node", c.Node, "serial", c.Serial, "due_at", c.DueAt, "not_after", c.NotAfter)
+			s.log.Warn(
+				"rotation overdue: node has not renewed",
+				"node",
+				c.Node,
+				"serial",
+				c.Serial,
+				"due_at",
+				c.DueAt,
+				"not_after",
+				c.NotAfter,
+			)
 			if s.notify != nil {
 				s.notify.RotationDue(c.Node, c.Serial, "overdue")
 			}

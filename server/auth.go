@@ -93,15 +93,25 @@ func (s *Server) authorize(ctx context.Context, method string) (context.Context,
 	caller, err := s.auth.Authenticate(ctx, leaf)
 	// A superseded node certificate may only retry the Renew whose reply
 	// it lost; Authority.Renew decides whether it did.
-	retry := method == ipseccav1.NodeService_Renew_FullMethodName && caller.Kind == store.KindNode && caller.SupersededBy != ""
+	retry := method == ipseccav1.NodeService_Renew_FullMethodName && caller.Kind == store.KindNode &&
+		caller.SupersededBy != ""
 	if err != nil && !retry {
 		return ctx, s.toStatus(err)
 	}
 	switch {
 	case need == nodeOnly && caller.Kind != store.KindNode:
-		return ctx, status.Errorf(codes.PermissionDenied, "this call is for nodes; the client certificate is a %s certificate", caller.Kind)
+		return ctx, status.Errorf(
+			codes.PermissionDenied,
+			"this call is for nodes; the client certificate is a %s certificate",
+			caller.Kind,
+		)
 	case need == adminOnly && caller.Kind != store.KindAdmin:
-		return ctx, status.Errorf(codes.PermissionDenied, "this call needs the admin certificate; the client certificate belongs to %s %q", caller.Kind, caller.Node)
+		return ctx, status.Errorf(
+			codes.PermissionDenied,
+			"this call needs the admin certificate; the client certificate belongs to %s %q",
+			caller.Kind,
+			caller.Node,
+		)
 	}
 	return context.WithValue(ctx, callerKey{}, caller), nil
 }
@@ -137,9 +147,18 @@ func (s *Server) verifiedPeer(ctx context.Context) (*x509.Certificate, error) {
 	if err != nil {
 		var inv x509.CertificateInvalidError
 		if errors.As(err, &inv) && inv.Reason == x509.Expired {
-			return nil, status.Errorf(codes.Unauthenticated, "the client certificate (serial %s) has expired; enrol again with a new token", ca.SerialString(leaf.SerialNumber))
+			return nil, status.Errorf(
+				codes.Unauthenticated,
+				"the client certificate (serial %s) has expired; enrol again with a new token",
+				ca.SerialString(leaf.SerialNumber),
+			)
 		}
-		return nil, status.Errorf(codes.Unauthenticated, "the client certificate (subject %q) was not issued by this CA: %v", leaf.Subject.String(), err)
+		return nil, status.Errorf(
+			codes.Unauthenticated,
+			"the client certificate (subject %q) was not issued by this CA: %v",
+			leaf.Subject.String(),
+			err,
+		)
 	}
 	s.verified.add(key, root)
 	return leaf, nil
@@ -183,7 +202,12 @@ func (v *verifiedChains) add(key [32]byte, root *ca.Root) {
 	v.m[key] = root
 }
 
-func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+func (s *Server) unaryAuth(
+	ctx context.Context,
+	req any,
+	info *grpc.UnaryServerInfo,
+	handler grpc.UnaryHandler,
+) (any, error) {
 	ctx, err := s.authorize(ctx, info.FullMethod)
 	if err != nil {
 		return nil, err
@@ -198,7 +222,12 @@ type wrappedStream struct {
 
 func (w wrappedStream) Context() context.Context { return w.ctx }
 
-func (s *Server) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+func (s *Server) streamAuth(
+	srv any,
+	ss grpc.ServerStream,
+	info *grpc.StreamServerInfo,
+	handler grpc.StreamHandler,
+) error {
 	ctx, err := s.authorize(ss.Context(), info.FullMethod)
 	if err != nil {
 		return err

@@ -34,7 +34,16 @@ func TestAuthorizationMatrix(t *testing.T) {
 	// A ten-minute certificate (the Kubernetes path allows that), then
 	// eleven minutes later: expired.
 	ekey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	erec, err := c.in.Authority.IssueForNode(ctx, ca.NodeRequest{CSRPEM: csrFor(t, ekey, "node-e"), Identity: ca.Identity{Node: "node-e", CN: "node-e"}, Via: "kube", Actor: "test", MaxLifetime: 10 * time.Minute})
+	erec, err := c.in.Authority.IssueForNode(
+		ctx,
+		ca.NodeRequest{
+			CSRPEM:      csrFor(t, ekey, "node-e"),
+			Identity:    ca.Identity{Node: "node-e", CN: "node-e"},
+			Via:         "kube",
+			Actor:       "test",
+			MaxLifetime: 10 * time.Minute,
+		},
+	)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,13 +97,46 @@ func TestAuthorizationMatrix(t *testing.T) {
 	const pass = codes.Code(1000)
 	U, P, OK := codes.Unauthenticated, codes.PermissionDenied, codes.OK
 	node := func(self codes.Code) map[string]codes.Code { // node-only calls
-		return map[string]codes.Code{"anonymous": U, "valid token": U, "wrong-node token": U, "node A": self, "node B": pass, "revoked": U, "expired": U, "other CA": U, "admin": P,
-			"superseded": U, "superseded admin": U}
+		return map[string]codes.Code{
+			"anonymous":        U,
+			"valid token":      U,
+			"wrong-node token": U,
+			"node A":           self,
+			"node B":           pass,
+			"revoked":          U,
+			"expired":          U,
+			"other CA":         U,
+			"admin":            P,
+			"superseded":       U,
+			"superseded admin": U,
+		}
 	}
-	adminOnly := map[string]codes.Code{"anonymous": U, "valid token": U, "wrong-node token": U, "node A": P, "node B": P, "revoked": U, "expired": U, "other CA": U, "admin": pass,
-		"superseded": U, "superseded admin": U}
-	public := map[string]codes.Code{"anonymous": OK, "valid token": OK, "wrong-node token": OK, "node A": OK, "node B": OK, "revoked": OK, "expired": OK, "other CA": OK, "admin": OK,
-		"superseded": OK, "superseded admin": OK}
+	adminOnly := map[string]codes.Code{
+		"anonymous":        U,
+		"valid token":      U,
+		"wrong-node token": U,
+		"node A":           P,
+		"node B":           P,
+		"revoked":          U,
+		"expired":          U,
+		"other CA":         U,
+		"admin":            pass,
+		"superseded":       U,
+		"superseded admin": U,
+	}
+	public := map[string]codes.Code{
+		"anonymous":        OK,
+		"valid token":      OK,
+		"wrong-node token": OK,
+		"node A":           OK,
+		"node B":           OK,
+		"revoked":          OK,
+		"expired":          OK,
+		"other CA":         OK,
+		"admin":            OK,
+		"superseded":       OK,
+		"superseded admin": OK,
+	}
 	renew := node(OK)
 	renew["node B"] = P // node B asking for node A's name
 	table := []struct {
@@ -102,16 +144,31 @@ func TestAuthorizationMatrix(t *testing.T) {
 		want map[string]codes.Code
 		call func(conn *grpc.ClientConn, cl caller) error
 	}{
-		{"Enroll", map[string]codes.Code{"anonymous": U, "valid token": OK, "wrong-node token": P, "node A": U, "node B": U, "revoked": U, "expired": U, "other CA": U, "admin": U,
-			"superseded": U, "superseded admin": U},
+		{
+			"Enroll",
+			map[string]codes.Code{
+				"anonymous":        U,
+				"valid token":      OK,
+				"wrong-node token": P,
+				"node A":           U,
+				"node B":           U,
+				"revoked":          U,
+				"expired":          U,
+				"other CA":         U,
+				"admin":            U,
+				"superseded":       U,
+				"superseded admin": U,
+			},
 			func(conn *grpc.ClientConn, cl caller) error {
 				tok := ""
 				if cl.token != nil {
 					tok = cl.token()
 				}
-				_, err := ipseccav1.NewNodeServiceClient(conn).Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok, CsrPem: csrT})
+				_, err := ipseccav1.NewNodeServiceClient(conn).
+					Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok, CsrPem: csrT})
 				return err
-			}},
+			},
+		},
 		{"GetCABundle", public, func(conn *grpc.ClientConn, _ caller) error {
 			_, err := ipseccav1.NewNodeServiceClient(conn).GetCABundle(ctx, &ipseccav1.GetCABundleRequest{})
 			return err
@@ -139,7 +196,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 			return err
 		},
 		"CreateTokens": func(a ipseccav1.AdminServiceClient) error {
-			_, err := a.CreateTokens(ctx, &ipseccav1.CreateTokensRequest{Requests: []*ipseccav1.CreateTokenRequest{{Node: "node-y"}}})
+			_, err := a.CreateTokens(
+				ctx,
+				&ipseccav1.CreateTokensRequest{Requests: []*ipseccav1.CreateTokenRequest{{Node: "node-y"}}},
+			)
 			return err
 		},
 		"ListCertificates": func(a ipseccav1.AdminServiceClient) error {

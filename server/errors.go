@@ -59,11 +59,17 @@ func toStatus(log *slog.Logger, err error) error {
 		return status.Error(codes.NotFound, "not found")
 	case errors.Is(err, store.ErrOutcomeUnknown):
 		log.Error("store write outcome unknown", "err", err)
-		return status.Error(codes.Unavailable, "the CA's store lost the answer to its write: the certificate may have been "+
-			"issued; retry with the same token or certificate and the same key, and the CA returns it if it was")
+		return status.Error(
+			codes.Unavailable,
+			"the CA's store lost the answer to its write: the certificate may have been "+
+				"issued; retry with the same token or certificate and the same key, and the CA returns it if it was",
+		)
 	case errors.Is(err, store.ErrUnavailable):
 		log.Error("store unavailable", "err", err)
-		return status.Error(codes.Unavailable, "the CA's store cannot take writes right now; nothing was issued; retry later")
+		return status.Error(
+			codes.Unavailable,
+			"the CA's store cannot take writes right now; nothing was issued; retry later",
+		)
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, "request canceled")
 	case errors.Is(err, context.DeadlineExceeded):

@@ -116,12 +116,21 @@ func (s *Server) issueResponse(rec *store.Cert) *ipseccav1.IssueResponse {
 	return &ipseccav1.IssueResponse{Certificate: s.toProto(rec), CaBundlePem: s.auth.Root().BundlePEM}
 }
 
-func (s adminService) CreateToken(ctx context.Context, req *ipseccav1.CreateTokenRequest) (*ipseccav1.CreateTokenResponse, error) {
+func (s adminService) CreateToken(
+	ctx context.Context,
+	req *ipseccav1.CreateTokenRequest,
+) (*ipseccav1.CreateTokenResponse, error) {
 	if req.GetNode() == "" {
 		return nil, status.Error(codes.InvalidArgument, "node is required")
 	}
 	caller, _ := CallerFrom(ctx)
-	token, rec, err := s.auth.CreateToken(ctx, req.GetNode(), req.GetCommonName(), req.GetTtl().AsDuration(), caller.String())
+	token, rec, err := s.auth.CreateToken(
+		ctx,
+		req.GetNode(),
+		req.GetCommonName(),
+		req.GetTtl().AsDuration(),
+		caller.String(),
+	)
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
@@ -131,7 +140,10 @@ func (s adminService) CreateToken(ctx context.Context, req *ipseccav1.CreateToke
 // maxTokensPerCall bounds CreateTokens.
 const maxTokensPerCall = 10000
 
-func (s adminService) CreateTokens(ctx context.Context, req *ipseccav1.CreateTokensRequest) (*ipseccav1.CreateTokensResponse, error) {
+func (s adminService) CreateTokens(
+	ctx context.Context,
+	req *ipseccav1.CreateTokensRequest,
+) (*ipseccav1.CreateTokensResponse, error) {
 	if n := len(req.GetRequests()); n == 0 || n > maxTokensPerCall {
 		return nil, status.Errorf(codes.InvalidArgument, "give between 1 and %d token requests", maxTokensPerCall)
 	}
@@ -149,18 +161,34 @@ func (s adminService) CreateTokens(ctx context.Context, req *ipseccav1.CreateTok
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			token, rec, err := s.auth.CreateToken(ctx, r.GetNode(), r.GetCommonName(), r.GetTtl().AsDuration(), caller.String())
+			token, rec, err := s.auth.CreateToken(
+				ctx,
+				r.GetNode(),
+				r.GetCommonName(),
+				r.GetTtl().AsDuration(),
+				caller.String(),
+			)
 			if err != nil {
 				errs[i] = err
 				return
 			}
-			resp.Tokens[i] = &ipseccav1.CreateTokenResponse{Token: token, TokenId: rec.ID, ExpiresAt: timestamppb.New(rec.ExpiresAt)}
+			resp.Tokens[i] = &ipseccav1.CreateTokenResponse{
+				Token:     token,
+				TokenId:   rec.ID,
+				ExpiresAt: timestamppb.New(rec.ExpiresAt),
+			}
 		}()
 	}
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
-			return nil, status.Errorf(status.Code(s.toStatus(err)), "request %d (node %q): %s (other tokens of this call may have been created)", i, req.GetRequests()[i].GetNode(), status.Convert(s.toStatus(err)).Message())
+			return nil, status.Errorf(
+				status.Code(s.toStatus(err)),
+				"request %d (node %q): %s (other tokens of this call may have been created)",
+				i,
+				req.GetRequests()[i].GetNode(),
+				status.Convert(s.toStatus(err)).Message(),
+			)
 		}
 	}
 	return resp, nil
@@ -179,19 +207,33 @@ func pageSize(n int32) (int, error) {
 	return int(n), nil
 }
 
-func (s adminService) ListCertificates(ctx context.Context, req *ipseccav1.ListCertificatesRequest) (*ipseccav1.ListCertificatesResponse, error) {
+func (s adminService) ListCertificates(
+	ctx context.Context,
+	req *ipseccav1.ListCertificatesRequest,
+) (*ipseccav1.ListCertificatesResponse, error) {
 	limit, err := pageSize(req.GetPageSize())
 	if err != nil {
 		return nil, err
 	}
-	f := store.CertFilter{Node: req.GetNode(), Kind: store.Kind(req.GetKind()), State: store.State(req.GetState()), Now: s.clock.Now(), After: req.GetPageToken(), Limit: limit}
+	f := store.CertFilter{
+		Node:  req.GetNode(),
+		Kind:  store.Kind(req.GetKind()),
+		State: store.State(req.GetState()),
+		Now:   s.clock.Now(),
+		After: req.GetPageToken(),
+		Limit: limit,
+	}
 	if req.GetDueBefore() != nil {
 		f.DueBefore = req.GetDueBefore().AsTime()
 	}
 	switch f.State {
 	case "", store.StateActive, store.StateSuperseded, store.StateRevoked, store.StateExpired:
 	default:
-		return nil, status.Errorf(codes.InvalidArgument, "state %q: want active, superseded, revoked or expired", f.State)
+		return nil, status.Errorf(
+			codes.InvalidArgument,
+			"state %q: want active, superseded, revoked or expired",
+			f.State,
+		)
 	}
 	switch f.Kind {
 	case "", store.KindNode, store.KindAdmin, store.KindServer:
@@ -209,7 +251,10 @@ func (s adminService) ListCertificates(ctx context.Context, req *ipseccav1.ListC
 	return resp, nil
 }
 
-func (s adminService) GetCertificate(ctx context.Context, req *ipseccav1.GetCertificateRequest) (*ipseccav1.Certificate, error) {
+func (s adminService) GetCertificate(
+	ctx context.Context,
+	req *ipseccav1.GetCertificateRequest,
+) (*ipseccav1.Certificate, error) {
 	serial := strings.TrimPrefix(strings.ToLower(strings.ReplaceAll(req.GetSerial(), ":", "")), "0x")
 	serial = strings.TrimLeft(serial, "0")
 	if serial == "" {
@@ -225,7 +270,10 @@ func (s adminService) GetCertificate(ctx context.Context, req *ipseccav1.GetCert
 	return s.toProto(c), nil
 }
 
-func (s adminService) ListEvents(ctx context.Context, req *ipseccav1.ListEventsRequest) (*ipseccav1.ListEventsResponse, error) {
+func (s adminService) ListEvents(
+	ctx context.Context,
+	req *ipseccav1.ListEventsRequest,
+) (*ipseccav1.ListEventsResponse, error) {
 	limit, err := pageSize(req.GetPageSize())
 	if err != nil {
 		return nil, err

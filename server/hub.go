@@ -83,7 +83,15 @@ func (h *Hub) RotationDue(node, serial, reason string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.subs[node] {
-		h.send(s, &ipseccav1.NodeEvent{Kind: ipseccav1.NodeEvent_ROTATION_DUE, CurrentSerial: serial, RotationDue: true, Reason: reason})
+		h.send(
+			s,
+			&ipseccav1.NodeEvent{
+				Kind:          ipseccav1.NodeEvent_ROTATION_DUE,
+				CurrentSerial: serial,
+				RotationDue:   true,
+				Reason:        reason,
+			},
+		)
 	}
 }
 
@@ -102,7 +110,15 @@ func (h *Hub) CABundleChanged(bundlePEM []byte) {
 	defer h.mu.Unlock()
 	for _, m := range h.subs {
 		for s := range m {
-			h.send(s, &ipseccav1.NodeEvent{Kind: ipseccav1.NodeEvent_CA_BUNDLE_CHANGED, CaBundlePem: bundlePEM, CaBundleSha256: bundleHash(bundlePEM), Reason: "ca renewed"})
+			h.send(
+				s,
+				&ipseccav1.NodeEvent{
+					Kind:           ipseccav1.NodeEvent_CA_BUNDLE_CHANGED,
+					CaBundlePem:    bundlePEM,
+					CaBundleSha256: bundleHash(bundlePEM),
+					Reason:         "ca renewed",
+				},
+			)
 		}
 	}
 }

@@ -12,7 +12,10 @@ import (
 	"github.com/ipsecca/ipsecca/store"
 )
 
-func (s adminService) ReadmitNode(ctx context.Context, req *ipseccav1.ReadmitNodeRequest) (*ipseccav1.ReadmitNodeResponse, error) {
+func (s adminService) ReadmitNode(
+	ctx context.Context,
+	req *ipseccav1.ReadmitNodeRequest,
+) (*ipseccav1.ReadmitNodeResponse, error) {
 	if req.GetNode() == "" {
 		return nil, status.Error(codes.InvalidArgument, "node is required")
 	}
@@ -23,7 +26,10 @@ func (s adminService) ReadmitNode(ctx context.Context, req *ipseccav1.ReadmitNod
 	return &ipseccav1.ReadmitNodeResponse{}, nil
 }
 
-func (s adminService) ForgetNode(ctx context.Context, req *ipseccav1.ForgetNodeRequest) (*ipseccav1.ForgetNodeResponse, error) {
+func (s adminService) ForgetNode(
+	ctx context.Context,
+	req *ipseccav1.ForgetNodeRequest,
+) (*ipseccav1.ForgetNodeResponse, error) {
 	if req.GetNode() == "" {
 		return nil, status.Error(codes.InvalidArgument, "node is required")
 	}
@@ -35,7 +41,10 @@ func (s adminService) ForgetNode(ctx context.Context, req *ipseccav1.ForgetNodeR
 	return &ipseccav1.ForgetNodeResponse{Released: names}, nil
 }
 
-func (s adminService) RotateAdmin(ctx context.Context, req *ipseccav1.RotateAdminRequest) (*ipseccav1.IssueResponse, error) {
+func (s adminService) RotateAdmin(
+	ctx context.Context,
+	req *ipseccav1.RotateAdminRequest,
+) (*ipseccav1.IssueResponse, error) {
 	if len(req.GetCsrPem()) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "csr_pem is empty")
 	}
@@ -47,7 +56,10 @@ func (s adminService) RotateAdmin(ctx context.Context, req *ipseccav1.RotateAdmi
 	return s.issueResponse(rec), nil
 }
 
-func (s adminService) RevokeAdmin(ctx context.Context, req *ipseccav1.RevokeAdminRequest) (*ipseccav1.RevokeAdminResponse, error) {
+func (s adminService) RevokeAdmin(
+	ctx context.Context,
+	req *ipseccav1.RevokeAdminRequest,
+) (*ipseccav1.RevokeAdminResponse, error) {
 	serial := strings.TrimLeft(strings.ToLower(strings.ReplaceAll(req.GetSerial(), ":", "")), "0")
 	if serial == "" {
 		return nil, status.Error(codes.InvalidArgument, "serial is required (hex)")

@@ -56,17 +56,20 @@ func TestOnlyActiveCertificateAuthenticates(t *testing.T) {
 	c := startCA(t)
 	ctx := context.Background()
 	key1 := newKey(t)
-	tok, err := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t))).CreateToken(ctx, &ipseccav1.CreateTokenRequest{Node: "node-a"})
+	tok, err := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t))).
+		CreateToken(ctx, &ipseccav1.CreateTokenRequest{Node: "node-a"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r1, err := ipseccav1.NewNodeServiceClient(c.conn(t, nil)).Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: csrFor(t, key1, "node-a")})
+	r1, err := ipseccav1.NewNodeServiceClient(c.conn(t, nil)).
+		Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: csrFor(t, key1, "node-a")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	gen1 := pairFrom(t, r1, key1)
 	key2 := newKey(t)
-	r2, err := ipseccav1.NewNodeServiceClient(c.conn(t, gen1)).Renew(ctx, &ipseccav1.RenewRequest{CsrPem: csrFor(t, key2, "node-a")})
+	r2, err := ipseccav1.NewNodeServiceClient(c.conn(t, gen1)).
+		Renew(ctx, &ipseccav1.RenewRequest{CsrPem: csrFor(t, key2, "node-a")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +79,12 @@ func TestOnlyActiveCertificateAuthenticates(t *testing.T) {
 	// The lost reply: the same key as the successor gets the successor.
 	again, err := old.Renew(ctx, &ipseccav1.RenewRequest{CsrPem: csrFor(t, key2, "node-a")})
 	if err != nil || again.GetCertificate().GetSerial() != r2.GetCertificate().GetSerial() {
-		t.Fatalf("renew retry with the successor's key: %v %v, want serial %s", again.GetCertificate().GetSerial(), err, r2.GetCertificate().GetSerial())
+		t.Fatalf(
+			"renew retry with the successor's key: %v %v, want serial %s",
+			again.GetCertificate().GetSerial(),
+			err,
+			r2.GetCertificate().GetSerial(),
+		)
 	}
 	// Any other key: refused, and nothing new is issued.
 	_, err = old.Renew(ctx, &ipseccav1.RenewRequest{CsrPem: csrFor(t, newKey(t), "node-a")})
@@ -100,8 +108,15 @@ func TestOnlyActiveCertificateAuthenticates(t *testing.T) {
 	_, err = old.Renew(ctx, &ipseccav1.RenewRequest{CsrPem: csrFor(t, key2, "node-a")})
 	wantDenied(t, "renew two generations back", err, codes.Unauthenticated, "certificate-superseded")
 	_, err = old.Renew(ctx, &ipseccav1.RenewRequest{CsrPem: csrFor(t, key3, "node-a")})
-	wantDenied(t, "renew two generations back with the current key", err, codes.Unauthenticated, "certificate-superseded")
-	list, err := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t))).ListCertificates(ctx, &ipseccav1.ListCertificatesRequest{Node: "node-a"})
+	wantDenied(
+		t,
+		"renew two generations back with the current key",
+		err,
+		codes.Unauthenticated,
+		"certificate-superseded",
+	)
+	list, err := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t))).
+		ListCertificates(ctx, &ipseccav1.ListCertificatesRequest{Node: "node-a"})
 	if err != nil || len(list.GetCertificates()) != 3 {
 		t.Fatalf("node-a has %d certificates (%v), want 3", len(list.GetCertificates()), err)
 	}
@@ -112,7 +127,8 @@ func TestOnlyActiveCertificateAuthenticates(t *testing.T) {
 func TestEnrollRetryAfterLostReply(t *testing.T) {
 	c := startCA(t)
 	ctx := context.Background()
-	tok, err := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t))).CreateToken(ctx, &ipseccav1.CreateTokenRequest{Node: "node-a"})
+	tok, err := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t))).
+		CreateToken(ctx, &ipseccav1.CreateTokenRequest{Node: "node-a"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +171,8 @@ func TestRevocationVoidsSpareTokens(t *testing.T) {
 	if err != nil || len(ev.GetEvents()) != 1 || ev.GetEvents()[0].GetDetail()["unused_tokens"] != "void" {
 		t.Fatalf("revocation event: %v %v", ev.GetEvents(), err)
 	}
-	if ev, err := admin.ListEvents(ctx, &ipseccav1.ListEventsRequest{Type: store.EventNodeReadmitted}); err != nil || len(ev.GetEvents()) != 1 {
+	if ev, err := admin.ListEvents(ctx, &ipseccav1.ListEventsRequest{Type: store.EventNodeReadmitted}); err != nil ||
+		len(ev.GetEvents()) != 1 {
 		t.Fatalf("readmission event: %v %v", ev.GetEvents(), err)
 	}
 	c.enrollNode(t, "node-a") // a token made after readmission works
@@ -184,7 +201,8 @@ func TestAdminCredentialsRotateAndRevoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	list, err := x509.ParseRevocationList(crl.GetDer())
-	if err != nil || len(list.RevokedCertificateEntries) != 1 || list.RevokedCertificateEntries[0].SerialNumber.Cmp(first.Leaf.SerialNumber) != 0 {
+	if err != nil || len(list.RevokedCertificateEntries) != 1 ||
+		list.RevokedCertificateEntries[0].SerialNumber.Cmp(first.Leaf.SerialNumber) != 0 {
 		t.Fatalf("CRL after admin revocation: %+v %v", list, err)
 	}
 	_, err = ipseccav1.NewAdminServiceClient(c.conn(t, first)).ListNodes(ctx, &ipseccav1.ListNodesRequest{})
@@ -202,11 +220,13 @@ func TestNamesAreCaseInsensitive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := ipseccav1.NewNodeServiceClient(c.conn(t, nil)).Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: csrFor(t, newKey(t), upper)})
+	resp, err := ipseccav1.NewNodeServiceClient(c.conn(t, nil)).
+		Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: csrFor(t, newKey(t), upper)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cert := pairFrom(t, resp, nil).Leaf; cert.Subject.CommonName != lower || len(cert.DNSNames) != 1 || cert.DNSNames[0] != lower {
+	if cert := pairFrom(t, resp, nil).Leaf; cert.Subject.CommonName != lower || len(cert.DNSNames) != 1 ||
+		cert.DNSNames[0] != lower {
 		t.Fatalf("issued CN %q SANs %v, want %q", cert.Subject.CommonName, cert.DNSNames, lower)
 	}
 	_, err = admin.CreateToken(ctx, &ipseccav1.CreateTokenRequest{Node: "node-y", CommonName: lower})
@@ -279,8 +299,13 @@ func TestAnonymousJunkCostsLittle(t *testing.T) {
 	if st1, _ := os.Stat(dbPath); st1.Size() > st0.Size() {
 		t.Errorf("the store file grew from %d to %d bytes", st0.Size(), st1.Size())
 	}
-	if codesSeen[codes.Unauthenticated] > DefaultLimits.PeerFailuresBurst+10 || codesSeen[codes.ResourceExhausted] < 2900 {
-		t.Errorf("codes %v: want at most ~%d Unauthenticated, then ResourceExhausted", codesSeen, DefaultLimits.PeerFailuresBurst)
+	if codesSeen[codes.Unauthenticated] > DefaultLimits.PeerFailuresBurst+10 ||
+		codesSeen[codes.ResourceExhausted] < 2900 {
+		t.Errorf(
+			"codes %v: want at most ~%d Unauthenticated, then ResourceExhausted",
+			codesSeen,
+			DefaultLimits.PeerFailuresBurst,
+		)
 	}
 }
 
@@ -316,7 +341,8 @@ func TestCRLSignedOnlyWhenItChanges(t *testing.T) {
 	// Past half its validity it is signed afresh.
 	c.clock.Add(ca.CRLValidity/2 + 1)
 	later, err := node.GetCRL(ctx, &ipseccav1.GetCRLRequest{})
-	if err != nil || string(later.GetDer()) == string(crl.GetDer()) || !later.GetNextUpdate().AsTime().After(crl.GetNextUpdate().AsTime()) {
+	if err != nil || string(later.GetDer()) == string(crl.GetDer()) ||
+		!later.GetNextUpdate().AsTime().After(crl.GetNextUpdate().AsTime()) {
 		t.Fatalf("CRL not refreshed near its next update: %v", err)
 	}
 }

@@ -29,10 +29,21 @@ type TxnStats interface {
 // registerTxnStats exports st's transaction counters.
 func (m *metrics) registerTxnStats(st TxnStats) {
 	m.registry.MustRegister(
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ipsecca_store_transactions_total", Help: "Write transactions the store committed (each may hold many requests)."},
-			func() float64 { c, _ := st.Stats(); return float64(c) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ipsecca_store_conflicts_total", Help: "Write transactions refused because another replica wrote first (run again on fresh reads)."},
-			func() float64 { _, c := st.Stats(); return float64(c) }))
+		prometheus.NewCounterFunc(
+			prometheus.CounterOpts{
+				Name: "ipsecca_store_transactions_total",
+				Help: "Write transactions the store committed (each may hold many requests).",
+			},
+			func() float64 { c, _ := st.Stats(); return float64(c) },
+		),
+		prometheus.NewCounterFunc(
+			prometheus.CounterOpts{
+				Name: "ipsecca_store_conflicts_total",
+				Help: "Write transactions refused because another replica wrote first (run again on fresh reads).",
+			},
+			func() float64 { _, c := st.Stats(); return float64(c) },
+		),
+	)
 }
 
 // metrics are the service's Prometheus metrics.
@@ -45,13 +56,34 @@ type metrics struct {
 
 func newMetrics() *metrics {
 	m := &metrics{
-		issued:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ipsecca_certificates_issued_total", Help: "Node certificates issued, by path (token, renewal)."}, []string{"via"}),
-		denials: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ipsecca_denials_total", Help: "Denied requests, by stable reason."}, []string{"reason"}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ipsecca_issuance_duration_seconds", Help: "Time to issue and durably store a node certificate.",
-			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1}}, []string{"via"}),
+		issued: prometheus.NewCounterVec(
+			prometheus.CounterOpts{
+				Name: "ipsecca_certificates_issued_total",
+				Help: "Node certificates issued, by path (token, renewal).",
+			},
+			[]string{"via"},
+		),
+		denials: prometheus.NewCounterVec(
+			prometheus.CounterOpts{Name: "ipsecca_denials_total", Help: "Denied requests, by stable reason."},
+			[]string{"reason"},
+		),
+		latency: prometheus.NewHistogramVec(
+			prometheus.HistogramOpts{
+				Name:    "ipsecca_issuance_duration_seconds",
+				Help:    "Time to issue and durably store a node certificate.",
+				Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1},
+			},
+			[]string{"via"},
+		),
 		registry: prometheus.NewRegistry(),
 	}
-	m.registry.MustRegister(m.issued, m.denials, m.latency, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.registry.MustRegister(
+		m.issued,
+		m.denials,
+		m.latency,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
 	return m
 }
 
@@ -69,11 +101,31 @@ type stateCollector struct {
 }
 
 var (
-	descCerts   = prometheus.NewDesc("ipsecca_certificates", "Stored certificates by kind and state.", []string{"kind", "state"}, nil)
-	descNextDue = prometheus.NewDesc("ipsecca_rotation_next_due_seconds", "Seconds until the next scheduled rotation (negative: overdue work pending).", nil, nil)
-	descOverdue = prometheus.NewDesc("ipsecca_rotation_overdue", "Certificates due for rotation whose grace ended without a renewal.", nil, nil)
-	descCAEnd   = prometheus.NewDesc("ipsecca_ca_expiry_timestamp_seconds", "NotAfter of the current root, as a Unix time.", nil, nil)
-	descWatch   = prometheus.NewDesc("ipsecca_watch_streams", "Open Watch streams (connected sidecars).", nil, nil)
+	descCerts = prometheus.NewDesc(
+		"ipsecca_certificates",
+		"Stored certificates by kind and state.",
+		[]string{"kind", "state"},
+		nil,
+	)
+	descNextDue = prometheus.NewDesc(
+		"ipsecca_rotation_next_due_seconds",
+		"Seconds until the next scheduled rotation (negative: overdue work pending).",
+		nil,
+		nil,
+	)
+	descOverdue = prometheus.NewDesc(
+		"ipsecca_rotation_overdue",
+		"Certificates due for rotation whose grace ended without a renewal.",
+		nil,
+		nil,
+	)
+	descCAEnd = prometheus.NewDesc(
+		"ipsecca_ca_expiry_timestamp_seconds",
+		"NotAfter of the current root, as a Unix time.",
+		nil,
+		nil,
+	)
+	descWatch = prometheus.NewDesc("ipsecca_watch_streams", "Open Watch streams (connected sidecars).", nil, nil)
 )
 
 // countsTTL bounds how stale the certificate counts may be.

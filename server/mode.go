@@ -50,5 +50,9 @@ func (s *Server) checkMode(method string) error {
 	if s.mode == "" || s.mode == ModeFull || !nodeCertMethods[method] {
 		return nil
 	}
-	return status.Errorf(codes.FailedPrecondition, "the cluster's IPsec mode is %s: node certificates are not issued (serve --mode Full to enable)", s.mode)
+	return status.Errorf(
+		codes.FailedPrecondition,
+		"the cluster's IPsec mode is %s: node certificates are not issued (serve --mode Full to enable)",
+		s.mode,
+	)
 }

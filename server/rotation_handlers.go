@@ -49,7 +49,11 @@ func (s nodeService) Watch(_ *ipseccav1.WatchRequest, stream ipseccav1.NodeServi
 // snapshot is the first Watch message: what the node must hold now.
 func (s *Server) snapshot(ctx context.Context, node string) (*ipseccav1.NodeEvent, error) {
 	bundle := s.auth.Root().BundlePEM
-	ev := &ipseccav1.NodeEvent{Kind: ipseccav1.NodeEvent_SNAPSHOT, CaBundlePem: bundle, CaBundleSha256: bundleHash(bundle)}
+	ev := &ipseccav1.NodeEvent{
+		Kind:           ipseccav1.NodeEvent_SNAPSHOT,
+		CaBundlePem:    bundle,
+		CaBundleSha256: bundleHash(bundle),
+	}
 	cur, err := s.queries.CurrentCert(ctx, node)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -70,14 +74,31 @@ func (s *Server) snapshot(ctx context.Context, node string) (*ipseccav1.NodeEven
 // maxInventory bounds a reported inventory.
 const maxInventory = 256
 
-func (s nodeService) ReportInventory(ctx context.Context, req *ipseccav1.ReportInventoryRequest) (*ipseccav1.ReportInventoryResponse, error) {
+func (s nodeService) ReportInventory(
+	ctx context.Context,
+	req *ipseccav1.ReportInventoryRequest,
+) (*ipseccav1.ReportInventoryResponse, error) {
 	caller, _ := CallerFrom(ctx)
 	if len(req.GetEntries()) > maxInventory {
-		return nil, status.Errorf(codes.InvalidArgument, "inventory of %d entries; at most %d", len(req.GetEntries()), maxInventory)
+		return nil, status.Errorf(
+			codes.InvalidArgument,
+			"inventory of %d entries; at most %d",
+			len(req.GetEntries()),
+			maxInventory,
+		)
 	}
 	entries := make([]store.InventoryEntry, 0, len(req.GetEntries()))
 	for _, e := range req.GetEntries() {
-		entries = append(entries, store.InventoryEntry{Nickname: e.GetNickname(), Serial: e.GetSerial(), NotAfter: e.GetNotAfter().AsTime().UTC(), Trust: e.GetTrust(), Subject: e.GetSubject()})
+		entries = append(
+			entries,
+			store.InventoryEntry{
+				Nickname: e.GetNickname(),
+				Serial:   e.GetSerial(),
+				NotAfter: e.GetNotAfter().AsTime().UTC(),
+				Trust:    e.GetTrust(),
+				Subject:  e.GetSubject(),
+			},
+		)
 	}
 	now := s.clock.Now().UTC()
 	ev := store.Event{Time: now, Type: store.EventInventoryChanged, Actor: "node:" + caller.Node, Node: caller.Node,
@@ -88,12 +109,20 @@ func (s nodeService) ReportInventory(ctx context.Context, req *ipseccav1.ReportI
 	return &ipseccav1.ReportInventoryResponse{}, nil
 }
 
-func (s adminService) VerifyAudit(ctx context.Context, _ *ipseccav1.VerifyAuditRequest) (*ipseccav1.VerifyAuditResponse, error) {
+func (s adminService) VerifyAudit(
+	ctx context.Context,
+	_ *ipseccav1.VerifyAuditRequest,
+) (*ipseccav1.VerifyAuditResponse, error) {
 	n, err := s.queries.VerifyAudit(ctx)
 	var ae *store.AuditError
 	switch {
 	case errors.As(err, &ae):
-		return &ipseccav1.VerifyAuditResponse{Ok: false, Records: ae.Seq - 1, FirstBadSeq: ae.Seq, Problem: ae.Problem}, nil
+		return &ipseccav1.VerifyAuditResponse{
+			Ok:          false,
+			Records:     ae.Seq - 1,
+			FirstBadSeq: ae.Seq,
+			Problem:     ae.Problem,
+		}, nil
 	case err != nil:
 		return nil, s.toStatus(err)
 	}
@@ -119,7 +148,10 @@ func (s adminService) Rotate(ctx context.Context, req *ipseccav1.RotateRequest) 
 	return &ipseccav1.RotateResponse{Marked: int32(n)}, nil
 }
 
-func (s adminService) ListSchedule(ctx context.Context, req *ipseccav1.ListScheduleRequest) (*ipseccav1.ListScheduleResponse, error) {
+func (s adminService) ListSchedule(
+	ctx context.Context,
+	req *ipseccav1.ListScheduleRequest,
+) (*ipseccav1.ListScheduleResponse, error) {
 	limit := int(req.GetLimit())
 	switch {
 	case limit < 0 || limit > maxPageSize:
@@ -133,7 +165,13 @@ func (s adminService) ListSchedule(ctx context.Context, req *ipseccav1.ListSched
 	}
 	resp := &ipseccav1.ListScheduleResponse{}
 	for _, c := range certs {
-		e := &ipseccav1.ScheduleEntry{Node: c.Node, Serial: c.Serial, NotAfter: timestamppb.New(c.NotAfter), DueAt: timestamppb.New(c.RotateAfter), Status: "scheduled"}
+		e := &ipseccav1.ScheduleEntry{
+			Node:     c.Node,
+			Serial:   c.Serial,
+			NotAfter: timestamppb.New(c.NotAfter),
+			DueAt:    timestamppb.New(c.RotateAfter),
+			Status:   "scheduled",
+		}
 		switch {
 		case !c.OverdueAt.IsZero():
 			e.Status, e.DueAt = "overdue", timestamppb.New(c.DueAt)
@@ -147,7 +185,10 @@ func (s adminService) ListSchedule(ctx context.Context, req *ipseccav1.ListSched
 	return resp, nil
 }
 
-func (s adminService) ListNodes(ctx context.Context, req *ipseccav1.ListNodesRequest) (*ipseccav1.ListNodesResponse, error) {
+func (s adminService) ListNodes(
+	ctx context.Context,
+	req *ipseccav1.ListNodesRequest,
+) (*ipseccav1.ListNodesResponse, error) {
 	names := []string{req.GetNode()}
 	if req.GetNode() == "" {
 		var err error
@@ -169,7 +210,16 @@ func (s adminService) ListNodes(ctx context.Context, req *ipseccav1.ListNodesReq
 			n.InventoryReportedAt = timestamppb.New(info.ReportedAt)
 		}
 		for _, e := range info.Inventory {
-			n.Inventory = append(n.Inventory, &ipseccav1.InventoryEntry{Nickname: e.Nickname, Serial: e.Serial, NotAfter: timestamppb.New(e.NotAfter), Trust: e.Trust, Subject: e.Subject})
+			n.Inventory = append(
+				n.Inventory,
+				&ipseccav1.InventoryEntry{
+					Nickname: e.Nickname,
+					Serial:   e.Serial,
+					NotAfter: timestamppb.New(e.NotAfter),
+					Trust:    e.Trust,
+					Subject:  e.Subject,
+				},
+			)
 		}
 		if cur, err := s.queries.CurrentCert(ctx, name); err == nil {
 			n.Current = s.toProto(cur)
@@ -206,8 +256,13 @@ func caInfo(r *ca.Root) *ipseccav1.GetCAResponse {
 			continue
 		}
 		sum := sha256.Sum256(c.Raw)
-		resp.Roots = append(resp.Roots, &ipseccav1.RootInfo{Serial: ca.SerialString(c.SerialNumber), Subject: c.Subject.String(),
-			NotBefore: timestamppb.New(c.NotBefore), NotAfter: timestamppb.New(c.NotAfter), Sha256Fingerprint: hex.EncodeToString(sum[:]), Current: i == 0})
+		resp.Roots = append(
+			resp.Roots,
+			&ipseccav1.RootInfo{Serial: ca.SerialString(c.SerialNumber), Subject: c.Subject.String(),
+				NotBefore: timestamppb.New(
+					c.NotBefore,
+				), NotAfter: timestamppb.New(c.NotAfter), Sha256Fingerprint: hex.EncodeToString(sum[:]), Current: i == 0},
+		)
 	}
 	return resp
 }
@@ -221,17 +276,28 @@ func (s nodeService) GetCRL(ctx context.Context, _ *ipseccav1.GetCRLRequest) (*i
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
-	return &ipseccav1.CRL{Der: der, NextUpdate: timestamppb.New(crl.NextUpdate), Entries: int32(len(crl.RevokedCertificateEntries))}, nil
+	return &ipseccav1.CRL{
+		Der:        der,
+		NextUpdate: timestamppb.New(crl.NextUpdate),
+		Entries:    int32(len(crl.RevokedCertificateEntries)),
+	}, nil
 }
 
-func (s adminService) RevokeNode(ctx context.Context, req *ipseccav1.RevokeNodeRequest) (*ipseccav1.RevokeNodeResponse, error) {
+func (s adminService) RevokeNode(
+	ctx context.Context,
+	req *ipseccav1.RevokeNodeRequest,
+) (*ipseccav1.RevokeNodeResponse, error) {
 	if req.GetNode() == "" {
 		return nil, status.Error(codes.InvalidArgument, "node is required")
 	}
 	caller, _ := CallerFrom(ctx)
 	n, err := s.auth.RevokeNode(ctx, req.GetNode(), req.GetReason(), caller.String())
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, status.Errorf(codes.NotFound, "node %q is already revoked and has no certificate left to revoke", req.GetNode())
+		return nil, status.Errorf(
+			codes.NotFound,
+			"node %q is already revoked and has no certificate left to revoke",
+			req.GetNode(),
+		)
 	}
 	if err != nil {
 		return nil, s.toStatus(err)

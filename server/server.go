@@ -51,7 +51,13 @@ type Queries interface {
 	CurrentCert(ctx context.Context, node string) (*store.Cert, error)
 	ActiveNodes(ctx context.Context) ([]string, error)
 	Node(ctx context.Context, name string) (*store.NodeInfo, error)
-	PutInventory(ctx context.Context, node string, entries []store.InventoryEntry, at time.Time, ev store.Event) (bool, error)
+	PutInventory(
+		ctx context.Context,
+		node string,
+		entries []store.InventoryEntry,
+		at time.Time,
+		ev store.Event,
+	) (bool, error)
 	Schedule(ctx context.Context, limit int) ([]*store.Cert, error)
 }
 
@@ -132,7 +138,20 @@ func New(d Deps) *Server {
 	if d.Notifier == nil {
 		d.Notifier = d.Hub
 	}
-	s := &Server{auth: d.Authority, queries: d.Queries, sched: d.Scheduler, hub: d.Hub, notify: d.Notifier, clock: d.Clock, log: d.Logger, metrics: newMetrics(), limit: newLimiter(d.Limits), mode: d.Mode, cluster: d.Cluster, self: d.Self}
+	s := &Server{
+		auth:    d.Authority,
+		queries: d.Queries,
+		sched:   d.Scheduler,
+		hub:     d.Hub,
+		notify:  d.Notifier,
+		clock:   d.Clock,
+		log:     d.Logger,
+		metrics: newMetrics(),
+		limit:   newLimiter(d.Limits),
+		mode:    d.Mode,
+		cluster: d.Cluster,
+		self:    d.Self,
+	}
 	if ts, ok := d.Queries.(TxnStats); ok {
 		s.metrics.registerTxnStats(ts)
 	}
@@ -147,7 +166,9 @@ func New(d Deps) *Server {
 // verified by the authorization interceptor (against the CA bundle at the
 // injected clock's time), so a bad one gets a clear Unauthenticated
 // instead of a failed handshake.
-func (s *Server) GRPCServer(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) (*grpc.Server, *health.Server) {
+func (s *Server) GRPCServer(
+	getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error),
+) (*grpc.Server, *health.Server) {
 	tlsCfg := &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		ClientAuth:     tls.RequestClientCert,
@@ -159,7 +180,9 @@ func (s *Server) GRPCServer(getCert func(*tls.ClientHelloInfo) (*tls.Certificate
 		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
 		grpc.ConnectionTimeout(HandshakeTimeout),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: MaxConnectionIdle}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveEnforcementPolicy(
+			keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true},
+		),
 		grpc.ChainUnaryInterceptor(s.unaryAuth),
 		grpc.ChainStreamInterceptor(s.streamAuth),
 	)

@@ -91,12 +91,25 @@ func startCAWith(t *testing.T, set func(*Deps)) *testCA {
 	done := make(chan struct{})
 	go func() { g.Serve(lis); close(done) }()
 	t.Cleanup(func() { hs.Shutdown(); g.Stop(); <-done; st.Close() })
-	return &testCA{dir: dir, in: &testInstance{Authority: auth, Scheduler: sched, Server: srv}, lis: lis, clock: clock, adminPair: adminPair}
+	return &testCA{
+		dir:       dir,
+		in:        &testInstance{Authority: auth, Scheduler: sched, Server: srv},
+		lis:       lis,
+		clock:     clock,
+		adminPair: adminPair,
+	}
 }
 
 // issuePair has the Authority issue a service certificate (server or
 // admin) for a new key.
-func issuePair(t *testing.T, auth *ca.Authority, kind store.Kind, name string, dns []string, ips []net.IP) *tls.Certificate {
+func issuePair(
+	t *testing.T,
+	auth *ca.Authority,
+	kind store.Kind,
+	name string,
+	dns []string,
+	ips []net.IP,
+) *tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -144,7 +157,8 @@ func (c *testCA) admin(t *testing.T) *tls.Certificate {
 func (c *testCA) rotateAdmin(t *testing.T, old *tls.Certificate) *tls.Certificate {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	resp, err := ipseccav1.NewAdminServiceClient(c.conn(t, old)).RotateAdmin(context.Background(), &ipseccav1.RotateAdminRequest{CsrPem: csrFor(t, key, "admin")})
+	resp, err := ipseccav1.NewAdminServiceClient(c.conn(t, old)).
+		RotateAdmin(context.Background(), &ipseccav1.RotateAdminRequest{CsrPem: csrFor(t, key, "admin")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +171,11 @@ func (c *testCA) rotateAdmin(t *testing.T, old *tls.Certificate) *tls.Certificat
 }
 
 func csrFor(t *testing.T, key crypto.Signer, cn string) []byte {
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, key)
+	der, err := x509.CreateCertificateRequest(
+		rand.Reader,
+		&x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}},
+		key,
+	)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,12 +186,14 @@ func csrFor(t *testing.T, key crypto.Signer, cn string) []byte {
 func (c *testCA) enrollNode(t *testing.T, node string) *tls.Certificate {
 	t.Helper()
 	ctx := context.Background()
-	tok, err := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t))).CreateToken(ctx, &ipseccav1.CreateTokenRequest{Node: node})
+	tok, err := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t))).
+		CreateToken(ctx, &ipseccav1.CreateTokenRequest{Node: node})
 	if err != nil {
 		t.Fatal(err)
 	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	resp, err := ipseccav1.NewNodeServiceClient(c.conn(t, nil)).Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: csrFor(t, key, node)})
+	resp, err := ipseccav1.NewNodeServiceClient(c.conn(t, nil)).
+		Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: csrFor(t, key, node)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +218,8 @@ func TestAuthorization(t *testing.T) {
 			return err
 		},
 		"CreateToken": func(conn *grpc.ClientConn) error {
-			_, err := ipseccav1.NewAdminServiceClient(conn).CreateToken(ctx, &ipseccav1.CreateTokenRequest{Node: "node-z"})
+			_, err := ipseccav1.NewAdminServiceClient(conn).
+				CreateToken(ctx, &ipseccav1.CreateTokenRequest{Node: "node-z"})
 			return err
 		},
 		"ListCertificates": func(conn *grpc.ClientConn) error {
@@ -243,7 +264,8 @@ func TestExpiredClientCertIsUnauthenticated(t *testing.T) {
 	}
 	c.clock.Add(5*365*24*time.Hour + 72*time.Hour)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	_, err := ipseccav1.NewNodeServiceClient(c.conn(t, nodeA)).Renew(context.Background(), &ipseccav1.RenewRequest{CsrPem: csrFor(t, key, "node-a")})
+	_, err := ipseccav1.NewNodeServiceClient(c.conn(t, nodeA)).
+		Renew(context.Background(), &ipseccav1.RenewRequest{CsrPem: csrFor(t, key, "node-a")})
 	if status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("renew with an expired cert: %v", err)
 	}
@@ -266,10 +288,30 @@ func TestDenialsCarryReason(t *testing.T) {
 		reason ca.Reason
 	}{
 		{"no csr", &ipseccav1.EnrollRequest{Token: tok.GetToken()}, codes.InvalidArgument, ""},
-		{"garbage token", &ipseccav1.EnrollRequest{Token: "x", CsrPem: csrFor(t, key, "node-a")}, codes.Unauthenticated, ca.ReasonTokenInvalid},
-		{"other node", &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: csrFor(t, key, "node-b")}, codes.PermissionDenied, ca.ReasonCNNotCallersNode},
-		{"ovs_", &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: csrFor(t, key, "ovs_a")}, codes.InvalidArgument, ca.ReasonCNForbiddenOVS},
-		{"malformed", &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: []byte("nope")}, codes.InvalidArgument, ca.ReasonCSRMalformed},
+		{
+			"garbage token",
+			&ipseccav1.EnrollRequest{Token: "x", CsrPem: csrFor(t, key, "node-a")},
+			codes.Unauthenticated,
+			ca.ReasonTokenInvalid,
+		},
+		{
+			"other node",
+			&ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: csrFor(t, key, "node-b")},
+			codes.PermissionDenied,
+			ca.ReasonCNNotCallersNode,
+		},
+		{
+			"ovs_",
+			&ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: csrFor(t, key, "ovs_a")},
+			codes.InvalidArgument,
+			ca.ReasonCNForbiddenOVS,
+		},
+		{
+			"malformed",
+			&ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: []byte("nope")},
+			codes.InvalidArgument,
+			ca.ReasonCSRMalformed,
+		},
 	}
 	for _, tc := range cases {
 		_, err := node.Enroll(ctx, tc.req)
@@ -286,13 +328,19 @@ func TestDenialsCarryReason(t *testing.T) {
 		t.Fatalf("valid enrolment after the bad ones: %v", err)
 	}
 	// Admin listing arguments.
-	if _, err := admin.ListCertificates(ctx, &ipseccav1.ListCertificatesRequest{PageSize: 5000}); status.Code(err) != codes.InvalidArgument {
+	if _, err := admin.ListCertificates(ctx, &ipseccav1.ListCertificatesRequest{PageSize: 5000}); status.Code(
+		err,
+	) != codes.InvalidArgument {
 		t.Errorf("page size 5000: %v", err)
 	}
-	if _, err := admin.ListCertificates(ctx, &ipseccav1.ListCertificatesRequest{State: "bogus"}); status.Code(err) != codes.InvalidArgument {
+	if _, err := admin.ListCertificates(ctx, &ipseccav1.ListCertificatesRequest{State: "bogus"}); status.Code(
+		err,
+	) != codes.InvalidArgument {
 		t.Errorf("bad state: %v", err)
 	}
-	if _, err := admin.GetCertificate(ctx, &ipseccav1.GetCertificateRequest{Serial: "abc123"}); status.Code(err) != codes.NotFound {
+	if _, err := admin.GetCertificate(ctx, &ipseccav1.GetCertificateRequest{Serial: "abc123"}); status.Code(
+		err,
+	) != codes.NotFound {
 		t.Errorf("unknown serial: %v", err)
 	}
 }
@@ -335,7 +383,8 @@ func TestRevokeNode(t *testing.T) {
 	}
 	// The revoked certificate no longer authenticates.
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	_, err = ipseccav1.NewNodeServiceClient(c.conn(t, nodeA)).Renew(ctx, &ipseccav1.RenewRequest{CsrPem: csrFor(t, key, "node-a")})
+	_, err = ipseccav1.NewNodeServiceClient(c.conn(t, nodeA)).
+		Renew(ctx, &ipseccav1.RenewRequest{CsrPem: csrFor(t, key, "node-a")})
 	if status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("renew with a revoked cert: %v", err)
 	}
@@ -351,16 +400,22 @@ func TestRevokeNode(t *testing.T) {
 	if err := list.CheckSignatureFrom(c.in.Authority.Root().Cert); err != nil {
 		t.Fatalf("CRL signature: %v", err)
 	}
-	if len(list.RevokedCertificateEntries) != 1 || list.RevokedCertificateEntries[0].SerialNumber.Cmp(nodeA.Leaf.SerialNumber) != 0 {
+	if len(list.RevokedCertificateEntries) != 1 ||
+		list.RevokedCertificateEntries[0].SerialNumber.Cmp(nodeA.Leaf.SerialNumber) != 0 {
 		t.Fatalf("CRL entries %+v", list.RevokedCertificateEntries)
 	}
 	// Revoking again: nothing left to revoke.
-	if _, err := admin.RevokeNode(ctx, &ipseccav1.RevokeNodeRequest{Node: "node-a"}); status.Code(err) != codes.NotFound {
+	if _, err := admin.RevokeNode(ctx, &ipseccav1.RevokeNodeRequest{Node: "node-a"}); status.Code(
+		err,
+	) != codes.NotFound {
 		t.Fatalf("second revoke: %v", err)
 	}
 	// No token for a revoked node until an admin re-admits it; then a new
 	// token works.
-	if _, err := admin.CreateToken(ctx, &ipseccav1.CreateTokenRequest{Node: "node-a"}); status.Code(err) != codes.FailedPrecondition || ReasonOf(err) != "node-revoked" {
+	if _, err := admin.CreateToken(ctx, &ipseccav1.CreateTokenRequest{Node: "node-a"}); status.Code(
+		err,
+	) != codes.FailedPrecondition ||
+		ReasonOf(err) != "node-revoked" {
 		t.Fatalf("token for a revoked node: %v", err)
 	}
 	if _, err := admin.ReadmitNode(ctx, &ipseccav1.ReadmitNodeRequest{Node: "node-a"}); err != nil {
@@ -410,12 +465,15 @@ func TestModeGatesNodeCertificates(t *testing.T) {
 		c.in.Server.mode = mode
 		ctx := context.Background()
 		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		_, err := ipseccav1.NewNodeServiceClient(c.conn(t, nil)).Enroll(ctx, &ipseccav1.EnrollRequest{Token: "x", CsrPem: csrFor(t, key, "node-a")})
+		_, err := ipseccav1.NewNodeServiceClient(c.conn(t, nil)).
+			Enroll(ctx, &ipseccav1.EnrollRequest{Token: "x", CsrPem: csrFor(t, key, "node-a")})
 		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), string(mode)) {
 			t.Errorf("%s: enroll %v", mode, err)
 		}
 		admin := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t)))
-		if _, err := admin.CreateToken(ctx, &ipseccav1.CreateTokenRequest{Node: "node-a"}); status.Code(err) != codes.FailedPrecondition {
+		if _, err := admin.CreateToken(ctx, &ipseccav1.CreateTokenRequest{Node: "node-a"}); status.Code(
+			err,
+		) != codes.FailedPrecondition {
 			t.Errorf("%s: token create %v", mode, err)
 		}
 		if _, err := admin.GetCA(ctx, &ipseccav1.GetCARequest{}); err != nil {
@@ -430,8 +488,11 @@ func TestValidateBundleIsAuditedWithoutSecrets(t *testing.T) {
 	admin := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t)))
 	// A bundle that does not decode with the password given: the finding
 	// comes back and the audit record holds neither the password nor the p12.
-	resp, err := admin.ValidateBundle(ctx, &ipseccav1.ValidateBundleRequest{P12: []byte("not-a-p12-secret-bytes"), Password: "hunter2-secret",
-		CaPem: c.in.Authority.Root().CertPEM, Left: "node1.example.com", Right: "ext.example.com"})
+	resp, err := admin.ValidateBundle(
+		ctx,
+		&ipseccav1.ValidateBundleRequest{P12: []byte("not-a-p12-secret-bytes"), Password: "hunter2-secret",
+			CaPem: c.in.Authority.Root().CertPEM, Left: "node1.example.com", Right: "ext.example.com"},
+	)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -443,12 +504,15 @@ func TestValidateBundleIsAuditedWithoutSecrets(t *testing.T) {
 		t.Fatalf("audit: %v %v", events, err)
 	}
 	rec := events.GetEvents()[0].String()
-	if strings.Contains(rec, "hunter2") || strings.Contains(rec, "secret-bytes") || !strings.Contains(rec, "ext.example.com") {
+	if strings.Contains(rec, "hunter2") || strings.Contains(rec, "secret-bytes") ||
+		!strings.Contains(rec, "ext.example.com") {
 		t.Fatalf("audit record %s", rec)
 	}
 	// Node certificates cannot call it.
 	node := c.enrollNode(t, "node-a")
-	if _, err := ipseccav1.NewAdminServiceClient(c.conn(t, node)).ValidateBundle(ctx, &ipseccav1.ValidateBundleRequest{}); status.Code(err) != codes.PermissionDenied {
+	if _, err := ipseccav1.NewAdminServiceClient(c.conn(t, node)).ValidateBundle(ctx, &ipseccav1.ValidateBundleRequest{}); status.Code(
+		err,
+	) != codes.PermissionDenied {
 		t.Fatalf("node calling ValidateBundle: %v", err)
 	}
 }

@@ -8,7 +8,10 @@ import (
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 )
 
-func (s adminService) GetStatus(ctx context.Context, _ *ipseccav1.GetStatusRequest) (*ipseccav1.GetStatusResponse, error) {
+func (s adminService) GetStatus(
+	ctx context.Context,
+	_ *ipseccav1.GetStatusRequest,
+) (*ipseccav1.GetStatusResponse, error) {
 	if s.cluster == nil {
 		// One replica on its own bbolt file: it is the leader.
 		return &ipseccav1.GetStatusResponse{Backend: "bolt", Leader: s.self.ID, Replicas: []*ipseccav1.Replica{{
@@ -20,12 +23,18 @@ func (s adminService) GetStatus(ctx context.Context, _ *ipseccav1.GetStatusReque
 	}
 	resp := &ipseccav1.GetStatusResponse{Backend: st.Backend, Leader: st.Leader}
 	for _, r := range st.Replicas {
-		resp.Replicas = append(resp.Replicas, &ipseccav1.Replica{Id: r.ID, Address: r.Address, StartedAt: timestamppb.New(r.StartedAt),
-			Leader: r.ID == st.Leader, Self: r.ID == s.self.ID})
+		resp.Replicas = append(
+			resp.Replicas,
+			&ipseccav1.Replica{Id: r.ID, Address: r.Address, StartedAt: timestamppb.New(r.StartedAt),
+				Leader: r.ID == st.Leader, Self: r.ID == s.self.ID},
+		)
 	}
 	for _, m := range st.Members {
-		resp.Members = append(resp.Members, &ipseccav1.StoreMember{Name: m.Name, Id: m.ID, Endpoint: m.Endpoint, Healthy: m.Healthy,
-			Leader: m.Leader, Error: m.Error, DbSize: m.DBSize, RaftIndex: m.RaftIndex})
+		resp.Members = append(
+			resp.Members,
+			&ipseccav1.StoreMember{Name: m.Name, Id: m.ID, Endpoint: m.Endpoint, Healthy: m.Healthy,
+				Leader: m.Leader, Error: m.Error, DbSize: m.DBSize, RaftIndex: m.RaftIndex},
+		)
 	}
 	return resp, nil
 }

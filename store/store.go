@@ -179,7 +179,12 @@ const (
 // replicas need not follow every audit event.
 func Notice(t string) bool {
 	switch t {
-	case EventRotationDue, EventRotationOverdue, EventRotationForced, EventNodeRevoked, EventCertRevoked, EventCARenewed,
+	case EventRotationDue,
+		EventRotationOverdue,
+		EventRotationForced,
+		EventNodeRevoked,
+		EventCertRevoked,
+		EventCARenewed,
 		EventCAKeySealed:
 		return true
 	}
@@ -361,7 +366,8 @@ func pageSize(limit int) int {
 // Match reports whether c passes f's Node, Kind, State (at f.Now) and
 // DueBefore; After and Limit are the backend's to apply.
 func (f CertFilter) Match(c *Cert) bool {
-	return (f.Kind == "" || c.Kind == f.Kind) && (f.State == "" || c.StateAt(f.Now) == f.State) && (f.Node == "" || c.Node == f.Node) &&
+	return (f.Kind == "" || c.Kind == f.Kind) && (f.State == "" || c.StateAt(f.Now) == f.State) &&
+		(f.Node == "" || c.Node == f.Node) &&
 		(f.DueBefore.IsZero() || c.RotateAfter.Before(f.DueBefore))
 }
 
@@ -397,7 +403,10 @@ func (v *ChainVerifier) Next(raw []byte) error {
 		return &AuditError{Seq: v.n + 1, Problem: "record does not decode (tampered)"}
 	}
 	if e.Seq != v.n+1 {
-		return &AuditError{Seq: v.n + 1, Problem: fmt.Sprintf("sequence %d out of order (record removed or inserted)", e.Seq)}
+		return &AuditError{
+			Seq:     v.n + 1,
+			Problem: fmt.Sprintf("sequence %d out of order (record removed or inserted)", e.Seq),
+		}
 	}
 	if e.Prev != v.prev {
 		return &AuditError{Seq: e.Seq, Problem: "previous-hash link broken (a record before it was changed or removed)"}

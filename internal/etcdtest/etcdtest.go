@@ -93,7 +93,10 @@ func Start(t testing.TB, o Options) *Cluster {
 func Run(o Options) (*Cluster, error) {
 	bin, err := testbin.Etcd()
 	if err != nil {
-		return nil, fmt.Errorf("etcdtest: building etcd from the Go module proxy failed (needed; not skipped):\n%v", err)
+		return nil, fmt.Errorf(
+			"etcdtest: building etcd from the Go module proxy failed (needed; not skipped):\n%v",
+			err,
+		)
 	}
 	if o.Members <= 0 {
 		o.Members = 3
@@ -120,7 +123,11 @@ func Run(o Options) (*Cluster, error) {
 	}
 	var initial []string
 	for i := range o.Members {
-		m := &Member{Name: fmt.Sprintf("m%d", i), ClientURL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[2*i]), PeerURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1])}
+		m := &Member{
+			Name:      fmt.Sprintf("m%d", i),
+			ClientURL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[2*i]),
+			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
+		}
 		m.dataDir = filepath.Join(o.Dir, m.Name)
 		m.log = filepath.Join(o.Dir, m.Name+".log")
 		initial = append(initial, m.Name+"="+m.PeerURL)
@@ -138,7 +145,16 @@ func Run(o Options) (*Cluster, error) {
 			m.args = append(m.args, "--unsafe-no-fsync")
 		}
 		if o.TLS {
-			m.args = append(m.args, "--cert-file", serverCert, "--key-file", serverKey, "--client-cert-auth", "--trusted-ca-file", c.TLS.CA)
+			m.args = append(
+				m.args,
+				"--cert-file",
+				serverCert,
+				"--key-file",
+				serverKey,
+				"--client-cert-auth",
+				"--trusted-ca-file",
+				c.TLS.CA,
+			)
 		}
 		if err := c.start(m); err != nil {
 			c.Stop()
@@ -286,8 +302,15 @@ func writeTLS(dir string) (files *TLSFiles, serverCert, serverKey string, err er
 		return nil, "", "", err
 	}
 	now := time.Now()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "etcdtest CA"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "etcdtest CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
 	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
 	if err != nil {
 		return nil, "", "", err
@@ -302,8 +325,16 @@ func writeTLS(dir string) (files *TLSFiles, serverCert, serverKey string, err er
 		if err != nil {
 			return "", "", err
 		}
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: ips, DNSNames: []string{"localhost"}}
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(serial),
+			Subject:      pkix.Name{CommonName: cn},
+			NotBefore:    now.Add(-time.Hour),
+			NotAfter:     now.Add(24 * time.Hour),
+			KeyUsage:     x509.KeyUsageDigitalSignature,
+			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+			IPAddresses:  ips,
+			DNSNames:     []string{"localhost"},
+		}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, key.Public(), caKey)
 		if err != nil {
 			return "", "", err

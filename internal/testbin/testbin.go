@@ -28,7 +28,10 @@ var (
 	apiserverModule = filepath.Join("kube", "internal", "kubebin", "apiserver")
 	etcdModule      = filepath.Join("kube", "internal", "kubebin", "etcd")
 	pinnedFiles     = []string{
-		filepath.Join(apiserverModule, "go.mod"), filepath.Join(apiserverModule, "go.sum"), filepath.Join(apiserverModule, "tools.go"),
+		filepath.Join(
+			apiserverModule,
+			"go.mod",
+		), filepath.Join(apiserverModule, "go.sum"), filepath.Join(apiserverModule, "tools.go"),
 		filepath.Join(etcdModule, "go.mod"), filepath.Join(etcdModule, "go.sum"), filepath.Join(etcdModule, "main.go"),
 	}
 )
@@ -122,7 +125,11 @@ func build(name, module, pkg string) (string, error) {
 	if exists(out) {
 		return out, nil
 	}
-	fmt.Fprintf(os.Stderr, "testbin: building %s from the Go module proxy (first run only; kube-apiserver takes about 4 minutes) ...\n", name)
+	fmt.Fprintf(
+		os.Stderr,
+		"testbin: building %s from the Go module proxy (first run only; kube-apiserver takes about 4 minutes) ...\n",
+		name,
+	)
 	logPath := out + ".build.log"
 	log, err := os.Create(logPath)
 	if err != nil {

@@ -154,7 +154,10 @@ func Open(dir string) (*Store, error) {
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 2 * time.Second, FreelistType: bbolt.FreelistMapType})
 	if err != nil {
 		if errors.Is(err, bbolt.ErrTimeout) {
-			return nil, fmt.Errorf("store: %s is locked by another process (one ipsecca serve per data directory)", path)
+			return nil, fmt.Errorf(
+				"store: %s is locked by another process (one ipsecca serve per data directory)",
+				path,
+			)
 		}
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
@@ -185,7 +188,11 @@ func migrate(db *bbolt.DB) error {
 			}
 		}
 		if v > len(migrations) {
-			return fmt.Errorf("store: database schema version %d is newer than this ipsecca (%d); upgrade ipsecca", v, len(migrations))
+			return fmt.Errorf(
+				"store: database schema version %d is newer than this ipsecca (%d); upgrade ipsecca",
+				v,
+				len(migrations),
+			)
 		}
 		for ; v < len(migrations); v++ {
 			if err := migrations[v](tx); err != nil {

@@ -36,7 +36,14 @@ func cert(serial, node string, rotate time.Time) *store.Cert {
 }
 
 func issue(s *Store, c *store.Cert, token string) error {
-	return s.Issue(context.Background(), store.Issuance{Cert: c, TokenID: token, Event: store.Event{Time: t0, Type: store.EventEnrolled, Node: c.Node, Serial: c.Serial}})
+	return s.Issue(
+		context.Background(),
+		store.Issuance{
+			Cert:    c,
+			TokenID: token,
+			Event:   store.Event{Time: t0, Type: store.EventEnrolled, Node: c.Node, Serial: c.Serial},
+		},
+	)
 }
 
 // TestEngineConformance runs the engine suite: the Tx and View contract alone.
@@ -249,7 +256,8 @@ func TestMigrateLowerNames(t *testing.T) {
 			t.Errorf("names after migration %v, want %v", got, want)
 		}
 		var ev store.Event
-		if err := getJSON(tx.Bucket(bucketEvents), u64(1), &ev); err != nil || ev.Type != store.EventNameClash || !strings.Contains(ev.Detail["clashes"], "node-y") {
+		if err := getJSON(tx.Bucket(bucketEvents), u64(1), &ev); err != nil || ev.Type != store.EventNameClash ||
+			!strings.Contains(ev.Detail["clashes"], "node-y") {
 			t.Errorf("clash event %+v %v", ev, err)
 		}
 		return nil

@@ -46,7 +46,11 @@ func TestCompactAfterSeal(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sealed := &store.CA{CertPEM: []byte("root"), KeyPEM: []byte("sealed-nonce-and-ciphertext"), KeyEncryption: "aes256gcm"}
+	sealed := &store.CA{
+		CertPEM:       []byte("root"),
+		KeyPEM:        []byte("sealed-nonce-and-ciphertext"),
+		KeyEncryption: "aes256gcm",
+	}
 	if err := s.RenewCA(ctx, sealed, store.Event{Time: t0, Type: store.EventCAKeySealed}); err != nil {
 		t.Fatal(err)
 	}

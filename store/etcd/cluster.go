@@ -104,7 +104,13 @@ func (s *Store) WatchEvents(ctx context.Context, fn func(*store.Event)) {
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 		for wr := range s.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev)) {
 			if wr.CompactRevision != 0 {
-				s.log.Warn("event watch: revisions compacted; some notifications were missed", "from", rev, "compacted", wr.CompactRevision)
+				s.log.Warn(
+					"event watch: revisions compacted; some notifications were missed",
+					"from",
+					rev,
+					"compacted",
+					wr.CompactRevision,
+				)
 				rev = 0
 				break
 			}

@@ -203,7 +203,10 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		TLS:         o.TLS,
 		DialTimeout: o.DialTimeout,
 		// Fail Open on an unreachable cluster, saying why (TLS, refused, ...).
-		DialOptions: []grpc.DialOption{grpc.WithBlock(), grpc.WithReturnConnectionError()}, //nolint:staticcheck // the reason a dial failed is what an operator needs
+		DialOptions: []grpc.DialOption{
+			grpc.WithBlock(),
+			grpc.WithReturnConnectionError(),
+		}, //nolint:staticcheck // the reason a dial failed is what an operator needs
 		// Failures reach callers as errors; the client's retry logs are noise.
 		Logger: zap.NewNop(),
 		// Large batches: stay within etcd's default 1.5 MiB request limit.
@@ -211,10 +214,24 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		MaxCallRecvMsgSize: 64 << 20,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%w: store/etcd: connect to %s: %v", store.ErrUnavailable, strings.Join(o.Endpoints, ","), err)
+		return nil, fmt.Errorf(
+			"%w: store/etcd: connect to %s: %v",
+			store.ErrUnavailable,
+			strings.Join(o.Endpoints, ","),
+			err,
+		)
 	}
-	s := &Store{cli: cli, p: strings.TrimSuffix(o.Prefix, "/") + "/", timeout: o.RequestTimeout, maxOps: o.MaxTxnOps, ttl: o.SessionTTL, log: o.Logger,
-		queue: store.NewQueue[*op](maxBatch), cache: map[string][]byte{}, writer: randomID()}
+	s := &Store{
+		cli:     cli,
+		p:       strings.TrimSuffix(o.Prefix, "/") + "/",
+		timeout: o.RequestTimeout,
+		maxOps:  o.MaxTxnOps,
+		ttl:     o.SessionTTL,
+		log:     o.Logger,
+		queue:   store.NewQueue[*op](maxBatch),
+		cache:   map[string][]byte{},
+		writer:  randomID(),
+	}
 	if err := s.initSchema(ctx); err != nil {
 		cli.Close()
 		return nil, err
@@ -248,7 +265,12 @@ func (s *Store) initSchema(ctx context.Context) error {
 	}
 	kvs := resp.Responses[0].GetResponseRange().Kvs
 	if len(kvs) == 1 && string(kvs[0].Value) != want {
-		return fmt.Errorf("store/etcd: schema version %s under %s is not %s; use a matching ipsecca", kvs[0].Value, s.p, want)
+		return fmt.Errorf(
+			"store/etcd: schema version %s under %s is not %s; use a matching ipsecca",
+			kvs[0].Value,
+			s.p,
+			want,
+		)
 	}
 	return nil
 }
@@ -589,7 +611,10 @@ func (s *Store) run(ops []*op) (int, []error, *txn, error) {
 				break
 			}
 			if try == maxRounds {
-				return 0, nil, nil, fmt.Errorf("%w: store/etcd: reads did not settle under concurrent writes", store.ErrUnavailable)
+				return 0, nil, nil, fmt.Errorf(
+					"%w: store/etcd: reads did not settle under concurrent writes",
+					store.ErrUnavailable,
+				)
 			}
 			keys = want // the cache was dropped: read everything again
 		}

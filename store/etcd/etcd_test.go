@@ -22,7 +22,15 @@ var prefixes atomic.Int64
 // open opens a store on a fresh prefix of the shared cluster.
 func open(t *testing.T, c *etcdtest.Cluster, prefix string) *etcd.Store {
 	t.Helper()
-	s, err := etcd.Open(context.Background(), etcd.Options{Endpoints: c.Endpoints(), Prefix: prefix, MaxTxnOps: etcdtest.MaxTxnOps, RequestTimeout: 3 * time.Second})
+	s, err := etcd.Open(
+		context.Background(),
+		etcd.Options{
+			Endpoints:      c.Endpoints(),
+			Prefix:         prefix,
+			MaxTxnOps:      etcdtest.MaxTxnOps,
+			RequestTimeout: 3 * time.Second,
+		},
+	)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,17 +228,29 @@ func TestTokenAndNameCopy(t *testing.T) {
 	if got, err := a.Token(ctx, "t1"); err != nil || got.Node != "node-a" {
 		t.Fatalf("own token at once: %v %v", got, err)
 	}
-	eventually("replica b sees the token", func() bool { got, err := b.Token(ctx, "t1"); return err == nil && got.UsedAt.IsZero() })
+	eventually(
+		"replica b sees the token",
+		func() bool { got, err := b.Token(ctx, "t1"); return err == nil && got.UsedAt.IsZero() },
+	)
 	if err := storetest.Issue(a, storetest.Cert("s1", "node-a", storetest.T0), "t1"); err != nil {
 		t.Fatal(err)
 	}
 	if owner, _ := a.NameOwner(ctx, "node-a"); owner != "node-a" {
 		t.Fatalf("own name at once: %q", owner)
 	}
-	eventually("replica b sees the token used", func() bool { got, err := b.Token(ctx, "t1"); return err == nil && !got.UsedAt.IsZero() })
-	eventually("replica b sees the name held", func() bool { owner, _ := b.NameOwner(ctx, "node-a"); return owner == "node-a" })
+	eventually(
+		"replica b sees the token used",
+		func() bool { got, err := b.Token(ctx, "t1"); return err == nil && !got.UsedAt.IsZero() },
+	)
+	eventually(
+		"replica b sees the name held",
+		func() bool { owner, _ := b.NameOwner(ctx, "node-a"); return owner == "node-a" },
+	)
 	// A stale copy cannot issue twice: the compare-and-swap decides.
-	if err := storetest.Issue(b, storetest.Cert("s2", "node-a", storetest.T0), "t1"); !errors.Is(err, store.ErrTokenUsed) {
+	if err := storetest.Issue(b, storetest.Cert("s2", "node-a", storetest.T0), "t1"); !errors.Is(
+		err,
+		store.ErrTokenUsed,
+	) {
 		t.Fatalf("second use on the other replica: %v", err)
 	}
 	if _, err := b.Token(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {

@@ -39,7 +39,11 @@ func TestImportFromBolt(t *testing.T) {
 		if i%10 == 0 {
 			tok = fmt.Sprintf("tok%d", i)
 		}
-		is := store.Issuance{Cert: c, TokenID: tok, Event: store.Event{Type: store.EventEnrolled, Node: node, Serial: c.Serial}}
+		is := store.Issuance{
+			Cert:    c,
+			TokenID: tok,
+			Event:   store.Event{Type: store.EventEnrolled, Node: node, Serial: c.Serial},
+		}
 		if i == 7 {
 			c.RequestUID, is.RequestUID = "uid-7", "uid-7"
 		}

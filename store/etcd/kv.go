@@ -89,7 +89,13 @@ func (s *Store) updateCert(ctx context.Context, serial string, ev store.Event, f
 
 // PutInventory stores a node's reported NSS inventory; ev is appended only
 // when it changed. It reports whether it changed.
-func (s *Store) PutInventory(ctx context.Context, node string, entries []store.InventoryEntry, at time.Time, ev store.Event) (bool, error) {
+func (s *Store) PutInventory(
+	ctx context.Context,
+	node string,
+	entries []store.InventoryEntry,
+	at time.Time,
+	ev store.Event,
+) (bool, error) {
 	var changed bool
 	err := s.Update(ctx, func(tx store.Tx) (err error) {
 		changed, err = store.PutInventoryTx(tx, node, entries, at, ev)
@@ -212,7 +218,14 @@ var _ store.View = kvView{}
 // MarkDue records that an active certificate is due (for reason) and
 // counts as overdue after graceUntil. Marking twice fails with
 // store.ErrExists, on any replica: a rotation is announced once.
-func (s *Store) MarkDue(ctx context.Context, serial string, at time.Time, reason string, graceUntil time.Time, ev store.Event) error {
+func (s *Store) MarkDue(
+	ctx context.Context,
+	serial string,
+	at time.Time,
+	reason string,
+	graceUntil time.Time,
+	ev store.Event,
+) error {
 	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error { return c.MarkDue(at, reason, graceUntil) })
 }
 

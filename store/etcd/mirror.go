@@ -196,7 +196,12 @@ func (s *Store) followMirror(ctx context.Context) error {
 
 // scanAt calls fn for every key under prefix at one revision (rev, or the
 // present when 0) and returns that revision.
-func (s *Store) scanAt(ctx context.Context, prefix string, rev int64, fn func(k string, v []byte, mod int64)) (int64, error) {
+func (s *Store) scanAt(
+	ctx context.Context,
+	prefix string,
+	rev int64,
+	fn func(k string, v []byte, mod int64),
+) (int64, error) {
 	end := clientv3.GetPrefixRangeEnd(prefix)
 	from := prefix
 	for {

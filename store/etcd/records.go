@@ -108,7 +108,12 @@ type auditHead struct {
 
 // scan calls fn for each key-value under prefix from `from` (inclusive)
 // in key order, a page at a time, until fn returns false.
-func (s *Store) scan(ctx context.Context, prefix, from string, keysOnly bool, fn func(key string, val []byte) (bool, error)) error {
+func (s *Store) scan(
+	ctx context.Context,
+	prefix, from string,
+	keysOnly bool,
+	fn func(key string, val []byte) (bool, error),
+) error {
 	const page = 500
 	end := clientv3.GetPrefixRangeEnd(prefix)
 	if from == "" {

@@ -37,7 +37,13 @@ type Backend interface {
 	CurrentCert(ctx context.Context, node string) (*store.Cert, error)
 	ActiveNodes(ctx context.Context) ([]string, error)
 	Node(ctx context.Context, name string) (*store.NodeInfo, error)
-	PutInventory(ctx context.Context, node string, entries []store.InventoryEntry, at time.Time, ev store.Event) (bool, error)
+	PutInventory(
+		ctx context.Context,
+		node string,
+		entries []store.InventoryEntry,
+		at time.Time,
+		ev store.Event,
+	) (bool, error)
 	Schedule(ctx context.Context, limit int) ([]*store.Cert, error)
 	OverdueCount(ctx context.Context) (int, error)
 	CertCounts(ctx context.Context, now time.Time) (map[[2]string]int, error)
@@ -61,7 +67,14 @@ func Cert(serial, node string, rotate time.Time) *store.Cert {
 
 // Issue stores c (consuming token when set) with an enrolment event.
 func Issue(s Backend, c *store.Cert, token string) error {
-	return s.Issue(context.Background(), store.Issuance{Cert: c, TokenID: token, Event: store.Event{Time: c.IssuedAt, Type: store.EventEnrolled, Node: c.Node, Serial: c.Serial}})
+	return s.Issue(
+		context.Background(),
+		store.Issuance{
+			Cert:    c,
+			TokenID: token,
+			Event:   store.Event{Time: c.IssuedAt, Type: store.EventEnrolled, Node: c.Node, Serial: c.Serial},
+		},
+	)
 }
 
 // Run runs the suite; open returns a fresh, empty backend for each test
@@ -95,13 +108,19 @@ func testCA(t *testing.T, s Backend) {
 	if _, err := s.CA(ctx); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("empty store CA: %v", err)
 	}
-	if err := s.RenewCA(ctx, &store.CA{CertPEM: []byte("x")}, store.Event{Type: store.EventCARenewed}); !errors.Is(err, store.ErrNotFound) {
+	if err := s.RenewCA(ctx, &store.CA{CertPEM: []byte("x")}, store.Event{Type: store.EventCARenewed}); !errors.Is(
+		err,
+		store.ErrNotFound,
+	) {
 		t.Fatalf("renew before create: %v", err)
 	}
 	if err := s.CreateCA(ctx, &store.CA{CertPEM: []byte("c1"), KeyPEM: []byte("k1")}, store.Event{Type: store.EventCACreated}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CreateCA(ctx, &store.CA{CertPEM: []byte("c2")}, store.Event{Type: store.EventCACreated}); !errors.Is(err, store.ErrExists) {
+	if err := s.CreateCA(ctx, &store.CA{CertPEM: []byte("c2")}, store.Event{Type: store.EventCACreated}); !errors.Is(
+		err,
+		store.ErrExists,
+	) {
 		t.Fatalf("second create: %v", err)
 	}
 	if err := s.RenewCA(ctx, &store.CA{CertPEM: []byte("c3"), KeyPEM: []byte("k1"), Previous: [][]byte{[]byte("c1")}}, store.Event{Type: store.EventCARenewed}); err != nil {
@@ -165,7 +184,10 @@ func testTokenSingleUse(t *testing.T, s Backend) {
 	if err := s.PutToken(ctx, &store.Token{ID: "tok", Node: "node-a", CommonName: "node-a", ExpiresAt: T0.Add(time.Hour)}, store.Event{Type: store.EventTokenCreated}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.PutToken(ctx, &store.Token{ID: "tok"}, store.Event{Type: store.EventTokenCreated}); !errors.Is(err, store.ErrExists) {
+	if err := s.PutToken(ctx, &store.Token{ID: "tok"}, store.Event{Type: store.EventTokenCreated}); !errors.Is(
+		err,
+		store.ErrExists,
+	) {
 		t.Fatalf("duplicate token id: %v", err)
 	}
 	var wg sync.WaitGroup
@@ -272,14 +294,19 @@ func testListCerts(t *testing.T, s Backend) {
 	if byNode, _, _ := s.ListCerts(ctx, store.CertFilter{Node: "node-007"}); len(byNode) != per {
 		t.Fatalf("node filter: %d", len(byNode))
 	}
-	if active, _, _ := s.ListCerts(ctx, store.CertFilter{State: store.StateActive, Now: T0, Limit: 1000}); len(active) != nodes {
+	if active, _, _ := s.ListCerts(ctx, store.CertFilter{State: store.StateActive, Now: T0, Limit: 1000}); len(
+		active,
+	) != nodes {
 		t.Fatalf("active: %d, want one per node", len(active))
 	}
-	if expired, _, _ := s.ListCerts(ctx, store.CertFilter{State: store.StateExpired, Now: T0.AddDate(6, 0, 0), Limit: 1000}); len(expired) != nodes {
+	if expired, _, _ := s.ListCerts(ctx, store.CertFilter{State: store.StateExpired, Now: T0.AddDate(6, 0, 0), Limit: 1000}); len(
+		expired,
+	) != nodes {
 		t.Fatalf("expired after 6 years: %d", len(expired))
 	}
 	counts, err := s.CertCounts(ctx, T0)
-	if err != nil || counts[[2]string{"node", "active"}] != nodes || counts[[2]string{"node", "superseded"}] != nodes*(per-1) {
+	if err != nil || counts[[2]string{"node", "active"}] != nodes ||
+		counts[[2]string{"node", "superseded"}] != nodes*(per-1) {
 		t.Fatalf("counts %v %v", counts, err)
 	}
 }
@@ -309,7 +336,16 @@ func testQueriesOnThousands(t *testing.T, s Backend) {
 	var got []*store.Event
 	after := uint64(0)
 	for {
-		page, more, err := s.ListEvents(ctx, store.EventFilter{Type: "cert.", Since: T0.Add(1000 * time.Minute), Until: T0.Add(1100 * time.Minute), AfterSeq: after, Limit: 37})
+		page, more, err := s.ListEvents(
+			ctx,
+			store.EventFilter{
+				Type:     "cert.",
+				Since:    T0.Add(1000 * time.Minute),
+				Until:    T0.Add(1100 * time.Minute),
+				AfterSeq: after,
+				Limit:    37,
+			},
+		)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -353,7 +389,10 @@ func testRotationMarks(t *testing.T, s Backend) {
 	if err := s.MarkDue(ctx, "snode-a", T0.Add(time.Hour), "scheduled", T0.Add(2*time.Hour), store.Event{Type: store.EventRotationDue}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.MarkDue(ctx, "snode-a", T0.Add(time.Hour), "scheduled", T0.Add(2*time.Hour), store.Event{Type: store.EventRotationDue}); !errors.Is(err, store.ErrExists) {
+	if err := s.MarkDue(ctx, "snode-a", T0.Add(time.Hour), "scheduled", T0.Add(2*time.Hour), store.Event{Type: store.EventRotationDue}); !errors.Is(
+		err,
+		store.ErrExists,
+	) {
 		t.Fatalf("marking due twice: %v", err)
 	}
 	if ended, _ := s.GraceEndedBefore(ctx, T0.Add(2*time.Hour), 10); len(ended) != 1 {
@@ -392,7 +431,12 @@ func testRevoke(t *testing.T, s Backend) {
 			t.Fatal(err)
 		}
 	}
-	n, err := s.RevokeNode(ctx, "node-a", T0.Add(time.Minute), store.Event{Type: store.EventNodeRevoked, Node: "node-a"})
+	n, err := s.RevokeNode(
+		ctx,
+		"node-a",
+		T0.Add(time.Minute),
+		store.Event{Type: store.EventNodeRevoked, Node: "node-a"},
+	)
 	if err != nil || n != 2 {
 		t.Fatalf("revoke: %d %v", n, err)
 	}
@@ -405,7 +449,10 @@ func testRevoke(t *testing.T, s Backend) {
 	if due, _ := s.DueBefore(ctx, T0.AddDate(10, 0, 0), 10); len(due) != 0 {
 		t.Fatalf("revoked certs still scheduled: %v", serials(due))
 	}
-	err = s.Issue(ctx, store.Issuance{Cert: Cert("r3", "node-a", T0), AuthSerial: "r2", Event: store.Event{Type: store.EventRenewed}})
+	err = s.Issue(
+		ctx,
+		store.Issuance{Cert: Cert("r3", "node-a", T0), AuthSerial: "r2", Event: store.Event{Type: store.EventRenewed}},
+	)
 	if !errors.Is(err, store.ErrRevoked) {
 		t.Fatalf("renewal with a revoked credential: %v", err)
 	}
@@ -501,10 +548,17 @@ func testRevokedNodeGetsNothing(t *testing.T, s Backend) {
 	}
 	c := Cert("a3", "node-a", T0)
 	c.RequestUID = "uid-a3"
-	if err := s.Issue(ctx, store.Issuance{Cert: c, RequestUID: "uid-a3", Event: store.Event{Type: store.EventEnrolled}}); !errors.Is(err, store.ErrNodeRevoked) {
+	if err := s.Issue(ctx, store.Issuance{Cert: c, RequestUID: "uid-a3", Event: store.Event{Type: store.EventEnrolled}}); !errors.Is(
+		err,
+		store.ErrNodeRevoked,
+	) {
 		t.Fatalf("issue without a token (Kubernetes door) after revocation: %v", err)
 	}
-	err := s.PutToken(ctx, &store.Token{ID: "t2", Node: "node-a", CommonName: "node-a"}, store.Event{Type: store.EventTokenCreated})
+	err := s.PutToken(
+		ctx,
+		&store.Token{ID: "t2", Node: "node-a", CommonName: "node-a"},
+		store.Event{Type: store.EventTokenCreated},
+	)
 	if !errors.Is(err, store.ErrNodeRevoked) {
 		t.Fatalf("token for a revoked node: %v", err)
 	}
@@ -523,7 +577,8 @@ func testRevokedNodeGetsNothing(t *testing.T, s Backend) {
 	}
 	// Revoking a node that never enrolled voids its tokens too.
 	token(t, s, "tb", "node-b")
-	if n, err := s.RevokeNode(ctx, "node-b", T0, store.Event{Type: store.EventNodeRevoked, Node: "node-b"}); err != nil || n != 0 {
+	if n, err := s.RevokeNode(ctx, "node-b", T0, store.Event{Type: store.EventNodeRevoked, Node: "node-b"}); err != nil ||
+		n != 0 {
 		t.Fatalf("revoke a node without certificates: %d %v", n, err)
 	}
 	if err := s.ReadmitNode(ctx, "node-b", store.Event{Type: store.EventNodeReadmitted}); err != nil {
@@ -560,7 +615,12 @@ func testForget(t *testing.T, s Backend) {
 	if err := Issue(s, taken, ""); !errors.Is(err, store.ErrNameHeld) {
 		t.Fatalf("a revoked node's name taken before forget: %v", err)
 	}
-	released, err := s.ForgetNode(ctx, "node-a", T0.Add(2*time.Minute), store.Event{Type: store.EventNodeForgotten, Node: "node-a"})
+	released, err := s.ForgetNode(
+		ctx,
+		"node-a",
+		T0.Add(2*time.Minute),
+		store.Event{Type: store.EventNodeForgotten, Node: "node-a"},
+	)
 	if err != nil || fmt.Sprint(released) != "[node-a]" {
 		t.Fatalf("forget: %v %v", released, err)
 	}
