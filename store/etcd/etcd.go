@@ -339,9 +339,16 @@ func (s *Store) committer() {
 	}
 }
 
-// commit evaluates a prefix of batch against the cache, commits it as one
-// etcd transaction and answers its operations; the rest of the batch goes
-// to the front of the retry list.
+// commit runs one batch through its steps:
+//
+//  1. evaluate: run a prefix of batch against the cache (fetching what it
+//     misses); the rest of the batch goes to the front of the retry list;
+//  2. stampHead: write a head value no other transaction writes, so the
+//     next compare-and-swap covers this one even if it appends no event;
+//  3. compareAndSwap: commit the overlay if the head is still what the
+//     reads saw;
+//  4. settle: answer the operations (applied), retry them (another replica
+//     wrote first) or tell them the outcome is unknown (no answer).
 func (s *Store) commit(batch []*op) {
 	if len(s.cache) > maxCache {
 		s.reset()
@@ -355,9 +362,18 @@ func (s *Store) commit(batch []*op) {
 		s.retry = append(append([]*op(nil), batch[n:]...), s.retry...)
 	}
 	batch = batch[:n]
+	newHead, err := s.stampHead(t)
+	if err != nil {
+		s.fail(batch, err)
+		return
+	}
+	keys, resp, err := s.compareAndSwap(t)
+	s.settle(batch, errs, t, keys, newHead, resp, err)
+}
+
+// stampHead puts the audit head back with this transaction's write stamp.
+func (s *Store) stampHead(t *txn) ([]byte, error) {
 	head := s.kHead()
-	// Every transaction writes a new head value, even one that appends no
-	// event, so the next compare-and-swap covers it.
 	cur, ok := t.over[head]
 	if !ok {
 		cur = entry{val: s.cache[head]}
@@ -365,18 +381,22 @@ func (s *Store) commit(batch []*op) {
 	var h auditHead
 	if len(cur.val) > 0 {
 		if err := json.Unmarshal(cur.val, &h); err != nil {
-			s.fail(batch, fmt.Errorf("store/etcd: decode audit head: %w", err))
-			return
+			return nil, fmt.Errorf("store/etcd: decode audit head: %w", err)
 		}
 	}
 	s.writes++
 	h.Write = fmt.Sprintf("%s.%d", s.writer, s.writes)
 	newHead, err := json.Marshal(h)
 	if err != nil {
-		s.fail(batch, err)
-		return
+		return nil, err
 	}
 	t.over[head] = entry{val: newHead}
+	return newHead, nil
+}
+
+// compareAndSwap commits t's overlay (keys in order) if the head holds the
+// value the batch's reads were made against.
+func (s *Store) compareAndSwap(t *txn) ([]string, *clientv3.TxnResponse, error) {
 	keys := make([]string, 0, len(t.over))
 	for k := range t.over {
 		keys = append(keys, k)
@@ -390,15 +410,29 @@ func (s *Store) commit(batch []*op) {
 			ops = append(ops, clientv3.OpPut(k, string(e.val)))
 		}
 	}
+	head := s.kHead()
 	cmp := clientv3.Compare(clientv3.CreateRevision(head), "=", 0)
 	if s.headVal != nil {
 		cmp = clientv3.Compare(clientv3.Value(head), "=", string(s.headVal))
 	}
 	ctx, cancel := s.ctx(context.Background())
+	defer cancel()
 	t0 := time.Now()
 	resp, err := s.cli.Txn(ctx).If(cmp).Then(ops...).Commit()
 	s.writeTime.Add(int64(time.Since(t0)))
-	cancel()
+	return keys, resp, err
+}
+
+// settle answers a batch after its compare-and-swap.
+func (s *Store) settle(
+	batch []*op,
+	errs []error,
+	t *txn,
+	keys []string,
+	newHead []byte,
+	resp *clientv3.TxnResponse,
+	err error,
+) {
 	switch {
 	case err != nil:
 		// The outcome is unknown: fail the batch, forget everything. The
@@ -413,7 +447,8 @@ func (s *Store) commit(batch []*op) {
 		s.reset()
 		for _, o := range batch {
 			if o.attempts++; o.attempts > maxAttempts {
-				o.done <- fmt.Errorf("%w: store/etcd: gave up after %d write conflicts with other replicas", store.ErrUnavailable, maxAttempts)
+				o.done <- fmt.Errorf("%w: store/etcd: gave up after %d write conflicts with other replicas",
+					store.ErrUnavailable, maxAttempts)
 				continue
 			}
 			s.retry = append(s.retry, o)
