@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"time"
@@ -15,7 +17,7 @@ import (
 	"github.com/ipsecca/ipsecca/ca"
 	"github.com/ipsecca/ipsecca/store"
 	"github.com/ipsecca/ipsecca/store/bolt"
-	"github.com/ipsecca/ipsecca/store/etcd"
+	"github.com/ipsecca/ipsecca/store/migrate"
 )
 
 func init() { subcommands = append(subcommands, newStoreCmd) }
@@ -80,14 +82,6 @@ func newStoreCmd() *cobra.Command {
 	return cmd
 }
 
-// caSink hands the exported records on, with the CA key sealed.
-type caSink struct {
-	*etcd.Importer
-	ca *store.CA
-}
-
-func (s caSink) PutCA(*store.CA) error { return s.Importer.PutCA(s.ca) }
-
 func newMigrateCmd() *cobra.Command {
 	var from, to, kekFile string
 	var sf storeFlags
@@ -120,89 +114,18 @@ etcd replicas. A prefix that already holds a CA or records is refused.`,
 			if kek == nil {
 				return usageError("migrate needs the key-encryption key the replicas will use (--kek-file or $IPSECCA_KEK)")
 			}
-			ctx := cmd.Context()
-			src, err := bolt.Open(dir)
+			dst, err := sf.etcdOptions(slog.New(slog.DiscardHandler))
 			if err != nil {
 				return err
 			}
-			defer src.Close()
-			material, err := src.CA(ctx)
-			if err != nil {
-				return fmt.Errorf("store migrate: %s holds no CA: %w", dir, err)
+			rep, err := migrate.FromBolt(cmd.Context(), migrate.Options{From: dir, To: dst,
+				Seal: func(m *store.CA) (*store.CA, bool, error) { return ca.SealForMove(m, kek) }})
+			printMigrateReport(cmd.OutOrStdout(), rep, err == nil)
+			var mismatch *migrate.MismatchError
+			if errors.As(err, &mismatch) {
+				return failure(err)
 			}
-			sealedCA, sealed, err := ca.SealForMove(material, kek)
-			if err != nil {
-				return err
-			}
-			dst, err := sf.openEtcd(ctx, slog.New(slog.DiscardHandler))
-			if err != nil {
-				return err
-			}
-			defer dst.Close()
-			start := time.Now()
-			im, err := dst.NewImporter(ctx)
-			if err != nil {
-				return err
-			}
-			if err := src.Export(caSink{Importer: im, ca: sealedCA}); err != nil {
-				return err
-			}
-			if err := im.Finish(); err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "copied %d certificates, %d tokens, %d nodes, %d request UIDs, %d audit records to %s%s in %s\n",
-				im.Counts.Certs, im.Counts.Tokens, im.Counts.Nodes, im.Counts.Requests, im.Counts.Events, strings.Join(sf.endpoints, ","), dst.Prefix(), time.Since(start).Round(time.Millisecond))
-			// Verify the copy against the source.
-			problems := 0
-			check := func(what string, a, b any) {
-				if fmt.Sprint(a) != fmt.Sprint(b) {
-					fmt.Fprintf(out, "%s: MISMATCH: bolt %v, etcd %v\n", what, a, b)
-					problems++
-				} else {
-					fmt.Fprintf(out, "%s: ok (%v)\n", what, a)
-				}
-			}
-			nSrc, err := src.VerifyAudit(ctx)
-			if err != nil {
-				return fmt.Errorf("store migrate: the source's audit chain: %w", err)
-			}
-			nDst, err := dst.VerifyAudit(ctx)
-			if err != nil {
-				return fmt.Errorf("store migrate: the copy's audit chain: %w", err)
-			}
-			check("audit chain", nSrc, nDst)
-			now := time.Now()
-			cSrc, err := src.CertCounts(ctx, now)
-			if err != nil {
-				return err
-			}
-			cDst, err := dst.CertCounts(ctx, now)
-			if err != nil {
-				return err
-			}
-			check("certificate counts", cSrc, cDst)
-			sSrc, err := src.Schedule(ctx, 1000)
-			if err != nil {
-				return err
-			}
-			sDst, err := dst.Schedule(ctx, 1000)
-			if err != nil {
-				return err
-			}
-			check("schedule (first 1000)", serialsOf(sSrc), serialsOf(sDst))
-			if problems > 0 {
-				return failure(fmt.Errorf("store migrate: %d check(s) failed; the etcd prefix %s holds a partial copy: delete it before trying again", problems, dst.Prefix()))
-			}
-			if sealed {
-				ev := store.Event{Time: now.UTC(), Type: store.EventCAKeySealed, Actor: "migrate", Detail: map[string]string{"from": "bolt:" + dir}}
-				if err := dst.AppendEvent(ctx, ev); err != nil {
-					return err
-				}
-				fmt.Fprintln(out, "CA key: sealed under the key-encryption key (it was in the clear in bbolt)")
-			}
-			fmt.Fprintf(out, "done: start the replicas with --store etcd --etcd-endpoints %s --etcd-prefix %s and the same key-encryption key\n", strings.Join(sf.endpoints, ","), strings.TrimSuffix(dst.Prefix(), "/"))
-			return nil
+			return err
 		},
 	}
 	sf.registerEtcd(cmd.Flags())
@@ -213,12 +136,26 @@ etcd replicas. A prefix that already holds a CA or records is refused.`,
 	return cmd
 }
 
-func serialsOf(cs []*store.Cert) string {
-	var b strings.Builder
-	for _, c := range cs {
-		b.WriteString(c.Serial)
-		b.WriteByte(' ')
+// printMigrateReport prints what a migration did, as far as it got, and
+// on success how to start the replicas.
+func printMigrateReport(out io.Writer, rep *migrate.Report, done bool) {
+	if !rep.Imported {
+		return
 	}
-	sum := sha256.Sum256([]byte(b.String()))
-	return fmt.Sprintf("%d certificates, sha256 %s", len(cs), hex.EncodeToString(sum[:8]))
+	eps := strings.Join(rep.Endpoints, ",")
+	fmt.Fprintf(out, "copied %d certificates, %d tokens, %d nodes, %d request UIDs, %d audit records to %s%s in %s\n",
+		rep.Counts.Certs, rep.Counts.Tokens, rep.Counts.Nodes, rep.Counts.Requests, rep.Counts.Events, eps, rep.Prefix, rep.Took.Round(time.Millisecond))
+	for _, c := range rep.Checks {
+		if c.OK() {
+			fmt.Fprintf(out, "%s: ok (%s)\n", c.Name, c.Source)
+		} else {
+			fmt.Fprintf(out, "%s: MISMATCH: bolt %s, etcd %s\n", c.Name, c.Source, c.Copy)
+		}
+	}
+	if rep.KeySealed {
+		fmt.Fprintln(out, "CA key: sealed under the key-encryption key (it was in the clear in bbolt)")
+	}
+	if done {
+		fmt.Fprintf(out, "done: start the replicas with --store etcd --etcd-endpoints %s --etcd-prefix %s and the same key-encryption key\n", eps, strings.TrimSuffix(rep.Prefix, "/"))
+	}
 }

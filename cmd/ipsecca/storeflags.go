@@ -100,22 +100,31 @@ func (f *storeFlags) tlsConfig() (*tls.Config, error) {
 	return cfg, nil
 }
 
-// openEtcd connects to the etcd cluster.
-func (f *storeFlags) openEtcd(ctx context.Context, log *slog.Logger) (*etcd.Store, error) {
+// etcdOptions are the etcd store's options from the flags.
+func (f *storeFlags) etcdOptions(log *slog.Logger) (etcd.Options, error) {
 	if len(f.endpoints) == 0 {
-		return nil, usageError("--store etcd needs --etcd-endpoints")
+		return etcd.Options{}, usageError("--store etcd needs --etcd-endpoints")
 	}
 	for _, e := range f.endpoints {
 		if !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") && strings.Contains(e, "://") {
-			return nil, usageError("--etcd-endpoints %q: want host:port, http://host:port or https://host:port", e)
+			return etcd.Options{}, usageError("--etcd-endpoints %q: want host:port, http://host:port or https://host:port", e)
 		}
 	}
 	cfg, err := f.tlsConfig()
 	if err != nil {
+		return etcd.Options{}, err
+	}
+	return etcd.Options{Endpoints: f.endpoints, TLS: cfg, Prefix: f.prefix, MaxTxnOps: f.maxTxnOps,
+		RequestTimeout: f.timeout, SessionTTL: f.sessionTTL, Logger: log}, nil
+}
+
+// openEtcd connects to the etcd cluster.
+func (f *storeFlags) openEtcd(ctx context.Context, log *slog.Logger) (*etcd.Store, error) {
+	o, err := f.etcdOptions(log)
+	if err != nil {
 		return nil, err
 	}
-	return etcd.Open(ctx, etcd.Options{Endpoints: f.endpoints, TLS: cfg, Prefix: f.prefix, MaxTxnOps: f.maxTxnOps,
-		RequestTimeout: f.timeout, SessionTTL: f.sessionTTL, Logger: log})
+	return etcd.Open(ctx, o)
 }
 
 // open opens the chosen backend. Cluster is nil for bolt.
