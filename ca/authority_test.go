@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipsecca/ipsecca/internal/testclock"
 	"github.com/ipsecca/ipsecca/store"
 	"github.com/ipsecca/ipsecca/store/bolt"
 )
@@ -55,7 +56,7 @@ func TestRootProfile(t *testing.T) {
 
 func TestBootstrapIsIdempotent(t *testing.T) {
 	dir := t.TempDir()
-	clock := &fakeClock{t: t0}
+	clock := testclock.New(t0)
 	ctx := context.Background()
 	st, err := bolt.Open(dir)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ipsecca/ipsecca/internal/testclock"
 	"github.com/ipsecca/ipsecca/store/bolt"
 )
 
@@ -19,7 +20,7 @@ func newKEK(t *testing.T) KEK {
 
 func TestKEKSealsTheCAKey(t *testing.T) {
 	ctx := context.Background()
-	clock := &fakeClock{t: t0}
+	clock := testclock.New(t0)
 	kek := newKEK(t)
 	dir := t.TempDir()
 	st, err := bolt.Open(dir)
@@ -59,7 +60,7 @@ func TestKEKSealsTheCAKey(t *testing.T) {
 
 func TestKEKSealsAnExistingClearKey(t *testing.T) {
 	ctx := context.Background()
-	clock := &fakeClock{t: t0}
+	clock := testclock.New(t0)
 	st, err := bolt.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

@@ -12,21 +12,16 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/ipsecca/ipsecca/internal/testclock"
 	"github.com/ipsecca/ipsecca/store/bolt"
 )
 
 // fakeClock is a settable clock for tests.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+// fakeClock is the tests' shared clock.
+type fakeClock = testclock.Clock
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
@@ -38,7 +33,7 @@ func newTestAuthority(t testing.TB, kt KeyType) (*Authority, *bolt.Store, *fakeC
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	clock := &fakeClock{t: t0}
+	clock := testclock.New(t0)
 	root, created, err := Bootstrap(context.Background(), st, RootConfig{KeyType: kt}, clock)
 	if err != nil || !created {
 		t.Fatalf("bootstrap: created=%v err=%v", created, err)

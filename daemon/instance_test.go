@@ -14,9 +14,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/ipsecca/ipsecca/internal/testclock"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -27,13 +28,8 @@ import (
 	"github.com/ipsecca/ipsecca/store/bolt"
 )
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+// fakeClock is the tests' shared clock.
+type fakeClock = testclock.Clock
 
 // testCA is an Instance serving over an in-memory listener.
 type testCA struct {
@@ -54,7 +50,7 @@ func startCAWith(t *testing.T, set func(*Options)) *testCA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := &fakeClock{t: time.Now().Truncate(time.Second)}
+	clock := testclock.New(time.Now().Truncate(time.Second))
 	opts := Options{DataDir: dir, Store: st, Clock: clock, Rand: rand.Reader}
 	if set != nil {
 		set(&opts)
@@ -134,7 +130,7 @@ func (c *testCA) enrollNode(t *testing.T, node string) *tls.Certificate {
 func TestServiceCertsReusedAndRenewed(t *testing.T) {
 	dir := t.TempDir()
 	os.Chmod(dir, 0o700)
-	clock := &fakeClock{t: time.Now().Truncate(time.Second)}
+	clock := testclock.New(time.Now().Truncate(time.Second))
 	open := func() (*Instance, func()) {
 		st, err := bolt.Open(dir)
 		if err != nil {

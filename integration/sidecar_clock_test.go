@@ -7,22 +7,17 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ipsecca/ipsecca/daemon"
+	"github.com/ipsecca/ipsecca/internal/testclock"
 	"github.com/ipsecca/ipsecca/sidecar"
 	"github.com/ipsecca/ipsecca/store/bolt"
 )
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+// fakeClock is the tests' shared clock.
+type fakeClock = testclock.Clock
 
 // TestSidecarReenrolsAfterExpiry: the CA was away longer than the node
 // certificate lived; the sidecar says it needs a token, and re-enrols
@@ -42,7 +37,7 @@ func TestSidecarReenrolsAfterExpiry(t *testing.T) {
 	// after the jump it agrees with NSS's own clock (NSS picks the "best"
 	// certificate of a nickname by real time).
 	jump := 5*365*24*time.Hour + 30*24*time.Hour
-	clock := &fakeClock{t: time.Now().Add(-jump)}
+	clock := testclock.New(time.Now().Add(-jump))
 	in, err := daemon.Open(ctx, daemon.Options{DataDir: dir, Store: st, Clock: clock, Rand: rand.Reader})
 	if err != nil {
 		t.Fatal(err)

@@ -14,19 +14,15 @@ import (
 	"time"
 
 	"github.com/ipsecca/ipsecca/ca"
+	"github.com/ipsecca/ipsecca/internal/testclock"
 	"github.com/ipsecca/ipsecca/store"
 	"github.com/ipsecca/ipsecca/store/bolt"
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
+// fakeClock is the tests' shared clock.
+type fakeClock = testclock.Clock
 
 func TestDueAt(t *testing.T) {
 	nb := t0
@@ -152,7 +148,7 @@ func newWorld(t *testing.T, p Policy) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	clock := &fakeClock{t: t0}
+	clock := testclock.New(t0)
 	root, _, err := ca.Bootstrap(context.Background(), st, ca.RootConfig{}, clock)
 	if err != nil {
 		t.Fatal(err)

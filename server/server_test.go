@@ -12,9 +12,10 @@ import (
 	"encoding/pem"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/ipsecca/ipsecca/internal/testclock"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -31,13 +32,8 @@ import (
 	"github.com/ipsecca/ipsecca/store/bolt"
 )
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+// fakeClock is the tests' shared clock.
+type fakeClock = testclock.Clock
 
 // testInstance is the front door and the domain behind it, as the tests
 // reach them.
@@ -70,7 +66,7 @@ func startCAWith(t *testing.T, set func(*Deps)) *testCA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := &fakeClock{t: time.Now().Truncate(time.Second)}
+	clock := testclock.New(time.Now().Truncate(time.Second))
 	root, _, err := ca.Bootstrap(ctx, st, ca.RootConfig{}, clock)
 	if err != nil {
 		t.Fatal(err)
