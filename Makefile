@@ -88,7 +88,7 @@ test: deps fmt-check vet proto-check
 # Throughput and scale benchmark of the real binary (see BENCHMARKS.md).
 # BENCH_ARGS=--quick for a CI-sized run.
 bench: build
-	$(GO) run ./bench --binary $(BIN) $(BENCH_ARGS)
+	$(GO) run ./cmd/bench --binary $(BIN) $(BENCH_ARGS)
 
 # Run every fuzz target for FUZZTIME each (their seed corpora run in every `make test`).
 FUZZTIME ?= 30s
