@@ -88,7 +88,7 @@ func TestCRLPublished(t *testing.T) {
 	s := e.start(cfg, true)
 	ctx := context.Background()
 
-	eventually(t, 5*time.Second, "a CRL in the ConfigMap", func() bool { return e.publishedCRL() != nil })
+	eventually(t, 30*time.Second, "a CRL in the ConfigMap", func() bool { return e.publishedCRL() != nil })
 	if l := e.publishedCRL(); len(l.RevokedCertificateEntries) != 0 {
 		t.Fatalf("the first CRL lists %d certificates, want none", len(l.RevokedCertificateEntries))
 	}
@@ -99,7 +99,7 @@ func TestCRLPublished(t *testing.T) {
 	}
 	start := time.Now()
 	s.Revoked("node-a", "key compromised")
-	eventually(t, 3*time.Second, "the revoked serial in the published CRL",
+	eventually(t, 30*time.Second, "the revoked serial in the published CRL",
 		func() bool { return lists(e.publishedCRL(), serialA) })
 	t.Logf("revocation to published CRL: %s", time.Since(start).Round(time.Millisecond))
 	if lists(e.publishedCRL(), serialB) {
@@ -125,12 +125,12 @@ func TestCRLPublished(t *testing.T) {
 	if _, err := e.auth.RevokeNode(ctx, "node-b", "decommissioned", "admin"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 3*time.Second, "node-b's serial published by the periodic check",
+	eventually(t, 30*time.Second, "node-b's serial published by the periodic check",
 		func() bool { return lists(e.publishedCRL(), serialA, serialB) })
 
 	before := e.publishedCRL().NextUpdate
 	e.clock.Advance(ca.CRLValidity - 12*time.Hour)
-	eventually(t, 3*time.Second, "a CRL with a later NextUpdate before the old one runs out", func() bool {
+	eventually(t, 30*time.Second, "a CRL with a later NextUpdate before the old one runs out", func() bool {
 		l := e.publishedCRL()
 		return l.NextUpdate.After(before) && lists(l, serialA, serialB)
 	})
@@ -175,7 +175,7 @@ func TestSidecarKubeImportsCRL(t *testing.T) {
 	nss := filepath.Join(dir, "nss")
 	agent, err := sidecar.New(sidecar.Config{Node: "node-a", NSSDir: nss, StateDir: filepath.Join(dir, "state"),
 		KeyType: "ecdsa-p256", Logger: testLogger(t, "sidecar"),
-		Kube: &sidecar.KubeConfig{Client: e.node("node-a"), Wait: 10 * time.Second, Poll: 200 * time.Millisecond}})
+		Kube: &sidecar.KubeConfig{Client: e.node("node-a"), Wait: 60 * time.Second, Poll: 200 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +207,7 @@ func TestSidecarKubeImportsCRL(t *testing.T) {
 	}
 	start := time.Now()
 	s.Revoked("node-b", "stolen")
-	eventually(t, 10*time.Second, "node-b's serial in node-a's NSS CRL",
+	eventually(t, 60*time.Second, "node-b's serial in node-a's NSS CRL",
 		func() bool { return slices.Contains(nssCRLSerials(t, nss), serialB) })
 	t.Logf("revocation to the node's NSS database: %s", time.Since(start).Round(time.Millisecond))
 	cancel()
@@ -273,7 +273,7 @@ func TestNonNodeCSRFlood(t *testing.T) {
 		}
 	}
 	t.Logf("%d CSRs from non-nodes denied in %s", len(all), time.Since(start).Round(time.Millisecond))
-	eventually(t, 2*time.Second, "every denial counted", func() bool {
+	eventually(t, 20*time.Second, "every denial counted", func() bool {
 		return counter(t, reg, "ipsecca_kube_csr_non_node_denials_total", nil) == admins+ghosts
 	})
 	if n := counter(t, reg, "ipsecca_kube_csr_non_node_denials_total",
@@ -362,7 +362,7 @@ func TestRevokedNode(t *testing.T) {
 		}
 		return n
 	}
-	eventually(t, 2*time.Second, "3 NodeRevoked decisions counted", func() bool {
+	eventually(t, 20*time.Second, "3 NodeRevoked decisions counted", func() bool {
 		return counter(t, reg, "ipsecca_kube_csr_decisions_total",
 			map[string]string{"reason": string(kube.ReasonNodeRevoked)}) == 3
 	})
