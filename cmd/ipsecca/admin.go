@@ -13,8 +13,6 @@ import (
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 )
 
-func init() { subcommands = append(subcommands, newTokenCmd, newCertsCmd, newAuditCmd) }
-
 // adminClient dials the server with the admin credentials.
 func (f *connFlags) adminClient() (ipseccav1.AdminServiceClient, func(), error) {
 	f.resolveAdmin()

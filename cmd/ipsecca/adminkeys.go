@@ -17,8 +17,6 @@ import (
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 )
 
-func init() { subcommands = append(subcommands, newAdminCmd) }
-
 func newAdminCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "admin", Short: "Rotate or revoke admin credentials"}
 

@@ -16,8 +16,6 @@ import (
 	"github.com/ipsecca/ipsecca/nssdb"
 )
 
-func init() { subcommands = append(subcommands, newBundleCmd) }
-
 // bundleFlags are shared by validate and render.
 type bundleFlags struct {
 	p12, password, passwordFile, ca, rightCert, policy string

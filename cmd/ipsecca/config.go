@@ -9,8 +9,6 @@ import (
 	"github.com/ipsecca/ipsecca/sidecar"
 )
 
-func init() { subcommands = append(subcommands, newConfigCmd) }
-
 func newConfigCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Print configuration that matches ipsecca's certificates"}
 

@@ -19,8 +19,6 @@ import (
 	"github.com/ipsecca/ipsecca/kube"
 )
 
-func init() { subcommands = append(subcommands, newManifestsCmd, newHealthCmd) }
-
 func newManifestsCmd() *cobra.Command {
 	var o kube.ManifestOptions
 	var mode, cnFrom string

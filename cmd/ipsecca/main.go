@@ -52,15 +52,19 @@ func newRootCmd() *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return &exitError{code: exitUsage, err: err}
 	})
-	for _, add := range subcommands {
-		root.AddCommand(add())
-	}
+	root.AddCommand(
+		// The CA process and its data (serve.go, status.go, kube.go, store.go).
+		newServeCmd(), newInitCmd(), newStatusCmd(), newHealthCmd(), newStoreCmd(),
+		// A node (node.go, sidecar.go).
+		newEnrollCmd(), newRenewCmd(), newSidecarCmd(),
+		// An admin, over gRPC (admin.go, rotation.go, adminkeys.go).
+		newTokenCmd(), newCertsCmd(), newNodesCmd(), newAuditCmd(),
+		newRotateCmd(), newScheduleCmd(), newRotationsCmd(), newCACmd(), newAdminCmd(),
+		// Offline tools (bundle.go, config.go, kube.go).
+		newBundleCmd(), newConfigCmd(), newManifestsCmd(),
+	)
 	return root
 }
-
-// subcommands lists the constructors of the top-level commands; each file
-// of this package appends its own in an init function.
-var subcommands []func() *cobra.Command
 
 func main() {
 	os.Exit(run(os.Args[1:]))

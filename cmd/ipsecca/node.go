@@ -13,8 +13,6 @@ import (
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 )
 
-func init() { subcommands = append(subcommands, newEnrollCmd, newRenewCmd) }
-
 // issueFlags are shared by enroll and renew.
 type issueFlags struct {
 	conn    connFlags

@@ -16,10 +16,6 @@ import (
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 )
 
-func init() {
-	subcommands = append(subcommands, newRotateCmd, newScheduleCmd, newRotationsCmd, newCACmd, newNodesCmd)
-}
-
 // parseTime accepts RFC 3339 or a date (YYYY-MM-DD, UTC midnight).
 func parseTime(flag, s string) (*timestamppb.Timestamp, error) {
 	if s == "" {

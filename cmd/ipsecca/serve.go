@@ -20,8 +20,6 @@ import (
 	"github.com/ipsecca/ipsecca/store"
 )
 
-func init() { subcommands = append(subcommands, newServeCmd, newInitCmd) }
-
 // caFlags are the flags that create and open a CA data directory.
 type caFlags struct {
 	dataDir     string

@@ -15,8 +15,6 @@ import (
 	"github.com/ipsecca/ipsecca/sidecar"
 )
 
-func init() { subcommands = append(subcommands, newSidecarCmd) }
-
 func newSidecarCmd() *cobra.Command {
 	var c sidecar.Config
 	var once, kubeMode bool

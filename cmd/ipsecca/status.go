@@ -17,8 +17,6 @@ import (
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 )
 
-func init() { subcommands = append(subcommands, newStatusCmd) }
-
 func newStatusCmd() *cobra.Command {
 	var conn connFlags
 	var asJSON bool

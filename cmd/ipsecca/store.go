@@ -20,8 +20,6 @@ import (
 	"github.com/ipsecca/ipsecca/store/migrate"
 )
 
-func init() { subcommands = append(subcommands, newStoreCmd) }
-
 func newStoreCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "store", Short: "Inspect the data directory's store (offline: stop the server first)"}
 	var dataDir string
