@@ -34,9 +34,6 @@ func newTokenCmd() *cobra.Command {
 		Short: "Create a single-use bootstrap token for a node; prints only the token",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if node == "" {
-				return usageError("--node is required")
-			}
 			req := &ipseccav1.CreateTokenRequest{Node: node, CommonName: cn}
 			if ttl != 0 {
 				req.Ttl = durationpb.New(ttl)
@@ -59,6 +56,7 @@ func newTokenCmd() *cobra.Command {
 	create.Flags().StringVar(&cn, "cn", "", "certificate name the node may ask for, e.g. its OVS system-id (default: the node name)")
 	create.Flags().DurationVar(&ttl, "ttl", 0, "token lifetime (default 1h, at most 168h)")
 	create.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
+	create.MarkFlagRequired("node")
 	cmd.AddCommand(create)
 	return cmd
 }

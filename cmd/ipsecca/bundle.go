@@ -38,16 +38,14 @@ func (f *bundleFlags) register(cmd *cobra.Command) {
 	fs.StringVar(&f.policy, "policy", "", "take left, right, leftcert, rightsubnet and type from this NodeNetworkConfigurationPolicy")
 	fs.BoolVar(&f.json, "json", false, "print the report as JSON")
 	fs.BoolVar(&f.nssCheck, "nss-check", false, "also import the bundle into a throwaway NSS database with pk12util/certutil and verify it there")
+	cmd.MarkFlagRequired("p12")
+	cmd.MarkFlagRequired("ca")
+	cmd.MarkFlagsMutuallyExclusive("password", "password-file")
 }
 
-// load reads the files and checks the flags; usage errors exit 2.
+// load reads the files and checks the flags that cobra does not;
+// usage errors exit 2.
 func (f *bundleFlags) load() error {
-	if f.p12 == "" || f.ca == "" {
-		return usageError("--p12 and --ca are required")
-	}
-	if f.password != "" && f.passwordFile != "" {
-		return usageError("give --password or --password-file, not both")
-	}
 	if f.policy != "" {
 		raw, err := os.ReadFile(f.policy)
 		if err != nil {
@@ -206,9 +204,6 @@ func newBundleCmd() *cobra.Command {
 		Short: "Validate, then write the NodeNetworkConfigurationPolicy, its removal policy and the Butane configs into --out",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if out == "" {
-				return usageError("--out is required")
-			}
 			if err := rf.load(); err != nil {
 				return err
 			}
@@ -236,6 +231,7 @@ func newBundleCmd() *cobra.Command {
 	rf.register(render)
 	render.Flags().StringVar(&out, "out", "", "directory to write the files into")
 	render.Flags().StringVar(&name, "name", "", "connection name (default <right>_conn)")
+	render.MarkFlagRequired("out")
 	cmd.AddCommand(validate, render)
 	return cmd
 }

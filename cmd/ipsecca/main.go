@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -33,11 +34,6 @@ func (e *exitError) Error() string {
 }
 func (e *exitError) Unwrap() error { return e.err }
 
-// usageError marks err as a usage error (exit status 2).
-func usageError(format string, a ...any) error {
-	return &exitError{code: exitUsage, err: fmt.Errorf(format, a...)}
-}
-
 // failure returns an error that exits with status 1 without printing
 // anything more than what the command already printed (when err is nil) or err.
 func failure(err error) error { return &exitError{code: exitFailure, err: err} }
@@ -49,9 +45,6 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
-		return &exitError{code: exitUsage, err: err}
-	})
 	root.AddCommand(
 		// The CA process and its data (serve.go, status.go, kube.go, store.go).
 		newServeCmd(), newInitCmd(), newStatusCmd(), newHealthCmd(), newStoreCmd(),
@@ -63,31 +56,32 @@ func newRootCmd() *cobra.Command {
 		// Offline tools (bundle.go, config.go, kube.go).
 		newBundleCmd(), newConfigCmd(), newManifestsCmd(),
 	)
+	typeUsageErrors(root)
 	return root
 }
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// run executes the command line and returns the exit status.
-func run(args []string) int {
+// run executes the command line and returns the exit status: that of an
+// *exitError (usage errors: exitUsage), else exitFailure for an error.
+func run(args []string, stdout, stderr io.Writer) int {
 	root := newRootCmd()
-	root.SetArgs(args)
-	err := root.ExecuteContext(context.Background())
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := execute(context.Background(), root, args)
 	if err == nil {
 		return exitOK
 	}
-	var ee *exitError
 	code := exitFailure
+	var ee *exitError
 	if errors.As(err, &ee) {
 		code = ee.code
 		if ee.err == nil {
 			return code
 		}
-	} else if isCobraUsageError(err) {
-		code = exitUsage
 	}
-	fmt.Fprintf(os.Stderr, "ipsecca: %v\n", err)
+	fmt.Fprintf(stderr, "ipsecca: %v\n", err)
 	return code
 }

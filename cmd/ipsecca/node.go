@@ -28,12 +28,11 @@ func (f *issueFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.out, "out", "", "write the issued certificate (PEM) here (default stdout)")
 	cmd.Flags().StringVar(&f.caOut, "ca-out", "", "also write the CA bundle returned by the server here")
 	cmd.Flags().BoolVar(&f.json, "json", false, "print the API response as protojson")
+	cmd.MarkFlagRequired("csr")
+	cmd.MarkFlagRequired("ca-file")
 }
 
 func (f *issueFlags) readCSR() ([]byte, error) {
-	if f.csrFile == "" {
-		return nil, usageError("--csr is required")
-	}
 	b, err := os.ReadFile(f.csrFile)
 	if err != nil {
 		return nil, fmt.Errorf("read CSR: %w", err)
@@ -94,17 +93,12 @@ func newEnrollCmd() *cobra.Command {
 		Short: "Get a node certificate for a CSR with a bootstrap token",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			switch {
-			case token != "" && tokenFile != "":
-				return usageError("give --token or --token-file, not both")
-			case tokenFile != "":
+			if tokenFile != "" {
 				b, err := os.ReadFile(tokenFile)
 				if err != nil {
 					return fmt.Errorf("read token file: %w", err)
 				}
 				token = strings.TrimSpace(string(b))
-			case token == "":
-				return usageError("--token or --token-file is required")
 			}
 			return f.issue(cmd, "enroll", func(ctx context.Context, c ipseccav1.NodeServiceClient, csr []byte) (*ipseccav1.IssueResponse, error) {
 				return c.Enroll(ctx, &ipseccav1.EnrollRequest{Token: token, CsrPem: csr})
@@ -114,6 +108,8 @@ func newEnrollCmd() *cobra.Command {
 	f.register(cmd)
 	cmd.Flags().StringVar(&token, "token", "", "bootstrap token (prefer --token-file: command lines are visible to other users)")
 	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the bootstrap token")
+	cmd.MarkFlagsOneRequired("token", "token-file")
+	cmd.MarkFlagsMutuallyExclusive("token", "token-file")
 	return cmd
 }
 
@@ -124,9 +120,6 @@ func newRenewCmd() *cobra.Command {
 		Short: "Renew a node certificate over mTLS with the node's current certificate",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if f.conn.certFile == "" || f.conn.keyFile == "" {
-				return usageError("--cert and --key (the node's current certificate and key) are required")
-			}
 			return f.issue(cmd, "renew", func(ctx context.Context, c ipseccav1.NodeServiceClient, csr []byte) (*ipseccav1.IssueResponse, error) {
 				return c.Renew(ctx, &ipseccav1.RenewRequest{CsrPem: csr})
 			})
@@ -135,6 +128,8 @@ func newRenewCmd() *cobra.Command {
 	f.register(cmd)
 	cmd.Flags().StringVar(&f.conn.certFile, "cert", "", "the node's current certificate (PEM)")
 	cmd.Flags().StringVar(&f.conn.keyFile, "key", "", "the node's current private key (PEM)")
+	cmd.MarkFlagRequired("cert")
+	cmd.MarkFlagRequired("key")
 	return cmd
 }
 

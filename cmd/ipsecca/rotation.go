@@ -51,7 +51,7 @@ func newRotateCmd() *cobra.Command {
 		Short: "Force rotation of a node's certificate (--node) or of every node (--all)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if (node == "") == !all {
+			if node == "" && !all { // --all=false
 				return usageError("give --node NODE or --all")
 			}
 			return adminCall(&conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
@@ -72,6 +72,8 @@ func newRotateCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&all, "all", false, "rotate every node")
 	cmd.Flags().DurationVar(&spread, "spread", 0, "with --all, spread the rotations evenly over this window (e.g. 24h)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
+	cmd.MarkFlagsOneRequired("node", "all")
+	cmd.MarkFlagsMutuallyExclusive("node", "all")
 	return cmd
 }
 

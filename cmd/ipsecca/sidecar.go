@@ -35,9 +35,6 @@ does one pass and exits 0 only when the database is correct.`,
 				c.Server = envOr(envServer, "")
 			}
 			if kubeMode {
-				if c.Node == "" {
-					return usageError("--node is required")
-				}
 				rc, err := (&kubeFlags{kubeconfig: kubeconfig}).restConfig()
 				if err != nil {
 					return err
@@ -47,8 +44,8 @@ does one pass and exits 0 only when the database is correct.`,
 					return err
 				}
 				c.Kube = kc
-			} else if c.Server == "" || c.Node == "" || c.CAFile == "" {
-				return usageError("--server, --node and --ca-file are required (or --kube)")
+			} else if c.Server == "" || c.CAFile == "" {
+				return usageError("--server (or $%s) and --ca-file are required (or --kube)", envServer)
 			}
 			var h slog.Handler = slog.NewTextHandler(os.Stderr, nil)
 			if logFormat == "json" {
@@ -105,5 +102,6 @@ does one pass and exits 0 only when the database is correct.`,
 	f.StringVar(&kc.CABundleConfigMap, "ca-bundle-configmap", "openshift-ovn-kubernetes/signer-ca", "with --kube: namespace/name of the ConfigMap holding the CA bundle (key ca-bundle.crt)")
 	f.DurationVar(&kc.Wait, "csr-wait", 2*time.Minute, "with --kube: how long to wait for a CSR's certificate")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	cmd.MarkFlagRequired("node")
 	return cmd
 }

@@ -131,6 +131,8 @@ etcd replicas. A prefix that already holds a CA or records is refused.`,
 	cmd.Flags().StringVar(&from, "from", "", "source: bolt:DIR (the data directory; stop its server first)")
 	cmd.Flags().StringVar(&to, "to", "", "destination: etcd:ENDPOINT[,ENDPOINT...]")
 	cmd.Flags().StringVar(&kekFile, "kek-file", "", "key-encryption key the replicas will use (default $IPSECCA_KEK)")
+	cmd.MarkFlagRequired("from")
+	cmd.MarkFlagRequired("to")
 	return cmd
 }
 

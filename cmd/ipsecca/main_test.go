@@ -1,0 +1,64 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Usage errors exit 2 by type, whichever check finds them: cobra's (an
+// unknown command or flag, the Args validators, required flags and flag
+// groups) or a command's own; other errors exit 1; help exits 0.
+func TestExitStatus(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.pem")
+	for _, tc := range []struct {
+		code   int
+		args   string
+		stderr string // in stderr
+	}{
+		{0, "", ""},
+		{0, "certs", ""},
+		{0, "help certs", ""},
+		{0, "certs list --help", ""},
+		{0, "__complete cer", ""},
+		{2, "no-such-command", `unknown command "no-such-command"`},
+		{2, "serve --no-such-flag", "unknown flag: --no-such-flag"},
+		{2, "certs show", "accepts 1 arg(s), received 0"},
+		{2, "certs show a b", "accepts 1 arg(s), received 2"},
+		{2, "status extra", `unknown command "extra"`},
+		{2, "completion bash extra", `unknown command "extra"`},
+		{2, "token create", `required flag(s) "node" not set`},
+		{2, "rotate", "[node all]"},
+		{2, "rotate --node a --all", "[node all]"},
+		{2, "rotate --all=false", "give --node NODE or --all"},
+		{2, "enroll --token x", `required flag(s) "ca-file", "csr" not set`},
+		{2, "enroll --csr c --ca-file c", "[token token-file]"},
+		{2, "enroll --csr c --ca-file c --token x --token-file f", "[token token-file]"},
+		{2, "renew --csr c --ca-file c", `required flag(s) "cert", "key" not set`},
+		{2, "bundle validate --ca x --left a --right b", `required flag(s) "p12" not set`},
+		{2, "bundle validate --p12 x --ca x --password a --password-file b", "[password password-file]"},
+		{2, "bundle render --p12 x --ca x --left a --right b", `required flag(s) "out" not set`},
+		{2, "sidecar --once", `required flag(s) "node" not set`},
+		{2, "store migrate --from bolt:" + dir, `required flag(s) "to" not set`},
+		{2, "store migrate --from bolt --to etcd:x", `--from "bolt": want bolt:DIR`},
+		{2, "init --ca-key-type dsa-1024 --data-dir " + dir, "--ca-key-type"},
+		{2, "config mtu --mtu 10", "MTU"},
+		{1, "health --server 127.0.0.1:1 --ca-file " + missing, "read CA bundle"},
+		{1, "certs list --data-dir " + dir, "read CA bundle"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(strings.Fields(tc.args), &out, &errb)
+		if code != tc.code || !strings.Contains(errb.String(), tc.stderr) || (code != 0 && !strings.HasPrefix(errb.String(), "ipsecca: ")) {
+			t.Errorf("ipsecca %s: exit %d, stderr %q; want %d and %q", tc.args, code, errb.String(), tc.code, tc.stderr)
+		}
+		if code == 0 && out.Len() == 0 {
+			t.Errorf("ipsecca %s: exit 0 and no output", tc.args)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ca.pem")); err == nil {
+		t.Errorf("a usage error created the CA")
+	}
+}
