@@ -25,7 +25,7 @@ func (f *connFlags) adminClient() (ipseccav1.AdminServiceClient, func(), error) 
 
 func newTokenCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "Manage bootstrap tokens"}
-	var conn connFlags
+	conn := adminConnFlags(cmd)
 	var node, cn string
 	var ttl time.Duration
 	var asJSON bool
@@ -38,7 +38,7 @@ func newTokenCmd() *cobra.Command {
 			if ttl != 0 {
 				req.Ttl = durationpb.New(ttl)
 			}
-			return adminCall(&conn, func(client ipseccav1.AdminServiceClient, ctx context.Context) error {
+			return adminCall(conn, func(client ipseccav1.AdminServiceClient, ctx context.Context) error {
 				resp, err := client.CreateToken(ctx, req)
 				if err != nil {
 					return rpcError("token create", err)
@@ -51,7 +51,6 @@ func newTokenCmd() *cobra.Command {
 			})
 		},
 	}
-	conn.register(create.Flags(), true)
 	create.Flags().StringVar(&node, "node", "", "node the token admits")
 	create.Flags().StringVar(&cn, "cn", "", "certificate name the node may ask for, e.g. its OVS system-id (default: the node name)")
 	create.Flags().DurationVar(&ttl, "ttl", 0, "token lifetime (default 1h, at most 168h)")
@@ -70,8 +69,8 @@ func fmtTime(t *timestamppb.Timestamp) string {
 
 func newCertsCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "certs", Short: "Show issued certificates"}
+	conn := adminConnFlags(cmd)
 
-	var conn connFlags
 	var node, state, kind, dueBefore string
 	var asJSON bool
 	var limit int
@@ -84,7 +83,7 @@ func newCertsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return adminCall(&conn, func(client ipseccav1.AdminServiceClient, ctx context.Context) error {
+			return adminCall(conn, func(client ipseccav1.AdminServiceClient, ctx context.Context) error {
 				all := &ipseccav1.ListCertificatesResponse{}
 				token := ""
 				for {
@@ -113,7 +112,6 @@ func newCertsCmd() *cobra.Command {
 			})
 		},
 	}
-	conn.register(list.Flags(), true)
 	list.Flags().StringVar(&node, "node", "", "only this node's certificates")
 	list.Flags().StringVar(&state, "state", "", "only this state: active, superseded, revoked or expired")
 	list.Flags().StringVar(&kind, "kind", "", "only this kind: node, admin or server")
@@ -121,14 +119,13 @@ func newCertsCmd() *cobra.Command {
 	list.Flags().StringVar(&dueBefore, "due-before", "", "only certificates whose rotation is due before this time (RFC 3339 or YYYY-MM-DD)")
 	list.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
 
-	var sconn connFlags
 	var sJSON, sPEM bool
 	show := &cobra.Command{
 		Use:   "show SERIAL",
 		Short: "Show one certificate by serial (hex)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return adminCall(&sconn, func(client ipseccav1.AdminServiceClient, ctx context.Context) error {
+			return adminCall(conn, func(client ipseccav1.AdminServiceClient, ctx context.Context) error {
 				c, err := client.GetCertificate(ctx, &ipseccav1.GetCertificateRequest{Serial: args[0]})
 				if err != nil {
 					return rpcError("certs show", err)
@@ -155,7 +152,6 @@ func newCertsCmd() *cobra.Command {
 			})
 		},
 	}
-	sconn.register(show.Flags(), true)
 	show.Flags().BoolVar(&sJSON, "json", false, "print the API response as protojson")
 	show.Flags().BoolVar(&sPEM, "pem", false, "print only the certificate PEM")
 	cmd.AddCommand(list, show)
@@ -164,7 +160,7 @@ func newCertsCmd() *cobra.Command {
 
 func newAuditCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "audit", Short: "Query and verify the audit log"}
-	var conn connFlags
+	conn := adminConnFlags(cmd)
 	var node, typ, since, until string
 	var asJSON bool
 	list := &cobra.Command{
@@ -172,24 +168,22 @@ func newAuditCmd() *cobra.Command {
 		Short: "List audit events, oldest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return listEvents(cmd, &conn, &ipseccav1.ListEventsRequest{Node: node, Type: typ}, since, until, asJSON)
+			return listEvents(cmd, conn, &ipseccav1.ListEventsRequest{Node: node, Type: typ}, since, until, asJSON)
 		},
 	}
-	conn.register(list.Flags(), true)
 	list.Flags().StringVar(&node, "node", "", "only events about this node")
 	list.Flags().StringVar(&typ, "type", "", "only this type (cert.enrolled, request.denied, ...) or a prefix ending in '.' (rotation.)")
 	list.Flags().StringVar(&since, "since", "", "only events at or after this time (RFC 3339 or YYYY-MM-DD)")
 	list.Flags().StringVar(&until, "until", "", "only events before this time")
 	list.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
 
-	var vconn connFlags
 	var vJSON bool
 	verify := &cobra.Command{
 		Use:   "verify",
 		Short: "Recompute the audit hash chain; exit 1 and name the first broken record if it was tampered with",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return adminCall(&vconn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
+			return adminCall(conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
 				resp, err := c.VerifyAudit(ctx, &ipseccav1.VerifyAuditRequest{})
 				if err != nil {
 					return rpcError("audit verify", err)
@@ -208,7 +202,6 @@ func newAuditCmd() *cobra.Command {
 			})
 		},
 	}
-	vconn.register(verify.Flags(), true)
 	verify.Flags().BoolVar(&vJSON, "json", false, "print the API response as protojson")
 	cmd.AddCommand(list, verify)
 	return cmd

@@ -19,8 +19,8 @@ import (
 
 func newAdminCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "admin", Short: "Rotate or revoke admin credentials"}
+	conn := adminConnFlags(cmd)
 
-	var rconn connFlags
 	rotate := &cobra.Command{
 		Use:   "rotate",
 		Short: "Replace the admin certificate and key in use (--cert/--key) with new ones; the old certificate authenticates no more",
@@ -29,7 +29,7 @@ func newAdminCmd() *cobra.Command {
 			"certificate is accepted; revoke the old one with 'ipsecca admin revoke SERIAL' to list it in the CRL.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rconn.resolveAdmin()
+			conn.resolveAdmin()
 			key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 			if err != nil {
 				return err
@@ -45,12 +45,12 @@ func newAdminCmd() *cobra.Command {
 			keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 			// The new key is on disk before the CA supersedes the old
 			// certificate, so a failure after the call leaves both halves.
-			next := rconn.keyFile + ".next"
+			next := conn.keyFile + ".next"
 			if err := atomicfile.WriteFile(next, keyPEM, 0o600); err != nil {
 				return err
 			}
 			var resp *ipseccav1.IssueResponse
-			err = adminCall(&rconn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
+			err = adminCall(conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
 				resp, err = c.RotateAdmin(ctx, &ipseccav1.RotateAdminRequest{CsrPem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})})
 				return err
 			})
@@ -59,30 +59,28 @@ func newAdminCmd() *cobra.Command {
 				return rpcError("admin rotate", err)
 			}
 			c := resp.GetCertificate()
-			if err := atomicfile.WriteFile(rconn.certFile+".next", c.GetCertificatePem(), 0o600); err != nil {
+			if err := atomicfile.WriteFile(conn.certFile+".next", c.GetCertificatePem(), 0o600); err != nil {
 				return fmt.Errorf("admin rotate: the CA issued %s but writing it failed (%w); its key is in %s", c.GetSerial(), err, next)
 			}
-			if err := os.Rename(next, rconn.keyFile); err != nil {
+			if err := os.Rename(next, conn.keyFile); err != nil {
 				return err
 			}
-			if err := os.Rename(rconn.certFile+".next", rconn.certFile); err != nil {
+			if err := os.Rename(conn.certFile+".next", conn.certFile); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "rotated the admin credential: %s and %s hold serial %s (valid until %s); the previous certificate no longer authenticates\n",
-				rconn.certFile, rconn.keyFile, c.GetSerial(), c.GetNotAfter().AsTime().Format("2006-01-02"))
+				conn.certFile, conn.keyFile, c.GetSerial(), c.GetNotAfter().AsTime().Format("2006-01-02"))
 			return nil
 		},
 	}
-	rconn.register(rotate.Flags(), true)
 
-	var vconn connFlags
 	var reason string
 	revoke := &cobra.Command{
 		Use:   "revoke SERIAL",
 		Short: "Revoke an admin certificate (not the one this call is made with): it no longer authenticates and is listed in the CRL",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return adminCall(&vconn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
+			return adminCall(conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
 				resp, err := c.RevokeAdmin(ctx, &ipseccav1.RevokeAdminRequest{Serial: args[0], Reason: reason})
 				if err != nil {
 					return rpcError("admin revoke", err)
@@ -92,7 +90,6 @@ func newAdminCmd() *cobra.Command {
 			})
 		},
 	}
-	vconn.register(revoke.Flags(), true)
 	revoke.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log)")
 	cmd.AddCommand(rotate, revoke)
 	return cmd

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
@@ -41,6 +42,14 @@ type connFlags struct {
 	certFile string
 	keyFile  string
 	timeout  time.Duration
+}
+
+// adminConnFlags registers the admin connection flags on a command group
+// as persistent flags, which its subcommands share.
+func adminConnFlags(group *cobra.Command) *connFlags {
+	f := new(connFlags)
+	f.register(group.PersistentFlags(), true)
+	return f
 }
 
 // register adds the connection flags; admin commands default the

@@ -62,3 +62,45 @@ func TestExitStatus(t *testing.T) {
 		t.Errorf("a usage error created the CA")
 	}
 }
+
+// The admin command groups declare the connection flags once, as
+// persistent flags: every subcommand has them, with the same defaults and
+// help, and they may come before the subcommand's name.
+func TestConnFlagsPersistent(t *testing.T) {
+	root := newRootCmd()
+	groups := 0
+	for _, g := range root.Commands() {
+		if g.PersistentFlags().Lookup("server") == nil {
+			continue
+		}
+		groups++
+		for _, leaf := range g.Commands() {
+			if leaf.Name() == "help" {
+				continue
+			}
+			for _, name := range []string{"server", "ca-file", "timeout", "data-dir", "cert", "key"} {
+				f := leaf.InheritedFlags().Lookup(name)
+				if f == nil || leaf.LocalFlags().Lookup(name) != nil {
+					t.Errorf("%s: --%s is not the group's", leaf.CommandPath(), name)
+					continue
+				}
+				if f.Usage == "" || (name == "timeout") != (f.DefValue == "30s") {
+					t.Errorf("%s: --%s default %q, help %q", leaf.CommandPath(), name, f.DefValue, f.Usage)
+				}
+			}
+			var out bytes.Buffer
+			if code := run(append(strings.Fields(leaf.CommandPath())[1:], "--help"), &out, &out); code != 0 ||
+				!strings.Contains(out.String(), "--server string") || !strings.Contains(out.String(), "$IPSECCA_DATA_DIR") {
+				t.Errorf("%s --help: exit %d\n%s", leaf.CommandPath(), code, out.String())
+			}
+		}
+	}
+	if groups != 7 {
+		t.Errorf("%d command groups with connection flags; want 7 (token, certs, nodes, audit, rotations, ca, admin)", groups)
+	}
+	dir := t.TempDir()
+	var out, errb bytes.Buffer
+	if code := run([]string{"certs", "--data-dir", dir, "list"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), dir) {
+		t.Errorf("certs --data-dir DIR list: exit %d, %s", code, errb.String())
+	}
+}

@@ -111,7 +111,7 @@ func newScheduleCmd() *cobra.Command {
 
 func newRotationsCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "rotations", Short: "Query past rotations"}
-	var conn connFlags
+	conn := adminConnFlags(cmd)
 	var node, since, until string
 	var asJSON bool
 	list := &cobra.Command{
@@ -119,10 +119,9 @@ func newRotationsCmd() *cobra.Command {
 		Short: "List rotation events (due, forced, completed, overdue)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return listEvents(cmd, &conn, &ipseccav1.ListEventsRequest{Node: node, Type: "rotation."}, since, until, asJSON)
+			return listEvents(cmd, conn, &ipseccav1.ListEventsRequest{Node: node, Type: "rotation."}, since, until, asJSON)
 		},
 	}
-	conn.register(list.Flags(), true)
 	list.Flags().StringVar(&node, "node", "", "only this node")
 	list.Flags().StringVar(&since, "since", "", "only events at or after this time")
 	list.Flags().StringVar(&until, "until", "", "only events before this time")
@@ -171,15 +170,15 @@ func listEvents(cmd *cobra.Command, conn *connFlags, req *ipseccav1.ListEventsRe
 
 func newCACmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "ca", Short: "Show or renew the root CA"}
+	conn := adminConnFlags(cmd)
 	show := func(use, short string, renew bool) *cobra.Command {
-		var conn connFlags
 		var asJSON bool
 		c := &cobra.Command{
 			Use:   use,
 			Short: short,
 			Args:  cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
-				return adminCall(&conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
+				return adminCall(conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
 					var resp *ipseccav1.GetCAResponse
 					var err error
 					if renew {
@@ -206,11 +205,9 @@ func newCACmd() *cobra.Command {
 				})
 			},
 		}
-		conn.register(c.Flags(), true)
 		c.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
 		return c
 	}
-	var cconn connFlags
 	var out string
 	var der bool
 	crl := &cobra.Command{
@@ -218,18 +215,18 @@ func newCACmd() *cobra.Command {
 		Short: "Fetch the current CRL (PEM by default)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if cconn.caFile == "" {
-				cconn.resolveAdmin()
-				cconn.certFile, cconn.keyFile = "", ""
+			if conn.caFile == "" {
+				conn.resolveAdmin()
+				conn.certFile, conn.keyFile = "", ""
 			}
-			conn, err := cconn.dial()
+			cc, err := conn.dial()
 			if err != nil {
 				return err
 			}
-			defer conn.Close()
-			ctx, cancel := cconn.context()
+			defer cc.Close()
+			ctx, cancel := conn.context()
 			defer cancel()
-			resp, err := ipseccav1.NewNodeServiceClient(conn).GetCRL(ctx, &ipseccav1.GetCRLRequest{})
+			resp, err := ipseccav1.NewNodeServiceClient(cc).GetCRL(ctx, &ipseccav1.GetCRLRequest{})
 			if err != nil {
 				return rpcError("ca crl", err)
 			}
@@ -244,7 +241,6 @@ func newCACmd() *cobra.Command {
 			return err
 		},
 	}
-	cconn.register(crl.Flags(), true)
 	crl.Flags().StringVar(&out, "out", "", "write the CRL here (default stdout)")
 	crl.Flags().BoolVar(&der, "der", false, "write DER instead of PEM")
 	cmd.AddCommand(
@@ -257,8 +253,8 @@ func newCACmd() *cobra.Command {
 
 func newNodesCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "nodes", Aliases: []string{"node"}, Short: "Show nodes, their certificates and NSS inventory; revoke a node"}
+	conn := adminConnFlags(cmd)
 	mk := func(use, short string, args cobra.PositionalArgs) *cobra.Command {
-		var conn connFlags
 		var asJSON bool
 		c := &cobra.Command{
 			Use:   use,
@@ -269,7 +265,7 @@ func newNodesCmd() *cobra.Command {
 				if len(args) == 1 {
 					node = args[0]
 				}
-				return adminCall(&conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
+				return adminCall(conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
 					resp, err := c.ListNodes(ctx, &ipseccav1.ListNodesRequest{Node: node})
 					if err != nil {
 						return rpcError("nodes", err)
@@ -298,20 +294,18 @@ func newNodesCmd() *cobra.Command {
 				})
 			},
 		}
-		conn.register(c.Flags(), true)
 		c.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
 		return c
 	}
 	cmd.AddCommand(mk("list", "List nodes with their current certificate", cobra.NoArgs), mk("show NODE", "Show one node and what its NSS database holds", cobra.ExactArgs(1)))
 
-	var rconn connFlags
 	var reason string
 	revoke := &cobra.Command{
 		Use:   "revoke NODE",
 		Short: "Revoke every certificate of a node and void its unused tokens; published in the CRL, the node is told, and it gets no certificate by any door until 'node readmit'",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return adminCall(&rconn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
+			return adminCall(conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
 				resp, err := c.RevokeNode(ctx, &ipseccav1.RevokeNodeRequest{Node: args[0], Reason: reason})
 				if err != nil {
 					return rpcError("node revoke", err)
@@ -322,16 +316,14 @@ func newNodesCmd() *cobra.Command {
 			})
 		},
 	}
-	rconn.register(revoke.Flags(), true)
 	revoke.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log)")
 
-	var aconn connFlags
 	readmit := &cobra.Command{
 		Use:   "readmit NODE",
 		Short: "Let a revoked node be issued certificates again (with a token made after this; earlier ones stay void)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return adminCall(&aconn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
+			return adminCall(conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
 				if _, err := c.ReadmitNode(ctx, &ipseccav1.ReadmitNodeRequest{Node: args[0]}); err != nil {
 					return rpcError("node readmit", err)
 				}
@@ -340,15 +332,13 @@ func newNodesCmd() *cobra.Command {
 			})
 		},
 	}
-	aconn.register(readmit.Flags(), true)
 
-	var fconn connFlags
 	forget := &cobra.Command{
 		Use:   "forget NODE",
 		Short: "Release the certificate names a revoked node holds, so another node (a re-provisioned chassis) may take them",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return adminCall(&fconn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
+			return adminCall(conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
 				resp, err := c.ForgetNode(ctx, &ipseccav1.ForgetNodeRequest{Node: args[0]})
 				if err != nil {
 					return rpcError("node forget", err)
@@ -358,7 +348,6 @@ func newNodesCmd() *cobra.Command {
 			})
 		},
 	}
-	fconn.register(forget.Flags(), true)
 	cmd.AddCommand(revoke, readmit, forget)
 	return cmd
 }
