@@ -165,7 +165,9 @@ func (s *Signer) Run(ctx context.Context) error {
 	return nil
 }
 
-// lead runs one leadership term until ctx ends.
+// lead runs one leadership term until ctx ends, in three steps: watch (the
+// informers and their handlers), sync (start them, wait for their caches)
+// and work (the workers and the housekeeping).
 func (s *Signer) lead(ctx context.Context) {
 	s.leadMu.Lock()
 	defer s.leadMu.Unlock()
@@ -176,27 +178,60 @@ func (s *Signer) lead(ctx context.Context) {
 	s.metrics.leader.Set(1)
 	defer s.metrics.leader.Set(0)
 
-	client := s.cfg.Client
 	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]())
-	t := &term{queue: q}
+	w, err := s.watch(q)
+	if err != nil {
+		s.log.Error("informers", "err", err)
+		return
+	}
+	ictx, stopInformers := context.WithCancel(ctx)
+	defer w.shutdown(stopInformers)
+	if !w.sync(ictx) {
+		q.ShutDown()
+		return
+	}
+	t := &term{queue: q, csrs: w.csrs.GetIndexer(), nodes: w.nodes.GetIndexer(), configs: w.configs.GetIndexer()}
+	s.active.Store(t)
+	defer s.active.Store(nil)
+	s.work(ctx, t)
+	s.log.Info("stopped leading", "identity", s.Identity())
+}
 
+// watchers are a leader's informers: CSRs of its signer (indexed by
+// requester), Nodes (indexed by the CN they may hold) and the bundle
+// ConfigMap, all feeding one queue.
+type watchers struct {
+	factories            []informers.SharedInformerFactory
+	csrs, nodes, configs cache.SharedIndexInformer
+}
+
+// watch builds the informers, their indexes and their handlers.
+func (s *Signer) watch(q workqueue.TypedRateLimitingInterface[string]) (*watchers, error) {
+	client := s.cfg.Client
 	csrFactory := informers.NewSharedInformerFactoryWithOptions(client, informerResync,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("spec.signerName", s.cfg.SignerName).String()
 		}))
-	csrInf := csrFactory.Certificates().V1().CertificateSigningRequests().Informer()
-	if err := csrInf.AddIndexers(cache.Indexers{requesterIndex: func(obj any) ([]string, error) {
+	nodeFactory := informers.NewSharedInformerFactory(client, informerResync)
+	cmFactory := informers.NewSharedInformerFactoryWithOptions(client, informerResync, informers.WithNamespace(s.cmNS),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", s.cmName).String()
+		}))
+	w := &watchers{
+		factories: []informers.SharedInformerFactory{csrFactory, nodeFactory, cmFactory},
+		csrs:      csrFactory.Certificates().V1().CertificateSigningRequests().Informer(),
+		nodes:     nodeFactory.Core().V1().Nodes().Informer(),
+		configs:   cmFactory.Core().V1().ConfigMaps().Informer(),
+	}
+	if err := w.csrs.AddIndexers(cache.Indexers{requesterIndex: func(obj any) ([]string, error) {
 		if c, ok := obj.(*certificatesv1.CertificateSigningRequest); ok {
 			return []string{c.Spec.Username}, nil
 		}
 		return nil, nil
 	}}); err != nil {
-		s.log.Error("CSR informer", "err", err)
-		return
+		return nil, fmt.Errorf("CSR informer: %w", err)
 	}
-	nodeFactory := informers.NewSharedInformerFactory(client, informerResync)
-	nodeInf := nodeFactory.Core().V1().Nodes().Informer()
-	if err := nodeInf.AddIndexers(cache.Indexers{cnIndex: func(obj any) ([]string, error) {
+	if err := w.nodes.AddIndexers(cache.Indexers{cnIndex: func(obj any) ([]string, error) {
 		if n, ok := obj.(*corev1.Node); ok {
 			if cn := NodeCN(n, s.cfg.CNFrom); cn != "" {
 				return []string{cn}, nil
@@ -204,25 +239,17 @@ func (s *Signer) lead(ctx context.Context) {
 		}
 		return nil, nil
 	}}); err != nil {
-		s.log.Error("node informer", "err", err)
-		return
+		return nil, fmt.Errorf("node informer: %w", err)
 	}
-	cmFactory := informers.NewSharedInformerFactoryWithOptions(client, informerResync, informers.WithNamespace(s.cmNS),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", s.cmName).String()
-		}))
-	cmInf := cmFactory.Core().V1().ConfigMaps().Informer()
-	t.csrs, t.nodes, t.configs = csrInf.GetIndexer(), nodeInf.GetIndexer(), cmInf.GetIndexer()
-
 	handlers := []struct {
 		inf cache.SharedIndexInformer
 		h   cache.ResourceEventHandler
 	}{
-		{csrInf, cache.ResourceEventHandlerFuncs{
+		{w.csrs, cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(obj any) { s.enqueueCSR(q, obj) },
 			UpdateFunc: func(_, obj any) { s.enqueueCSR(q, obj) },
 		}},
-		{nodeInf, cache.ResourceEventHandlerFuncs{
+		{w.nodes, cache.ResourceEventHandlerFuncs{
 			// A node's chassis-id may arrive after its CSR.
 			AddFunc: func(obj any) {
 				if n, ok := obj.(*corev1.Node); ok {
@@ -237,7 +264,7 @@ func (s *Signer) lead(ctx context.Context) {
 				}
 			},
 		}},
-		{cmInf, cache.ResourceEventHandlerFuncs{
+		{w.configs, cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(any) { q.Add(bundleKey) },
 			UpdateFunc: func(any, any) { q.Add(bundleKey) },
 			DeleteFunc: func(any) { q.Add(bundleKey) },
@@ -245,30 +272,32 @@ func (s *Signer) lead(ctx context.Context) {
 	}
 	for _, h := range handlers {
 		if _, err := h.inf.AddEventHandler(h.h); err != nil {
-			s.log.Error("informer handler", "err", err)
-			return
+			return nil, fmt.Errorf("informer handler: %w", err)
 		}
 	}
+	return w, nil
+}
 
-	ictx, stopInformers := context.WithCancel(ctx)
-	defer stopInformers()
-	csrFactory.Start(ictx.Done())
-	nodeFactory.Start(ictx.Done())
-	cmFactory.Start(ictx.Done())
-	defer func() {
-		stopInformers()
-		csrFactory.Shutdown()
-		nodeFactory.Shutdown()
-		cmFactory.Shutdown()
-	}()
-	if !cache.WaitForCacheSync(ctx.Done(), csrInf.HasSynced, nodeInf.HasSynced, cmInf.HasSynced) {
-		q.ShutDown()
-		return
+// sync starts the informers and waits for their caches (false when ctx
+// ended first).
+func (w *watchers) sync(ctx context.Context) bool {
+	for _, f := range w.factories {
+		f.Start(ctx.Done())
 	}
-	s.active.Store(t)
-	defer s.active.Store(nil)
-	q.Add(bundleKey)
+	return cache.WaitForCacheSync(ctx.Done(), w.csrs.HasSynced, w.nodes.HasSynced, w.configs.HasSynced)
+}
 
+// shutdown stops the informers and waits for them.
+func (w *watchers) shutdown(stop context.CancelFunc) {
+	stop()
+	for _, f := range w.factories {
+		f.Shutdown()
+	}
+}
+
+// work runs the workers and the housekeeping until ctx ends.
+func (s *Signer) work(ctx context.Context, t *term) {
+	t.queue.Add(bundleKey)
 	var wg sync.WaitGroup
 	for range s.cfg.Workers {
 		wg.Go(func() {
@@ -278,9 +307,8 @@ func (s *Signer) lead(ctx context.Context) {
 	}
 	wg.Go(func() { s.housekeeping(ctx, t) })
 	<-ctx.Done()
-	q.ShutDown()
+	t.queue.ShutDown()
 	wg.Wait()
-	s.log.Info("stopped leading", "identity", s.Identity())
 }
 
 // housekeeping re-checks the bundle and deletes old CSRs every Resync.
