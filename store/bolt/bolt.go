@@ -120,6 +120,8 @@ const maxBatch = 1024
 
 // Store is a bbolt-backed store. It is safe for concurrent use.
 type Store struct {
+	store.Records // the record operations and queries, over this engine
+
 	// dbMu guards db, which Compact replaces: transactions hold it shared,
 	// Compact exclusively. A transaction's function must not start another.
 	dbMu  sync.RWMutex
@@ -170,6 +172,7 @@ func Open(dir string) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{db: db, path: path, queue: store.NewQueue[*op](maxBatch)}
+	s.Records = store.Records{E: s}
 	s.wg.Add(1)
 	go s.committer()
 	return s, nil

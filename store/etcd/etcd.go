@@ -112,6 +112,8 @@ type Options struct {
 // Store is an etcd-backed store. It is safe for concurrent use, and any
 // number of Stores (replicas) may share one prefix.
 type Store struct {
+	store.Records // the record operations and queries, over this engine
+
 	cli     *clientv3.Client
 	p       string
 	timeout time.Duration
@@ -232,6 +234,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		cache:   map[string][]byte{},
 		writer:  randomID(),
 	}
+	s.Records = store.Records{E: s}
 	if err := s.initSchema(ctx); err != nil {
 		cli.Close()
 		return nil, err

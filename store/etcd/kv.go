@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
-	"time"
 
 	"github.com/ipsecca/ipsecca/store"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -51,92 +50,6 @@ func (x kvTx) Keys(prefix string) ([]string, error) {
 // Update runs a record operation in a batch.
 func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 	return s.update(ctx, func(t *txn) error { return fn(kvTx{s, t}) })
-}
-
-// The write operations: each is one of the store package's record
-// operations (written once for every engine) run in a batch committed
-// with a compare-and-swap on the audit head.
-
-// CreateCA stores the CA material unless a CA is there (store.ErrExists:
-// another replica created it first; the caller loads that one).
-func (s *Store) CreateCA(ctx context.Context, ca *store.CA, ev store.Event) error {
-	return s.Update(ctx, func(tx store.Tx) error { return store.CreateCATx(tx, ca, ev) })
-}
-
-// RenewCA replaces the CA material (store.ErrNotFound before create).
-func (s *Store) RenewCA(ctx context.Context, ca *store.CA, ev store.Event) error {
-	return s.Update(ctx, func(tx store.Tx) error { return store.RenewCATx(tx, ca, ev) })
-}
-
-// PutToken stores a new bootstrap token with its creation event.
-func (s *Store) PutToken(ctx context.Context, tok *store.Token, ev store.Event) error {
-	return s.Update(ctx, func(tx store.Tx) error { return store.PutTokenTx(tx, tok, ev) })
-}
-
-// Issue commits one issuance atomically (store.IssueTx).
-func (s *Store) Issue(ctx context.Context, is store.Issuance) error {
-	return s.Update(ctx, func(tx store.Tx) error { return store.IssueTx(tx, is) })
-}
-
-// AppendEvent appends one audit event.
-func (s *Store) AppendEvent(ctx context.Context, ev store.Event) error {
-	return s.Update(ctx, func(tx store.Tx) error { return store.AppendEventTx(tx, &ev) })
-}
-
-func (s *Store) updateCert(ctx context.Context, serial string, ev store.Event, fn func(c *store.Cert) error) error {
-	return s.Update(ctx, func(tx store.Tx) error { return store.UpdateCertTx(tx, serial, ev, fn) })
-}
-
-// PutInventory stores a node's reported NSS inventory; ev is appended only
-// when it changed. It reports whether it changed.
-func (s *Store) PutInventory(
-	ctx context.Context,
-	node string,
-	entries []store.InventoryEntry,
-	at time.Time,
-	ev store.Event,
-) (bool, error) {
-	var changed bool
-	err := s.Update(ctx, func(tx store.Tx) (err error) {
-		changed, err = store.PutInventoryTx(tx, node, entries, at, ev)
-		return err
-	})
-	return changed, err
-}
-
-// RevokeNode revokes a node (store.RevokeNodeTx).
-func (s *Store) RevokeNode(ctx context.Context, node string, at time.Time, ev store.Event) (int, error) {
-	var n int
-	err := s.Update(ctx, func(tx store.Tx) (err error) {
-		n, err = store.RevokeNodeTx(tx, node, at, ev)
-		return err
-	})
-	return n, err
-}
-
-// ReadmitNode lets a revoked node be issued certificates again.
-func (s *Store) ReadmitNode(ctx context.Context, node string, ev store.Event) error {
-	return s.Update(ctx, func(tx store.Tx) error { return store.ReadmitNodeTx(tx, node, ev) })
-}
-
-// ForgetNode releases the names a revoked node holds and returns them.
-func (s *Store) ForgetNode(ctx context.Context, node string, at time.Time, ev store.Event) ([]string, error) {
-	var names []string
-	err := s.Update(ctx, func(tx store.Tx) (err error) {
-		names, err = store.ForgetNodeTx(tx, node, at, ev)
-		return err
-	})
-	return names, err
-}
-
-// RevokeCert revokes one certificate (an admin's).
-func (s *Store) RevokeCert(ctx context.Context, serial string, at time.Time, ev store.Event) (*store.Cert, error) {
-	var c *store.Cert
-	err := s.Update(ctx, func(tx store.Tx) (err error) {
-		c, err = store.RevokeCertTx(tx, serial, at, ev)
-		return err
-	})
-	return c, err
 }
 
 // kvView reads etcd as a store.View: each read linearizable, scans a page
@@ -215,26 +128,5 @@ func (v kvView) Count(prefix string) (int, error) {
 
 var _ store.View = kvView{}
 
-// MarkDue records that an active certificate is due (for reason) and
-// counts as overdue after graceUntil. Marking twice fails with
-// store.ErrExists, on any replica: a rotation is announced once.
-func (s *Store) MarkDue(
-	ctx context.Context,
-	serial string,
-	at time.Time,
-	reason string,
-	graceUntil time.Time,
-	ev store.Event,
-) error {
-	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error { return c.MarkDue(at, reason, graceUntil) })
-}
-
-// MarkOverdue records that a due certificate was still not rotated at `at`.
-func (s *Store) MarkOverdue(ctx context.Context, serial string, at time.Time, ev store.Event) error {
-	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error { return c.MarkOverdue(at) })
-}
-
-// Reschedule moves a certificate's rotate_after (forced rotation).
-func (s *Store) Reschedule(ctx context.Context, serial string, at time.Time, ev store.Event) error {
-	return s.updateCert(ctx, serial, ev, func(c *store.Cert) error { return c.Reschedule(at) })
-}
+// Read runs a query over linearizable reads.
+func (s *Store) Read(ctx context.Context, fn func(store.View) error) error { return fn(s.viewOf(ctx)) }
