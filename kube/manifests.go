@@ -14,6 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/ptr"
+
+	"github.com/ipsecca/ipsecca/internal/flagnames"
 )
 
 // Encapsulation values of OpenShift's ipsecConfig.full.encapsulation.
@@ -319,6 +321,9 @@ func Manifests(o ManifestOptions) ([]runtime.Object, error) {
 	return objs, nil
 }
 
+// flagArg is a flag name as a container argument: "--" + name.
+func flagArg(name string) string { return flagnames.Flag(name) }
+
 func typeMeta(apiVersion, kind string) metav1.TypeMeta {
 	return metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}
 }
@@ -344,41 +349,46 @@ func caService(o ManifestOptions, meta metaFunc, labels func(string) map[string]
 func caPodTemplate(o ManifestOptions, labels func(string) map[string]string) corev1.PodTemplateSpec {
 	etcd := o.Store == StoreEtcd
 	svc := fmt.Sprintf("%s.%s.svc", NameCA, o.Namespace)
-	args := []string{"serve", "--data-dir", DataDir}
+	args := []string{flagnames.CmdServe, flagArg(flagnames.DataDir), DataDir}
 	if etcd {
-		args = append(args, "--store", StoreEtcd,
-			"--etcd-endpoints", strings.Join(o.EtcdEndpoints, ","),
-			"--etcd-prefix", o.EtcdPrefix)
+		args = append(args, flagArg(flagnames.Store), StoreEtcd,
+			flagArg(flagnames.EtcdEndpoints), strings.Join(o.EtcdEndpoints, ","),
+			flagArg(flagnames.EtcdPrefix), o.EtcdPrefix)
 		if o.EtcdTLSSecret != "" {
-			args = append(args, "--etcd-cacert", EtcdTLSDir+"/ca.crt", "--etcd-cert", EtcdTLSDir+"/tls.crt", "--etcd-key", EtcdTLSDir+"/tls.key")
+			args = append(args,
+				flagArg(flagnames.EtcdCACert), EtcdTLSDir+"/ca.crt",
+				flagArg(flagnames.EtcdCert), EtcdTLSDir+"/tls.crt",
+				flagArg(flagnames.EtcdKey), EtcdTLSDir+"/tls.key")
 		}
-		args = append(args, "--kek-file", KEKDir+"/"+KEKKey,
-			"--replica-id", "$(POD_NAME)",
-			"--advertise", fmt.Sprintf("$(POD_IP):%d", DefaultGRPC))
+		args = append(args, flagArg(flagnames.KEKFile), KEKDir+"/"+KEKKey,
+			flagArg(flagnames.ReplicaID), "$(POD_NAME)",
+			flagArg(flagnames.Advertise), fmt.Sprintf("$(POD_IP):%d", DefaultGRPC))
 	}
 	args = append(args,
-		"--listen", fmt.Sprintf("0.0.0.0:%d", DefaultGRPC),
-		"--metrics-listen", fmt.Sprintf("0.0.0.0:%d", DefaultMetrics),
-		"--mode", string(o.Mode),
-		"--server-name", svc, "--server-name", svc+".cluster.local")
+		flagArg(flagnames.Listen), fmt.Sprintf("0.0.0.0:%d", DefaultGRPC),
+		flagArg(flagnames.MetricsListen), fmt.Sprintf("0.0.0.0:%d", DefaultMetrics),
+		flagArg(flagnames.Mode), string(o.Mode),
+		flagArg(flagnames.ServerName), svc, flagArg(flagnames.ServerName), svc+".cluster.local")
 	if etcd {
 		// The advertised address is in the replica's certificate too.
-		args = append(args, "--server-name", "$(POD_IP)")
+		args = append(args, flagArg(flagnames.ServerName), "$(POD_IP)")
 	}
-	args = append(args, "--log-format", "json")
+	args = append(args, flagArg(flagnames.LogFormat), "json")
 	if o.Mode == ModeFull {
-		args = append(args, "--kube",
-			"--signer-name", o.SignerName,
-			"--requester-prefix", o.RequesterPrefix,
-			"--cn-from", string(o.CNFrom),
-			"--ca-bundle-configmap", o.CABundleConfigMap)
+		args = append(args, flagArg(flagnames.Kube),
+			flagArg(flagnames.SignerName), o.SignerName,
+			flagArg(flagnames.RequesterPrefix), o.RequesterPrefix,
+			flagArg(flagnames.CNFrom), string(o.CNFrom),
+			flagArg(flagnames.CABundleConfigMap), o.CABundleConfigMap)
 	}
 	// The gRPC service is TLS-only, which kubelet's gRPC probe does not
 	// speak: the probes run the standard health check with the binary.
 	health := func(service string) *corev1.Probe {
-		cmd := []string{"/usr/local/bin/ipsecca", "health", "--server", fmt.Sprintf("127.0.0.1:%d", DefaultGRPC), "--ca-file", DataDir + "/ca.pem"}
+		cmd := []string{"/usr/local/bin/ipsecca", flagnames.CmdHealth,
+			flagArg(flagnames.Server), fmt.Sprintf("127.0.0.1:%d", DefaultGRPC),
+			flagArg(flagnames.CAFile), DataDir + "/ca.pem"}
 		if service != "" {
-			cmd = append(cmd, "--service", service)
+			cmd = append(cmd, flagArg(flagnames.Service), service)
 		}
 		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: cmd}},
 			PeriodSeconds: 10, TimeoutSeconds: 5, FailureThreshold: 3}
@@ -392,7 +402,7 @@ func caPodTemplate(o ManifestOptions, labels func(string) map[string]string) cor
 	fieldEnv := func(name, path string) corev1.EnvVar {
 		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
 	}
-	env := []corev1.EnvVar{fieldEnv("POD_NAMESPACE", "metadata.namespace"), {Name: "IPSECCA_DATA_DIR", Value: DataDir}}
+	env := []corev1.EnvVar{fieldEnv("POD_NAMESPACE", "metadata.namespace"), {Name: flagnames.EnvDataDir, Value: DataDir}}
 	mounts := []corev1.VolumeMount{{Name: "data", MountPath: VolumeDir}}
 	var volumes []corev1.Volume
 	var affinity *corev1.Affinity
@@ -522,14 +532,14 @@ func caDisruptionBudget(o ManifestOptions, meta metaFunc, labels func(string) ma
 func sidecarDaemonSet(o ManifestOptions, meta metaFunc, labels func(string) map[string]string) *appsv1.DaemonSet {
 	args := o.SidecarArgs
 	if args == nil {
-		args = []string{"sidecar", "--kube",
-			"--node", "$(NODE_NAME)",
-			"--kubeconfig", NodeCredentialsDir + "/kubeconfig",
-			"--signer-name", o.SignerName,
-			"--ca-bundle-configmap", o.CABundleConfigMap,
-			"--nss-dir", o.NSSDir,
-			"--state-dir", SidecarStateDir,
-			"--log-format", "json"}
+		args = []string{flagnames.CmdSidecar, flagArg(flagnames.Kube),
+			flagArg(flagnames.Node), "$(NODE_NAME)",
+			flagArg(flagnames.Kubeconfig), NodeCredentialsDir + "/kubeconfig",
+			flagArg(flagnames.SignerName), o.SignerName,
+			flagArg(flagnames.CABundleConfigMap), o.CABundleConfigMap,
+			flagArg(flagnames.NSSDir), o.NSSDir,
+			flagArg(flagnames.StateDir), SidecarStateDir,
+			flagArg(flagnames.LogFormat), "json"}
 	}
 	hostPath := func(name, path string, t corev1.HostPathType) corev1.Volume {
 		return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: path, Type: ptr.To(t)}}}
@@ -560,7 +570,7 @@ func sidecarDaemonSet(o ManifestOptions, meta metaFunc, labels func(string) map[
 						Args:  args,
 						Env: []corev1.EnvVar{
 							{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
-							{Name: "IPSECCA_SERVER", Value: fmt.Sprintf("%s.%s.svc:%d", NameCA, o.Namespace, DefaultGRPC)},
+							{Name: flagnames.EnvServer, Value: fmt.Sprintf("%s.%s.svc:%d", NameCA, o.Namespace, DefaultGRPC)},
 							{Name: "IPSECCA_ENCAPSULATION", Value: o.Encapsulation},
 							{Name: "IPSECCA_NSS_DIR", Value: o.NSSDir},
 						},

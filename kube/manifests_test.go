@@ -18,10 +18,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/ipsecca/ipsecca/internal/flagnames"
 	"github.com/ipsecca/ipsecca/kube"
 	"github.com/ipsecca/ipsecca/kube/kubetest"
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 )
+
+// flagArg is a flag name as a container argument.
+func flagArg(name string) string { return flagnames.Flag(name) }
 
 func kinds(objs []runtime.Object) []string {
 	var out []string
@@ -56,7 +60,7 @@ func TestManifestSets(t *testing.T) {
 		t.Fatalf("External: %v", got)
 	}
 	for _, o := range ext {
-		if ss, ok := o.(*appsv1.StatefulSet); ok && slices.Contains(ss.Spec.Template.Spec.Containers[0].Args, "--kube") {
+		if ss, ok := o.(*appsv1.StatefulSet); ok && slices.Contains(ss.Spec.Template.Spec.Containers[0].Args, flagArg(flagnames.Kube)) {
 			t.Fatal("External runs the Kubernetes signer")
 		}
 	}
@@ -73,7 +77,7 @@ func TestManifestSets(t *testing.T) {
 	for _, o := range full {
 		if ss, ok := o.(*appsv1.StatefulSet); ok {
 			c := ss.Spec.Template.Spec.Containers[0]
-			if cmd := c.ReadinessProbe.Exec.Command; cmd[len(cmd)-1] != ipseccav1.NodeService_ServiceDesc.ServiceName || cmd[1] != "health" {
+			if cmd := c.ReadinessProbe.Exec.Command; cmd[len(cmd)-1] != ipseccav1.NodeService_ServiceDesc.ServiceName || cmd[1] != flagnames.CmdHealth {
 				t.Fatalf("readiness probe %v", cmd)
 			}
 			if c.LivenessProbe.Exec.Command[1] != "health" {
@@ -174,31 +178,31 @@ func TestManifestsEtcdStore(t *testing.T) {
 			p := dep.Spec.Template.Spec
 			c := p.Containers[0]
 			flags := map[string]string{
-				"--store": "etcd", "--etcd-endpoints": strings.Join(tc.o.EtcdEndpoints, ","), "--etcd-prefix": tc.prefix,
-				"--kek-file": kube.KEKDir + "/" + kube.KEKKey, "--replica-id": "$(POD_NAME)", "--advertise": "$(POD_IP):8443",
-				"--listen": "0.0.0.0:8443", "--metrics-listen": "0.0.0.0:9090", "--data-dir": kube.DataDir, "--log-format": "json",
-				"--mode": string(kube.ModeFull),
+				flagArg(flagnames.Store): "etcd", flagArg(flagnames.EtcdEndpoints): strings.Join(tc.o.EtcdEndpoints, ","), flagArg(flagnames.EtcdPrefix): tc.prefix,
+				flagArg(flagnames.KEKFile): kube.KEKDir + "/" + kube.KEKKey, flagArg(flagnames.ReplicaID): "$(POD_NAME)", flagArg(flagnames.Advertise): "$(POD_IP):8443",
+				flagArg(flagnames.Listen): "0.0.0.0:8443", flagArg(flagnames.MetricsListen): "0.0.0.0:9090", flagArg(flagnames.DataDir): kube.DataDir, flagArg(flagnames.LogFormat): "json",
+				flagArg(flagnames.Mode): string(kube.ModeFull),
 			}
 			if tc.o.Mode == kube.ModeExternal {
-				flags["--mode"] = string(kube.ModeExternal)
+				flags[flagArg(flagnames.Mode)] = string(kube.ModeExternal)
 			}
 			if tc.tls {
-				flags["--etcd-cacert"], flags["--etcd-cert"], flags["--etcd-key"] = "/etc/ipsecca/etcd/ca.crt", "/etc/ipsecca/etcd/tls.crt", "/etc/ipsecca/etcd/tls.key"
+				flags[flagArg(flagnames.EtcdCACert)], flags[flagArg(flagnames.EtcdCert)], flags[flagArg(flagnames.EtcdKey)] = "/etc/ipsecca/etcd/ca.crt", "/etc/ipsecca/etcd/tls.crt", "/etc/ipsecca/etcd/tls.key"
 			}
 			for f, v := range flags {
 				if got := argValue(c.Args, f); got != v {
 					t.Errorf("%s %q, want %q in %v", f, got, v, c.Args)
 				}
 			}
-			for _, f := range []string{"--etcd-cacert", "--etcd-cert", "--etcd-key"} {
+			for _, f := range []string{flagArg(flagnames.EtcdCACert), flagArg(flagnames.EtcdCert), flagArg(flagnames.EtcdKey)} {
 				if !tc.tls && slices.Contains(c.Args, f) {
 					t.Errorf("%s without an etcd TLS secret", f)
 				}
 			}
-			if got := argValues(c.Args, "--server-name"); !slices.Equal(got, []string{"ipsecca.ipsecca.svc", "ipsecca.ipsecca.svc.cluster.local", "$(POD_IP)"}) {
+			if got := argValues(c.Args, flagArg(flagnames.ServerName)); !slices.Equal(got, []string{"ipsecca.ipsecca.svc", "ipsecca.ipsecca.svc.cluster.local", "$(POD_IP)"}) {
 				t.Errorf("server names %v", got)
 			}
-			if kubeArgs := slices.Contains(c.Args, "--kube"); kubeArgs != (tc.o.Mode != kube.ModeExternal) {
+			if kubeArgs := slices.Contains(c.Args, flagArg(flagnames.Kube)); kubeArgs != (tc.o.Mode != kube.ModeExternal) {
 				t.Errorf("--kube %v in mode %q", kubeArgs, tc.o.Mode)
 			}
 			env := map[string]string{}
@@ -210,7 +214,7 @@ func TestManifestsEtcdStore(t *testing.T) {
 			if env["POD_NAME"] != "metadata.name" || env["POD_IP"] != "status.podIP" {
 				t.Errorf("downward API env %v", env)
 			}
-			if cmd := c.ReadinessProbe.Exec.Command; cmd[1] != "health" || !slices.Contains(cmd, "--service") {
+			if cmd := c.ReadinessProbe.Exec.Command; cmd[1] != flagnames.CmdHealth || !slices.Contains(cmd, flagArg(flagnames.Service)) {
 				t.Errorf("readiness probe %v", cmd)
 			}
 			if a := p.Affinity.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution; len(a) != 1 || a[0].PodAffinityTerm.TopologyKey != "kubernetes.io/hostname" ||
@@ -281,7 +285,7 @@ func TestManifestsEtcdStore(t *testing.T) {
 			t.Errorf("Manifests(%+v) differs from the default", o)
 		}
 	}
-	if y := want.String(); strings.Contains(y, "Deployment") || strings.Contains(y, "PodDisruptionBudget") || strings.Contains(y, "--store") ||
+	if y := want.String(); strings.Contains(y, "Deployment") || strings.Contains(y, "PodDisruptionBudget") || strings.Contains(y, flagArg(flagnames.Store)) ||
 		strings.Contains(y, "etcd") || strings.Contains(y, kube.NameKEK) || !strings.Contains(y, "volumeClaimTemplates") {
 		t.Error("the default (bolt) manifests changed")
 	}

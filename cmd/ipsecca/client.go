@@ -16,13 +16,14 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ipsecca/ipsecca/daemon"
+	"github.com/ipsecca/ipsecca/internal/flagnames"
 	"github.com/ipsecca/ipsecca/internal/grpcaddr"
 )
 
 // Defaults and environment variables for finding the server.
 const (
-	envServer      = "IPSECCA_SERVER"
-	envDataDir     = "IPSECCA_DATA_DIR"
+	envServer      = flagnames.EnvServer
+	envDataDir     = flagnames.EnvDataDir
 	defaultServer  = "127.0.0.1:8443"
 	defaultDataDir = "/var/lib/ipsecca"
 )
@@ -55,11 +56,11 @@ func adminConnFlags(group *cobra.Command) *connFlags {
 // register adds the connection flags; admin commands default the
 // credentials to the ones init wrote into the data directory.
 func (f *connFlags) register(fs *pflag.FlagSet, admin bool) {
-	fs.StringVar(&f.server, "server", "", "server address host:port, or several replicas' comma-separated (default $"+envServer+", else "+defaultServer+")")
-	fs.StringVar(&f.caFile, "ca-file", "", "CA bundle to verify the server with")
+	fs.StringVar(&f.server, flagnames.Server, "", "server address host:port, or several replicas' comma-separated (default $"+envServer+", else "+defaultServer+")")
+	fs.StringVar(&f.caFile, flagnames.CAFile, "", "CA bundle to verify the server with")
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "deadline for the call")
 	if admin {
-		fs.StringVar(&f.dataDir, "data-dir", "", "data directory holding ca.pem and the admin credentials (default $"+envDataDir+", else "+defaultDataDir+")")
+		fs.StringVar(&f.dataDir, flagnames.DataDir, "", "data directory holding ca.pem and the admin credentials (default $"+envDataDir+", else "+defaultDataDir+")")
 		fs.StringVar(&f.certFile, "cert", "", "admin client certificate (default DATA-DIR/"+daemon.AdminCertFile+")")
 		fs.StringVar(&f.keyFile, "key", "", "admin client key (default DATA-DIR/"+daemon.AdminKeyFile+")")
 	}

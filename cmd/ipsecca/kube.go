@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/ipsecca/ipsecca/daemon"
+	"github.com/ipsecca/ipsecca/internal/flagnames"
 	"github.com/ipsecca/ipsecca/kube"
 )
 
@@ -138,7 +139,7 @@ func newHealthCmd() *cobra.Command {
 		},
 	}
 	c.register(cmd.Flags(), false)
-	cmd.Flags().StringVar(&service, "service", "", "service to ask about (empty: the server as a whole)")
+	cmd.Flags().StringVar(&service, flagnames.Service, "", "service to ask about (empty: the server as a whole)")
 	return cmd
 }
 
@@ -156,13 +157,13 @@ type kubeFlags struct {
 }
 
 func (k *kubeFlags) register(fs *pflag.FlagSet) {
-	fs.BoolVar(&k.enabled, "kube", false, "also sign Kubernetes CSRs for --signer-name and publish the CA bundle ConfigMap (same CA, store and audit log)")
+	fs.BoolVar(&k.enabled, flagnames.Kube, false, "also sign Kubernetes CSRs for --signer-name and publish the CA bundle ConfigMap (same CA, store and audit log)")
 	fs.BoolVar(&k.only, "kube-only", false, "run the Kubernetes front door alone (no gRPC listener); implies --kube")
-	fs.StringVar(&k.kubeconfig, "kubeconfig", "", "kubeconfig file (default: the in-cluster configuration)")
-	fs.StringVar(&k.signerName, "signer-name", kube.DefaultSignerName, "CSR signer name to serve (list/watch filtered on spec.signerName)")
-	fs.StringVar(&k.requesterPrefix, "requester-prefix", kube.DefaultRequesterPrefix, "a CSR's requester must be this prefix followed by an existing node's name")
-	fs.StringVar(&k.cnFrom, "cn-from", string(kube.CNFromChassisID), "the CN a node may hold: chassis-id (its "+kube.AnnotationChassisID+" annotation) or node-name")
-	fs.StringVar(&k.caBundleConfigMap, "ca-bundle-configmap", kube.DefaultCABundleConfigMap, "namespace/name of the ConfigMap holding the CA bundle (key "+kube.CABundleKey+")")
+	fs.StringVar(&k.kubeconfig, flagnames.Kubeconfig, "", "kubeconfig file (default: the in-cluster configuration)")
+	fs.StringVar(&k.signerName, flagnames.SignerName, kube.DefaultSignerName, "CSR signer name to serve (list/watch filtered on spec.signerName)")
+	fs.StringVar(&k.requesterPrefix, flagnames.RequesterPrefix, kube.DefaultRequesterPrefix, "a CSR's requester must be this prefix followed by an existing node's name")
+	fs.StringVar(&k.cnFrom, flagnames.CNFrom, string(kube.CNFromChassisID), "the CN a node may hold: chassis-id (its "+kube.AnnotationChassisID+" annotation) or node-name")
+	fs.StringVar(&k.caBundleConfigMap, flagnames.CABundleConfigMap, kube.DefaultCABundleConfigMap, "namespace/name of the ConfigMap holding the CA bundle (key "+kube.CABundleKey+")")
 	fs.StringVar(&k.leaseNamespace, "lease-namespace", "", "namespace of the leader-election Lease (default: this pod's namespace, else "+kube.DefaultNamespace+")")
 	fs.StringVar(&k.leaseName, "lease-name", kube.DefaultLeaseName, "name of the leader-election Lease")
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ipsecca/ipsecca/ca"
+	"github.com/ipsecca/ipsecca/internal/flagnames"
 	"github.com/ipsecca/ipsecca/store"
 	"github.com/ipsecca/ipsecca/store/bolt"
 	"github.com/ipsecca/ipsecca/store/migrate"
@@ -75,7 +76,7 @@ func newStoreCmd() *cobra.Command {
 			return nil
 		},
 	}
-	check.Flags().StringVar(&dataDir, "data-dir", "", "data directory (default $"+envDataDir+", else "+defaultDataDir+")")
+	check.Flags().StringVar(&dataDir, flagnames.DataDir, "", "data directory (default $"+envDataDir+", else "+defaultDataDir+")")
 	cmd.AddCommand(check, newMigrateCmd())
 	return cmd
 }
@@ -127,10 +128,10 @@ etcd replicas. A prefix that already holds a CA or records is refused.`,
 		},
 	}
 	sf.registerEtcd(cmd.Flags())
-	cmd.Flags().Lookup("etcd-endpoints").Hidden = true // given in --to
+	cmd.Flags().Lookup(flagnames.EtcdEndpoints).Hidden = true // given in --to
 	cmd.Flags().StringVar(&from, "from", "", "source: bolt:DIR (the data directory; stop its server first)")
 	cmd.Flags().StringVar(&to, "to", "", "destination: etcd:ENDPOINT[,ENDPOINT...]")
-	cmd.Flags().StringVar(&kekFile, "kek-file", "", "key-encryption key the replicas will use (default $IPSECCA_KEK)")
+	cmd.Flags().StringVar(&kekFile, flagnames.KEKFile, "", "key-encryption key the replicas will use (default $IPSECCA_KEK)")
 	cmd.MarkFlagRequired("from")
 	cmd.MarkFlagRequired("to")
 	return cmd
