@@ -209,7 +209,8 @@ func open(ctx context.Context, opts Options) (*Instance, error) {
 			root.Fingerprint(),
 		)
 	} else {
-		log.Info("loaded root CA", "subject", root.Cert.Subject.String(), "not_after", root.Cert.NotAfter, "sha256", root.Fingerprint())
+		log.Info("loaded root CA", "subject", root.Cert.Subject.String(), "not_after", root.Cert.NotAfter, "sha256",
+			root.Fingerprint())
 	}
 	if root.SealedOnLoad {
 		log.Info("sealed the CA key in the store under the key-encryption key")

@@ -229,7 +229,9 @@ func TestWatchTellsTheNode(t *testing.T) {
 	}
 	// Inventory reported by the node shows in ListNodes.
 	node := ipseccav1.NewNodeServiceClient(c.conn(t, nodeA))
-	if _, err := node.ReportInventory(ctx, &ipseccav1.ReportInventoryRequest{Entries: []*ipseccav1.InventoryEntry{{Nickname: "ovs_certkey_node-a", Serial: serial, Trust: "u,u,u"}}}); err != nil {
+	if _, err := node.ReportInventory(ctx,
+		&ipseccav1.ReportInventoryRequest{Entries: []*ipseccav1.InventoryEntry{{Nickname: "ovs_certkey_node-a",
+			Serial: serial, Trust: "u,u,u"}}}); err != nil {
 		t.Fatal(err)
 	}
 	nodes, err := admin.ListNodes(ctx, &ipseccav1.ListNodesRequest{Node: "node-a"})

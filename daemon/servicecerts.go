@@ -122,7 +122,8 @@ func (in *Instance) current(leaf *x509.Certificate, names []string) bool {
 		return false
 	}
 	now := in.opts.Clock.Now()
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: in.Authority.Root().Pool(), CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: in.Authority.Root().Pool(), CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return false
 	}
 	renewAt := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) * 2 / 3)

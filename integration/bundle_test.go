@@ -174,7 +174,8 @@ func TestBundleValidateCLI(t *testing.T) {
 		out,
 	)
 	policy := filepath.Join(out, "ipsec-tunnel-policy.yaml")
-	for _, f := range []string{"remove-ipsec-policy.yaml", "99-ipsec-master-endpoint-config.bu", "99-ipsec-worker-endpoint-config.bu"} {
+	for _, f := range []string{"remove-ipsec-policy.yaml", "99-ipsec-master-endpoint-config.bu",
+		"99-ipsec-worker-endpoint-config.bu"} {
 		raw, err := os.ReadFile(filepath.Join(out, f))
 		var v map[string]any
 		if err != nil || yaml.Unmarshal(raw, &v) != nil {
@@ -187,7 +188,8 @@ func TestBundleValidateCLI(t *testing.T) {
 	}
 	// Render refuses a bundle with errors and writes nothing.
 	out2 := filepath.Join(dir, "out2")
-	if r := run(t, nil, "bundle", "render", "--p12", ovs, "--ca", ca, "--left", "node1.example.com", "--right", "ext.example.com", "--out", out2); r.Code != 1 {
+	if r := run(t, nil, "bundle", "render", "--p12", ovs, "--ca", ca, "--left", "node1.example.com", "--right",
+		"ext.example.com", "--out", out2); r.Code != 1 {
 		t.Fatalf("render of a bad bundle: %+v", r)
 	}
 	if _, err := os.Stat(out2); err == nil {

@@ -165,7 +165,8 @@ func TestRootProfile(t *testing.T) {
 			)
 			ca := filepath.Join(dir, "ca.pem")
 			text := sh(t, "openssl", "x509", "-in", ca, "-noout", "-text")
-			for _, want := range []string{tc.want, "CA:TRUE, pathlen:0", "X509v3 Basic Constraints: critical", "X509v3 Key Usage: critical\n                Certificate Sign, CRL Sign", "X509v3 Subject Key Identifier", "Subject: O = example, CN = example ipsec root"} {
+			for _, want := range []string{tc.want, "CA:TRUE, pathlen:0", "X509v3 Basic Constraints: critical",
+				"X509v3 Key Usage: critical\n                Certificate Sign, CRL Sign", "X509v3 Subject Key Identifier", "Subject: O = example, CN = example ipsec root"} {
 				if !strings.Contains(text, want) {
 					t.Errorf("root lacks %q:\n%s", want, text)
 				}
@@ -260,7 +261,8 @@ func TestRenewOverMTLS(t *testing.T) {
 	var list struct {
 		Certificates []struct{ Serial, State, Node string } `json:"certificates"`
 	}
-	if err := json.Unmarshal([]byte(mustRun(t, srv.Env(), "certs", "list", "--node", "node-a", "--json")), &list); err != nil {
+	if err := json.Unmarshal([]byte(mustRun(t, srv.Env(), "certs", "list", "--node", "node-a", "--json")),
+		&list); err != nil {
 		t.Fatal(err)
 	}
 	states := map[string]string{}
@@ -586,7 +588,8 @@ func TestDenialsOverTheWire(t *testing.T) {
 	var events struct {
 		Events []struct{ Reason string } `json:"events"`
 	}
-	if err := json.Unmarshal([]byte(mustRun(t, srv.Env(), "audit", "list", "--type", "request.denied", "--json")), &events); err != nil {
+	if err := json.Unmarshal([]byte(mustRun(t, srv.Env(), "audit", "list", "--type", "request.denied", "--json")),
+		&events); err != nil {
 		t.Fatal(err)
 	}
 	reasons := map[string]bool{}
@@ -641,7 +644,8 @@ func TestAdminNeedsAdmin(t *testing.T) {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := ipseccav1.NewAdminServiceClient(conn).ListCertificates(ctx, &ipseccav1.ListCertificatesRequest{}); status.Code(
+	if _, err := ipseccav1.NewAdminServiceClient(conn).ListCertificates(ctx,
+		&ipseccav1.ListCertificatesRequest{}); status.Code(
 		err,
 	) != codes.Unauthenticated {
 		t.Fatalf("anonymous ListCertificates: %v", err)

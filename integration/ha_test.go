@@ -268,7 +268,8 @@ func TestHAOnEtcd(t *testing.T) {
 	if d := tookOver.Sub(killedAt); d > haSessionTTL+3*time.Second {
 		t.Fatalf("%s took over %s after the kill (session TTL %s)", next, d, haSessionTTL)
 	} else {
-		t.Logf("%s took over %s after %s was killed (session TTL %s)", next, d.Round(10*time.Millisecond), leader, haSessionTTL)
+		t.Logf("%s took over %s after %s was killed (session TTL %s)", next, d.Round(10*time.Millisecond), leader,
+			haSessionTTL)
 	}
 	survivor := h.index(next)
 	if st := h.status(t, survivor); st.Leader != next || len(st.Replicas) != 2 {
@@ -308,7 +309,8 @@ func TestHAOnEtcd(t *testing.T) {
 	}
 	nconn, _ := dialTLS(h.replicas[ni].Addr, rootPEM, nil)
 	enr, err := ipseccav1.NewNodeServiceClient(nconn).
-		Enroll(context.Background(), &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: goCSR(t, nodeKey, "watcher", nil)})
+		Enroll(context.Background(), &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: goCSR(t, nodeKey,
+			"watcher", nil)})
 	nconn.Close()
 	if err != nil {
 		t.Fatal(err)
@@ -360,7 +362,8 @@ func TestHAOnEtcd(t *testing.T) {
 		t.Fatalf("rotation.due recorded %d times, want once:\n%s", n, events)
 	}
 	// A revocation through any replica reaches the node's stream too.
-	if _, err := admin.RevokeNode(context.Background(), &ipseccav1.RevokeNodeRequest{Node: "watcher", Reason: "decommissioned"}); err != nil {
+	if _, err := admin.RevokeNode(context.Background(), &ipseccav1.RevokeNodeRequest{Node: "watcher",
+		Reason: "decommissioned"}); err != nil {
 		t.Fatal(err)
 	}
 	for {
@@ -431,7 +434,8 @@ func TestHAOnEtcd(t *testing.T) {
 	h.etcd.Kill(1)
 	lostAt := time.Now()
 	for _, i := range live {
-		if d := h.awaitHealth(t, i, rootPEM, healthpb.HealthCheckResponse_NOT_SERVING, lostAt, 5*time.Second); d > haHealthInterval+3*time.Second {
+		if d := h.awaitHealth(t, i, rootPEM, healthpb.HealthCheckResponse_NOT_SERVING, lostAt,
+			5*time.Second); d > haHealthInterval+3*time.Second {
 			t.Fatalf(
 				"%s reported NOT_SERVING %s after quorum was lost (interval %s, check timeout 2s)",
 				h.ids[i],
@@ -478,7 +482,8 @@ func TestHAOnEtcd(t *testing.T) {
 	}
 	conn, _ := dialTLS(h.replicas[live[1]].Addr, rootPEM, nil)
 	defer conn.Close()
-	if _, err := ipseccav1.NewNodeServiceClient(conn).Enroll(context.Background(), &ipseccav1.EnrollRequest{Token: tk.GetToken(), CsrPem: goCSR(t, key, "after-quorum", nil)}); err != nil {
+	if _, err := ipseccav1.NewNodeServiceClient(conn).Enroll(context.Background(),
+		&ipseccav1.EnrollRequest{Token: tk.GetToken(), CsrPem: goCSR(t, key, "after-quorum", nil)}); err != nil {
 		t.Fatalf("enrol after quorum returned: %v", err)
 	}
 	// The CLI fails over: the dead replica is first in the list.
@@ -630,13 +635,15 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 		t.Fatalf("migrate without a KEK: exit %d, %s", r.Code, r.Stderr)
 	}
 	out := mustRun(t, nil, "store", "migrate", "--from", "bolt:"+srv.DataDir, "--to", to, "--kek-file", kek)
-	for _, want := range []string{"copied 5 certificates, 4 tokens", "audit chain: ok", "certificate counts: ok", "schedule (first 1000): ok", "CA key: sealed"} {
+	for _, want := range []string{"copied 5 certificates, 4 tokens", "audit chain: ok", "certificate counts: ok",
+		"schedule (first 1000): ok", "CA key: sealed"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("migrate output lacks %q:\n%s", want, out)
 		}
 	}
 	t.Logf("migrate:\n%s", out)
-	if r := run(t, nil, "store", "migrate", "--from", "bolt:"+srv.DataDir, "--to", to, "--kek-file", kek); r.Code == 0 ||
+	if r := run(t, nil, "store", "migrate", "--from", "bolt:"+srv.DataDir, "--to", to, "--kek-file",
+		kek); r.Code == 0 ||
 		!strings.Contains(r.Stderr, "refusing to overwrite") {
 		t.Fatalf("second migrate into the same prefix: exit %d, %s", r.Code, r.Stderr)
 	}

@@ -108,7 +108,8 @@ func TestHostileRequests(t *testing.T) {
 	if err != nil || again.GetCertificate().GetSerial() != first.GetCertificate().GetSerial() {
 		t.Fatalf("token replayed with the same key: %v %v", again.GetCertificate().GetSerial(), err)
 	}
-	if _, err := node.Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok, CsrPem: goCSR(t, other, "node-a", nil)}); status.Code(
+	if _, err := node.Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok, CsrPem: goCSR(t, other, "node-a",
+		nil)}); status.Code(
 		err,
 	) != codes.Unauthenticated {
 		t.Fatalf("token replayed with another key: %v", err)

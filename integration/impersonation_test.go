@@ -88,7 +88,8 @@ func TestClientsRefuseNodePosingAsServer(t *testing.T) {
 	caPEM, _ := os.ReadFile(srv.CAFile())
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(caPEM)
-	if _, err := pair.Leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: "localhost", KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+	if _, err := pair.Leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: "localhost",
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
 		t.Fatalf(
 			"the node certificate does not verify as a TLS server for localhost, so this test proves nothing: %v",
 			err,
@@ -118,12 +119,15 @@ func TestClientsRefuseNodePosingAsServer(t *testing.T) {
 		args func(addr string) []string
 	}{
 		{"enroll", nil, func(addr string) []string {
-			return []string{"enroll", "--server", addr, "--ca-file", srv.CAFile(), "--token-file", enrollToken, "--csr", enrollCSR,
+			return []string{"enroll", "--server", addr, "--ca-file", srv.CAFile(), "--token-file", enrollToken, "--csr",
+				enrollCSR,
 				"--out", filepath.Join(dir, "node-b.pem")}
 		}},
 		{"renew", nil, func(addr string) []string {
-			return []string{"renew", "--server", addr, "--ca-file", srv.CAFile(), "--cert", filepath.Join(thief.state, "node.pem"),
-				"--key", filepath.Join(thief.state, "node-key.pem"), "--csr", renewCSR, "--out", filepath.Join(dir, "renewed.pem")}
+			return []string{"renew", "--server", addr, "--ca-file", srv.CAFile(), "--cert", filepath.Join(thief.state,
+				"node.pem"),
+				"--key", filepath.Join(thief.state, "node-key.pem"), "--csr", renewCSR, "--out", filepath.Join(dir,
+					"renewed.pem")}
 		}},
 		{"token create", admin, func(string) []string { return []string{"token", "create", "--node", "node-c"} }},
 		{"certs list", admin, func(string) []string { return []string{"certs", "list"} }},
@@ -147,7 +151,8 @@ func TestClientsRefuseNodePosingAsServer(t *testing.T) {
 					r.Stderr,
 				)
 			} else {
-				t.Logf("refused: %s", strings.TrimSpace(r.Stderr[strings.LastIndex(strings.TrimSpace(r.Stderr), "\n")+1:]))
+				t.Logf("refused: %s", strings.TrimSpace(r.Stderr[strings.LastIndex(strings.TrimSpace(r.Stderr),
+					"\n")+1:]))
 			}
 			if seen := imp.Seen()[before:]; len(seen) > 0 {
 				t.Errorf("the node posing as the server received %v", seen)

@@ -98,11 +98,13 @@ func TestOnlyActiveCertificateAuthenticates(t *testing.T) {
 	wantDenied(t, "inventory with a superseded certificate", err, codes.Unauthenticated, "certificate-superseded")
 
 	// Two generations old, after an admin rotation: refused even with the key of the then successor.
-	if _, err := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t))).Rotate(ctx, &ipseccav1.RotateRequest{Node: "node-a"}); err != nil {
+	if _, err := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t))).Rotate(ctx,
+		&ipseccav1.RotateRequest{Node: "node-a"}); err != nil {
 		t.Fatal(err)
 	}
 	key3 := newKey(t)
-	if _, err := ipseccav1.NewNodeServiceClient(c.conn(t, gen2)).Renew(ctx, &ipseccav1.RenewRequest{CsrPem: csrFor(t, key3, "node-a")}); err != nil {
+	if _, err := ipseccav1.NewNodeServiceClient(c.conn(t, gen2)).Renew(ctx, &ipseccav1.RenewRequest{CsrPem: csrFor(t,
+		key3, "node-a")}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = old.Renew(ctx, &ipseccav1.RenewRequest{CsrPem: csrFor(t, key2, "node-a")})
@@ -193,7 +195,8 @@ func TestAdminCredentialsRotateAndRevoke(t *testing.T) {
 	_, err = admin.RevokeAdmin(ctx, &ipseccav1.RevokeAdminRequest{Serial: ca.SerialString(nodeCert.Leaf.SerialNumber)})
 	wantDenied(t, "revoking a node certificate as an admin one", err, codes.InvalidArgument, "not-admin-certificate")
 	firstSerial := ca.SerialString(first.Leaf.SerialNumber)
-	if _, err := admin.RevokeAdmin(ctx, &ipseccav1.RevokeAdminRequest{Serial: firstSerial, Reason: "laptop lost"}); err != nil {
+	if _, err := admin.RevokeAdmin(ctx, &ipseccav1.RevokeAdminRequest{Serial: firstSerial,
+		Reason: "laptop lost"}); err != nil {
 		t.Fatal(err)
 	}
 	crl, err := ipseccav1.NewNodeServiceClient(c.conn(t, nil)).GetCRL(ctx, &ipseccav1.GetCRLRequest{})
@@ -243,7 +246,8 @@ func TestForgetReleasesName(t *testing.T) {
 	admin := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t)))
 	const chassis = "11111111-2222-4333-8444-555555555555"
 	tok, _ := admin.CreateToken(ctx, &ipseccav1.CreateTokenRequest{Node: "old-node", CommonName: chassis})
-	if _, err := ipseccav1.NewNodeServiceClient(c.conn(t, nil)).Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: csrFor(t, newKey(t), chassis)}); err != nil {
+	if _, err := ipseccav1.NewNodeServiceClient(c.conn(t, nil)).Enroll(ctx,
+		&ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: csrFor(t, newKey(t), chassis)}); err != nil {
 		t.Fatal(err)
 	}
 	_, err := admin.ForgetNode(ctx, &ipseccav1.ForgetNodeRequest{Node: "old-node"})
@@ -261,7 +265,8 @@ func TestForgetReleasesName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ipseccav1.NewNodeServiceClient(c.conn(t, nil)).Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: csrFor(t, newKey(t), chassis)}); err != nil {
+	if _, err := ipseccav1.NewNodeServiceClient(c.conn(t, nil)).Enroll(ctx,
+		&ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: csrFor(t, newKey(t), chassis)}); err != nil {
 		t.Fatalf("re-provisioned chassis: %v", err)
 	}
 }
@@ -327,7 +332,8 @@ func TestCRLSignedOnlyWhenItChanges(t *testing.T) {
 			t.Fatalf("call %d: a different CRL (%v): signed per request", i, err)
 		}
 	}
-	if _, err := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t))).RevokeNode(ctx, &ipseccav1.RevokeNodeRequest{Node: "node-a"}); err != nil {
+	if _, err := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t))).RevokeNode(ctx,
+		&ipseccav1.RevokeNodeRequest{Node: "node-a"}); err != nil {
 		t.Fatal(err)
 	}
 	crl, err := node.GetCRL(ctx, &ipseccav1.GetCRLRequest{})

@@ -255,7 +255,8 @@ func TestExpiredClientCertIsUnauthenticated(t *testing.T) {
 	c := startCA(t)
 	nodeA := c.enrollNode(t, "node-a")
 	// A call first, so the verified chain is cached: expiry must still win.
-	if _, err := ipseccav1.NewNodeServiceClient(c.conn(t, nodeA)).ReportInventory(context.Background(), &ipseccav1.ReportInventoryRequest{}); err != nil {
+	if _, err := ipseccav1.NewNodeServiceClient(c.conn(t, nodeA)).ReportInventory(context.Background(),
+		&ipseccav1.ReportInventoryRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	c.clock.Add(5*365*24*time.Hour + 72*time.Hour)
@@ -320,7 +321,8 @@ func TestDenialsCarryReason(t *testing.T) {
 	if status.Code(err) != codes.ResourceExhausted {
 		t.Errorf("oversized request: %v", err)
 	}
-	if _, err := node.Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: csrFor(t, key, "node-a")}); err != nil {
+	if _, err := node.Enroll(ctx, &ipseccav1.EnrollRequest{Token: tok.GetToken(), CsrPem: csrFor(t, key,
+		"node-a")}); err != nil {
 		t.Fatalf("valid enrolment after the bad ones: %v", err)
 	}
 	// Admin listing arguments.
@@ -506,7 +508,8 @@ func TestValidateBundleIsAuditedWithoutSecrets(t *testing.T) {
 	}
 	// Node certificates cannot call it.
 	node := c.enrollNode(t, "node-a")
-	if _, err := ipseccav1.NewAdminServiceClient(c.conn(t, node)).ValidateBundle(ctx, &ipseccav1.ValidateBundleRequest{}); status.Code(
+	if _, err := ipseccav1.NewAdminServiceClient(c.conn(t, node)).ValidateBundle(ctx,
+		&ipseccav1.ValidateBundleRequest{}); status.Code(
 		err,
 	) != codes.PermissionDenied {
 		t.Fatalf("node calling ValidateBundle: %v", err)

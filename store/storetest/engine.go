@@ -212,7 +212,8 @@ func testEngineScan(t *testing.T, e store.Engine) {
 			return fmt.Errorf("events from 18: %v", got)
 		}
 		got = nil
-		if err := v.Scan(store.KByNode("n1", ""), store.KByNode("n1", "s17")+"\x00", true, func(k string, _ []byte) (bool, error) {
+		if err := v.Scan(store.KByNode("n1", ""), store.KByNode("n1", "s17")+"\x00", true, func(k string,
+			_ []byte) (bool, error) {
 			got = append(got, k)
 			return len(got) < 2, nil
 		}); err != nil {
@@ -225,7 +226,8 @@ func testEngineScan(t *testing.T, e store.Engine) {
 		if err != nil || string(vals[0]) != "3" || vals[1] != nil || string(vals[2]) != "1" {
 			return fmt.Errorf("get many: %q %v", vals, err)
 		}
-		for prefix, want := range map[string]int{"events/": 20, store.KByNode("n1", ""): 20, store.KByNode("n2", ""): 0} {
+		for prefix, want := range map[string]int{"events/": 20, store.KByNode("n1", ""): 20, store.KByNode("n2",
+			""): 0} {
 			if n, err := v.Count(prefix); err != nil || n != want {
 				return fmt.Errorf("count %s: %d %v, want %d", prefix, n, err, want)
 			}

@@ -114,7 +114,8 @@ func testCA(t *testing.T, s Backend) {
 	) {
 		t.Fatalf("renew before create: %v", err)
 	}
-	if err := s.CreateCA(ctx, &store.CA{CertPEM: []byte("c1"), KeyPEM: []byte("k1")}, store.Event{Type: store.EventCACreated}); err != nil {
+	if err := s.CreateCA(ctx, &store.CA{CertPEM: []byte("c1"), KeyPEM: []byte("k1")},
+		store.Event{Type: store.EventCACreated}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.CreateCA(ctx, &store.CA{CertPEM: []byte("c2")}, store.Event{Type: store.EventCACreated}); !errors.Is(
@@ -123,7 +124,8 @@ func testCA(t *testing.T, s Backend) {
 	) {
 		t.Fatalf("second create: %v", err)
 	}
-	if err := s.RenewCA(ctx, &store.CA{CertPEM: []byte("c3"), KeyPEM: []byte("k1"), Previous: [][]byte{[]byte("c1")}}, store.Event{Type: store.EventCARenewed}); err != nil {
+	if err := s.RenewCA(ctx, &store.CA{CertPEM: []byte("c3"), KeyPEM: []byte("k1"), Previous: [][]byte{[]byte("c1")}},
+		store.Event{Type: store.EventCARenewed}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.CA(ctx)
@@ -137,7 +139,8 @@ func testCA(t *testing.T, s Backend) {
 
 func testIssueSupersedes(t *testing.T, s Backend) {
 	ctx := context.Background()
-	for _, c := range []*store.Cert{Cert("a1", "node-a", T0.Add(3*time.Hour)), Cert("a2", "node-a", T0.Add(2*time.Hour)), Cert("b1", "node-b", T0.Add(time.Hour))} {
+	for _, c := range []*store.Cert{Cert("a1", "node-a", T0.Add(3*time.Hour)), Cert("a2", "node-a",
+		T0.Add(2*time.Hour)), Cert("b1", "node-b", T0.Add(time.Hour))} {
 		c.IssuedAt = c.RotateAfter
 		if err := Issue(s, c, ""); err != nil {
 			t.Fatal(err)
@@ -181,7 +184,8 @@ func serials(cs []*store.Cert) []string {
 
 func testTokenSingleUse(t *testing.T, s Backend) {
 	ctx := context.Background()
-	if err := s.PutToken(ctx, &store.Token{ID: "tok", Node: "node-a", CommonName: "node-a", ExpiresAt: T0.Add(time.Hour)}, store.Event{Type: store.EventTokenCreated}); err != nil {
+	if err := s.PutToken(ctx, &store.Token{ID: "tok", Node: "node-a", CommonName: "node-a",
+		ExpiresAt: T0.Add(time.Hour)}, store.Event{Type: store.EventTokenCreated}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.PutToken(ctx, &store.Token{ID: "tok"}, store.Event{Type: store.EventTokenCreated}); !errors.Is(
@@ -299,7 +303,8 @@ func testListCerts(t *testing.T, s Backend) {
 	) != nodes {
 		t.Fatalf("active: %d, want one per node", len(active))
 	}
-	if expired, _, _ := s.ListCerts(ctx, store.CertFilter{State: store.StateExpired, Now: T0.AddDate(6, 0, 0), Limit: 1000}); len(
+	if expired, _, _ := s.ListCerts(ctx, store.CertFilter{State: store.StateExpired, Now: T0.AddDate(6, 0, 0),
+		Limit: 1000}); len(
 		expired,
 	) != nodes {
 		t.Fatalf("expired after 6 years: %d", len(expired))
@@ -386,10 +391,12 @@ func testRotationMarks(t *testing.T, s Backend) {
 		t.Fatalf("next times %s %s %v", rot, grace, err)
 	}
 	// node-a due now, grace 1h.
-	if err := s.MarkDue(ctx, "snode-a", T0.Add(time.Hour), "scheduled", T0.Add(2*time.Hour), store.Event{Type: store.EventRotationDue}); err != nil {
+	if err := s.MarkDue(ctx, "snode-a", T0.Add(time.Hour), "scheduled", T0.Add(2*time.Hour),
+		store.Event{Type: store.EventRotationDue}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.MarkDue(ctx, "snode-a", T0.Add(time.Hour), "scheduled", T0.Add(2*time.Hour), store.Event{Type: store.EventRotationDue}); !errors.Is(
+	if err := s.MarkDue(ctx, "snode-a", T0.Add(time.Hour), "scheduled", T0.Add(2*time.Hour),
+		store.Event{Type: store.EventRotationDue}); !errors.Is(
 		err,
 		store.ErrExists,
 	) {
@@ -398,14 +405,16 @@ func testRotationMarks(t *testing.T, s Backend) {
 	if ended, _ := s.GraceEndedBefore(ctx, T0.Add(2*time.Hour), 10); len(ended) != 1 {
 		t.Fatalf("grace ended: %v", serials(ended))
 	}
-	if err := s.MarkOverdue(ctx, "snode-a", T0.Add(2*time.Hour), store.Event{Type: store.EventRotationOverdue}); err != nil {
+	if err := s.MarkOverdue(ctx, "snode-a", T0.Add(2*time.Hour),
+		store.Event{Type: store.EventRotationOverdue}); err != nil {
 		t.Fatal(err)
 	}
 	if n, _ := s.OverdueCount(ctx); n != 1 {
 		t.Fatalf("overdue count %d", n)
 	}
 	// node-c forced earlier than node-b.
-	if err := s.Reschedule(ctx, "snode-c", T0.Add(90*time.Minute), store.Event{Type: store.EventRotationForced}); err != nil {
+	if err := s.Reschedule(ctx, "snode-c", T0.Add(90*time.Minute),
+		store.Event{Type: store.EventRotationForced}); err != nil {
 		t.Fatal(err)
 	}
 	sched, err := s.Schedule(ctx, 10)
@@ -525,7 +534,8 @@ func testRequestUID(t *testing.T, s Backend) {
 func token(t *testing.T, s Backend, id, node string) {
 	t.Helper()
 	tok := &store.Token{ID: id, Node: node, CommonName: node, CreatedAt: T0, ExpiresAt: T0.Add(time.Hour)}
-	if err := s.PutToken(context.Background(), tok, store.Event{Type: store.EventTokenCreated, Node: node}); err != nil {
+	if err := s.PutToken(context.Background(), tok, store.Event{Type: store.EventTokenCreated,
+		Node: node}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -540,7 +550,8 @@ func testRevokedNodeGetsNothing(t *testing.T, s Backend) {
 	if err := Issue(s, Cert("a1", "node-a", T0), "t1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.RevokeNode(ctx, "node-a", T0, store.Event{Type: store.EventNodeRevoked, Node: "node-a"}); err != nil {
+	if _, err := s.RevokeNode(ctx, "node-a", T0, store.Event{Type: store.EventNodeRevoked,
+		Node: "node-a"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := Issue(s, Cert("a2", "node-a", T0), "spare"); !errors.Is(err, store.ErrNodeRevoked) {
@@ -548,7 +559,8 @@ func testRevokedNodeGetsNothing(t *testing.T, s Backend) {
 	}
 	c := Cert("a3", "node-a", T0)
 	c.RequestUID = "uid-a3"
-	if err := s.Issue(ctx, store.Issuance{Cert: c, RequestUID: "uid-a3", Event: store.Event{Type: store.EventEnrolled}}); !errors.Is(
+	if err := s.Issue(ctx, store.Issuance{Cert: c, RequestUID: "uid-a3",
+		Event: store.Event{Type: store.EventEnrolled}}); !errors.Is(
 		err,
 		store.ErrNodeRevoked,
 	) {
@@ -577,7 +589,8 @@ func testRevokedNodeGetsNothing(t *testing.T, s Backend) {
 	}
 	// Revoking a node that never enrolled voids its tokens too.
 	token(t, s, "tb", "node-b")
-	if n, err := s.RevokeNode(ctx, "node-b", T0, store.Event{Type: store.EventNodeRevoked, Node: "node-b"}); err != nil ||
+	if n, err := s.RevokeNode(ctx, "node-b", T0, store.Event{Type: store.EventNodeRevoked,
+		Node: "node-b"}); err != nil ||
 		n != 0 {
 		t.Fatalf("revoke a node without certificates: %d %v", n, err)
 	}
@@ -609,7 +622,8 @@ func testForget(t *testing.T, s Backend) {
 	if err := Issue(s, taken, ""); !errors.Is(err, store.ErrNameHeld) {
 		t.Fatalf("another node taking a held name: %v", err)
 	}
-	if _, err := s.RevokeNode(ctx, "node-a", T0.Add(time.Minute), store.Event{Type: store.EventNodeRevoked}); err != nil {
+	if _, err := s.RevokeNode(ctx, "node-a", T0.Add(time.Minute),
+		store.Event{Type: store.EventNodeRevoked}); err != nil {
 		t.Fatal(err)
 	}
 	if err := Issue(s, taken, ""); !errors.Is(err, store.ErrNameHeld) {
