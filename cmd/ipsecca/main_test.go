@@ -51,7 +51,8 @@ func TestExitStatus(t *testing.T) {
 	} {
 		var out, errb bytes.Buffer
 		code := run(strings.Fields(tc.args), &out, &errb)
-		if code != tc.code || !strings.Contains(errb.String(), tc.stderr) || (code != 0 && !strings.HasPrefix(errb.String(), "ipsecca: ")) {
+		if code != tc.code || !strings.Contains(errb.String(), tc.stderr) ||
+			(code != 0 && !strings.HasPrefix(errb.String(), "ipsecca: ")) {
 			t.Errorf("ipsecca %s: exit %d, stderr %q; want %d and %q", tc.args, code, errb.String(), tc.code, tc.stderr)
 		}
 		if code == 0 && out.Len() == 0 {
@@ -90,17 +91,24 @@ func TestConnFlagsPersistent(t *testing.T) {
 			}
 			var out bytes.Buffer
 			if code := run(append(strings.Fields(leaf.CommandPath())[1:], "--help"), &out, &out); code != 0 ||
-				!strings.Contains(out.String(), "--server string") || !strings.Contains(out.String(), "$IPSECCA_DATA_DIR") {
+				!strings.Contains(
+					out.String(),
+					"--server string",
+				) || !strings.Contains(out.String(), "$IPSECCA_DATA_DIR") {
 				t.Errorf("%s --help: exit %d\n%s", leaf.CommandPath(), code, out.String())
 			}
 		}
 	}
 	if groups != 7 {
-		t.Errorf("%d command groups with connection flags; want 7 (token, certs, nodes, audit, rotations, ca, admin)", groups)
+		t.Errorf(
+			"%d command groups with connection flags; want 7 (token, certs, nodes, audit, rotations, ca, admin)",
+			groups,
+		)
 	}
 	dir := t.TempDir()
 	var out, errb bytes.Buffer
-	if code := run([]string{"certs", "--data-dir", dir, "list"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), dir) {
+	if code := run([]string{"certs", "--data-dir", dir, "list"}, &out, &errb); code != 1 ||
+		!strings.Contains(errb.String(), dir) {
 		t.Errorf("certs --data-dir DIR list: exit %d, %s", code, errb.String())
 	}
 }

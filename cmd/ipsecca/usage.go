@@ -62,7 +62,8 @@ func typeUsageErrors(root *cobra.Command) {
 // cobra's own hidden commands, added as it executes.
 func execute(ctx context.Context, root *cobra.Command, args []string) error {
 	root.SetArgs(args)
-	if len(args) == 0 || !slices.Contains([]string{cobra.ShellCompRequestCmd, cobra.ShellCompNoDescRequestCmd}, args[0]) {
+	if len(args) == 0 ||
+		!slices.Contains([]string{cobra.ShellCompRequestCmd, cobra.ShellCompNoDescRequestCmd}, args[0]) {
 		if _, _, err := root.Find(args); err != nil {
 			return asUsage(err)
 		}

@@ -91,7 +91,11 @@ type MismatchError struct {
 }
 
 func (e *MismatchError) Error() string {
-	return fmt.Sprintf("store migrate: %d check(s) failed; the etcd prefix %s holds a partial copy: delete it before trying again", e.Failed, e.Prefix)
+	return fmt.Sprintf(
+		"store migrate: %d check(s) failed; the etcd prefix %s holds a partial copy: delete it before trying again",
+		e.Failed,
+		e.Prefix,
+	)
 }
 
 // source is what a migration reads of the store it moves (*bolt.Store).
@@ -166,7 +170,12 @@ func run(ctx context.Context, src source, o Options) (*Report, error) {
 		return rep, &MismatchError{Failed: n, Prefix: rep.Prefix}
 	}
 	if sealed {
-		ev := store.Event{Time: now().UTC(), Type: store.EventCAKeySealed, Actor: Actor, Detail: map[string]string{"from": "bolt:" + o.From}}
+		ev := store.Event{
+			Time:   now().UTC(),
+			Type:   store.EventCAKeySealed,
+			Actor:  Actor,
+			Detail: map[string]string{"from": "bolt:" + o.From},
+		}
 		if err := dst.AppendEvent(ctx, ev); err != nil {
 			return rep, err
 		}

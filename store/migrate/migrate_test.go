@@ -30,7 +30,11 @@ func boltCA(t *testing.T) string {
 		t.Fatal(err)
 	}
 	for i := range 6 {
-		c := storetest.Cert(fmt.Sprintf("%04x", i), fmt.Sprintf("node-%d", i), storetest.T0.Add(time.Duration(i)*time.Hour))
+		c := storetest.Cert(
+			fmt.Sprintf("%04x", i),
+			fmt.Sprintf("node-%d", i),
+			storetest.T0.Add(time.Duration(i)*time.Hour),
+		)
 		if err := src.Issue(ctx, store.Issuance{Cert: c, Event: store.Event{Type: store.EventEnrolled, Node: c.Node, Serial: c.Serial}}); err != nil {
 			t.Fatal(err)
 		}
@@ -58,7 +62,16 @@ var prefixes = 0
 
 func options(c *etcdtest.Cluster, from string) Options {
 	prefixes++
-	return Options{From: from, Seal: seal, To: etcd.Options{Endpoints: c.Endpoints(), Prefix: fmt.Sprintf("/migrate-%d", prefixes), MaxTxnOps: etcdtest.MaxTxnOps, RequestTimeout: 3 * time.Second}}
+	return Options{
+		From: from,
+		Seal: seal,
+		To: etcd.Options{
+			Endpoints:      c.Endpoints(),
+			Prefix:         fmt.Sprintf("/migrate-%d", prefixes),
+			MaxTxnOps:      etcdtest.MaxTxnOps,
+			RequestTimeout: 3 * time.Second,
+		},
+	}
 }
 
 // A bbolt CA moves whole: the report counts what was copied, every check
@@ -84,7 +97,8 @@ func TestFromBolt(t *testing.T) {
 			t.Errorf("check %s: source %s, copy %s", ch.Name, ch.Source, ch.Copy)
 		}
 	}
-	if got := strings.Join(names, "|"); got != "audit chain|certificate counts|schedule (first 1000)" || rep.Failed() != 0 {
+	if got := strings.Join(names, "|"); got != "audit chain|certificate counts|schedule (first 1000)" ||
+		rep.Failed() != 0 {
 		t.Fatalf("checks %s, %d failed", got, rep.Failed())
 	}
 	if rep.Checks[0].Source != "9" || !strings.HasPrefix(rep.Checks[2].Source, "6 certificates") {
@@ -151,7 +165,8 @@ func TestMismatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dst.Close()
-	if evs, _, err := dst.ListEvents(ctx, store.EventFilter{Type: store.EventCAKeySealed}); err != nil || len(evs) != 0 {
+	if evs, _, err := dst.ListEvents(ctx, store.EventFilter{Type: store.EventCAKeySealed}); err != nil ||
+		len(evs) != 0 {
 		t.Fatalf("ca.key_sealed after a mismatch: %+v, %v", evs, err)
 	}
 }
@@ -159,7 +174,10 @@ func TestMismatch(t *testing.T) {
 // Without a CA there is nothing to move; nothing is opened in etcd.
 func TestNoCA(t *testing.T) {
 	dir := t.TempDir()
-	rep, err := FromBolt(context.Background(), Options{From: dir, Seal: seal, To: etcd.Options{Endpoints: []string{"127.0.0.1:1"}}})
+	rep, err := FromBolt(
+		context.Background(),
+		Options{From: dir, Seal: seal, To: etcd.Options{Endpoints: []string{"127.0.0.1:1"}}},
+	)
 	if err == nil || !strings.Contains(err.Error(), dir+" holds no CA") || rep.Imported {
 		t.Fatalf("err %v, report %+v", err, rep)
 	}
