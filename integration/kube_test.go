@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/ipsecca/ipsecca/kube"
+	"github.com/ipsecca/ipsecca/kube/deploy"
 	"github.com/ipsecca/ipsecca/kube/kubetest"
 )
 
@@ -33,7 +34,7 @@ func TestKubernetesModeEndToEnd(t *testing.T) {
 	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "openshift-ovn-kubernetes"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	objs, err := kube.Manifests(kube.ManifestOptions{})
+	objs, err := deploy.Manifests(deploy.ManifestOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +45,7 @@ func TestKubernetesModeEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The signer, as the CA's service account.
-	saKubeconfig := srv.KubeconfigFile(t, srv.ServiceAccountConfig(t, kube.DefaultNamespace, kube.NameCA))
+	saKubeconfig := srv.KubeconfigFile(t, srv.ServiceAccountConfig(t, kube.DefaultNamespace, deploy.NameCA))
 	ca := startServer(t, "", "--kube", "--kubeconfig", saKubeconfig)
 	// The node, as itself.
 	nodeKubeconfig := srv.KubeconfigFile(t, srv.ConfigFor(nodeUser))

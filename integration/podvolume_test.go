@@ -12,7 +12,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/ipsecca/ipsecca/kube"
+	"github.com/ipsecca/ipsecca/kube/deploy"
 )
 
 // TestDataDirOnPodVolume runs the CA as the manifests' pod user on a
@@ -27,7 +27,7 @@ func TestDataDirOnPodVolume(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("this test needs root: it makes a root-owned volume and runs the CA as another user")
 	}
-	objs, err := kube.Manifests(kube.ManifestOptions{})
+	objs, err := deploy.Manifests(deploy.ManifestOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,9 +68,9 @@ func TestDataDirOnPodVolume(t *testing.T) {
 	if err := os.Chmod(vol, 0o777|fs.ModeSetgid); err != nil {
 		t.Fatal(err)
 	}
-	rel, err := filepath.Rel(kube.VolumeDir, kube.DataDir)
+	rel, err := filepath.Rel(deploy.VolumeDir, deploy.DataDir)
 	if err != nil || rel == "." || strings.HasPrefix(rel, "..") {
-		t.Fatalf("the data directory %s is not inside the volume %s", kube.DataDir, kube.VolumeDir)
+		t.Fatalf("the data directory %s is not inside the volume %s", deploy.DataDir, deploy.VolumeDir)
 	}
 	launch := func(dir string) *serverProc {
 		s := newServer(t, dir)

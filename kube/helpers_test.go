@@ -1,8 +1,6 @@
 package kube_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -11,9 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -28,14 +24,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/serializer/json"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/ipsecca/ipsecca/ca"
 	"github.com/ipsecca/ipsecca/kube"
+	"github.com/ipsecca/ipsecca/kube/deploy"
 	"github.com/ipsecca/ipsecca/kube/kubetest"
 	"github.com/ipsecca/ipsecca/store"
 	"github.com/ipsecca/ipsecca/store/bolt"
@@ -87,8 +80,8 @@ func newEnv(t *testing.T) *env {
 		metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	applyManifests(t, srv, kube.ManifestOptions{})
-	e.signer = kubetest.Client(t, srv.ServiceAccountConfig(t, kube.DefaultNamespace, kube.NameCA))
+	kubetest.ApplyManifests(t, srv, deploy.ManifestOptions{})
+	e.signer = kubetest.Client(t, srv.ServiceAccountConfig(t, kube.DefaultNamespace, deploy.NameCA))
 	e.store, e.auth = newCA(t, ca.ClockFunc(time.Now))
 	return e
 }
@@ -379,65 +372,6 @@ func (e *env) events(node string) []*store.Event {
 		e.t.Fatal(err)
 	}
 	return evs
-}
-
-// decodeStrict decodes a YAML stream with the Kubernetes scheme; an
-// unknown or duplicate field is an error.
-func decodeStrict(stream []byte) ([]runtime.Object, error) {
-	dec := json.NewSerializerWithOptions(json.DefaultMetaFactory, scheme.Scheme, scheme.Scheme,
-		json.SerializerOptions{Yaml: true, Strict: true})
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(stream)))
-	var out []runtime.Object
-	for {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		if len(bytes.TrimSpace(stripComments(doc))) == 0 {
-			continue
-		}
-		obj, _, err := dec.Decode(doc, nil, nil)
-		if err != nil {
-			return nil, fmt.Errorf("document %d: %w", len(out)+1, err)
-		}
-		out = append(out, obj)
-	}
-}
-
-func stripComments(doc []byte) []byte {
-	var b bytes.Buffer
-	for _, l := range strings.Split(string(doc), "\n") {
-		if !strings.HasPrefix(strings.TrimSpace(l), "#") {
-			b.WriteString(l + "\n")
-		}
-	}
-	return b.Bytes()
-}
-
-// applyManifests prints the manifests, decodes them strictly and creates
-// every object on the API server (strict field validation there too).
-func applyManifests(t *testing.T, srv *kubetest.Server, o kube.ManifestOptions) []runtime.Object {
-	t.Helper()
-	objs, err := kube.Manifests(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if err := kube.WriteYAML(&buf, objs); err != nil {
-		t.Fatal(err)
-	}
-	decoded, err := decodeStrict(buf.Bytes())
-	if err != nil {
-		t.Fatalf("strict decoding of the printed manifests: %v\n%s", err, buf.String())
-	}
-	if len(decoded) != len(objs) {
-		t.Fatalf("printed %d objects, decoded %d", len(objs), len(decoded))
-	}
-	kubetest.Create(t, srv, decoded)
-	return decoded
 }
 
 // testLogger logs through t.Log, prefixed with the signer's identity.

@@ -61,15 +61,27 @@ func (m *minimalSigner) Enroll(_ context.Context, req *ipseccav1.EnrollRequest) 
 	now := time.Now()
 	serial := make([]byte, 16)
 	rand.Read(serial)
-	tmpl := &x509.Certificate{SerialNumber: new(big.Int).SetBytes(serial), Subject: pkix.Name{Organization: []string{"ipsecca"}, CommonName: csr.Subject.CommonName},
-		NotBefore: now, NotAfter: now.AddDate(5, 0, 0), DNSNames: []string{csr.Subject.CommonName}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, AuthorityKeyId: m.cert.SubjectKeyId}
+	tmpl := &x509.Certificate{
+		SerialNumber: new(big.Int).SetBytes(serial),
+		Subject:      pkix.Name{Organization: []string{"ipsecca"}, CommonName: csr.Subject.CommonName},
+		NotBefore:    now,
+		NotAfter:     now.AddDate(5, 0, 0),
+		DNSNames:     []string{csr.Subject.CommonName},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{
+			x509.ExtKeyUsageServerAuth,
+			x509.ExtKeyUsageClientAuth,
+		},
+		AuthorityKeyId: m.cert.SubjectKeyId,
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, m.cert, csr.PublicKey, m.key)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	return &ipseccav1.IssueResponse{
-		Certificate: &ipseccav1.Certificate{CertificatePem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})},
+		Certificate: &ipseccav1.Certificate{
+			CertificatePem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		},
 		CaBundlePem: m.caPEM,
 	}, nil
 }
@@ -140,7 +152,15 @@ func ceilingRows(c config, limit float64) []row {
 			return err
 		})
 		us := perCert(cpuSeconds([]int{cmd.Process.Pid})[0]-cpu0, n)
-		say("ceiling: minimal signer (no storage) at %d in flight: %.0f/s, p50 %.2f ms, p99 %.2f ms, server CPU %.0f µs/cert", conc, rate, p50, p99, us)
+		say(
+			"ceiling: minimal signer (no storage) at %d in flight: %.0f/s, p50 %.2f ms, p99 %.2f ms, server CPU %.0f "+
+				"µs/cert",
+			conc,
+			rate,
+			p50,
+			p99,
+			us,
+		)
 		rows = append(rows, row{Name: fmt.Sprintf("ceiling: minimal gRPC+TLS signer, no storage, %d in flight", conc),
 			Rate: rate, P50: p50, P99: p99, Ratio: rate / limit, CPUus: us})
 	}

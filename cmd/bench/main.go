@@ -92,11 +92,27 @@ func main() {
 	flag.StringVar(&conc, "concurrency", "1,16,64", "concurrent clients, comma-separated")
 	flag.DurationVar(&c.duration, "duration", 10*time.Second, "load duration per concurrency level")
 	flag.StringVar(&c.keyType, "ca-key-type", "ecdsa-p256", "the CA's key type")
-	flag.StringVar(&sizes, "store-size", "10000,1000000", "store sizes for the scale test, comma-separated (small first)")
+	flag.StringVar(
+		&sizes,
+		"store-size",
+		"10000,1000000",
+		"store sizes for the scale test, comma-separated (small first)",
+	)
 	flag.IntVar(&c.fleet, "fleet", 5000, "nodes enrolling at once")
 	flag.StringVar(&c.jsonOut, "json", "", "also write the results as JSON to this file")
-	flag.StringVar(&c.store, "store", "bolt", "bolt, or etcd: also run the enrolment and renewal loads against a local 3-member etcd cluster (fsync on) in the same run and print the ratio to bbolt")
-	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write the server's CPU profile during the last enrolment run here (go tool pprof)")
+	flag.StringVar(
+		&c.store,
+		"store",
+		"bolt",
+		"bolt, or etcd: also run the enrolment and renewal loads against a local 3-member etcd cluster (fsync on) in "+
+			"the same run and print the ratio to bbolt",
+	)
+	flag.StringVar(
+		&c.cpuProfile,
+		"cpuprofile",
+		"",
+		"write the server's CPU profile during the last enrolment run here (go tool pprof)",
+	)
 	flag.Parse()
 	if c.quick {
 		c.duration, sizes, c.fleet = 2*time.Second, "10000,50000", 500
@@ -125,7 +141,18 @@ func main() {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "MEASURE\tPER SEC\tP50 ms\tP99 ms\tOF LIMIT\tSERVER CPU µs/CERT\tSERVER RSS MiB\tVALUE\n")
 	for _, r := range rows {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, num(r.Rate, 0), num(r.P50, 2), num(r.P99, 2), pct(r.Ratio), num(r.CPUus, 0), num(r.RSSMiB, 0), r.Value)
+		fmt.Fprintf(
+			w,
+			"%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			r.Name,
+			num(r.Rate, 0),
+			num(r.P50, 2),
+			num(r.P99, 2),
+			pct(r.Ratio),
+			num(r.CPUus, 0),
+			num(r.RSSMiB, 0),
+			r.Value,
+		)
 	}
 	w.Flush()
 	if c.jsonOut != "" {
@@ -158,7 +185,13 @@ func say(format string, a ...any) { fmt.Fprintf(os.Stderr, "# "+format+"\n", a..
 func run(c config) []row {
 	var rows []row
 	limit := inProcessLimit(c)
-	rows = append(rows, row{Name: "in-process limit (parse+verify CSR, sign leaf, " + strconv.Itoa(runtime.GOMAXPROCS(0)) + " cores)", Rate: limit})
+	rows = append(
+		rows,
+		row{
+			Name: "in-process limit (parse+verify CSR, sign leaf, " + strconv.Itoa(runtime.GOMAXPROCS(0)) + " cores)",
+			Rate: limit,
+		},
+	)
 	rows = append(rows, ceilingRows(c, limit)...)
 
 	srv := startServer(c, "")
@@ -229,8 +262,18 @@ func etcdRows(c config, limit float64, boltRate map[string]float64) []row {
 	if err := os.WriteFile(kek, []byte(base64.StdEncoding.EncodeToString(key)), 0o600); err != nil {
 		fatal("%v", err)
 	}
-	srv := startServer(c, filepath.Join(d, "ca"), "--store", "etcd", "--etcd-endpoints", strings.Join(cluster.Endpoints(), ","),
-		"--kek-file", kek, "--etcd-max-txn-ops", strconv.Itoa(etcdtest.MaxTxnOps))
+	srv := startServer(
+		c,
+		filepath.Join(d, "ca"),
+		"--store",
+		"etcd",
+		"--etcd-endpoints",
+		strings.Join(cluster.Endpoints(), ","),
+		"--kek-file",
+		kek,
+		"--etcd-max-txn-ops",
+		strconv.Itoa(etcdtest.MaxTxnOps),
+	)
 	defer srv.stop()
 	var rows []row
 	ratio := func(r row, key string) row {
@@ -297,14 +340,26 @@ func inProcessLimit(c config) float64 {
 				if err != nil {
 					fatal("%v", err)
 				}
-				if err := ca.Evaluate(ca.NodePolicy, &ca.Request{CSR: csr, Identity: ca.Identity{Node: p.name, CN: p.name}}); err != nil {
+				if err := ca.Evaluate(ca.NodePolicy, &ca.Request{CSR: csr, Identity: ca.Identity{Node: p.name,
+					CN: p.name}}); err != nil {
 					fatal("%v", err)
 				}
 				now := time.Now()
-				tmpl := &x509.Certificate{SerialNumber: new(big.Int).SetUint64(uint64(now.UnixNano())), Subject: pkix.Name{Organization: []string{"ipsecca"}, CommonName: p.name},
-					NotBefore: now, NotAfter: now.AddDate(5, 0, 0), DNSNames: []string{p.name}, KeyUsage: x509.KeyUsageDigitalSignature,
-					ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, AuthorityKeyId: root.Cert.SubjectKeyId}
-				if _, err := x509.CreateCertificate(rand.Reader, tmpl, root.Cert, csr.PublicKey, root.Signer); err != nil {
+				tmpl := &x509.Certificate{
+					SerialNumber: new(big.Int).SetUint64(uint64(now.UnixNano())),
+					Subject:      pkix.Name{Organization: []string{"ipsecca"}, CommonName: p.name},
+					NotBefore:    now,
+					NotAfter:     now.AddDate(5, 0, 0),
+					DNSNames:     []string{p.name},
+					KeyUsage:     x509.KeyUsageDigitalSignature,
+					ExtKeyUsage: []x509.ExtKeyUsage{
+						x509.ExtKeyUsageServerAuth,
+						x509.ExtKeyUsageClientAuth,
+					},
+					AuthorityKeyId: root.Cert.SubjectKeyId,
+				}
+				if _, err := x509.CreateCertificate(rand.Reader, tmpl, root.Cert, csr.PublicKey,
+					root.Signer); err != nil {
 					fatal("%v", err)
 				}
 				done.Add(1)
@@ -340,11 +395,19 @@ func makeCSRs(n int, prefix string) []*pending {
 			for i := g; i < n; i += runtime.GOMAXPROCS(0) {
 				name := fmt.Sprintf("%s-%d", prefix, i)
 				k := keys[i%len(keys)]
-				der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: name}}, k)
+				der, err := x509.CreateCertificateRequest(
+					rand.Reader,
+					&x509.CertificateRequest{Subject: pkix.Name{CommonName: name}},
+					k,
+				)
 				if err != nil {
 					fatal("%v", err)
 				}
-				out[i] = &pending{name: name, key: k, csr: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})}
+				out[i] = &pending{
+					name: name,
+					key:  k,
+					csr:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
+				}
 			}
 		}()
 	}
@@ -406,7 +469,10 @@ func (s *server) waitHealthy() time.Duration {
 			conn.Close()
 			if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
 				s.caPEM = caPEM
-				pair, err := tls.LoadX509KeyPair(filepath.Join(s.dir, "admin.pem"), filepath.Join(s.dir, "admin-key.pem"))
+				pair, err := tls.LoadX509KeyPair(
+					filepath.Join(s.dir, "admin.pem"),
+					filepath.Join(s.dir, "admin-key.pem"),
+				)
 				if err != nil {
 					fatal("%v", err)
 				}
@@ -473,7 +539,10 @@ func (s *server) tokens(n int) []*pending {
 	for i := 0; i < n; i += 10000 {
 		req := &ipseccav1.CreateTokensRequest{}
 		for _, p := range ps[i:min(i+10000, n)] {
-			req.Requests = append(req.Requests, &ipseccav1.CreateTokenRequest{Node: p.name, Ttl: durationpb.New(time.Hour)})
+			req.Requests = append(
+				req.Requests,
+				&ipseccav1.CreateTokenRequest{Node: p.name, Ttl: durationpb.New(time.Hour)},
+			)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 		resp, err := s.admin.CreateTokens(ctx, req)
@@ -555,8 +624,22 @@ func (s *server) enrolLoad(c config, conc int) row {
 		return err
 	})
 	us := perCert(cpuSeconds([]int{s.cmd.Process.Pid})[0]-cpu0, n)
-	say("enrol at %d in flight: %.0f/s (%d certs), p50 %.2f ms, p99 %.2f ms, server CPU %.0f µs/cert", conc, rate, n, p50, p99, us)
-	return row{Name: fmt.Sprintf("enrol, %d in flight, %d conns, TLS, fsync", conc, conc/8+1), Rate: rate, P50: p50, P99: p99, CPUus: us}
+	say(
+		"enrol at %d in flight: %.0f/s (%d certs), p50 %.2f ms, p99 %.2f ms, server CPU %.0f µs/cert",
+		conc,
+		rate,
+		n,
+		p50,
+		p99,
+		us,
+	)
+	return row{
+		Name:  fmt.Sprintf("enrol, %d in flight, %d conns, TLS, fsync", conc, conc/8+1),
+		Rate:  rate,
+		P50:   p50,
+		P99:   p99,
+		CPUus: us,
+	}
 }
 
 func (s *server) renewLoad(c config, conc int) row {
@@ -588,7 +671,13 @@ func (s *server) renewLoad(c config, conc int) row {
 	})
 	us := perCert(cpuSeconds([]int{s.cmd.Process.Pid})[0]-cpu0, n)
 	say("renew at %d in flight: %.0f/s, p50 %.2f ms, p99 %.2f ms, server CPU %.0f µs/cert", conc, rate, p50, p99, us)
-	return row{Name: fmt.Sprintf("renew over mTLS, %d in flight, %d nodes", conc, len(nodes)), Rate: rate, P50: p50, P99: p99, CPUus: us}
+	return row{
+		Name:  fmt.Sprintf("renew over mTLS, %d in flight, %d nodes", conc, len(nodes)),
+		Rate:  rate,
+		P50:   p50,
+		P99:   p99,
+		CPUus: us,
+	}
 }
 
 // fleet enrols n nodes at once, each with its own key, token and TLS
@@ -598,7 +687,11 @@ func (s *server) fleet(c config) row {
 	ps := s.tokens(c.fleet)
 	for i := range ps {
 		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: ps[i].name}}, k)
+		der, _ := x509.CreateCertificateRequest(
+			rand.Reader,
+			&x509.CertificateRequest{Subject: pkix.Name{CommonName: ps[i].name}},
+			k,
+		)
 		ps[i].csr = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
 	}
 	var retries, failed atomic.Int64
@@ -613,13 +706,15 @@ func (s *server) fleet(c config) row {
 			backoff := 100 * time.Millisecond
 			for attempt := 0; attempt < 8; attempt++ {
 				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-				_, err := ipseccav1.NewNodeServiceClient(conn).Enroll(ctx, &ipseccav1.EnrollRequest{Token: p.token, CsrPem: p.csr})
+				_, err := ipseccav1.NewNodeServiceClient(conn).
+					Enroll(ctx, &ipseccav1.EnrollRequest{Token: p.token, CsrPem: p.csr})
 				cancel()
 				if err == nil {
 					return
 				}
 				code := status.Code(err)
-				if code != codes.Unavailable && code != codes.ResourceExhausted && !errors.Is(err, context.DeadlineExceeded) {
+				if code != codes.Unavailable && code != codes.ResourceExhausted &&
+					!errors.Is(err, context.DeadlineExceeded) {
 					failed.Add(1)
 					return
 				}
@@ -633,8 +728,16 @@ func (s *server) fleet(c config) row {
 	wg.Wait()
 	took := time.Since(start)
 	say("fleet of %d: %s, %d retries, %d failed", c.fleet, took.Round(time.Millisecond), retries.Load(), failed.Load())
-	return row{Name: fmt.Sprintf("fleet: %d nodes at once (own key, token, TLS conn)", c.fleet), Rate: float64(c.fleet) / took.Seconds(),
-		Value: fmt.Sprintf("%s total, %d retries, %d failed", took.Round(time.Millisecond), retries.Load(), failed.Load())}
+	return row{
+		Name: fmt.Sprintf("fleet: %d nodes at once (own key, token, TLS conn)", c.fleet),
+		Rate: float64(c.fleet) / took.Seconds(),
+		Value: fmt.Sprintf(
+			"%s total, %d retries, %d failed",
+			took.Round(time.Millisecond),
+			retries.Load(),
+			failed.Load(),
+		),
+	}
 }
 
 // scale fills stores of each size directly through the store package
@@ -646,7 +749,8 @@ func scale(c config) []row {
 	for _, n := range c.storeSizes {
 		dir, _ := os.MkdirTemp("", "ipsecca-bench-scale-")
 		data := filepath.Join(dir, "ca")
-		if out, err := exec.Command(c.binary, "init", "--data-dir", data, "--ca-key-type", c.keyType, "--log-level", "error").CombinedOutput(); err != nil {
+		if out, err := exec.Command(c.binary, "init", "--data-dir", data, "--ca-key-type", c.keyType, "--log-level",
+			"error").CombinedOutput(); err != nil {
 			fatal("init: %v %s", err, out)
 		}
 		t0 := time.Now()
@@ -671,10 +775,30 @@ func scale(c config) []row {
 		}
 		s.stop()
 		os.RemoveAll(dir)
-		rows = append(rows, row{Name: fmt.Sprintf("store of %d certs: start-up to SERVING", n), Value: startup.Round(time.Millisecond).String(), RSSMiB: rss,
-			Comment: fmt.Sprintf("RSS %.1fx the smallest store's", rss/baseRSS)})
-		rows = append(rows, row{Name: fmt.Sprintf("store of %d certs: next 100 rotations (ListSchedule over gRPC)", n), P50: float64(lat[len(lat)/2]) / 1e6, P99: float64(lat[len(lat)*99/100]) / 1e6})
-		say("store %d: start-up %s, schedule p50 %s, RSS %.0f MiB", n, startup.Round(time.Millisecond), lat[len(lat)/2], rss)
+		rows = append(
+			rows,
+			row{
+				Name:    fmt.Sprintf("store of %d certs: start-up to SERVING", n),
+				Value:   startup.Round(time.Millisecond).String(),
+				RSSMiB:  rss,
+				Comment: fmt.Sprintf("RSS %.1fx the smallest store's", rss/baseRSS),
+			},
+		)
+		rows = append(
+			rows,
+			row{
+				Name: fmt.Sprintf("store of %d certs: next 100 rotations (ListSchedule over gRPC)", n),
+				P50:  float64(lat[len(lat)/2]) / 1e6,
+				P99:  float64(lat[len(lat)*99/100]) / 1e6,
+			},
+		)
+		say(
+			"store %d: start-up %s, schedule p50 %s, RSS %.0f MiB",
+			n,
+			startup.Round(time.Millisecond),
+			lat[len(lat)/2],
+			rss,
+		)
 	}
 	return rows
 }
@@ -702,9 +826,22 @@ func fill(dir string, n int) {
 				}
 				nb := t0.Add(-time.Duration(i%(365*24)) * time.Hour)
 				name := fmt.Sprintf("fill-%d", i)
-				c := &store.Cert{Serial: fmt.Sprintf("f%031x", i), Kind: store.KindNode, Node: name, CommonName: name, Subject: "CN=" + name + ",O=ipsecca",
-					State: store.StateActive, NotBefore: nb, NotAfter: nb.AddDate(5, 0, 0), RotateAfter: ca.RotateAfter(nb, nb.AddDate(5, 0, 0)), IssuedAt: nb, IssuedVia: "bench", DER: der}
-				if err := st.Issue(context.Background(), store.Issuance{Cert: c, Event: store.Event{Time: nb, Type: store.EventEnrolled, Node: name, Serial: c.Serial}}); err != nil {
+				c := &store.Cert{
+					Serial:      fmt.Sprintf("f%031x", i),
+					Kind:        store.KindNode,
+					Node:        name,
+					CommonName:  name,
+					Subject:     "CN=" + name + ",O=ipsecca",
+					State:       store.StateActive,
+					NotBefore:   nb,
+					NotAfter:    nb.AddDate(5, 0, 0),
+					RotateAfter: ca.RotateAfter(nb, nb.AddDate(5, 0, 0)),
+					IssuedAt:    nb,
+					IssuedVia:   "bench",
+					DER:         der,
+				}
+				if err := st.Issue(context.Background(), store.Issuance{Cert: c, Event: store.Event{Time: nb,
+					Type: store.EventEnrolled, Node: name, Serial: c.Serial}}); err != nil {
 					fatal("fill: %v", err)
 				}
 			}
@@ -715,7 +852,9 @@ func fill(dir string, n int) {
 
 // profile saves the server's CPU profile over d.
 func (s *server) profile(file string, d time.Duration) {
-	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.pprofAddr, max(int(d.Seconds()), 1)))
+	resp, err := http.Get(
+		fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.pprofAddr, max(int(d.Seconds()), 1)),
+	)
 	if err != nil {
 		say("profile: %v", err)
 		return

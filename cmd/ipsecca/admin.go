@@ -52,7 +52,9 @@ func newTokenCmd() *cobra.Command {
 		},
 	}
 	create.Flags().StringVar(&node, "node", "", "node the token admits")
-	create.Flags().StringVar(&cn, "cn", "", "certificate name the node may ask for, e.g. its OVS system-id (default: the node name)")
+	create.Flags().
+		StringVar(&cn, "cn", "",
+			"certificate name the node may ask for, e.g. its OVS system-id (default: the node name)")
 	create.Flags().DurationVar(&ttl, "ttl", 0, "token lifetime (default 1h, at most 168h)")
 	create.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
 	create.MarkFlagRequired("node")
@@ -87,7 +89,17 @@ func newCertsCmd() *cobra.Command {
 				all := &ipseccav1.ListCertificatesResponse{}
 				token := ""
 				for {
-					resp, err := client.ListCertificates(ctx, &ipseccav1.ListCertificatesRequest{Node: node, State: state, Kind: kind, DueBefore: due, PageSize: 1000, PageToken: token})
+					resp, err := client.ListCertificates(
+						ctx,
+						&ipseccav1.ListCertificatesRequest{
+							Node:      node,
+							State:     state,
+							Kind:      kind,
+							DueBefore: due,
+							PageSize:  1000,
+							PageToken: token,
+						},
+					)
 					if err != nil {
 						return rpcError("certs list", err)
 					}
@@ -106,7 +118,17 @@ func newCertsCmd() *cobra.Command {
 				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 				fmt.Fprintln(w, "SERIAL\tKIND\tNODE\tCN\tSTATE\tNOT AFTER\tROTATE AFTER")
 				for _, c := range all.Certificates {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.GetSerial(), c.GetKind(), c.GetNode(), c.GetCommonName(), c.GetState(), fmtTime(c.GetNotAfter()), fmtTime(c.GetRotateAfter()))
+					fmt.Fprintf(
+						w,
+						"%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+						c.GetSerial(),
+						c.GetKind(),
+						c.GetNode(),
+						c.GetCommonName(),
+						c.GetState(),
+						fmtTime(c.GetNotAfter()),
+						fmtTime(c.GetRotateAfter()),
+					)
 				}
 				return w.Flush()
 			})
@@ -116,7 +138,9 @@ func newCertsCmd() *cobra.Command {
 	list.Flags().StringVar(&state, "state", "", "only this state: active, superseded, revoked or expired")
 	list.Flags().StringVar(&kind, "kind", "", "only this kind: node, admin or server")
 	list.Flags().IntVar(&limit, "limit", 0, "show at most this many (0: all)")
-	list.Flags().StringVar(&dueBefore, "due-before", "", "only certificates whose rotation is due before this time (RFC 3339 or YYYY-MM-DD)")
+	list.Flags().
+		StringVar(&dueBefore, "due-before", "",
+			"only certificates whose rotation is due before this time (RFC 3339 or YYYY-MM-DD)")
 	list.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
 
 	var sJSON, sPEM bool
@@ -139,9 +163,12 @@ func newCertsCmd() *cobra.Command {
 				}
 				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 				for _, kv := range [][2]string{
-					{"serial", c.GetSerial()}, {"kind", c.GetKind()}, {"node", c.GetNode()}, {"subject", c.GetSubject()},
-					{"state", c.GetState()}, {"not before", fmtTime(c.GetNotBefore())}, {"not after", fmtTime(c.GetNotAfter())},
-					{"rotate after", fmtTime(c.GetRotateAfter())}, {"issued", fmtTime(c.GetIssuedAt()) + " via " + c.GetIssuedVia()},
+					{"serial", c.GetSerial()}, {"kind", c.GetKind()}, {"node", c.GetNode()}, {"subject",
+						c.GetSubject()},
+					{"state", c.GetState()}, {"not before", fmtTime(c.GetNotBefore())}, {"not after",
+						fmtTime(c.GetNotAfter())},
+					{"rotate after", fmtTime(c.GetRotateAfter())}, {"issued",
+						fmtTime(c.GetIssuedAt()) + " via " + c.GetIssuedVia()},
 					{"superseded by", c.GetSupersededBy()}, {"sha256", c.GetSha256Fingerprint()},
 				} {
 					if kv[1] != "" {
@@ -172,7 +199,9 @@ func newAuditCmd() *cobra.Command {
 		},
 	}
 	list.Flags().StringVar(&node, "node", "", "only events about this node")
-	list.Flags().StringVar(&typ, "type", "", "only this type (cert.enrolled, request.denied, ...) or a prefix ending in '.' (rotation.)")
+	list.Flags().
+		StringVar(&typ, "type", "",
+			"only this type (cert.enrolled, request.denied, ...) or a prefix ending in '.' (rotation.)")
 	list.Flags().StringVar(&since, "since", "", "only events at or after this time (RFC 3339 or YYYY-MM-DD)")
 	list.Flags().StringVar(&until, "until", "", "only events before this time")
 	list.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
@@ -196,7 +225,14 @@ func newAuditCmd() *cobra.Command {
 					fmt.Fprintf(cmd.OutOrStdout(), "audit log intact: %d records\n", resp.GetRecords())
 				}
 				if !resp.GetOk() {
-					return failure(fmt.Errorf("audit log broken at record %d: %s (%d records before it verify)", resp.GetFirstBadSeq(), resp.GetProblem(), resp.GetRecords()))
+					return failure(
+						fmt.Errorf(
+							"audit log broken at record %d: %s (%d records before it verify)",
+							resp.GetFirstBadSeq(),
+							resp.GetProblem(),
+							resp.GetRecords(),
+						),
+					)
 				}
 				return nil
 			})

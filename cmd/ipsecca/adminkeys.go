@@ -22,9 +22,11 @@ func newAdminCmd() *cobra.Command {
 	conn := adminConnFlags(cmd)
 
 	rotate := &cobra.Command{
-		Use:   "rotate",
-		Short: "Replace the admin certificate and key in use (--cert/--key) with new ones; the old certificate authenticates no more",
-		Long: "rotate makes a new key here, has the CA issue an admin certificate for it and writes both over the files\n" +
+		Use: "rotate",
+		Short: "Replace the admin certificate and key in use (--cert/--key) with new ones; the old certificate " +
+			"authenticates no more",
+		Long: "rotate makes a new key here, has the CA issue an admin certificate for it and writes both over the " +
+			"files\n" +
 			"the call was made with (DATA-DIR/admin.pem and admin-key.pem by default). From then on only the new\n" +
 			"certificate is accepted; revoke the old one with 'ipsecca admin revoke SERIAL' to list it in the CRL.",
 		Args: cobra.NoArgs,
@@ -34,7 +36,11 @@ func newAdminCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "ipsecca admin"}}, key)
+			der, err := x509.CreateCertificateRequest(
+				rand.Reader,
+				&x509.CertificateRequest{Subject: pkix.Name{CommonName: "ipsecca admin"}},
+				key,
+			)
 			if err != nil {
 				return err
 			}
@@ -51,7 +57,12 @@ func newAdminCmd() *cobra.Command {
 			}
 			var resp *ipseccav1.IssueResponse
 			err = adminCall(conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
-				resp, err = c.RotateAdmin(ctx, &ipseccav1.RotateAdminRequest{CsrPem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})})
+				resp, err = c.RotateAdmin(
+					ctx,
+					&ipseccav1.RotateAdminRequest{
+						CsrPem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
+					},
+				)
 				return err
 			})
 			if err != nil {
@@ -60,7 +71,12 @@ func newAdminCmd() *cobra.Command {
 			}
 			c := resp.GetCertificate()
 			if err := atomicfile.WriteFile(conn.certFile+".next", c.GetCertificatePem(), 0o600); err != nil {
-				return fmt.Errorf("admin rotate: the CA issued %s but writing it failed (%w); its key is in %s", c.GetSerial(), err, next)
+				return fmt.Errorf(
+					"admin rotate: the CA issued %s but writing it failed (%w); its key is in %s",
+					c.GetSerial(),
+					err,
+					next,
+				)
 			}
 			if err := os.Rename(next, conn.keyFile); err != nil {
 				return err
@@ -68,24 +84,37 @@ func newAdminCmd() *cobra.Command {
 			if err := os.Rename(conn.certFile+".next", conn.certFile); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "rotated the admin credential: %s and %s hold serial %s (valid until %s); the previous certificate no longer authenticates\n",
-				conn.certFile, conn.keyFile, c.GetSerial(), c.GetNotAfter().AsTime().Format("2006-01-02"))
+			fmt.Fprintf(
+				cmd.OutOrStdout(),
+				"rotated the admin credential: %s and %s hold serial %s (valid until %s); the previous certificate "+
+					"no longer authenticates\n",
+				conn.certFile,
+				conn.keyFile,
+				c.GetSerial(),
+				c.GetNotAfter().AsTime().Format("2006-01-02"),
+			)
 			return nil
 		},
 	}
 
 	var reason string
 	revoke := &cobra.Command{
-		Use:   "revoke SERIAL",
-		Short: "Revoke an admin certificate (not the one this call is made with): it no longer authenticates and is listed in the CRL",
-		Args:  cobra.ExactArgs(1),
+		Use: "revoke SERIAL",
+		Short: "Revoke an admin certificate (not the one this call is made with): it no longer authenticates and is " +
+			"listed in the CRL",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return adminCall(conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
 				resp, err := c.RevokeAdmin(ctx, &ipseccav1.RevokeAdminRequest{Serial: args[0], Reason: reason})
 				if err != nil {
 					return rpcError("admin revoke", err)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "revoked admin certificate %s (%s)\n", resp.GetCertificate().GetSerial(), resp.GetCertificate().GetSubject())
+				fmt.Fprintf(
+					cmd.OutOrStdout(),
+					"revoked admin certificate %s (%s)\n",
+					resp.GetCertificate().GetSerial(),
+					resp.GetCertificate().GetSubject(),
+				)
 				return nil
 			})
 		},

@@ -35,9 +35,19 @@ func (f *bundleFlags) register(cmd *cobra.Command) {
 	fs.StringVar(&f.rightCert, "right-cert", "", "the external host's certificate (PEM), to check --right against")
 	fs.StringVar(&f.in.Type, "type", bundle.DefaultType, "transport or tunnel")
 	fs.StringVar(&f.in.LeftCert, "leftcert", bundle.DefaultLeftCert, "NSS nickname the policy names (leftcert)")
-	fs.StringVar(&f.policy, "policy", "", "take left, right, leftcert, rightsubnet and type from this NodeNetworkConfigurationPolicy")
+	fs.StringVar(
+		&f.policy,
+		"policy",
+		"",
+		"take left, right, leftcert, rightsubnet and type from this NodeNetworkConfigurationPolicy",
+	)
 	fs.BoolVar(&f.json, "json", false, "print the report as JSON")
-	fs.BoolVar(&f.nssCheck, "nss-check", false, "also import the bundle into a throwaway NSS database with pk12util/certutil and verify it there")
+	fs.BoolVar(
+		&f.nssCheck,
+		"nss-check",
+		false,
+		"also import the bundle into a throwaway NSS database with pk12util/certutil and verify it there",
+	)
 	cmd.MarkFlagRequired("p12")
 	cmd.MarkFlagRequired("ca")
 	cmd.MarkFlagsMutuallyExclusive("password", "password-file")
@@ -101,14 +111,24 @@ func (f *bundleFlags) validate(ctx context.Context) *bundle.Report {
 func nssCheck(ctx context.Context, rep *bundle.Report, in bundle.Input) {
 	dir, err := os.MkdirTemp("", "ipsecca-nss-check-")
 	if err != nil {
-		rep.Findings = append(rep.Findings, bundle.Finding{Code: bundle.CodeNSSImport, Severity: bundle.SeverityError, Message: err.Error()})
+		rep.Findings = append(
+			rep.Findings,
+			bundle.Finding{Code: bundle.CodeNSSImport, Severity: bundle.SeverityError, Message: err.Error()},
+		)
 		rep.Errors++
 		return
 	}
 	defer os.RemoveAll(dir)
 	db := nssdb.New(filepath.Join(dir, "nss"))
 	fail := func(code string, err error) {
-		rep.Findings = append(rep.Findings, bundle.Finding{Code: code, Severity: bundle.SeverityError, Message: "NSS: " + strings.TrimPrefix(err.Error(), "nssdb: ")})
+		rep.Findings = append(
+			rep.Findings,
+			bundle.Finding{
+				Code:     code,
+				Severity: bundle.SeverityError,
+				Message:  "NSS: " + strings.TrimPrefix(err.Error(), "nssdb: "),
+			},
+		)
 		rep.Errors++
 	}
 	if _, err := db.Ensure(ctx); err != nil {
@@ -175,7 +195,10 @@ func printReport(w io.Writer, rep *bundle.Report, asJSON bool) error {
 }
 
 func newBundleCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "bundle", Short: "Validate external IPsec endpoint bundles (PKCS#12 + CA) and render their NMState/Butane config"}
+	cmd := &cobra.Command{
+		Use:   "bundle",
+		Short: "Validate external IPsec endpoint bundles (PKCS#12 + CA) and render their NMState/Butane config",
+	}
 	var vf bundleFlags
 	validate := &cobra.Command{
 		Use:   "validate",
@@ -200,9 +223,10 @@ func newBundleCmd() *cobra.Command {
 	var rf bundleFlags
 	var out, name string
 	render := &cobra.Command{
-		Use:   "render",
-		Short: "Validate, then write the NodeNetworkConfigurationPolicy, its removal policy and the Butane configs into --out",
-		Args:  cobra.NoArgs,
+		Use: "render",
+		Short: "Validate, then write the NodeNetworkConfigurationPolicy, its removal policy and the Butane configs " +
+			"into --out",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := rf.load(); err != nil {
 				return err

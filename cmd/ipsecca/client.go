@@ -56,11 +56,23 @@ func adminConnFlags(group *cobra.Command) *connFlags {
 // register adds the connection flags; admin commands default the
 // credentials to the ones init wrote into the data directory.
 func (f *connFlags) register(fs *pflag.FlagSet, admin bool) {
-	fs.StringVar(&f.server, flagnames.Server, "", "server address host:port, or several replicas' comma-separated (default $"+envServer+", else "+defaultServer+")")
+	fs.StringVar(
+		&f.server,
+		flagnames.Server,
+		"",
+		"server address host:port, or several replicas' comma-separated (default "+
+			"$"+envServer+", else "+defaultServer+")",
+	)
 	fs.StringVar(&f.caFile, flagnames.CAFile, "", "CA bundle to verify the server with")
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "deadline for the call")
 	if admin {
-		fs.StringVar(&f.dataDir, flagnames.DataDir, "", "data directory holding ca.pem and the admin credentials (default $"+envDataDir+", else "+defaultDataDir+")")
+		fs.StringVar(
+			&f.dataDir,
+			flagnames.DataDir,
+			"",
+			"data directory holding ca.pem and the admin credentials (default "+
+				"$"+envDataDir+", else "+defaultDataDir+")",
+		)
 		fs.StringVar(&f.certFile, "cert", "", "admin client certificate (default DATA-DIR/"+daemon.AdminCertFile+")")
 		fs.StringVar(&f.keyFile, "key", "", "admin client key (default DATA-DIR/"+daemon.AdminKeyFile+")")
 	}

@@ -44,10 +44,14 @@ func newConfigCmd() *cobra.Command {
 	ls.Flags().StringVar(&c.Node, "node", "", "this node's certificate name (CN)")
 	ls.Flags().StringVar(&c.Address, "node-address", "", "this node's IP address")
 	ls.Flags().StringArrayVar(&peers, "peer", nil, "a peer as NAME=ADDRESS (repeatable)")
-	ls.Flags().StringVar(&c.Encapsulation, "encapsulation", sidecar.EncapAuto, "auto (NAT-T only behind NAT) or always (encapsulation=yes)")
-	ls.Flags().StringVar(&c.Nickname, "nss-nickname", "", "NSS nickname of the node certificate (default ovs_certkey_<node>)")
+	ls.Flags().
+		StringVar(&c.Encapsulation, "encapsulation", sidecar.EncapAuto,
+			"auto (NAT-T only behind NAT) or always (encapsulation=yes)")
+	ls.Flags().
+		StringVar(&c.Nickname, "nss-nickname", "", "NSS nickname of the node certificate (default ovs_certkey_<node>)")
 	ls.Flags().IntVar(&mtu, "mtu", 1500, "the node's MTU (to print the pod MTU)")
-	ls.Flags().StringVar(&c.Auto, "auto", "start", "libreswan auto= for the conns: start, add (wait for the peer) or ondemand")
+	ls.Flags().
+		StringVar(&c.Auto, "auto", "start", "libreswan auto= for the conns: start, add (wait for the peer) or ondemand")
 
 	var m int
 	mtuCmd := &cobra.Command{

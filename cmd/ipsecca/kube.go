@@ -18,10 +18,11 @@ import (
 	"github.com/ipsecca/ipsecca/daemon"
 	"github.com/ipsecca/ipsecca/internal/flagnames"
 	"github.com/ipsecca/ipsecca/kube"
+	"github.com/ipsecca/ipsecca/kube/deploy"
 )
 
 func newManifestsCmd() *cobra.Command {
-	var o kube.ManifestOptions
+	var o deploy.ManifestOptions
 	var mode, cnFrom string
 	cmd := &cobra.Command{
 		Use:   "manifests",
@@ -39,7 +40,7 @@ RBAC, no sidecar. --mode Disabled prints nothing and says why.
 (default 3) as a Deployment spread over the nodes, sharing the etcd cluster at
 --etcd-endpoints, with a PodDisruptionBudget and no volume of their own. Their
 key-encryption key, which seals the CA key in etcd, comes from the Secret
-` + kube.NameKEK + ` (key ` + kube.KEKKey + `) that you create first; the printed manifests hold
+` + deploy.NameKEK + ` (key ` + deploy.KEKKey + `) that you create first; the printed manifests hold
 no key material. --etcd-tls-secret names a Secret with the etcd client TLS
 files (ca.crt, tls.crt, tls.key).`,
 		Args: cobra.NoArgs,
@@ -54,58 +55,129 @@ files (ca.crt, tls.crt, tls.key).`,
 				return usageError("%v", err)
 			}
 			o.CNFrom = cf
-			if o.Store == kube.StoreEtcd && len(o.EtcdEndpoints) == 0 {
+			if o.Store == deploy.StoreEtcd && len(o.EtcdEndpoints) == 0 {
 				return usageError("--store etcd needs --etcd-endpoints")
 			}
-			objs, err := kube.Manifests(o)
+			objs, err := deploy.Manifests(o)
 			if err != nil {
 				return usageError("%v", err)
 			}
 			if len(objs) == 0 {
-				fmt.Fprintf(cmd.ErrOrStderr(), "ipsecca: %s\n", kube.DisabledNote)
+				fmt.Fprintf(cmd.ErrOrStderr(), "ipsecca: %s\n", deploy.DisabledNote)
 				return nil
 			}
 			out := cmd.OutOrStdout()
-			if o.Store != kube.StoreEtcd {
-				fmt.Fprintf(out, "# ipsecca manifests (namespace %s, mode %s): kubectl apply -f -\n", o.Namespace, o.Mode)
-				return kube.WriteYAML(out, objs)
+			if o.Store != deploy.StoreEtcd {
+				fmt.Fprintf(
+					out,
+					"# ipsecca manifests (namespace %s, mode %s): kubectl apply -f -\n",
+					o.Namespace,
+					o.Mode,
+				)
+				return deploy.WriteYAML(out, objs)
 			}
 			// Manifests has filled in the defaults.
 			replicas := o.Replicas
 			if replicas == 0 {
-				replicas = kube.DefaultReplicas
+				replicas = deploy.DefaultReplicas
 			}
-			fmt.Fprintf(out, "# ipsecca manifests (namespace %s, mode %s, store etcd, %d replicas): kubectl apply -f -\n", o.Namespace, o.Mode, replicas)
-			fmt.Fprintf(out, "# First create the key-encryption key that seals the CA key in etcd (every replica must share it; keep a copy:\n"+
-				"# without it the CA in etcd cannot be opened), in the namespace (kubectl create namespace %s if absent):\n"+
-				"#   kubectl -n %s create secret generic %s --from-literal=%s=$(head -c32 /dev/urandom | base64)\n",
-				o.Namespace, o.Namespace, kube.NameKEK, kube.KEKKey)
+			fmt.Fprintf(
+				out,
+				"# ipsecca manifests (namespace %s, mode %s, store etcd, %d replicas): kubectl apply -f -\n",
+				o.Namespace,
+				o.Mode,
+				replicas,
+			)
+			fmt.Fprintf(
+				out,
+				"# First create the key-encryption key that seals the CA key in etcd (every replica must share it; "+
+					"keep a copy:\n"+
+					"# without it the CA in etcd cannot be opened), in the namespace (kubectl create namespace %s if "+
+					"absent):\n"+
+					"#   kubectl -n %s create secret generic %s --from-literal=%s=$(head -c32 /dev/urandom | base64)\n",
+				o.Namespace,
+				o.Namespace,
+				deploy.NameKEK,
+				deploy.KEKKey,
+			)
 			if o.EtcdTLSSecret != "" {
 				fmt.Fprintf(out, "# and the etcd client TLS Secret %s (keys ca.crt, tls.crt, tls.key), e.g.:\n"+
-					"#   kubectl -n %s create secret generic %s --from-file=ca.crt=... --from-file=tls.crt=... --from-file=tls.key=...\n",
+					"#   kubectl -n %s create secret generic %s --from-file=ca.crt=... --from-file=tls.crt=... "+
+					"--from-file=tls.key=...\n",
 					o.EtcdTLSSecret, o.Namespace, o.EtcdTLSSecret)
 			}
-			return kube.WriteYAML(out, objs)
+			return deploy.WriteYAML(out, objs)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.Namespace, "namespace", kube.DefaultNamespace, "namespace of the CA and the sidecar")
-	f.StringVar(&o.Image, "image", kube.DefaultImage, "ipsecca container image")
-	f.StringVar(&o.NSSDir, "nss-dir", kube.DefaultNSSDir, "the nodes' NSS database directory (libreswan's)")
+	f.StringVar(&o.Image, "image", deploy.DefaultImage, "ipsecca container image")
+	f.StringVar(&o.NSSDir, "nss-dir", deploy.DefaultNSSDir, "the nodes' NSS database directory (libreswan's)")
 	f.StringVar(&mode, "mode", string(kube.ModeFull), "the cluster's IPsec mode: Full, External or Disabled")
-	f.StringVar(&o.Encapsulation, "encapsulation", kube.EncapsulationAuto, "IPsec encapsulation for pod-to-pod traffic: Auto (NAT-T only behind NAT) or Always")
+	f.StringVar(
+		&o.Encapsulation,
+		"encapsulation",
+		deploy.EncapsulationAuto,
+		"IPsec encapsulation for pod-to-pod traffic: Auto (NAT-T only behind NAT) or Always",
+	)
 	f.StringVar(&o.SignerName, "signer-name", kube.DefaultSignerName, "CSR signer name the CA serves")
-	f.StringVar(&o.RequesterPrefix, "requester-prefix", kube.DefaultRequesterPrefix, "user name prefix of the nodes' identities")
+	f.StringVar(
+		&o.RequesterPrefix,
+		"requester-prefix",
+		kube.DefaultRequesterPrefix,
+		"user name prefix of the nodes' identities",
+	)
 	f.StringVar(&o.NodeGroup, "node-group", kube.DefaultNodeGroup, "group of the nodes' identities (may create CSRs)")
-	f.StringVar(&cnFrom, "cn-from", string(kube.CNFromChassisID), "which name of a node its certificate's CN must be: chassis-id or node-name")
-	f.StringVar(&o.CABundleConfigMap, "ca-bundle-configmap", kube.DefaultCABundleConfigMap, "namespace/name of the CA bundle ConfigMap")
+	f.StringVar(
+		&cnFrom,
+		"cn-from",
+		string(kube.CNFromChassisID),
+		"which name of a node its certificate's CN must be: chassis-id or node-name",
+	)
+	f.StringVar(
+		&o.CABundleConfigMap,
+		"ca-bundle-configmap",
+		kube.DefaultCABundleConfigMap,
+		"namespace/name of the CA bundle ConfigMap",
+	)
 	f.StringVar(&o.StorageSize, "storage-size", "1Gi", "size of the CA's data volume")
-	f.StringVar(&o.StorageClass, "storage-class", "", "storage class of the CA's data volume (the cluster's default when empty)")
-	f.StringVar(&o.Store, "store", kube.StoreBolt, "the CA's store: bolt (one replica, data on a volume) or etcd (--replicas replicas sharing an etcd cluster)")
-	f.StringSliceVar(&o.EtcdEndpoints, "etcd-endpoints", nil, "etcd client URLs, comma-separated (e.g. https://h1:2379,https://h2:2379,https://h3:2379); --store etcd only")
-	f.StringVar(&o.EtcdPrefix, "etcd-prefix", "", "key prefix of this CA in etcd (default "+kube.DefaultEtcdPrefix+"); --store etcd only")
-	f.StringVar(&o.EtcdTLSSecret, "etcd-tls-secret", "", "Secret with the etcd client TLS files ca.crt, tls.crt and tls.key (no client TLS when empty); --store etcd only")
-	f.Int32Var(&o.Replicas, "replicas", 0, fmt.Sprintf("the CA's replicas (default %d with --store etcd; bolt serves one)", kube.DefaultReplicas))
+	f.StringVar(
+		&o.StorageClass,
+		"storage-class",
+		"",
+		"storage class of the CA's data volume (the cluster's default when empty)",
+	)
+	f.StringVar(
+		&o.Store,
+		"store",
+		deploy.StoreBolt,
+		"the CA's store: bolt (one replica, data on a volume) or etcd (--replicas replicas sharing an etcd cluster)",
+	)
+	f.StringSliceVar(
+		&o.EtcdEndpoints,
+		"etcd-endpoints",
+		nil,
+		"etcd client URLs, comma-separated (e.g. https://h1:2379,https://h2:2379,https://h3:2379); --store etcd only",
+	)
+	f.StringVar(
+		&o.EtcdPrefix,
+		"etcd-prefix",
+		"",
+		"key prefix of this CA in etcd (default "+deploy.DefaultEtcdPrefix+"); --store etcd only",
+	)
+	f.StringVar(
+		&o.EtcdTLSSecret,
+		"etcd-tls-secret",
+		"",
+		"Secret with the etcd client TLS files ca.crt, tls.crt and tls.key (no client TLS when empty); --store etcd "+
+			"only",
+	)
+	f.Int32Var(
+		&o.Replicas,
+		"replicas",
+		0,
+		fmt.Sprintf("the CA's replicas (default %d with --store etcd; bolt serves one)", deploy.DefaultReplicas),
+	)
 	return cmd
 }
 
@@ -157,14 +229,45 @@ type kubeFlags struct {
 }
 
 func (k *kubeFlags) register(fs *pflag.FlagSet) {
-	fs.BoolVar(&k.enabled, flagnames.Kube, false, "also sign Kubernetes CSRs for --signer-name and publish the CA bundle ConfigMap (same CA, store and audit log)")
+	fs.BoolVar(
+		&k.enabled,
+		flagnames.Kube,
+		false,
+		"also sign Kubernetes CSRs for --signer-name and publish the CA bundle ConfigMap (same CA, store and audit "+
+			"log)",
+	)
 	fs.BoolVar(&k.only, "kube-only", false, "run the Kubernetes front door alone (no gRPC listener); implies --kube")
 	fs.StringVar(&k.kubeconfig, flagnames.Kubeconfig, "", "kubeconfig file (default: the in-cluster configuration)")
-	fs.StringVar(&k.signerName, flagnames.SignerName, kube.DefaultSignerName, "CSR signer name to serve (list/watch filtered on spec.signerName)")
-	fs.StringVar(&k.requesterPrefix, flagnames.RequesterPrefix, kube.DefaultRequesterPrefix, "a CSR's requester must be this prefix followed by an existing node's name")
-	fs.StringVar(&k.cnFrom, flagnames.CNFrom, string(kube.CNFromChassisID), "the CN a node may hold: chassis-id (its "+kube.AnnotationChassisID+" annotation) or node-name")
-	fs.StringVar(&k.caBundleConfigMap, flagnames.CABundleConfigMap, kube.DefaultCABundleConfigMap, "namespace/name of the ConfigMap holding the CA bundle (key "+kube.CABundleKey+")")
-	fs.StringVar(&k.leaseNamespace, "lease-namespace", "", "namespace of the leader-election Lease (default: this pod's namespace, else "+kube.DefaultNamespace+")")
+	fs.StringVar(
+		&k.signerName,
+		flagnames.SignerName,
+		kube.DefaultSignerName,
+		"CSR signer name to serve (list/watch filtered on spec.signerName)",
+	)
+	fs.StringVar(
+		&k.requesterPrefix,
+		flagnames.RequesterPrefix,
+		kube.DefaultRequesterPrefix,
+		"a CSR's requester must be this prefix followed by an existing node's name",
+	)
+	fs.StringVar(
+		&k.cnFrom,
+		flagnames.CNFrom,
+		string(kube.CNFromChassisID),
+		"the CN a node may hold: chassis-id (its "+kube.AnnotationChassisID+" annotation) or node-name",
+	)
+	fs.StringVar(
+		&k.caBundleConfigMap,
+		flagnames.CABundleConfigMap,
+		kube.DefaultCABundleConfigMap,
+		"namespace/name of the ConfigMap holding the CA bundle (key "+kube.CABundleKey+")",
+	)
+	fs.StringVar(
+		&k.leaseNamespace,
+		"lease-namespace",
+		"",
+		"namespace of the leader-election Lease (default: this pod's namespace, else "+kube.DefaultNamespace+")",
+	)
 	fs.StringVar(&k.leaseName, "lease-name", kube.DefaultLeaseName, "name of the leader-election Lease")
 }
 

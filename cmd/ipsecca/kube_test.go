@@ -10,6 +10,7 @@ import (
 
 	"github.com/ipsecca/ipsecca/internal/flagnames"
 	"github.com/ipsecca/ipsecca/kube"
+	"github.com/ipsecca/ipsecca/kube/deploy"
 )
 
 // Every command line the deployment manifests run (the CA, the sidecar,
@@ -19,13 +20,13 @@ import (
 func TestManifestCommandLines(t *testing.T) {
 	endpoints := []string{"https://e1:2379", "https://e2:2379"}
 	seen := map[string]bool{}
-	for _, o := range []kube.ManifestOptions{
+	for _, o := range []deploy.ManifestOptions{
 		{},
 		{Mode: kube.ModeExternal},
-		{Store: kube.StoreEtcd, EtcdEndpoints: endpoints},
-		{Store: kube.StoreEtcd, EtcdEndpoints: endpoints, EtcdTLSSecret: "etcd-client", Mode: kube.ModeExternal},
+		{Store: deploy.StoreEtcd, EtcdEndpoints: endpoints},
+		{Store: deploy.StoreEtcd, EtcdEndpoints: endpoints, EtcdTLSSecret: "etcd-client", Mode: kube.ModeExternal},
 	} {
-		objs, err := kube.Manifests(o)
+		objs, err := deploy.Manifests(o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -75,7 +76,8 @@ func checkCommandLine(t *testing.T, args []string) {
 		t.Errorf("%s: %v", strings.Join(args, " "), err)
 		return
 	}
-	for _, check := range []error{cmd.ValidateArgs(cmd.Flags().Args()), cmd.ValidateRequiredFlags(), cmd.ValidateFlagGroups()} {
+	for _, check := range []error{cmd.ValidateArgs(cmd.Flags().Args()), cmd.ValidateRequiredFlags(),
+		cmd.ValidateFlagGroups()} {
 		if check != nil {
 			t.Errorf("%s: %v", strings.Join(args, " "), check)
 		}

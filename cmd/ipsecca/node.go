@@ -41,7 +41,11 @@ func (f *issueFlags) readCSR() ([]byte, error) {
 }
 
 // issue reads the CSR, calls the server through call and writes the result.
-func (f *issueFlags) issue(cmd *cobra.Command, op string, call func(context.Context, ipseccav1.NodeServiceClient, []byte) (*ipseccav1.IssueResponse, error)) error {
+func (f *issueFlags) issue(
+	cmd *cobra.Command,
+	op string,
+	call func(context.Context, ipseccav1.NodeServiceClient, []byte) (*ipseccav1.IssueResponse, error),
+) error {
 	csr, err := f.readCSR()
 	if err != nil {
 		return err
@@ -80,8 +84,16 @@ func (f *issueFlags) write(cmd *cobra.Command, resp *ipseccav1.IssueResponse) er
 		_, err := cmd.OutOrStdout().Write(c.GetCertificatePem())
 		return err
 	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "issued %s for %s (serial %s, valid until %s, rotate after %s) -> %s\n",
-		c.GetSubject(), c.GetNode(), c.GetSerial(), c.GetNotAfter().AsTime().Format("2006-01-02"), c.GetRotateAfter().AsTime().Format("2006-01-02"), f.out)
+	fmt.Fprintf(
+		cmd.ErrOrStderr(),
+		"issued %s for %s (serial %s, valid until %s, rotate after %s) -> %s\n",
+		c.GetSubject(),
+		c.GetNode(),
+		c.GetSerial(),
+		c.GetNotAfter().AsTime().Format("2006-01-02"),
+		c.GetRotateAfter().AsTime().Format("2006-01-02"),
+		f.out,
+	)
 	return nil
 }
 
@@ -100,13 +112,19 @@ func newEnrollCmd() *cobra.Command {
 				}
 				token = strings.TrimSpace(string(b))
 			}
-			return f.issue(cmd, "enroll", func(ctx context.Context, c ipseccav1.NodeServiceClient, csr []byte) (*ipseccav1.IssueResponse, error) {
-				return c.Enroll(ctx, &ipseccav1.EnrollRequest{Token: token, CsrPem: csr})
-			})
+			return f.issue(
+				cmd,
+				"enroll",
+				func(ctx context.Context, c ipseccav1.NodeServiceClient, csr []byte) (*ipseccav1.IssueResponse, error) {
+					return c.Enroll(ctx, &ipseccav1.EnrollRequest{Token: token, CsrPem: csr})
+				},
+			)
 		},
 	}
 	f.register(cmd)
-	cmd.Flags().StringVar(&token, "token", "", "bootstrap token (prefer --token-file: command lines are visible to other users)")
+	cmd.Flags().
+		StringVar(&token, "token", "",
+			"bootstrap token (prefer --token-file: command lines are visible to other users)")
 	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the bootstrap token")
 	cmd.MarkFlagsOneRequired("token", "token-file")
 	cmd.MarkFlagsMutuallyExclusive("token", "token-file")
@@ -120,9 +138,13 @@ func newRenewCmd() *cobra.Command {
 		Short: "Renew a node certificate over mTLS with the node's current certificate",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return f.issue(cmd, "renew", func(ctx context.Context, c ipseccav1.NodeServiceClient, csr []byte) (*ipseccav1.IssueResponse, error) {
-				return c.Renew(ctx, &ipseccav1.RenewRequest{CsrPem: csr})
-			})
+			return f.issue(
+				cmd,
+				"renew",
+				func(ctx context.Context, c ipseccav1.NodeServiceClient, csr []byte) (*ipseccav1.IssueResponse, error) {
+					return c.Renew(ctx, &ipseccav1.RenewRequest{CsrPem: csr})
+				},
+			)
 		},
 	}
 	f.register(cmd)

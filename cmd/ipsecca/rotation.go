@@ -55,7 +55,10 @@ func newRotateCmd() *cobra.Command {
 				return usageError("give --node NODE or --all")
 			}
 			return adminCall(&conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
-				resp, err := c.Rotate(ctx, &ipseccav1.RotateRequest{Node: node, All: all, Spread: durationpb.New(spread)})
+				resp, err := c.Rotate(
+					ctx,
+					&ipseccav1.RotateRequest{Node: node, All: all, Spread: durationpb.New(spread)},
+				)
 				if err != nil {
 					return rpcError("rotate", err)
 				}
@@ -97,7 +100,15 @@ func newScheduleCmd() *cobra.Command {
 				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 				fmt.Fprintln(w, "NODE\tSERIAL\tSTATUS\tDUE\tNOT AFTER")
 				for _, e := range resp.GetEntries() {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", e.GetNode(), e.GetSerial(), e.GetStatus(), fmtTime(e.GetDueAt()), fmtTime(e.GetNotAfter()))
+					fmt.Fprintf(
+						w,
+						"%s\t%s\t%s\t%s\t%s\n",
+						e.GetNode(),
+						e.GetSerial(),
+						e.GetStatus(),
+						fmtTime(e.GetDueAt()),
+						fmtTime(e.GetNotAfter()),
+					)
 				}
 				return w.Flush()
 			})
@@ -119,7 +130,14 @@ func newRotationsCmd() *cobra.Command {
 		Short: "List rotation events (due, forced, completed, overdue)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return listEvents(cmd, conn, &ipseccav1.ListEventsRequest{Node: node, Type: "rotation."}, since, until, asJSON)
+			return listEvents(
+				cmd,
+				conn,
+				&ipseccav1.ListEventsRequest{Node: node, Type: "rotation."},
+				since,
+				until,
+				asJSON,
+			)
 		},
 	}
 	list.Flags().StringVar(&node, "node", "", "only this node")
@@ -131,7 +149,13 @@ func newRotationsCmd() *cobra.Command {
 }
 
 // listEvents pages through the audit log and prints it.
-func listEvents(cmd *cobra.Command, conn *connFlags, req *ipseccav1.ListEventsRequest, since, until string, asJSON bool) error {
+func listEvents(
+	cmd *cobra.Command,
+	conn *connFlags,
+	req *ipseccav1.ListEventsRequest,
+	since, until string,
+	asJSON bool,
+) error {
 	var err error
 	if req.Since, err = parseTime("--since", since); err != nil {
 		return err
@@ -162,7 +186,18 @@ func listEvents(cmd *cobra.Command, conn *connFlags, req *ipseccav1.ListEventsRe
 			if reason == "" {
 				reason = e.GetDetail()["reason"]
 			}
-			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.GetSeq(), e.GetTime().AsTime().UTC().Format(time.RFC3339), e.GetType(), e.GetActor(), e.GetNode(), e.GetSerial(), e.GetOldSerial(), reason)
+			fmt.Fprintf(
+				w,
+				"%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+				e.GetSeq(),
+				e.GetTime().AsTime().UTC().Format(time.RFC3339),
+				e.GetType(),
+				e.GetActor(),
+				e.GetNode(),
+				e.GetSerial(),
+				e.GetOldSerial(),
+				reason,
+			)
 		}
 		return w.Flush()
 	})
@@ -199,7 +234,16 @@ func newCACmd() *cobra.Command {
 						if r.GetCurrent() {
 							which = "current"
 						}
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", which, r.GetSerial(), r.GetSubject(), fmtTime(r.GetNotBefore()), fmtTime(r.GetNotAfter()), r.GetSha256Fingerprint())
+						fmt.Fprintf(
+							w,
+							"%s\t%s\t%s\t%s\t%s\t%s\n",
+							which,
+							r.GetSerial(),
+							r.GetSubject(),
+							fmtTime(r.GetNotBefore()),
+							fmtTime(r.GetNotAfter()),
+							r.GetSha256Fingerprint(),
+						)
 					}
 					return w.Flush()
 				})
@@ -252,7 +296,11 @@ func newCACmd() *cobra.Command {
 }
 
 func newNodesCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "nodes", Aliases: []string{"node"}, Short: "Show nodes, their certificates and NSS inventory; revoke a node"}
+	cmd := &cobra.Command{
+		Use:     "nodes",
+		Aliases: []string{"node"},
+		Short:   "Show nodes, their certificates and NSS inventory; revoke a node",
+	}
 	conn := adminConnFlags(cmd)
 	mk := func(use, short string, args cobra.PositionalArgs) *cobra.Command {
 		var asJSON bool
@@ -278,16 +326,44 @@ func newNodesCmd() *cobra.Command {
 						fmt.Fprintln(w, "NODE\tCN\tSERIAL\tSTATE\tNOT AFTER\tROTATE AFTER\tNSS ENTRIES\tREPORTED")
 						for _, n := range resp.GetNodes() {
 							cur := n.GetCurrent()
-							fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", n.GetName(), n.GetCommonName(), cur.GetSerial(), cur.GetState(), fmtTime(cur.GetNotAfter()), fmtTime(cur.GetRotateAfter()), len(n.GetInventory()), fmtTime(n.GetInventoryReportedAt()))
+							fmt.Fprintf(
+								w,
+								"%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n",
+								n.GetName(),
+								n.GetCommonName(),
+								cur.GetSerial(),
+								cur.GetState(),
+								fmtTime(cur.GetNotAfter()),
+								fmtTime(cur.GetRotateAfter()),
+								len(n.GetInventory()),
+								fmtTime(n.GetInventoryReportedAt()),
+							)
 						}
 						return w.Flush()
 					}
 					for _, n := range resp.GetNodes() {
 						cur := n.GetCurrent()
-						fmt.Fprintf(w, "node:\t%s\ncn:\t%s\ncurrent:\t%s (%s, not after %s)\ninventory reported:\t%s\n\n", n.GetName(), n.GetCommonName(), cur.GetSerial(), cur.GetState(), fmtTime(cur.GetNotAfter()), fmtTime(n.GetInventoryReportedAt()))
+						fmt.Fprintf(
+							w,
+							"node:\t%s\ncn:\t%s\ncurrent:\t%s (%s, not after %s)\ninventory reported:\t%s\n\n",
+							n.GetName(),
+							n.GetCommonName(),
+							cur.GetSerial(),
+							cur.GetState(),
+							fmtTime(cur.GetNotAfter()),
+							fmtTime(n.GetInventoryReportedAt()),
+						)
 						fmt.Fprintln(w, "NICKNAME\tSERIAL\tTRUST\tNOT AFTER\tSUBJECT")
 						for _, e := range n.GetInventory() {
-							fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", e.GetNickname(), e.GetSerial(), e.GetTrust(), fmtTime(e.GetNotAfter()), e.GetSubject())
+							fmt.Fprintf(
+								w,
+								"%s\t%s\t%s\t%s\t%s\n",
+								e.GetNickname(),
+								e.GetSerial(),
+								e.GetTrust(),
+								fmtTime(e.GetNotAfter()),
+								e.GetSubject(),
+							)
 						}
 					}
 					return w.Flush()
@@ -297,21 +373,31 @@ func newNodesCmd() *cobra.Command {
 		c.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
 		return c
 	}
-	cmd.AddCommand(mk("list", "List nodes with their current certificate", cobra.NoArgs), mk("show NODE", "Show one node and what its NSS database holds", cobra.ExactArgs(1)))
+	cmd.AddCommand(
+		mk("list", "List nodes with their current certificate", cobra.NoArgs),
+		mk("show NODE", "Show one node and what its NSS database holds", cobra.ExactArgs(1)),
+	)
 
 	var reason string
 	revoke := &cobra.Command{
-		Use:   "revoke NODE",
-		Short: "Revoke every certificate of a node and void its unused tokens; published in the CRL, the node is told, and it gets no certificate by any door until 'node readmit'",
-		Args:  cobra.ExactArgs(1),
+		Use: "revoke NODE",
+		Short: "Revoke every certificate of a node and void its unused tokens; published in the CRL, the node is " +
+			"told, and it gets no certificate by any door until 'node readmit'",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return adminCall(conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
 				resp, err := c.RevokeNode(ctx, &ipseccav1.RevokeNodeRequest{Node: args[0], Reason: reason})
 				if err != nil {
 					return rpcError("node revoke", err)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "revoked %d certificate(s) of %s; its unused tokens are void; it gets no certificate until 'ipsecca node readmit %s'\n",
-					resp.GetRevoked(), args[0], args[0])
+				fmt.Fprintf(
+					cmd.OutOrStdout(),
+					"revoked %d certificate(s) of %s; its unused tokens are void; it gets no certificate until "+
+						"'ipsecca node readmit %s'\n",
+					resp.GetRevoked(),
+					args[0],
+					args[0],
+				)
 				return nil
 			})
 		},
@@ -327,23 +413,35 @@ func newNodesCmd() *cobra.Command {
 				if _, err := c.ReadmitNode(ctx, &ipseccav1.ReadmitNodeRequest{Node: args[0]}); err != nil {
 					return rpcError("node readmit", err)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "re-admitted %s: create a new token for it (ipsecca token create --node %s)\n", args[0], args[0])
+				fmt.Fprintf(
+					cmd.OutOrStdout(),
+					"re-admitted %s: create a new token for it (ipsecca token create --node %s)\n",
+					args[0],
+					args[0],
+				)
 				return nil
 			})
 		},
 	}
 
 	forget := &cobra.Command{
-		Use:   "forget NODE",
-		Short: "Release the certificate names a revoked node holds, so another node (a re-provisioned chassis) may take them",
-		Args:  cobra.ExactArgs(1),
+		Use: "forget NODE",
+		Short: "Release the certificate names a revoked node holds, so another node (a re-provisioned chassis) may " +
+			"take them",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return adminCall(conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
 				resp, err := c.ForgetNode(ctx, &ipseccav1.ForgetNodeRequest{Node: args[0]})
 				if err != nil {
 					return rpcError("node forget", err)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "released %d name(s) of %s: %s\n", len(resp.GetReleased()), args[0], strings.Join(resp.GetReleased(), ", "))
+				fmt.Fprintf(
+					cmd.OutOrStdout(),
+					"released %d name(s) of %s: %s\n",
+					len(resp.GetReleased()),
+					args[0],
+					strings.Join(resp.GetReleased(), ", "),
+				)
 				return nil
 			})
 		},

@@ -41,17 +41,70 @@ type caFlags struct {
 
 func (f *caFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.dataDir, flagnames.DataDir, "", "data directory (default $"+envDataDir+", else "+defaultDataDir+")")
-	fs.StringVar(&f.org, "org", ca.DefaultOrganization, "organization (O) of the root and of every issued subject; used when the CA is created")
+	fs.StringVar(
+		&f.org,
+		"org",
+		ca.DefaultOrganization,
+		"organization (O) of the root and of every issued subject; used when the CA is created",
+	)
 	fs.StringVar(&f.caName, "ca-name", ca.DefaultRootName, "common name of the root; used when the CA is created")
-	fs.StringVar(&f.keyType, "ca-key-type", string(ca.DefaultCAKeyType), "root key type when the CA is created: ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096")
-	fs.StringSliceVar(&f.serverNames, flagnames.ServerName, nil, "extra DNS name or IP for the service certificate (repeatable)")
-	fs.DurationVar(&f.spread, "rotation-spread", 0, "spread node rotations over this window after their due point (4.5 years), per serial, so a fleet enrolled together does not rotate together (e.g. 168h)")
-	fs.DurationVar(&f.grace, "rotation-grace", rotation.DefaultPolicy.Grace, "how long a due certificate may stay unrotated before it is reported overdue")
-	fs.Float64Var(&f.limits.Global, "limit-global", server.DefaultLimits.Global, "enrolment+renewal attempts per second over all nodes (0: off)")
-	fs.Float64Var(&f.limits.PerNode, "limit-per-node", server.DefaultLimits.PerNode, "attempts per second per node or token (0: off)")
-	fs.IntVar(&f.limits.PerNodeBurst, "limit-per-node-burst", server.DefaultLimits.PerNodeBurst, "burst of attempts per node or token")
-	fs.StringVar(&f.kekFile, flagnames.KEKFile, "", "file holding a key-encryption key (base64 of 32 random bytes) that seals the CA key in the store; default $IPSECCA_KEK; without one the key is protected by file permissions only")
-	fs.StringVar(&f.mode, flagnames.Mode, string(server.ModeFull), "the cluster's IPsec mode: Full (node certificates and bundle validation), External (bundle validation only) or Disabled (node enrolment refused)")
+	fs.StringVar(
+		&f.keyType,
+		"ca-key-type",
+		string(ca.DefaultCAKeyType),
+		"root key type when the CA is created: ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096",
+	)
+	fs.StringSliceVar(
+		&f.serverNames,
+		flagnames.ServerName,
+		nil,
+		"extra DNS name or IP for the service certificate (repeatable)",
+	)
+	fs.DurationVar(
+		&f.spread,
+		"rotation-spread",
+		0,
+		"spread node rotations over this window after their due point (4.5 years), per serial, so a fleet enrolled "+
+			"together does not rotate together (e.g. 168h)",
+	)
+	fs.DurationVar(
+		&f.grace,
+		"rotation-grace",
+		rotation.DefaultPolicy.Grace,
+		"how long a due certificate may stay unrotated before it is reported overdue",
+	)
+	fs.Float64Var(
+		&f.limits.Global,
+		"limit-global",
+		server.DefaultLimits.Global,
+		"enrolment+renewal attempts per second over all nodes (0: off)",
+	)
+	fs.Float64Var(
+		&f.limits.PerNode,
+		"limit-per-node",
+		server.DefaultLimits.PerNode,
+		"attempts per second per node or token (0: off)",
+	)
+	fs.IntVar(
+		&f.limits.PerNodeBurst,
+		"limit-per-node-burst",
+		server.DefaultLimits.PerNodeBurst,
+		"burst of attempts per node or token",
+	)
+	fs.StringVar(
+		&f.kekFile,
+		flagnames.KEKFile,
+		"",
+		"file holding a key-encryption key (base64 of 32 random bytes) that seals the CA key in the store; default "+
+			"$IPSECCA_KEK; without one the key is protected by file permissions only",
+	)
+	fs.StringVar(
+		&f.mode,
+		flagnames.Mode,
+		string(server.ModeFull),
+		"the cluster's IPsec mode: Full (node certificates and bundle validation), External (bundle validation only) "+
+			"or Disabled (node enrolment refused)",
+	)
 	f.store.register(fs)
 	fs.StringVar(&f.logFormat, flagnames.LogFormat, "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -106,7 +159,10 @@ func (f *caFlags) open(ctx context.Context) (*daemon.Instance, *slog.Logger, err
 		return nil, nil, usageError("--etcd-health-interval %s: want a positive duration", f.store.healthIval)
 	}
 	if f.store.kind == storeEtcd && kek == nil {
-		return nil, nil, usageError("--store etcd needs a key-encryption key (--kek-file or $IPSECCA_KEK, the same on every replica): the CA key is kept in etcd only sealed")
+		return nil, nil, usageError(
+			"--store etcd needs a key-encryption key (--kek-file or $IPSECCA_KEK, the same on every replica): the CA " +
+				"key is kept in etcd only sealed",
+		)
 	}
 	in, err := daemon.Open(ctx, daemon.Options{
 		DataDir: f.dataDir,
@@ -166,8 +222,15 @@ directory it keeps the existing root and prints its fingerprint.`,
 			}
 			defer in.Close()
 			root := in.Authority.Root()
-			fmt.Fprintf(cmd.OutOrStdout(), "root: %s\nnot after: %s\nsha256: %s\nbundle: %s/%s\n",
-				root.Cert.Subject.String(), root.Cert.NotAfter.UTC().Format(time.RFC3339), root.Fingerprint(), f.dataDir, daemon.CAFile)
+			fmt.Fprintf(
+				cmd.OutOrStdout(),
+				"root: %s\nnot after: %s\nsha256: %s\nbundle: %s/%s\n",
+				root.Cert.Subject.String(),
+				root.Cert.NotAfter.UTC().Format(time.RFC3339),
+				root.Fingerprint(),
+				f.dataDir,
+				daemon.CAFile,
+			)
 			return nil
 		},
 	}
@@ -215,8 +278,14 @@ func newServeCmd() *cobra.Command {
 	f.register(cmd.Flags())
 	kf.register(cmd.Flags())
 	cmd.Flags().StringVar(&listen, flagnames.Listen, "127.0.0.1:8443", "address to serve gRPC on")
-	cmd.Flags().StringVar(&f.advertise, flagnames.Advertise, "", "address clients reach this replica at, shown by `ipsecca status` (default: --listen)")
-	cmd.Flags().StringVar(&metricsListen, flagnames.MetricsListen, "", "address to serve Prometheus /metrics on (off when empty)")
-	cmd.Flags().StringVar(&pprofListen, "pprof-listen", "", "address to serve Go's /debug/pprof on, for profiling (off when empty; keep it on loopback)")
+	cmd.Flags().
+		StringVar(&f.advertise, flagnames.Advertise, "",
+			"address clients reach this replica at, shown by `ipsecca status` (default: --listen)")
+	cmd.Flags().
+		StringVar(&metricsListen, flagnames.MetricsListen, "",
+			"address to serve Prometheus /metrics on (off when empty)")
+	cmd.Flags().
+		StringVar(&pprofListen, "pprof-listen", "",
+			"address to serve Go's /debug/pprof on, for profiling (off when empty; keep it on loopback)")
 	return cmd
 }

@@ -87,9 +87,19 @@ does one pass and exits 0 only when the database is correct.`,
 	f.StringVar(&c.CAFile, flagnames.CAFile, "", "CA bundle to trust for the first contact")
 	f.StringVar(&c.Node, flagnames.Node, "", "this node's name (the token's node)")
 	f.StringVar(&c.CN, "cn", "", "certificate name, e.g. the OVS system-id (default: the node name)")
-	f.StringVar(&c.TokenFile, "token-file", "", "file holding a bootstrap token (first enrolment, and after expiry or revocation)")
+	f.StringVar(
+		&c.TokenFile,
+		"token-file",
+		"",
+		"file holding a bootstrap token (first enrolment, and after expiry or revocation)",
+	)
 	f.StringVar(&c.NSSDir, flagnames.NSSDir, "/var/lib/ipsec/nss", "the node's NSS database directory")
-	f.StringVar(&c.StateDir, flagnames.StateDir, "/var/lib/ipsecca-sidecar", "private state directory (key versions, PEM copies)")
+	f.StringVar(
+		&c.StateDir,
+		flagnames.StateDir,
+		"/var/lib/ipsecca-sidecar",
+		"private state directory (key versions, PEM copies)",
+	)
 	f.StringVar(&c.KeyType, "key-type", "rsa-2048", "node key type: rsa-2048 or ecdsa-p256")
 	f.StringVar(&c.CANickname, "ca-nickname", sidecar.CANickname, "NSS nickname of the CA")
 	f.StringVar(&c.Nickname, "nickname", "", "NSS nickname of the node certificate (default ovs_certkey_<CN>)")
@@ -97,10 +107,31 @@ does one pass and exits 0 only when the database is correct.`,
 	f.DurationVar(&c.ReloadTimeout, "reload-timeout", 30*time.Second, "timeout of the reload command")
 	f.DurationVar(&c.MaxBackoff, "max-backoff", 5*time.Minute, "longest wait between retries when the server is away")
 	f.BoolVar(&once, "once", false, "do one pass and exit: 0 only when the NSS database is correct")
-	f.BoolVar(&kubeMode, flagnames.Kube, false, "enrol and renew through Kubernetes CertificateSigningRequests, as OpenShift's node script does, instead of gRPC (no token needed)")
-	f.StringVar(&kubeconfig, flagnames.Kubeconfig, "", "with --kube: the node's kubeconfig (default: the in-cluster configuration)")
-	f.StringVar(&kc.SignerName, flagnames.SignerName, "network.openshift.io/signer", "with --kube: the CSRs' signerName")
-	f.StringVar(&kc.CABundleConfigMap, flagnames.CABundleConfigMap, "openshift-ovn-kubernetes/signer-ca", "with --kube: namespace/name of the ConfigMap holding the CA bundle (key ca-bundle.crt)")
+	f.BoolVar(
+		&kubeMode,
+		flagnames.Kube,
+		false,
+		"enrol and renew through Kubernetes CertificateSigningRequests, as OpenShift's node script does, instead of "+
+			"gRPC (no token needed)",
+	)
+	f.StringVar(
+		&kubeconfig,
+		flagnames.Kubeconfig,
+		"",
+		"with --kube: the node's kubeconfig (default: the in-cluster configuration)",
+	)
+	f.StringVar(
+		&kc.SignerName,
+		flagnames.SignerName,
+		"network.openshift.io/signer",
+		"with --kube: the CSRs' signerName",
+	)
+	f.StringVar(
+		&kc.CABundleConfigMap,
+		flagnames.CABundleConfigMap,
+		"openshift-ovn-kubernetes/signer-ca",
+		"with --kube: namespace/name of the ConfigMap holding the CA bundle (key ca-bundle.crt)",
+	)
 	f.DurationVar(&kc.Wait, "csr-wait", 2*time.Minute, "with --kube: how long to wait for a CSR's certificate")
 	f.StringVar(&logFormat, flagnames.LogFormat, "text", "log format: text or json")
 	cmd.MarkFlagRequired(flagnames.Node)

@@ -62,7 +62,15 @@ bundle. Exit status 1 when a replica or an etcd member is unhealthy.`,
 				if health != "SERVING" {
 					bad++
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.GetId(), r.GetAddress(), role, health, fmtTime(r.GetStartedAt()))
+				fmt.Fprintf(
+					w,
+					"%s\t%s\t%s\t%s\t%s\n",
+					r.GetId(),
+					r.GetAddress(),
+					role,
+					health,
+					fmtTime(r.GetStartedAt()),
+				)
 			}
 			w.Flush()
 			if len(resp.GetMembers()) > 0 {
@@ -78,7 +86,16 @@ bundle. Exit status 1 when a replica or an etcd member is unhealthy.`,
 						health, role = "UNHEALTHY: "+m.GetError(), "-"
 						bad++
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\n", m.GetName(), m.GetEndpoint(), role, health, m.GetDbSize(), m.GetRaftIndex())
+					fmt.Fprintf(
+						w,
+						"%s\t%s\t%s\t%s\t%d\t%d\n",
+						m.GetName(),
+						m.GetEndpoint(),
+						role,
+						health,
+						m.GetDbSize(),
+						m.GetRaftIndex(),
+					)
 				}
 				w.Flush()
 			}
@@ -113,7 +130,8 @@ func replicaHealth(addr string, caPEM []byte) string {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: ipseccav1.NodeService_ServiceDesc.ServiceName})
+	resp, err := healthpb.NewHealthClient(conn).
+		Check(ctx, &healthpb.HealthCheckRequest{Service: ipseccav1.NodeService_ServiceDesc.ServiceName})
 	switch {
 	case err != nil && strings.Contains(err.Error(), grpcaddr.NotServer):
 		return "REFUSED: " + grpcaddr.NotServer // something else answers at the replica's address

@@ -76,7 +76,8 @@ func newStoreCmd() *cobra.Command {
 			return nil
 		},
 	}
-	check.Flags().StringVar(&dataDir, flagnames.DataDir, "", "data directory (default $"+envDataDir+", else "+defaultDataDir+")")
+	check.Flags().
+		StringVar(&dataDir, flagnames.DataDir, "", "data directory (default $"+envDataDir+", else "+defaultDataDir+")")
 	cmd.AddCommand(check, newMigrateCmd())
 	return cmd
 }
@@ -85,8 +86,9 @@ func newMigrateCmd() *cobra.Command {
 	var from, to, kekFile string
 	var sf storeFlags
 	cmd := &cobra.Command{
-		Use:   "migrate --from bolt:DIR --to etcd:ENDPOINTS --kek-file F",
-		Short: "Move a CA from a bbolt data directory to etcd (root and key, certificates, tokens, audit chain, schedule); verify it",
+		Use: "migrate --from bolt:DIR --to etcd:ENDPOINTS --kek-file F",
+		Short: "Move a CA from a bbolt data directory to etcd (root and key, certificates, tokens, audit chain, " +
+			"schedule); verify it",
 		Long: `migrate copies everything the bbolt store in DIR holds into an empty etcd
 prefix, deriving etcd's indexes, then checks the copy: the audit chain
 verifies with the same number of records, certificate counts by kind and
@@ -111,7 +113,9 @@ etcd replicas. A prefix that already holds a CA or records is refused.`,
 				return err
 			}
 			if kek == nil {
-				return usageError("migrate needs the key-encryption key the replicas will use (--kek-file or $IPSECCA_KEK)")
+				return usageError(
+					"migrate needs the key-encryption key the replicas will use (--kek-file or $IPSECCA_KEK)",
+				)
 			}
 			dst, err := sf.etcdOptions(slog.New(slog.DiscardHandler))
 			if err != nil {
@@ -131,7 +135,8 @@ etcd replicas. A prefix that already holds a CA or records is refused.`,
 	cmd.Flags().Lookup(flagnames.EtcdEndpoints).Hidden = true // given in --to
 	cmd.Flags().StringVar(&from, "from", "", "source: bolt:DIR (the data directory; stop its server first)")
 	cmd.Flags().StringVar(&to, "to", "", "destination: etcd:ENDPOINT[,ENDPOINT...]")
-	cmd.Flags().StringVar(&kekFile, flagnames.KEKFile, "", "key-encryption key the replicas will use (default $IPSECCA_KEK)")
+	cmd.Flags().
+		StringVar(&kekFile, flagnames.KEKFile, "", "key-encryption key the replicas will use (default $IPSECCA_KEK)")
 	cmd.MarkFlagRequired("from")
 	cmd.MarkFlagRequired("to")
 	return cmd
@@ -144,8 +149,18 @@ func printMigrateReport(out io.Writer, rep *migrate.Report, done bool) {
 		return
 	}
 	eps := strings.Join(rep.Endpoints, ",")
-	fmt.Fprintf(out, "copied %d certificates, %d tokens, %d nodes, %d request UIDs, %d audit records to %s%s in %s\n",
-		rep.Counts.Certs, rep.Counts.Tokens, rep.Counts.Nodes, rep.Counts.Requests, rep.Counts.Events, eps, rep.Prefix, rep.Took.Round(time.Millisecond))
+	fmt.Fprintf(
+		out,
+		"copied %d certificates, %d tokens, %d nodes, %d request UIDs, %d audit records to %s%s in %s\n",
+		rep.Counts.Certs,
+		rep.Counts.Tokens,
+		rep.Counts.Nodes,
+		rep.Counts.Requests,
+		rep.Counts.Events,
+		eps,
+		rep.Prefix,
+		rep.Took.Round(time.Millisecond),
+	)
 	for _, c := range rep.Checks {
 		if c.OK() {
 			fmt.Fprintf(out, "%s: ok (%s)\n", c.Name, c.Source)
@@ -157,6 +172,12 @@ func printMigrateReport(out io.Writer, rep *migrate.Report, done bool) {
 		fmt.Fprintln(out, "CA key: sealed under the key-encryption key (it was in the clear in bbolt)")
 	}
 	if done {
-		fmt.Fprintf(out, "done: start the replicas with --store etcd --etcd-endpoints %s --etcd-prefix %s and the same key-encryption key\n", eps, strings.TrimSuffix(rep.Prefix, "/"))
+		fmt.Fprintf(
+			out,
+			"done: start the replicas with --store etcd --etcd-endpoints %s --etcd-prefix %s and the same "+
+				"key-encryption key\n",
+			eps,
+			strings.TrimSuffix(rep.Prefix, "/"),
+		)
 	}
 }

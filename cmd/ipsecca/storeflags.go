@@ -55,22 +55,54 @@ const (
 )
 
 func (f *storeFlags) register(fs *pflag.FlagSet) {
-	fs.StringVar(&f.kind, flagnames.Store, storeBolt, "store backend: bolt (one file in --data-dir, one replica) or etcd (several replicas share an etcd cluster; needs --etcd-endpoints and a KEK)")
+	fs.StringVar(
+		&f.kind,
+		flagnames.Store,
+		storeBolt,
+		"store backend: bolt (one file in --data-dir, one replica) or etcd (several replicas share an etcd cluster; "+
+			"needs --etcd-endpoints and a KEK)",
+	)
 	f.registerEtcd(fs)
-	fs.DurationVar(&f.sessionTTL, "etcd-session-ttl", etcd.DefaultSessionTTL, "lease TTL of the leader election: a dead leader's scheduler is taken over after at most this")
+	fs.DurationVar(
+		&f.sessionTTL,
+		"etcd-session-ttl",
+		etcd.DefaultSessionTTL,
+		"lease TTL of the leader election: a dead leader's scheduler is taken over after at most this",
+	)
 	fs.StringVar(&f.replicaID, flagnames.ReplicaID, "", "this replica's name in the cluster (default: the host name)")
-	fs.DurationVar(&f.healthIval, "etcd-health-interval", daemon.DefaultHealthInterval, "how often a replica checks that etcd answers a linearizable read; while it does not, the gRPC health of ipsecca.v1.NodeService and AdminService is NOT_SERVING")
+	fs.DurationVar(
+		&f.healthIval,
+		"etcd-health-interval",
+		daemon.DefaultHealthInterval,
+		"how often a replica checks that etcd answers a linearizable read; while it does not, the gRPC health of "+
+			"ipsecca.v1.NodeService and AdminService is NOT_SERVING",
+	)
 }
 
 // registerEtcd registers the connection flags (also used by store migrate and status).
 func (f *storeFlags) registerEtcd(fs *pflag.FlagSet) {
-	fs.StringSliceVar(&f.endpoints, flagnames.EtcdEndpoints, nil, "etcd client URLs, comma-separated (e.g. https://h1:2379,https://h2:2379,https://h3:2379)")
+	fs.StringSliceVar(
+		&f.endpoints,
+		flagnames.EtcdEndpoints,
+		nil,
+		"etcd client URLs, comma-separated (e.g. https://h1:2379,https://h2:2379,https://h3:2379)",
+	)
 	fs.StringVar(&f.caFile, flagnames.EtcdCACert, "", "CA bundle to verify the etcd servers (https endpoints)")
 	fs.StringVar(&f.certFile, flagnames.EtcdCert, "", "client certificate for etcd")
 	fs.StringVar(&f.keyFile, flagnames.EtcdKey, "", "client key for etcd")
 	fs.StringVar(&f.prefix, flagnames.EtcdPrefix, etcd.DefaultPrefix, "key prefix of this CA in etcd")
-	fs.IntVar(&f.maxTxnOps, "etcd-max-txn-ops", etcd.DefaultMaxTxnOps, "keys per etcd transaction; at most the cluster's --max-txn-ops (larger batches: raise both)")
-	fs.DurationVar(&f.timeout, "etcd-timeout", etcd.DefaultRequestTimeout, "bound on each etcd request; without quorum requests fail with Unavailable after it")
+	fs.IntVar(
+		&f.maxTxnOps,
+		"etcd-max-txn-ops",
+		etcd.DefaultMaxTxnOps,
+		"keys per etcd transaction; at most the cluster's --max-txn-ops (larger batches: raise both)",
+	)
+	fs.DurationVar(
+		&f.timeout,
+		"etcd-timeout",
+		etcd.DefaultRequestTimeout,
+		"bound on each etcd request; without quorum requests fail with Unavailable after it",
+	)
 }
 
 func (f *storeFlags) tlsConfig() (*tls.Config, error) {
@@ -108,7 +140,10 @@ func (f *storeFlags) etcdOptions(log *slog.Logger) (etcd.Options, error) {
 	}
 	for _, e := range f.endpoints {
 		if !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") && strings.Contains(e, "://") {
-			return etcd.Options{}, usageError("--etcd-endpoints %q: want host:port, http://host:port or https://host:port", e)
+			return etcd.Options{}, usageError(
+				"--etcd-endpoints %q: want host:port, http://host:port or https://host:port",
+				e,
+			)
 		}
 	}
 	cfg, err := f.tlsConfig()

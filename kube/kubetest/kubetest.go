@@ -79,8 +79,11 @@ func Binaries(t testing.TB) (apiserver, etcd string) {
 		apiserver, err = testbin.KubeAPIServer()
 	}
 	if err != nil {
-		t.Fatalf("kubetest: building kube-apiserver and etcd from the Go module proxy failed (the kube tests need them; "+
-			"this is not skipped):\n%v", err)
+		t.Fatalf(
+			"kubetest: building kube-apiserver and etcd from the Go module proxy failed (the kube tests need them; "+
+				"this is not skipped):\n%v",
+			err,
+		)
 	}
 	return apiserver, etcd
 }

@@ -13,8 +13,12 @@ import (
 // The harness serves a real API server: the admin may do anything, a
 // static-token node identity is held to RBAC.
 func TestStart(t *testing.T) {
-	srv := kubetest.Start(t,
-		kubetest.Options{Users: []kubetest.User{{Name: "system:ovn-node:node-a", Groups: []string{"system:ovn-nodes"}}}})
+	srv := kubetest.Start(
+		t,
+		kubetest.Options{
+			Users: []kubetest.User{{Name: "system:ovn-node:node-a", Groups: []string{"system:ovn-nodes"}}},
+		},
+	)
 	ctx := context.Background()
 	admin := kubetest.Client(t, srv.Admin)
 	if _, err := admin.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{}); err != nil {

@@ -26,7 +26,8 @@ func boltCA(t *testing.T) string {
 		t.Fatal(err)
 	}
 	defer src.Close()
-	if err := src.CreateCA(ctx, &store.CA{CertPEM: []byte("root"), KeyPEM: []byte("clear"), KeyEncryption: "none"}, store.Event{Type: store.EventCACreated, Time: storetest.T0}); err != nil {
+	if err := src.CreateCA(ctx, &store.CA{CertPEM: []byte("root"), KeyPEM: []byte("clear"), KeyEncryption: "none"},
+		store.Event{Type: store.EventCACreated, Time: storetest.T0}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 6 {
@@ -35,14 +36,17 @@ func boltCA(t *testing.T) string {
 			fmt.Sprintf("node-%d", i),
 			storetest.T0.Add(time.Duration(i)*time.Hour),
 		)
-		if err := src.Issue(ctx, store.Issuance{Cert: c, Event: store.Event{Type: store.EventEnrolled, Node: c.Node, Serial: c.Serial}}); err != nil {
+		if err := src.Issue(ctx, store.Issuance{Cert: c, Event: store.Event{Type: store.EventEnrolled, Node: c.Node,
+			Serial: c.Serial}}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := src.PutToken(ctx, &store.Token{ID: "tok", Node: "node-9", CommonName: "node-9", ExpiresAt: storetest.T0.Add(time.Hour)}, store.Event{Type: store.EventTokenCreated}); err != nil {
+	if err := src.PutToken(ctx, &store.Token{ID: "tok", Node: "node-9", CommonName: "node-9",
+		ExpiresAt: storetest.T0.Add(time.Hour)}, store.Event{Type: store.EventTokenCreated}); err != nil {
 		t.Fatal(err)
 	}
-	if err := src.MarkDue(ctx, "0002", storetest.T0, "scheduled", storetest.T0.Add(time.Hour), store.Event{Type: store.EventRotationDue}); err != nil {
+	if err := src.MarkDue(ctx, "0002", storetest.T0, "scheduled", storetest.T0.Add(time.Hour),
+		store.Event{Type: store.EventRotationDue}); err != nil {
 		t.Fatal(err)
 	}
 	return dir

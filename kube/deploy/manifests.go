@@ -1,4 +1,4 @@
-package kube
+package deploy
 
 import (
 	"fmt"
@@ -16,6 +16,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/ipsecca/ipsecca/internal/flagnames"
+	"github.com/ipsecca/ipsecca/kube"
 )
 
 // Encapsulation values of OpenShift's ipsecConfig.full.encapsulation.
@@ -83,20 +84,20 @@ const DisabledNote = "the cluster's IPsec mode is Disabled: nothing to apply (no
 
 // ManifestOptions are the knobs of the printed manifests.
 type ManifestOptions struct {
-	Namespace     string // DefaultNamespace when empty
-	Image         string // DefaultImage when empty
-	NSSDir        string // DefaultNSSDir when empty
-	Mode          Mode   // ModeFull when empty
-	Encapsulation string // EncapsulationAuto when empty
+	Namespace     string    // DefaultNamespace when empty
+	Image         string    // DefaultImage when empty
+	NSSDir        string    // DefaultNSSDir when empty
+	Mode          kube.Mode // ModeFull when empty
+	Encapsulation string    // EncapsulationAuto when empty
 
-	SignerName        string // DefaultSignerName when empty
-	RequesterPrefix   string // DefaultRequesterPrefix when empty
-	NodeGroup         string // DefaultNodeGroup when empty: the nodes' identities' group
-	CNFrom            CNFrom // CNFromChassisID when empty
-	CABundleConfigMap string // DefaultCABundleConfigMap when empty
-	LeaseName         string // DefaultLeaseName when empty
-	StorageSize       string // "1Gi" when empty; bolt store only
-	StorageClass      string // the cluster's default when empty; bolt store only
+	SignerName        string      // DefaultSignerName when empty
+	RequesterPrefix   string      // DefaultRequesterPrefix when empty
+	NodeGroup         string      // DefaultNodeGroup when empty: the nodes' identities' group
+	CNFrom            kube.CNFrom // CNFromChassisID when empty
+	CABundleConfigMap string      // DefaultCABundleConfigMap when empty
+	LeaseName         string      // DefaultLeaseName when empty
+	StorageSize       string      // "1Gi" when empty; bolt store only
+	StorageClass      string      // the cluster's default when empty; bolt store only
 
 	// Store is the CA's backend: StoreBolt (the default when empty) runs
 	// one replica as a StatefulSet with its data on a PersistentVolumeClaim;
@@ -130,19 +131,19 @@ func (o *ManifestOptions) setDefaults() error {
 			*p = v
 		}
 	}
-	def(&o.Namespace, DefaultNamespace)
+	def(&o.Namespace, kube.DefaultNamespace)
 	def(&o.Image, DefaultImage)
 	def(&o.NSSDir, DefaultNSSDir)
-	def(&o.SignerName, DefaultSignerName)
-	def(&o.RequesterPrefix, DefaultRequesterPrefix)
-	def(&o.NodeGroup, DefaultNodeGroup)
-	def(&o.CABundleConfigMap, DefaultCABundleConfigMap)
-	def(&o.LeaseName, DefaultLeaseName)
+	def(&o.SignerName, kube.DefaultSignerName)
+	def(&o.RequesterPrefix, kube.DefaultRequesterPrefix)
+	def(&o.NodeGroup, kube.DefaultNodeGroup)
+	def(&o.CABundleConfigMap, kube.DefaultCABundleConfigMap)
+	def(&o.LeaseName, kube.DefaultLeaseName)
 	def(&o.StorageSize, "1Gi")
 	if o.Mode == "" {
-		o.Mode = ModeFull
+		o.Mode = kube.ModeFull
 	}
-	m, err := ParseMode(string(o.Mode))
+	m, err := kube.ParseMode(string(o.Mode))
 	if err != nil {
 		return err
 	}
@@ -156,9 +157,9 @@ func (o *ManifestOptions) setDefaults() error {
 		return fmt.Errorf("kube: encapsulation %q: want Auto or Always", o.Encapsulation)
 	}
 	if o.CNFrom == "" {
-		o.CNFrom = CNFromChassisID
+		o.CNFrom = kube.CNFromChassisID
 	}
-	if _, err := ParseCNFrom(string(o.CNFrom)); err != nil {
+	if _, err := kube.ParseCNFrom(string(o.CNFrom)); err != nil {
 		return err
 	}
 	if errs := validation.IsDNS1123Label(o.Namespace); len(errs) > 0 {
@@ -167,7 +168,7 @@ func (o *ManifestOptions) setDefaults() error {
 	if !strings.HasPrefix(o.NSSDir, "/") {
 		return fmt.Errorf("kube: the NSS directory %q must be an absolute path", o.NSSDir)
 	}
-	if _, _, err := SplitNamespacedName(o.CABundleConfigMap); err != nil {
+	if _, _, err := kube.SplitNamespacedName(o.CABundleConfigMap); err != nil {
 		return err
 	}
 	if _, err := resource.ParseQuantity(o.StorageSize); err != nil {
@@ -186,7 +187,10 @@ func (o *ManifestOptions) setStoreDefaults() error {
 		o.Store = StoreBolt
 		switch {
 		case o.Replicas > 1:
-			return fmt.Errorf("kube: %d replicas need the etcd store: the bolt store is a file on one replica's volume", o.Replicas)
+			return fmt.Errorf(
+				"kube: %d replicas need the etcd store: the bolt store is a file on one replica's volume",
+				o.Replicas,
+			)
 		case len(o.EtcdEndpoints) > 0 || o.EtcdPrefix != "" || o.EtcdTLSSecret != "":
 			return fmt.Errorf("kube: etcd endpoints, prefix and TLS secret are for the etcd store, not bolt")
 		}
@@ -239,74 +243,172 @@ func Manifests(o ManifestOptions) ([]runtime.Object, error) {
 	if err := o.setDefaults(); err != nil {
 		return nil, err
 	}
-	if o.Mode == ModeDisabled {
+	if o.Mode == kube.ModeDisabled {
 		return nil, nil
 	}
-	full := o.Mode == ModeFull
+	full := o.Mode == kube.ModeFull
 	labels := func(component string) map[string]string {
-		return map[string]string{"app.kubernetes.io/name": "ipsecca", "app.kubernetes.io/component": component, LabelManagedBy: "ipsecca"}
+		return map[string]string{
+			"app.kubernetes.io/name":      "ipsecca",
+			"app.kubernetes.io/component": component,
+			kube.LabelManagedBy:           "ipsecca",
+		}
 	}
 	meta := func(name, namespace, component string) metav1.ObjectMeta {
 		return metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels(component)}
 	}
 	ns := o.Namespace
 	sa := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: NameCA, Namespace: ns}
-	cmNS, cmName, _ := SplitNamespacedName(o.CABundleConfigMap)
+	cmNS, cmName, _ := kube.SplitNamespacedName(o.CABundleConfigMap)
 
 	objs := []runtime.Object{
-		&corev1.Namespace{TypeMeta: typeMeta("v1", "Namespace"), ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{
-			"app.kubernetes.io/name": "ipsecca", LabelManagedBy: "ipsecca",
-			// The sidecar needs host paths and the host network.
-			"pod-security.kubernetes.io/enforce": "privileged",
-		}}},
+		&corev1.Namespace{
+			TypeMeta: typeMeta("v1", "Namespace"),
+			ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{
+				"app.kubernetes.io/name": "ipsecca", kube.LabelManagedBy: "ipsecca",
+				// The sidecar needs host paths and the host network.
+				"pod-security.kubernetes.io/enforce": "privileged",
+			}},
+		},
 		&corev1.ServiceAccount{TypeMeta: typeMeta("v1", "ServiceAccount"), ObjectMeta: meta(NameCA, ns, "ca")},
 	}
 	if full {
-		objs = append(objs,
+		objs = append(
+			objs,
 			// The sidecar acts with the node's own credentials (so the
 			// signer sees system:ovn-node:<node>); its service account
 			// has no rights and no token.
-			&corev1.ServiceAccount{TypeMeta: typeMeta("v1", "ServiceAccount"), ObjectMeta: meta(NameSidecar, ns, "sidecar"), AutomountServiceAccountToken: ptr.To(false)},
+			&corev1.ServiceAccount{
+				TypeMeta:                     typeMeta("v1", "ServiceAccount"),
+				ObjectMeta:                   meta(NameSidecar, ns, "sidecar"),
+				AutomountServiceAccountToken: ptr.To(false),
+			},
 			// The signer: watch its CSRs, approve/deny and publish for
 			// its signer name only, read Nodes, delete old CSRs.
-			&rbacv1.ClusterRole{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"), ObjectMeta: meta(NameSigner, "", "ca"), Rules: []rbacv1.PolicyRule{
-				{APIGroups: []string{"certificates.k8s.io"}, Resources: []string{"certificatesigningrequests"}, Verbs: []string{"get", "list", "watch", "delete"}},
-				{APIGroups: []string{"certificates.k8s.io"}, Resources: []string{"certificatesigningrequests/approval", "certificatesigningrequests/status"}, Verbs: []string{"update"}},
-				{APIGroups: []string{"certificates.k8s.io"}, Resources: []string{"signers"}, ResourceNames: []string{o.SignerName}, Verbs: []string{"approve", "sign"}},
-				{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}},
-			}},
-			&rbacv1.ClusterRoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"), ObjectMeta: meta(NameSigner, "", "ca"),
-				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: NameSigner}, Subjects: []rbacv1.Subject{sa}},
+			&rbacv1.ClusterRole{
+				TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"),
+				ObjectMeta: meta(NameSigner, "", "ca"),
+				Rules: []rbacv1.PolicyRule{
+					{
+						APIGroups: []string{"certificates.k8s.io"},
+						Resources: []string{"certificatesigningrequests"},
+						Verbs:     []string{"get", "list", "watch", "delete"},
+					},
+					{
+						APIGroups: []string{"certificates.k8s.io"},
+						Resources: []string{"certificatesigningrequests/approval", "certificatesigningrequests/status"},
+						Verbs:     []string{"update"},
+					},
+					{
+						APIGroups:     []string{"certificates.k8s.io"},
+						Resources:     []string{"signers"},
+						ResourceNames: []string{o.SignerName},
+						Verbs:         []string{"approve", "sign"},
+					},
+					{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}},
+				},
+			},
+			&rbacv1.ClusterRoleBinding{
+				TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+				ObjectMeta: meta(NameSigner, "", "ca"),
+				RoleRef: rbacv1.RoleRef{
+					APIGroup: rbacv1.GroupName,
+					Kind:     "ClusterRole",
+					Name:     NameSigner,
+				},
+				Subjects: []rbacv1.Subject{sa},
+			},
 			// The CA bundle ConfigMap: created if absent, then only this one.
-			&rbacv1.Role{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "Role"), ObjectMeta: meta(NameBundle, cmNS, "ca"), Rules: []rbacv1.PolicyRule{
-				{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{cmName}, Verbs: []string{"get", "list", "watch", "update"}},
-				{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}},
-			}},
-			&rbacv1.RoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: meta(NameBundle, cmNS, "ca"),
-				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: NameBundle}, Subjects: []rbacv1.Subject{sa}},
+			&rbacv1.Role{
+				TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "Role"),
+				ObjectMeta: meta(NameBundle, cmNS, "ca"),
+				Rules: []rbacv1.PolicyRule{
+					{
+						APIGroups:     []string{""},
+						Resources:     []string{"configmaps"},
+						ResourceNames: []string{cmName},
+						Verbs:         []string{"get", "list", "watch", "update"},
+					},
+					{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}},
+				},
+			},
+			&rbacv1.RoleBinding{
+				TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"),
+				ObjectMeta: meta(NameBundle, cmNS, "ca"),
+				RoleRef: rbacv1.RoleRef{
+					APIGroup: rbacv1.GroupName,
+					Kind:     "Role",
+					Name:     NameBundle,
+				},
+				Subjects: []rbacv1.Subject{sa},
+			},
 			// Leader election among the CA's replicas.
-			&rbacv1.Role{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "Role"), ObjectMeta: meta(NameLeader, ns, "ca"), Rules: []rbacv1.PolicyRule{
-				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{o.LeaseName}, Verbs: []string{"get", "update"}},
-				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
-			}},
-			&rbacv1.RoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: meta(NameLeader, ns, "ca"),
-				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: NameLeader}, Subjects: []rbacv1.Subject{sa}},
+			&rbacv1.Role{
+				TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "Role"),
+				ObjectMeta: meta(NameLeader, ns, "ca"),
+				Rules: []rbacv1.PolicyRule{
+					{
+						APIGroups:     []string{"coordination.k8s.io"},
+						Resources:     []string{"leases"},
+						ResourceNames: []string{o.LeaseName},
+						Verbs:         []string{"get", "update"},
+					},
+					{
+						APIGroups: []string{"coordination.k8s.io"},
+						Resources: []string{"leases"},
+						Verbs:     []string{"create"},
+					},
+				},
+			},
+			&rbacv1.RoleBinding{
+				TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"),
+				ObjectMeta: meta(NameLeader, ns, "ca"),
+				RoleRef: rbacv1.RoleRef{
+					APIGroup: rbacv1.GroupName,
+					Kind:     "Role",
+					Name:     NameLeader,
+				},
+				Subjects: []rbacv1.Subject{sa},
+			},
 			// The nodes: create their CSRs and wait for the certificate,
 			// read their Node's chassis-id annotation (the CN), read the CA
 			// bundle.
-			&rbacv1.ClusterRole{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"), ObjectMeta: meta(NameNodeCSR, "", "sidecar"), Rules: []rbacv1.PolicyRule{
-				{APIGroups: []string{"certificates.k8s.io"}, Resources: []string{"certificatesigningrequests"}, Verbs: []string{"create", "get", "watch"}},
-				{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get"}},
-			}},
-			&rbacv1.ClusterRoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"), ObjectMeta: meta(NameNodeCSR, "", "sidecar"),
-				RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: NameNodeCSR},
-				Subjects: []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: o.NodeGroup}}},
-			&rbacv1.Role{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "Role"), ObjectMeta: meta(NameNodeCSR, cmNS, "sidecar"), Rules: []rbacv1.PolicyRule{
-				{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{cmName}, Verbs: []string{"get"}},
-			}},
-			&rbacv1.RoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: meta(NameNodeCSR, cmNS, "sidecar"),
-				RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: NameNodeCSR},
-				Subjects: []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: o.NodeGroup}}},
+			&rbacv1.ClusterRole{
+				TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"),
+				ObjectMeta: meta(NameNodeCSR, "", "sidecar"),
+				Rules: []rbacv1.PolicyRule{
+					{
+						APIGroups: []string{"certificates.k8s.io"},
+						Resources: []string{"certificatesigningrequests"},
+						Verbs:     []string{"create", "get", "watch"},
+					},
+					{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get"}},
+				},
+			},
+			&rbacv1.ClusterRoleBinding{
+				TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+				ObjectMeta: meta(NameNodeCSR, "", "sidecar"),
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: NameNodeCSR},
+				Subjects:   []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: o.NodeGroup}},
+			},
+			&rbacv1.Role{
+				TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "Role"),
+				ObjectMeta: meta(NameNodeCSR, cmNS, "sidecar"),
+				Rules: []rbacv1.PolicyRule{
+					{
+						APIGroups:     []string{""},
+						Resources:     []string{"configmaps"},
+						ResourceNames: []string{cmName},
+						Verbs:         []string{"get"},
+					},
+				},
+			},
+			&rbacv1.RoleBinding{
+				TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"),
+				ObjectMeta: meta(NameNodeCSR, cmNS, "sidecar"),
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: NameNodeCSR},
+				Subjects:   []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: o.NodeGroup}},
+			},
 		)
 	}
 	objs = append(objs, caService(o, meta, labels))
@@ -337,8 +439,19 @@ func caService(o ManifestOptions, meta metaFunc, labels func(string) map[string]
 		Spec: corev1.ServiceSpec{
 			Selector: labels("ca"),
 			Ports: []corev1.ServicePort{
-				{Name: "grpc", Port: DefaultGRPC, TargetPort: intstr.FromString("grpc"), Protocol: corev1.ProtocolTCP, AppProtocol: ptr.To("grpc")},
-				{Name: "metrics", Port: DefaultMetrics, TargetPort: intstr.FromString("metrics"), Protocol: corev1.ProtocolTCP},
+				{
+					Name:        "grpc",
+					Port:        DefaultGRPC,
+					TargetPort:  intstr.FromString("grpc"),
+					Protocol:    corev1.ProtocolTCP,
+					AppProtocol: ptr.To("grpc"),
+				},
+				{
+					Name:       "metrics",
+					Port:       DefaultMetrics,
+					TargetPort: intstr.FromString("metrics"),
+					Protocol:   corev1.ProtocolTCP,
+				},
 			},
 		},
 	}
@@ -374,7 +487,7 @@ func caPodTemplate(o ManifestOptions, labels func(string) map[string]string) cor
 		args = append(args, flagArg(flagnames.ServerName), "$(POD_IP)")
 	}
 	args = append(args, flagArg(flagnames.LogFormat), "json")
-	if o.Mode == ModeFull {
+	if o.Mode == kube.ModeFull {
 		args = append(args, flagArg(flagnames.Kube),
 			flagArg(flagnames.SignerName), o.SignerName,
 			flagArg(flagnames.RequesterPrefix), o.RequesterPrefix,
@@ -396,13 +509,19 @@ func caPodTemplate(o ManifestOptions, labels func(string) map[string]string) cor
 	liveness := health("")
 	liveness.InitialDelaySeconds = 10
 	readiness := health("ipsecca.v1.NodeService")
-	if o.Mode != ModeFull {
+	if o.Mode != kube.ModeFull {
 		readiness = health("ipsecca.v1.AdminService")
 	}
 	fieldEnv := func(name, path string) corev1.EnvVar {
-		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
+		return corev1.EnvVar{
+			Name:      name,
+			ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}},
+		}
 	}
-	env := []corev1.EnvVar{fieldEnv("POD_NAMESPACE", "metadata.namespace"), {Name: flagnames.EnvDataDir, Value: DataDir}}
+	env := []corev1.EnvVar{
+		fieldEnv("POD_NAMESPACE", "metadata.namespace"),
+		{Name: flagnames.EnvDataDir, Value: DataDir},
+	}
 	mounts := []corev1.VolumeMount{{Name: "data", MountPath: VolumeDir}}
 	var volumes []corev1.Volume
 	var affinity *corev1.Affinity
@@ -411,13 +530,21 @@ func caPodTemplate(o ManifestOptions, labels func(string) map[string]string) cor
 		// The replica's own service certificates and bundle; the CA's
 		// state is in etcd. The Secrets are readable by fsGroup only.
 		secret := func(name, secretName string, keys ...string) corev1.Volume {
-			v := corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: secretName, DefaultMode: ptr.To[int32](0o440)}}}
+			v := corev1.Volume{
+				Name: name,
+				VolumeSource: corev1.VolumeSource{
+					Secret: &corev1.SecretVolumeSource{SecretName: secretName, DefaultMode: ptr.To[int32](0o440)},
+				},
+			}
 			for _, k := range keys {
 				v.Secret.Items = append(v.Secret.Items, corev1.KeyToPath{Key: k, Path: k})
 			}
 			return v
 		}
-		volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}, secret("kek", NameKEK, KEKKey)}
+		volumes = []corev1.Volume{
+			{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			secret("kek", NameKEK, KEKKey),
+		}
 		mounts = append(mounts, corev1.VolumeMount{Name: "kek", MountPath: KEKDir, ReadOnly: true})
 		if o.EtcdTLSSecret != "" {
 			volumes = append(volumes, secret("etcd-tls", o.EtcdTLSSecret, "ca.crt", "tls.crt", "tls.key"))
@@ -425,10 +552,12 @@ func caPodTemplate(o ManifestOptions, labels func(string) map[string]string) cor
 		}
 		// Spread the replicas over the nodes when there are enough.
 		affinity = &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
-			PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{Weight: 100, PodAffinityTerm: corev1.PodAffinityTerm{
-				LabelSelector: &metav1.LabelSelector{MatchLabels: labels("ca")},
-				TopologyKey:   "kubernetes.io/hostname",
-			}}},
+			PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{
+				{Weight: 100, PodAffinityTerm: corev1.PodAffinityTerm{
+					LabelSelector: &metav1.LabelSelector{MatchLabels: labels("ca")},
+					TopologyKey:   "kubernetes.io/hostname",
+				}},
+			},
 		}}
 	}
 	return corev1.PodTemplateSpec{
@@ -436,7 +565,9 @@ func caPodTemplate(o ManifestOptions, labels func(string) map[string]string) cor
 		Spec: corev1.PodSpec{
 			ServiceAccountName: NameCA,
 			SecurityContext: &corev1.PodSecurityContext{
-				RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](65532), RunAsGroup: ptr.To[int64](65532), FSGroup: ptr.To[int64](65532),
+				RunAsNonRoot: ptr.To(
+					true,
+				), RunAsUser: ptr.To[int64](65532), RunAsGroup: ptr.To[int64](65532), FSGroup: ptr.To[int64](65532),
 				// Otherwise the kubelet adds group read and write to every
 				// file of the volume at each mount: the CA key would become
 				// 0660, and the CA refuses to start with key material others
@@ -477,7 +608,9 @@ func caStatefulSet(o ManifestOptions, meta metaFunc, labels func(string) map[str
 		ObjectMeta: metav1.ObjectMeta{Name: "data", Labels: labels("ca")},
 		Spec: corev1.PersistentVolumeClaimSpec{
 			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(o.StorageSize)}},
+			Resources: corev1.VolumeResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(o.StorageSize)},
+			},
 		},
 	}
 	if o.StorageClass != "" {
@@ -509,8 +642,11 @@ func caDeployment(o ManifestOptions, meta metaFunc, labels func(string) map[stri
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To(o.Replicas),
 			Selector: &metav1.LabelSelector{MatchLabels: labels("ca")},
-			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType, RollingUpdate: &appsv1.RollingUpdateDeployment{
-				MaxUnavailable: ptr.To(intstr.FromInt32(1)), MaxSurge: ptr.To(intstr.FromInt32(1))}},
+			Strategy: appsv1.DeploymentStrategy{
+				Type: appsv1.RollingUpdateDeploymentStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDeployment{
+					MaxUnavailable: ptr.To(intstr.FromInt32(1)), MaxSurge: ptr.To(intstr.FromInt32(1))},
+			},
 			Template: caPodTemplate(o, labels),
 		},
 	}
@@ -518,7 +654,11 @@ func caDeployment(o ManifestOptions, meta metaFunc, labels func(string) map[stri
 
 // caDisruptionBudget keeps all but one of the CA's replicas (at least one)
 // up through voluntary disruptions such as node drains.
-func caDisruptionBudget(o ManifestOptions, meta metaFunc, labels func(string) map[string]string) *policyv1.PodDisruptionBudget {
+func caDisruptionBudget(
+	o ManifestOptions,
+	meta metaFunc,
+	labels func(string) map[string]string,
+) *policyv1.PodDisruptionBudget {
 	return &policyv1.PodDisruptionBudget{
 		TypeMeta:   typeMeta("policy/v1", "PodDisruptionBudget"),
 		ObjectMeta: meta(NameCA, o.Namespace, "ca"),
@@ -542,14 +682,20 @@ func sidecarDaemonSet(o ManifestOptions, meta metaFunc, labels func(string) map[
 			flagArg(flagnames.LogFormat), "json"}
 	}
 	hostPath := func(name, path string, t corev1.HostPathType) corev1.Volume {
-		return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: path, Type: ptr.To(t)}}}
+		return corev1.Volume{
+			Name:         name,
+			VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: path, Type: ptr.To(t)}},
+		}
 	}
 	return &appsv1.DaemonSet{
 		TypeMeta:   typeMeta("apps/v1", "DaemonSet"),
 		ObjectMeta: meta(NameSidecar, o.Namespace, "sidecar"),
 		Spec: appsv1.DaemonSetSpec{
-			Selector:       &metav1.LabelSelector{MatchLabels: labels("sidecar")},
-			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.RollingUpdateDaemonSetStrategyType, RollingUpdate: &appsv1.RollingUpdateDaemonSet{MaxUnavailable: ptr.To(intstr.FromString("10%"))}},
+			Selector: &metav1.LabelSelector{MatchLabels: labels("sidecar")},
+			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{
+				Type:          appsv1.RollingUpdateDaemonSetStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDaemonSet{MaxUnavailable: ptr.To(intstr.FromString("10%"))},
+			},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels("sidecar")},
 				Spec: corev1.PodSpec{
@@ -560,17 +706,37 @@ func sidecarDaemonSet(o ManifestOptions, meta metaFunc, labels func(string) map[
 					PriorityClassName:            "system-node-critical",
 					NodeSelector:                 map[string]string{"kubernetes.io/os": "linux"},
 					Tolerations: []corev1.Toleration{
-						{Key: "node-role.kubernetes.io/control-plane", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
-						{Key: "node-role.kubernetes.io/master", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
-						{Key: "node.kubernetes.io/not-ready", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
+						{
+							Key:      "node-role.kubernetes.io/control-plane",
+							Operator: corev1.TolerationOpExists,
+							Effect:   corev1.TaintEffectNoSchedule,
+						},
+						{
+							Key:      "node-role.kubernetes.io/master",
+							Operator: corev1.TolerationOpExists,
+							Effect:   corev1.TaintEffectNoSchedule,
+						},
+						{
+							Key:      "node.kubernetes.io/not-ready",
+							Operator: corev1.TolerationOpExists,
+							Effect:   corev1.TaintEffectNoSchedule,
+						},
 					},
 					Containers: []corev1.Container{{
 						Name:  "sidecar",
 						Image: o.Image,
 						Args:  args,
 						Env: []corev1.EnvVar{
-							{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
-							{Name: flagnames.EnvServer, Value: fmt.Sprintf("%s.%s.svc:%d", NameCA, o.Namespace, DefaultGRPC)},
+							{
+								Name: "NODE_NAME",
+								ValueFrom: &corev1.EnvVarSource{
+									FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"},
+								},
+							},
+							{
+								Name:  flagnames.EnvServer,
+								Value: fmt.Sprintf("%s.%s.svc:%d", NameCA, o.Namespace, DefaultGRPC),
+							},
 							{Name: "IPSECCA_ENCAPSULATION", Value: o.Encapsulation},
 							{Name: "IPSECCA_NSS_DIR", Value: o.NSSDir},
 						},
@@ -580,11 +746,18 @@ func sidecarDaemonSet(o ManifestOptions, meta metaFunc, labels func(string) map[
 							{Name: "node-credentials", MountPath: NodeCredentialsDir, ReadOnly: true},
 						},
 						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
-							corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")}},
+							corev1.ResourceCPU: resource.MustParse(
+								"10m",
+							), corev1.ResourceMemory: resource.MustParse("32Mi")}},
 						// Root to write the host's NSS database; nothing more.
 						SecurityContext: &corev1.SecurityContext{
-							RunAsUser: ptr.To[int64](0), AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
-							Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"DAC_OVERRIDE", "CHOWN", "FOWNER"}},
+							RunAsUser: ptr.To[int64](
+								0,
+							), AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
+							Capabilities: &corev1.Capabilities{
+								Drop: []corev1.Capability{"ALL"},
+								Add:  []corev1.Capability{"DAC_OVERRIDE", "CHOWN", "FOWNER"},
+							},
 						},
 					}},
 					Volumes: []corev1.Volume{
