@@ -21,6 +21,7 @@ import (
 	"github.com/cloudflare/cfssl/signer"
 	"github.com/cloudflare/cfssl/signer/local"
 
+	"github.com/ipsecca/ipsecca/internal/pemutil"
 	"github.com/ipsecca/ipsecca/store"
 )
 
@@ -319,20 +320,12 @@ func (a *Authority) RenewRoot(ctx context.Context, actor string) (*Root, error) 
 
 // previousRoots returns the DER of the roots before r (in its bundle).
 func (a *Authority) previousRoots(r *Root) [][]byte {
+	roots, _ := pemutil.ParseCertificates(r.BundlePEM, pemutil.Options{})
 	var out [][]byte
-	rest := r.BundlePEM
-	first := true
-	for {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			return out
-		}
-		if !first {
-			out = append(out, b.Bytes)
-		}
-		first = false
+	for _, c := range roots[min(1, len(roots)):] {
+		out = append(out, c.Raw)
 	}
+	return out
 }
 
 // ReloadRoot loads the root from the store again, for replicas that share

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"strconv"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/ipsecca/ipsecca/internal/pemutil"
 	"github.com/ipsecca/ipsecca/ca"
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 	"github.com/ipsecca/ipsecca/store"
@@ -245,24 +245,15 @@ func (s adminService) RenewCA(ctx context.Context, _ *ipseccav1.RenewCARequest) 
 
 func caInfo(r *ca.Root) *ipseccav1.GetCAResponse {
 	resp := &ipseccav1.GetCAResponse{BundlePem: r.BundlePEM}
-	rest := r.BundlePEM
-	for i := 0; ; i++ {
-		var b *pem.Block
-		if b, rest = pem.Decode(rest); b == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			continue
-		}
+	// The bundle is the CA's own: current root first, then earlier ones.
+	roots, _ := pemutil.ParseCertificates(r.BundlePEM, pemutil.Options{})
+	for i, c := range roots {
 		sum := sha256.Sum256(c.Raw)
-		resp.Roots = append(
-			resp.Roots,
-			&ipseccav1.RootInfo{Serial: ca.SerialString(c.SerialNumber), Subject: c.Subject.String(),
-				NotBefore: timestamppb.New(
-					c.NotBefore,
-				), NotAfter: timestamppb.New(c.NotAfter), Sha256Fingerprint: hex.EncodeToString(sum[:]), Current: i == 0},
-		)
+		resp.Roots = append(resp.Roots, &ipseccav1.RootInfo{
+			Serial: ca.SerialString(c.SerialNumber), Subject: c.Subject.String(),
+			NotBefore: timestamppb.New(c.NotBefore), NotAfter: timestamppb.New(c.NotAfter),
+			Sha256Fingerprint: hex.EncodeToString(sum[:]), Current: i == 0,
+		})
 	}
 	return resp
 }
