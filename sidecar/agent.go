@@ -580,17 +580,38 @@ func (a *Agent) syncCRL(ctx context.Context, bundle []byte) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	key := []byte(strings.Join(serials, ","))
 	path := a.state.path(crlFile)
-	if prev, err := os.ReadFile(path); err == nil && string(prev) == string(key) {
+	prev, _ := os.ReadFile(path)
+	step := nextCRLStep(string(prev), serials, resp.GetDer())
+	if step.state == string(prev) {
 		return false, nil
 	}
-	if len(serials) == 0 {
-		return false, atomicfile.WriteFile(path, key, 0o600)
+	if step.importIt {
+		if err := a.db.ImportCRL(ctx, resp.GetDer()); err != nil {
+			return false, err
+		}
+		a.log.Info("imported CRL into NSS", "revoked", len(serials), "set_changed", step.changed)
 	}
-	if err := a.db.ImportCRL(ctx, resp.GetDer()); err != nil {
-		return false, err
-	}
-	a.log.Info("imported CRL into NSS", "revoked", len(serials))
-	return true, atomicfile.WriteFile(path, key, 0o600)
+	return step.changed, atomicfile.WriteFile(path, []byte(step.state), 0o600)
+}
+
+// crlStep is what a pass does with the CA's CRL.
+type crlStep struct {
+	importIt bool   // import it into NSS
+	changed  bool   // the revoked set changed: tell libreswan (reload)
+	state    string // what to remember: the revoked serials, then the CRL's hash
+}
+
+// nextCRLStep decides from the remembered state (serials, a newline, the
+// last imported CRL's SHA-256; older sidecars kept the serials alone) and
+// the CRL just fetched. A CRL re-signed with the same serials is imported
+// too, so NSS never keeps one past its NextUpdate, but needs no reload.
+func nextCRLStep(prev string, serials []string, der []byte) crlStep {
+	sum := sha256.Sum256(der)
+	key := strings.Join(serials, ",")
+	prevKey, _, _ := strings.Cut(prev, "\n")
+	st := crlStep{state: key + "\n" + hex.EncodeToString(sum[:]), changed: key != prevKey}
+	// Nothing revoked and nothing imported before: no CRL to keep current.
+	st.importIt = st.state != prev && (len(serials) > 0 || prevKey != "")
+	return st
 }
