@@ -45,7 +45,8 @@ func bundleFixture(t *testing.T, dir, cn, name, pass string) (p12, ca string) {
 	os.WriteFile(
 		ext,
 		[]byte(
-			"subjectAltName=DNS:node1.example.com\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n",
+			"subjectAltName=DNS:node1.example.com\nkeyUsage=digitalSignature,keyEncipherment\n"+
+				"extendedKeyUsage=serverAuth,clientAuth\n",
 		),
 		0o600,
 	)

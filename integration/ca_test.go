@@ -76,21 +76,7 @@ func TestEnrolWithOpenSSLCSR(t *testing.T) {
 				append(tc.keyArg, "-addext", "subjectAltName=DNS:"+node)...)
 			out := filepath.Join(dir, node+".pem")
 			start := time.Now()
-			mustRun(
-				t,
-				nil,
-				"enroll",
-				"--server",
-				srv.Addr,
-				"--ca-file",
-				srv.CAFile(),
-				"--token",
-				token,
-				"--csr",
-				csr,
-				"--out",
-				out,
-			)
+			mustRun(t, nil, srv.enrollArgs("--token", token, csr, out)...)
 			if v := sh(t, "openssl", "verify", "-CAfile", srv.CAFile(), out); !strings.Contains(v, ": OK") {
 				t.Fatalf("openssl verify: %s", v)
 			}
@@ -166,7 +152,8 @@ func TestRootProfile(t *testing.T) {
 			ca := filepath.Join(dir, "ca.pem")
 			text := sh(t, "openssl", "x509", "-in", ca, "-noout", "-text")
 			for _, want := range []string{tc.want, "CA:TRUE, pathlen:0", "X509v3 Basic Constraints: critical",
-				"X509v3 Key Usage: critical\n                Certificate Sign, CRL Sign", "X509v3 Subject Key Identifier", "Subject: O = example, CN = example ipsec root"} {
+				"X509v3 Key Usage: critical\n                Certificate Sign, CRL Sign", "X509v3 Subject Key Identifier",
+				"Subject: O = example, CN = example ipsec root"} {
 				if !strings.Contains(text, want) {
 					t.Errorf("root lacks %q:\n%s", want, text)
 				}
@@ -214,21 +201,7 @@ func TestRenewOverMTLS(t *testing.T) {
 	token := strings.TrimSpace(mustRun(t, srv.Env(), "token", "create", "--node", "node-a"))
 	key, csr := opensslCSR(t, dir, "a", "/CN=node-a")
 	first := filepath.Join(dir, "a.pem")
-	mustRun(
-		t,
-		nil,
-		"enroll",
-		"--server",
-		srv.Addr,
-		"--ca-file",
-		srv.CAFile(),
-		"--token",
-		token,
-		"--csr",
-		csr,
-		"--out",
-		first,
-	)
+	mustRun(t, nil, srv.enrollArgs("--token", token, csr, first)...)
 
 	key2, csr2 := opensslCSR(t, dir, "a2", "/CN=node-a")
 	second := filepath.Join(dir, "a2.pem")
@@ -391,18 +364,7 @@ func TestDenialsOverTheWire(t *testing.T) {
 	mustRun(
 		t,
 		nil,
-		"enroll",
-		"--server",
-		srv.Addr,
-		"--ca-file",
-		srv.CAFile(),
-		"--token",
-		tokX,
-		"--csr",
-		write("x.csr", goCSR(t, p256, uuid, nil)),
-		"--out",
-		filepath.Join(dir, "x.pem"),
-	)
+		srv.enrollArgs("--token", tokX, write("x.csr", goCSR(t, p256, uuid, nil)), filepath.Join(dir, "x.pem"))...)
 
 	// Two tokens for one name made before either enrols: the second node
 	// to enrol is refused.
@@ -412,35 +374,10 @@ func TestDenialsOverTheWire(t *testing.T) {
 	mustRun(
 		t,
 		nil,
-		"enroll",
-		"--server",
-		srv.Addr,
-		"--ca-file",
-		srv.CAFile(),
-		"--token",
-		tokX2,
-		"--csr",
-		write("x2.csr", goCSR(t, p256, uuid2, nil)),
-		"--out",
-		filepath.Join(dir, "x2.pem"),
-	)
+		srv.enrollArgs("--token", tokX2, write("x2.csr", goCSR(t, p256, uuid2, nil)), filepath.Join(dir, "x2.pem"))...)
 
 	used := newToken("node-a")
-	mustRun(
-		t,
-		nil,
-		"enroll",
-		"--server",
-		srv.Addr,
-		"--ca-file",
-		srv.CAFile(),
-		"--token",
-		used,
-		"--csr",
-		goodCSR,
-		"--out",
-		filepath.Join(dir, "ok.pem"),
-	)
+	mustRun(t, nil, srv.enrollArgs("--token", used, goodCSR, filepath.Join(dir, "ok.pem"))...)
 	short := newToken("node-a", "--ttl", "1s")
 	time.Sleep(1100 * time.Millisecond)
 	id := strings.SplitN(used, ".", 2)[0]
@@ -546,21 +483,7 @@ func TestDenialsOverTheWire(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			out := filepath.Join(dir, "denied.pem")
-			r := run(
-				t,
-				nil,
-				"enroll",
-				"--server",
-				srv.Addr,
-				"--ca-file",
-				srv.CAFile(),
-				"--token",
-				tc.token,
-				"--csr",
-				tc.csr,
-				"--out",
-				out,
-			)
+			r := run(t, nil, srv.enrollArgs("--token", tc.token, tc.csr, out)...)
 			if r.Code != 1 || !strings.Contains(r.Stderr, tc.code+": denied ("+tc.reason+")") {
 				t.Fatalf("exit %d, stderr %q; want exit 1 with %s and reason %s", r.Code, r.Stderr, tc.code, tc.reason)
 			}
@@ -617,21 +540,7 @@ func TestAdminNeedsAdmin(t *testing.T) {
 	token := strings.TrimSpace(mustRun(t, srv.Env(), "token", "create", "--node", "node-a"))
 	key, csr := opensslCSR(t, dir, "a", "/CN=node-a")
 	cert := filepath.Join(dir, "a.pem")
-	mustRun(
-		t,
-		nil,
-		"enroll",
-		"--server",
-		srv.Addr,
-		"--ca-file",
-		srv.CAFile(),
-		"--token",
-		token,
-		"--csr",
-		csr,
-		"--out",
-		cert,
-	)
+	mustRun(t, nil, srv.enrollArgs("--token", token, csr, cert)...)
 	r := run(t, nil, "certs", "list", "--server", srv.Addr, "--ca-file", srv.CAFile(), "--cert", cert, "--key", key)
 	if r.Code != 1 || !strings.Contains(r.Stderr, "PermissionDenied") {
 		t.Fatalf("certs list with a node cert: %+v", r)

@@ -600,21 +600,7 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 		token := strings.TrimSpace(mustRun(t, srv.Env(), "token", "create", "--node", n))
 		key, csr := opensslCSR(t, certs, n, "/CN="+n)
 		out := filepath.Join(certs, n+".pem")
-		mustRun(
-			t,
-			nil,
-			"enroll",
-			"--server",
-			srv.Addr,
-			"--ca-file",
-			srv.CAFile(),
-			"--token",
-			token,
-			"--csr",
-			csr,
-			"--out",
-			out,
-		)
+		mustRun(t, nil, srv.enrollArgs("--token", token, csr, out)...)
 		if firstKey == "" {
 			firstKey, firstCert = key, out
 		}
@@ -800,21 +786,7 @@ func TestEtcdOverTLS(t *testing.T) {
 	srv.Start()
 	token := strings.TrimSpace(mustRun(t, srv.Env(), "token", "create", "--node", "node-tls"))
 	_, csr := opensslCSR(t, dir, "node-tls", "/CN=node-tls")
-	mustRun(
-		t,
-		nil,
-		"enroll",
-		"--server",
-		srv.Addr,
-		"--ca-file",
-		srv.CAFile(),
-		"--token",
-		token,
-		"--csr",
-		csr,
-		"--out",
-		filepath.Join(dir, "node-tls.pem"),
-	)
+	mustRun(t, nil, srv.enrollArgs("--token", token, csr, filepath.Join(dir, "node-tls.pem"))...)
 	st := run(t, srv.Env(), "status")
 	if st.Code != 0 || !strings.Contains(st.Stdout, "https://127.0.0.1") || !strings.Contains(st.Stdout, "healthy") {
 		t.Fatalf("status over TLS: exit %d\n%s%s", st.Code, st.Stdout, st.Stderr)

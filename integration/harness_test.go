@@ -251,6 +251,12 @@ func mustRun(t *testing.T, env []string, args ...string) string {
 	return r.Stdout
 }
 
+// enrollArgs is `ipsecca enroll` against s with a token (tokenFlag is
+// --token or --token-file), a CSR file, and the certificate written to out.
+func (s *serverProc) enrollArgs(tokenFlag, token, csr, out string) []string {
+	return []string{"enroll", "--server", s.Addr, "--ca-file", s.CAFile(), tokenFlag, token, "--csr", csr, "--out", out}
+}
+
 // sh runs a command and returns its combined output, failing on error.
 func sh(t *testing.T, name string, args ...string) string {
 	t.Helper()

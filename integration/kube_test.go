@@ -87,7 +87,8 @@ func TestKubernetesModeEndToEnd(t *testing.T) {
 	}
 	c := csrs.Items[0]
 	if !strings.HasPrefix(c.Name, "ipsec-csr-node-a-") || c.Labels["k8s.ovn.org/ipsec-csr"] != "node-a" || c.Spec.SignerName != "network.openshift.io/signer" ||
-		len(c.Spec.Usages) != 1 || c.Spec.Usages[0] != certificatesv1.UsageIPsecTunnel ||
+		len(c.Spec.Usages) != 1 ||
+		c.Spec.Usages[0] != certificatesv1.UsageIPsecTunnel ||
 		c.Spec.Username != nodeUser {
 		t.Fatalf(
 			"CSR %s: labels %v signer %s usages %v user %s",

@@ -83,21 +83,7 @@ func TestNodeForgetCLI(t *testing.T) {
 	tok := filepath.Join(dir, "token")
 	os.WriteFile(tok, []byte(mustRun(t, env, "token", "create", "--node", "worker-1", "--cn", chassis)), 0o600)
 	_, csr := opensslCSR(t, dir, "old", "/CN="+strings.ToUpper(chassis))
-	mustRun(
-		t,
-		env,
-		"enroll",
-		"--server",
-		srv.Addr,
-		"--ca-file",
-		srv.CAFile(),
-		"--token-file",
-		tok,
-		"--csr",
-		csr,
-		"--out",
-		filepath.Join(dir, "old.pem"),
-	)
+	mustRun(t, env, srv.enrollArgs("--token-file", tok, csr, filepath.Join(dir, "old.pem"))...)
 	if r := run(t, env, "node", "forget", "worker-1"); r.Code != 1 || !strings.Contains(r.Stderr, "not revoked") {
 		t.Fatalf("forget before revoke: %+v", r)
 	}
@@ -110,21 +96,7 @@ func TestNodeForgetCLI(t *testing.T) {
 	}
 	os.WriteFile(tok, []byte(mustRun(t, env, "token", "create", "--node", "worker-9", "--cn", chassis)), 0o600)
 	_, csr = opensslCSR(t, dir, "new", "/CN="+chassis)
-	mustRun(
-		t,
-		env,
-		"enroll",
-		"--server",
-		srv.Addr,
-		"--ca-file",
-		srv.CAFile(),
-		"--token-file",
-		tok,
-		"--csr",
-		csr,
-		"--out",
-		filepath.Join(dir, "new.pem"),
-	)
+	mustRun(t, env, srv.enrollArgs("--token-file", tok, csr, filepath.Join(dir, "new.pem"))...)
 	if subj := sh(t, "openssl", "x509", "-in", filepath.Join(dir, "new.pem"), "-noout", "-subject"); !strings.Contains(
 		subj,
 		chassis,

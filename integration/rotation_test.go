@@ -18,21 +18,7 @@ func TestRotationAndCARenewalThroughTheCLI(t *testing.T) {
 	token := strings.TrimSpace(mustRun(t, srv.Env(), "token", "create", "--node", "node-a"))
 	key, csr := opensslCSR(t, dir, "a", "/CN=node-a")
 	cert := filepath.Join(dir, "a.pem")
-	mustRun(
-		t,
-		nil,
-		"enroll",
-		"--server",
-		srv.Addr,
-		"--ca-file",
-		srv.CAFile(),
-		"--token",
-		token,
-		"--csr",
-		csr,
-		"--out",
-		cert,
-	)
+	mustRun(t, nil, srv.enrollArgs("--token", token, csr, cert)...)
 
 	if out := mustRun(t, srv.Env(), "rotate", "--node", "node-a"); !strings.Contains(out, "1 certificate(s)") {
 		t.Fatalf("rotate: %s", out)

@@ -140,21 +140,7 @@ func assertSealedAndServing(t *testing.T, dir, kek string, key clearKey) {
 	tmp := t.TempDir()
 	_, csr := opensslCSR(t, tmp, node, "/CN="+node, "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256")
 	pemFile := filepath.Join(tmp, node+".pem")
-	mustRun(
-		t,
-		nil,
-		"enroll",
-		"--server",
-		srv.Addr,
-		"--ca-file",
-		srv.CAFile(),
-		"--token",
-		token,
-		"--csr",
-		csr,
-		"--out",
-		pemFile,
-	)
+	mustRun(t, nil, srv.enrollArgs("--token", token, csr, pemFile)...)
 	if v := sh(t, "openssl", "verify", "-CAfile", srv.CAFile(), pemFile); !strings.Contains(v, ": OK") {
 		t.Fatalf("openssl verify: %s", v)
 	}

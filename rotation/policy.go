@@ -48,7 +48,8 @@ func (p Policy) Validate(lifetime time.Duration) error {
 	margin := time.Duration(float64(lifetime) * (1 - p.Fraction))
 	if p.Spread+p.Grace > margin/2 {
 		return fmt.Errorf(
-			"rotation: spread %s + grace %s exceed half of the %s left after the due point; rotation would come too close to expiry",
+			"rotation: spread %s + grace %s exceed half of the %s left after the due point; "+
+				"rotation would come too close to expiry",
 			p.Spread,
 			p.Grace,
 			margin.Round(time.Hour),

@@ -204,7 +204,8 @@ func TestRequireServerKeepsCallerCheck(t *testing.T) {
 	called := false
 	cfg := RequireServer(&tls.Config{VerifyConnection: func(tls.ConnectionState) error { called = true; return nil }})
 	node := p.leaf(t, "", "localhost").Leaf
-	if err := cfg.VerifyConnection(tls.ConnectionState{PeerCertificates: []*x509.Certificate{node}}); err == nil || !called {
+	err := cfg.VerifyConnection(tls.ConnectionState{PeerCertificates: []*x509.Certificate{node}})
+	if err == nil || !called {
 		t.Fatalf("called=%v err=%v", called, err)
 	}
 }

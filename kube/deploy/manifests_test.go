@@ -226,15 +226,18 @@ func TestManifestsEtcdStore(t *testing.T) {
 			flags := map[string]string{
 				flagArg(flagnames.Store): "etcd", flagArg(flagnames.EtcdEndpoints): strings.Join(tc.o.EtcdEndpoints,
 					","), flagArg(flagnames.EtcdPrefix): tc.prefix,
-				flagArg(flagnames.KEKFile): deploy.KEKDir + "/" + deploy.KEKKey, flagArg(flagnames.ReplicaID): "$(POD_NAME)", flagArg(flagnames.Advertise): "$(POD_IP):8443",
-				flagArg(flagnames.Listen): "0.0.0.0:8443", flagArg(flagnames.MetricsListen): "0.0.0.0:9090", flagArg(flagnames.DataDir): deploy.DataDir, flagArg(flagnames.LogFormat): "json",
-				flagArg(flagnames.Mode): string(kube.ModeFull),
+				flagArg(flagnames.KEKFile): deploy.KEKDir + "/" + deploy.KEKKey, flagArg(flagnames.ReplicaID): "$(POD_NAME)",
+				flagArg(flagnames.Advertise): "$(POD_IP):8443", flagArg(flagnames.Listen): "0.0.0.0:8443",
+				flagArg(flagnames.MetricsListen): "0.0.0.0:9090", flagArg(flagnames.DataDir): deploy.DataDir,
+				flagArg(flagnames.LogFormat): "json", flagArg(flagnames.Mode): string(kube.ModeFull),
 			}
 			if tc.o.Mode == kube.ModeExternal {
 				flags[flagArg(flagnames.Mode)] = string(kube.ModeExternal)
 			}
 			if tc.tls {
-				flags[flagArg(flagnames.EtcdCACert)], flags[flagArg(flagnames.EtcdCert)], flags[flagArg(flagnames.EtcdKey)] = "/etc/ipsecca/etcd/ca.crt", "/etc/ipsecca/etcd/tls.crt", "/etc/ipsecca/etcd/tls.key"
+				flags[flagArg(flagnames.EtcdCACert)] = "/etc/ipsecca/etcd/ca.crt"
+				flags[flagArg(flagnames.EtcdCert)] = "/etc/ipsecca/etcd/tls.crt"
+				flags[flagArg(flagnames.EtcdKey)] = "/etc/ipsecca/etcd/tls.key"
 			}
 			for f, v := range flags {
 				if got := argValue(c.Args, f); got != v {
