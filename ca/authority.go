@@ -870,8 +870,9 @@ func (a *Authority) CRL(ctx context.Context) ([]byte, error) {
 }
 
 func (a *Authority) signCRL(revoked []*store.Cert, now time.Time) ([]byte, error) {
-	now = now.Truncate(time.Second)
-	list := &x509.RevocationList{Number: big.NewInt(now.Unix()), ThisUpdate: now, NextUpdate: now.Add(CRLValidity)}
+	thisUpdate := a.crl.nextThisUpdate(now)
+	list := &x509.RevocationList{Number: big.NewInt(thisUpdate.Unix()), ThisUpdate: thisUpdate,
+		NextUpdate: thisUpdate.Add(CRLValidity)}
 	for _, c := range revoked {
 		if !now.Before(c.NotAfter) {
 			continue

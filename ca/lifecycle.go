@@ -33,6 +33,24 @@ type crlCache struct {
 	key      [32]byte
 	der      []byte
 	signedAt time.Time
+	// lastThisUpdate is the ThisUpdate of the last CRL signed: NSS refuses a
+	// CRL that is not later than the one it holds (SEC_ERROR_OLD_CRL), and
+	// CRL numbers must increase, so two CRLs signed within one second (a
+	// revocation right after a fetch) must not share it.
+	lastThisUpdate time.Time
+}
+
+// nextThisUpdate is the ThisUpdate (and, in seconds, the CRL number) of a
+// CRL signed at now: now in whole seconds, or a second after the last one.
+func (c *crlCache) nextThisUpdate(now time.Time) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := now.UTC().Truncate(time.Second)
+	if !t.After(c.lastThisUpdate) {
+		t = c.lastThisUpdate.Add(time.Second)
+	}
+	c.lastThisUpdate = t
+	return t
 }
 
 // crlKey identifies a CRL's content: the root and the serials it lists at now.

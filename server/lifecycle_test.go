@@ -344,6 +344,14 @@ func TestCRLSignedOnlyWhenItChanges(t *testing.T) {
 	if list.RevokedCertificateEntries[0].SerialNumber.Cmp(nodeA.Leaf.SerialNumber) != 0 {
 		t.Fatal("the CRL lists another serial")
 	}
+	// Signed in the same second as the first (the test clock stands still),
+	// it is still later, with a higher number: NSS refuses a CRL that is not
+	// later than the one it holds (SEC_ERROR_OLD_CRL).
+	firstList, _ := x509.ParseRevocationList(first.GetDer())
+	if !list.ThisUpdate.After(firstList.ThisUpdate) || list.Number.Cmp(firstList.Number) <= 0 {
+		t.Fatalf("CRL after revocation: thisUpdate %s number %s, first %s number %s",
+			list.ThisUpdate, list.Number, firstList.ThisUpdate, firstList.Number)
+	}
 	// Past half its validity it is signed afresh.
 	c.clock.Add(ca.CRLValidity/2 + 1)
 	later, err := node.GetCRL(ctx, &ipseccav1.GetCRLRequest{})
