@@ -1341,10 +1341,15 @@ func (x *InventoryEntry) GetSubject() string {
 }
 
 type ReportInventoryRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Entries       []*InventoryEntry      `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Entries []*InventoryEntry      `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// tunnels_reported says tunnels is this node's whole tunnel list (a
+	// sidecar that does not watch its IKE daemon leaves it false, and the
+	// CA keeps what it knew).
+	TunnelsReported bool      `protobuf:"varint,2,opt,name=tunnels_reported,json=tunnelsReported,proto3" json:"tunnels_reported,omitempty"`
+	Tunnels         []*Tunnel `protobuf:"bytes,3,rep,name=tunnels,proto3" json:"tunnels,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ReportInventoryRequest) Reset() {
@@ -1384,15 +1389,151 @@ func (x *ReportInventoryRequest) GetEntries() []*InventoryEntry {
 	return nil
 }
 
-type ReportInventoryResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+func (x *ReportInventoryRequest) GetTunnelsReported() bool {
+	if x != nil {
+		return x.TunnelsReported
+	}
+	return false
+}
+
+func (x *ReportInventoryRequest) GetTunnels() []*Tunnel {
+	if x != nil {
+		return x.Tunnels
+	}
+	return nil
+}
+
+// Tunnel is one configured peer of the node and the IKE SA its IKE
+// daemon holds with it, as the node's sidecar reads them from pluto.
+type Tunnel struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The peer's certificate name (OVS options:remote_name; pluto's ID
+	// without the '@').
+	Peer        string `protobuf:"bytes,1,opt,name=peer,proto3" json:"peer,omitempty"`
+	PeerAddress string `protobuf:"bytes,2,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
+	// Whether an IKE SA with the peer is established.
+	Established bool `protobuf:"varint,3,opt,name=established,proto3" json:"established,omitempty"`
+	// pluto's serial (#N) of the newest established IKE SA with the peer.
+	IkeState uint64 `protobuf:"varint,4,opt,name=ike_state,json=ikeState,proto3" json:"ike_state,omitempty"`
+	// The public key the peer authenticated with, as pluto lists it:
+	// libreswan's key id, and the certificate's NotAfter ("until").
+	PeerKeyId    string                 `protobuf:"bytes,5,opt,name=peer_key_id,json=peerKeyId,proto3" json:"peer_key_id,omitempty"`
+	PeerNotAfter *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=peer_not_after,json=peerNotAfter,proto3" json:"peer_not_after,omitempty"`
+	// When pluto installed that key (the peer's last authentication).
+	AuthenticatedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=authenticated_at,json=authenticatedAt,proto3" json:"authenticated_at,omitempty"`
+	// ESP Child SAs with the peer, and when the newest was added.
+	ChildSas      uint32                 `protobuf:"varint,8,opt,name=child_sas,json=childSas,proto3" json:"child_sas,omitempty"`
+	ChildAddedAt  *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=child_added_at,json=childAddedAt,proto3" json:"child_added_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
+func (x *Tunnel) Reset() {
+	*x = Tunnel{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tunnel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tunnel) ProtoMessage() {}
+
+func (x *Tunnel) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tunnel.ProtoReflect.Descriptor instead.
+func (*Tunnel) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *Tunnel) GetPeer() string {
+	if x != nil {
+		return x.Peer
+	}
+	return ""
+}
+
+func (x *Tunnel) GetPeerAddress() string {
+	if x != nil {
+		return x.PeerAddress
+	}
+	return ""
+}
+
+func (x *Tunnel) GetEstablished() bool {
+	if x != nil {
+		return x.Established
+	}
+	return false
+}
+
+func (x *Tunnel) GetIkeState() uint64 {
+	if x != nil {
+		return x.IkeState
+	}
+	return 0
+}
+
+func (x *Tunnel) GetPeerKeyId() string {
+	if x != nil {
+		return x.PeerKeyId
+	}
+	return ""
+}
+
+func (x *Tunnel) GetPeerNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PeerNotAfter
+	}
+	return nil
+}
+
+func (x *Tunnel) GetAuthenticatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AuthenticatedAt
+	}
+	return nil
+}
+
+func (x *Tunnel) GetChildSas() uint32 {
+	if x != nil {
+		return x.ChildSas
+	}
+	return 0
+}
+
+func (x *Tunnel) GetChildAddedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ChildAddedAt
+	}
+	return nil
+}
+
+type ReportInventoryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// IKE SAs (pluto serials) of the reporting node whose peer
+	// authenticated with a certificate the CA has revoked: the sidecar
+	// deletes them, so the peer must authenticate again and is refused.
+	RevokedIkeStates []uint64 `protobuf:"varint,1,rep,packed,name=revoked_ike_states,json=revokedIkeStates,proto3" json:"revoked_ike_states,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
 func (x *ReportInventoryResponse) Reset() {
 	*x = ReportInventoryResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[20]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1404,7 +1545,7 @@ func (x *ReportInventoryResponse) String() string {
 func (*ReportInventoryResponse) ProtoMessage() {}
 
 func (x *ReportInventoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[20]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1417,7 +1558,14 @@ func (x *ReportInventoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportInventoryResponse.ProtoReflect.Descriptor instead.
 func (*ReportInventoryResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{20}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ReportInventoryResponse) GetRevokedIkeStates() []uint64 {
+	if x != nil {
+		return x.RevokedIkeStates
+	}
+	return nil
 }
 
 type VerifyAuditRequest struct {
@@ -1428,7 +1576,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[21]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1588,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[21]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1601,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{21}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{22}
 }
 
 type VerifyAuditResponse struct {
@@ -1469,7 +1617,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[22]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1481,7 +1629,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[22]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1494,7 +1642,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{22}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -1538,7 +1686,7 @@ type RotateRequest struct {
 
 func (x *RotateRequest) Reset() {
 	*x = RotateRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[23]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1550,7 +1698,7 @@ func (x *RotateRequest) String() string {
 func (*RotateRequest) ProtoMessage() {}
 
 func (x *RotateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[23]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1563,7 +1711,7 @@ func (x *RotateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateRequest.ProtoReflect.Descriptor instead.
 func (*RotateRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{23}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RotateRequest) GetNode() string {
@@ -1597,7 +1745,7 @@ type RotateResponse struct {
 
 func (x *RotateResponse) Reset() {
 	*x = RotateResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[24]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1609,7 +1757,7 @@ func (x *RotateResponse) String() string {
 func (*RotateResponse) ProtoMessage() {}
 
 func (x *RotateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[24]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1622,7 +1770,7 @@ func (x *RotateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateResponse.ProtoReflect.Descriptor instead.
 func (*RotateResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{24}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RotateResponse) GetMarked() int32 {
@@ -1646,7 +1794,7 @@ type ScheduleEntry struct {
 
 func (x *ScheduleEntry) Reset() {
 	*x = ScheduleEntry{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[25]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1658,7 +1806,7 @@ func (x *ScheduleEntry) String() string {
 func (*ScheduleEntry) ProtoMessage() {}
 
 func (x *ScheduleEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[25]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1671,7 +1819,7 @@ func (x *ScheduleEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleEntry.ProtoReflect.Descriptor instead.
 func (*ScheduleEntry) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{25}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ScheduleEntry) GetNode() string {
@@ -1718,7 +1866,7 @@ type ListScheduleRequest struct {
 
 func (x *ListScheduleRequest) Reset() {
 	*x = ListScheduleRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[26]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1730,7 +1878,7 @@ func (x *ListScheduleRequest) String() string {
 func (*ListScheduleRequest) ProtoMessage() {}
 
 func (x *ListScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[26]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1743,7 +1891,7 @@ func (x *ListScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListScheduleRequest.ProtoReflect.Descriptor instead.
 func (*ListScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{26}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListScheduleRequest) GetLimit() int32 {
@@ -1762,7 +1910,7 @@ type ListScheduleResponse struct {
 
 func (x *ListScheduleResponse) Reset() {
 	*x = ListScheduleResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[27]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1774,7 +1922,7 @@ func (x *ListScheduleResponse) String() string {
 func (*ListScheduleResponse) ProtoMessage() {}
 
 func (x *ListScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[27]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1787,7 +1935,7 @@ func (x *ListScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListScheduleResponse.ProtoReflect.Descriptor instead.
 func (*ListScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{27}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListScheduleResponse) GetEntries() []*ScheduleEntry {
@@ -1810,7 +1958,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[28]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1822,7 +1970,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[28]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1835,7 +1983,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{28}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Node) GetName() string {
@@ -1882,7 +2030,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[29]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1894,7 +2042,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[29]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1907,7 +2055,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{29}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListNodesRequest) GetNode() string {
@@ -1926,7 +2074,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[30]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1938,7 +2086,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[30]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1951,7 +2099,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{30}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -1969,7 +2117,7 @@ type GetCARequest struct {
 
 func (x *GetCARequest) Reset() {
 	*x = GetCARequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[31]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1981,7 +2129,7 @@ func (x *GetCARequest) String() string {
 func (*GetCARequest) ProtoMessage() {}
 
 func (x *GetCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[31]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1994,7 +2142,7 @@ func (x *GetCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCARequest.ProtoReflect.Descriptor instead.
 func (*GetCARequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{31}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{32}
 }
 
 type RootInfo struct {
@@ -2011,7 +2159,7 @@ type RootInfo struct {
 
 func (x *RootInfo) Reset() {
 	*x = RootInfo{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[32]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2023,7 +2171,7 @@ func (x *RootInfo) String() string {
 func (*RootInfo) ProtoMessage() {}
 
 func (x *RootInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[32]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2036,7 +2184,7 @@ func (x *RootInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RootInfo.ProtoReflect.Descriptor instead.
 func (*RootInfo) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{32}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RootInfo) GetSerial() string {
@@ -2091,7 +2239,7 @@ type GetCAResponse struct {
 
 func (x *GetCAResponse) Reset() {
 	*x = GetCAResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[33]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2103,7 +2251,7 @@ func (x *GetCAResponse) String() string {
 func (*GetCAResponse) ProtoMessage() {}
 
 func (x *GetCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[33]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2116,7 +2264,7 @@ func (x *GetCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCAResponse.ProtoReflect.Descriptor instead.
 func (*GetCAResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{33}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetCAResponse) GetRoots() []*RootInfo {
@@ -2141,7 +2289,7 @@ type RenewCARequest struct {
 
 func (x *RenewCARequest) Reset() {
 	*x = RenewCARequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[34]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2153,7 +2301,7 @@ func (x *RenewCARequest) String() string {
 func (*RenewCARequest) ProtoMessage() {}
 
 func (x *RenewCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[34]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2166,7 +2314,7 @@ func (x *RenewCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCARequest.ProtoReflect.Descriptor instead.
 func (*RenewCARequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{34}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{35}
 }
 
 type GetCRLRequest struct {
@@ -2177,7 +2325,7 @@ type GetCRLRequest struct {
 
 func (x *GetCRLRequest) Reset() {
 	*x = GetCRLRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[35]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2189,7 +2337,7 @@ func (x *GetCRLRequest) String() string {
 func (*GetCRLRequest) ProtoMessage() {}
 
 func (x *GetCRLRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[35]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2202,7 +2350,7 @@ func (x *GetCRLRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCRLRequest.ProtoReflect.Descriptor instead.
 func (*GetCRLRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{35}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{36}
 }
 
 type CRL struct {
@@ -2216,7 +2364,7 @@ type CRL struct {
 
 func (x *CRL) Reset() {
 	*x = CRL{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[36]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2228,7 +2376,7 @@ func (x *CRL) String() string {
 func (*CRL) ProtoMessage() {}
 
 func (x *CRL) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[36]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2241,7 +2389,7 @@ func (x *CRL) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CRL.ProtoReflect.Descriptor instead.
 func (*CRL) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{36}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CRL) GetDer() []byte {
@@ -2275,7 +2423,7 @@ type RevokeNodeRequest struct {
 
 func (x *RevokeNodeRequest) Reset() {
 	*x = RevokeNodeRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[37]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2287,7 +2435,7 @@ func (x *RevokeNodeRequest) String() string {
 func (*RevokeNodeRequest) ProtoMessage() {}
 
 func (x *RevokeNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[37]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2300,7 +2448,7 @@ func (x *RevokeNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeNodeRequest.ProtoReflect.Descriptor instead.
 func (*RevokeNodeRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{37}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RevokeNodeRequest) GetNode() string {
@@ -2326,7 +2474,7 @@ type RevokeNodeResponse struct {
 
 func (x *RevokeNodeResponse) Reset() {
 	*x = RevokeNodeResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[38]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2338,7 +2486,7 @@ func (x *RevokeNodeResponse) String() string {
 func (*RevokeNodeResponse) ProtoMessage() {}
 
 func (x *RevokeNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[38]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2351,7 +2499,7 @@ func (x *RevokeNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeNodeResponse.ProtoReflect.Descriptor instead.
 func (*RevokeNodeResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{38}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RevokeNodeResponse) GetRevoked() int32 {
@@ -2370,7 +2518,7 @@ type ReadmitNodeRequest struct {
 
 func (x *ReadmitNodeRequest) Reset() {
 	*x = ReadmitNodeRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[39]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2382,7 +2530,7 @@ func (x *ReadmitNodeRequest) String() string {
 func (*ReadmitNodeRequest) ProtoMessage() {}
 
 func (x *ReadmitNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[39]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2395,7 +2543,7 @@ func (x *ReadmitNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadmitNodeRequest.ProtoReflect.Descriptor instead.
 func (*ReadmitNodeRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{39}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReadmitNodeRequest) GetNode() string {
@@ -2413,7 +2561,7 @@ type ReadmitNodeResponse struct {
 
 func (x *ReadmitNodeResponse) Reset() {
 	*x = ReadmitNodeResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[40]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2425,7 +2573,7 @@ func (x *ReadmitNodeResponse) String() string {
 func (*ReadmitNodeResponse) ProtoMessage() {}
 
 func (x *ReadmitNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[40]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2438,7 +2586,7 @@ func (x *ReadmitNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadmitNodeResponse.ProtoReflect.Descriptor instead.
 func (*ReadmitNodeResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{40}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{41}
 }
 
 type ForgetNodeRequest struct {
@@ -2450,7 +2598,7 @@ type ForgetNodeRequest struct {
 
 func (x *ForgetNodeRequest) Reset() {
 	*x = ForgetNodeRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[41]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2462,7 +2610,7 @@ func (x *ForgetNodeRequest) String() string {
 func (*ForgetNodeRequest) ProtoMessage() {}
 
 func (x *ForgetNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[41]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2475,7 +2623,7 @@ func (x *ForgetNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetNodeRequest.ProtoReflect.Descriptor instead.
 func (*ForgetNodeRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{41}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ForgetNodeRequest) GetNode() string {
@@ -2495,7 +2643,7 @@ type ForgetNodeResponse struct {
 
 func (x *ForgetNodeResponse) Reset() {
 	*x = ForgetNodeResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[42]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2507,7 +2655,7 @@ func (x *ForgetNodeResponse) String() string {
 func (*ForgetNodeResponse) ProtoMessage() {}
 
 func (x *ForgetNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[42]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2520,7 +2668,7 @@ func (x *ForgetNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetNodeResponse.ProtoReflect.Descriptor instead.
 func (*ForgetNodeResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{42}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ForgetNodeResponse) GetReleased() []string {
@@ -2540,7 +2688,7 @@ type RotateAdminRequest struct {
 
 func (x *RotateAdminRequest) Reset() {
 	*x = RotateAdminRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[43]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2552,7 +2700,7 @@ func (x *RotateAdminRequest) String() string {
 func (*RotateAdminRequest) ProtoMessage() {}
 
 func (x *RotateAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[43]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2565,7 +2713,7 @@ func (x *RotateAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateAdminRequest.ProtoReflect.Descriptor instead.
 func (*RotateAdminRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{43}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RotateAdminRequest) GetCsrPem() []byte {
@@ -2585,7 +2733,7 @@ type RevokeAdminRequest struct {
 
 func (x *RevokeAdminRequest) Reset() {
 	*x = RevokeAdminRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[44]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2597,7 +2745,7 @@ func (x *RevokeAdminRequest) String() string {
 func (*RevokeAdminRequest) ProtoMessage() {}
 
 func (x *RevokeAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[44]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2610,7 +2758,7 @@ func (x *RevokeAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAdminRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{44}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RevokeAdminRequest) GetSerial() string {
@@ -2636,7 +2784,7 @@ type RevokeAdminResponse struct {
 
 func (x *RevokeAdminResponse) Reset() {
 	*x = RevokeAdminResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[45]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2648,7 +2796,7 @@ func (x *RevokeAdminResponse) String() string {
 func (*RevokeAdminResponse) ProtoMessage() {}
 
 func (x *RevokeAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[45]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2661,7 +2809,7 @@ func (x *RevokeAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAdminResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{45}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RevokeAdminResponse) GetCertificate() *Certificate {
@@ -2690,7 +2838,7 @@ type ValidateBundleRequest struct {
 
 func (x *ValidateBundleRequest) Reset() {
 	*x = ValidateBundleRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[46]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2702,7 +2850,7 @@ func (x *ValidateBundleRequest) String() string {
 func (*ValidateBundleRequest) ProtoMessage() {}
 
 func (x *ValidateBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[46]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2715,7 +2863,7 @@ func (x *ValidateBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateBundleRequest.ProtoReflect.Descriptor instead.
 func (*ValidateBundleRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{46}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ValidateBundleRequest) GetP12() []byte {
@@ -2794,7 +2942,7 @@ type BundleFinding struct {
 
 func (x *BundleFinding) Reset() {
 	*x = BundleFinding{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[47]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2806,7 +2954,7 @@ func (x *BundleFinding) String() string {
 func (*BundleFinding) ProtoMessage() {}
 
 func (x *BundleFinding) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[47]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2819,7 +2967,7 @@ func (x *BundleFinding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BundleFinding.ProtoReflect.Descriptor instead.
 func (*BundleFinding) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{47}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *BundleFinding) GetCode() string {
@@ -2865,7 +3013,7 @@ type ValidateBundleResponse struct {
 
 func (x *ValidateBundleResponse) Reset() {
 	*x = ValidateBundleResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[48]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2877,7 +3025,7 @@ func (x *ValidateBundleResponse) String() string {
 func (*ValidateBundleResponse) ProtoMessage() {}
 
 func (x *ValidateBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[48]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2890,7 +3038,7 @@ func (x *ValidateBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateBundleResponse.ProtoReflect.Descriptor instead.
 func (*ValidateBundleResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{48}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ValidateBundleResponse) GetFindings() []*BundleFinding {
@@ -2950,7 +3098,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[49]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2962,7 +3110,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[49]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2975,7 +3123,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{49}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{50}
 }
 
 type Replica struct {
@@ -2992,7 +3140,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[50]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3004,7 +3152,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[50]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3017,7 +3165,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{50}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *Replica) GetId() string {
@@ -3071,7 +3219,7 @@ type StoreMember struct {
 
 func (x *StoreMember) Reset() {
 	*x = StoreMember{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[51]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3083,7 +3231,7 @@ func (x *StoreMember) String() string {
 func (*StoreMember) ProtoMessage() {}
 
 func (x *StoreMember) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[51]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3096,7 +3244,7 @@ func (x *StoreMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreMember.ProtoReflect.Descriptor instead.
 func (*StoreMember) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{51}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *StoreMember) GetName() string {
@@ -3168,7 +3316,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[52]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3180,7 +3328,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[52]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3193,7 +3341,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{52}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GetStatusResponse) GetBackend() string {
@@ -3222,6 +3370,226 @@ func (x *GetStatusResponse) GetMembers() []*StoreMember {
 		return x.Members
 	}
 	return nil
+}
+
+type MeshStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MeshStatusRequest) Reset() {
+	*x = MeshStatusRequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MeshStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MeshStatusRequest) ProtoMessage() {}
+
+func (x *MeshStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MeshStatusRequest.ProtoReflect.Descriptor instead.
+func (*MeshStatusRequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{54}
+}
+
+// MeshPair is one node's view of one peer.
+type MeshPair struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"` // the node that reported
+	Peer  string                 `protobuf:"bytes,2,opt,name=peer,proto3" json:"peer,omitempty"`
+	// current: the peer's active certificate, issued under the current
+	// root; superseded, revoked, expired: the certificate the peer last
+	// authenticated with is in that state; old-root: active but issued
+	// under an earlier root; unknown: no certificate of the peer matches
+	// the key pluto reports; down: no IKE SA.
+	State      string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	PeerSerial string `protobuf:"bytes,4,opt,name=peer_serial,json=peerSerial,proto3" json:"peer_serial,omitempty"`
+	// The root that was current when the peer's certificate was issued.
+	PeerRootSerial  string                 `protobuf:"bytes,5,opt,name=peer_root_serial,json=peerRootSerial,proto3" json:"peer_root_serial,omitempty"`
+	AuthenticatedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=authenticated_at,json=authenticatedAt,proto3" json:"authenticated_at,omitempty"`
+	ChildSas        uint32                 `protobuf:"varint,7,opt,name=child_sas,json=childSas,proto3" json:"child_sas,omitempty"`
+	ReportedAt      *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=reported_at,json=reportedAt,proto3" json:"reported_at,omitempty"`
+	IkeState        uint64                 `protobuf:"varint,9,opt,name=ike_state,json=ikeState,proto3" json:"ike_state,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *MeshPair) Reset() {
+	*x = MeshPair{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MeshPair) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MeshPair) ProtoMessage() {}
+
+func (x *MeshPair) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MeshPair.ProtoReflect.Descriptor instead.
+func (*MeshPair) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *MeshPair) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *MeshPair) GetPeer() string {
+	if x != nil {
+		return x.Peer
+	}
+	return ""
+}
+
+func (x *MeshPair) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *MeshPair) GetPeerSerial() string {
+	if x != nil {
+		return x.PeerSerial
+	}
+	return ""
+}
+
+func (x *MeshPair) GetPeerRootSerial() string {
+	if x != nil {
+		return x.PeerRootSerial
+	}
+	return ""
+}
+
+func (x *MeshPair) GetAuthenticatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AuthenticatedAt
+	}
+	return nil
+}
+
+func (x *MeshPair) GetChildSas() uint32 {
+	if x != nil {
+		return x.ChildSas
+	}
+	return 0
+}
+
+func (x *MeshPair) GetReportedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReportedAt
+	}
+	return nil
+}
+
+func (x *MeshPair) GetIkeState() uint64 {
+	if x != nil {
+		return x.IkeState
+	}
+	return 0
+}
+
+type MeshStatusResponse struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Pairs             []*MeshPair            `protobuf:"bytes,1,rep,name=pairs,proto3" json:"pairs,omitempty"` // by node, then peer
+	CurrentRootSerial string                 `protobuf:"bytes,2,opt,name=current_root_serial,json=currentRootSerial,proto3" json:"current_root_serial,omitempty"`
+	NodesReporting    uint32                 `protobuf:"varint,3,opt,name=nodes_reporting,json=nodesReporting,proto3" json:"nodes_reporting,omitempty"`
+	// Converged: at least one pair is reported and every pair is current.
+	Converged     bool `protobuf:"varint,4,opt,name=converged,proto3" json:"converged,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MeshStatusResponse) Reset() {
+	*x = MeshStatusResponse{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MeshStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MeshStatusResponse) ProtoMessage() {}
+
+func (x *MeshStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MeshStatusResponse.ProtoReflect.Descriptor instead.
+func (*MeshStatusResponse) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *MeshStatusResponse) GetPairs() []*MeshPair {
+	if x != nil {
+		return x.Pairs
+	}
+	return nil
+}
+
+func (x *MeshStatusResponse) GetCurrentRootSerial() string {
+	if x != nil {
+		return x.CurrentRootSerial
+	}
+	return ""
+}
+
+func (x *MeshStatusResponse) GetNodesReporting() uint32 {
+	if x != nil {
+		return x.NodesReporting
+	}
+	return 0
+}
+
+func (x *MeshStatusResponse) GetConverged() bool {
+	if x != nil {
+		return x.Converged
+	}
+	return false
 }
 
 var File_proto_ipsecca_v1_ipsecca_proto protoreflect.FileDescriptor
@@ -3337,10 +3705,23 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\x06serial\x18\x02 \x01(\tR\x06serial\x127\n" +
 	"\tnot_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x14\n" +
 	"\x05trust\x18\x04 \x01(\tR\x05trust\x12\x18\n" +
-	"\asubject\x18\x05 \x01(\tR\asubject\"N\n" +
+	"\asubject\x18\x05 \x01(\tR\asubject\"\xa7\x01\n" +
 	"\x16ReportInventoryRequest\x124\n" +
-	"\aentries\x18\x01 \x03(\v2\x1a.ipsecca.v1.InventoryEntryR\aentries\"\x19\n" +
-	"\x17ReportInventoryResponse\"\x14\n" +
+	"\aentries\x18\x01 \x03(\v2\x1a.ipsecca.v1.InventoryEntryR\aentries\x12)\n" +
+	"\x10tunnels_reported\x18\x02 \x01(\bR\x0ftunnelsReported\x12,\n" +
+	"\atunnels\x18\x03 \x03(\v2\x12.ipsecca.v1.TunnelR\atunnels\"\x86\x03\n" +
+	"\x06Tunnel\x12\x12\n" +
+	"\x04peer\x18\x01 \x01(\tR\x04peer\x12!\n" +
+	"\fpeer_address\x18\x02 \x01(\tR\vpeerAddress\x12 \n" +
+	"\vestablished\x18\x03 \x01(\bR\vestablished\x12\x1b\n" +
+	"\tike_state\x18\x04 \x01(\x04R\bikeState\x12\x1e\n" +
+	"\vpeer_key_id\x18\x05 \x01(\tR\tpeerKeyId\x12@\n" +
+	"\x0epeer_not_after\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\fpeerNotAfter\x12E\n" +
+	"\x10authenticated_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0fauthenticatedAt\x12\x1b\n" +
+	"\tchild_sas\x18\b \x01(\rR\bchildSas\x12@\n" +
+	"\x0echild_added_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\fchildAddedAt\"G\n" +
+	"\x17ReportInventoryResponse\x12,\n" +
+	"\x12revoked_ike_states\x18\x01 \x03(\x04R\x10revokedIkeStates\"\x14\n" +
 	"\x12VerifyAuditRequest\"}\n" +
 	"\x13VerifyAuditResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x18\n" +
@@ -3459,14 +3840,32 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\abackend\x18\x01 \x01(\tR\abackend\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\x12/\n" +
 	"\breplicas\x18\x03 \x03(\v2\x13.ipsecca.v1.ReplicaR\breplicas\x121\n" +
-	"\amembers\x18\x04 \x03(\v2\x17.ipsecca.v1.StoreMemberR\amembers2\x9e\x03\n" +
+	"\amembers\x18\x04 \x03(\v2\x17.ipsecca.v1.StoreMemberR\amembers\"\x13\n" +
+	"\x11MeshStatusRequest\"\xd1\x02\n" +
+	"\bMeshPair\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
+	"\x04peer\x18\x02 \x01(\tR\x04peer\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x1f\n" +
+	"\vpeer_serial\x18\x04 \x01(\tR\n" +
+	"peerSerial\x12(\n" +
+	"\x10peer_root_serial\x18\x05 \x01(\tR\x0epeerRootSerial\x12E\n" +
+	"\x10authenticated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0fauthenticatedAt\x12\x1b\n" +
+	"\tchild_sas\x18\a \x01(\rR\bchildSas\x12;\n" +
+	"\vreported_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"reportedAt\x12\x1b\n" +
+	"\tike_state\x18\t \x01(\x04R\bikeState\"\xb7\x01\n" +
+	"\x12MeshStatusResponse\x12*\n" +
+	"\x05pairs\x18\x01 \x03(\v2\x14.ipsecca.v1.MeshPairR\x05pairs\x12.\n" +
+	"\x13current_root_serial\x18\x02 \x01(\tR\x11currentRootSerial\x12'\n" +
+	"\x0fnodes_reporting\x18\x03 \x01(\rR\x0enodesReporting\x12\x1c\n" +
+	"\tconverged\x18\x04 \x01(\bR\tconverged2\x9e\x03\n" +
 	"\vNodeService\x12>\n" +
 	"\x06Enroll\x12\x19.ipsecca.v1.EnrollRequest\x1a\x19.ipsecca.v1.IssueResponse\x12<\n" +
 	"\x05Renew\x12\x18.ipsecca.v1.RenewRequest\x1a\x19.ipsecca.v1.IssueResponse\x12C\n" +
 	"\vGetCABundle\x12\x1e.ipsecca.v1.GetCABundleRequest\x1a\x14.ipsecca.v1.CABundle\x12:\n" +
 	"\x05Watch\x12\x18.ipsecca.v1.WatchRequest\x1a\x15.ipsecca.v1.NodeEvent0\x01\x12Z\n" +
 	"\x0fReportInventory\x12\".ipsecca.v1.ReportInventoryRequest\x1a#.ipsecca.v1.ReportInventoryResponse\x124\n" +
-	"\x06GetCRL\x12\x19.ipsecca.v1.GetCRLRequest\x1a\x0f.ipsecca.v1.CRL2\x80\v\n" +
+	"\x06GetCRL\x12\x19.ipsecca.v1.GetCRLRequest\x1a\x0f.ipsecca.v1.CRL2\xcd\v\n" +
 	"\fAdminService\x12N\n" +
 	"\vCreateToken\x12\x1e.ipsecca.v1.CreateTokenRequest\x1a\x1f.ipsecca.v1.CreateTokenResponse\x12Q\n" +
 	"\fCreateTokens\x12\x1f.ipsecca.v1.CreateTokensRequest\x1a .ipsecca.v1.CreateTokensResponse\x12]\n" +
@@ -3488,7 +3887,9 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\vRotateAdmin\x12\x1e.ipsecca.v1.RotateAdminRequest\x1a\x19.ipsecca.v1.IssueResponse\x12N\n" +
 	"\vRevokeAdmin\x12\x1e.ipsecca.v1.RevokeAdminRequest\x1a\x1f.ipsecca.v1.RevokeAdminResponse\x12W\n" +
 	"\x0eValidateBundle\x12!.ipsecca.v1.ValidateBundleRequest\x1a\".ipsecca.v1.ValidateBundleResponse\x12H\n" +
-	"\tGetStatus\x12\x1c.ipsecca.v1.GetStatusRequest\x1a\x1d.ipsecca.v1.GetStatusResponseB7Z5github.com/ipsecca/ipsecca/proto/ipsecca/v1;ipseccav1b\x06proto3"
+	"\tGetStatus\x12\x1c.ipsecca.v1.GetStatusRequest\x1a\x1d.ipsecca.v1.GetStatusResponse\x12K\n" +
+	"\n" +
+	"MeshStatus\x12\x1d.ipsecca.v1.MeshStatusRequest\x1a\x1e.ipsecca.v1.MeshStatusResponseB7Z5github.com/ipsecca/ipsecca/proto/ipsecca/v1;ipseccav1b\x06proto3"
 
 var (
 	file_proto_ipsecca_v1_ipsecca_proto_rawDescOnce sync.Once
@@ -3503,7 +3904,7 @@ func file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_ipsecca_v1_ipsecca_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proto_ipsecca_v1_ipsecca_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_proto_ipsecca_v1_ipsecca_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
 var file_proto_ipsecca_v1_ipsecca_proto_goTypes = []any{
 	(NodeEvent_Kind)(0),              // 0: ipsecca.v1.NodeEvent.Kind
 	(*EnrollRequest)(nil),            // 1: ipsecca.v1.EnrollRequest
@@ -3526,134 +3927,147 @@ var file_proto_ipsecca_v1_ipsecca_proto_goTypes = []any{
 	(*NodeEvent)(nil),                // 18: ipsecca.v1.NodeEvent
 	(*InventoryEntry)(nil),           // 19: ipsecca.v1.InventoryEntry
 	(*ReportInventoryRequest)(nil),   // 20: ipsecca.v1.ReportInventoryRequest
-	(*ReportInventoryResponse)(nil),  // 21: ipsecca.v1.ReportInventoryResponse
-	(*VerifyAuditRequest)(nil),       // 22: ipsecca.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),      // 23: ipsecca.v1.VerifyAuditResponse
-	(*RotateRequest)(nil),            // 24: ipsecca.v1.RotateRequest
-	(*RotateResponse)(nil),           // 25: ipsecca.v1.RotateResponse
-	(*ScheduleEntry)(nil),            // 26: ipsecca.v1.ScheduleEntry
-	(*ListScheduleRequest)(nil),      // 27: ipsecca.v1.ListScheduleRequest
-	(*ListScheduleResponse)(nil),     // 28: ipsecca.v1.ListScheduleResponse
-	(*Node)(nil),                     // 29: ipsecca.v1.Node
-	(*ListNodesRequest)(nil),         // 30: ipsecca.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),        // 31: ipsecca.v1.ListNodesResponse
-	(*GetCARequest)(nil),             // 32: ipsecca.v1.GetCARequest
-	(*RootInfo)(nil),                 // 33: ipsecca.v1.RootInfo
-	(*GetCAResponse)(nil),            // 34: ipsecca.v1.GetCAResponse
-	(*RenewCARequest)(nil),           // 35: ipsecca.v1.RenewCARequest
-	(*GetCRLRequest)(nil),            // 36: ipsecca.v1.GetCRLRequest
-	(*CRL)(nil),                      // 37: ipsecca.v1.CRL
-	(*RevokeNodeRequest)(nil),        // 38: ipsecca.v1.RevokeNodeRequest
-	(*RevokeNodeResponse)(nil),       // 39: ipsecca.v1.RevokeNodeResponse
-	(*ReadmitNodeRequest)(nil),       // 40: ipsecca.v1.ReadmitNodeRequest
-	(*ReadmitNodeResponse)(nil),      // 41: ipsecca.v1.ReadmitNodeResponse
-	(*ForgetNodeRequest)(nil),        // 42: ipsecca.v1.ForgetNodeRequest
-	(*ForgetNodeResponse)(nil),       // 43: ipsecca.v1.ForgetNodeResponse
-	(*RotateAdminRequest)(nil),       // 44: ipsecca.v1.RotateAdminRequest
-	(*RevokeAdminRequest)(nil),       // 45: ipsecca.v1.RevokeAdminRequest
-	(*RevokeAdminResponse)(nil),      // 46: ipsecca.v1.RevokeAdminResponse
-	(*ValidateBundleRequest)(nil),    // 47: ipsecca.v1.ValidateBundleRequest
-	(*BundleFinding)(nil),            // 48: ipsecca.v1.BundleFinding
-	(*ValidateBundleResponse)(nil),   // 49: ipsecca.v1.ValidateBundleResponse
-	(*GetStatusRequest)(nil),         // 50: ipsecca.v1.GetStatusRequest
-	(*Replica)(nil),                  // 51: ipsecca.v1.Replica
-	(*StoreMember)(nil),              // 52: ipsecca.v1.StoreMember
-	(*GetStatusResponse)(nil),        // 53: ipsecca.v1.GetStatusResponse
-	nil,                              // 54: ipsecca.v1.Event.DetailEntry
-	(*durationpb.Duration)(nil),      // 55: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 56: google.protobuf.Timestamp
+	(*Tunnel)(nil),                   // 21: ipsecca.v1.Tunnel
+	(*ReportInventoryResponse)(nil),  // 22: ipsecca.v1.ReportInventoryResponse
+	(*VerifyAuditRequest)(nil),       // 23: ipsecca.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),      // 24: ipsecca.v1.VerifyAuditResponse
+	(*RotateRequest)(nil),            // 25: ipsecca.v1.RotateRequest
+	(*RotateResponse)(nil),           // 26: ipsecca.v1.RotateResponse
+	(*ScheduleEntry)(nil),            // 27: ipsecca.v1.ScheduleEntry
+	(*ListScheduleRequest)(nil),      // 28: ipsecca.v1.ListScheduleRequest
+	(*ListScheduleResponse)(nil),     // 29: ipsecca.v1.ListScheduleResponse
+	(*Node)(nil),                     // 30: ipsecca.v1.Node
+	(*ListNodesRequest)(nil),         // 31: ipsecca.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),        // 32: ipsecca.v1.ListNodesResponse
+	(*GetCARequest)(nil),             // 33: ipsecca.v1.GetCARequest
+	(*RootInfo)(nil),                 // 34: ipsecca.v1.RootInfo
+	(*GetCAResponse)(nil),            // 35: ipsecca.v1.GetCAResponse
+	(*RenewCARequest)(nil),           // 36: ipsecca.v1.RenewCARequest
+	(*GetCRLRequest)(nil),            // 37: ipsecca.v1.GetCRLRequest
+	(*CRL)(nil),                      // 38: ipsecca.v1.CRL
+	(*RevokeNodeRequest)(nil),        // 39: ipsecca.v1.RevokeNodeRequest
+	(*RevokeNodeResponse)(nil),       // 40: ipsecca.v1.RevokeNodeResponse
+	(*ReadmitNodeRequest)(nil),       // 41: ipsecca.v1.ReadmitNodeRequest
+	(*ReadmitNodeResponse)(nil),      // 42: ipsecca.v1.ReadmitNodeResponse
+	(*ForgetNodeRequest)(nil),        // 43: ipsecca.v1.ForgetNodeRequest
+	(*ForgetNodeResponse)(nil),       // 44: ipsecca.v1.ForgetNodeResponse
+	(*RotateAdminRequest)(nil),       // 45: ipsecca.v1.RotateAdminRequest
+	(*RevokeAdminRequest)(nil),       // 46: ipsecca.v1.RevokeAdminRequest
+	(*RevokeAdminResponse)(nil),      // 47: ipsecca.v1.RevokeAdminResponse
+	(*ValidateBundleRequest)(nil),    // 48: ipsecca.v1.ValidateBundleRequest
+	(*BundleFinding)(nil),            // 49: ipsecca.v1.BundleFinding
+	(*ValidateBundleResponse)(nil),   // 50: ipsecca.v1.ValidateBundleResponse
+	(*GetStatusRequest)(nil),         // 51: ipsecca.v1.GetStatusRequest
+	(*Replica)(nil),                  // 52: ipsecca.v1.Replica
+	(*StoreMember)(nil),              // 53: ipsecca.v1.StoreMember
+	(*GetStatusResponse)(nil),        // 54: ipsecca.v1.GetStatusResponse
+	(*MeshStatusRequest)(nil),        // 55: ipsecca.v1.MeshStatusRequest
+	(*MeshPair)(nil),                 // 56: ipsecca.v1.MeshPair
+	(*MeshStatusResponse)(nil),       // 57: ipsecca.v1.MeshStatusResponse
+	nil,                              // 58: ipsecca.v1.Event.DetailEntry
+	(*durationpb.Duration)(nil),      // 59: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 60: google.protobuf.Timestamp
 }
 var file_proto_ipsecca_v1_ipsecca_proto_depIdxs = []int32{
 	10, // 0: ipsecca.v1.IssueResponse.certificate:type_name -> ipsecca.v1.Certificate
-	55, // 1: ipsecca.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	56, // 2: ipsecca.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	59, // 1: ipsecca.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	60, // 2: ipsecca.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	6,  // 3: ipsecca.v1.CreateTokensRequest.requests:type_name -> ipsecca.v1.CreateTokenRequest
 	7,  // 4: ipsecca.v1.CreateTokensResponse.tokens:type_name -> ipsecca.v1.CreateTokenResponse
-	56, // 5: ipsecca.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
-	56, // 6: ipsecca.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
-	56, // 7: ipsecca.v1.Certificate.rotate_after:type_name -> google.protobuf.Timestamp
-	56, // 8: ipsecca.v1.Certificate.issued_at:type_name -> google.protobuf.Timestamp
-	56, // 9: ipsecca.v1.ListCertificatesRequest.due_before:type_name -> google.protobuf.Timestamp
+	60, // 5: ipsecca.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
+	60, // 6: ipsecca.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
+	60, // 7: ipsecca.v1.Certificate.rotate_after:type_name -> google.protobuf.Timestamp
+	60, // 8: ipsecca.v1.Certificate.issued_at:type_name -> google.protobuf.Timestamp
+	60, // 9: ipsecca.v1.ListCertificatesRequest.due_before:type_name -> google.protobuf.Timestamp
 	10, // 10: ipsecca.v1.ListCertificatesResponse.certificates:type_name -> ipsecca.v1.Certificate
-	56, // 11: ipsecca.v1.Event.time:type_name -> google.protobuf.Timestamp
-	54, // 12: ipsecca.v1.Event.detail:type_name -> ipsecca.v1.Event.DetailEntry
-	56, // 13: ipsecca.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
-	56, // 14: ipsecca.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
+	60, // 11: ipsecca.v1.Event.time:type_name -> google.protobuf.Timestamp
+	58, // 12: ipsecca.v1.Event.detail:type_name -> ipsecca.v1.Event.DetailEntry
+	60, // 13: ipsecca.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	60, // 14: ipsecca.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
 	14, // 15: ipsecca.v1.ListEventsResponse.events:type_name -> ipsecca.v1.Event
 	0,  // 16: ipsecca.v1.NodeEvent.kind:type_name -> ipsecca.v1.NodeEvent.Kind
-	56, // 17: ipsecca.v1.NodeEvent.rotate_after:type_name -> google.protobuf.Timestamp
-	56, // 18: ipsecca.v1.InventoryEntry.not_after:type_name -> google.protobuf.Timestamp
+	60, // 17: ipsecca.v1.NodeEvent.rotate_after:type_name -> google.protobuf.Timestamp
+	60, // 18: ipsecca.v1.InventoryEntry.not_after:type_name -> google.protobuf.Timestamp
 	19, // 19: ipsecca.v1.ReportInventoryRequest.entries:type_name -> ipsecca.v1.InventoryEntry
-	55, // 20: ipsecca.v1.RotateRequest.spread:type_name -> google.protobuf.Duration
-	56, // 21: ipsecca.v1.ScheduleEntry.due_at:type_name -> google.protobuf.Timestamp
-	56, // 22: ipsecca.v1.ScheduleEntry.not_after:type_name -> google.protobuf.Timestamp
-	26, // 23: ipsecca.v1.ListScheduleResponse.entries:type_name -> ipsecca.v1.ScheduleEntry
-	10, // 24: ipsecca.v1.Node.current:type_name -> ipsecca.v1.Certificate
-	19, // 25: ipsecca.v1.Node.inventory:type_name -> ipsecca.v1.InventoryEntry
-	56, // 26: ipsecca.v1.Node.inventory_reported_at:type_name -> google.protobuf.Timestamp
-	29, // 27: ipsecca.v1.ListNodesResponse.nodes:type_name -> ipsecca.v1.Node
-	56, // 28: ipsecca.v1.RootInfo.not_before:type_name -> google.protobuf.Timestamp
-	56, // 29: ipsecca.v1.RootInfo.not_after:type_name -> google.protobuf.Timestamp
-	33, // 30: ipsecca.v1.GetCAResponse.roots:type_name -> ipsecca.v1.RootInfo
-	56, // 31: ipsecca.v1.CRL.next_update:type_name -> google.protobuf.Timestamp
-	10, // 32: ipsecca.v1.RevokeAdminResponse.certificate:type_name -> ipsecca.v1.Certificate
-	48, // 33: ipsecca.v1.ValidateBundleResponse.findings:type_name -> ipsecca.v1.BundleFinding
-	56, // 34: ipsecca.v1.Replica.started_at:type_name -> google.protobuf.Timestamp
-	51, // 35: ipsecca.v1.GetStatusResponse.replicas:type_name -> ipsecca.v1.Replica
-	52, // 36: ipsecca.v1.GetStatusResponse.members:type_name -> ipsecca.v1.StoreMember
-	1,  // 37: ipsecca.v1.NodeService.Enroll:input_type -> ipsecca.v1.EnrollRequest
-	2,  // 38: ipsecca.v1.NodeService.Renew:input_type -> ipsecca.v1.RenewRequest
-	4,  // 39: ipsecca.v1.NodeService.GetCABundle:input_type -> ipsecca.v1.GetCABundleRequest
-	17, // 40: ipsecca.v1.NodeService.Watch:input_type -> ipsecca.v1.WatchRequest
-	20, // 41: ipsecca.v1.NodeService.ReportInventory:input_type -> ipsecca.v1.ReportInventoryRequest
-	36, // 42: ipsecca.v1.NodeService.GetCRL:input_type -> ipsecca.v1.GetCRLRequest
-	6,  // 43: ipsecca.v1.AdminService.CreateToken:input_type -> ipsecca.v1.CreateTokenRequest
-	8,  // 44: ipsecca.v1.AdminService.CreateTokens:input_type -> ipsecca.v1.CreateTokensRequest
-	11, // 45: ipsecca.v1.AdminService.ListCertificates:input_type -> ipsecca.v1.ListCertificatesRequest
-	13, // 46: ipsecca.v1.AdminService.GetCertificate:input_type -> ipsecca.v1.GetCertificateRequest
-	15, // 47: ipsecca.v1.AdminService.ListEvents:input_type -> ipsecca.v1.ListEventsRequest
-	22, // 48: ipsecca.v1.AdminService.VerifyAudit:input_type -> ipsecca.v1.VerifyAuditRequest
-	24, // 49: ipsecca.v1.AdminService.Rotate:input_type -> ipsecca.v1.RotateRequest
-	27, // 50: ipsecca.v1.AdminService.ListSchedule:input_type -> ipsecca.v1.ListScheduleRequest
-	30, // 51: ipsecca.v1.AdminService.ListNodes:input_type -> ipsecca.v1.ListNodesRequest
-	32, // 52: ipsecca.v1.AdminService.GetCA:input_type -> ipsecca.v1.GetCARequest
-	35, // 53: ipsecca.v1.AdminService.RenewCA:input_type -> ipsecca.v1.RenewCARequest
-	38, // 54: ipsecca.v1.AdminService.RevokeNode:input_type -> ipsecca.v1.RevokeNodeRequest
-	40, // 55: ipsecca.v1.AdminService.ReadmitNode:input_type -> ipsecca.v1.ReadmitNodeRequest
-	42, // 56: ipsecca.v1.AdminService.ForgetNode:input_type -> ipsecca.v1.ForgetNodeRequest
-	44, // 57: ipsecca.v1.AdminService.RotateAdmin:input_type -> ipsecca.v1.RotateAdminRequest
-	45, // 58: ipsecca.v1.AdminService.RevokeAdmin:input_type -> ipsecca.v1.RevokeAdminRequest
-	47, // 59: ipsecca.v1.AdminService.ValidateBundle:input_type -> ipsecca.v1.ValidateBundleRequest
-	50, // 60: ipsecca.v1.AdminService.GetStatus:input_type -> ipsecca.v1.GetStatusRequest
-	3,  // 61: ipsecca.v1.NodeService.Enroll:output_type -> ipsecca.v1.IssueResponse
-	3,  // 62: ipsecca.v1.NodeService.Renew:output_type -> ipsecca.v1.IssueResponse
-	5,  // 63: ipsecca.v1.NodeService.GetCABundle:output_type -> ipsecca.v1.CABundle
-	18, // 64: ipsecca.v1.NodeService.Watch:output_type -> ipsecca.v1.NodeEvent
-	21, // 65: ipsecca.v1.NodeService.ReportInventory:output_type -> ipsecca.v1.ReportInventoryResponse
-	37, // 66: ipsecca.v1.NodeService.GetCRL:output_type -> ipsecca.v1.CRL
-	7,  // 67: ipsecca.v1.AdminService.CreateToken:output_type -> ipsecca.v1.CreateTokenResponse
-	9,  // 68: ipsecca.v1.AdminService.CreateTokens:output_type -> ipsecca.v1.CreateTokensResponse
-	12, // 69: ipsecca.v1.AdminService.ListCertificates:output_type -> ipsecca.v1.ListCertificatesResponse
-	10, // 70: ipsecca.v1.AdminService.GetCertificate:output_type -> ipsecca.v1.Certificate
-	16, // 71: ipsecca.v1.AdminService.ListEvents:output_type -> ipsecca.v1.ListEventsResponse
-	23, // 72: ipsecca.v1.AdminService.VerifyAudit:output_type -> ipsecca.v1.VerifyAuditResponse
-	25, // 73: ipsecca.v1.AdminService.Rotate:output_type -> ipsecca.v1.RotateResponse
-	28, // 74: ipsecca.v1.AdminService.ListSchedule:output_type -> ipsecca.v1.ListScheduleResponse
-	31, // 75: ipsecca.v1.AdminService.ListNodes:output_type -> ipsecca.v1.ListNodesResponse
-	34, // 76: ipsecca.v1.AdminService.GetCA:output_type -> ipsecca.v1.GetCAResponse
-	34, // 77: ipsecca.v1.AdminService.RenewCA:output_type -> ipsecca.v1.GetCAResponse
-	39, // 78: ipsecca.v1.AdminService.RevokeNode:output_type -> ipsecca.v1.RevokeNodeResponse
-	41, // 79: ipsecca.v1.AdminService.ReadmitNode:output_type -> ipsecca.v1.ReadmitNodeResponse
-	43, // 80: ipsecca.v1.AdminService.ForgetNode:output_type -> ipsecca.v1.ForgetNodeResponse
-	3,  // 81: ipsecca.v1.AdminService.RotateAdmin:output_type -> ipsecca.v1.IssueResponse
-	46, // 82: ipsecca.v1.AdminService.RevokeAdmin:output_type -> ipsecca.v1.RevokeAdminResponse
-	49, // 83: ipsecca.v1.AdminService.ValidateBundle:output_type -> ipsecca.v1.ValidateBundleResponse
-	53, // 84: ipsecca.v1.AdminService.GetStatus:output_type -> ipsecca.v1.GetStatusResponse
-	61, // [61:85] is the sub-list for method output_type
-	37, // [37:61] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	21, // 20: ipsecca.v1.ReportInventoryRequest.tunnels:type_name -> ipsecca.v1.Tunnel
+	60, // 21: ipsecca.v1.Tunnel.peer_not_after:type_name -> google.protobuf.Timestamp
+	60, // 22: ipsecca.v1.Tunnel.authenticated_at:type_name -> google.protobuf.Timestamp
+	60, // 23: ipsecca.v1.Tunnel.child_added_at:type_name -> google.protobuf.Timestamp
+	59, // 24: ipsecca.v1.RotateRequest.spread:type_name -> google.protobuf.Duration
+	60, // 25: ipsecca.v1.ScheduleEntry.due_at:type_name -> google.protobuf.Timestamp
+	60, // 26: ipsecca.v1.ScheduleEntry.not_after:type_name -> google.protobuf.Timestamp
+	27, // 27: ipsecca.v1.ListScheduleResponse.entries:type_name -> ipsecca.v1.ScheduleEntry
+	10, // 28: ipsecca.v1.Node.current:type_name -> ipsecca.v1.Certificate
+	19, // 29: ipsecca.v1.Node.inventory:type_name -> ipsecca.v1.InventoryEntry
+	60, // 30: ipsecca.v1.Node.inventory_reported_at:type_name -> google.protobuf.Timestamp
+	30, // 31: ipsecca.v1.ListNodesResponse.nodes:type_name -> ipsecca.v1.Node
+	60, // 32: ipsecca.v1.RootInfo.not_before:type_name -> google.protobuf.Timestamp
+	60, // 33: ipsecca.v1.RootInfo.not_after:type_name -> google.protobuf.Timestamp
+	34, // 34: ipsecca.v1.GetCAResponse.roots:type_name -> ipsecca.v1.RootInfo
+	60, // 35: ipsecca.v1.CRL.next_update:type_name -> google.protobuf.Timestamp
+	10, // 36: ipsecca.v1.RevokeAdminResponse.certificate:type_name -> ipsecca.v1.Certificate
+	49, // 37: ipsecca.v1.ValidateBundleResponse.findings:type_name -> ipsecca.v1.BundleFinding
+	60, // 38: ipsecca.v1.Replica.started_at:type_name -> google.protobuf.Timestamp
+	52, // 39: ipsecca.v1.GetStatusResponse.replicas:type_name -> ipsecca.v1.Replica
+	53, // 40: ipsecca.v1.GetStatusResponse.members:type_name -> ipsecca.v1.StoreMember
+	60, // 41: ipsecca.v1.MeshPair.authenticated_at:type_name -> google.protobuf.Timestamp
+	60, // 42: ipsecca.v1.MeshPair.reported_at:type_name -> google.protobuf.Timestamp
+	56, // 43: ipsecca.v1.MeshStatusResponse.pairs:type_name -> ipsecca.v1.MeshPair
+	1,  // 44: ipsecca.v1.NodeService.Enroll:input_type -> ipsecca.v1.EnrollRequest
+	2,  // 45: ipsecca.v1.NodeService.Renew:input_type -> ipsecca.v1.RenewRequest
+	4,  // 46: ipsecca.v1.NodeService.GetCABundle:input_type -> ipsecca.v1.GetCABundleRequest
+	17, // 47: ipsecca.v1.NodeService.Watch:input_type -> ipsecca.v1.WatchRequest
+	20, // 48: ipsecca.v1.NodeService.ReportInventory:input_type -> ipsecca.v1.ReportInventoryRequest
+	37, // 49: ipsecca.v1.NodeService.GetCRL:input_type -> ipsecca.v1.GetCRLRequest
+	6,  // 50: ipsecca.v1.AdminService.CreateToken:input_type -> ipsecca.v1.CreateTokenRequest
+	8,  // 51: ipsecca.v1.AdminService.CreateTokens:input_type -> ipsecca.v1.CreateTokensRequest
+	11, // 52: ipsecca.v1.AdminService.ListCertificates:input_type -> ipsecca.v1.ListCertificatesRequest
+	13, // 53: ipsecca.v1.AdminService.GetCertificate:input_type -> ipsecca.v1.GetCertificateRequest
+	15, // 54: ipsecca.v1.AdminService.ListEvents:input_type -> ipsecca.v1.ListEventsRequest
+	23, // 55: ipsecca.v1.AdminService.VerifyAudit:input_type -> ipsecca.v1.VerifyAuditRequest
+	25, // 56: ipsecca.v1.AdminService.Rotate:input_type -> ipsecca.v1.RotateRequest
+	28, // 57: ipsecca.v1.AdminService.ListSchedule:input_type -> ipsecca.v1.ListScheduleRequest
+	31, // 58: ipsecca.v1.AdminService.ListNodes:input_type -> ipsecca.v1.ListNodesRequest
+	33, // 59: ipsecca.v1.AdminService.GetCA:input_type -> ipsecca.v1.GetCARequest
+	36, // 60: ipsecca.v1.AdminService.RenewCA:input_type -> ipsecca.v1.RenewCARequest
+	39, // 61: ipsecca.v1.AdminService.RevokeNode:input_type -> ipsecca.v1.RevokeNodeRequest
+	41, // 62: ipsecca.v1.AdminService.ReadmitNode:input_type -> ipsecca.v1.ReadmitNodeRequest
+	43, // 63: ipsecca.v1.AdminService.ForgetNode:input_type -> ipsecca.v1.ForgetNodeRequest
+	45, // 64: ipsecca.v1.AdminService.RotateAdmin:input_type -> ipsecca.v1.RotateAdminRequest
+	46, // 65: ipsecca.v1.AdminService.RevokeAdmin:input_type -> ipsecca.v1.RevokeAdminRequest
+	48, // 66: ipsecca.v1.AdminService.ValidateBundle:input_type -> ipsecca.v1.ValidateBundleRequest
+	51, // 67: ipsecca.v1.AdminService.GetStatus:input_type -> ipsecca.v1.GetStatusRequest
+	55, // 68: ipsecca.v1.AdminService.MeshStatus:input_type -> ipsecca.v1.MeshStatusRequest
+	3,  // 69: ipsecca.v1.NodeService.Enroll:output_type -> ipsecca.v1.IssueResponse
+	3,  // 70: ipsecca.v1.NodeService.Renew:output_type -> ipsecca.v1.IssueResponse
+	5,  // 71: ipsecca.v1.NodeService.GetCABundle:output_type -> ipsecca.v1.CABundle
+	18, // 72: ipsecca.v1.NodeService.Watch:output_type -> ipsecca.v1.NodeEvent
+	22, // 73: ipsecca.v1.NodeService.ReportInventory:output_type -> ipsecca.v1.ReportInventoryResponse
+	38, // 74: ipsecca.v1.NodeService.GetCRL:output_type -> ipsecca.v1.CRL
+	7,  // 75: ipsecca.v1.AdminService.CreateToken:output_type -> ipsecca.v1.CreateTokenResponse
+	9,  // 76: ipsecca.v1.AdminService.CreateTokens:output_type -> ipsecca.v1.CreateTokensResponse
+	12, // 77: ipsecca.v1.AdminService.ListCertificates:output_type -> ipsecca.v1.ListCertificatesResponse
+	10, // 78: ipsecca.v1.AdminService.GetCertificate:output_type -> ipsecca.v1.Certificate
+	16, // 79: ipsecca.v1.AdminService.ListEvents:output_type -> ipsecca.v1.ListEventsResponse
+	24, // 80: ipsecca.v1.AdminService.VerifyAudit:output_type -> ipsecca.v1.VerifyAuditResponse
+	26, // 81: ipsecca.v1.AdminService.Rotate:output_type -> ipsecca.v1.RotateResponse
+	29, // 82: ipsecca.v1.AdminService.ListSchedule:output_type -> ipsecca.v1.ListScheduleResponse
+	32, // 83: ipsecca.v1.AdminService.ListNodes:output_type -> ipsecca.v1.ListNodesResponse
+	35, // 84: ipsecca.v1.AdminService.GetCA:output_type -> ipsecca.v1.GetCAResponse
+	35, // 85: ipsecca.v1.AdminService.RenewCA:output_type -> ipsecca.v1.GetCAResponse
+	40, // 86: ipsecca.v1.AdminService.RevokeNode:output_type -> ipsecca.v1.RevokeNodeResponse
+	42, // 87: ipsecca.v1.AdminService.ReadmitNode:output_type -> ipsecca.v1.ReadmitNodeResponse
+	44, // 88: ipsecca.v1.AdminService.ForgetNode:output_type -> ipsecca.v1.ForgetNodeResponse
+	3,  // 89: ipsecca.v1.AdminService.RotateAdmin:output_type -> ipsecca.v1.IssueResponse
+	47, // 90: ipsecca.v1.AdminService.RevokeAdmin:output_type -> ipsecca.v1.RevokeAdminResponse
+	50, // 91: ipsecca.v1.AdminService.ValidateBundle:output_type -> ipsecca.v1.ValidateBundleResponse
+	54, // 92: ipsecca.v1.AdminService.GetStatus:output_type -> ipsecca.v1.GetStatusResponse
+	57, // 93: ipsecca.v1.AdminService.MeshStatus:output_type -> ipsecca.v1.MeshStatusResponse
+	69, // [69:94] is the sub-list for method output_type
+	44, // [44:69] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_proto_ipsecca_v1_ipsecca_proto_init() }
@@ -3667,7 +4081,7 @@ func file_proto_ipsecca_v1_ipsecca_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_ipsecca_v1_ipsecca_proto_rawDesc), len(file_proto_ipsecca_v1_ipsecca_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   54,
+			NumMessages:   58,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -360,6 +360,7 @@ const (
 	AdminService_RevokeAdmin_FullMethodName      = "/ipsecca.v1.AdminService/RevokeAdmin"
 	AdminService_ValidateBundle_FullMethodName   = "/ipsecca.v1.AdminService/ValidateBundle"
 	AdminService_GetStatus_FullMethodName        = "/ipsecca.v1.AdminService/GetStatus"
+	AdminService_MeshStatus_FullMethodName       = "/ipsecca.v1.AdminService/MeshStatus"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -415,6 +416,11 @@ type AdminServiceClient interface {
 	// one leads (runs the rotation scheduler and CA renewal) and, for etcd,
 	// each member's health.
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
+	// MeshStatus reports, for every node pair the sidecars report, which
+	// peer certificate and root the live IKE SA authenticated with, and the
+	// pairs still on a superseded, revoked or expired certificate, an old
+	// root, or down.
+	MeshStatus(ctx context.Context, in *MeshStatusRequest, opts ...grpc.CallOption) (*MeshStatusResponse, error)
 }
 
 type adminServiceClient struct {
@@ -605,6 +611,16 @@ func (c *adminServiceClient) GetStatus(ctx context.Context, in *GetStatusRequest
 	return out, nil
 }
 
+func (c *adminServiceClient) MeshStatus(ctx context.Context, in *MeshStatusRequest, opts ...grpc.CallOption) (*MeshStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MeshStatusResponse)
+	err := c.cc.Invoke(ctx, AdminService_MeshStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -658,6 +674,11 @@ type AdminServiceServer interface {
 	// one leads (runs the rotation scheduler and CA renewal) and, for etcd,
 	// each member's health.
 	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)
+	// MeshStatus reports, for every node pair the sidecars report, which
+	// peer certificate and root the live IKE SA authenticated with, and the
+	// pairs still on a superseded, revoked or expired certificate, an old
+	// root, or down.
+	MeshStatus(context.Context, *MeshStatusRequest) (*MeshStatusResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -721,6 +742,9 @@ func (UnimplementedAdminServiceServer) ValidateBundle(context.Context, *Validate
 }
 func (UnimplementedAdminServiceServer) GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetStatus not implemented")
+}
+func (UnimplementedAdminServiceServer) MeshStatus(context.Context, *MeshStatusRequest) (*MeshStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MeshStatus not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -1067,6 +1091,24 @@ func _AdminService_GetStatus_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_MeshStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MeshStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).MeshStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_MeshStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).MeshStatus(ctx, req.(*MeshStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1145,6 +1187,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetStatus",
 			Handler:    _AdminService_GetStatus_Handler,
+		},
+		{
+			MethodName: "MeshStatus",
+			Handler:    _AdminService_MeshStatus_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
