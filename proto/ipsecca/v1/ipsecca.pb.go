@@ -1422,8 +1422,15 @@ type Tunnel struct {
 	// When pluto installed that key (the peer's last authentication).
 	AuthenticatedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=authenticated_at,json=authenticatedAt,proto3" json:"authenticated_at,omitempty"`
 	// ESP Child SAs with the peer, and when the newest was added.
-	ChildSas      uint32                 `protobuf:"varint,8,opt,name=child_sas,json=childSas,proto3" json:"child_sas,omitempty"`
-	ChildAddedAt  *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=child_added_at,json=childAddedAt,proto3" json:"child_added_at,omitempty"`
+	ChildSas     uint32                 `protobuf:"varint,8,opt,name=child_sas,json=childSas,proto3" json:"child_sas,omitempty"`
+	ChildAddedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=child_added_at,json=childAddedAt,proto3" json:"child_added_at,omitempty"`
+	// The serial of this node's own certificate that the IKE SA presents
+	// to the peer (the certificate loaded into the conn the SA belongs to,
+	// as ovs-monitor-ipsec reports it): what the peer authenticated this
+	// node with. pluto 4.10 does not list the peer's key, so the peer's
+	// report of this field is how the CA learns what a pair authenticated
+	// with.
+	LocalSerial   string `protobuf:"bytes,10,opt,name=local_serial,json=localSerial,proto3" json:"local_serial,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1519,6 +1526,13 @@ func (x *Tunnel) GetChildAddedAt() *timestamppb.Timestamp {
 		return x.ChildAddedAt
 	}
 	return nil
+}
+
+func (x *Tunnel) GetLocalSerial() string {
+	if x != nil {
+		return x.LocalSerial
+	}
+	return ""
 }
 
 type ReportInventoryResponse struct {
@@ -3709,7 +3723,7 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\x16ReportInventoryRequest\x124\n" +
 	"\aentries\x18\x01 \x03(\v2\x1a.ipsecca.v1.InventoryEntryR\aentries\x12)\n" +
 	"\x10tunnels_reported\x18\x02 \x01(\bR\x0ftunnelsReported\x12,\n" +
-	"\atunnels\x18\x03 \x03(\v2\x12.ipsecca.v1.TunnelR\atunnels\"\x86\x03\n" +
+	"\atunnels\x18\x03 \x03(\v2\x12.ipsecca.v1.TunnelR\atunnels\"\xa9\x03\n" +
 	"\x06Tunnel\x12\x12\n" +
 	"\x04peer\x18\x01 \x01(\tR\x04peer\x12!\n" +
 	"\fpeer_address\x18\x02 \x01(\tR\vpeerAddress\x12 \n" +
@@ -3719,7 +3733,9 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\x0epeer_not_after\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\fpeerNotAfter\x12E\n" +
 	"\x10authenticated_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0fauthenticatedAt\x12\x1b\n" +
 	"\tchild_sas\x18\b \x01(\rR\bchildSas\x12@\n" +
-	"\x0echild_added_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\fchildAddedAt\"G\n" +
+	"\x0echild_added_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\fchildAddedAt\x12!\n" +
+	"\flocal_serial\x18\n" +
+	" \x01(\tR\vlocalSerial\"G\n" +
 	"\x17ReportInventoryResponse\x12,\n" +
 	"\x12revoked_ike_states\x18\x01 \x03(\x04R\x10revokedIkeStates\"\x14\n" +
 	"\x12VerifyAuditRequest\"}\n" +
