@@ -103,7 +103,7 @@ func (s nodeService) ReportInventory(
 	now := s.clock.Now().UTC()
 	ev := store.Event{Time: now, Type: store.EventInventoryChanged, Actor: "node:" + caller.Node, Node: caller.Node,
 		Detail: map[string]string{"entries": strconv.Itoa(len(entries))}}
-	if _, err := s.queries.PutInventory(ctx, caller.Node, entries, now, ev); err != nil {
+	if _, err := s.queries.PutInventory(ctx, caller.Node, store.Report{Entries: entries}, now, ev); err != nil {
 		return nil, s.toStatus(err)
 	}
 	return &ipseccav1.ReportInventoryResponse{}, nil

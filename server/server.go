@@ -51,13 +51,7 @@ type Queries interface {
 	CurrentCert(ctx context.Context, node string) (*store.Cert, error)
 	ActiveNodes(ctx context.Context) ([]string, error)
 	Node(ctx context.Context, name string) (*store.NodeInfo, error)
-	PutInventory(
-		ctx context.Context,
-		node string,
-		entries []store.InventoryEntry,
-		at time.Time,
-		ev store.Event,
-	) (bool, error)
+	PutInventory(ctx context.Context, node string, rep store.Report, at time.Time, ev store.Event) (bool, error)
 	Schedule(ctx context.Context, limit int) ([]*store.Cert, error)
 }
 

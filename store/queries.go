@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -198,6 +199,81 @@ func CurrentCertOf(v View, node string) (*Cert, error) {
 
 // NodesOf returns the names of the nodes the store knows, in order.
 func NodesOf(v View) ([]string, error) { return suffixes(v, "nodes/", 0, nil) }
+
+// NodeInfosOf returns every node's record, in name order.
+func NodeInfosOf(v View) ([]*NodeInfo, error) {
+	var out []*NodeInfo
+	err := v.Scan("nodes/", "", false, func(k string, raw []byte) (bool, error) {
+		n := new(NodeInfo)
+		if err := json.Unmarshal(raw, n); err != nil {
+			return false, fmt.Errorf("store: decode %s: %w", k, err)
+		}
+		out = append(out, n)
+		return true, nil
+	})
+	return out, err
+}
+
+// NameCertsOf returns, for each certificate name in names, the node
+// certificates issued under it, in serial order: those of the node
+// holding the name, of a node so named, and every revoked one (the node
+// that held it may have been forgotten since, its name released).
+func NameCertsOf(v View, names []string) (map[string][]*Cert, error) {
+	out := map[string][]*Cert{}
+	if len(names) == 0 {
+		return out, nil
+	}
+	want, nodes := map[string]bool{}, map[string]bool{}
+	keys := make([]string, 0, len(names))
+	for _, n := range names {
+		want[n], nodes[n] = true, true
+		keys = append(keys, KName(n))
+	}
+	owners, err := v.GetMany(keys)
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range owners {
+		if o != nil {
+			nodes[string(o)] = true
+		}
+	}
+	seen := map[string]bool{}
+	var serials []string
+	add := func(serial string) {
+		if !seen[serial] {
+			seen[serial] = true
+			serials = append(serials, serial)
+		}
+	}
+	err = v.Scan("by_node/", "", true, func(k string, _ []byte) (bool, error) {
+		if node, serial, ok := strings.Cut(strings.TrimPrefix(k, "by_node/"), "/"); ok && nodes[node] {
+			add(serial)
+		}
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	revoked, err := suffixes(v, "revoked/", 0, nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, serial := range revoked {
+		add(serial)
+	}
+	slices.Sort(serials)
+	certs, err := certsOf(v, serials)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range certs {
+		if c.Kind == KindNode && want[c.CommonName] {
+			out[c.CommonName] = append(out[c.CommonName], c)
+		}
+	}
+	return out, nil
+}
 
 // ScheduleOf returns up to limit certificates waiting on rotation: overdue
 // ones first, then due ones by grace end, then scheduled ones by

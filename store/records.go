@@ -436,16 +436,22 @@ func UpdateCertTx(tx Tx, serial string, ev Event, fn func(c *Cert) error) error 
 	return AppendEventTx(tx, &ev)
 }
 
-// PutInventoryTx stores a node's reported NSS inventory and appends ev
-// when it changed; it reports whether it changed. ErrNotFound for an
-// unknown node.
-func PutInventoryTx(tx Tx, node string, entries []InventoryEntry, at time.Time, ev Event) (bool, error) {
+// PutInventoryTx stores a node's report: its NSS inventory, and its
+// tunnels when the report carries them. It appends ev (and reports true)
+// only when the inventory changed: tunnels change with every rekey, and
+// the audit log is not their history. The node's record is rewritten
+// once (ReportedAt). ErrNotFound for an unknown node.
+func PutInventoryTx(tx Tx, node string, rep Report, at time.Time, ev Event) (bool, error) {
 	var n NodeInfo
 	if err := getJSON(tx, KNode(node), &n); err != nil {
 		return false, err
 	}
+	entries := rep.Entries
 	changed := !reflect.DeepEqual(n.Inventory, entries) && !(len(n.Inventory) == 0 && len(entries) == 0)
 	n.Inventory, n.ReportedAt = entries, at.UTC()
+	if rep.TunnelsReported {
+		n.Tunnels, n.TunnelsAt = rep.Tunnels, at.UTC()
+	}
 	if err := putJSON(tx, KNode(node), &n); err != nil {
 		return false, err
 	}

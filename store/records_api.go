@@ -45,18 +45,12 @@ func (r Records) updateCert(ctx context.Context, serial string, ev Event, fn fun
 	return r.E.Update(ctx, func(tx Tx) error { return UpdateCertTx(tx, serial, ev, fn) })
 }
 
-// PutInventory stores a node's reported NSS inventory; ev is appended only
-// when the inventory changed. It reports whether it changed.
-func (r Records) PutInventory(
-	ctx context.Context,
-	node string,
-	entries []InventoryEntry,
-	at time.Time,
-	ev Event,
-) (bool, error) {
+// PutInventory stores a node's report (PutInventoryTx); ev is appended
+// only when the inventory changed. It reports whether it changed.
+func (r Records) PutInventory(ctx context.Context, node string, rep Report, at time.Time, ev Event) (bool, error) {
 	var changed bool
 	err := r.E.Update(ctx, func(tx Tx) (err error) {
-		changed, err = PutInventoryTx(tx, node, entries, at, ev)
+		changed, err = PutInventoryTx(tx, node, rep, at, ev)
 		return err
 	})
 	return changed, err
@@ -156,6 +150,19 @@ func (r Records) Node(ctx context.Context, name string) (n *NodeInfo, err error)
 func (r Records) ActiveNodes(ctx context.Context) (nodes []string, err error) {
 	err = r.E.Read(ctx, func(v View) error { nodes, err = NodesOf(v); return err })
 	return nodes, err
+}
+
+// NodeInfos returns every node's record, in name order.
+func (r Records) NodeInfos(ctx context.Context) (nodes []*NodeInfo, err error) {
+	err = r.E.Read(ctx, func(v View) error { nodes, err = NodeInfosOf(v); return err })
+	return nodes, err
+}
+
+// NameCerts returns, for each certificate name, the node certificates
+// issued under it (NameCertsOf).
+func (r Records) NameCerts(ctx context.Context, names []string) (certs map[string][]*Cert, err error) {
+	err = r.E.Read(ctx, func(v View) error { certs, err = NameCertsOf(v, names); return err })
+	return certs, err
 }
 
 // CurrentCert returns the node's active node certificate.

@@ -212,12 +212,17 @@ type Issuance struct {
 }
 
 // NodeInfo is what the store knows about a node beyond its certificates:
-// the inventory its sidecar last reported.
+// the inventory and the tunnels its sidecar last reported.
 type NodeInfo struct {
 	Name       string           `json:"name"`
 	CommonName string           `json:"common_name"`
 	Inventory  []InventoryEntry `json:"inventory,omitempty"`
 	ReportedAt time.Time        `json:"reported_at,omitzero"`
+	// Tunnels is the node's tunnel list as last reported, at TunnelsAt
+	// (zero: its sidecar never reported tunnels); a report without
+	// tunnels keeps them.
+	Tunnels   []TunnelRecord `json:"tunnels,omitempty"`
+	TunnelsAt time.Time      `json:"tunnels_at,omitzero"`
 	// Revoked: the node gets no certificate, through any door, until an
 	// admin re-admits it (ReadmitNode).
 	Revoked   bool      `json:"revoked,omitempty"`
@@ -257,6 +262,30 @@ type InventoryEntry struct {
 	NotAfter time.Time `json:"not_after"`
 	Trust    string    `json:"trust"`
 	Subject  string    `json:"subject,omitempty"`
+}
+
+// TunnelRecord is one configured peer of a node and the IKE SA its IKE
+// daemon holds with it, as the node's sidecar reported them.
+type TunnelRecord struct {
+	Peer        string `json:"peer"` // the peer's certificate name, canonical
+	PeerAddress string `json:"peer_address,omitempty"`
+	Established bool   `json:"established,omitempty"`
+	IKEState    uint64 `json:"ike_state,omitempty"` // pluto's serial of the IKE SA
+	// PeerKeyID and PeerNotAfter identify the key the peer authenticated
+	// with: libreswan's key id and the certificate's NotAfter.
+	PeerKeyID       string    `json:"peer_key_id,omitempty"`
+	PeerNotAfter    time.Time `json:"peer_not_after,omitzero"`
+	AuthenticatedAt time.Time `json:"authenticated_at,omitzero"`
+	ChildSAs        uint32    `json:"child_sas,omitempty"`
+	ChildAddedAt    time.Time `json:"child_added_at,omitzero"`
+}
+
+// Report is one report of a node's sidecar: its NSS inventory and, when
+// TunnelsReported, its whole tunnel list (else the stored one is kept).
+type Report struct {
+	Entries         []InventoryEntry
+	TunnelsReported bool
+	Tunnels         []TunnelRecord
 }
 
 // CertFilter selects certificates in listings. Zero fields match everything.

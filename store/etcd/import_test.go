@@ -63,7 +63,9 @@ func TestImportFromBolt(t *testing.T) {
 	if _, err := src.RevokeNode(ctx, "node-03", storetest.T0, store.Event{Type: store.EventNodeRevoked, Node: "node-03"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := src.PutInventory(ctx, "node-04", []store.InventoryEntry{{Nickname: "ovs_cert_cacert", Serial: "1", Trust: "CT,,"}}, storetest.T0, store.Event{Type: store.EventInventoryChanged}); err != nil {
+	if _, err := src.PutInventory(ctx, "node-04",
+		store.Report{Entries: []store.InventoryEntry{{Nickname: "ovs_cert_cacert", Serial: "1", Trust: "CT,,"}}},
+		storetest.T0, store.Event{Type: store.EventInventoryChanged}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -37,13 +38,9 @@ type Backend interface {
 	CurrentCert(ctx context.Context, node string) (*store.Cert, error)
 	ActiveNodes(ctx context.Context) ([]string, error)
 	Node(ctx context.Context, name string) (*store.NodeInfo, error)
-	PutInventory(
-		ctx context.Context,
-		node string,
-		entries []store.InventoryEntry,
-		at time.Time,
-		ev store.Event,
-	) (bool, error)
+	PutInventory(ctx context.Context, node string, rep store.Report, at time.Time, ev store.Event) (bool, error)
+	NodeInfos(ctx context.Context) ([]*store.NodeInfo, error)
+	NameCerts(ctx context.Context, names []string) (map[string][]*store.Cert, error)
 	Schedule(ctx context.Context, limit int) ([]*store.Cert, error)
 	OverdueCount(ctx context.Context) (int, error)
 	CertCounts(ctx context.Context, now time.Time) (map[[2]string]int, error)
@@ -96,6 +93,8 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"ForgetReleasesNames", testForget},
 		{"RevokeCert", testRevokeCert},
 		{"Inventory", testInventory},
+		{"InventoryTunnels", testInventoryTunnels},
+		{"NameCerts", testNameCerts},
 		{"RequestUID", testRequestUID},
 		{"Closed", testClosed},
 	} {
@@ -472,7 +471,7 @@ func testInventory(t *testing.T, s Backend) {
 	if err := Issue(s, Cert("i1", "node-a", T0), ""); err != nil {
 		t.Fatal(err)
 	}
-	inv := []store.InventoryEntry{{Nickname: "ovs_cert_cacert", Serial: "1", Trust: "CT,,"}}
+	inv := store.Report{Entries: []store.InventoryEntry{{Nickname: "ovs_cert_cacert", Serial: "1", Trust: "CT,,"}}}
 	for i, want := range []bool{true, false} {
 		changed, err := s.PutInventory(ctx, "node-a", inv, T0, store.Event{Type: store.EventInventoryChanged})
 		if err != nil || changed != want {
@@ -485,6 +484,111 @@ func testInventory(t *testing.T, s Backend) {
 	}
 	if _, err := s.PutInventory(ctx, "nobody", inv, T0, store.Event{}); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("inventory of an unknown node: %v", err)
+	}
+}
+
+// Tunnels ride with the inventory in the node's record: a report that
+// carries them replaces them, one that does not keeps them, and they
+// never write an audit event (only an inventory change does).
+func testInventoryTunnels(t *testing.T, s Backend) {
+	ctx := context.Background()
+	if err := Issue(s, Cert("t1", "node-a", T0), ""); err != nil {
+		t.Fatal(err)
+	}
+	inv := []store.InventoryEntry{{Nickname: "ovs_cert_cacert", Serial: "1", Trust: "CT,,"}}
+	up := store.TunnelRecord{Peer: "node-b", PeerAddress: "10.0.0.2", Established: true, IKEState: 7,
+		PeerKeyID: "AwEAAbcde", PeerNotAfter: T0.AddDate(5, 0, 0), AuthenticatedAt: T0, ChildSAs: 2, ChildAddedAt: T0}
+	down := store.TunnelRecord{Peer: "node-c", PeerAddress: "10.0.0.3"}
+	events := func() int {
+		evs, _, err := s.ListEvents(ctx, store.EventFilter{Type: store.EventInventoryChanged})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(evs)
+	}
+	for i, step := range []struct {
+		rep     store.Report
+		changed bool
+		tunnels []store.TunnelRecord
+		at      time.Time // TunnelsAt
+	}{
+		{store.Report{Entries: inv}, true, nil, time.Time{}},
+		{store.Report{Entries: inv, TunnelsReported: true, Tunnels: []store.TunnelRecord{up, down}}, false,
+			[]store.TunnelRecord{up, down}, T0.Add(1)},
+		{store.Report{Entries: inv}, false, []store.TunnelRecord{up, down}, T0.Add(1)},
+		{store.Report{Entries: inv, TunnelsReported: true, Tunnels: []store.TunnelRecord{down}}, false,
+			[]store.TunnelRecord{down}, T0.Add(3)},
+		{store.Report{TunnelsReported: true}, true, nil, T0.Add(4)},
+	} {
+		at := T0.Add(time.Duration(i))
+		changed, err := s.PutInventory(ctx, "node-a", step.rep, at, store.Event{Type: store.EventInventoryChanged})
+		if err != nil || changed != step.changed {
+			t.Fatalf("report %d: changed=%v %v", i, changed, err)
+		}
+		n, err := s.Node(ctx, "node-a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(n.Tunnels, step.tunnels) || !n.TunnelsAt.Equal(step.at) || !n.ReportedAt.Equal(at) {
+			t.Fatalf("report %d: tunnels %+v at %s, reported %s; want %+v at %s", i, n.Tunnels, n.TunnelsAt,
+				n.ReportedAt, step.tunnels, step.at)
+		}
+	}
+	if n := events(); n != 2 {
+		t.Fatalf("%d inventory events; want 2 (the first report and the emptied inventory)", n)
+	}
+	nodes, err := s.NodeInfos(ctx)
+	if err != nil || len(nodes) != 1 || nodes[0].Name != "node-a" || nodes[0].TunnelsAt.IsZero() {
+		t.Fatalf("node infos %+v %v", nodes, err)
+	}
+	// Issuing to the node again keeps its tunnels.
+	if err := Issue(s, Cert("t2", "node-a", T0), ""); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Node(ctx, "node-a"); err != nil || n.TunnelsAt.IsZero() {
+		t.Fatalf("after an issue: %+v %v", n, err)
+	}
+}
+
+// NameCerts finds the node certificates under a name: the holder's, a
+// node so named, and revoked ones of a node that was forgotten since.
+func testNameCerts(t *testing.T, s Backend) {
+	ctx := context.Background()
+	cn := func(c *store.Cert, name string) *store.Cert { c.CommonName = name; return c }
+	for _, c := range []*store.Cert{
+		cn(Cert("a1", "node-a", T0), "chassis-a"),
+		cn(Cert("a2", "node-a", T0), "chassis-a"),
+		Cert("b1", "node-b", T0),
+		cn(Cert("f1", "node-f", T0), "chassis-f"),
+	} {
+		if err := Issue(s, c, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.RevokeNode(ctx, "node-f", T0, store.Event{Type: store.EventNodeRevoked}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ForgetNode(ctx, "node-f", T0, store.Event{Type: store.EventNodeForgotten}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Issue(s, cn(Cert("g1", "node-g", T0), "chassis-f"), ""); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.NameCerts(ctx, []string{"chassis-a", "node-b", "chassis-f", "nobody"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{"chassis-a": {"a1", "a2"}, "node-b": {"b1"}, "chassis-f": {"f1", "g1"}}
+	if len(got) != len(want) {
+		t.Errorf("names %v; want %v", got, want)
+	}
+	for name, w := range want {
+		if g := serials(got[name]); !reflect.DeepEqual(g, w) {
+			t.Errorf("%s: %v; want %v", name, g, w)
+		}
+	}
+	if got, err := s.NameCerts(ctx, nil); err != nil || len(got) != 0 {
+		t.Errorf("no names: %v %v", got, err)
 	}
 }
 
