@@ -30,6 +30,9 @@ type Store interface {
 	ForgetNode(ctx context.Context, node string, at time.Time, ev store.Event) ([]string, error)
 	RevokeCert(ctx context.Context, serial string, at time.Time, ev store.Event) (*store.Cert, error)
 	Revoked(ctx context.Context) ([]*store.Cert, error)
+	PutInventory(ctx context.Context, node string, rep store.Report, at time.Time, ev store.Event) (bool, error)
+	NodeInfos(ctx context.Context) ([]*store.NodeInfo, error)
+	NameCerts(ctx context.Context, names []string) (map[string][]*store.Cert, error)
 }
 
 // Config holds the Authority's parameters.
