@@ -56,6 +56,7 @@ var methodAccess = map[string]access{
 	ipseccav1.AdminService_ListNodes_FullMethodName:        adminOnly,
 	ipseccav1.AdminService_GetCA_FullMethodName:            adminOnly,
 	ipseccav1.AdminService_RenewCA_FullMethodName:          adminOnly,
+	ipseccav1.AdminService_MeshStatus_FullMethodName:       adminOnly,
 }
 
 // publicPrefixes are the standard services anyone may use (health probes,

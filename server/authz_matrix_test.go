@@ -262,6 +262,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 			_, err := a.RotateAdmin(ctx, &ipseccav1.RotateAdminRequest{CsrPem: []byte("not a CSR")})
 			return err
 		},
+		"MeshStatus": func(a ipseccav1.AdminServiceClient) error {
+			_, err := a.MeshStatus(ctx, &ipseccav1.MeshStatusRequest{})
+			return err
+		},
 		"RevokeAdmin": func(a ipseccav1.AdminServiceClient) error {
 			_, err := a.RevokeAdmin(ctx, &ipseccav1.RevokeAdminRequest{Serial: "abc"})
 			return err

@@ -98,6 +98,8 @@ type stateCollector struct {
 	mu     sync.Mutex
 	counts map[[2]string]int
 	at     time.Time
+	mesh   map[string]int // pairs by state
+	meshAt time.Time
 }
 
 var (
@@ -126,13 +128,19 @@ var (
 		nil,
 	)
 	descWatch = prometheus.NewDesc("ipsecca_watch_streams", "Open Watch streams (connected sidecars).", nil, nil)
+	descMesh  = prometheus.NewDesc(
+		"ipsecca_mesh_pairs",
+		"Node pairs the sidecars report, by state (current, old-root, superseded, revoked, expired, unknown, down).",
+		[]string{"state"},
+		nil,
+	)
 )
 
-// countsTTL bounds how stale the certificate counts may be.
+// countsTTL bounds how stale the certificate counts and the mesh pairs may be.
 const countsTTL = 30 * time.Second
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCerts, descNextDue, descOverdue, descCAEnd, descWatch} {
+	for _, d := range []*prometheus.Desc{descCerts, descNextDue, descOverdue, descCAEnd, descWatch, descMesh} {
 		ch <- d
 	}
 }
@@ -148,6 +156,14 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for k, n := range c.counts {
 		ch <- prometheus.MustNewConstMetric(descCerts, prometheus.GaugeValue, float64(n), k[0], k[1])
+	}
+	if c.mesh == nil || now.Sub(c.meshAt) > countsTTL {
+		if mesh, err := c.auth.MeshStatus(ctx, now); err == nil {
+			c.mesh, c.meshAt = mesh.Counts(), now
+		}
+	}
+	for state, n := range c.mesh {
+		ch <- prometheus.MustNewConstMetric(descMesh, prometheus.GaugeValue, float64(n), state)
 	}
 	c.mu.Unlock()
 	if rot, _, err := c.st.NextTimes(ctx); err == nil && !rot.IsZero() {

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
-	"strconv"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -71,8 +70,13 @@ func (s *Server) snapshot(ctx context.Context, node string) (*ipseccav1.NodeEven
 	return ev, nil
 }
 
-// maxInventory bounds a reported inventory.
-const maxInventory = 256
+// Bounds of a report: its inventory, its tunnels (a node has one per
+// peer) and each tunnel's strings.
+const (
+	maxInventory = 256
+	maxTunnels   = 4096
+	maxTunnelStr = 256
+)
 
 func (s nodeService) ReportInventory(
 	ctx context.Context,
@@ -87,10 +91,14 @@ func (s nodeService) ReportInventory(
 			maxInventory,
 		)
 	}
-	entries := make([]store.InventoryEntry, 0, len(req.GetEntries()))
+	if len(req.GetTunnels()) > maxTunnels {
+		return nil, status.Errorf(codes.InvalidArgument, "%d tunnels; at most %d", len(req.GetTunnels()), maxTunnels)
+	}
+	rep := store.Report{Entries: make([]store.InventoryEntry, 0, len(req.GetEntries())),
+		TunnelsReported: req.GetTunnelsReported()}
 	for _, e := range req.GetEntries() {
-		entries = append(
-			entries,
+		rep.Entries = append(
+			rep.Entries,
 			store.InventoryEntry{
 				Nickname: e.GetNickname(),
 				Serial:   e.GetSerial(),
@@ -100,13 +108,41 @@ func (s nodeService) ReportInventory(
 			},
 		)
 	}
-	now := s.clock.Now().UTC()
-	ev := store.Event{Time: now, Type: store.EventInventoryChanged, Actor: "node:" + caller.Node, Node: caller.Node,
-		Detail: map[string]string{"entries": strconv.Itoa(len(entries))}}
-	if _, err := s.queries.PutInventory(ctx, caller.Node, store.Report{Entries: entries}, now, ev); err != nil {
+	for _, t := range req.GetTunnels() {
+		for _, v := range []string{t.GetPeer(), t.GetPeerAddress(), t.GetPeerKeyId()} {
+			if len(v) > maxTunnelStr {
+				return nil, status.Errorf(codes.InvalidArgument, "a tunnel field of %d bytes; at most %d",
+					len(v), maxTunnelStr)
+			}
+		}
+		if t.GetPeer() == "" {
+			return nil, status.Error(codes.InvalidArgument, "a tunnel without a peer")
+		}
+		rep.Tunnels = append(rep.Tunnels, store.TunnelRecord{
+			Peer:            t.GetPeer(),
+			PeerAddress:     t.GetPeerAddress(),
+			Established:     t.GetEstablished(),
+			IKEState:        t.GetIkeState(),
+			PeerKeyID:       t.GetPeerKeyId(),
+			PeerNotAfter:    optTime(t.GetPeerNotAfter()),
+			AuthenticatedAt: optTime(t.GetAuthenticatedAt()),
+			ChildSAs:        t.GetChildSas(),
+			ChildAddedAt:    optTime(t.GetChildAddedAt()),
+		})
+	}
+	revoked, err := s.auth.ReportInventory(ctx, caller.Node, rep)
+	if err != nil {
 		return nil, s.toStatus(err)
 	}
-	return &ipseccav1.ReportInventoryResponse{}, nil
+	return &ipseccav1.ReportInventoryResponse{RevokedIkeStates: revoked}, nil
+}
+
+// optTime is t in UTC, or the zero time when t is not set.
+func optTime(t *timestamppb.Timestamp) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.AsTime().UTC()
 }
 
 func (s adminService) VerifyAudit(

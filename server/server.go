@@ -40,6 +40,8 @@ type Authority interface {
 	RevokeAdmin(ctx context.Context, caller ca.Caller, serial, reason string) (*store.Cert, error)
 	CRL(ctx context.Context) ([]byte, error)
 	Record(ctx context.Context, ev store.Event) error
+	ReportInventory(ctx context.Context, node string, rep store.Report) ([]uint64, error)
+	MeshStatus(ctx context.Context, now time.Time) (*ca.Mesh, error)
 }
 
 // Queries are the read-only store calls behind the admin listings.
@@ -51,7 +53,6 @@ type Queries interface {
 	CurrentCert(ctx context.Context, node string) (*store.Cert, error)
 	ActiveNodes(ctx context.Context) ([]string, error)
 	Node(ctx context.Context, name string) (*store.NodeInfo, error)
-	PutInventory(ctx context.Context, node string, rep store.Report, at time.Time, ev store.Event) (bool, error)
 	Schedule(ctx context.Context, limit int) ([]*store.Cert, error)
 }
 
