@@ -31,6 +31,7 @@ type Store interface {
 	RevokeCert(ctx context.Context, serial string, at time.Time, ev store.Event) (*store.Cert, error)
 	Revoked(ctx context.Context) ([]*store.Cert, error)
 	PutInventory(ctx context.Context, node string, rep store.Report, at time.Time, ev store.Event) (bool, error)
+	Node(ctx context.Context, name string) (*store.NodeInfo, error)
 	NodeInfos(ctx context.Context) ([]*store.NodeInfo, error)
 	NameCerts(ctx context.Context, names []string) (map[string][]*store.Cert, error)
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -82,7 +83,8 @@ func (m *Mesh) Counts() map[string]int {
 func (a *Authority) ReportInventory(ctx context.Context, node string, rep store.Report) ([]uint64, error) {
 	now := a.clock.Now().UTC()
 	for i := range rep.Tunnels {
-		rep.Tunnels[i].Peer = store.CanonicalName(rep.Tunnels[i].Peer)
+		t := &rep.Tunnels[i]
+		t.Peer, t.LocalSerial = store.CanonicalName(t.Peer), canonicalSerial(t.LocalSerial)
 	}
 	ev := store.Event{Time: now, Type: store.EventInventoryChanged, Actor: "node:" + node, Node: node,
 		Detail: map[string]string{"entries": strconv.Itoa(len(rep.Entries))}}
@@ -92,15 +94,25 @@ func (a *Authority) ReportInventory(ctx context.Context, node string, rep store.
 	if !rep.TunnelsReported {
 		return nil, nil
 	}
-	return a.revokedStates(ctx, rep.Tunnels)
+	return a.revokedStates(ctx, node, rep.Tunnels)
 }
 
-// revokedStates returns the IKE states of the established tunnels whose
-// peer authenticated with a revoked certificate. The revoked certificates
-// (the CRL's list) rule out most reports at once; only a peer with a
-// revoked certificate matching its key has all its certificates read, to
-// tell which one it used.
-func (a *Authority) revokedStates(ctx context.Context, tunnels []store.TunnelRecord) ([]uint64, error) {
+// canonicalSerial is a hex serial as the store keeps them: lower case,
+// without leading zeros.
+func canonicalSerial(s string) string {
+	if t := strings.TrimLeft(strings.ToLower(s), "0"); t != "" || s == "" {
+		return t
+	}
+	return "0"
+}
+
+// revokedStates returns the IKE states of node's established tunnels
+// whose peer authenticated with a revoked certificate. The revoked
+// certificates (the CRL's list) rule out most tunnels at once; for the
+// others, the peer's own report of the certificate it presents settles it
+// (when pluto lists no key), or the peer's certificates are read to tell
+// which one has the key pluto lists.
+func (a *Authority) revokedStates(ctx context.Context, node string, tunnels []store.TunnelRecord) ([]uint64, error) {
 	revoked, err := a.st.Revoked(ctx)
 	if err != nil || len(revoked) == 0 {
 		return nil, err
@@ -112,32 +124,99 @@ func (a *Authority) revokedStates(ctx context.Context, tunnels []store.TunnelRec
 		}
 	}
 	var m keyMatcher
-	var suspects []string
-	for _, t := range tunnels {
-		if t.Established && t.IKEState != 0 && m.match(t, byName[t.Peer]) != nil && !slices.Contains(suspects, t.Peer) {
-			suspects = append(suspects, t.Peer)
-		}
-	}
-	if len(suspects) == 0 {
-		return nil, nil
-	}
-	certs, err := a.st.NameCerts(ctx, suspects)
-	if err != nil {
-		return nil, err
-	}
 	var states []uint64
+	var keyed []store.TunnelRecord // tunnels whose key a revoked certificate has
+	var self *store.NodeInfo
+	presented := map[string]string{} // peer -> the certificate it presents to node
 	for _, t := range tunnels {
-		if !t.Established || t.IKEState == 0 || !slices.Contains(suspects, t.Peer) {
+		if !t.Established || t.IKEState == 0 || len(byName[t.Peer]) == 0 {
 			continue
 		}
-		if c := m.match(t, certs[t.Peer]); c != nil && c.State == store.StateRevoked {
+		if t.PeerKeyID != "" || !t.PeerNotAfter.IsZero() {
+			if m.match(t, byName[t.Peer], "") != nil {
+				keyed = append(keyed, t)
+			}
+			continue
+		}
+		if self == nil {
+			if self, err = a.st.Node(ctx, node); err != nil {
+				return nil, err
+			}
+		}
+		serial, ok := presented[t.Peer]
+		if !ok {
+			if serial, err = a.presentedBy(ctx, t.Peer, byName[t.Peer], nodeCN(self)); err != nil {
+				return nil, err
+			}
+			presented[t.Peer] = serial
+		}
+		if m.match(t, byName[t.Peer], serial) != nil {
 			states = append(states, t.IKEState)
 		}
 	}
+	if len(keyed) > 0 {
+		var peers []string
+		for _, t := range keyed {
+			if !slices.Contains(peers, t.Peer) {
+				peers = append(peers, t.Peer)
+			}
+		}
+		certs, err := a.st.NameCerts(ctx, peers)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range keyed {
+			if c := m.match(t, certs[t.Peer], ""); c != nil && c.State == store.StateRevoked {
+				states = append(states, t.IKEState)
+			}
+		}
+	}
 	if len(states) > 0 {
-		a.log.Warn("IKE SAs authenticated with revoked certificates", "states", states)
+		slices.Sort(states)
+		a.log.Warn("IKE SAs authenticated with revoked certificates", "node", node, "states", states)
 	}
 	return states, nil
+}
+
+// presentedBy is the serial of the certificate the peer named peer
+// presents to the node named cn, by the peer's last report: the peer is
+// the node of one of its revoked certificates that still holds the name.
+func (a *Authority) presentedBy(ctx context.Context, peer string, revoked []*store.Cert, cn string) (string, error) {
+	var tried []string
+	for _, c := range revoked {
+		if slices.Contains(tried, c.Node) {
+			continue
+		}
+		tried = append(tried, c.Node)
+		n, err := a.st.Node(ctx, c.Node)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		if nodeCN(n) == peer {
+			return presentedTo(n, cn), nil
+		}
+	}
+	return "", nil
+}
+
+// nodeCN is the certificate name a node's peers know it by.
+func nodeCN(n *store.NodeInfo) string { return n.CommonName }
+
+// presentedTo is the serial of the certificate n's tunnel to the peer
+// named cn presents, by n's last report ("" when it reported none).
+func presentedTo(n *store.NodeInfo, cn string) string {
+	if n == nil || cn == "" {
+		return ""
+	}
+	for _, t := range n.Tunnels {
+		if t.Peer == cn && t.LocalSerial != "" {
+			return t.LocalSerial
+		}
+	}
+	return ""
 }
 
 // MeshStatus classifies every tunnel the sidecars report (see PairStates)
@@ -169,6 +248,12 @@ func (a *Authority) MeshStatus(ctx context.Context, now time.Time) (*Mesh, error
 	if err != nil {
 		return nil, err
 	}
+	byCN := map[string]*store.NodeInfo{}
+	for _, n := range nodes {
+		if cn := nodeCN(n); cn != "" {
+			byCN[cn] = n
+		}
+	}
 	mesh := &Mesh{CurrentRootSerial: SerialString(roots[0].SerialNumber)}
 	var m keyMatcher
 	for _, n := range nodes {
@@ -181,7 +266,7 @@ func (a *Authority) MeshStatus(ctx context.Context, now time.Time) (*Mesh, error
 				ChildSAs: t.ChildSAs, ReportedAt: n.TunnelsAt, IKEState: t.IKEState}
 			if t.Established {
 				p.State = PairUnknown
-				if c := m.match(t, certs[t.Peer]); c != nil {
+				if c := m.match(t, certs[t.Peer], presentedTo(byCN[t.Peer], nodeCN(n))); c != nil {
 					p.PeerSerial, p.PeerRootSerial = c.Serial, issuingRoot(roots, c)
 					p.State = pairState(c, roots[0], now)
 				}
@@ -252,9 +337,19 @@ type keyMatcher struct {
 
 // match returns the certificate among certs that t's peer authenticated
 // with, or nil: one whose RSA key has t's key id, else (a key that is not
-// RSA, or no key id reported) one whose NotAfter is t's to the second.
-// Among several, one that matches both, then the newest issued.
-func (m *keyMatcher) match(t store.TunnelRecord, certs []*store.Cert) *store.Cert {
+// RSA, or no key id reported) one whose NotAfter is t's to the second;
+// among several, one that matches both, then the newest issued. When
+// the node's IKE daemon lists neither (pluto 4.10 lists no peer keys), it
+// is the one the peer reports it presents (serial presented).
+func (m *keyMatcher) match(t store.TunnelRecord, certs []*store.Cert, presented string) *store.Cert {
+	if t.PeerKeyID == "" && t.PeerNotAfter.IsZero() {
+		for _, c := range certs {
+			if presented != "" && c.Serial == presented {
+				return c
+			}
+		}
+		return nil
+	}
 	var best *store.Cert
 	bestRank := 0
 	for _, c := range certs {

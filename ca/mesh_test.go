@@ -242,3 +242,79 @@ func TestMeshStatusConverges(t *testing.T) {
 		t.Fatal("a report of an unknown node was stored")
 	}
 }
+
+// When pluto lists no peer key (libreswan 4.10), the peer's own report of
+// the certificate its tunnel presents tells which one the pair
+// authenticated with; a node forgotten since, its name taken by another,
+// speaks no more for that name.
+func TestMeshStatusPresentedSerial(t *testing.T) {
+	a, _, clock := newTestAuthority(t, KeyECDSAP256)
+	ctx := context.Background()
+	nodeA := issueMesh(t, a, "node-a", mustECDSA(t, elliptic.P256()), 0)
+	nodeB := issueMesh(t, a, "node-b", mustECDSA(t, elliptic.P256()), 0)
+	nodeR := issueMesh(t, a, "node-r", mustECDSA(t, elliptic.P256()), 0)
+	up := func(peer string, state uint64, presents meshNode) store.TunnelRecord {
+		return store.TunnelRecord{Peer: peer, Established: true, IKEState: state, ChildSAs: 2,
+			LocalSerial: "0" + strings.ToUpper(presents.cert.Serial)}
+	}
+	report := func(node string, tunnels ...store.TunnelRecord) []uint64 {
+		t.Helper()
+		states, err := a.ReportInventory(ctx, node, store.Report{TunnelsReported: true, Tunnels: tunnels})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return states
+	}
+	pairs := func() string {
+		t.Helper()
+		m, err := a.MeshStatus(ctx, clock.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, p := range m.Pairs {
+			out = append(out, p.Node+">"+p.Peer+":"+p.State+":"+p.PeerSerial)
+		}
+		return strings.Join(out, " ")
+	}
+	report("node-b", up("node-a", 1, nodeB))
+	report("node-r", up("node-a", 1, nodeR))
+	if _, err := a.RevokeNode(ctx, "node-r", "test", "test"); err != nil {
+		t.Fatal(err)
+	}
+	tunnels := []store.TunnelRecord{up("node-b", 2, nodeA), up("node-r", 3, nodeA), up("node-c", 4, nodeA)}
+	if got := report("node-a", tunnels...); !slices.Equal(got, []uint64{3}) {
+		t.Errorf("revoked IKE states %v; want [3]", got)
+	}
+	b, r := nodeB.cert.Serial, nodeR.cert.Serial
+	want := "node-a>node-b:current:" + b + " node-a>node-c:unknown: node-a>node-r:revoked:" + r +
+		" node-b>node-a:current:" + nodeA.cert.Serial + " node-r>node-a:current:" + nodeA.cert.Serial
+	if got := pairs(); got != want {
+		t.Errorf("pairs\n %s\nwant\n %s", got, want)
+	}
+	// node-b renews: superseded until its report names the new certificate.
+	clock.Add(time.Minute)
+	nodeB2 := issueMesh(t, a, "node-b", mustECDSA(t, elliptic.P256()), 0)
+	if got := pairs(); !strings.HasPrefix(got, "node-a>node-b:superseded:"+b+" ") {
+		t.Errorf("after node-b renewed: %s", got)
+	}
+	report("node-b", up("node-a", 5, nodeB2))
+	if got := pairs(); !strings.HasPrefix(got, "node-a>node-b:current:"+nodeB2.cert.Serial+" ") {
+		t.Errorf("after node-b reported its new certificate: %s", got)
+	}
+	// node-r is forgotten and node-g takes its name: node-r's old report no
+	// longer says what "node-r" presents.
+	if _, err := a.ForgetNode(ctx, "node-r", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.IssueForNode(ctx, NodeRequest{CSRPEM: makeCSR(t, csrOpts{cn: "node-r"}),
+		Identity: Identity{Node: "node-g", CN: "node-r"}, Via: "kube", Actor: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := report("node-a", tunnels...); len(got) != 0 {
+		t.Errorf("revoked IKE states after the name moved: %v", got)
+	}
+	if got := pairs(); !strings.Contains(got, "node-a>node-r:unknown: ") {
+		t.Errorf("after the name moved: %s", got)
+	}
+}

@@ -37,9 +37,18 @@ func TestMeshStatusOverGRPC(t *testing.T) {
 	}
 	node := ipseccav1.NewNodeServiceClient(c.conn(t, nodeA))
 	admin := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t)))
+	// node-b's pluto lists no key: node-a's report of what it presents counts.
+	serialA := ca.SerialString(nodeA.Leaf.SerialNumber)
+	if _, err := ipseccav1.NewNodeServiceClient(c.conn(t, nodeB)).ReportInventory(ctx,
+		&ipseccav1.ReportInventoryRequest{TunnelsReported: true,
+			Tunnels: []*ipseccav1.Tunnel{{Peer: "node-a", Established: true, IkeState: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	toB := tunnelTo("Node-B", nodeB, 3)
+	toB.LocalSerial = strings.ToUpper(serialA)
 	resp, err := node.ReportInventory(ctx, &ipseccav1.ReportInventoryRequest{TunnelsReported: true,
 		Tunnels: []*ipseccav1.Tunnel{
-			tunnelTo("Node-B", nodeB, 3),
+			toB,
 			tunnelTo("node-r", nodeR, 4),
 			{Peer: "node-c", PeerAddress: "10.0.0.3"},
 		}})
@@ -63,12 +72,13 @@ func TestMeshStatusOverGRPC(t *testing.T) {
 			"node-a>node-b:current:" + ca.SerialString(nodeB.Leaf.SerialNumber),
 			"node-a>node-c:down:",
 			"node-a>node-r:revoked:" + ca.SerialString(nodeR.Leaf.SerialNumber),
+			"node-b>node-a:current:" + serialA,
 		}
 		if strings.Join(got, " ") != strings.Join(want, " ") {
 			t.Errorf("%s: pairs %v; want %v", when, got, want)
 		}
 		root := ca.SerialString(c.in.Authority.Root().Cert.SerialNumber)
-		if mesh.GetConverged() || mesh.GetNodesReporting() != 1 || mesh.GetCurrentRootSerial() != root {
+		if mesh.GetConverged() || mesh.GetNodesReporting() != 2 || mesh.GetCurrentRootSerial() != root {
 			t.Errorf("%s: converged %v, %d reporting, root %s", when, mesh.GetConverged(),
 				mesh.GetNodesReporting(), mesh.GetCurrentRootSerial())
 		}
@@ -98,7 +108,7 @@ func TestMeshStatusOverGRPC(t *testing.T) {
 			gauges[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
 		}
 	}
-	if len(gauges) != len(ca.PairStates) || gauges["current"] != 1 || gauges["revoked"] != 1 ||
+	if len(gauges) != len(ca.PairStates) || gauges["current"] != 2 || gauges["revoked"] != 1 ||
 		gauges["down"] != 1 || gauges["old-root"] != 0 {
 		t.Errorf("ipsecca_mesh_pairs %v", gauges)
 	}

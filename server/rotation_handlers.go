@@ -109,7 +109,7 @@ func (s nodeService) ReportInventory(
 		)
 	}
 	for _, t := range req.GetTunnels() {
-		for _, v := range []string{t.GetPeer(), t.GetPeerAddress(), t.GetPeerKeyId()} {
+		for _, v := range []string{t.GetPeer(), t.GetPeerAddress(), t.GetPeerKeyId(), t.GetLocalSerial()} {
 			if len(v) > maxTunnelStr {
 				return nil, status.Errorf(codes.InvalidArgument, "a tunnel field of %d bytes; at most %d",
 					len(v), maxTunnelStr)
@@ -128,6 +128,7 @@ func (s nodeService) ReportInventory(
 			AuthenticatedAt: optTime(t.GetAuthenticatedAt()),
 			ChildSAs:        t.GetChildSas(),
 			ChildAddedAt:    optTime(t.GetChildAddedAt()),
+			LocalSerial:     t.GetLocalSerial(),
 		})
 	}
 	revoked, err := s.auth.ReportInventory(ctx, caller.Node, rep)

@@ -278,6 +278,9 @@ type TunnelRecord struct {
 	AuthenticatedAt time.Time `json:"authenticated_at,omitzero"`
 	ChildSAs        uint32    `json:"child_sas,omitempty"`
 	ChildAddedAt    time.Time `json:"child_added_at,omitzero"`
+	// LocalSerial is the node's own certificate the tunnel presents to
+	// the peer: what the peer authenticated the node with.
+	LocalSerial string `json:"local_serial,omitempty"`
 }
 
 // Report is one report of a node's sidecar: its NSS inventory and, when

@@ -497,7 +497,8 @@ func testInventoryTunnels(t *testing.T, s Backend) {
 	}
 	inv := []store.InventoryEntry{{Nickname: "ovs_cert_cacert", Serial: "1", Trust: "CT,,"}}
 	up := store.TunnelRecord{Peer: "node-b", PeerAddress: "10.0.0.2", Established: true, IKEState: 7,
-		PeerKeyID: "AwEAAbcde", PeerNotAfter: T0.AddDate(5, 0, 0), AuthenticatedAt: T0, ChildSAs: 2, ChildAddedAt: T0}
+		PeerKeyID: "AwEAAbcde", PeerNotAfter: T0.AddDate(5, 0, 0), AuthenticatedAt: T0, ChildSAs: 2, ChildAddedAt: T0,
+		LocalSerial: "t1"}
 	down := store.TunnelRecord{Peer: "node-c", PeerAddress: "10.0.0.3"}
 	events := func() int {
 		evs, _, err := s.ListEvents(ctx, store.EventFilter{Type: store.EventInventoryChanged})
