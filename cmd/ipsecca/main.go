@@ -50,9 +50,9 @@ func newRootCmd() *cobra.Command {
 		newServeCmd(), newInitCmd(), newStatusCmd(), newHealthCmd(), newStoreCmd(),
 		// A node (node.go, sidecar.go).
 		newEnrollCmd(), newRenewCmd(), newSidecarCmd(),
-		// An admin, over gRPC (admin.go, rotation.go, adminkeys.go).
+		// An admin, over gRPC (admin.go, rotation.go, adminkeys.go, mesh.go).
 		newTokenCmd(), newCertsCmd(), newNodesCmd(), newAuditCmd(),
-		newRotateCmd(), newScheduleCmd(), newRotationsCmd(), newCACmd(), newAdminCmd(),
+		newRotateCmd(), newScheduleCmd(), newRotationsCmd(), newCACmd(), newAdminCmd(), newMeshCmd(),
 		// Offline tools (bundle.go, config.go, kube.go).
 		newBundleCmd(), newConfigCmd(), newManifestsCmd(),
 	)

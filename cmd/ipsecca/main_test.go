@@ -34,6 +34,8 @@ func TestExitStatus(t *testing.T) {
 		{2, "rotate", "[node all]"},
 		{2, "rotate --node a --all", "[node all]"},
 		{2, "rotate --all=false", "give --node NODE or --all"},
+		{2, "mesh status extra", `unknown command "extra"`},
+		{2, "mesh status --wait -1s", "--wait -1s"},
 		{2, "enroll --token x", `required flag(s) "ca-file", "csr" not set`},
 		{2, "enroll --csr c --ca-file c", "[token token-file]"},
 		{2, "enroll --csr c --ca-file c --token x --token-file f", "[token token-file]"},
@@ -99,9 +101,9 @@ func TestConnFlagsPersistent(t *testing.T) {
 			}
 		}
 	}
-	if groups != 7 {
+	if groups != 8 {
 		t.Errorf(
-			"%d command groups with connection flags; want 7 (token, certs, nodes, audit, rotations, ca, admin)",
+			"%d command groups with connection flags; want 8 (token, certs, nodes, audit, rotations, ca, admin, mesh)",
 			groups,
 		)
 	}
