@@ -6,11 +6,13 @@ TOOLS := .cache/tools
 DATA ?= .data
 LISTEN ?= 127.0.0.1:8443
 PROTO := proto/ipsecca/v1/ipsecca.proto
+OVSMON := .cache/ovs-ipsec/usr/share/openvswitch/scripts/ovs-monitor-ipsec
 
 # Debian packages the tests use: protoc for the staleness check, openssl to
 # make CSRs like a node would, NSS tools for the node database, libreswan
-# (ipsec initnss, pluto), and for the IPsec data-path test tcpdump, ping,
-# kmod and user-mode-linux (this kernel has no ESP).
+# (ipsec initnss, pluto), and for the IPsec data-path tests tcpdump, ping,
+# kmod and user-mode-linux (this kernel has no ESP), Open vSwitch and its
+# Python library (for ovs-monitor-ipsec).
 
 .PHONY: all build run test unit integration deps proto proto-check vet fmt-check clean bench fuzz e2e
 
@@ -35,12 +37,20 @@ deps:
 	command -v modprobe >/dev/null || missing="$$missing kmod"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v linux.uml >/dev/null || missing="$$missing user-mode-linux"; \
+	command -v ovs-vswitchd >/dev/null || missing="$$missing openvswitch-switch"; \
+	/usr/bin/python3 -c 'import ovs' 2>/dev/null || missing="$$missing python3-openvswitch"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "FATAL: need root to apt-get install$$missing" >&2; exit 1; fi; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
 	    || { echo "FATAL: apt-get install$$missing failed" >&2; exit 1; }; \
 	fi
+	@# ovs-monitor-ipsec alone: Debian's openvswitch-ipsec package depends on
+	@# strongswan, whose install removes libreswan, so the script is taken
+	@# out of the .deb.
+	@test -x $(OVSMON) || { rm -rf .cache/ovs-ipsec && mkdir -p .cache/ovs-ipsec && \
+	  (cd .cache/ovs-ipsec && apt-get download openvswitch-ipsec >/dev/null && dpkg -x openvswitch-ipsec_*.deb .) && \
+	  test -x $(OVSMON) || { echo "FATAL: could not extract ovs-monitor-ipsec from openvswitch-ipsec" >&2; exit 1; }; }
 
 $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc: go.mod
 	@mkdir -p $(TOOLS)
@@ -76,10 +86,11 @@ unit: deps
 integration: deps build
 	$(GO) test -count=1 -timeout 20m ./integration/...
 
-# The IPsec data-path proof alone (libreswan, in a UML guest when this
+# The IPsec data-path proofs alone (raw libreswan, and the OVS mesh with
+# ovs-monitor-ipsec; in a UML guest when this
 # kernel has no ESP). IPSECCA_E2E_OUT=DIR keeps its logs and captures.
-e2e: deps
-	$(GO) test -count=1 -timeout 10m -v -run TestLibreswanESP ./integration/
+e2e: deps build
+	$(GO) test -count=1 -timeout 30m -v -run 'TestLibreswanESP|TestOVSMesh' ./integration/
 
 # Everything CI checks.
 test: deps fmt-check vet proto-check

@@ -63,6 +63,9 @@ type Config struct {
 	Hook func(step string) error
 	// Kube, when set, enrols through Kubernetes CSR objects instead of gRPC.
 	Kube *KubeConfig
+	// OVS, when set, delivers through Open vSwitch's other_config for
+	// ovs-monitor-ipsec instead of putting the pair into NSS itself.
+	OVS *OVSConfig
 }
 
 // Agent keeps one node's NSS database current.
@@ -125,6 +128,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.OVS != nil {
+		cfg.OVS.setDefaults(cfg.StateDir)
 	}
 	db := nssdb.New(cfg.NSSDir)
 	db.Hook = cfg.Hook
@@ -312,13 +318,23 @@ func (a *Agent) act(ctx context.Context, d decision, pair *Pair, now time.Time) 
 	return pair, d.bundle, nil
 }
 
-// deliver puts the bundle's roots and the pair into NSS and the PEM copies
-// into the state directory.
+// deliver puts the bundle's roots and the pair into NSS (through OVS's
+// other_config in OVS mode) and the PEM copies into the state directory.
 func (a *Agent) deliver(ctx context.Context, pair *Pair, bundle []byte) (bool, error) {
 	changed := false
 	roots, err := parseBundle(bundle)
 	if err != nil {
 		return false, err
+	}
+	if a.cfg.OVS != nil {
+		if changed, err = a.deliverOVS(ctx, pair, bundle); err != nil {
+			return changed, err
+		}
+		if err := a.state.WriteCopies(pair, bundle); err != nil {
+			return changed, err
+		}
+		a.state.Prune()
+		return changed, nil
 	}
 	for _, r := range roots {
 		c, err := a.db.AddCA(ctx, a.cfg.CANickname, r, nssdb.TrustCA)
@@ -470,12 +486,29 @@ func (a *Agent) snapshot(ctx context.Context, bundle []byte, pair *Pair) (*ipsec
 	return stream.Recv()
 }
 
-// report sends the NSS inventory to the server (best effort).
+// report sends the NSS inventory, and in OVS mode the tunnels, to the
+// server (best effort), and deletes the IKE SAs it names as revoked.
 func (a *Agent) report(ctx context.Context, bundle []byte, pair *Pair) {
-	entries, err := a.db.List(ctx)
+	req, err := a.inventory(ctx)
 	if err != nil {
 		a.log.Warn("list NSS database for the inventory", "err", err)
 		return
+	}
+	if a.cfg.OVS != nil {
+		if req.Tunnels, err = a.observeTunnels(ctx); err != nil {
+			a.log.Warn("could not read the tunnels from ovs-monitor-ipsec and pluto", "err", err)
+		} else {
+			req.TunnelsReported = true
+		}
+	}
+	a.sendReport(ctx, bundle, pair, req)
+}
+
+// inventory lists the NSS database for a report.
+func (a *Agent) inventory(ctx context.Context) (*ipseccav1.ReportInventoryRequest, error) {
+	entries, err := a.db.List(ctx)
+	if err != nil {
+		return nil, err
 	}
 	req := &ipseccav1.ReportInventoryRequest{}
 	for _, e := range entries {
@@ -484,6 +517,11 @@ func (a *Agent) report(ctx context.Context, bundle []byte, pair *Pair) {
 				NotAfter: timestamppb.New(c.NotAfter), Trust: e.Trust, Subject: c.Subject.String()})
 		}
 	}
+	return req, nil
+}
+
+// sendReport sends req over mTLS with pair and acts on the reply.
+func (a *Agent) sendReport(ctx context.Context, bundle []byte, pair *Pair, req *ipseccav1.ReportInventoryRequest) {
 	conn, err := dial(a.cfg.Server, bundle, pair, a.cfg.Now)
 	if err != nil {
 		return
@@ -491,8 +529,13 @@ func (a *Agent) report(ctx context.Context, bundle []byte, pair *Pair) {
 	defer conn.Close()
 	cctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
 	defer cancel()
-	if _, err := ipseccav1.NewNodeServiceClient(conn).ReportInventory(cctx, req); err != nil {
+	resp, err := ipseccav1.NewNodeServiceClient(conn).ReportInventory(cctx, req)
+	if err != nil {
 		a.log.Warn("inventory report failed", "err", err)
+		return
+	}
+	if a.cfg.OVS != nil && len(resp.GetRevokedIkeStates()) > 0 {
+		a.deleteIKEStates(ctx, resp.GetRevokedIkeStates())
 	}
 }
 
@@ -521,6 +564,9 @@ func (a *Agent) Check(ctx context.Context) error {
 	pair, err := a.state.Current()
 	if err != nil || pair == nil {
 		return fmt.Errorf("sidecar: no current certificate in %s", a.cfg.StateDir)
+	}
+	if a.cfg.OVS != nil {
+		return a.checkOVS(ctx, pair)
 	}
 	certs, err := a.db.Certs(ctx, a.cfg.Nickname)
 	if err != nil {

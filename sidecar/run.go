@@ -22,6 +22,12 @@ const resyncEvery = time.Hour
 // stream, a pass for every event that asks for one; on any failure it
 // keeps the current pair and retries after a backoff.
 func (a *Agent) Run(ctx context.Context) error {
+	if a.cfg.OVS != nil {
+		a.queuePacketsDuringHandoff()
+	}
+	if a.cfg.OVS != nil && a.cfg.Kube == nil {
+		go a.tunnelLoop(ctx)
+	}
 	if a.cfg.Kube != nil {
 		return a.kubeRun(ctx)
 	}
@@ -122,4 +128,43 @@ func (a *Agent) watch(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// tunnelLoop, in OVS mode, keeps the CA's view of the tunnels current
+// between passes: every ReportInterval it takes the CRL when it changed
+// (the CA tells peers nothing when another node is revoked) and reports
+// the tunnels; the reply names IKE SAs to delete, whose peer
+// authenticated with a certificate revoked since.
+func (a *Agent) tunnelLoop(ctx context.Context) {
+	t := time.NewTicker(a.cfg.OVS.ReportInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		a.tick(ctx)
+	}
+}
+
+// tick is one round of tunnelLoop, under the NSS database's lock.
+func (a *Agent) tick(ctx context.Context) {
+	unlock, err := a.db.Lock(ctx)
+	if err != nil {
+		return
+	}
+	defer unlock()
+	pair, err := a.state.Current()
+	if err != nil || pair == nil {
+		return
+	}
+	bundle := a.state.ReadCABundle()
+	if len(bundle) == 0 {
+		return // no pass has delivered yet
+	}
+	if _, err := a.syncCRL(ctx, bundle); err != nil {
+		a.log.Warn("CRL not updated", "err", err)
+	}
+	a.report(ctx, bundle, pair)
 }

@@ -18,7 +18,8 @@ import (
 
 func newSidecarCmd() *cobra.Command {
 	var c sidecar.Config
-	var once, kubeMode bool
+	var once, kubeMode, ovsMode bool
+	var ovs sidecar.OVSConfig
 	var logFormat, kubeconfig string
 	kc := &sidecar.KubeConfig{}
 	cmd := &cobra.Command{
@@ -29,7 +30,15 @@ its certificate expired or was revoked), renews over mTLS when the server says
 rotation is due, and keeps the node's NSS database (default /var/lib/ipsec/nss)
 holding the CA as ovs_cert_cacert (CT,,) and the node's pair as
 ovs_certkey_<CN> (u,u,u). PEM copies go to the state directory. With --once it
-does one pass and exits 0 only when the database is correct.`,
+does one pass and exits 0 only when the database is correct.
+
+With --ovs it delivers as OVN-Kubernetes' ovn-ipsec-host does: it writes the
+certificate, key and CA bundle as PEM files (a new file per version, in
+--ovs-pki-dir) and points Open_vSwitch other_config:certificate, private_key
+and ca_cert at them, so that ovs-monitor-ipsec imports them into NSS and
+rewrites the libreswan conns. It keeps the CA's CRL in NSS, and every
+--report-interval reads the tunnels back from ovs-monitor-ipsec and pluto and
+reports which certificate each live IKE SA presents (ipsecca mesh status).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if c.Server == "" {
@@ -47,6 +56,9 @@ does one pass and exits 0 only when the database is correct.`,
 				c.Kube = kc
 			} else if c.Server == "" || c.CAFile == "" {
 				return usageError("--server (or $%s) and --ca-file are required (or --kube)", envServer)
+			}
+			if ovsMode {
+				c.OVS = &ovs
 			}
 			var h slog.Handler = slog.NewTextHandler(os.Stderr, nil)
 			if logFormat == "json" {
@@ -133,6 +145,16 @@ does one pass and exits 0 only when the database is correct.`,
 		"with --kube: namespace/name of the ConfigMap holding the CA bundle (key ca-bundle.crt)",
 	)
 	f.DurationVar(&kc.Wait, "csr-wait", 2*time.Minute, "with --kube: how long to wait for a CSR's certificate")
+	f.BoolVar(&ovsMode, "ovs", false,
+		"deliver through Open vSwitch's other_config for ovs-monitor-ipsec, and report the tunnels")
+	f.StringVar(&ovs.DB, "ovs-db", "", "with --ovs: the OVSDB remote (default unix:<ovs-rundir>/db.sock)")
+	f.StringVar(&ovs.RunDir, "ovs-rundir", sidecar.DefaultOVSRunDir,
+		"with --ovs: OVS's run directory, where ovs-monitor-ipsec's pidfile and control socket are")
+	f.StringVar(&ovs.PKIDir, "ovs-pki-dir", "",
+		"with --ovs: where the PEM files other_config points at go (default <state-dir>/ovs)")
+	f.StringVar(&ovs.PlutoCtl, "pluto-ctl", sidecar.DefaultPlutoCtl, "with --ovs: pluto's control socket")
+	f.DurationVar(&ovs.ReportInterval, "report-interval", 30*time.Second,
+		"with --ovs: how often the tunnels are read and reported, and the CRL refreshed")
 	f.StringVar(&logFormat, flagnames.LogFormat, "text", "log format: text or json")
 	cmd.MarkFlagRequired(flagnames.Node)
 	return cmd
