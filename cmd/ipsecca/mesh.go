@@ -159,7 +159,7 @@ func waitMesh(
 				lastLine = line
 			}
 			if len(last.GetPairs()) > 0 && len(pending) == 0 {
-				fmt.Fprintf(progress, "mesh: %s\n", what)
+				fmt.Fprintf(progress, "mesh: %s (%d pairs)\n", what, len(last.GetPairs()))
 				return last, nil
 			}
 		}

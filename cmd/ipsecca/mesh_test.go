@@ -19,6 +19,7 @@ import (
 
 	"github.com/ipsecca/ipsecca/ca"
 	"github.com/ipsecca/ipsecca/daemon"
+	"github.com/ipsecca/ipsecca/internal/testclock"
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 	"github.com/ipsecca/ipsecca/store"
 	"github.com/ipsecca/ipsecca/store/bolt"
@@ -29,6 +30,8 @@ import (
 type meshCA struct {
 	dir, addr string
 	in        *daemon.Instance
+	st        *bolt.Store
+	clock     *testclock.Clock
 }
 
 func startMeshCA(t *testing.T) *meshCA {
@@ -39,7 +42,8 @@ func startMeshCA(t *testing.T) *meshCA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := daemon.Open(context.Background(), daemon.Options{DataDir: dir, Store: st})
+	clock := testclock.New(time.Now().Truncate(time.Second))
+	in, err := daemon.Open(context.Background(), daemon.Options{DataDir: dir, Store: st, Clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +55,7 @@ func startMeshCA(t *testing.T) *meshCA {
 	done := make(chan struct{})
 	go func() { in.Serve(ctx, lis); close(done) }()
 	t.Cleanup(func() { cancel(); <-done; st.Close() })
-	return &meshCA{dir: dir, addr: lis.Addr().String(), in: in}
+	return &meshCA{dir: dir, addr: lis.Addr().String(), in: in, st: st, clock: clock}
 }
 
 // issue issues node a certificate for a new key.
@@ -154,5 +158,109 @@ func TestMeshStatusCLI(t *testing.T) {
 	code, out, _ = c.cli("mesh", "status")
 	if code != 0 || !strings.HasSuffix(out, "2 pairs, 1 current; not converged\n") {
 		t.Errorf("mesh status after the renewal: exit %d\n%s", code, out)
+	}
+}
+
+// events counts the audit events of type typ.
+func (c *meshCA) events(t *testing.T, typ string) int {
+	t.Helper()
+	evs, _, err := c.st.ListEvents(context.Background(), store.EventFilter{Type: typ, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(evs)
+}
+
+// waitEvents waits until there are n audit events of type typ.
+func (c *meshCA) waitEvents(t *testing.T, typ string, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); c.events(t, typ) < n; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %d %s events", n, typ)
+		}
+	}
+}
+
+type cliResult struct {
+	code     int
+	out, err string
+}
+
+// cliAsync runs ipsecca in the background.
+func (c *meshCA) cliAsync(args ...string) <-chan cliResult {
+	done := make(chan cliResult, 1)
+	go func() {
+		code, out, err := c.cli(args...)
+		done <- cliResult{code, out, err}
+	}()
+	return done
+}
+
+// renewAll issues node-a and node-b new certificates and has each report
+// its tunnel presenting its new one.
+func (c *meshCA) renewAll(t *testing.T) {
+	t.Helper()
+	a, b := c.issue(t, "node-a"), c.issue(t, "node-b")
+	c.report(t, "node-a", "node-b", a)
+	c.report(t, "node-b", "node-a", b)
+}
+
+// rotate --wait waits for every pair to authenticate with a certificate
+// issued after it started; it times out naming the pairs still on the
+// certificates of before.
+func TestRotateWait(t *testing.T) {
+	defer func(d time.Duration) { meshPoll = d }(meshPoll)
+	meshPoll = 50 * time.Millisecond
+	c := startMeshCA(t)
+	c.renewAll(t)
+	code, out, errOut := c.cli("rotate", "--all", "--wait", "300ms")
+	if code != 1 || !strings.Contains(out, "2 certificate(s) scheduled for rotation") ||
+		!strings.Contains(errOut, "mesh: 0/2 pairs done; pending: 2 current\n") ||
+		!strings.Contains(errOut, "not rotated after 300ms: 2 of 2 pairs pending:\n  node-a -> node-b: current") {
+		t.Errorf("rotate --all --wait, nobody renewing: exit %d\n%s%s", code, out, errOut)
+	}
+	done := c.cliAsync("rotate", "--all", "--wait", "20s")
+	c.waitEvents(t, store.EventRotationForced, 4)
+	c.renewAll(t)
+	if r := <-done; r.code != 0 || !strings.Contains(r.err, "mesh: rotated (2 pairs)\n") {
+		t.Errorf("rotate --all --wait: exit %d\n%s%s", r.code, r.out, r.err)
+	}
+	if code, _, errOut := c.cli("rotate", "--node", "node-a", "--wait", "-1s"); code != 2 {
+		t.Errorf("rotate --wait -1s: exit %d %s", code, errOut)
+	}
+}
+
+// ca renew --wait waits for every pair to authenticate with a certificate
+// issued under the new root: until the nodes rotate, they are old-root.
+func TestRenewCAWait(t *testing.T) {
+	defer func(d time.Duration) { meshPoll = d }(meshPoll)
+	meshPoll = 50 * time.Millisecond
+	c := startMeshCA(t)
+	c.renewAll(t)
+	c.clock.Add(2 * time.Second)
+	code, out, errOut := c.cli("ca", "renew", "--wait", "300ms")
+	root := ca.SerialString(c.in.Authority.Root().Cert.SerialNumber)
+	if code != 1 || !strings.Contains(strings.Join(strings.Fields(out), " "), "current "+root) ||
+		!strings.Contains(errOut, "mesh: 0/2 pairs done; pending: 2 old-root\n") ||
+		!strings.Contains(errOut, "not on root "+root+" after 300ms: 2 of 2 pairs pending:\n"+
+			"  node-a -> node-b: old-root") {
+		t.Errorf("ca renew --wait, nobody rotating: exit %d\n%s%s", code, out, errOut)
+	}
+	c.clock.Add(2 * time.Second)
+	done := c.cliAsync("ca", "renew", "--wait", "20s", "--json")
+	c.waitEvents(t, store.EventCARenewed, 2)
+	root = ca.SerialString(c.in.Authority.Root().Cert.SerialNumber)
+	c.clock.Add(time.Second)
+	c.renewAll(t)
+	r := <-done
+	if r.code != 0 || !strings.Contains(r.err, "mesh: on root "+root+" (2 pairs)\n") {
+		t.Errorf("ca renew --wait: exit %d\n%s%s", r.code, r.out, r.err)
+	}
+	resp := new(ipseccav1.GetCAResponse)
+	if err := protojson.Unmarshal([]byte(r.out), resp); err != nil || resp.GetRoots()[0].GetSerial() != root {
+		t.Errorf("ca renew --json --wait: %v\n%s", err, r.out)
+	}
+	if code, out, errOut := c.cli("ca", "show", "--wait", "1s"); code != 2 {
+		t.Errorf("ca show --wait: exit %d\n%s%s", code, out, errOut)
 	}
 }

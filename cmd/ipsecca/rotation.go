@@ -45,16 +45,32 @@ func newRotateCmd() *cobra.Command {
 	var conn connFlags
 	var node string
 	var all, asJSON bool
-	var spread time.Duration
+	var spread, wait time.Duration
 	cmd := &cobra.Command{
 		Use:   "rotate",
 		Short: "Force rotation of a node's certificate (--node) or of every node (--all)",
-		Args:  cobra.NoArgs,
+		Long: `rotate marks the node's (--node) or every node's (--all) active certificate due
+now (or spread over --spread): each node's sidecar renews it. With --wait it
+then asks every second for the mesh status until every pair the sidecars
+report is current and authenticates with a certificate issued since (not one
+that was active when the command started): exit 0, or 1 when --wait passes
+first, naming the pairs still pending.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if node == "" && !all { // --all=false
 				return usageError("give --node NODE or --all")
 			}
+			if wait < 0 {
+				return usageError("--wait %s: want a positive duration", wait)
+			}
 			return adminCall(&conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
+				var before map[string]bool
+				if wait > 0 {
+					var err error
+					if before, err = activeNodeCerts(ctx, c, node); err != nil {
+						return err
+					}
+				}
 				resp, err := c.Rotate(
 					ctx,
 					&ipseccav1.RotateRequest{Node: node, All: all, Spread: durationpb.New(spread)},
@@ -63,10 +79,17 @@ func newRotateCmd() *cobra.Command {
 					return rpcError("rotate", err)
 				}
 				if asJSON {
-					return printJSON(cmd, resp)
+					err = printJSON(cmd, resp)
+				} else {
+					_, err = fmt.Fprintf(cmd.OutOrStdout(), "%d certificate(s) scheduled for rotation\n",
+						resp.GetMarked())
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%d certificate(s) scheduled for rotation\n", resp.GetMarked())
-				return nil
+				if err != nil || wait == 0 {
+					return err
+				}
+				_, err = waitMesh(cmd, c, &conn, wait, "rotated",
+					func(p *ipseccav1.MeshPair) bool { return !before[p.GetPeerSerial()] })
+				return err
 			})
 		},
 	}
@@ -75,9 +98,30 @@ func newRotateCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&all, "all", false, "rotate every node")
 	cmd.Flags().DurationVar(&spread, "spread", 0, "with --all, spread the rotations evenly over this window (e.g. 24h)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
+	cmd.Flags().DurationVar(&wait, "wait", 0,
+		"wait up to this long (e.g. 10m) for every reported pair to authenticate with a new certificate; exit 1 if not")
 	cmd.MarkFlagsOneRequired("node", "all")
 	cmd.MarkFlagsMutuallyExclusive("node", "all")
 	return cmd
+}
+
+// activeNodeCerts returns the serials of the active node certificates of
+// node (every node's when empty).
+func activeNodeCerts(ctx context.Context, c ipseccav1.AdminServiceClient, node string) (map[string]bool, error) {
+	out := map[string]bool{}
+	req := &ipseccav1.ListCertificatesRequest{Node: node, Kind: "node", State: "active", PageSize: 1000}
+	for {
+		resp, err := c.ListCertificates(ctx, req)
+		if err != nil {
+			return nil, rpcError("list active certificates", err)
+		}
+		for _, cert := range resp.GetCertificates() {
+			out[cert.GetSerial()] = true
+		}
+		if req.PageToken = resp.GetNextPageToken(); req.PageToken == "" {
+			return out, nil
+		}
+	}
 }
 
 func newScheduleCmd() *cobra.Command {
@@ -208,11 +252,15 @@ func newCACmd() *cobra.Command {
 	conn := adminConnFlags(cmd)
 	show := func(use, short string, renew bool) *cobra.Command {
 		var asJSON bool
+		var wait time.Duration
 		c := &cobra.Command{
 			Use:   use,
 			Short: short,
 			Args:  cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
+				if wait < 0 {
+					return usageError("--wait %s: want a positive duration", wait)
+				}
 				return adminCall(conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
 					var resp *ipseccav1.GetCAResponse
 					var err error
@@ -225,31 +273,33 @@ func newCACmd() *cobra.Command {
 						return rpcError("ca "+use, err)
 					}
 					if asJSON {
-						return printJSON(cmd, resp)
+						err = printJSON(cmd, resp)
+					} else {
+						err = printRoots(cmd, resp)
 					}
-					w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-					fmt.Fprintln(w, "ROOT\tSERIAL\tSUBJECT\tNOT BEFORE\tNOT AFTER\tSHA256")
+					if err != nil || wait == 0 {
+						return err
+					}
+					root := ""
 					for _, r := range resp.GetRoots() {
-						which := "previous"
 						if r.GetCurrent() {
-							which = "current"
+							root = r.GetSerial()
 						}
-						fmt.Fprintf(
-							w,
-							"%s\t%s\t%s\t%s\t%s\t%s\n",
-							which,
-							r.GetSerial(),
-							r.GetSubject(),
-							fmtTime(r.GetNotBefore()),
-							fmtTime(r.GetNotAfter()),
-							r.GetSha256Fingerprint(),
-						)
 					}
-					return w.Flush()
+					fmt.Fprintf(cmd.ErrOrStderr(), "mesh: waiting for every pair to authenticate with a certificate "+
+						"issued under root %s (node certificates move to it as they rotate: ipsecca rotate --all)\n",
+						root)
+					_, err = waitMesh(cmd, c, conn, wait, "on root "+root,
+						func(p *ipseccav1.MeshPair) bool { return p.GetPeerRootSerial() == root })
+					return err
 				})
 			},
 		}
 		c.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
+		if renew {
+			c.Flags().DurationVar(&wait, "wait", 0, "wait up to this long (e.g. 1h) for every reported pair to "+
+				"authenticate with a certificate issued under the new root; exit 1 if not")
+		}
 		return c
 	}
 	var out string
@@ -448,4 +498,19 @@ func newNodesCmd() *cobra.Command {
 	}
 	cmd.AddCommand(revoke, readmit, forget)
 	return cmd
+}
+
+// printRoots prints the CA's roots as a table.
+func printRoots(cmd *cobra.Command, resp *ipseccav1.GetCAResponse) error {
+	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "ROOT\tSERIAL\tSUBJECT\tNOT BEFORE\tNOT AFTER\tSHA256")
+	for _, r := range resp.GetRoots() {
+		which := "previous"
+		if r.GetCurrent() {
+			which = "current"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", which, r.GetSerial(), r.GetSubject(),
+			fmtTime(r.GetNotBefore()), fmtTime(r.GetNotAfter()), r.GetSha256Fingerprint())
+	}
+	return w.Flush()
 }
