@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -74,6 +75,10 @@ type Agent struct {
 	db    *nssdb.DB
 	state State
 	log   *slog.Logger
+	// busy is held by a pass; the OVS mode's tunnel reports skip a round
+	// rather than queue behind one (the NSS lock is a polled flock, which
+	// back-to-back reports could hold against a pass for good).
+	busy sync.Mutex
 }
 
 // New validates cfg and returns an Agent.
@@ -201,10 +206,13 @@ func (a *Agent) Pass(ctx context.Context) (changed bool, err error) {
 // database when there is none, and the state directory. changed reports
 // a database created; on an error nothing is left locked.
 func (a *Agent) begin(ctx context.Context) (unlock func(), changed bool, err error) {
-	unlock, err = a.db.Lock(ctx)
+	a.busy.Lock()
+	unlockDB, err := a.db.Lock(ctx)
 	if err != nil {
+		a.busy.Unlock()
 		return nil, false, err
 	}
+	unlock = func() { unlockDB(); a.busy.Unlock() }
 	if created, err := a.db.Ensure(ctx); err != nil {
 		unlock()
 		return nil, false, err

@@ -148,8 +148,13 @@ func (a *Agent) tunnelLoop(ctx context.Context) {
 	}
 }
 
-// tick is one round of tunnelLoop, under the NSS database's lock.
+// tick is one round of tunnelLoop, under the NSS database's lock; none
+// while a pass runs (it reports too).
 func (a *Agent) tick(ctx context.Context) {
+	if !a.busy.TryLock() {
+		return
+	}
+	defer a.busy.Unlock()
 	unlock, err := a.db.Lock(ctx)
 	if err != nil {
 		return

@@ -22,6 +22,8 @@ type ovsTunnel struct {
 	Version    int
 	RemoteName string
 	RemoteIP   string
+	// Configured: ovs-monitor-ipsec has conns for it (not INVALID or REMOVED).
+	Configured bool
 }
 
 var tunnelHeader = regexp.MustCompile(`^Interface name: (\S+) v(\d+) \((\w+)`)
@@ -37,11 +39,8 @@ func parseTunnelsShow(out []byte) []ovsTunnel {
 		line := s.Text()
 		if m := tunnelHeader.FindStringSubmatch(line); m != nil {
 			v, _ := strconv.Atoi(m[2])
-			res = append(res, ovsTunnel{Iface: m[1], Version: v})
+			res = append(res, ovsTunnel{Iface: m[1], Version: v, Configured: m[3] == "CONFIGURED"})
 			cur = &res[len(res)-1]
-			if m[3] != "CONFIGURED" {
-				cur.RemoteName = "" // marked invalid or removed: not a live tunnel
-			}
 			continue
 		}
 		if cur == nil {
@@ -131,7 +130,7 @@ func tunnelsFrom(
 	version := map[string]int{}
 	var res []*ipseccav1.Tunnel
 	for _, t := range tunnels {
-		if t.RemoteName == "" {
+		if t.RemoteName == "" || !t.Configured {
 			continue
 		}
 		tu := &ipseccav1.Tunnel{Peer: t.RemoteName, PeerAddress: t.RemoteIP}

@@ -1,0 +1,176 @@
+package sidecar
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// What libreswan 4.10 and ovs-monitor-ipsec 3.1 printed in the OVS mesh
+// test (integration.TestOVSMesh): node-a with tunnels to node-b (version
+// 2, after one hand-over by the old path change) and node-c.
+const (
+	showStatesOut = `000 #5: "gnv-b-in-2":500 STATE_V2_ESTABLISHED_IKE_SA (established IKE SA); REKEY in 28528s; REPLACE in 28798s; newest; idle;
+000 #6: "gnv-b-in-2":500 STATE_V2_ESTABLISHED_CHILD_SA (established Child SA); REKEY in 28528s; REPLACE in 28798s; newest; eroute owner; IKE SA #5; idle;
+000 #6: "gnv-b-in-2" esp.1f3a4169@10.1.1.2 esp.81ae594a@10.1.1.1 Traffic: ESPin=0B ESPout=0B ESPmax=2^63B 
+000 #7: "gnv-b-out-2":500 STATE_V2_ESTABLISHED_CHILD_SA (established Child SA); REKEY in 28528s; REPLACE in 28798s; newest; eroute owner; IKE SA #5; idle;
+000 #2: "gnv-b-out-1":500 STATE_V2_ESTABLISHED_IKE_SA (established IKE SA); REKEY in 28000s; REPLACE in 28200s; idle;
+000 #9: "gnv-c-out-1":500 STATE_V2_PARENT_I1 (sent IKE_SA_INIT request); EVENT_RETRANSMIT in 1s; idle;
+`
+	trafficOut = `006 #6: "gnv-b-in-2", type=ESP, add_time=1796060077, inBytes=84, outBytes=84, maxBytes=2^63B, id='@node-b'
+006 #7: "gnv-b-out-2", type=ESP, add_time=1796060079, inBytes=0, outBytes=0, maxBytes=2^63B, id='@node-b'
+`
+	tunnelsShowOut = `Interface name: gnv-b v2 (CONFIGURED)
+  Tunnel Type:    geneve
+  Local IP:       %defaultroute
+  Remote IP:      10.1.1.2
+  Address Family: IPv4
+  SKB mark:       None
+  Local cert:     /var/lib/ipsecca-sidecar/ovs/node.pem
+  Local name:     node-a
+  Local key:      /var/lib/ipsecca-sidecar/ovs/node-key.pem
+  Remote cert:    None
+  Remote name:    node-b
+  CA cert:        /var/lib/ipsecca-sidecar/ovs/ca.pem
+  PSK:            None
+  Custom Options: {}
+  Ofport:         1
+  CFM state:      Disabled
+Kernel policies installed:
+  src 10.1.1.1/32 dst 10.1.1.2/32 proto udp dport 6081
+Kernel security associations installed:
+  sel src 10.1.1.1/32 dst 10.1.1.2/32 proto udp dport 6081
+IPsec connections that are active:
+  000 #7: "gnv-b-out-2":500 STATE_V2_ESTABLISHED_CHILD_SA (established Child SA)
+
+Interface name: gnv-c v1 (CONFIGURED)
+  Tunnel Type:    geneve
+  Remote IP:      10.1.1.3
+  Remote name:    node-c
+  CFM state:      Disabled
+Kernel policies installed:
+Kernel security associations installed:
+IPsec connections that are active:
+
+Interface name: gnv-x v1 (INVALID: 'remote_ip' is not set)
+  Remote name:    node-x
+`
+)
+
+func TestParseTunnelsShow(t *testing.T) {
+	got := parseTunnelsShow([]byte(tunnelsShowOut))
+	want := []ovsTunnel{
+		{Iface: "gnv-b", Version: 2, RemoteName: "node-b", RemoteIP: "10.1.1.2", Configured: true},
+		{Iface: "gnv-c", Version: 1, RemoteName: "node-c", RemoteIP: "10.1.1.3", Configured: true},
+		{Iface: "gnv-x", Version: 1, RemoteName: "node-x"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("parseTunnelsShow:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestParseShowStates(t *testing.T) {
+	got := parseShowStates([]byte(showStatesOut))
+	want := []plutoState{
+		{Serial: 5, Conn: "gnv-b-in-2", IKE: true, Established: true},
+		{Serial: 6, Conn: "gnv-b-in-2", Established: true, Parent: 5},
+		// #6's traffic line names no state: it is not one.
+		{Serial: 7, Conn: "gnv-b-out-2", Established: true, Parent: 5},
+		{Serial: 2, Conn: "gnv-b-out-1", IKE: true, Established: true},
+		{Serial: 9, Conn: "gnv-c-out-1", IKE: true},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("parseShowStates:\n got %+v\nwant %+v", got, want)
+	}
+	if w := watermark(got); w != 9 {
+		t.Errorf("watermark = %d, want 9", w)
+	}
+}
+
+func TestTunnelsFrom(t *testing.T) {
+	added := parseTrafficStatus([]byte(trafficOut))
+	if len(added) != 2 || !added[7].Equal(time.Unix(1796060079, 0)) {
+		t.Fatalf("parseTrafficStatus = %v", added)
+	}
+	serialOf := func(n uint64) string { return map[uint64]string{5: "new", 2: "old"}[n] }
+	got := tunnelsFrom(parseTunnelsShow([]byte(tunnelsShowOut)), parseShowStates([]byte(showStatesOut)), added,
+		serialOf)
+	if len(got) != 2 {
+		t.Fatalf("got %d tunnels, want 2 (the invalid one left out): %v", len(got), got)
+	}
+	b, c := got[0], got[1]
+	// #2 belongs to version 1 of gnv-b, which ovs-monitor-ipsec replaced:
+	// it does not count.
+	if b.GetPeer() != "node-b" || !b.GetEstablished() || b.GetIkeState() != 5 || b.GetChildSas() != 2 ||
+		b.GetLocalSerial() != "new" || !b.GetChildAddedAt().AsTime().Equal(time.Unix(1796060079, 0)) ||
+		b.GetPeerAddress() != "10.1.1.2" {
+		t.Errorf("node-b tunnel = %v", b)
+	}
+	if c.GetPeer() != "node-c" || c.GetEstablished() || c.GetIkeState() != 0 || c.GetLocalSerial() != "" {
+		t.Errorf("node-c tunnel (IKE SA still in IKE_SA_INIT) = %v", c)
+	}
+	ikes, conns := liveSAs(parseTunnelsShow([]byte(tunnelsShowOut)), parseShowStates([]byte(showStatesOut)))
+	if !reflect.DeepEqual(ikes, []uint64{5}) || !reflect.DeepEqual(conns, []string{"gnv-b-in-2", "gnv-b-out-2"}) {
+		t.Errorf("liveSAs = %v %v, want [5] [gnv-b-in-2 gnv-b-out-2]", ikes, conns)
+	}
+}
+
+func TestHandoffLog(t *testing.T) {
+	h := handoffLog{filepath.Join(t.TempDir(), handoffFile)}
+	states := func(max uint64) []plutoState { return []plutoState{{Serial: max}} }
+	// Nothing recorded: every state presents the current certificate.
+	if got := h.serialFor(states(3), "cur")(3); got != "cur" {
+		t.Errorf("empty log: %q, want cur", got)
+	}
+	if err := h.reset("s1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.add(4, "s2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.add(9, "s3"); err != nil {
+		t.Fatal(err)
+	}
+	of := h.serialFor(states(12), "s3")
+	for n, want := range map[uint64]string{1: "s1", 4: "s1", 5: "s2", 9: "s2", 10: "s3", 12: "s3"} {
+		if got := of(n); got != want {
+			t.Errorf("IKE SA #%d presents %q, want %q", n, got, want)
+		}
+	}
+	// pluto restarted (its serials start again below the last watermark):
+	// it loaded the current certificate for every conn.
+	if got := h.serialFor(states(2), "s3")(1); got != "s3" {
+		t.Errorf("after a pluto restart: %q, want s3", got)
+	}
+	for i := range 20 {
+		h.add(uint64(20+i), "x")
+	}
+	raw, _ := os.ReadFile(h.path)
+	if n := len(strings.Split(strings.TrimSpace(string(raw)), "\n")); n != 16 {
+		t.Errorf("the log keeps %d lines, want 16", n)
+	}
+}
+
+func TestParseOtherConfig(t *testing.T) {
+	for _, tc := range []struct {
+		out  string
+		want map[string]string
+		err  bool
+	}{
+		{`{"data":[[["map",[["ca_cert","/o/ca.pem"],["certificate","/o/node.pem"],["private_key","/o/node-key.pem"]]]]],` +
+			`"headings":["other_config"]}`,
+			map[string]string{"ca_cert": "/o/ca.pem", "certificate": "/o/node.pem", "private_key": "/o/node-key.pem"},
+			false},
+		{`{"data":[[["map",[]]]],"headings":["other_config"]}`, map[string]string{}, false},
+		{`{"data":[],"headings":["other_config"]}`, nil, true},
+		{`not json`, nil, true},
+	} {
+		got, err := parseOtherConfig([]byte(tc.out))
+		if (err != nil) != tc.err || (!tc.err && !reflect.DeepEqual(got, tc.want)) {
+			t.Errorf("parseOtherConfig(%s) = %v, %v; want %v (error %v)", tc.out, got, err, tc.want, tc.err)
+		}
+	}
+}
