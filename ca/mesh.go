@@ -2,6 +2,7 @@ package ca
 
 import (
 	"context"
+	"crypto"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
@@ -20,8 +21,11 @@ const (
 	// PairCurrent: the peer authenticated with its active certificate,
 	// issued under the current root.
 	PairCurrent = "current"
-	// PairOldRoot: with its active certificate, issued before the current
-	// root (a renewed root) was made.
+	// PairOldRoot: with its active certificate, issued under an earlier
+	// root with another key, which the current root does not verify. (A
+	// certificate from before a same-key renewal verifies under the
+	// renewed root: it is current, with the earlier root as
+	// MeshPair.PeerRootSerial.)
 	PairOldRoot = "old-root"
 	// PairSuperseded, PairRevoked, PairExpired: with a certificate in that
 	// state (store.Cert.StateAt).
@@ -52,6 +56,9 @@ type MeshPair struct {
 	ChildSAs        uint32
 	ReportedAt      time.Time // when the node reported its tunnels
 	IKEState        uint64
+	// NodeTrustsCurrentRoot: the node's last NSS inventory holds the
+	// current root.
+	NodeTrustsCurrentRoot bool
 }
 
 // Mesh is the state of every node pair the sidecars report.
@@ -261,14 +268,20 @@ func (a *Authority) MeshStatus(ctx context.Context, now time.Time) (*Mesh, error
 			continue
 		}
 		mesh.NodesReporting++
+		trusts := slices.ContainsFunc(n.Inventory, func(e store.InventoryEntry) bool {
+			return e.Serial == mesh.CurrentRootSerial
+		})
 		for _, t := range n.Tunnels {
 			p := MeshPair{Node: n.Name, Peer: t.Peer, State: PairDown, AuthenticatedAt: t.AuthenticatedAt,
-				ChildSAs: t.ChildSAs, ReportedAt: n.TunnelsAt, IKEState: t.IKEState}
+				ChildSAs: t.ChildSAs, ReportedAt: n.TunnelsAt, IKEState: t.IKEState, NodeTrustsCurrentRoot: trusts}
 			if t.Established {
 				p.State = PairUnknown
 				if c := m.match(t, certs[t.Peer], presentedTo(byCN[t.Peer], nodeCN(n))); c != nil {
-					p.PeerSerial, p.PeerRootSerial = c.Serial, issuingRoot(roots, c)
-					p.State = pairState(c, roots[0], now)
+					issuer := issuingRoot(roots, c)
+					p.PeerSerial, p.State = c.Serial, pairState(c, issuer, roots[0], now)
+					if issuer != nil {
+						p.PeerRootSerial = SerialString(issuer.SerialNumber)
+					}
 				}
 			}
 			mesh.Pairs = append(mesh.Pairs, p)
@@ -287,26 +300,33 @@ func (a *Authority) MeshStatus(ctx context.Context, now time.Time) (*Mesh, error
 	return mesh, nil
 }
 
-// pairState is the state of a pair whose peer authenticated with c.
-func pairState(c *store.Cert, current *x509.Certificate, now time.Time) string {
+// pairState is the state of a pair whose peer authenticated with c,
+// issued under issuer (nil when that root is no longer kept).
+func pairState(c *store.Cert, issuer, current *x509.Certificate, now time.Time) string {
 	switch st := c.StateAt(now); {
 	case st != store.StateActive:
 		return string(st)
-	case c.IssuedAt.Before(current.NotBefore):
+	case issuer == nil || !sameKey(issuer, current):
 		return PairOldRoot
 	}
 	return PairCurrent
 }
 
-// issuingRoot is the serial of the newest root (roots: newest first) made
-// at or before c was issued; "" when none is kept.
-func issuingRoot(roots []*x509.Certificate, c *store.Cert) string {
+// sameKey reports whether two certificates hold the same public key.
+func sameKey(a, b *x509.Certificate) bool {
+	k, ok := a.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && k.Equal(b.PublicKey)
+}
+
+// issuingRoot is the newest root (roots: newest first) made at or before
+// c was issued; nil when none is kept.
+func issuingRoot(roots []*x509.Certificate, c *store.Cert) *x509.Certificate {
 	for _, r := range roots {
 		if !r.NotBefore.After(c.IssuedAt) {
-			return SerialString(r.SerialNumber)
+			return r
 		}
 	}
-	return ""
+	return nil
 }
 
 // storedRoots parses the CA record's roots: the current one, then the

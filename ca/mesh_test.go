@@ -3,6 +3,7 @@ package ca
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -93,7 +94,8 @@ func (n meshNode) seen(peer string, state uint64) store.TunnelRecord {
 // Every pair state, from one node's report: current, superseded after a
 // renewal (with a new key, and with the same key, told apart by NotAfter),
 // revoked (its IKE SA is also in the reply), expired at the given time,
-// old-root after a root renewal, unknown and down.
+// current still after a same-key root renewal, unknown and down
+// (old-root: TestPairStateOldRoot).
 func TestMeshStatusStates(t *testing.T) {
 	a, _, clock := newTestAuthority(t, KeyECDSAP256)
 	ctx := context.Background()
@@ -157,7 +159,8 @@ func TestMeshStatusStates(t *testing.T) {
 		{"ec", PairCurrent, ec.cert.Serial, newRoot, 2},
 		{"exp", PairExpired, exp.cert.Serial, newRoot, 6},
 		{"ghost", PairUnknown, "", "", 10},
-		{"old", PairOldRoot, old.cert.Serial, oldRoot, 7},
+		// Issued before a same-key renewal: the renewed root verifies it.
+		{"old", PairCurrent, old.cert.Serial, oldRoot, 7},
 		{"rev", PairRevoked, rev.cert.Serial, newRoot, 5},
 		{"same", PairSuperseded, same.cert.Serial, newRoot, 4},
 		{"same", PairCurrent, sameNext.cert.Serial, newRoot, 8},
@@ -182,7 +185,7 @@ func TestMeshStatusStates(t *testing.T) {
 			mesh.NodesReporting, mesh.Converged)
 	}
 	counts := mesh.Counts()
-	if len(counts) != len(PairStates) || counts[PairCurrent] != 3 || counts[PairUnknown] != 2 {
+	if len(counts) != len(PairStates) || counts[PairCurrent] != 4 || counts[PairUnknown] != 2 {
 		t.Errorf("counts %v", counts)
 	}
 }
@@ -316,5 +319,35 @@ func TestMeshStatusPresentedSerial(t *testing.T) {
 	}
 	if got := pairs(); !strings.Contains(got, "node-a>node-r:unknown: ") {
 		t.Errorf("after the name moved: %s", got)
+	}
+}
+
+// A certificate whose root has another key than the current one is on an
+// old root; one from a same-key root (or the current one) is current.
+func TestPairStateOldRoot(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	root := func() *x509.Certificate {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "r"},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := x509.ParseCertificate(der)
+		return c
+	}
+	current, other := root(), root()
+	c := &store.Cert{State: store.StateActive, NotAfter: now.Add(time.Hour)}
+	for _, tc := range []struct {
+		issuer *x509.Certificate
+		want   string
+	}{{current, PairCurrent}, {other, PairOldRoot}, {nil, PairOldRoot}} {
+		if got := pairState(c, tc.issuer, current, now); got != tc.want {
+			t.Errorf("pairState(issuer %v) = %s, want %s", tc.issuer != nil, got, tc.want)
+		}
 	}
 }

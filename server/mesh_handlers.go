@@ -24,15 +24,16 @@ func (s adminService) MeshStatus(
 	}
 	for _, p := range mesh.Pairs {
 		resp.Pairs = append(resp.Pairs, &ipseccav1.MeshPair{
-			Node:            p.Node,
-			Peer:            p.Peer,
-			State:           p.State,
-			PeerSerial:      p.PeerSerial,
-			PeerRootSerial:  p.PeerRootSerial,
-			AuthenticatedAt: optTimestamp(p.AuthenticatedAt),
-			ChildSas:        p.ChildSAs,
-			ReportedAt:      optTimestamp(p.ReportedAt),
-			IkeState:        p.IKEState,
+			Node:                  p.Node,
+			Peer:                  p.Peer,
+			State:                 p.State,
+			PeerSerial:            p.PeerSerial,
+			PeerRootSerial:        p.PeerRootSerial,
+			NodeTrustsCurrentRoot: p.NodeTrustsCurrentRoot,
+			AuthenticatedAt:       optTimestamp(p.AuthenticatedAt),
+			ChildSas:              p.ChildSAs,
+			ReportedAt:            optTimestamp(p.ReportedAt),
+			IkeState:              p.IKEState,
 		})
 	}
 	return resp, nil

@@ -286,19 +286,18 @@ func newCACmd() *cobra.Command {
 							root = r.GetSerial()
 						}
 					}
-					fmt.Fprintf(cmd.ErrOrStderr(), "mesh: waiting for every pair to authenticate with a certificate "+
-						"issued under root %s (node certificates move to it as they rotate: ipsecca rotate --all)\n",
-						root)
-					_, err = waitMesh(cmd, c, conn, wait, "on root "+root,
-						func(p *ipseccav1.MeshPair) bool { return p.GetPeerRootSerial() == root })
+					fmt.Fprintf(cmd.ErrOrStderr(), "mesh: waiting for every node to hold root %s in its NSS "+
+						"database, with every pair up on a certificate the new root verifies\n", root)
+					_, err = waitMesh(cmd, c, conn, wait, "every node trusts root "+root,
+						func(p *ipseccav1.MeshPair) bool { return p.GetNodeTrustsCurrentRoot() })
 					return err
 				})
 			},
 		}
 		c.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
 		if renew {
-			c.Flags().DurationVar(&wait, "wait", 0, "wait up to this long (e.g. 1h) for every reported pair to "+
-				"authenticate with a certificate issued under the new root; exit 1 if not")
+			c.Flags().DurationVar(&wait, "wait", 0, "wait up to this long (e.g. 10m) for every node to trust the "+
+				"new root (in its NSS inventory) and every pair to be up and current; exit 1 if not")
 		}
 		return c
 	}

@@ -3440,8 +3440,11 @@ type MeshPair struct {
 	ChildSas        uint32                 `protobuf:"varint,7,opt,name=child_sas,json=childSas,proto3" json:"child_sas,omitempty"`
 	ReportedAt      *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=reported_at,json=reportedAt,proto3" json:"reported_at,omitempty"`
 	IkeState        uint64                 `protobuf:"varint,9,opt,name=ike_state,json=ikeState,proto3" json:"ike_state,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Whether the reporting node's NSS database (its last inventory) holds
+	// the current root: after `ca renew`, the sign that the node trusts it.
+	NodeTrustsCurrentRoot bool `protobuf:"varint,10,opt,name=node_trusts_current_root,json=nodeTrustsCurrentRoot,proto3" json:"node_trusts_current_root,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *MeshPair) Reset() {
@@ -3535,6 +3538,13 @@ func (x *MeshPair) GetIkeState() uint64 {
 		return x.IkeState
 	}
 	return 0
+}
+
+func (x *MeshPair) GetNodeTrustsCurrentRoot() bool {
+	if x != nil {
+		return x.NodeTrustsCurrentRoot
+	}
+	return false
 }
 
 type MeshStatusResponse struct {
@@ -3857,7 +3867,7 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\x12/\n" +
 	"\breplicas\x18\x03 \x03(\v2\x13.ipsecca.v1.ReplicaR\breplicas\x121\n" +
 	"\amembers\x18\x04 \x03(\v2\x17.ipsecca.v1.StoreMemberR\amembers\"\x13\n" +
-	"\x11MeshStatusRequest\"\xd1\x02\n" +
+	"\x11MeshStatusRequest\"\x8a\x03\n" +
 	"\bMeshPair\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
 	"\x04peer\x18\x02 \x01(\tR\x04peer\x12\x14\n" +
@@ -3869,7 +3879,9 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\tchild_sas\x18\a \x01(\rR\bchildSas\x12;\n" +
 	"\vreported_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"reportedAt\x12\x1b\n" +
-	"\tike_state\x18\t \x01(\x04R\bikeState\"\xb7\x01\n" +
+	"\tike_state\x18\t \x01(\x04R\bikeState\x127\n" +
+	"\x18node_trusts_current_root\x18\n" +
+	" \x01(\bR\x15nodeTrustsCurrentRoot\"\xb7\x01\n" +
 	"\x12MeshStatusResponse\x12*\n" +
 	"\x05pairs\x18\x01 \x03(\v2\x14.ipsecca.v1.MeshPairR\x05pairs\x12.\n" +
 	"\x13current_root_serial\x18\x02 \x01(\tR\x11currentRootSerial\x12'\n" +
