@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -158,44 +159,172 @@ func (a *Agent) syncNSS(ctx context.Context, pair *Pair, bundle []byte) (pairCha
 	return pairChanged, rootsChanged, err
 }
 
-// reauthenticate is step 4 of deliverOVS. libreswan 4.10 cannot
-// authenticate an IKE SA again while it lives (an initiate on an
-// established IKE SA only adds a Child SA under it), so each live IKE SA
-// is deleted and its conns initiated again at once; the conns stay routed
-// meanwhile, so nothing leaves in clear, and with the node's
-// net.core.xfrm_larval_drop at 0 the kernel queues the packets of those
-// milliseconds instead of dropping them. IKE SAs numbered above the
-// watermark recorded here present the new certificate (tunnelsFrom).
+// reauthenticate is step 4 of deliverOVS: pluto re-reads its
+// certificates (whack --rereadcerts) and every live IKE SA is replaced
+// make-before-break, in the named steps of replaceIKESAs.
 func (a *Agent) reauthenticate(ctx context.Context, pair *Pair) error {
-	show, err := a.ovsTool(ctx, "ovs-appctl", "-t", "ovs-monitor-ipsec", "tunnels/show")
-	if err != nil {
-		return err
-	}
 	out, err := a.whack(ctx, "--showstates")
 	if err != nil {
 		return err
 	}
-	states := parseShowStates(out)
+	mark := watermark(parseShowStates(out))
 	if _, err := a.whack(ctx, "--rereadcerts"); err != nil {
 		return err
 	}
-	if err := a.handoffs().add(watermark(states), pair.Serial()); err != nil {
+	// IKE SAs numbered above mark present the new certificate.
+	if err := a.handoffs().add(mark, pair.Serial()); err != nil {
 		return err
 	}
-	ikes, conns := liveSAs(parseTunnelsShow(show), states)
-	for _, n := range ikes {
-		if _, err := a.whack(ctx, "--deletestate", strconv.FormatUint(n, 10)); err != nil {
-			a.log.Warn("could not replace an IKE SA", "state", n, "err", err)
-		}
+	n, err := a.replaceIKESAs(ctx, mark)
+	if err != nil {
+		return err
 	}
-	for _, c := range conns {
-		if _, err := a.whack(ctx, "--name", c, "--initiate", "--asynchronous"); err != nil {
-			a.log.Warn("could not initiate a conn again", "conn", c, "err", err)
-		}
-	}
-	a.log.Info("pluto re-read the node's certificate; live IKE SAs replaced to authenticate it",
-		"serial", pair.Serial(), "ike_sas", len(ikes), "conns", len(conns))
+	a.log.Info("pluto re-read the node's certificate; live IKE SAs authenticated again with it",
+		"serial", pair.Serial(), "ike_sas", n)
 	return nil
+}
+
+// handoffTimeout bounds each wait of replaceIKESAs for pluto.
+const handoffTimeout = 30 * time.Second
+
+// replaceIKESAs authenticates every IKE SA numbered up to mark again
+// without a gap in the traffic. libreswan 4.10 has no command for it: an
+// initiate on a connection with an established IKE SA only adds a Child
+// SA under it, and deleting the IKE SA first stops the traffic until the
+// peers agree on a new one (seconds, both sides initiating at once). Its
+// re-authentication (what reauth=yes runs at the end of an IKE SA's life)
+// starts a new IKE SA next to the old one, and pluto has it as the
+// state action "event-v2-reauth" of whack --impair. So, per tunnel:
+//
+//  1. reauth: the new IKE SA is started next to each old one, with the
+//     Child SA of the connection that made it;
+//  2. wait until every tunnel has an IKE SA above mark;
+//  3. move: the other connections with Child SAs under an old IKE SA are
+//     initiated again, which puts their Child SAs under the new one;
+//  4. wait until those Child SAs are up;
+//  5. delete the old IKE SAs (their Child SAs no longer carry traffic).
+//
+// A tunnel whose new IKE SA does not come up keeps its old one, which
+// still works; the next hand-over tries again. It returns how many IKE
+// SAs it replaced.
+func (a *Agent) replaceIKESAs(ctx context.Context, mark uint64) (int, error) {
+	show, err := a.ovsTool(ctx, "ovs-appctl", "-t", "ovs-monitor-ipsec", "tunnels/show")
+	if err != nil {
+		return 0, err
+	}
+	tunnels := parseTunnelsShow(show)
+	states, err := a.plutoStates(ctx)
+	if err != nil {
+		return 0, err
+	}
+	old, conns := liveSAs(tunnels, states)
+	for _, n := range old {
+		if _, err := a.whack(ctx, "--impair", fmt.Sprintf("event-v2-reauth:%d", n)); err != nil {
+			a.log.Warn("could not start authenticating an IKE SA again", "state", n, "err", err)
+		}
+	}
+	newIKE := func(st []plutoState) bool { return len(liveAbove(tunnels, st, mark, true)) >= len(old) }
+	if states, err = a.waitStates(ctx, newIKE); err != nil {
+		a.log.Warn("not every IKE SA was authenticated again; the old ones stay", "err", err)
+	}
+	var moved []string
+	for _, c := range conns {
+		if slices.Contains(liveAbove(tunnels, states, mark, false), c) {
+			continue // its Child SA came with the new IKE SA
+		}
+		if _, err := a.whack(ctx, "--name", c, "--initiate", "--asynchronous"); err != nil {
+			a.log.Warn("could not move a connection to the new IKE SA", "conn", c, "err", err)
+		}
+		moved = append(moved, c)
+	}
+	childrenMoved := func(st []plutoState) bool {
+		return len(liveAbove(tunnels, st, mark, false)) >= len(conns)
+	}
+	if len(moved) > 0 {
+		if states, err = a.waitStates(ctx, childrenMoved); err != nil {
+			a.log.Warn("not every connection moved to the new IKE SA", "err", err)
+		}
+	}
+	replaced := 0
+	for _, n := range old {
+		if !parentMoved(tunnels, states, n, mark) {
+			continue
+		}
+		if _, err := a.whack(ctx, "--deletestate", strconv.FormatUint(n, 10)); err != nil {
+			a.log.Warn("could not delete a replaced IKE SA", "state", n, "err", err)
+			continue
+		}
+		replaced++
+	}
+	return replaced, nil
+}
+
+// plutoStates reads `ipsec whack --showstates`.
+func (a *Agent) plutoStates(ctx context.Context) ([]plutoState, error) {
+	out, err := a.whack(ctx, "--showstates")
+	if err != nil {
+		return nil, err
+	}
+	return parseShowStates(out), nil
+}
+
+// waitStates polls pluto's states until done holds or handoffTimeout.
+func (a *Agent) waitStates(ctx context.Context, done func([]plutoState) bool) ([]plutoState, error) {
+	deadline := time.Now().Add(handoffTimeout)
+	for {
+		states, err := a.plutoStates(ctx)
+		if err == nil && done(states) {
+			return states, nil
+		}
+		if time.Now().After(deadline) {
+			return states, fmt.Errorf("sidecar: pluto did not get there in %s", handoffTimeout)
+		}
+		if !sleep(ctx, 200*time.Millisecond) {
+			return states, ctx.Err()
+		}
+	}
+}
+
+// liveAbove lists the tunnels' current conns with an established IKE SA
+// (ike) or Child SA (!ike) numbered above mark, a Child SA counting only
+// under such an IKE SA.
+func liveAbove(tunnels []ovsTunnel, states []plutoState, mark uint64, ike bool) []string {
+	var res []string
+	for _, st := range states {
+		if !st.Established || st.IKE != ike || st.Serial <= mark || (!ike && st.Parent <= mark) ||
+			!currentConn(tunnels, st.Conn) || slices.Contains(res, st.Conn) {
+			continue
+		}
+		res = append(res, st.Conn)
+	}
+	return res
+}
+
+// parentMoved reports whether IKE SA n has no established Child SA left
+// whose conn lacks one under a newer IKE SA above mark.
+func parentMoved(tunnels []ovsTunnel, states []plutoState, n, mark uint64) bool {
+	moved := liveAbove(tunnels, states, mark, false)
+	for _, st := range states {
+		if st.Established && !st.IKE && st.Parent == n && !slices.Contains(moved, st.Conn) {
+			return false
+		}
+	}
+	return true
+}
+
+// currentConn reports whether conn is one of the tunnels' current conns
+// (ovs-monitor-ipsec names them <iface>-in|out-<version>).
+func currentConn(tunnels []ovsTunnel, conn string) bool {
+	m := connName.FindStringSubmatch(conn)
+	if m == nil {
+		return false
+	}
+	for _, t := range tunnels {
+		if t.Iface == m[1] && strconv.Itoa(t.Version) == m[2] && t.Configured {
+			return true
+		}
+	}
+	return false
 }
 
 // watermark is the highest state serial pluto has used.

@@ -161,6 +161,18 @@ func tunnelsFrom(
 			tu.LocalSerial = serialOf(tu.IkeState)
 		}
 	}
+	// pluto 4.10 shows no time of authentication; the first Child SA is
+	// made in the same exchange (IKE_AUTH), so the oldest Child SA under
+	// the IKE SA dates it, unless its Child SAs were all rekeyed since.
+	for _, st := range states {
+		for _, tu := range res {
+			at, ok := added[st.Serial]
+			if ok && tu.Established && st.Parent == tu.IkeState &&
+				(tu.AuthenticatedAt == nil || at.Before(tu.AuthenticatedAt.AsTime())) {
+				tu.AuthenticatedAt = timestamppb.New(at)
+			}
+		}
+	}
 	sort.Slice(res, func(i, j int) bool { return res[i].Peer < res[j].Peer })
 	return res
 }

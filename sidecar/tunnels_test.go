@@ -106,7 +106,7 @@ func TestTunnelsFrom(t *testing.T) {
 	// it does not count.
 	if b.GetPeer() != "node-b" || !b.GetEstablished() || b.GetIkeState() != 5 || b.GetChildSas() != 2 ||
 		b.GetLocalSerial() != "new" || !b.GetChildAddedAt().AsTime().Equal(time.Unix(1796060079, 0)) ||
-		b.GetPeerAddress() != "10.1.1.2" {
+		b.GetPeerAddress() != "10.1.1.2" || !b.GetAuthenticatedAt().AsTime().Equal(time.Unix(1796060077, 0)) {
 		t.Errorf("node-b tunnel = %v", b)
 	}
 	if c.GetPeer() != "node-c" || c.GetEstablished() || c.GetIkeState() != 0 || c.GetLocalSerial() != "" {
@@ -172,5 +172,45 @@ func TestParseOtherConfig(t *testing.T) {
 		if (err != nil) != tc.err || (!tc.err && !reflect.DeepEqual(got, tc.want)) {
 			t.Errorf("parseOtherConfig(%s) = %v, %v; want %v (error %v)", tc.out, got, err, tc.want, tc.err)
 		}
+	}
+}
+
+// The make-before-break hand-over's view of pluto: an old IKE SA (#5, its
+// Child SAs #6 in and #7 out), the new one (#10) with the Child SA of the
+// conn that started it (#11 out), then the other conn moved (#12 in).
+func TestReplaceIKESAsView(t *testing.T) {
+	tunnels := []ovsTunnel{{Iface: "gnv-b", Version: 2, RemoteName: "node-b", Configured: true}}
+	old := []plutoState{
+		{Serial: 5, Conn: "gnv-b-out-2", IKE: true, Established: true},
+		{Serial: 6, Conn: "gnv-b-in-2", Established: true, Parent: 5},
+		{Serial: 7, Conn: "gnv-b-out-2", Established: true, Parent: 5},
+		{Serial: 3, Conn: "gnv-b-out-1", IKE: true, Established: true}, // an earlier version's
+	}
+	const mark = 9
+	reauthed := append(old[:len(old):len(old)],
+		plutoState{Serial: 10, Conn: "gnv-b-out-2", IKE: true, Established: true},
+		plutoState{Serial: 11, Conn: "gnv-b-out-2", Established: true, Parent: 10})
+	moved := append(reauthed[:len(reauthed):len(reauthed)],
+		plutoState{Serial: 12, Conn: "gnv-b-in-2", Established: true, Parent: 10})
+	for _, tc := range []struct {
+		name        string
+		states      []plutoState
+		ike, child  []string
+		oldReleased bool
+	}{
+		{"before", old, nil, nil, false},
+		{"new IKE SA up", reauthed, []string{"gnv-b-out-2"}, []string{"gnv-b-out-2"}, false},
+		{"in moved", moved, []string{"gnv-b-out-2"}, []string{"gnv-b-out-2", "gnv-b-in-2"}, true},
+	} {
+		ike, child := liveAbove(tunnels, tc.states, mark, true), liveAbove(tunnels, tc.states, mark, false)
+		if !reflect.DeepEqual(ike, tc.ike) || !reflect.DeepEqual(child, tc.child) {
+			t.Errorf("%s: IKE SAs above the mark %v, Child SAs %v; want %v, %v", tc.name, ike, child, tc.ike, tc.child)
+		}
+		if got := parentMoved(tunnels, tc.states, 5, mark); got != tc.oldReleased {
+			t.Errorf("%s: the old IKE SA may go: %v, want %v", tc.name, got, tc.oldReleased)
+		}
+	}
+	if ikes, _ := liveSAs(tunnels, old); !reflect.DeepEqual(ikes, []uint64{5}) {
+		t.Errorf("liveSAs = %v, want [5] (not the earlier version's #3)", ikes)
 	}
 }
