@@ -264,7 +264,9 @@ func (a *Authority) MeshStatus(ctx context.Context, now time.Time) (*Mesh, error
 	mesh := &Mesh{CurrentRootSerial: SerialString(roots[0].SerialNumber)}
 	var m keyMatcher
 	for _, n := range nodes {
-		if n.TunnelsAt.IsZero() {
+		// A revoked or forgotten node reports no more: what it last said is
+		// stale (its peers' reports say what they hold with it).
+		if n.TunnelsAt.IsZero() || n.Revoked || !n.ForgottenAt.IsZero() {
 			continue
 		}
 		mesh.NodesReporting++

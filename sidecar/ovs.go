@@ -219,7 +219,7 @@ func (a *Agent) replaceIKESAs(ctx context.Context, mark uint64) (int, error) {
 	}
 	old, conns := liveSAs(tunnels, states)
 	for _, n := range old {
-		if _, err := a.whack(ctx, "--impair", fmt.Sprintf("event-v2-reauth:%d", n)); err != nil {
+		if _, err := a.whack(ctx, "--impair", fmt.Sprintf("event-v2-reauth:%d", n), "--asynchronous"); err != nil {
 			a.log.Warn("could not start authenticating an IKE SA again", "state", n, "err", err)
 		}
 	}
@@ -250,7 +250,7 @@ func (a *Agent) replaceIKESAs(ctx context.Context, mark uint64) (int, error) {
 		if !parentMoved(tunnels, states, n, mark) {
 			continue
 		}
-		if _, err := a.whack(ctx, "--deletestate", strconv.FormatUint(n, 10)); err != nil {
+		if _, err := a.whack(ctx, "--deletestate", strconv.FormatUint(n, 10), "--asynchronous"); err != nil {
 			a.log.Warn("could not delete a replaced IKE SA", "state", n, "err", err)
 			continue
 		}

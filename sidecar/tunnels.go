@@ -210,7 +210,7 @@ func (a *Agent) whack(ctx context.Context, args ...string) ([]byte, error) {
 // authenticated with: the peer must authenticate again, and is refused.
 func (a *Agent) deleteIKEStates(ctx context.Context, serials []uint64) {
 	for _, n := range serials {
-		if _, err := a.whack(ctx, "--deletestate", strconv.FormatUint(n, 10)); err != nil {
+		if _, err := a.whack(ctx, "--deletestate", strconv.FormatUint(n, 10), "--asynchronous"); err != nil {
 			a.log.Warn("could not delete an IKE SA of a revoked peer", "state", n, "err", err)
 			continue
 		}
