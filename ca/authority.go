@@ -32,6 +32,7 @@ type Store interface {
 	Revoked(ctx context.Context) ([]*store.Cert, error)
 	PutInventory(ctx context.Context, node string, rep store.Report, at time.Time, ev store.Event) (bool, error)
 	Node(ctx context.Context, name string) (*store.NodeInfo, error)
+	CurrentCert(ctx context.Context, node string) (*store.Cert, error)
 	NodeInfos(ctx context.Context) ([]*store.NodeInfo, error)
 	NameCerts(ctx context.Context, names []string) (map[string][]*store.Cert, error)
 }

@@ -87,7 +87,7 @@ func (m *Mesh) Counts() map[string]int {
 // (peer names in canonical form). It returns the IKE SAs among those
 // tunnels whose peer authenticated with a certificate this CA revoked: the
 // sidecar deletes them, so the peer must authenticate again, and is refused.
-func (a *Authority) ReportInventory(ctx context.Context, node string, rep store.Report) ([]uint64, error) {
+func (a *Authority) ReportInventory(ctx context.Context, node string, rep store.Report) (*ReportReply, error) {
 	now := a.clock.Now().UTC()
 	for i := range rep.Tunnels {
 		t := &rep.Tunnels[i]
@@ -99,9 +99,91 @@ func (a *Authority) ReportInventory(ctx context.Context, node string, rep store.
 		return nil, err
 	}
 	if !rep.TunnelsReported {
-		return nil, nil
+		return &ReportReply{}, nil
 	}
-	return a.revokedStates(ctx, node, rep.Tunnels)
+	revoked, err := a.revokedStates(ctx, node, rep.Tunnels)
+	if err != nil {
+		return nil, err
+	}
+	stale, err := a.staleStates(ctx, node, rep.Tunnels)
+	if err != nil {
+		return nil, err
+	}
+	return &ReportReply{RevokedIKEStates: revoked, ReauthenticateIKEStates: stale}, nil
+}
+
+// ReportReply is what a node's report asks of it.
+type ReportReply struct {
+	// RevokedIKEStates: delete these IKE SAs; the peer authenticated with
+	// a revoked certificate.
+	RevokedIKEStates []uint64
+	// ReauthenticateIKEStates: authenticate these IKE SAs again; one side
+	// presents a certificate that is no longer its current one.
+	ReauthenticateIKEStates []uint64
+}
+
+// staleStates returns the IKE states of node's established tunnels on
+// which either side presents a certificate other than its current one,
+// for the tunnels node is to re-authenticate: of a pair, the side whose
+// name sorts first, so that the two sides never start new IKE SAs at
+// once. The peer's side is read from its last report.
+func (a *Authority) staleStates(ctx context.Context, node string, tunnels []store.TunnelRecord) ([]uint64, error) {
+	self, err := a.st.Node(ctx, node)
+	if err != nil {
+		return nil, err
+	}
+	cn := nodeCN(self)
+	var states []uint64
+	current := map[string]string{} // node -> its current certificate's serial
+	currentOf := func(name string) (string, error) {
+		if s, ok := current[name]; ok {
+			return s, nil
+		}
+		c, err := a.st.CurrentCert(ctx, name)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			current[name] = ""
+		case err != nil:
+			return "", err
+		default:
+			current[name] = c.Serial
+		}
+		return current[name], nil
+	}
+	for _, t := range tunnels {
+		if !t.Established || t.IKEState == 0 || cn == "" || t.Peer <= cn {
+			continue
+		}
+		mine, err := currentOf(node)
+		if err != nil {
+			return nil, err
+		}
+		stale := t.LocalSerial != "" && mine != "" && t.LocalSerial != mine
+		if !stale {
+			owner, err := a.st.NameOwner(ctx, t.Peer)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			} else if err != nil {
+				return nil, err
+			}
+			peer, err := a.st.Node(ctx, owner)
+			if errors.Is(err, store.ErrNotFound) || (err == nil && peer.Revoked) {
+				continue
+			} else if err != nil {
+				return nil, err
+			}
+			theirs, err := currentOf(owner)
+			if err != nil {
+				return nil, err
+			}
+			presented := presentedTo(peer, cn)
+			stale = presented != "" && theirs != "" && presented != theirs
+		}
+		if stale {
+			states = append(states, t.IKEState)
+		}
+	}
+	return states, nil
 }
 
 // canonicalSerial is a hex serial as the store keeps them: lower case,

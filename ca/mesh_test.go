@@ -131,11 +131,11 @@ func TestMeshStatusStates(t *testing.T) {
 		sameNext.seen("same", 8), // the same key as 4, the newer certificate
 		cur.seen("ghost", 10), unknown,
 	}
-	states, err := a.ReportInventory(ctx, "node-a", store.Report{TunnelsReported: true, Tunnels: tunnels})
+	reply, err := a.ReportInventory(ctx, "node-a", store.Report{TunnelsReported: true, Tunnels: tunnels})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(states, []uint64{5}) {
+	if states := reply.RevokedIKEStates; !slices.Equal(states, []uint64{5}) {
 		t.Errorf("revoked IKE states %v; want [5] (the revoked peer's)", states)
 	}
 	// node-b reports an empty tunnel list; node-c (no report) is not counted.
@@ -262,11 +262,11 @@ func TestMeshStatusPresentedSerial(t *testing.T) {
 	}
 	report := func(node string, tunnels ...store.TunnelRecord) []uint64 {
 		t.Helper()
-		states, err := a.ReportInventory(ctx, node, store.Report{TunnelsReported: true, Tunnels: tunnels})
+		reply, err := a.ReportInventory(ctx, node, store.Report{TunnelsReported: true, Tunnels: tunnels})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return states
+		return reply.RevokedIKEStates
 	}
 	pairs := func() string {
 		t.Helper()
@@ -351,5 +351,59 @@ func TestPairStateOldRoot(t *testing.T) {
 		if got := pairState(c, tc.issuer, current, now); got != tc.want {
 			t.Errorf("pairState(issuer %v) = %s, want %s", tc.issuer != nil, got, tc.want)
 		}
+	}
+}
+
+// After a rotation, the side of each pair whose name sorts first is asked
+// to authenticate the pair's IKE SA again, whichever side rotated; the
+// other side is never asked (two new IKE SAs at once would cross).
+func TestReportAsksToReauthenticate(t *testing.T) {
+	a, _, clock := newTestAuthority(t, KeyECDSAP256)
+	ctx := context.Background()
+	nodeA := issueMesh(t, a, "node-a", mustECDSA(t, elliptic.P256()), 0)
+	nodeB := issueMesh(t, a, "node-b", mustECDSA(t, elliptic.P256()), 0)
+	presents := func(peer string, state uint64, n meshNode) store.TunnelRecord {
+		return store.TunnelRecord{Peer: peer, Established: true, IKEState: state, LocalSerial: n.cert.Serial}
+	}
+	ask := func(node string, tu store.TunnelRecord) []uint64 {
+		t.Helper()
+		reply, err := a.ReportInventory(
+			ctx,
+			node,
+			store.Report{TunnelsReported: true, Tunnels: []store.TunnelRecord{tu}},
+		)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return reply.ReauthenticateIKEStates
+	}
+	if got := ask("node-b", presents("node-a", 7, nodeB)); got != nil {
+		t.Errorf("all current: node-b asked to re-authenticate %v", got)
+	}
+	if got := ask("node-a", presents("node-b", 3, nodeA)); got != nil {
+		t.Errorf("all current: node-a asked to re-authenticate %v", got)
+	}
+	// node-b rotates; its tunnel still presents the old certificate.
+	clock.Add(time.Minute)
+	issueMesh(t, a, "node-b", mustECDSA(t, elliptic.P256()), 0)
+	if got := ask("node-b", presents("node-a", 7, nodeB)); got != nil {
+		t.Errorf("node-b rotated: node-b (second in order) asked to re-authenticate %v", got)
+	}
+	if got := ask("node-a", presents("node-b", 3, nodeA)); !slices.Equal(got, []uint64{3}) {
+		t.Errorf("node-b rotated: node-a asked to re-authenticate %v, want [3]", got)
+	}
+	// node-a rotates too: it is asked for its own side, until both present
+	// their current certificates.
+	newA := issueMesh(t, a, "node-a", mustECDSA(t, elliptic.P256()), 0)
+	if got := ask("node-a", presents("node-b", 3, nodeA)); !slices.Equal(got, []uint64{3}) {
+		t.Errorf("both rotated: node-a asked %v, want [3]", got)
+	}
+	newB, err := a.st.CurrentCert(ctx, "node-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ask("node-b", store.TunnelRecord{Peer: "node-a", Established: true, IKEState: 9, LocalSerial: newB.Serial})
+	if got := ask("node-a", presents("node-b", 8, newA)); got != nil {
+		t.Errorf("re-authenticated: node-a asked %v", got)
 	}
 }

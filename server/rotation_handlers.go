@@ -131,11 +131,12 @@ func (s nodeService) ReportInventory(
 			LocalSerial:     t.GetLocalSerial(),
 		})
 	}
-	revoked, err := s.auth.ReportInventory(ctx, caller.Node, rep)
+	reply, err := s.auth.ReportInventory(ctx, caller.Node, rep)
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
-	return &ipseccav1.ReportInventoryResponse{RevokedIkeStates: revoked}, nil
+	return &ipseccav1.ReportInventoryResponse{RevokedIkeStates: reply.RevokedIKEStates,
+		ReauthenticateIkeStates: reply.ReauthenticateIKEStates}, nil
 }
 
 // optTime is t in UTC, or the zero time when t is not set.

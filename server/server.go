@@ -40,7 +40,7 @@ type Authority interface {
 	RevokeAdmin(ctx context.Context, caller ca.Caller, serial, reason string) (*store.Cert, error)
 	CRL(ctx context.Context) ([]byte, error)
 	Record(ctx context.Context, ev store.Event) error
-	ReportInventory(ctx context.Context, node string, rep store.Report) ([]uint64, error)
+	ReportInventory(ctx context.Context, node string, rep store.Report) (*ca.ReportReply, error)
 	MeshStatus(ctx context.Context, now time.Time) (*ca.Mesh, error)
 }
 

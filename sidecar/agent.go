@@ -542,8 +542,16 @@ func (a *Agent) sendReport(ctx context.Context, bundle []byte, pair *Pair, req *
 		a.log.Warn("inventory report failed", "err", err)
 		return
 	}
-	if a.cfg.OVS != nil && len(resp.GetRevokedIkeStates()) > 0 {
+	if a.cfg.OVS == nil {
+		return
+	}
+	if len(resp.GetRevokedIkeStates()) > 0 {
 		a.deleteIKEStates(ctx, resp.GetRevokedIkeStates())
+	}
+	if len(resp.GetReauthenticateIkeStates()) > 0 {
+		if _, err := a.replaceIKESAs(ctx, resp.GetReauthenticateIkeStates()); err != nil {
+			a.log.Warn("could not authenticate IKE SAs again", "err", err)
+		}
 	}
 }
 

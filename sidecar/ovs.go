@@ -68,9 +68,9 @@ var pkiKeys = [3]string{"certificate", "private_key", "ca_cert"}
 //     imports them into NSS and writes the conns itself;
 //  3. syncNSS: afterwards, the pair and every root of the bundle go under
 //     ovs-monitor-ipsec's nicknames, as it would import them;
-//  4. reauthenticate: when the pair changed, pluto re-reads its
-//     certificates and each live IKE SA is replaced at once, so that every
-//     peer authenticates the new certificate.
+//  4. reread: when the pair changed, pluto re-reads its certificates; the
+//     CA then asks one side of each pair to authenticate its IKE SA again
+//     (replaceIKESAs), so that every peer sees the new certificate.
 //
 // It reports whether anything changed.
 func (a *Agent) deliverOVS(ctx context.Context, pair *Pair, bundle []byte) (bool, error) {
@@ -85,7 +85,7 @@ func (a *Agent) deliverOVS(ctx context.Context, pair *Pair, bundle []byte) (bool
 	if err != nil || !pairChanged {
 		return rootsChanged, err
 	}
-	return true, a.reauthenticate(ctx, pair)
+	return true, a.reread(ctx, pair)
 }
 
 // writeOVSFiles is step 1 of deliverOVS.
@@ -159,55 +159,49 @@ func (a *Agent) syncNSS(ctx context.Context, pair *Pair, bundle []byte) (pairCha
 	return pairChanged, rootsChanged, err
 }
 
-// reauthenticate is step 4 of deliverOVS: pluto re-reads its
-// certificates (whack --rereadcerts) and every live IKE SA is replaced
-// make-before-break, in the named steps of replaceIKESAs.
-func (a *Agent) reauthenticate(ctx context.Context, pair *Pair) error {
-	out, err := a.whack(ctx, "--showstates")
+// reread is step 4 of deliverOVS: pluto re-reads its certificates
+// (whack --rereadcerts), so every IKE SA authenticated from now on
+// presents the new one; the handoff log records from which state on.
+// The live IKE SAs are authenticated again when the CA asks (the reply to
+// a report names them, replaceIKESAs), one side per pair.
+func (a *Agent) reread(ctx context.Context, pair *Pair) error {
+	states, err := a.plutoStates(ctx)
 	if err != nil {
 		return err
 	}
-	mark := watermark(parseShowStates(out))
 	if _, err := a.whack(ctx, "--rereadcerts"); err != nil {
 		return err
 	}
-	// IKE SAs numbered above mark present the new certificate.
-	if err := a.handoffs().add(mark, pair.Serial()); err != nil {
+	if err := a.handoffs().add(watermark(states), pair.Serial()); err != nil {
 		return err
 	}
-	n, err := a.replaceIKESAs(ctx, mark)
-	if err != nil {
-		return err
-	}
-	a.log.Info("pluto re-read the node's certificate; live IKE SAs authenticated again with it",
-		"serial", pair.Serial(), "ike_sas", n)
+	a.log.Info("pluto re-read the node's certificate", "serial", pair.Serial())
 	return nil
 }
 
 // handoffTimeout bounds each wait of replaceIKESAs for pluto.
 const handoffTimeout = 30 * time.Second
 
-// replaceIKESAs authenticates every IKE SA numbered up to mark again
-// without a gap in the traffic. libreswan 4.10 has no command for it: an
-// initiate on a connection with an established IKE SA only adds a Child
-// SA under it, and deleting the IKE SA first stops the traffic until the
-// peers agree on a new one (seconds, both sides initiating at once). Its
-// re-authentication (what reauth=yes runs at the end of an IKE SA's life)
-// starts a new IKE SA next to the old one, and pluto has it as the
-// state action "event-v2-reauth" of whack --impair. So, per tunnel:
+// replaceIKESAs authenticates the IKE SAs old again without a gap in the
+// traffic. libreswan 4.10 has no command for it: an initiate on a
+// connection with an established IKE SA only adds a Child SA under it, and
+// deleting the IKE SA first stops the traffic until the peers agree on a
+// new one (seconds: both sides initiate at once). Its re-authentication
+// (what reauth=yes runs at the end of an IKE SA's life) starts a new IKE
+// SA next to the old one, and pluto has it as the state action
+// "event-v2-reauth" of whack --impair. So:
 //
-//  1. reauth: the new IKE SA is started next to each old one, with the
-//     Child SA of the connection that made it;
-//  2. wait until every tunnel has an IKE SA above mark;
+//  1. reauth: a new IKE SA is started next to each old one, with the Child
+//     SA of the connection that made it;
+//  2. wait until the tunnels have as many IKE SAs newer than the old ones;
 //  3. move: the other connections with Child SAs under an old IKE SA are
 //     initiated again, which puts their Child SAs under the new one;
 //  4. wait until those Child SAs are up;
 //  5. delete the old IKE SAs (their Child SAs no longer carry traffic).
 //
-// A tunnel whose new IKE SA does not come up keeps its old one, which
-// still works; the next hand-over tries again. It returns how many IKE
-// SAs it replaced.
-func (a *Agent) replaceIKESAs(ctx context.Context, mark uint64) (int, error) {
+// An IKE SA whose replacement does not come up is kept; it still works,
+// and the CA asks again. It returns how many IKE SAs it replaced.
+func (a *Agent) replaceIKESAs(ctx context.Context, asked []uint64) (int, error) {
 	show, err := a.ovsTool(ctx, "ovs-appctl", "-t", "ovs-monitor-ipsec", "tunnels/show")
 	if err != nil {
 		return 0, err
@@ -217,7 +211,8 @@ func (a *Agent) replaceIKESAs(ctx context.Context, mark uint64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	old, conns := liveSAs(tunnels, states)
+	mark := watermark(states)
+	old, conns := liveUnder(tunnels, states, asked)
 	for _, n := range old {
 		if _, err := a.whack(ctx, "--impair", fmt.Sprintf("event-v2-reauth:%d", n), "--asynchronous"); err != nil {
 			a.log.Warn("could not start authenticating an IKE SA again", "state", n, "err", err)
@@ -227,7 +222,6 @@ func (a *Agent) replaceIKESAs(ctx context.Context, mark uint64) (int, error) {
 	if states, err = a.waitStates(ctx, newIKE); err != nil {
 		a.log.Warn("not every IKE SA was authenticated again; the old ones stay", "err", err)
 	}
-	var moved []string
 	for _, c := range conns {
 		if slices.Contains(liveAbove(tunnels, states, mark, false), c) {
 			continue // its Child SA came with the new IKE SA
@@ -235,15 +229,17 @@ func (a *Agent) replaceIKESAs(ctx context.Context, mark uint64) (int, error) {
 		if _, err := a.whack(ctx, "--name", c, "--initiate", "--asynchronous"); err != nil {
 			a.log.Warn("could not move a connection to the new IKE SA", "conn", c, "err", err)
 		}
-		moved = append(moved, c)
 	}
 	childrenMoved := func(st []plutoState) bool {
-		return len(liveAbove(tunnels, st, mark, false)) >= len(conns)
-	}
-	if len(moved) > 0 {
-		if states, err = a.waitStates(ctx, childrenMoved); err != nil {
-			a.log.Warn("not every connection moved to the new IKE SA", "err", err)
+		for _, c := range conns {
+			if !slices.Contains(liveAbove(tunnels, st, mark, false), c) {
+				return false
+			}
 		}
+		return true
+	}
+	if states, err = a.waitStates(ctx, childrenMoved); err != nil {
+		a.log.Warn("not every connection moved to the new IKE SA", "err", err)
 	}
 	replaced := 0
 	for _, n := range old {
@@ -256,7 +252,31 @@ func (a *Agent) replaceIKESAs(ctx context.Context, mark uint64) (int, error) {
 		}
 		replaced++
 	}
+	a.log.Info("authenticated IKE SAs again for the CA", "asked", asked, "replaced", replaced)
 	return replaced, nil
+}
+
+// liveUnder lists which of the IKE SAs asked are established IKE SAs of
+// the tunnels' current conns, and the conns with established SAs under
+// them.
+func liveUnder(tunnels []ovsTunnel, states []plutoState, asked []uint64) (ikes []uint64, conns []string) {
+	for _, st := range states {
+		if !st.Established || !currentConn(tunnels, st.Conn) {
+			continue
+		}
+		switch {
+		case st.IKE && slices.Contains(asked, st.Serial):
+			ikes = append(ikes, st.Serial)
+		case !st.IKE && slices.Contains(asked, st.Parent):
+		default:
+			continue
+		}
+		if !slices.Contains(conns, st.Conn) {
+			conns = append(conns, st.Conn)
+		}
+	}
+	sort.Strings(conns)
+	return ikes, conns
 }
 
 // plutoStates reads `ipsec whack --showstates`.
@@ -334,34 +354,6 @@ func watermark(states []plutoState) uint64 {
 		w = max(w, s.Serial)
 	}
 	return w
-}
-
-// liveSAs lists the established IKE SAs of the tunnels' current conns and
-// the conns with established SAs.
-func liveSAs(tunnels []ovsTunnel, states []plutoState) (ikes []uint64, conns []string) {
-	version := map[string]int{}
-	for _, t := range tunnels {
-		version[t.Iface] = t.Version
-	}
-	seen := map[string]bool{}
-	for _, st := range states {
-		m := connName.FindStringSubmatch(st.Conn)
-		if m == nil || !st.Established {
-			continue
-		}
-		if v, ok := version[m[1]]; !ok || strconv.Itoa(v) != m[2] {
-			continue
-		}
-		if st.IKE {
-			ikes = append(ikes, st.Serial)
-		}
-		if !seen[st.Conn] {
-			seen[st.Conn] = true
-			conns = append(conns, st.Conn)
-		}
-	}
-	sort.Strings(conns)
-	return ikes, conns
 }
 
 // ovsPKI reads other_config's certificate, private_key and ca_cert.

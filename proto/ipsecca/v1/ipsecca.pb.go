@@ -1541,8 +1541,14 @@ type ReportInventoryResponse struct {
 	// authenticated with a certificate the CA has revoked: the sidecar
 	// deletes them, so the peer must authenticate again and is refused.
 	RevokedIkeStates []uint64 `protobuf:"varint,1,rep,packed,name=revoked_ike_states,json=revokedIkeStates,proto3" json:"revoked_ike_states,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// IKE SAs (pluto serials) of the reporting node on which one side
+	// presents a certificate that is no longer its current one (it was
+	// rotated): the sidecar authenticates them again. Of a pair, only the
+	// side whose name sorts first is asked, so that the two never start new
+	// IKE SAs at once.
+	ReauthenticateIkeStates []uint64 `protobuf:"varint,2,rep,packed,name=reauthenticate_ike_states,json=reauthenticateIkeStates,proto3" json:"reauthenticate_ike_states,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *ReportInventoryResponse) Reset() {
@@ -1578,6 +1584,13 @@ func (*ReportInventoryResponse) Descriptor() ([]byte, []int) {
 func (x *ReportInventoryResponse) GetRevokedIkeStates() []uint64 {
 	if x != nil {
 		return x.RevokedIkeStates
+	}
+	return nil
+}
+
+func (x *ReportInventoryResponse) GetReauthenticateIkeStates() []uint64 {
+	if x != nil {
+		return x.ReauthenticateIkeStates
 	}
 	return nil
 }
@@ -3745,9 +3758,10 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\tchild_sas\x18\b \x01(\rR\bchildSas\x12@\n" +
 	"\x0echild_added_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\fchildAddedAt\x12!\n" +
 	"\flocal_serial\x18\n" +
-	" \x01(\tR\vlocalSerial\"G\n" +
+	" \x01(\tR\vlocalSerial\"\x83\x01\n" +
 	"\x17ReportInventoryResponse\x12,\n" +
-	"\x12revoked_ike_states\x18\x01 \x03(\x04R\x10revokedIkeStates\"\x14\n" +
+	"\x12revoked_ike_states\x18\x01 \x03(\x04R\x10revokedIkeStates\x12:\n" +
+	"\x19reauthenticate_ike_states\x18\x02 \x03(\x04R\x17reauthenticateIkeStates\"\x14\n" +
 	"\x12VerifyAuditRequest\"}\n" +
 	"\x13VerifyAuditResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x18\n" +
