@@ -154,32 +154,30 @@ func (a *Authority) staleStates(ctx context.Context, node string, tunnels []stor
 		if !t.Established || t.IKEState == 0 || cn == "" || t.Peer <= cn {
 			continue
 		}
+		// A revoked peer is not authenticated again: it is refused.
+		owner, err := a.st.NameOwner(ctx, t.Peer)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		peer, err := a.st.Node(ctx, owner)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && peer.Revoked) {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
 		mine, err := currentOf(node)
 		if err != nil {
 			return nil, err
 		}
-		stale := t.LocalSerial != "" && mine != "" && t.LocalSerial != mine
-		if !stale {
-			owner, err := a.st.NameOwner(ctx, t.Peer)
-			if errors.Is(err, store.ErrNotFound) {
-				continue
-			} else if err != nil {
-				return nil, err
-			}
-			peer, err := a.st.Node(ctx, owner)
-			if errors.Is(err, store.ErrNotFound) || (err == nil && peer.Revoked) {
-				continue
-			} else if err != nil {
-				return nil, err
-			}
-			theirs, err := currentOf(owner)
-			if err != nil {
-				return nil, err
-			}
-			presented := presentedTo(peer, cn)
-			stale = presented != "" && theirs != "" && presented != theirs
+		theirs, err := currentOf(owner)
+		if err != nil {
+			return nil, err
 		}
-		if stale {
+		presented := presentedTo(peer, cn)
+		if (t.LocalSerial != "" && mine != "" && t.LocalSerial != mine) ||
+			(presented != "" && theirs != "" && presented != theirs) {
 			states = append(states, t.IKEState)
 		}
 	}

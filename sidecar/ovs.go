@@ -256,10 +256,24 @@ func (a *Agent) replaceIKESAs(ctx context.Context, asked []uint64) (int, error) 
 	return replaced, nil
 }
 
-// liveUnder lists which of the IKE SAs asked are established IKE SAs of
-// the tunnels' current conns, and the conns with established SAs under
-// them.
+// liveUnder lists the established IKE SAs of the tunnels' current conns
+// that were asked for, or share a tunnel with one asked for (the two conns
+// of a tunnel may each have their own), and the conns with established
+// SAs under them.
 func liveUnder(tunnels []ovsTunnel, states []plutoState, asked []uint64) (ikes []uint64, conns []string) {
+	ifaces := map[string]bool{}
+	for _, st := range states {
+		if m := connName.FindStringSubmatch(st.Conn); m != nil && st.IKE && slices.Contains(asked, st.Serial) {
+			ifaces[m[1]] = true
+		}
+	}
+	asked = slices.Clone(asked)
+	for _, st := range states {
+		if m := connName.FindStringSubmatch(st.Conn); m != nil && st.IKE && st.Established && ifaces[m[1]] &&
+			!slices.Contains(asked, st.Serial) {
+			asked = append(asked, st.Serial)
+		}
+	}
 	for _, st := range states {
 		if !st.Established || !currentConn(tunnels, st.Conn) {
 			continue

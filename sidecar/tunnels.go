@@ -147,8 +147,13 @@ func tunnelsFrom(
 			continue
 		}
 		if st.IKE {
+			// The oldest IKE SA speaks for the tunnel: the pair is on the
+			// new certificates only once every IKE SA of it is (the two
+			// conns of a tunnel may each have their own).
+			if !tu.Established || st.Serial < tu.IkeState {
+				tu.IkeState = st.Serial
+			}
 			tu.Established = true
-			tu.IkeState = max(tu.IkeState, st.Serial)
 			continue
 		}
 		tu.ChildSas++
@@ -209,6 +214,14 @@ func (a *Agent) whack(ctx context.Context, args ...string) ([]byte, error) {
 // deleteIKEStates deletes IKE SAs the CA says a revoked peer
 // authenticated with: the peer must authenticate again, and is refused.
 func (a *Agent) deleteIKEStates(ctx context.Context, serials []uint64) {
+	// With every other IKE SA of the same tunnels.
+	if show, err := a.ovsTool(ctx, "ovs-appctl", "-t", "ovs-monitor-ipsec", "tunnels/show"); err == nil {
+		if states, err := a.plutoStates(ctx); err == nil {
+			if ikes, _ := liveUnder(parseTunnelsShow(show), states, serials); len(ikes) > 0 {
+				serials = ikes
+			}
+		}
+	}
 	for _, n := range serials {
 		if _, err := a.whack(ctx, "--deletestate", strconv.FormatUint(n, 10), "--asynchronous"); err != nil {
 			a.log.Warn("could not delete an IKE SA of a revoked peer", "state", n, "err", err)

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -215,5 +216,30 @@ func TestReplaceIKESAsView(t *testing.T) {
 	}
 	if ikes, _ := liveUnder(tunnels, old, []uint64{5, 3}); !reflect.DeepEqual(ikes, []uint64{5}) {
 		t.Errorf("liveUnder = %v, want [5] (not the earlier version's #3)", ikes)
+	}
+}
+
+// Asked for one IKE SA of a tunnel whose two conns each have their own,
+// the hand-over takes both.
+func TestLiveUnderTakesTheTunnel(t *testing.T) {
+	tunnels := []ovsTunnel{
+		{Iface: "gnv-b", Version: 1, RemoteName: "node-b", Configured: true},
+		{Iface: "gnv-c", Version: 1, RemoteName: "node-c", Configured: true},
+	}
+	states := []plutoState{
+		{Serial: 1, Conn: "gnv-b-in-1", IKE: true, Established: true},
+		{Serial: 2, Conn: "gnv-b-in-1", Established: true, Parent: 1},
+		{Serial: 3, Conn: "gnv-b-out-1", IKE: true, Established: true},
+		{Serial: 4, Conn: "gnv-b-out-1", Established: true, Parent: 3},
+		{Serial: 5, Conn: "gnv-c-out-1", IKE: true, Established: true},
+	}
+	ikes, conns := liveUnder(tunnels, states, []uint64{1})
+	if !reflect.DeepEqual(ikes, []uint64{1, 3}) || !reflect.DeepEqual(conns, []string{"gnv-b-in-1", "gnv-b-out-1"}) {
+		t.Errorf("liveUnder = %v %v, want [1 3] [gnv-b-in-1 gnv-b-out-1]", ikes, conns)
+	}
+	if got := tunnelsFrom(tunnels, states, nil, func(n uint64) string { return strconv.FormatUint(n, 10) }); got[0].GetIkeState() != 1 ||
+		got[0].GetLocalSerial() != "1" {
+		t.Errorf("the tunnel to node-b is reported by IKE SA #%d (%q), want the oldest, #1", got[0].GetIkeState(),
+			got[0].GetLocalSerial())
 	}
 }
