@@ -14,16 +14,24 @@ import (
 // test (integration.TestOVSMesh): node-a with tunnels to node-b (version
 // 2, after one hand-over by the old path change) and node-c.
 const (
-	showStatesOut = `000 #5: "gnv-b-in-2":500 STATE_V2_ESTABLISHED_IKE_SA (established IKE SA); REKEY in 28528s; REPLACE in 28798s; newest; idle;
-000 #6: "gnv-b-in-2":500 STATE_V2_ESTABLISHED_CHILD_SA (established Child SA); REKEY in 28528s; REPLACE in 28798s; newest; eroute owner; IKE SA #5; idle;
-000 #6: "gnv-b-in-2" esp.1f3a4169@10.1.1.2 esp.81ae594a@10.1.1.1 Traffic: ESPin=0B ESPout=0B ESPmax=2^63B 
-000 #7: "gnv-b-out-2":500 STATE_V2_ESTABLISHED_CHILD_SA (established Child SA); REKEY in 28528s; REPLACE in 28798s; newest; eroute owner; IKE SA #5; idle;
-000 #2: "gnv-b-out-1":500 STATE_V2_ESTABLISHED_IKE_SA (established IKE SA); REKEY in 28000s; REPLACE in 28200s; idle;
-000 #9: "gnv-c-out-1":500 STATE_V2_PARENT_I1 (sent IKE_SA_INIT request); EVENT_RETRANSMIT in 1s; idle;
-`
-	trafficOut = `006 #6: "gnv-b-in-2", type=ESP, add_time=1796060077, inBytes=84, outBytes=84, maxBytes=2^63B, id='@node-b'
-006 #7: "gnv-b-out-2", type=ESP, add_time=1796060079, inBytes=0, outBytes=0, maxBytes=2^63B, id='@node-b'
-`
+	showStatesOut = "" +
+		`000 #5: "gnv-b-in-2":500 STATE_V2_ESTABLISHED_IKE_SA (established IKE SA); REKEY in 28528s; ` +
+		`REPLACE in 28798s; newest; idle;` + "\n" +
+		`000 #6: "gnv-b-in-2":500 STATE_V2_ESTABLISHED_CHILD_SA (established Child SA); REKEY in 28528s; ` +
+		`REPLACE in 28798s; newest; eroute owner; IKE SA #5; idle;` + "\n" +
+		`000 #6: "gnv-b-in-2" esp.1f3a4169@10.1.1.2 esp.81ae594a@10.1.1.1 Traffic: ESPin=0B ESPout=0B ` +
+		`ESPmax=2^63B ` + "\n" +
+		`000 #7: "gnv-b-out-2":500 STATE_V2_ESTABLISHED_CHILD_SA (established Child SA); REKEY in 28528s; ` +
+		`REPLACE in 28798s; newest; eroute owner; IKE SA #5; idle;` + "\n" +
+		`000 #2: "gnv-b-out-1":500 STATE_V2_ESTABLISHED_IKE_SA (established IKE SA); REKEY in 28000s; ` +
+		`REPLACE in 28200s; idle;` + "\n" +
+		`000 #9: "gnv-c-out-1":500 STATE_V2_PARENT_I1 (sent IKE_SA_INIT request); EVENT_RETRANSMIT in 1s; ` +
+		`idle;` + "\n"
+	trafficOut = "" +
+		`006 #6: "gnv-b-in-2", type=ESP, add_time=1796060077, inBytes=84, outBytes=84, maxBytes=2^63B, ` +
+		`id='@node-b'` + "\n" +
+		`006 #7: "gnv-b-out-2", type=ESP, add_time=1796060079, inBytes=0, outBytes=0, maxBytes=2^63B, ` +
+		`id='@node-b'` + "\n"
 	tunnelsShowOut = `Interface name: gnv-b v2 (CONFIGURED)
   Tunnel Type:    geneve
   Local IP:       %defaultroute
@@ -164,8 +172,8 @@ func TestParseOtherConfig(t *testing.T) {
 		want map[string]string
 		err  bool
 	}{
-		{`{"data":[[["map",[["ca_cert","/o/ca.pem"],["certificate","/o/node.pem"],["private_key","/o/node-key.pem"]]]]],` +
-			`"headings":["other_config"]}`,
+		{`{"data":[[["map",[["ca_cert","/o/ca.pem"],["certificate","/o/node.pem"],` +
+			`["private_key","/o/node-key.pem"]]]]],"headings":["other_config"]}`,
 			map[string]string{"ca_cert": "/o/ca.pem", "certificate": "/o/node.pem", "private_key": "/o/node-key.pem"},
 			false},
 		{`{"data":[[["map",[]]]],"headings":["other_config"]}`, map[string]string{}, false},
@@ -237,7 +245,8 @@ func TestLiveUnderTakesTheTunnel(t *testing.T) {
 	if !reflect.DeepEqual(ikes, []uint64{1, 3}) || !reflect.DeepEqual(conns, []string{"gnv-b-in-1", "gnv-b-out-1"}) {
 		t.Errorf("liveUnder = %v %v, want [1 3] [gnv-b-in-1 gnv-b-out-1]", ikes, conns)
 	}
-	if got := tunnelsFrom(tunnels, states, nil, func(n uint64) string { return strconv.FormatUint(n, 10) }); got[0].GetIkeState() != 1 ||
+	serialOf := func(n uint64) string { return strconv.FormatUint(n, 10) }
+	if got := tunnelsFrom(tunnels, states, nil, serialOf); got[0].GetIkeState() != 1 ||
 		got[0].GetLocalSerial() != "1" {
 		t.Errorf("the tunnel to node-b is reported by IKE SA #%d (%q), want the oldest, #1", got[0].GetIkeState(),
 			got[0].GetLocalSerial())
