@@ -66,7 +66,7 @@ func TestLibreswanESP(t *testing.T) {
 			t.Fatal("this kernel has no ESP and linux.uml is missing: run `make deps` (user-mode-linux)")
 		}
 		t.Log("kernel cannot install ESP SAs: running inside a user-mode-Linux guest")
-		bootUML(t, script, out)
+		bootUML(t, script, out, "768M", 400, "E2E_STAGE=guest", "E2E_OUT="+out, "IPSECCA="+binary)
 	}
 	t.Logf("e2e took %s", time.Since(start).Round(time.Second))
 	facts := readFacts(t, out)
@@ -132,7 +132,11 @@ func TestLibreswanESP(t *testing.T) {
 	}
 }
 
-func bootUML(t *testing.T, script, out string) {
+// bootUML boots a user-mode-Linux guest on the host's root (read-write)
+// with script as its init, mem of memory, for at most timeout seconds;
+// args (KEY=VALUE) become the init's environment. The script writes
+// out/result.
+func bootUML(t *testing.T, script, out, mem string, timeout int, args ...string) {
 	t.Helper()
 	mods, err := os.ReadDir("/usr/lib/uml/modules")
 	if err != nil || len(mods) == 0 {
@@ -147,24 +151,9 @@ func bootUML(t *testing.T, script, out string) {
 		0o755,
 	)
 	// Unknown key=value boot arguments become the init's environment.
-	cmd := exec.Command(
-		"timeout",
-		"-k",
-		"10",
-		"400",
-		"linux.uml",
-		"mem=768M",
-		"rootfstype=hostfs",
-		"rootflags=/",
-		"rw",
-		"quiet",
-		"con=null",
-		"con0=null,fd:1",
-		"init="+script,
-		"E2E_STAGE=guest",
-		"E2E_OUT="+out,
-		"IPSECCA="+binary,
-	)
+	cmdline := []string{"-k", "10", strconv.Itoa(timeout), "linux.uml", "mem=" + mem, "rootfstype=hostfs",
+		"rootflags=/", "rw", "quiet", "con=null", "con0=null,fd:1", "init=" + script}
+	cmd := exec.Command("timeout", append(cmdline, args...)...)
 	cmd.Stdin = nil
 	console, err := cmd.CombinedOutput()
 	os.WriteFile(filepath.Join(out, "console.log"), console, 0o644)
