@@ -37,8 +37,8 @@ type OVSConfig struct {
 	PKIDir string
 	// PlutoCtl is pluto's control socket (ovs-monitor-ipsec --ipsec-ctl).
 	PlutoCtl string
-	// ReportInterval is how often the tunnels are read and, when they
-	// changed, reported to the CA (30 s when zero).
+	// ReportInterval is how often the tunnels are read and reported to
+	// the CA, and the CRL refreshed (30 s when zero).
 	ReportInterval time.Duration
 }
 
@@ -476,6 +476,10 @@ func (o *OVSConfig) setDefaults(stateDir string) {
 	}
 	if o.PKIDir == "" {
 		o.PKIDir = filepath.Join(stateDir, "ovs")
+	}
+	// ovs-monitor-ipsec reads the paths from its own working directory.
+	if abs, err := filepath.Abs(o.PKIDir); err == nil {
+		o.PKIDir = abs
 	}
 	if o.PlutoCtl == "" {
 		o.PlutoCtl = DefaultPlutoCtl

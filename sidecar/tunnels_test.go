@@ -252,3 +252,16 @@ func TestLiveUnderTakesTheTunnel(t *testing.T) {
 			got[0].GetLocalSerial())
 	}
 }
+
+// ovs-monitor-ipsec runs elsewhere: the paths given to other_config are
+// absolute even for a relative state directory.
+func TestOVSPKIDirAbsolute(t *testing.T) {
+	var o OVSConfig
+	o.setDefaults("state")
+	if !filepath.IsAbs(o.PKIDir) || filepath.Base(o.PKIDir) != "ovs" {
+		t.Errorf("PKIDir = %q, want an absolute .../state/ovs", o.PKIDir)
+	}
+	if o.DB != "unix:"+DefaultOVSRunDir+"/db.sock" || o.PlutoCtl != DefaultPlutoCtl || o.ReportInterval != 30*time.Second {
+		t.Errorf("defaults: %+v", o)
+	}
+}
