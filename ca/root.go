@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,7 +22,6 @@ import (
 	"github.com/cloudflare/cfssl/signer"
 	"github.com/cloudflare/cfssl/signer/local"
 
-	"github.com/ipsecca/ipsecca/internal/pemutil"
 	"github.com/ipsecca/ipsecca/store"
 )
 
@@ -61,6 +61,13 @@ type Root struct {
 	CertPEM []byte
 	// BundlePEM holds the current root first, then earlier roots.
 	BundlePEM []byte
+	// Chain holds, for a subordinate CA, the certificates above Cert: its
+	// issuer first, the organisation's root last.
+	Chain []*x509.Certificate
+	// Rollover is the CA key rollover in progress (its Other cleared), and
+	// Other the certificate of the CA on its other side.
+	Rollover *store.Rollover
+	Other    *x509.Certificate
 	// SealedOnLoad reports that Bootstrap found the key in the clear and
 	// sealed it: a store that keeps freed space (bbolt) must then be
 	// rewritten, or the clear copy stays readable in its file.
@@ -193,25 +200,24 @@ func sealCA(m *store.CA, kek KEK) (*store.CA, error) {
 	return &out, nil
 }
 
+// ErrAwaitingCertificate is returned while a subordinate CA waits for the
+// certificate its organisation's root signs (init --subordinate, then
+// ca import).
+var ErrAwaitingCertificate = errors.New(
+	"ca: the subordinate CA has no certificate yet: have ca.csr signed by your root, then run ipsecca ca import",
+)
+
 func loadRoot(m *store.CA, kek KEK) (*Root, error) {
+	if len(m.CertPEM) == 0 && len(m.CSRPEM) > 0 {
+		return nil, ErrAwaitingCertificate
+	}
 	cert, err := helpers.ParseCertificatePEM(m.CertPEM)
 	if err != nil {
 		return nil, fmt.Errorf("ca: stored root certificate: %w", err)
 	}
-	keyPEM := m.KeyPEM
-	switch m.KeyEncryption {
-	case KeyPlain:
-	case KeyAES256GCM:
-		if kek == nil {
-			return nil, errors.New(
-				"ca: the CA key is sealed under a key-encryption key; give it (--kek-file or IPSECCA_KEK)",
-			)
-		}
-		if keyPEM, err = kek.Open(m.KeyPEM); err != nil {
-			return nil, err
-		}
-	default:
-		return nil, fmt.Errorf("ca: unknown CA key encryption %q", m.KeyEncryption)
+	keyPEM, err := openKey(m, kek)
+	if err != nil {
+		return nil, err
 	}
 	priv, err := helpers.ParsePrivateKeyPEM(keyPEM)
 	if err != nil {
@@ -220,11 +226,84 @@ func loadRoot(m *store.CA, kek KEK) (*Root, error) {
 	if !publicKeysEqual(cert.PublicKey, priv.Public()) {
 		return nil, errors.New("ca: stored root key does not match the root certificate")
 	}
-	bundle := append([]byte(nil), m.CertPEM...)
-	for _, der := range m.Previous {
+	var bundle []byte
+	for _, der := range bundleOf(m) {
 		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
 	}
-	return &Root{Cert: cert, Signer: priv, CertPEM: m.CertPEM, BundlePEM: bundle, keyPEM: keyPEM}, nil
+	r := &Root{Cert: cert, Signer: priv, CertPEM: m.CertPEM, BundlePEM: bundle, keyPEM: keyPEM}
+	for _, der := range m.Chain {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("ca: stored CA chain: %w", err)
+		}
+		r.Chain = append(r.Chain, c)
+	}
+	if ro := m.Rollover; ro != nil {
+		cp := *ro
+		cp.Other = nil
+		r.Rollover = &cp
+		if ro.Other != nil {
+			if r.Other, err = helpers.ParseCertificatePEM(ro.Other.CertPEM); err != nil {
+				return nil, fmt.Errorf("ca: stored rollover CA certificate: %w", err)
+			}
+		}
+	}
+	return r, nil
+}
+
+// openKey returns m's key PEM, opened under kek when it is sealed.
+func openKey(m *store.CA, kek KEK) ([]byte, error) {
+	switch m.KeyEncryption {
+	case KeyPlain:
+		return m.KeyPEM, nil
+	case KeyAES256GCM:
+		if kek == nil {
+			return nil, errors.New(
+				"ca: the CA key is sealed under a key-encryption key; give it (--kek-file or IPSECCA_KEK)",
+			)
+		}
+		return kek.Open(m.KeyPEM)
+	default:
+		return nil, fmt.Errorf("ca: unknown CA key encryption %q", m.KeyEncryption)
+	}
+}
+
+// bundleOf lists (DER) every CA certificate a node must hold for m: the
+// issuing CA and its chain, the other CA of a rollover in its trust and
+// issue phases (both keys trusted everywhere meanwhile), and the earlier
+// roots of the same key; newest first, each once. A rollover's retired CA
+// is not in it: nodes drop it.
+func bundleOf(m *store.CA) [][]byte {
+	var out [][]byte
+	add := func(ders ...[]byte) {
+		for _, der := range ders {
+			if len(der) > 0 && !slices.ContainsFunc(out, func(d []byte) bool { return bytes.Equal(d, der) }) {
+				out = append(out, der)
+			}
+		}
+	}
+	self := func(c *store.CA) []byte {
+		if b, _ := pem.Decode(c.CertPEM); b != nil {
+			return b.Bytes
+		}
+		return nil
+	}
+	var other *store.CA
+	if ro := m.Rollover; ro != nil && ro.Other != nil && ro.Phase != store.RolloverRetire {
+		other = ro.Other
+	}
+	if other != nil && m.Rollover.Phase == store.RolloverTrust {
+		add(self(other))
+		add(other.Chain...)
+	}
+	add(self(m))
+	add(m.Chain...)
+	if other != nil && m.Rollover.Phase != store.RolloverTrust {
+		add(self(other))
+		add(other.Chain...)
+	}
+	add(m.Previous...)
+	return out
 }
 
 func publicKeysEqual(a, b crypto.PublicKey) bool {
@@ -241,92 +320,90 @@ func (r *Root) Pool() *x509.CertPool {
 	return r.pool
 }
 
-// RootRenewer stores a renewed root.
+// RootRenewer changes the stored CA material.
 type RootRenewer interface {
 	RenewCA(ctx context.Context, ca *store.CA, ev store.Event) error
+	UpdateCA(ctx context.Context, fn func(ca *store.CA) (store.Event, error)) error
 }
+
+// ErrRolloverInProgress refuses what a CA key rollover in progress
+// excludes (a second rollover, a same-key renewal).
+var ErrRolloverInProgress = errors.New("ca: a CA key rollover is in progress")
 
 // RenewRoot re-issues the root with the same key and the same subject (and
 // extensions), valid for RootYears from now with a new serial, so every
 // certificate issued under the old root still verifies against the new one
 // and libreswan's rightca=%same keeps matching. The old root stays in the
-// bundle, after the new one.
+// bundle, after the new one. A subordinate CA is renewed by its issuer
+// (ca import), and not during a key rollover.
 func (a *Authority) RenewRoot(ctx context.Context, actor string) (*Root, error) {
-	old := a.Root()
-	tmpl, err := x509.ParseCertificate(old.Cert.Raw)
-	if err != nil {
-		return nil, err
-	}
-	serial, err := newSerial(a.rand, a.clock.Now())
-	if err != nil {
-		return nil, err
-	}
-	now := a.clock.Now().UTC().Truncate(time.Second)
-	tmpl.SerialNumber = serial
-	tmpl.NotBefore = now
-	tmpl.NotAfter = now.AddDate(RootYears, 0, 0)
-	der, err := x509.CreateCertificate(a.rand, tmpl, tmpl, old.Signer.Public(), old.Signer)
-	if err != nil {
-		return nil, fmt.Errorf("ca: renew root: %w", err)
-	}
-	previous := [][]byte{old.Cert.Raw}
-	for _, der := range a.previousRoots(old) {
-		// Keep roots that still vouch for something; drop expired ones.
-		if c, err := x509.ParseCertificate(der); err == nil && now.Before(c.NotAfter) {
-			previous = append(previous, der)
+	var now time.Time
+	var fingerprint string
+	err := a.st.UpdateCA(ctx, func(m *store.CA) (store.Event, error) {
+		switch {
+		case m.Rollover != nil:
+			return store.Event{}, fmt.Errorf("%w (phase %s): renew the root after it", ErrRolloverInProgress,
+				m.Rollover.Phase)
+		case len(m.Chain) > 0 || len(m.CSRPEM) > 0:
+			return store.Event{}, ErrSubordinateRenewal
 		}
-	}
-	material := &store.CA{
-		CertPEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		KeyPEM:   old.keyPEM,
-		Previous: previous,
-	}
-	r, err := loadRoot(material, nil)
+		old, err := loadRoot(m, a.kek)
+		if err != nil {
+			return store.Event{}, err
+		}
+		tmpl, err := x509.ParseCertificate(old.Cert.Raw)
+		if err != nil {
+			return store.Event{}, err
+		}
+		if tmpl.SerialNumber, err = newSerial(a.rand, a.clock.Now()); err != nil {
+			return store.Event{}, err
+		}
+		now = a.clock.Now().UTC().Truncate(time.Second)
+		tmpl.NotBefore, tmpl.NotAfter = now, now.AddDate(RootYears, 0, 0)
+		der, err := x509.CreateCertificate(a.rand, tmpl, tmpl, old.Signer.Public(), old.Signer)
+		if err != nil {
+			return store.Event{}, fmt.Errorf("ca: renew root: %w", err)
+		}
+		previous := [][]byte{old.Cert.Raw}
+		for _, der := range m.Previous {
+			// Keep roots that still vouch for something; drop expired ones.
+			if c, err := x509.ParseCertificate(der); err == nil && now.Before(c.NotAfter) {
+				previous = append(previous, der)
+			}
+		}
+		m.CertPEM, m.Previous = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), previous
+		sum := sha256.Sum256(der)
+		fingerprint = hex.EncodeToString(sum[:])
+		return store.Event{
+			Time:      now,
+			Type:      store.EventCARenewed,
+			Actor:     actor,
+			Serial:    SerialString(tmpl.SerialNumber),
+			OldSerial: SerialString(old.Cert.SerialNumber),
+			Detail: map[string]string{
+				"not_after":          tmpl.NotAfter.Format(time.RFC3339),
+				"previous_not_after": old.Cert.NotAfter.UTC().Format(time.RFC3339),
+				"sha256":             fingerprint,
+			},
+		}, nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	if a.kek != nil {
-		if material, err = sealCA(material, a.kek); err != nil {
-			return nil, err
-		}
-	}
-	ev := store.Event{
-		Time:      now,
-		Type:      store.EventCARenewed,
-		Actor:     actor,
-		Serial:    SerialString(serial),
-		OldSerial: SerialString(old.Cert.SerialNumber),
-		Detail: map[string]string{
-			"not_after":          tmpl.NotAfter.Format(time.RFC3339),
-			"previous_not_after": old.Cert.NotAfter.UTC().Format(time.RFC3339),
-			"sha256":             r.Fingerprint(),
-		},
-	}
-	if err := a.st.RenewCA(ctx, material, ev); err != nil {
+	r, _, err := a.ReloadRoot(ctx)
+	if err != nil {
 		return nil, err
 	}
-	a.root.Store(r)
-	a.log.Info(
-		"renewed root CA (same key and subject)",
-		"serial",
-		SerialString(serial),
-		"not_after",
-		tmpl.NotAfter,
-		"sha256",
-		r.Fingerprint(),
-	)
+	a.log.Info("renewed root CA (same key and subject)", "serial", SerialString(r.Cert.SerialNumber),
+		"not_after", r.Cert.NotAfter, "sha256", r.Fingerprint())
 	return r, nil
 }
 
-// previousRoots returns the DER of the roots before r (in its bundle).
-func (a *Authority) previousRoots(r *Root) [][]byte {
-	roots, _ := pemutil.ParseCertificates(r.BundlePEM, pemutil.Options{})
-	var out [][]byte
-	for _, c := range roots[min(1, len(roots)):] {
-		out = append(out, c.Raw)
-	}
-	return out
-}
+// ErrSubordinateRenewal refuses a self-made renewal of a subordinate CA:
+// its issuer renews it.
+var ErrSubordinateRenewal = errors.New(
+	"ca: a subordinate CA is renewed by its issuer: have a new certificate signed for ca.csr and run ipsecca ca import",
+)
 
 // ReloadRoot loads the root from the store again, for replicas that share
 // a store: after another replica renewed it, this one signs under the new

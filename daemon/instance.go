@@ -340,7 +340,7 @@ func (in *Instance) onStoreEvent(e *store.Event) {
 		in.tellRevoked(e.Node, e.Reason)
 	case store.EventCertRevoked:
 		in.tellRevoked("", e.Reason)
-	case store.EventCARenewed, store.EventCAKeySealed:
+	case store.EventCARenewed, store.EventCAKeySealed, store.EventCAImported, store.EventCARollover:
 		r, changed, err := in.Authority.ReloadRoot(context.Background())
 		if err != nil {
 			in.log.Error("reload the root after another replica renewed it", "err", err)

@@ -401,6 +401,25 @@ func RenewCATx(tx Tx, ca *CA, ev Event) error {
 	return AppendEventTx(tx, &ev)
 }
 
+// UpdateCATx reads the CA material, lets fn change it in place and stores
+// it with the event fn returns; an error from fn writes nothing. It is the
+// read-modify-write every CA transition (import, rollover) goes through,
+// so two replicas' transitions cannot overwrite each other.
+func UpdateCATx(tx Tx, fn func(ca *CA) (Event, error)) error {
+	ca := new(CA)
+	if err := getJSON(tx, KCA(), ca); err != nil {
+		return err
+	}
+	ev, err := fn(ca)
+	if err != nil {
+		return err
+	}
+	if err := putJSON(tx, KCA(), ca); err != nil {
+		return err
+	}
+	return AppendEventTx(tx, &ev)
+}
+
 // UpdateCertTx loads an active node certificate, lets fn change it (an
 // error from fn refuses), re-indexes it for rotation and appends ev.
 func UpdateCertTx(tx Tx, serial string, ev Event, fn func(c *Cert) error) error {

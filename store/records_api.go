@@ -26,6 +26,11 @@ func (r Records) RenewCA(ctx context.Context, ca *CA, ev Event) error {
 	return r.E.Update(ctx, func(tx Tx) error { return RenewCATx(tx, ca, ev) })
 }
 
+// UpdateCA changes the CA material in one transaction (UpdateCATx).
+func (r Records) UpdateCA(ctx context.Context, fn func(ca *CA) (Event, error)) error {
+	return r.E.Update(ctx, func(tx Tx) error { return UpdateCATx(tx, fn) })
+}
+
 // PutToken stores a new bootstrap token with its creation event.
 func (r Records) PutToken(ctx context.Context, t *Token, ev Event) error {
 	return r.E.Update(ctx, func(tx Tx) error { return PutTokenTx(tx, t, ev) })

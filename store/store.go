@@ -127,6 +127,51 @@ type CA struct {
 	KeyEncryption string `json:"key_encryption,omitempty"`
 	// Previous holds earlier root certificates (same key after a renewal), newest first.
 	Previous [][]byte `json:"previous,omitempty"`
+	// Chain holds, for a subordinate CA, the certificates above CertPEM
+	// (DER): its issuer first, the organisation's root last. Empty for a
+	// self-signed root.
+	Chain [][]byte `json:"chain,omitempty"`
+	// CSRPEM is a subordinate CA's certificate request (init
+	// --subordinate). CertPEM stays empty until its certificate is
+	// imported; the CA issues nothing before.
+	CSRPEM []byte `json:"csr_pem,omitempty"`
+	// Rollover is the CA key rollover in progress, if any.
+	Rollover *Rollover `json:"rollover,omitempty"`
+}
+
+// Phases of a CA key rollover, in order. Each ends on what the nodes
+// report, not on time: see ca.RolloverGate.
+const (
+	// RolloverTrust: the incoming CA (Rollover.Other) is published in
+	// every bundle; the outgoing one still issues.
+	RolloverTrust = "trust"
+	// RolloverIssue: the incoming CA issues (it is CertPEM now) and the
+	// nodes rotate onto it; the outgoing one (Rollover.Other) is still
+	// trusted everywhere.
+	RolloverIssue = "issue"
+	// RolloverRetire: the outgoing CA left every bundle and its
+	// certificates are revoked; the phase ends when no node's NSS holds
+	// it any more. Rollover.Other keeps its certificate, not its key.
+	RolloverRetire = "retire"
+)
+
+// Rollover is a CA key rollover in progress: a new key for the CA, moved
+// to in phases (RolloverTrust, RolloverIssue, RolloverRetire).
+type Rollover struct {
+	Phase     string    `json:"phase"`
+	StartedAt time.Time `json:"started_at"`
+	PhaseAt   time.Time `json:"phase_at"`
+	// Spread is over how long the nodes' rotations onto the new key are
+	// spread when the issue phase begins.
+	Spread time.Duration `json:"spread,omitempty"`
+	// Emergency: the outgoing key is taken as compromised; the phases do
+	// not wait for the nodes.
+	Emergency bool `json:"emergency,omitempty"`
+	// Aborted: an abort in the issue phase turned the rollover back
+	// towards the key it started from.
+	Aborted bool `json:"aborted,omitempty"`
+	// Other is the CA on the other side of the rollover (see the phases).
+	Other *CA `json:"other,omitempty"`
 }
 
 // Event is one audit record. The backend assigns Seq, Prev and Hash when it
@@ -157,6 +202,11 @@ const (
 	EventCACreated    = "ca.created"
 	EventCARenewed    = "ca.renewed"
 	EventCAKeySealed  = "ca.key_sealed"
+	// EventCAImported: a subordinate CA's certificate was imported.
+	EventCAImported = "ca.imported"
+	// EventCARollover: a CA key rollover started, changed phase, was
+	// aborted or completed (Detail["phase"], Detail["step"]).
+	EventCARollover = "ca.rollover"
 
 	EventRotationDue       = "rotation.due"
 	EventRotationForced    = "rotation.forced"
@@ -185,7 +235,9 @@ func Notice(t string) bool {
 		EventNodeRevoked,
 		EventCertRevoked,
 		EventCARenewed,
-		EventCAKeySealed:
+		EventCAKeySealed,
+		EventCAImported,
+		EventCARollover:
 		return true
 	}
 	return false
