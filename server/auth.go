@@ -57,6 +57,11 @@ var methodAccess = map[string]access{
 	ipseccav1.AdminService_GetCA_FullMethodName:            adminOnly,
 	ipseccav1.AdminService_RenewCA_FullMethodName:          adminOnly,
 	ipseccav1.AdminService_MeshStatus_FullMethodName:       adminOnly,
+	ipseccav1.AdminService_ImportCA_FullMethodName:         adminOnly,
+	ipseccav1.AdminService_StartRollover_FullMethodName:    adminOnly,
+	ipseccav1.AdminService_GetRollover_FullMethodName:      adminOnly,
+	ipseccav1.AdminService_FinishRollover_FullMethodName:   adminOnly,
+	ipseccav1.AdminService_AbortRollover_FullMethodName:    adminOnly,
 }
 
 // publicPrefixes are the standard services anyone may use (health probes,

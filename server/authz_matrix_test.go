@@ -262,6 +262,26 @@ func TestAuthorizationMatrix(t *testing.T) {
 			_, err := a.RotateAdmin(ctx, &ipseccav1.RotateAdminRequest{CsrPem: []byte("not a CSR")})
 			return err
 		},
+		"ImportCA": func(a ipseccav1.AdminServiceClient) error {
+			_, err := a.ImportCA(ctx, &ipseccav1.ImportCARequest{})
+			return err
+		},
+		"StartRollover": func(a ipseccav1.AdminServiceClient) error {
+			_, err := a.StartRollover(ctx, &ipseccav1.StartRolloverRequest{})
+			return err
+		},
+		"GetRollover": func(a ipseccav1.AdminServiceClient) error {
+			_, err := a.GetRollover(ctx, &ipseccav1.GetRolloverRequest{})
+			return err
+		},
+		"FinishRollover": func(a ipseccav1.AdminServiceClient) error {
+			_, err := a.FinishRollover(ctx, &ipseccav1.FinishRolloverRequest{})
+			return err
+		},
+		"AbortRollover": func(a ipseccav1.AdminServiceClient) error {
+			_, err := a.AbortRollover(ctx, &ipseccav1.AbortRolloverRequest{})
+			return err
+		},
 		"MeshStatus": func(a ipseccav1.AdminServiceClient) error {
 			_, err := a.MeshStatus(ctx, &ipseccav1.MeshStatusRequest{})
 			return err

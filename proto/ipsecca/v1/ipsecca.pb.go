@@ -2180,8 +2180,13 @@ type RootInfo struct {
 	NotAfter          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
 	Sha256Fingerprint string                 `protobuf:"bytes,5,opt,name=sha256_fingerprint,json=sha256Fingerprint,proto3" json:"sha256_fingerprint,omitempty"`
 	Current           bool                   `protobuf:"varint,6,opt,name=current,proto3" json:"current,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// role: "issuing" (signs now), "issuer" (above a subordinate CA, up to
+	// the organisation's root), "incoming" / "outgoing" (the other CA of a
+	// key rollover), "previous" (an earlier root of the same key).
+	Role          string `protobuf:"bytes,7,opt,name=role,proto3" json:"role,omitempty"`
+	SelfSigned    bool   `protobuf:"varint,8,opt,name=self_signed,json=selfSigned,proto3" json:"self_signed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RootInfo) Reset() {
@@ -2256,10 +2261,36 @@ func (x *RootInfo) GetCurrent() bool {
 	return false
 }
 
+func (x *RootInfo) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *RootInfo) GetSelfSigned() bool {
+	if x != nil {
+		return x.SelfSigned
+	}
+	return false
+}
+
 type GetCAResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Roots         []*RootInfo            `protobuf:"bytes,1,rep,name=roots,proto3" json:"roots,omitempty"`
-	BundlePem     []byte                 `protobuf:"bytes,2,opt,name=bundle_pem,json=bundlePem,proto3" json:"bundle_pem,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Roots     []*RootInfo            `protobuf:"bytes,1,rep,name=roots,proto3" json:"roots,omitempty"`
+	BundlePem []byte                 `protobuf:"bytes,2,opt,name=bundle_pem,json=bundlePem,proto3" json:"bundle_pem,omitempty"`
+	// subordinate: the CA's certificate was issued by another CA.
+	Subordinate bool `protobuf:"varint,3,opt,name=subordinate,proto3" json:"subordinate,omitempty"`
+	// node_not_after_cap: no certificate the CA issues ends after this
+	// (its own not_after); renew_by: from then on a new node certificate
+	// is shorter than its full lifetime, so a subordinate should be renewed
+	// before (both unset for a self-signed root, which renews itself).
+	NodeNotAfterCap *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=node_not_after_cap,json=nodeNotAfterCap,proto3" json:"node_not_after_cap,omitempty"`
+	RenewBy         *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=renew_by,json=renewBy,proto3" json:"renew_by,omitempty"`
+	// warnings about the CA's certificate an operator should act on.
+	Warnings []string `protobuf:"bytes,6,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// rollover: the key rollover in progress, if any.
+	Rollover      *RolloverStatus `protobuf:"bytes,7,opt,name=rollover,proto3" json:"rollover,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2308,6 +2339,514 @@ func (x *GetCAResponse) GetBundlePem() []byte {
 	return nil
 }
 
+func (x *GetCAResponse) GetSubordinate() bool {
+	if x != nil {
+		return x.Subordinate
+	}
+	return false
+}
+
+func (x *GetCAResponse) GetNodeNotAfterCap() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NodeNotAfterCap
+	}
+	return nil
+}
+
+func (x *GetCAResponse) GetRenewBy() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RenewBy
+	}
+	return nil
+}
+
+func (x *GetCAResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+func (x *GetCAResponse) GetRollover() *RolloverStatus {
+	if x != nil {
+		return x.Rollover
+	}
+	return nil
+}
+
+type ImportCARequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// cert_pem: the subordinate CA's certificate; chain_pem: its issuer and
+	// the certificates above it, up to and including the organisation's
+	// root (self-signed).
+	CertPem       []byte `protobuf:"bytes,1,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	ChainPem      []byte `protobuf:"bytes,2,opt,name=chain_pem,json=chainPem,proto3" json:"chain_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportCARequest) Reset() {
+	*x = ImportCARequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportCARequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportCARequest) ProtoMessage() {}
+
+func (x *ImportCARequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportCARequest.ProtoReflect.Descriptor instead.
+func (*ImportCARequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ImportCARequest) GetCertPem() []byte {
+	if x != nil {
+		return x.CertPem
+	}
+	return nil
+}
+
+func (x *ImportCARequest) GetChainPem() []byte {
+	if x != nil {
+		return x.ChainPem
+	}
+	return nil
+}
+
+type StartRolloverRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key_type of the new CA key (as init's --ca-key-type); the current
+	// key's type when empty.
+	KeyType string `protobuf:"bytes,1,opt,name=key_type,json=keyType,proto3" json:"key_type,omitempty"`
+	// spread: over how long the nodes' rotations onto the new key are
+	// spread when issuance switches.
+	Spread *durationpb.Duration `protobuf:"bytes,2,opt,name=spread,proto3" json:"spread,omitempty"`
+	// emergency: the current key is taken as compromised: issuance switches
+	// now, every node rotates at once, without waiting for the nodes to
+	// trust the new CA (their tunnels drop until both sides hold it).
+	Emergency     bool `protobuf:"varint,3,opt,name=emergency,proto3" json:"emergency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartRolloverRequest) Reset() {
+	*x = StartRolloverRequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartRolloverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartRolloverRequest) ProtoMessage() {}
+
+func (x *StartRolloverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartRolloverRequest.ProtoReflect.Descriptor instead.
+func (*StartRolloverRequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *StartRolloverRequest) GetKeyType() string {
+	if x != nil {
+		return x.KeyType
+	}
+	return ""
+}
+
+func (x *StartRolloverRequest) GetSpread() *durationpb.Duration {
+	if x != nil {
+		return x.Spread
+	}
+	return nil
+}
+
+func (x *StartRolloverRequest) GetEmergency() bool {
+	if x != nil {
+		return x.Emergency
+	}
+	return false
+}
+
+type GetRolloverRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRolloverRequest) Reset() {
+	*x = GetRolloverRequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRolloverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRolloverRequest) ProtoMessage() {}
+
+func (x *GetRolloverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRolloverRequest.ProtoReflect.Descriptor instead.
+func (*GetRolloverRequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{37}
+}
+
+type FinishRolloverRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// force: retire the old key although not every node and pair is on the
+	// new one (those lose their tunnels until they rotate).
+	Force         bool `protobuf:"varint,1,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FinishRolloverRequest) Reset() {
+	*x = FinishRolloverRequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FinishRolloverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FinishRolloverRequest) ProtoMessage() {}
+
+func (x *FinishRolloverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FinishRolloverRequest.ProtoReflect.Descriptor instead.
+func (*FinishRolloverRequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *FinishRolloverRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type AbortRolloverRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortRolloverRequest) Reset() {
+	*x = AbortRolloverRequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortRolloverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortRolloverRequest) ProtoMessage() {}
+
+func (x *AbortRolloverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortRolloverRequest.ProtoReflect.Descriptor instead.
+func (*AbortRolloverRequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{39}
+}
+
+type RolloverNode struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// trusts_new: the node's NSS inventory holds the new CA;
+	// on_new: its current certificate was issued by the new key;
+	// holds_old: its NSS inventory still holds the old CA.
+	TrustsNew     bool                   `protobuf:"varint,2,opt,name=trusts_new,json=trustsNew,proto3" json:"trusts_new,omitempty"`
+	OnNew         bool                   `protobuf:"varint,3,opt,name=on_new,json=onNew,proto3" json:"on_new,omitempty"`
+	HoldsOld      bool                   `protobuf:"varint,4,opt,name=holds_old,json=holdsOld,proto3" json:"holds_old,omitempty"`
+	ReportedAt    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=reported_at,json=reportedAt,proto3" json:"reported_at,omitempty"`
+	CurrentSerial string                 `protobuf:"bytes,6,opt,name=current_serial,json=currentSerial,proto3" json:"current_serial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloverNode) Reset() {
+	*x = RolloverNode{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloverNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloverNode) ProtoMessage() {}
+
+func (x *RolloverNode) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloverNode.ProtoReflect.Descriptor instead.
+func (*RolloverNode) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *RolloverNode) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *RolloverNode) GetTrustsNew() bool {
+	if x != nil {
+		return x.TrustsNew
+	}
+	return false
+}
+
+func (x *RolloverNode) GetOnNew() bool {
+	if x != nil {
+		return x.OnNew
+	}
+	return false
+}
+
+func (x *RolloverNode) GetHoldsOld() bool {
+	if x != nil {
+		return x.HoldsOld
+	}
+	return false
+}
+
+func (x *RolloverNode) GetReportedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReportedAt
+	}
+	return nil
+}
+
+func (x *RolloverNode) GetCurrentSerial() string {
+	if x != nil {
+		return x.CurrentSerial
+	}
+	return ""
+}
+
+type RolloverStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// phase: "" (none in progress), "trust", "issue", "retire", "done".
+	Phase     string                 `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`
+	StartedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	PhaseAt   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=phase_at,json=phaseAt,proto3" json:"phase_at,omitempty"`
+	Emergency bool                   `protobuf:"varint,4,opt,name=emergency,proto3" json:"emergency,omitempty"`
+	Aborted   bool                   `protobuf:"varint,5,opt,name=aborted,proto3" json:"aborted,omitempty"`
+	// new_serial / old_serial: the CA certificates moved to and from.
+	NewSerial string `protobuf:"bytes,6,opt,name=new_serial,json=newSerial,proto3" json:"new_serial,omitempty"`
+	OldSerial string `protobuf:"bytes,7,opt,name=old_serial,json=oldSerial,proto3" json:"old_serial,omitempty"`
+	// ready: the current phase's gate holds (the next step may start);
+	// waiting_for: what it still waits for, one line each.
+	Ready      bool            `protobuf:"varint,8,opt,name=ready,proto3" json:"ready,omitempty"`
+	WaitingFor []string        `protobuf:"bytes,9,rep,name=waiting_for,json=waitingFor,proto3" json:"waiting_for,omitempty"`
+	Nodes      []*RolloverNode `protobuf:"bytes,10,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// pairs_on_new / pairs: live pairs authenticated with certificates of
+	// the new key, of all pairs reported.
+	PairsOnNew    int32    `protobuf:"varint,11,opt,name=pairs_on_new,json=pairsOnNew,proto3" json:"pairs_on_new,omitempty"`
+	Pairs         int32    `protobuf:"varint,12,opt,name=pairs,proto3" json:"pairs,omitempty"`
+	Warnings      []string `protobuf:"bytes,13,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloverStatus) Reset() {
+	*x = RolloverStatus{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloverStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloverStatus) ProtoMessage() {}
+
+func (x *RolloverStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloverStatus.ProtoReflect.Descriptor instead.
+func (*RolloverStatus) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *RolloverStatus) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *RolloverStatus) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *RolloverStatus) GetPhaseAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PhaseAt
+	}
+	return nil
+}
+
+func (x *RolloverStatus) GetEmergency() bool {
+	if x != nil {
+		return x.Emergency
+	}
+	return false
+}
+
+func (x *RolloverStatus) GetAborted() bool {
+	if x != nil {
+		return x.Aborted
+	}
+	return false
+}
+
+func (x *RolloverStatus) GetNewSerial() string {
+	if x != nil {
+		return x.NewSerial
+	}
+	return ""
+}
+
+func (x *RolloverStatus) GetOldSerial() string {
+	if x != nil {
+		return x.OldSerial
+	}
+	return ""
+}
+
+func (x *RolloverStatus) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
+}
+
+func (x *RolloverStatus) GetWaitingFor() []string {
+	if x != nil {
+		return x.WaitingFor
+	}
+	return nil
+}
+
+func (x *RolloverStatus) GetNodes() []*RolloverNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *RolloverStatus) GetPairsOnNew() int32 {
+	if x != nil {
+		return x.PairsOnNew
+	}
+	return 0
+}
+
+func (x *RolloverStatus) GetPairs() int32 {
+	if x != nil {
+		return x.Pairs
+	}
+	return 0
+}
+
+func (x *RolloverStatus) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
 type RenewCARequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2316,7 +2855,7 @@ type RenewCARequest struct {
 
 func (x *RenewCARequest) Reset() {
 	*x = RenewCARequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[35]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2328,7 +2867,7 @@ func (x *RenewCARequest) String() string {
 func (*RenewCARequest) ProtoMessage() {}
 
 func (x *RenewCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[35]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2341,7 +2880,7 @@ func (x *RenewCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCARequest.ProtoReflect.Descriptor instead.
 func (*RenewCARequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{35}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{42}
 }
 
 type GetCRLRequest struct {
@@ -2352,7 +2891,7 @@ type GetCRLRequest struct {
 
 func (x *GetCRLRequest) Reset() {
 	*x = GetCRLRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[36]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2364,7 +2903,7 @@ func (x *GetCRLRequest) String() string {
 func (*GetCRLRequest) ProtoMessage() {}
 
 func (x *GetCRLRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[36]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2377,7 +2916,7 @@ func (x *GetCRLRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCRLRequest.ProtoReflect.Descriptor instead.
 func (*GetCRLRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{36}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{43}
 }
 
 type CRL struct {
@@ -2391,7 +2930,7 @@ type CRL struct {
 
 func (x *CRL) Reset() {
 	*x = CRL{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[37]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2403,7 +2942,7 @@ func (x *CRL) String() string {
 func (*CRL) ProtoMessage() {}
 
 func (x *CRL) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[37]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2416,7 +2955,7 @@ func (x *CRL) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CRL.ProtoReflect.Descriptor instead.
 func (*CRL) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{37}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CRL) GetDer() []byte {
@@ -2450,7 +2989,7 @@ type RevokeNodeRequest struct {
 
 func (x *RevokeNodeRequest) Reset() {
 	*x = RevokeNodeRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[38]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2462,7 +3001,7 @@ func (x *RevokeNodeRequest) String() string {
 func (*RevokeNodeRequest) ProtoMessage() {}
 
 func (x *RevokeNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[38]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2475,7 +3014,7 @@ func (x *RevokeNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeNodeRequest.ProtoReflect.Descriptor instead.
 func (*RevokeNodeRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{38}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RevokeNodeRequest) GetNode() string {
@@ -2501,7 +3040,7 @@ type RevokeNodeResponse struct {
 
 func (x *RevokeNodeResponse) Reset() {
 	*x = RevokeNodeResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[39]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2513,7 +3052,7 @@ func (x *RevokeNodeResponse) String() string {
 func (*RevokeNodeResponse) ProtoMessage() {}
 
 func (x *RevokeNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[39]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2526,7 +3065,7 @@ func (x *RevokeNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeNodeResponse.ProtoReflect.Descriptor instead.
 func (*RevokeNodeResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{39}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RevokeNodeResponse) GetRevoked() int32 {
@@ -2545,7 +3084,7 @@ type ReadmitNodeRequest struct {
 
 func (x *ReadmitNodeRequest) Reset() {
 	*x = ReadmitNodeRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[40]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2557,7 +3096,7 @@ func (x *ReadmitNodeRequest) String() string {
 func (*ReadmitNodeRequest) ProtoMessage() {}
 
 func (x *ReadmitNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[40]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2570,7 +3109,7 @@ func (x *ReadmitNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadmitNodeRequest.ProtoReflect.Descriptor instead.
 func (*ReadmitNodeRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{40}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReadmitNodeRequest) GetNode() string {
@@ -2588,7 +3127,7 @@ type ReadmitNodeResponse struct {
 
 func (x *ReadmitNodeResponse) Reset() {
 	*x = ReadmitNodeResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[41]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2600,7 +3139,7 @@ func (x *ReadmitNodeResponse) String() string {
 func (*ReadmitNodeResponse) ProtoMessage() {}
 
 func (x *ReadmitNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[41]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2613,7 +3152,7 @@ func (x *ReadmitNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadmitNodeResponse.ProtoReflect.Descriptor instead.
 func (*ReadmitNodeResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{41}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{48}
 }
 
 type ForgetNodeRequest struct {
@@ -2625,7 +3164,7 @@ type ForgetNodeRequest struct {
 
 func (x *ForgetNodeRequest) Reset() {
 	*x = ForgetNodeRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[42]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2637,7 +3176,7 @@ func (x *ForgetNodeRequest) String() string {
 func (*ForgetNodeRequest) ProtoMessage() {}
 
 func (x *ForgetNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[42]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2650,7 +3189,7 @@ func (x *ForgetNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetNodeRequest.ProtoReflect.Descriptor instead.
 func (*ForgetNodeRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{42}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ForgetNodeRequest) GetNode() string {
@@ -2670,7 +3209,7 @@ type ForgetNodeResponse struct {
 
 func (x *ForgetNodeResponse) Reset() {
 	*x = ForgetNodeResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[43]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2682,7 +3221,7 @@ func (x *ForgetNodeResponse) String() string {
 func (*ForgetNodeResponse) ProtoMessage() {}
 
 func (x *ForgetNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[43]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2695,7 +3234,7 @@ func (x *ForgetNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetNodeResponse.ProtoReflect.Descriptor instead.
 func (*ForgetNodeResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{43}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ForgetNodeResponse) GetReleased() []string {
@@ -2715,7 +3254,7 @@ type RotateAdminRequest struct {
 
 func (x *RotateAdminRequest) Reset() {
 	*x = RotateAdminRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[44]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2727,7 +3266,7 @@ func (x *RotateAdminRequest) String() string {
 func (*RotateAdminRequest) ProtoMessage() {}
 
 func (x *RotateAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[44]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2740,7 +3279,7 @@ func (x *RotateAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateAdminRequest.ProtoReflect.Descriptor instead.
 func (*RotateAdminRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{44}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RotateAdminRequest) GetCsrPem() []byte {
@@ -2760,7 +3299,7 @@ type RevokeAdminRequest struct {
 
 func (x *RevokeAdminRequest) Reset() {
 	*x = RevokeAdminRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[45]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2772,7 +3311,7 @@ func (x *RevokeAdminRequest) String() string {
 func (*RevokeAdminRequest) ProtoMessage() {}
 
 func (x *RevokeAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[45]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2785,7 +3324,7 @@ func (x *RevokeAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAdminRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{45}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RevokeAdminRequest) GetSerial() string {
@@ -2811,7 +3350,7 @@ type RevokeAdminResponse struct {
 
 func (x *RevokeAdminResponse) Reset() {
 	*x = RevokeAdminResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[46]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2823,7 +3362,7 @@ func (x *RevokeAdminResponse) String() string {
 func (*RevokeAdminResponse) ProtoMessage() {}
 
 func (x *RevokeAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[46]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2836,7 +3375,7 @@ func (x *RevokeAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAdminResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{46}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RevokeAdminResponse) GetCertificate() *Certificate {
@@ -2865,7 +3404,7 @@ type ValidateBundleRequest struct {
 
 func (x *ValidateBundleRequest) Reset() {
 	*x = ValidateBundleRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[47]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2877,7 +3416,7 @@ func (x *ValidateBundleRequest) String() string {
 func (*ValidateBundleRequest) ProtoMessage() {}
 
 func (x *ValidateBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[47]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2890,7 +3429,7 @@ func (x *ValidateBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateBundleRequest.ProtoReflect.Descriptor instead.
 func (*ValidateBundleRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{47}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ValidateBundleRequest) GetP12() []byte {
@@ -2969,7 +3508,7 @@ type BundleFinding struct {
 
 func (x *BundleFinding) Reset() {
 	*x = BundleFinding{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[48]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2981,7 +3520,7 @@ func (x *BundleFinding) String() string {
 func (*BundleFinding) ProtoMessage() {}
 
 func (x *BundleFinding) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[48]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2994,7 +3533,7 @@ func (x *BundleFinding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BundleFinding.ProtoReflect.Descriptor instead.
 func (*BundleFinding) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{48}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *BundleFinding) GetCode() string {
@@ -3040,7 +3579,7 @@ type ValidateBundleResponse struct {
 
 func (x *ValidateBundleResponse) Reset() {
 	*x = ValidateBundleResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[49]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3052,7 +3591,7 @@ func (x *ValidateBundleResponse) String() string {
 func (*ValidateBundleResponse) ProtoMessage() {}
 
 func (x *ValidateBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[49]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3065,7 +3604,7 @@ func (x *ValidateBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateBundleResponse.ProtoReflect.Descriptor instead.
 func (*ValidateBundleResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{49}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ValidateBundleResponse) GetFindings() []*BundleFinding {
@@ -3125,7 +3664,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[50]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3137,7 +3676,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[50]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3150,7 +3689,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{50}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{57}
 }
 
 type Replica struct {
@@ -3167,7 +3706,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[51]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3179,7 +3718,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[51]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3192,7 +3731,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{51}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *Replica) GetId() string {
@@ -3246,7 +3785,7 @@ type StoreMember struct {
 
 func (x *StoreMember) Reset() {
 	*x = StoreMember{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[52]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3258,7 +3797,7 @@ func (x *StoreMember) String() string {
 func (*StoreMember) ProtoMessage() {}
 
 func (x *StoreMember) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[52]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3271,7 +3810,7 @@ func (x *StoreMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreMember.ProtoReflect.Descriptor instead.
 func (*StoreMember) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{52}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *StoreMember) GetName() string {
@@ -3343,7 +3882,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[53]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3355,7 +3894,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[53]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3368,7 +3907,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{53}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *GetStatusResponse) GetBackend() string {
@@ -3407,7 +3946,7 @@ type MeshStatusRequest struct {
 
 func (x *MeshStatusRequest) Reset() {
 	*x = MeshStatusRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[54]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3419,7 +3958,7 @@ func (x *MeshStatusRequest) String() string {
 func (*MeshStatusRequest) ProtoMessage() {}
 
 func (x *MeshStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[54]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3432,7 +3971,7 @@ func (x *MeshStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MeshStatusRequest.ProtoReflect.Descriptor instead.
 func (*MeshStatusRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{54}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{61}
 }
 
 // MeshPair is one node's view of one peer.
@@ -3462,7 +4001,7 @@ type MeshPair struct {
 
 func (x *MeshPair) Reset() {
 	*x = MeshPair{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[55]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3474,7 +4013,7 @@ func (x *MeshPair) String() string {
 func (*MeshPair) ProtoMessage() {}
 
 func (x *MeshPair) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[55]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3487,7 +4026,7 @@ func (x *MeshPair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MeshPair.ProtoReflect.Descriptor instead.
 func (*MeshPair) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{55}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *MeshPair) GetNode() string {
@@ -3573,7 +4112,7 @@ type MeshStatusResponse struct {
 
 func (x *MeshStatusResponse) Reset() {
 	*x = MeshStatusResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[56]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3585,7 +4124,7 @@ func (x *MeshStatusResponse) String() string {
 func (*MeshStatusResponse) ProtoMessage() {}
 
 func (x *MeshStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[56]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3598,7 +4137,7 @@ func (x *MeshStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MeshStatusResponse.ProtoReflect.Descriptor instead.
 func (*MeshStatusResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{56}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *MeshStatusResponse) GetPairs() []*MeshPair {
@@ -3795,7 +4334,7 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\tR\x04node\";\n" +
 	"\x11ListNodesResponse\x12&\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x10.ipsecca.v1.NodeR\x05nodes\"\x0e\n" +
-	"\fGetCARequest\"\xf9\x01\n" +
+	"\fGetCARequest\"\xae\x02\n" +
 	"\bRootInfo\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x18\n" +
 	"\asubject\x18\x02 \x01(\tR\asubject\x129\n" +
@@ -3803,11 +4342,59 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"not_before\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x127\n" +
 	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12-\n" +
 	"\x12sha256_fingerprint\x18\x05 \x01(\tR\x11sha256Fingerprint\x12\x18\n" +
-	"\acurrent\x18\x06 \x01(\bR\acurrent\"Z\n" +
+	"\acurrent\x18\x06 \x01(\bR\acurrent\x12\x12\n" +
+	"\x04role\x18\a \x01(\tR\x04role\x12\x1f\n" +
+	"\vself_signed\x18\b \x01(\bR\n" +
+	"selfSigned\"\xd0\x02\n" +
 	"\rGetCAResponse\x12*\n" +
 	"\x05roots\x18\x01 \x03(\v2\x14.ipsecca.v1.RootInfoR\x05roots\x12\x1d\n" +
 	"\n" +
-	"bundle_pem\x18\x02 \x01(\fR\tbundlePem\"\x10\n" +
+	"bundle_pem\x18\x02 \x01(\fR\tbundlePem\x12 \n" +
+	"\vsubordinate\x18\x03 \x01(\bR\vsubordinate\x12G\n" +
+	"\x12node_not_after_cap\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0fnodeNotAfterCap\x125\n" +
+	"\brenew_by\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\arenewBy\x12\x1a\n" +
+	"\bwarnings\x18\x06 \x03(\tR\bwarnings\x126\n" +
+	"\brollover\x18\a \x01(\v2\x1a.ipsecca.v1.RolloverStatusR\brollover\"I\n" +
+	"\x0fImportCARequest\x12\x19\n" +
+	"\bcert_pem\x18\x01 \x01(\fR\acertPem\x12\x1b\n" +
+	"\tchain_pem\x18\x02 \x01(\fR\bchainPem\"\x82\x01\n" +
+	"\x14StartRolloverRequest\x12\x19\n" +
+	"\bkey_type\x18\x01 \x01(\tR\akeyType\x121\n" +
+	"\x06spread\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06spread\x12\x1c\n" +
+	"\temergency\x18\x03 \x01(\bR\temergency\"\x14\n" +
+	"\x12GetRolloverRequest\"-\n" +
+	"\x15FinishRolloverRequest\x12\x14\n" +
+	"\x05force\x18\x01 \x01(\bR\x05force\"\x16\n" +
+	"\x14AbortRolloverRequest\"\xd9\x01\n" +
+	"\fRolloverNode\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
+	"\n" +
+	"trusts_new\x18\x02 \x01(\bR\ttrustsNew\x12\x15\n" +
+	"\x06on_new\x18\x03 \x01(\bR\x05onNew\x12\x1b\n" +
+	"\tholds_old\x18\x04 \x01(\bR\bholdsOld\x12;\n" +
+	"\vreported_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"reportedAt\x12%\n" +
+	"\x0ecurrent_serial\x18\x06 \x01(\tR\rcurrentSerial\"\xc9\x03\n" +
+	"\x0eRolloverStatus\x12\x14\n" +
+	"\x05phase\x18\x01 \x01(\tR\x05phase\x129\n" +
+	"\n" +
+	"started_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x125\n" +
+	"\bphase_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aphaseAt\x12\x1c\n" +
+	"\temergency\x18\x04 \x01(\bR\temergency\x12\x18\n" +
+	"\aaborted\x18\x05 \x01(\bR\aaborted\x12\x1d\n" +
+	"\n" +
+	"new_serial\x18\x06 \x01(\tR\tnewSerial\x12\x1d\n" +
+	"\n" +
+	"old_serial\x18\a \x01(\tR\toldSerial\x12\x14\n" +
+	"\x05ready\x18\b \x01(\bR\x05ready\x12\x1f\n" +
+	"\vwaiting_for\x18\t \x03(\tR\n" +
+	"waitingFor\x12.\n" +
+	"\x05nodes\x18\n" +
+	" \x03(\v2\x18.ipsecca.v1.RolloverNodeR\x05nodes\x12 \n" +
+	"\fpairs_on_new\x18\v \x01(\x05R\n" +
+	"pairsOnNew\x12\x14\n" +
+	"\x05pairs\x18\f \x01(\x05R\x05pairs\x12\x1a\n" +
+	"\bwarnings\x18\r \x03(\tR\bwarnings\"\x10\n" +
 	"\x0eRenewCARequest\"\x0f\n" +
 	"\rGetCRLRequest\"n\n" +
 	"\x03CRL\x12\x10\n" +
@@ -3907,7 +4494,7 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\vGetCABundle\x12\x1e.ipsecca.v1.GetCABundleRequest\x1a\x14.ipsecca.v1.CABundle\x12:\n" +
 	"\x05Watch\x12\x18.ipsecca.v1.WatchRequest\x1a\x15.ipsecca.v1.NodeEvent0\x01\x12Z\n" +
 	"\x0fReportInventory\x12\".ipsecca.v1.ReportInventoryRequest\x1a#.ipsecca.v1.ReportInventoryResponse\x124\n" +
-	"\x06GetCRL\x12\x19.ipsecca.v1.GetCRLRequest\x1a\x0f.ipsecca.v1.CRL2\xcd\v\n" +
+	"\x06GetCRL\x12\x19.ipsecca.v1.GetCRLRequest\x1a\x0f.ipsecca.v1.CRL2\xcb\x0e\n" +
 	"\fAdminService\x12N\n" +
 	"\vCreateToken\x12\x1e.ipsecca.v1.CreateTokenRequest\x1a\x1f.ipsecca.v1.CreateTokenResponse\x12Q\n" +
 	"\fCreateTokens\x12\x1f.ipsecca.v1.CreateTokensRequest\x1a .ipsecca.v1.CreateTokensResponse\x12]\n" +
@@ -3931,7 +4518,12 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\x0eValidateBundle\x12!.ipsecca.v1.ValidateBundleRequest\x1a\".ipsecca.v1.ValidateBundleResponse\x12H\n" +
 	"\tGetStatus\x12\x1c.ipsecca.v1.GetStatusRequest\x1a\x1d.ipsecca.v1.GetStatusResponse\x12K\n" +
 	"\n" +
-	"MeshStatus\x12\x1d.ipsecca.v1.MeshStatusRequest\x1a\x1e.ipsecca.v1.MeshStatusResponseB7Z5github.com/ipsecca/ipsecca/proto/ipsecca/v1;ipseccav1b\x06proto3"
+	"MeshStatus\x12\x1d.ipsecca.v1.MeshStatusRequest\x1a\x1e.ipsecca.v1.MeshStatusResponse\x12B\n" +
+	"\bImportCA\x12\x1b.ipsecca.v1.ImportCARequest\x1a\x19.ipsecca.v1.GetCAResponse\x12M\n" +
+	"\rStartRollover\x12 .ipsecca.v1.StartRolloverRequest\x1a\x1a.ipsecca.v1.RolloverStatus\x12I\n" +
+	"\vGetRollover\x12\x1e.ipsecca.v1.GetRolloverRequest\x1a\x1a.ipsecca.v1.RolloverStatus\x12O\n" +
+	"\x0eFinishRollover\x12!.ipsecca.v1.FinishRolloverRequest\x1a\x1a.ipsecca.v1.RolloverStatus\x12M\n" +
+	"\rAbortRollover\x12 .ipsecca.v1.AbortRolloverRequest\x1a\x1a.ipsecca.v1.RolloverStatusB7Z5github.com/ipsecca/ipsecca/proto/ipsecca/v1;ipseccav1b\x06proto3"
 
 var (
 	file_proto_ipsecca_v1_ipsecca_proto_rawDescOnce sync.Once
@@ -3946,7 +4538,7 @@ func file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_ipsecca_v1_ipsecca_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proto_ipsecca_v1_ipsecca_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
+var file_proto_ipsecca_v1_ipsecca_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_proto_ipsecca_v1_ipsecca_proto_goTypes = []any{
 	(NodeEvent_Kind)(0),              // 0: ipsecca.v1.NodeEvent.Kind
 	(*EnrollRequest)(nil),            // 1: ipsecca.v1.EnrollRequest
@@ -3984,132 +4576,157 @@ var file_proto_ipsecca_v1_ipsecca_proto_goTypes = []any{
 	(*GetCARequest)(nil),             // 33: ipsecca.v1.GetCARequest
 	(*RootInfo)(nil),                 // 34: ipsecca.v1.RootInfo
 	(*GetCAResponse)(nil),            // 35: ipsecca.v1.GetCAResponse
-	(*RenewCARequest)(nil),           // 36: ipsecca.v1.RenewCARequest
-	(*GetCRLRequest)(nil),            // 37: ipsecca.v1.GetCRLRequest
-	(*CRL)(nil),                      // 38: ipsecca.v1.CRL
-	(*RevokeNodeRequest)(nil),        // 39: ipsecca.v1.RevokeNodeRequest
-	(*RevokeNodeResponse)(nil),       // 40: ipsecca.v1.RevokeNodeResponse
-	(*ReadmitNodeRequest)(nil),       // 41: ipsecca.v1.ReadmitNodeRequest
-	(*ReadmitNodeResponse)(nil),      // 42: ipsecca.v1.ReadmitNodeResponse
-	(*ForgetNodeRequest)(nil),        // 43: ipsecca.v1.ForgetNodeRequest
-	(*ForgetNodeResponse)(nil),       // 44: ipsecca.v1.ForgetNodeResponse
-	(*RotateAdminRequest)(nil),       // 45: ipsecca.v1.RotateAdminRequest
-	(*RevokeAdminRequest)(nil),       // 46: ipsecca.v1.RevokeAdminRequest
-	(*RevokeAdminResponse)(nil),      // 47: ipsecca.v1.RevokeAdminResponse
-	(*ValidateBundleRequest)(nil),    // 48: ipsecca.v1.ValidateBundleRequest
-	(*BundleFinding)(nil),            // 49: ipsecca.v1.BundleFinding
-	(*ValidateBundleResponse)(nil),   // 50: ipsecca.v1.ValidateBundleResponse
-	(*GetStatusRequest)(nil),         // 51: ipsecca.v1.GetStatusRequest
-	(*Replica)(nil),                  // 52: ipsecca.v1.Replica
-	(*StoreMember)(nil),              // 53: ipsecca.v1.StoreMember
-	(*GetStatusResponse)(nil),        // 54: ipsecca.v1.GetStatusResponse
-	(*MeshStatusRequest)(nil),        // 55: ipsecca.v1.MeshStatusRequest
-	(*MeshPair)(nil),                 // 56: ipsecca.v1.MeshPair
-	(*MeshStatusResponse)(nil),       // 57: ipsecca.v1.MeshStatusResponse
-	nil,                              // 58: ipsecca.v1.Event.DetailEntry
-	(*durationpb.Duration)(nil),      // 59: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 60: google.protobuf.Timestamp
+	(*ImportCARequest)(nil),          // 36: ipsecca.v1.ImportCARequest
+	(*StartRolloverRequest)(nil),     // 37: ipsecca.v1.StartRolloverRequest
+	(*GetRolloverRequest)(nil),       // 38: ipsecca.v1.GetRolloverRequest
+	(*FinishRolloverRequest)(nil),    // 39: ipsecca.v1.FinishRolloverRequest
+	(*AbortRolloverRequest)(nil),     // 40: ipsecca.v1.AbortRolloverRequest
+	(*RolloverNode)(nil),             // 41: ipsecca.v1.RolloverNode
+	(*RolloverStatus)(nil),           // 42: ipsecca.v1.RolloverStatus
+	(*RenewCARequest)(nil),           // 43: ipsecca.v1.RenewCARequest
+	(*GetCRLRequest)(nil),            // 44: ipsecca.v1.GetCRLRequest
+	(*CRL)(nil),                      // 45: ipsecca.v1.CRL
+	(*RevokeNodeRequest)(nil),        // 46: ipsecca.v1.RevokeNodeRequest
+	(*RevokeNodeResponse)(nil),       // 47: ipsecca.v1.RevokeNodeResponse
+	(*ReadmitNodeRequest)(nil),       // 48: ipsecca.v1.ReadmitNodeRequest
+	(*ReadmitNodeResponse)(nil),      // 49: ipsecca.v1.ReadmitNodeResponse
+	(*ForgetNodeRequest)(nil),        // 50: ipsecca.v1.ForgetNodeRequest
+	(*ForgetNodeResponse)(nil),       // 51: ipsecca.v1.ForgetNodeResponse
+	(*RotateAdminRequest)(nil),       // 52: ipsecca.v1.RotateAdminRequest
+	(*RevokeAdminRequest)(nil),       // 53: ipsecca.v1.RevokeAdminRequest
+	(*RevokeAdminResponse)(nil),      // 54: ipsecca.v1.RevokeAdminResponse
+	(*ValidateBundleRequest)(nil),    // 55: ipsecca.v1.ValidateBundleRequest
+	(*BundleFinding)(nil),            // 56: ipsecca.v1.BundleFinding
+	(*ValidateBundleResponse)(nil),   // 57: ipsecca.v1.ValidateBundleResponse
+	(*GetStatusRequest)(nil),         // 58: ipsecca.v1.GetStatusRequest
+	(*Replica)(nil),                  // 59: ipsecca.v1.Replica
+	(*StoreMember)(nil),              // 60: ipsecca.v1.StoreMember
+	(*GetStatusResponse)(nil),        // 61: ipsecca.v1.GetStatusResponse
+	(*MeshStatusRequest)(nil),        // 62: ipsecca.v1.MeshStatusRequest
+	(*MeshPair)(nil),                 // 63: ipsecca.v1.MeshPair
+	(*MeshStatusResponse)(nil),       // 64: ipsecca.v1.MeshStatusResponse
+	nil,                              // 65: ipsecca.v1.Event.DetailEntry
+	(*durationpb.Duration)(nil),      // 66: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 67: google.protobuf.Timestamp
 }
 var file_proto_ipsecca_v1_ipsecca_proto_depIdxs = []int32{
 	10, // 0: ipsecca.v1.IssueResponse.certificate:type_name -> ipsecca.v1.Certificate
-	59, // 1: ipsecca.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	60, // 2: ipsecca.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	66, // 1: ipsecca.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	67, // 2: ipsecca.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	6,  // 3: ipsecca.v1.CreateTokensRequest.requests:type_name -> ipsecca.v1.CreateTokenRequest
 	7,  // 4: ipsecca.v1.CreateTokensResponse.tokens:type_name -> ipsecca.v1.CreateTokenResponse
-	60, // 5: ipsecca.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
-	60, // 6: ipsecca.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
-	60, // 7: ipsecca.v1.Certificate.rotate_after:type_name -> google.protobuf.Timestamp
-	60, // 8: ipsecca.v1.Certificate.issued_at:type_name -> google.protobuf.Timestamp
-	60, // 9: ipsecca.v1.ListCertificatesRequest.due_before:type_name -> google.protobuf.Timestamp
+	67, // 5: ipsecca.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
+	67, // 6: ipsecca.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
+	67, // 7: ipsecca.v1.Certificate.rotate_after:type_name -> google.protobuf.Timestamp
+	67, // 8: ipsecca.v1.Certificate.issued_at:type_name -> google.protobuf.Timestamp
+	67, // 9: ipsecca.v1.ListCertificatesRequest.due_before:type_name -> google.protobuf.Timestamp
 	10, // 10: ipsecca.v1.ListCertificatesResponse.certificates:type_name -> ipsecca.v1.Certificate
-	60, // 11: ipsecca.v1.Event.time:type_name -> google.protobuf.Timestamp
-	58, // 12: ipsecca.v1.Event.detail:type_name -> ipsecca.v1.Event.DetailEntry
-	60, // 13: ipsecca.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
-	60, // 14: ipsecca.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
+	67, // 11: ipsecca.v1.Event.time:type_name -> google.protobuf.Timestamp
+	65, // 12: ipsecca.v1.Event.detail:type_name -> ipsecca.v1.Event.DetailEntry
+	67, // 13: ipsecca.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	67, // 14: ipsecca.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
 	14, // 15: ipsecca.v1.ListEventsResponse.events:type_name -> ipsecca.v1.Event
 	0,  // 16: ipsecca.v1.NodeEvent.kind:type_name -> ipsecca.v1.NodeEvent.Kind
-	60, // 17: ipsecca.v1.NodeEvent.rotate_after:type_name -> google.protobuf.Timestamp
-	60, // 18: ipsecca.v1.InventoryEntry.not_after:type_name -> google.protobuf.Timestamp
+	67, // 17: ipsecca.v1.NodeEvent.rotate_after:type_name -> google.protobuf.Timestamp
+	67, // 18: ipsecca.v1.InventoryEntry.not_after:type_name -> google.protobuf.Timestamp
 	19, // 19: ipsecca.v1.ReportInventoryRequest.entries:type_name -> ipsecca.v1.InventoryEntry
 	21, // 20: ipsecca.v1.ReportInventoryRequest.tunnels:type_name -> ipsecca.v1.Tunnel
-	60, // 21: ipsecca.v1.Tunnel.peer_not_after:type_name -> google.protobuf.Timestamp
-	60, // 22: ipsecca.v1.Tunnel.authenticated_at:type_name -> google.protobuf.Timestamp
-	60, // 23: ipsecca.v1.Tunnel.child_added_at:type_name -> google.protobuf.Timestamp
-	59, // 24: ipsecca.v1.RotateRequest.spread:type_name -> google.protobuf.Duration
-	60, // 25: ipsecca.v1.ScheduleEntry.due_at:type_name -> google.protobuf.Timestamp
-	60, // 26: ipsecca.v1.ScheduleEntry.not_after:type_name -> google.protobuf.Timestamp
+	67, // 21: ipsecca.v1.Tunnel.peer_not_after:type_name -> google.protobuf.Timestamp
+	67, // 22: ipsecca.v1.Tunnel.authenticated_at:type_name -> google.protobuf.Timestamp
+	67, // 23: ipsecca.v1.Tunnel.child_added_at:type_name -> google.protobuf.Timestamp
+	66, // 24: ipsecca.v1.RotateRequest.spread:type_name -> google.protobuf.Duration
+	67, // 25: ipsecca.v1.ScheduleEntry.due_at:type_name -> google.protobuf.Timestamp
+	67, // 26: ipsecca.v1.ScheduleEntry.not_after:type_name -> google.protobuf.Timestamp
 	27, // 27: ipsecca.v1.ListScheduleResponse.entries:type_name -> ipsecca.v1.ScheduleEntry
 	10, // 28: ipsecca.v1.Node.current:type_name -> ipsecca.v1.Certificate
 	19, // 29: ipsecca.v1.Node.inventory:type_name -> ipsecca.v1.InventoryEntry
-	60, // 30: ipsecca.v1.Node.inventory_reported_at:type_name -> google.protobuf.Timestamp
+	67, // 30: ipsecca.v1.Node.inventory_reported_at:type_name -> google.protobuf.Timestamp
 	30, // 31: ipsecca.v1.ListNodesResponse.nodes:type_name -> ipsecca.v1.Node
-	60, // 32: ipsecca.v1.RootInfo.not_before:type_name -> google.protobuf.Timestamp
-	60, // 33: ipsecca.v1.RootInfo.not_after:type_name -> google.protobuf.Timestamp
+	67, // 32: ipsecca.v1.RootInfo.not_before:type_name -> google.protobuf.Timestamp
+	67, // 33: ipsecca.v1.RootInfo.not_after:type_name -> google.protobuf.Timestamp
 	34, // 34: ipsecca.v1.GetCAResponse.roots:type_name -> ipsecca.v1.RootInfo
-	60, // 35: ipsecca.v1.CRL.next_update:type_name -> google.protobuf.Timestamp
-	10, // 36: ipsecca.v1.RevokeAdminResponse.certificate:type_name -> ipsecca.v1.Certificate
-	49, // 37: ipsecca.v1.ValidateBundleResponse.findings:type_name -> ipsecca.v1.BundleFinding
-	60, // 38: ipsecca.v1.Replica.started_at:type_name -> google.protobuf.Timestamp
-	52, // 39: ipsecca.v1.GetStatusResponse.replicas:type_name -> ipsecca.v1.Replica
-	53, // 40: ipsecca.v1.GetStatusResponse.members:type_name -> ipsecca.v1.StoreMember
-	60, // 41: ipsecca.v1.MeshPair.authenticated_at:type_name -> google.protobuf.Timestamp
-	60, // 42: ipsecca.v1.MeshPair.reported_at:type_name -> google.protobuf.Timestamp
-	56, // 43: ipsecca.v1.MeshStatusResponse.pairs:type_name -> ipsecca.v1.MeshPair
-	1,  // 44: ipsecca.v1.NodeService.Enroll:input_type -> ipsecca.v1.EnrollRequest
-	2,  // 45: ipsecca.v1.NodeService.Renew:input_type -> ipsecca.v1.RenewRequest
-	4,  // 46: ipsecca.v1.NodeService.GetCABundle:input_type -> ipsecca.v1.GetCABundleRequest
-	17, // 47: ipsecca.v1.NodeService.Watch:input_type -> ipsecca.v1.WatchRequest
-	20, // 48: ipsecca.v1.NodeService.ReportInventory:input_type -> ipsecca.v1.ReportInventoryRequest
-	37, // 49: ipsecca.v1.NodeService.GetCRL:input_type -> ipsecca.v1.GetCRLRequest
-	6,  // 50: ipsecca.v1.AdminService.CreateToken:input_type -> ipsecca.v1.CreateTokenRequest
-	8,  // 51: ipsecca.v1.AdminService.CreateTokens:input_type -> ipsecca.v1.CreateTokensRequest
-	11, // 52: ipsecca.v1.AdminService.ListCertificates:input_type -> ipsecca.v1.ListCertificatesRequest
-	13, // 53: ipsecca.v1.AdminService.GetCertificate:input_type -> ipsecca.v1.GetCertificateRequest
-	15, // 54: ipsecca.v1.AdminService.ListEvents:input_type -> ipsecca.v1.ListEventsRequest
-	23, // 55: ipsecca.v1.AdminService.VerifyAudit:input_type -> ipsecca.v1.VerifyAuditRequest
-	25, // 56: ipsecca.v1.AdminService.Rotate:input_type -> ipsecca.v1.RotateRequest
-	28, // 57: ipsecca.v1.AdminService.ListSchedule:input_type -> ipsecca.v1.ListScheduleRequest
-	31, // 58: ipsecca.v1.AdminService.ListNodes:input_type -> ipsecca.v1.ListNodesRequest
-	33, // 59: ipsecca.v1.AdminService.GetCA:input_type -> ipsecca.v1.GetCARequest
-	36, // 60: ipsecca.v1.AdminService.RenewCA:input_type -> ipsecca.v1.RenewCARequest
-	39, // 61: ipsecca.v1.AdminService.RevokeNode:input_type -> ipsecca.v1.RevokeNodeRequest
-	41, // 62: ipsecca.v1.AdminService.ReadmitNode:input_type -> ipsecca.v1.ReadmitNodeRequest
-	43, // 63: ipsecca.v1.AdminService.ForgetNode:input_type -> ipsecca.v1.ForgetNodeRequest
-	45, // 64: ipsecca.v1.AdminService.RotateAdmin:input_type -> ipsecca.v1.RotateAdminRequest
-	46, // 65: ipsecca.v1.AdminService.RevokeAdmin:input_type -> ipsecca.v1.RevokeAdminRequest
-	48, // 66: ipsecca.v1.AdminService.ValidateBundle:input_type -> ipsecca.v1.ValidateBundleRequest
-	51, // 67: ipsecca.v1.AdminService.GetStatus:input_type -> ipsecca.v1.GetStatusRequest
-	55, // 68: ipsecca.v1.AdminService.MeshStatus:input_type -> ipsecca.v1.MeshStatusRequest
-	3,  // 69: ipsecca.v1.NodeService.Enroll:output_type -> ipsecca.v1.IssueResponse
-	3,  // 70: ipsecca.v1.NodeService.Renew:output_type -> ipsecca.v1.IssueResponse
-	5,  // 71: ipsecca.v1.NodeService.GetCABundle:output_type -> ipsecca.v1.CABundle
-	18, // 72: ipsecca.v1.NodeService.Watch:output_type -> ipsecca.v1.NodeEvent
-	22, // 73: ipsecca.v1.NodeService.ReportInventory:output_type -> ipsecca.v1.ReportInventoryResponse
-	38, // 74: ipsecca.v1.NodeService.GetCRL:output_type -> ipsecca.v1.CRL
-	7,  // 75: ipsecca.v1.AdminService.CreateToken:output_type -> ipsecca.v1.CreateTokenResponse
-	9,  // 76: ipsecca.v1.AdminService.CreateTokens:output_type -> ipsecca.v1.CreateTokensResponse
-	12, // 77: ipsecca.v1.AdminService.ListCertificates:output_type -> ipsecca.v1.ListCertificatesResponse
-	10, // 78: ipsecca.v1.AdminService.GetCertificate:output_type -> ipsecca.v1.Certificate
-	16, // 79: ipsecca.v1.AdminService.ListEvents:output_type -> ipsecca.v1.ListEventsResponse
-	24, // 80: ipsecca.v1.AdminService.VerifyAudit:output_type -> ipsecca.v1.VerifyAuditResponse
-	26, // 81: ipsecca.v1.AdminService.Rotate:output_type -> ipsecca.v1.RotateResponse
-	29, // 82: ipsecca.v1.AdminService.ListSchedule:output_type -> ipsecca.v1.ListScheduleResponse
-	32, // 83: ipsecca.v1.AdminService.ListNodes:output_type -> ipsecca.v1.ListNodesResponse
-	35, // 84: ipsecca.v1.AdminService.GetCA:output_type -> ipsecca.v1.GetCAResponse
-	35, // 85: ipsecca.v1.AdminService.RenewCA:output_type -> ipsecca.v1.GetCAResponse
-	40, // 86: ipsecca.v1.AdminService.RevokeNode:output_type -> ipsecca.v1.RevokeNodeResponse
-	42, // 87: ipsecca.v1.AdminService.ReadmitNode:output_type -> ipsecca.v1.ReadmitNodeResponse
-	44, // 88: ipsecca.v1.AdminService.ForgetNode:output_type -> ipsecca.v1.ForgetNodeResponse
-	3,  // 89: ipsecca.v1.AdminService.RotateAdmin:output_type -> ipsecca.v1.IssueResponse
-	47, // 90: ipsecca.v1.AdminService.RevokeAdmin:output_type -> ipsecca.v1.RevokeAdminResponse
-	50, // 91: ipsecca.v1.AdminService.ValidateBundle:output_type -> ipsecca.v1.ValidateBundleResponse
-	54, // 92: ipsecca.v1.AdminService.GetStatus:output_type -> ipsecca.v1.GetStatusResponse
-	57, // 93: ipsecca.v1.AdminService.MeshStatus:output_type -> ipsecca.v1.MeshStatusResponse
-	69, // [69:94] is the sub-list for method output_type
-	44, // [44:69] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	67, // 35: ipsecca.v1.GetCAResponse.node_not_after_cap:type_name -> google.protobuf.Timestamp
+	67, // 36: ipsecca.v1.GetCAResponse.renew_by:type_name -> google.protobuf.Timestamp
+	42, // 37: ipsecca.v1.GetCAResponse.rollover:type_name -> ipsecca.v1.RolloverStatus
+	66, // 38: ipsecca.v1.StartRolloverRequest.spread:type_name -> google.protobuf.Duration
+	67, // 39: ipsecca.v1.RolloverNode.reported_at:type_name -> google.protobuf.Timestamp
+	67, // 40: ipsecca.v1.RolloverStatus.started_at:type_name -> google.protobuf.Timestamp
+	67, // 41: ipsecca.v1.RolloverStatus.phase_at:type_name -> google.protobuf.Timestamp
+	41, // 42: ipsecca.v1.RolloverStatus.nodes:type_name -> ipsecca.v1.RolloverNode
+	67, // 43: ipsecca.v1.CRL.next_update:type_name -> google.protobuf.Timestamp
+	10, // 44: ipsecca.v1.RevokeAdminResponse.certificate:type_name -> ipsecca.v1.Certificate
+	56, // 45: ipsecca.v1.ValidateBundleResponse.findings:type_name -> ipsecca.v1.BundleFinding
+	67, // 46: ipsecca.v1.Replica.started_at:type_name -> google.protobuf.Timestamp
+	59, // 47: ipsecca.v1.GetStatusResponse.replicas:type_name -> ipsecca.v1.Replica
+	60, // 48: ipsecca.v1.GetStatusResponse.members:type_name -> ipsecca.v1.StoreMember
+	67, // 49: ipsecca.v1.MeshPair.authenticated_at:type_name -> google.protobuf.Timestamp
+	67, // 50: ipsecca.v1.MeshPair.reported_at:type_name -> google.protobuf.Timestamp
+	63, // 51: ipsecca.v1.MeshStatusResponse.pairs:type_name -> ipsecca.v1.MeshPair
+	1,  // 52: ipsecca.v1.NodeService.Enroll:input_type -> ipsecca.v1.EnrollRequest
+	2,  // 53: ipsecca.v1.NodeService.Renew:input_type -> ipsecca.v1.RenewRequest
+	4,  // 54: ipsecca.v1.NodeService.GetCABundle:input_type -> ipsecca.v1.GetCABundleRequest
+	17, // 55: ipsecca.v1.NodeService.Watch:input_type -> ipsecca.v1.WatchRequest
+	20, // 56: ipsecca.v1.NodeService.ReportInventory:input_type -> ipsecca.v1.ReportInventoryRequest
+	44, // 57: ipsecca.v1.NodeService.GetCRL:input_type -> ipsecca.v1.GetCRLRequest
+	6,  // 58: ipsecca.v1.AdminService.CreateToken:input_type -> ipsecca.v1.CreateTokenRequest
+	8,  // 59: ipsecca.v1.AdminService.CreateTokens:input_type -> ipsecca.v1.CreateTokensRequest
+	11, // 60: ipsecca.v1.AdminService.ListCertificates:input_type -> ipsecca.v1.ListCertificatesRequest
+	13, // 61: ipsecca.v1.AdminService.GetCertificate:input_type -> ipsecca.v1.GetCertificateRequest
+	15, // 62: ipsecca.v1.AdminService.ListEvents:input_type -> ipsecca.v1.ListEventsRequest
+	23, // 63: ipsecca.v1.AdminService.VerifyAudit:input_type -> ipsecca.v1.VerifyAuditRequest
+	25, // 64: ipsecca.v1.AdminService.Rotate:input_type -> ipsecca.v1.RotateRequest
+	28, // 65: ipsecca.v1.AdminService.ListSchedule:input_type -> ipsecca.v1.ListScheduleRequest
+	31, // 66: ipsecca.v1.AdminService.ListNodes:input_type -> ipsecca.v1.ListNodesRequest
+	33, // 67: ipsecca.v1.AdminService.GetCA:input_type -> ipsecca.v1.GetCARequest
+	43, // 68: ipsecca.v1.AdminService.RenewCA:input_type -> ipsecca.v1.RenewCARequest
+	46, // 69: ipsecca.v1.AdminService.RevokeNode:input_type -> ipsecca.v1.RevokeNodeRequest
+	48, // 70: ipsecca.v1.AdminService.ReadmitNode:input_type -> ipsecca.v1.ReadmitNodeRequest
+	50, // 71: ipsecca.v1.AdminService.ForgetNode:input_type -> ipsecca.v1.ForgetNodeRequest
+	52, // 72: ipsecca.v1.AdminService.RotateAdmin:input_type -> ipsecca.v1.RotateAdminRequest
+	53, // 73: ipsecca.v1.AdminService.RevokeAdmin:input_type -> ipsecca.v1.RevokeAdminRequest
+	55, // 74: ipsecca.v1.AdminService.ValidateBundle:input_type -> ipsecca.v1.ValidateBundleRequest
+	58, // 75: ipsecca.v1.AdminService.GetStatus:input_type -> ipsecca.v1.GetStatusRequest
+	62, // 76: ipsecca.v1.AdminService.MeshStatus:input_type -> ipsecca.v1.MeshStatusRequest
+	36, // 77: ipsecca.v1.AdminService.ImportCA:input_type -> ipsecca.v1.ImportCARequest
+	37, // 78: ipsecca.v1.AdminService.StartRollover:input_type -> ipsecca.v1.StartRolloverRequest
+	38, // 79: ipsecca.v1.AdminService.GetRollover:input_type -> ipsecca.v1.GetRolloverRequest
+	39, // 80: ipsecca.v1.AdminService.FinishRollover:input_type -> ipsecca.v1.FinishRolloverRequest
+	40, // 81: ipsecca.v1.AdminService.AbortRollover:input_type -> ipsecca.v1.AbortRolloverRequest
+	3,  // 82: ipsecca.v1.NodeService.Enroll:output_type -> ipsecca.v1.IssueResponse
+	3,  // 83: ipsecca.v1.NodeService.Renew:output_type -> ipsecca.v1.IssueResponse
+	5,  // 84: ipsecca.v1.NodeService.GetCABundle:output_type -> ipsecca.v1.CABundle
+	18, // 85: ipsecca.v1.NodeService.Watch:output_type -> ipsecca.v1.NodeEvent
+	22, // 86: ipsecca.v1.NodeService.ReportInventory:output_type -> ipsecca.v1.ReportInventoryResponse
+	45, // 87: ipsecca.v1.NodeService.GetCRL:output_type -> ipsecca.v1.CRL
+	7,  // 88: ipsecca.v1.AdminService.CreateToken:output_type -> ipsecca.v1.CreateTokenResponse
+	9,  // 89: ipsecca.v1.AdminService.CreateTokens:output_type -> ipsecca.v1.CreateTokensResponse
+	12, // 90: ipsecca.v1.AdminService.ListCertificates:output_type -> ipsecca.v1.ListCertificatesResponse
+	10, // 91: ipsecca.v1.AdminService.GetCertificate:output_type -> ipsecca.v1.Certificate
+	16, // 92: ipsecca.v1.AdminService.ListEvents:output_type -> ipsecca.v1.ListEventsResponse
+	24, // 93: ipsecca.v1.AdminService.VerifyAudit:output_type -> ipsecca.v1.VerifyAuditResponse
+	26, // 94: ipsecca.v1.AdminService.Rotate:output_type -> ipsecca.v1.RotateResponse
+	29, // 95: ipsecca.v1.AdminService.ListSchedule:output_type -> ipsecca.v1.ListScheduleResponse
+	32, // 96: ipsecca.v1.AdminService.ListNodes:output_type -> ipsecca.v1.ListNodesResponse
+	35, // 97: ipsecca.v1.AdminService.GetCA:output_type -> ipsecca.v1.GetCAResponse
+	35, // 98: ipsecca.v1.AdminService.RenewCA:output_type -> ipsecca.v1.GetCAResponse
+	47, // 99: ipsecca.v1.AdminService.RevokeNode:output_type -> ipsecca.v1.RevokeNodeResponse
+	49, // 100: ipsecca.v1.AdminService.ReadmitNode:output_type -> ipsecca.v1.ReadmitNodeResponse
+	51, // 101: ipsecca.v1.AdminService.ForgetNode:output_type -> ipsecca.v1.ForgetNodeResponse
+	3,  // 102: ipsecca.v1.AdminService.RotateAdmin:output_type -> ipsecca.v1.IssueResponse
+	54, // 103: ipsecca.v1.AdminService.RevokeAdmin:output_type -> ipsecca.v1.RevokeAdminResponse
+	57, // 104: ipsecca.v1.AdminService.ValidateBundle:output_type -> ipsecca.v1.ValidateBundleResponse
+	61, // 105: ipsecca.v1.AdminService.GetStatus:output_type -> ipsecca.v1.GetStatusResponse
+	64, // 106: ipsecca.v1.AdminService.MeshStatus:output_type -> ipsecca.v1.MeshStatusResponse
+	35, // 107: ipsecca.v1.AdminService.ImportCA:output_type -> ipsecca.v1.GetCAResponse
+	42, // 108: ipsecca.v1.AdminService.StartRollover:output_type -> ipsecca.v1.RolloverStatus
+	42, // 109: ipsecca.v1.AdminService.GetRollover:output_type -> ipsecca.v1.RolloverStatus
+	42, // 110: ipsecca.v1.AdminService.FinishRollover:output_type -> ipsecca.v1.RolloverStatus
+	42, // 111: ipsecca.v1.AdminService.AbortRollover:output_type -> ipsecca.v1.RolloverStatus
+	82, // [82:112] is the sub-list for method output_type
+	52, // [52:82] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_proto_ipsecca_v1_ipsecca_proto_init() }
@@ -4123,7 +4740,7 @@ func file_proto_ipsecca_v1_ipsecca_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_ipsecca_v1_ipsecca_proto_rawDesc), len(file_proto_ipsecca_v1_ipsecca_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   58,
+			NumMessages:   65,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -361,6 +361,11 @@ const (
 	AdminService_ValidateBundle_FullMethodName   = "/ipsecca.v1.AdminService/ValidateBundle"
 	AdminService_GetStatus_FullMethodName        = "/ipsecca.v1.AdminService/GetStatus"
 	AdminService_MeshStatus_FullMethodName       = "/ipsecca.v1.AdminService/MeshStatus"
+	AdminService_ImportCA_FullMethodName         = "/ipsecca.v1.AdminService/ImportCA"
+	AdminService_StartRollover_FullMethodName    = "/ipsecca.v1.AdminService/StartRollover"
+	AdminService_GetRollover_FullMethodName      = "/ipsecca.v1.AdminService/GetRollover"
+	AdminService_FinishRollover_FullMethodName   = "/ipsecca.v1.AdminService/FinishRollover"
+	AdminService_AbortRollover_FullMethodName    = "/ipsecca.v1.AdminService/AbortRollover"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -421,6 +426,19 @@ type AdminServiceClient interface {
 	// pairs still on a superseded, revoked or expired certificate, an old
 	// root, or down.
 	MeshStatus(ctx context.Context, in *MeshStatusRequest, opts ...grpc.CallOption) (*MeshStatusResponse, error)
+	// ImportCA gives a subordinate CA the certificate its organisation's root
+	// signed for its request (first import, or a renewal of the subordinate),
+	// after checking it.
+	ImportCA(ctx context.Context, in *ImportCARequest, opts ...grpc.CallOption) (*GetCAResponse, error)
+	// A CA key rollover, in phases gated on what the nodes report
+	// (RolloverPhase): StartRollover publishes a new CA key, GetRollover
+	// shows where each node and pair is, FinishRollover retires the old key
+	// once every pair is on the new one (or when forced), AbortRollover goes
+	// back to the old key while it is still trusted everywhere.
+	StartRollover(ctx context.Context, in *StartRolloverRequest, opts ...grpc.CallOption) (*RolloverStatus, error)
+	GetRollover(ctx context.Context, in *GetRolloverRequest, opts ...grpc.CallOption) (*RolloverStatus, error)
+	FinishRollover(ctx context.Context, in *FinishRolloverRequest, opts ...grpc.CallOption) (*RolloverStatus, error)
+	AbortRollover(ctx context.Context, in *AbortRolloverRequest, opts ...grpc.CallOption) (*RolloverStatus, error)
 }
 
 type adminServiceClient struct {
@@ -621,6 +639,56 @@ func (c *adminServiceClient) MeshStatus(ctx context.Context, in *MeshStatusReque
 	return out, nil
 }
 
+func (c *adminServiceClient) ImportCA(ctx context.Context, in *ImportCARequest, opts ...grpc.CallOption) (*GetCAResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetCAResponse)
+	err := c.cc.Invoke(ctx, AdminService_ImportCA_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) StartRollover(ctx context.Context, in *StartRolloverRequest, opts ...grpc.CallOption) (*RolloverStatus, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RolloverStatus)
+	err := c.cc.Invoke(ctx, AdminService_StartRollover_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetRollover(ctx context.Context, in *GetRolloverRequest, opts ...grpc.CallOption) (*RolloverStatus, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RolloverStatus)
+	err := c.cc.Invoke(ctx, AdminService_GetRollover_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) FinishRollover(ctx context.Context, in *FinishRolloverRequest, opts ...grpc.CallOption) (*RolloverStatus, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RolloverStatus)
+	err := c.cc.Invoke(ctx, AdminService_FinishRollover_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) AbortRollover(ctx context.Context, in *AbortRolloverRequest, opts ...grpc.CallOption) (*RolloverStatus, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RolloverStatus)
+	err := c.cc.Invoke(ctx, AdminService_AbortRollover_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -679,6 +747,19 @@ type AdminServiceServer interface {
 	// pairs still on a superseded, revoked or expired certificate, an old
 	// root, or down.
 	MeshStatus(context.Context, *MeshStatusRequest) (*MeshStatusResponse, error)
+	// ImportCA gives a subordinate CA the certificate its organisation's root
+	// signed for its request (first import, or a renewal of the subordinate),
+	// after checking it.
+	ImportCA(context.Context, *ImportCARequest) (*GetCAResponse, error)
+	// A CA key rollover, in phases gated on what the nodes report
+	// (RolloverPhase): StartRollover publishes a new CA key, GetRollover
+	// shows where each node and pair is, FinishRollover retires the old key
+	// once every pair is on the new one (or when forced), AbortRollover goes
+	// back to the old key while it is still trusted everywhere.
+	StartRollover(context.Context, *StartRolloverRequest) (*RolloverStatus, error)
+	GetRollover(context.Context, *GetRolloverRequest) (*RolloverStatus, error)
+	FinishRollover(context.Context, *FinishRolloverRequest) (*RolloverStatus, error)
+	AbortRollover(context.Context, *AbortRolloverRequest) (*RolloverStatus, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -745,6 +826,21 @@ func (UnimplementedAdminServiceServer) GetStatus(context.Context, *GetStatusRequ
 }
 func (UnimplementedAdminServiceServer) MeshStatus(context.Context, *MeshStatusRequest) (*MeshStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MeshStatus not implemented")
+}
+func (UnimplementedAdminServiceServer) ImportCA(context.Context, *ImportCARequest) (*GetCAResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ImportCA not implemented")
+}
+func (UnimplementedAdminServiceServer) StartRollover(context.Context, *StartRolloverRequest) (*RolloverStatus, error) {
+	return nil, status.Error(codes.Unimplemented, "method StartRollover not implemented")
+}
+func (UnimplementedAdminServiceServer) GetRollover(context.Context, *GetRolloverRequest) (*RolloverStatus, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRollover not implemented")
+}
+func (UnimplementedAdminServiceServer) FinishRollover(context.Context, *FinishRolloverRequest) (*RolloverStatus, error) {
+	return nil, status.Error(codes.Unimplemented, "method FinishRollover not implemented")
+}
+func (UnimplementedAdminServiceServer) AbortRollover(context.Context, *AbortRolloverRequest) (*RolloverStatus, error) {
+	return nil, status.Error(codes.Unimplemented, "method AbortRollover not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -1109,6 +1205,96 @@ func _AdminService_MeshStatus_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ImportCA_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ImportCARequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ImportCA(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ImportCA_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ImportCA(ctx, req.(*ImportCARequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_StartRollover_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartRolloverRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).StartRollover(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_StartRollover_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).StartRollover(ctx, req.(*StartRolloverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetRollover_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRolloverRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetRollover(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetRollover_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetRollover(ctx, req.(*GetRolloverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_FinishRollover_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FinishRolloverRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).FinishRollover(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_FinishRollover_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).FinishRollover(ctx, req.(*FinishRolloverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_AbortRollover_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AbortRolloverRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).AbortRollover(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_AbortRollover_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).AbortRollover(ctx, req.(*AbortRolloverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1191,6 +1377,26 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MeshStatus",
 			Handler:    _AdminService_MeshStatus_Handler,
+		},
+		{
+			MethodName: "ImportCA",
+			Handler:    _AdminService_ImportCA_Handler,
+		},
+		{
+			MethodName: "StartRollover",
+			Handler:    _AdminService_StartRollover_Handler,
+		},
+		{
+			MethodName: "GetRollover",
+			Handler:    _AdminService_GetRollover_Handler,
+		},
+		{
+			MethodName: "FinishRollover",
+			Handler:    _AdminService_FinishRollover_Handler,
+		},
+		{
+			MethodName: "AbortRollover",
+			Handler:    _AdminService_AbortRollover_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
