@@ -56,7 +56,8 @@ const (
 )
 
 // FuzzParseList: `certutil -L` output of any shape never panics and yields
-// distinct, non-empty, trimmed nicknames with a well-formed trust.
+// distinct, non-empty, trimmed nicknames with well-formed trusts, one per
+// line listed, the last being Trust.
 func FuzzParseList(f *testing.F) {
 	f.Add([]byte(seedList))
 	f.Add([]byte(""))
@@ -71,6 +72,14 @@ func FuzzParseList(f *testing.F) {
 			seen[e.Nickname] = true
 			if !trustRe.MatchString(e.Trust) {
 				t.Fatalf("trust %q of %q", e.Trust, e.Nickname)
+			}
+			if len(e.Trusts) == 0 || e.Trusts[len(e.Trusts)-1] != e.Trust {
+				t.Fatalf("trusts %q of %q do not end with its trust %q", e.Trusts, e.Nickname, e.Trust)
+			}
+			for _, tr := range e.Trusts {
+				if !trustRe.MatchString(tr) {
+					t.Fatalf("trust %q of %q", tr, e.Nickname)
+				}
 			}
 		}
 	})

@@ -8,7 +8,8 @@
 // import asks for; `certutil -D/-F/--rename -n NICK` act on the "best"
 // certificate of that nickname (the newest valid one); `certutil -F -n`
 // deletes a key and its certificate; pk12util takes the nickname from the
-// PKCS#12 friendlyName.
+// PKCS#12 friendlyName. CA certificates are named one by one through a
+// PKCS #11 URI instead (ca.go: Under, MoveCA, DeleteCA).
 //
 // Replacing the node certificate (PutKeyPair) therefore goes:
 //
@@ -43,7 +44,6 @@ import (
 	"crypto/sha1"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -210,12 +210,17 @@ func (d *DB) Lock(ctx context.Context) (unlock func(), err error) {
 	}
 }
 
-// Entry is one nickname of the database with its trust flags and every
-// certificate under it (newest-valid first, as certutil prints them).
+// Entry is one nickname of the database with its trust flags and the
+// certificates `certutil -L -n` prints for it (newest-valid first): every
+// certificate with the subject of the nickname's best one, including any
+// filed under another nickname.
 type Entry struct {
 	Nickname string
-	Trust    string
-	Certs    []*x509.Certificate
+	Trust    string // of the last certificate listed under the nickname
+	// Trusts has the trust flags of each certificate under the nickname,
+	// in `certutil -L` order (which does not say which certificate is which).
+	Trusts []string
+	Certs  []*x509.Certificate
 }
 
 // List returns the database's entries in certutil's order. A nickname
@@ -248,10 +253,11 @@ func parseList(out []byte) []Entry {
 		}
 		if i, ok := seen[nick]; ok {
 			entries[i].Trust = trust // same nickname listed again
+			entries[i].Trusts = append(entries[i].Trusts, trust)
 			continue
 		}
 		seen[nick] = len(entries)
-		entries = append(entries, Entry{Nickname: nick, Trust: trust})
+		entries = append(entries, Entry{Nickname: nick, Trust: trust, Trusts: []string{trust}})
 	}
 	return entries
 }
@@ -396,16 +402,7 @@ func (d *DB) AddCA(
 			}
 		}
 	}
-	dir, err := os.MkdirTemp("", "ipsecca-nss-")
-	if err != nil {
-		return false, fmt.Errorf("nssdb: %w", err)
-	}
-	defer os.RemoveAll(dir)
-	f := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o600); err != nil {
-		return false, fmt.Errorf("nssdb: %w", err)
-	}
-	if _, err := d.run(ctx, "certutil", "-A", "-d", d.spec(), "-n", nickname, "-t", trust, "-a", "-i", f); err != nil {
+	if err := d.ImportCA(ctx, nickname, cert, trust); err != nil {
 		return false, err
 	}
 	return true, nil

@@ -31,16 +31,24 @@ func TestMain(m *testing.M) {
 }
 
 type pki struct {
-	caKey  *ecdsa.PrivateKey
+	caKey  crypto.Signer
 	caCert *x509.Certificate
 	serial int64
 }
 
 func newPKI(t *testing.T) *pki {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	return newRoot(t, key, 1, time.Now().Add(-time.Hour))
+}
+
+// newRoot makes a self-signed root "O=ipsecca, CN=test root" (every root
+// of these tests has that subject, as a CA keeps it through a rollover)
+// with key, valid ten years from notBefore.
+func newRoot(t *testing.T, key crypto.Signer, serial int64, notBefore time.Time) *pki {
+	t.Helper()
 	subject := pkix.Name{Organization: []string{"ipsecca"}, CommonName: "test root"}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: subject,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(10, 0, 0),
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: subject,
+		NotBefore: notBefore, NotAfter: notBefore.AddDate(10, 0, 0),
 		IsCA: true, BasicConstraintsValid: true,
 		MaxPathLenZero: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
