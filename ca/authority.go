@@ -35,6 +35,7 @@ type Store interface {
 	CurrentCert(ctx context.Context, node string) (*store.Cert, error)
 	NodeInfos(ctx context.Context) ([]*store.NodeInfo, error)
 	NameCerts(ctx context.Context, names []string) (map[string][]*store.Cert, error)
+	ListCerts(ctx context.Context, f store.CertFilter) ([]*store.Cert, string, error)
 }
 
 // Config holds the Authority's parameters.
@@ -674,6 +675,16 @@ func (a *Authority) sign(
 	}
 	if maxLife > 0 && tmpl.NotAfter.After(tmpl.NotBefore.Add(maxLife)) {
 		tmpl.NotAfter = tmpl.NotBefore.Add(maxLife)
+	}
+	// Nothing outlives the CA's certificate, nor (for a subordinate CA) a
+	// certificate above it: rotate_after follows from the capped life.
+	if capAt := root.NodeNotAfterCap(); tmpl.NotAfter.After(capAt) {
+		tmpl.NotAfter = capAt
+	}
+	if !tmpl.NotAfter.After(now) {
+		return nil, deny(ErrFailedPrecondition, ReasonCAExpired,
+			"the CA's certificate (or one above it) ended at %s: nothing can be issued until it is renewed",
+			tmpl.NotAfter.UTC().Format(time.RFC3339))
 	}
 	tmpl.DNSNames = dnsNames
 	tmpl.IPAddresses = ips

@@ -400,19 +400,28 @@ func sameKey(a, b *x509.Certificate) bool {
 	return ok && k.Equal(b.PublicKey)
 }
 
-// issuingRoot is the newest root (roots: newest first) made at or before
-// c was issued; nil when none is kept.
+// issuingRoot is the known CA (roots, newest first) whose key signed c:
+// of several with that key (same-key renewals), the newest made at or
+// before c was issued; nil when none is kept.
 func issuingRoot(roots []*x509.Certificate, c *store.Cert) *x509.Certificate {
+	var found *x509.Certificate
 	for _, r := range roots {
+		if !issuedBy(c.DER, r) {
+			continue
+		}
 		if !r.NotBefore.After(c.IssuedAt) {
 			return r
 		}
+		if found == nil {
+			found = r
+		}
 	}
-	return nil
+	return found
 }
 
-// storedRoots parses the CA record's roots: the current one, then the
-// previous ones, newest first.
+// storedRoots parses every CA certificate the record knows: the issuing
+// one first, then (newest first) the other CA of a rollover, the earlier
+// roots of each key, and a subordinate's chain.
 func storedRoots(m *store.CA) ([]*x509.Certificate, error) {
 	block, _ := pem.Decode(m.CertPEM)
 	if block == nil {
@@ -423,11 +432,19 @@ func storedRoots(m *store.CA) ([]*x509.Certificate, error) {
 		return nil, fmt.Errorf("ca: stored root certificate: %w", err)
 	}
 	roots := []*x509.Certificate{cur}
-	for _, der := range m.Previous {
+	ders := slices.Concat(m.Previous, m.Chain)
+	if ro := m.Rollover; ro != nil && ro.Other != nil {
+		if b, _ := pem.Decode(ro.Other.CertPEM); b != nil {
+			ders = append(ders, b.Bytes)
+		}
+		ders = append(ders, ro.Other.Previous...)
+	}
+	for _, der := range ders {
 		if c, err := x509.ParseCertificate(der); err == nil {
 			roots = append(roots, c)
 		}
 	}
+	slices.SortStableFunc(roots[1:], func(a, b *x509.Certificate) int { return b.NotBefore.Compare(a.NotBefore) })
 	return roots, nil
 }
 

@@ -349,6 +349,9 @@ func (in *Instance) onStoreEvent(e *store.Event) {
 		if changed {
 			in.CABundleChanged(r.BundlePEM)
 		}
+		if e.Type == store.EventCARollover {
+			in.Scheduler.Wake() // the leader's scheduler runs the rollover's steps
+		}
 	}
 }
 

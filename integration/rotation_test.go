@@ -70,7 +70,7 @@ func TestRotationAndCARenewalThroughTheCLI(t *testing.T) {
 		t.Fatalf("ca.pem after renewal does not hold the new and the old root")
 	}
 	show := mustRun(t, srv.Env(), "ca", "show")
-	if !strings.Contains(show, "current") || !strings.Contains(show, "previous") {
+	if !strings.Contains(show, "issuing") || !strings.Contains(show, "previous") {
 		t.Fatalf("ca show:\n%s", show)
 	}
 	// Same subject and key: the old-root certificate verifies against the

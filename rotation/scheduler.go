@@ -28,6 +28,10 @@ type Store interface {
 type Authority interface {
 	Root() *ca.Root
 	RenewRoot(ctx context.Context, actor string) (*ca.Root, error)
+	RolloverStatus(ctx context.Context, now time.Time) (*ca.RolloverReport, error)
+	AdvanceRollover(ctx context.Context, incomingSerial, actor string) (bool, error)
+	RetireCertificates(ctx context.Context, actor string) (int, error)
+	CompleteRollover(ctx context.Context, retiredSerial, actor string) (bool, error)
 }
 
 // Notifier tells nodes what to act on (the server's Watch streams).
@@ -92,7 +96,13 @@ func (s *Scheduler) Wake() {
 func (s *Scheduler) Step(ctx context.Context) (time.Time, error) {
 	now := s.clock.Now()
 	root := s.auth.Root()
-	if renewAt := s.policy.RootRenewAt(root.Cert); !now.Before(renewAt) {
+	rolloverNext, err := s.stepRollover(ctx, now)
+	if err != nil {
+		return time.Time{}, err
+	}
+	root = s.auth.Root()
+	// A rollover replaces the root; a same-key renewal waits for its end.
+	if renewAt := s.policy.RootRenewAt(root.Cert); root.Rollover == nil && !now.Before(renewAt) {
 		r, err := s.auth.RenewRoot(ctx, "scheduler")
 		if err != nil {
 			return time.Time{}, fmt.Errorf("rotation: renew root: %w", err)
@@ -187,7 +197,7 @@ func (s *Scheduler) Step(ctx context.Context) (time.Time, error) {
 		return time.Time{}, err
 	}
 	next := s.policy.RootRenewAt(root.Cert)
-	for _, t := range []time.Time{rot, grace} {
+	for _, t := range []time.Time{rot, grace, rolloverNext} {
 		if !t.IsZero() && t.Before(next) {
 			next = t
 		}

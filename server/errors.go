@@ -28,6 +28,11 @@ func (s *Server) toStatus(err error) error {
 	return toStatus(s.log, err)
 }
 
+// caPreconditions are the CA's state errors: the request is fine, the CA
+// is not in a state to do it; their messages say what to do.
+var caPreconditions = []error{ca.ErrRolloverInProgress, ca.ErrNoRollover, ca.ErrRolloverNotReady,
+	ca.ErrRolloverSubordinate, ca.ErrRolloverRetiring, ca.ErrSubordinateRenewal, ca.ErrAwaitingCertificate}
+
 func toStatus(log *slog.Logger, err error) error {
 	if err == nil {
 		return nil
@@ -53,6 +58,11 @@ func toStatus(log *slog.Logger, err error) error {
 			st = withInfo
 		}
 		return st.Err()
+	}
+	for _, pre := range caPreconditions {
+		if errors.Is(err, pre) {
+			return status.Error(codes.FailedPrecondition, err.Error())
+		}
 	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):

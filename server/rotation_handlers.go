@@ -1,11 +1,13 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -282,18 +284,37 @@ func (s adminService) RenewCA(ctx context.Context, _ *ipseccav1.RenewCARequest) 
 }
 
 func caInfo(r *ca.Root) *ipseccav1.GetCAResponse {
-	resp := &ipseccav1.GetCAResponse{BundlePem: r.BundlePEM}
-	// The bundle is the CA's own: current root first, then earlier ones.
+	resp := &ipseccav1.GetCAResponse{BundlePem: r.BundlePEM, Subordinate: len(r.Chain) > 0}
 	roots, _ := pemutil.ParseCertificates(r.BundlePEM, pemutil.Options{})
-	for i, c := range roots {
+	for _, c := range roots {
 		sum := sha256.Sum256(c.Raw)
 		resp.Roots = append(resp.Roots, &ipseccav1.RootInfo{
 			Serial: ca.SerialString(c.SerialNumber), Subject: c.Subject.String(),
 			NotBefore: timestamppb.New(c.NotBefore), NotAfter: timestamppb.New(c.NotAfter),
-			Sha256Fingerprint: hex.EncodeToString(sum[:]), Current: i == 0,
+			Sha256Fingerprint: hex.EncodeToString(sum[:]), Current: c.Equal(r.Cert), Role: caRole(r, c),
+			SelfSigned: bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil,
 		})
 	}
+	if ro := r.Rollover; ro != nil {
+		resp.Rollover = &ipseccav1.RolloverStatus{Phase: ro.Phase, StartedAt: timestamppb.New(ro.StartedAt),
+			PhaseAt: timestamppb.New(ro.PhaseAt), Emergency: ro.Emergency, Aborted: ro.Aborted}
+	}
 	return resp
+}
+
+// caRole names what c is to the CA r (RootInfo.role).
+func caRole(r *ca.Root, c *x509.Certificate) string {
+	switch {
+	case c.Equal(r.Cert):
+		return "issuing"
+	case slices.ContainsFunc(r.Chain, c.Equal):
+		return "issuer"
+	case r.Other != nil && c.Equal(r.Other) && r.Rollover.Phase == store.RolloverTrust:
+		return "incoming"
+	case r.Other != nil && c.Equal(r.Other):
+		return "outgoing"
+	}
+	return "previous"
 }
 
 func (s nodeService) GetCRL(ctx context.Context, _ *ipseccav1.GetCRLRequest) (*ipseccav1.CRL, error) {

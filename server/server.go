@@ -42,6 +42,10 @@ type Authority interface {
 	Record(ctx context.Context, ev store.Event) error
 	ReportInventory(ctx context.Context, node string, rep store.Report) (*ca.ReportReply, error)
 	MeshStatus(ctx context.Context, now time.Time) (*ca.Mesh, error)
+	StartRollover(ctx context.Context, opts ca.RolloverOptions, actor string) (*ca.Root, error)
+	RolloverStatus(ctx context.Context, now time.Time) (*ca.RolloverReport, error)
+	FinishRollover(ctx context.Context, force bool, actor string) (*ca.Root, int, error)
+	AbortRollover(ctx context.Context, actor string) (*ca.Root, error)
 }
 
 // Queries are the read-only store calls behind the admin listings.
@@ -59,6 +63,8 @@ type Queries interface {
 // Scheduler is the rotation scheduler as the admin calls use it.
 type Scheduler interface {
 	Force(ctx context.Context, node string, all bool, spread time.Duration, actor string) (int, error)
+	// Wake makes the scheduler step now (a rollover's phase changed).
+	Wake()
 }
 
 // Cluster is a store shared by several replicas, as GetStatus reports it.

@@ -258,7 +258,7 @@ func TestRenewCAWait(t *testing.T) {
 	c.clock.Add(2 * time.Second)
 	code, out, errOut := c.cli("ca", "renew", "--wait", "300ms")
 	root := rootNow()
-	if code != 1 || !strings.Contains(strings.Join(strings.Fields(out), " "), "current "+root) ||
+	if code != 1 || !strings.Contains(strings.Join(strings.Fields(out), " "), "issuing "+root) ||
 		!strings.Contains(errOut, "mesh: 0/2 pairs done; pending: 2 current\n") ||
 		!strings.Contains(errOut, "not every node trusts root "+root+" after 300ms: 2 of 2 pairs pending:\n"+
 			"  node-a -> node-b: current") {

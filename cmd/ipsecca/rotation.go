@@ -340,6 +340,7 @@ func newCACmd() *cobra.Command {
 		show("show", "Show the current and previous roots with their dates", false),
 		show("renew", "Re-issue the root now (same key and subject, new validity); nodes get the new bundle", true),
 		crl,
+		newCARolloverCmd(conn),
 	)
 	return cmd
 }
@@ -502,12 +503,9 @@ func newNodesCmd() *cobra.Command {
 // printRoots prints the CA's roots as a table.
 func printRoots(cmd *cobra.Command, resp *ipseccav1.GetCAResponse) error {
 	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "ROOT\tSERIAL\tSUBJECT\tNOT BEFORE\tNOT AFTER\tSHA256")
+	fmt.Fprintln(w, "ROLE\tSERIAL\tSUBJECT\tNOT BEFORE\tNOT AFTER\tSHA256")
 	for _, r := range resp.GetRoots() {
-		which := "previous"
-		if r.GetCurrent() {
-			which = "current"
-		}
+		which := r.GetRole()
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", which, r.GetSerial(), r.GetSubject(),
 			fmtTime(r.GetNotBefore()), fmtTime(r.GetNotAfter()), r.GetSha256Fingerprint())
 	}
