@@ -115,7 +115,7 @@ func (a *Authority) newCAKeyCert(cur *x509.Certificate, key crypto.Signer, now t
 	// id from it, and a self-signed certificate names no other authority.
 	tmpl.SubjectKeyId, tmpl.AuthorityKeyId = nil, nil
 	tmpl.SignatureAlgorithm = signatureAlgorithm(key)
-	tmpl.PublicKeyAlgorithm = x509.UnknownPublicKeyAlgorithm
+	tmpl.PublicKey, tmpl.PublicKeyAlgorithm = key.Public(), x509.UnknownPublicKeyAlgorithm
 	der, err := x509.CreateCertificate(a.rand, tmpl, tmpl, key.Public(), key)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign the new CA certificate: %w", err)

@@ -137,6 +137,9 @@ func (s nodeService) ReportInventory(
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
+	if s.auth.Root().Rollover != nil {
+		s.sched.Wake() // a rollover's gate waits on the nodes' reports
+	}
 	return &ipseccav1.ReportInventoryResponse{RevokedIkeStates: reply.RevokedIKEStates,
 		ReauthenticateIkeStates: reply.ReauthenticateIKEStates}, nil
 }
