@@ -326,33 +326,15 @@ func (a *Agent) act(ctx context.Context, d decision, pair *Pair, now time.Time) 
 	return pair, d.bundle, nil
 }
 
-// deliver puts the bundle's roots and the pair into NSS (through OVS's
-// other_config in OVS mode) and the PEM copies into the state directory.
-func (a *Agent) deliver(ctx context.Context, pair *Pair, bundle []byte) (bool, error) {
-	changed := false
-	roots, err := parseBundle(bundle)
-	if err != nil {
-		return false, err
-	}
+// deliver puts the bundle's CA certificates and the pair into NSS
+// (through OVS's other_config in OVS mode) and the PEM copies, as the
+// server sent them, into the state directory.
+func (a *Agent) deliver(ctx context.Context, pair *Pair, bundle []byte) (changed bool, err error) {
 	if a.cfg.OVS != nil {
-		if changed, err = a.deliverOVS(ctx, pair, bundle); err != nil {
-			return changed, err
-		}
-		if err := a.state.WriteCopies(pair, bundle); err != nil {
-			return changed, err
-		}
-		a.state.Prune()
-		return changed, nil
+		changed, err = a.deliverOVS(ctx, pair, bundle)
+	} else {
+		changed, err = a.deliverNSS(ctx, pair, bundle)
 	}
-	for _, r := range roots {
-		c, err := a.db.AddCA(ctx, a.cfg.CANickname, r, nssdb.TrustCA)
-		if err != nil {
-			return changed, err
-		}
-		changed = changed || c
-	}
-	c, err := a.db.PutKeyPair(ctx, a.cfg.Nickname, pair.Cert, pair.Key)
-	changed = changed || c
 	if err != nil {
 		return changed, err
 	}
@@ -360,6 +342,20 @@ func (a *Agent) deliver(ctx context.Context, pair *Pair, bundle []byte) (bool, e
 		return changed, err
 	}
 	a.state.Prune()
+	return changed, nil
+}
+
+// deliverNSS puts the bundle's CA certificates, then the pair, into NSS.
+func (a *Agent) deliverNSS(ctx context.Context, pair *Pair, bundle []byte) (bool, error) {
+	changed, err := a.syncTrust(ctx, bundle)
+	if err != nil {
+		return changed, err
+	}
+	c, err := a.db.PutKeyPair(ctx, a.cfg.Nickname, pair.Cert, pair.Key)
+	changed = changed || c
+	if err != nil {
+		return changed, err
+	}
 	if changed {
 		a.log.Info("NSS database updated", "nickname", a.cfg.Nickname,
 			"serial", pair.Serial(), "not_after", pair.Cert.NotAfter)
@@ -512,7 +508,9 @@ func (a *Agent) report(ctx context.Context, bundle []byte, pair *Pair) {
 	a.sendReport(ctx, bundle, pair, req)
 }
 
-// inventory lists the NSS database for a report.
+// inventory lists the NSS database for a report: every certificate with
+// its nickname and trust, the intermediates (trust ,,) as well as the
+// anchors (CT,,), so the CA can tell one from the other.
 func (a *Agent) inventory(ctx context.Context) (*ipseccav1.ReportInventoryRequest, error) {
 	entries, err := a.db.List(ctx)
 	if err != nil {
@@ -520,9 +518,25 @@ func (a *Agent) inventory(ctx context.Context) (*ipseccav1.ReportInventoryReques
 	}
 	req := &ipseccav1.ReportInventoryRequest{}
 	for _, e := range entries {
-		for _, c := range e.Certs {
-			req.Entries = append(req.Entries, &ipseccav1.InventoryEntry{Nickname: e.Nickname, Serial: serialHex(c.SerialNumber),
-				NotAfter: timestamppb.New(c.NotAfter), Trust: e.Trust, Subject: c.Subject.String()})
+		certs := e.Certs
+		if len(certs) > len(e.Trusts) {
+			// certutil lists every certificate of the nickname's subject,
+			// also those under another nickname (a subordinate CA with the
+			// subject of the root it replaces, a pair parked by PutKeyPair):
+			// report each under its own.
+			certs = nil
+			for _, c := range e.Certs {
+				if ok, err := a.db.Under(ctx, e.Nickname, c); err != nil {
+					return nil, err
+				} else if ok {
+					certs = append(certs, c)
+				}
+			}
+		}
+		for _, c := range certs {
+			req.Entries = append(req.Entries, &ipseccav1.InventoryEntry{Nickname: e.Nickname,
+				Serial: serialHex(c.SerialNumber), NotAfter: timestamppb.New(c.NotAfter), Trust: e.Trust,
+				Subject: c.Subject.String()})
 		}
 	}
 	return req, nil

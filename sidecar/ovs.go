@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/ipsecca/ipsecca/internal/atomicfile"
-	"github.com/ipsecca/ipsecca/nssdb"
 )
 
 // OVSConfig makes the sidecar deliver through Open vSwitch, as
@@ -66,7 +65,8 @@ var pkiKeys = [3]string{"certificate", "private_key", "ca_cert"}
 //     versions;
 //  2. point: other_config at them, once; on that change ovs-monitor-ipsec
 //     imports them into NSS and writes the conns itself;
-//  3. syncNSS: afterwards, the pair and every root of the bundle go under
+//  3. syncNSS: afterwards, the bundle's CA certificates (syncTrust) and
+//     the pair go in, the pair and the newest root under
 //     ovs-monitor-ipsec's nicknames, as it would import them;
 //  4. reread: when the pair changed, pluto re-reads its certificates; the
 //     CA then asks one side of each pair to authenticate its IKE SA again
@@ -81,16 +81,22 @@ func (a *Agent) deliverOVS(ctx context.Context, pair *Pair, bundle []byte) (bool
 	if err != nil || pointed {
 		return pointed, err
 	}
-	pairChanged, rootsChanged, err := a.syncNSS(ctx, pair, bundle)
+	pairChanged, trustChanged, err := a.syncNSS(ctx, pair, bundle)
 	if err != nil || !pairChanged {
-		return rootsChanged, err
+		return trustChanged, err
 	}
 	return true, a.reread(ctx, pair)
 }
 
-// writeOVSFiles is step 1 of deliverOVS.
+// writeOVSFiles is step 1 of deliverOVS. ca.pem holds the bundle's roots
+// first (anchorsFirst): ovs-monitor-ipsec imports the first certificate
+// of it alone, as trust anchor.
 func (a *Agent) writeOVSFiles(pair *Pair, bundle []byte) error {
 	dir := a.cfg.OVS.PKIDir
+	caPEM, err := anchorsFirst(bundle)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("sidecar: OVS PKI directory: %w", err)
 	}
@@ -98,7 +104,7 @@ func (a *Agent) writeOVSFiles(pair *Pair, bundle []byte) error {
 		name string
 		data []byte
 		perm os.FileMode
-	}{{ovsKeyFile, pair.KeyPEM, 0o600}, {ovsCertFile, pair.CertPEM, 0o644}, {ovsCAFile, bundle, 0o644}} {
+	}{{ovsKeyFile, pair.KeyPEM, 0o600}, {ovsCertFile, pair.CertPEM, 0o644}, {ovsCAFile, caPEM, 0o644}} {
 		path := filepath.Join(dir, f.name)
 		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, f.data) {
 			continue
@@ -135,28 +141,20 @@ func (a *Agent) pointOVS(ctx context.Context, pair *Pair) (bool, error) {
 
 // syncNSS is step 3 of deliverOVS. It waits for ovs-monitor-ipsec's first
 // import (nothing under the node's nickname yet) rather than race it.
-func (a *Agent) syncNSS(ctx context.Context, pair *Pair, bundle []byte) (pairChanged, rootsChanged bool, err error) {
+func (a *Agent) syncNSS(ctx context.Context, pair *Pair, bundle []byte) (pairChanged, trustChanged bool, err error) {
 	held, err := a.db.Certs(ctx, a.cfg.Nickname)
 	if err != nil || len(held) == 0 {
 		return false, false, err
 	}
-	roots, err := parseBundle(bundle)
-	if err != nil {
-		return false, false, err
-	}
-	for _, r := range roots {
-		c, err := a.db.AddCA(ctx, a.cfg.CANickname, r, nssdb.TrustCA)
-		if err != nil {
-			return false, rootsChanged, err
-		}
-		rootsChanged = rootsChanged || c
+	if trustChanged, err = a.syncTrust(ctx, bundle); err != nil {
+		return false, trustChanged, err
 	}
 	pairChanged, err = a.db.PutKeyPair(ctx, a.cfg.Nickname, pair.Cert, pair.Key)
 	if pairChanged {
 		a.log.Info("NSS database updated for ovs-monitor-ipsec", "nickname", a.cfg.Nickname,
 			"serial", pair.Serial())
 	}
-	return pairChanged, rootsChanged, err
+	return pairChanged, trustChanged, err
 }
 
 // reread is step 4 of deliverOVS: pluto re-reads its certificates
