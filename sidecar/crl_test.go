@@ -1,8 +1,16 @@
 package sidecar
 
 import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"math/big"
+	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestNextCRLStep: a CRL re-signed with the same revocations is imported
@@ -33,6 +41,61 @@ func TestNextCRLStep(t *testing.T) {
 			}
 			if !strings.HasPrefix(got.state, strings.Join(tc.serials, ",")+"\n") {
 				t.Fatalf("state %q does not start with the serials", got.state)
+			}
+		})
+	}
+}
+
+// TestKubeImportCRL: the ConfigMap's CRL is imported into NSS when a CA of
+// the bundle signed it: the subordinate CA (the CA's own certificate in
+// subordinate mode, an intermediate in NSS) as well as a root; not when a
+// CA outside the bundle did.
+func TestKubeImportCRL(t *testing.T) {
+	root := newTestRoot(t, name("example", "example root"), time.Now().Add(-time.Hour))
+	sub := root.subordinate(t, name("ipsecca", "ipsecca CA"))
+	stranger := newTestRoot(t, name("other", "other root"), time.Now().Add(-time.Hour))
+	for _, tc := range []struct {
+		name   string
+		signer *testCA
+		listed string // the nickname crlutil -L lists the CRL under; "" for refused
+	}{
+		{"signed by the subordinate CA", sub, IntermediateNickname(CANickname, sub.cert.RawSubject)},
+		{"signed by the root", root, CANickname},
+		{"signed by a CA outside the bundle", stranger, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			a := newTestAgent(t, true)
+			bundle := pemOf(sub, root)
+			if _, err := a.syncTrust(ctx, bundle); err != nil {
+				t.Fatal(err)
+			}
+			der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1),
+				ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(24 * time.Hour),
+				RevokedCertificateEntries: []x509.RevocationListEntry{
+					{SerialNumber: big.NewInt(42), RevocationTime: time.Now().Add(-time.Minute)}},
+			}, tc.signer.cert, tc.signer.key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			crl := pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+			imported, err := a.kubeImportCRL(ctx, crl, bundle)
+			out, lerr := exec.Command("crlutil", "-L", "-d", "sql:"+a.cfg.NSSDir).CombinedOutput()
+			if lerr != nil && tc.listed != "" {
+				t.Fatalf("crlutil -L: %v %s", lerr, out)
+			}
+			held := regexp.MustCompile(`(?m)^\S.*\sCRL\s*$`).FindString(string(out))
+			if tc.listed == "" {
+				if err == nil || imported || held != "" {
+					t.Fatalf("imported=%v err=%v, crlutil -L lists %q; want it refused", imported, err, held)
+				}
+				return
+			}
+			if err != nil || !imported || !strings.HasPrefix(held, tc.listed+" ") {
+				t.Fatalf("imported=%v err=%v, crlutil -L lists %q, want %s\n%s", imported, err, held, tc.listed, out)
+			}
+			if imported, err := a.kubeImportCRL(ctx, crl, bundle); err != nil || imported {
+				t.Fatalf("the same CRL again: imported=%v err=%v", imported, err)
 			}
 		})
 	}

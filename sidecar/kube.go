@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -193,10 +194,11 @@ func (a *Agent) kubePass(ctx context.Context) (changed bool, err error) {
 const kubeCRLFile = "crl-kube.sha256"
 
 // kubeImportCRL imports the ConfigMap's CRL into NSS when it is new, so
-// libreswan refuses revoked peers. It must be signed by a root of the
-// bundle. Unlike the gRPC path (which follows the revoked serials), a CRL
-// re-signed before its NextUpdate is imported too, so NSS never holds a
-// stale one.
+// libreswan refuses revoked peers. It must be signed by a CA certificate
+// of the bundle: the CA's own, which for a subordinate CA is no root (NSS
+// holds it as an intermediate, so crlutil finds the issuer). Unlike the
+// gRPC path (which follows the revoked serials), a CRL re-signed before
+// its NextUpdate is imported too, so NSS never holds a stale one.
 func (a *Agent) kubeImportCRL(ctx context.Context, crlPEM, bundle []byte) (bool, error) {
 	b, _ := pem.Decode(crlPEM)
 	if b == nil || b.Type != "X509 CRL" {
@@ -206,19 +208,12 @@ func (a *Agent) kubeImportCRL(ctx context.Context, crlPEM, bundle []byte) (bool,
 	if err != nil {
 		return false, fmt.Errorf("sidecar: CRL: %w", err)
 	}
-	roots, err := parseBundle(bundle)
+	cas, err := parseBundle(bundle)
 	if err != nil {
 		return false, err
 	}
-	signed := false
-	for _, r := range roots {
-		if crl.CheckSignatureFrom(r) == nil {
-			signed = true
-			break
-		}
-	}
-	if !signed {
-		return false, fmt.Errorf("sidecar: the CRL in ConfigMap %s is not signed by a root of the CA bundle",
+	if !slices.ContainsFunc(cas, func(c *x509.Certificate) bool { return crl.CheckSignatureFrom(c) == nil }) {
+		return false, fmt.Errorf("sidecar: the CRL in ConfigMap %s is not signed by a CA of the CA bundle",
 			a.cfg.Kube.CABundleConfigMap)
 	}
 	sum := sha256.Sum256(b.Bytes)
