@@ -26,10 +26,11 @@ import (
 //
 // Facts of NSS 3.87 these functions rely on (checked by the tests):
 // `certutil -L -n NICK` prints every certificate with the subject of NICK's
-// best certificate, whatever their nicknames; `certutil -A` of a
-// certificate the database holds keeps its nickname and sets its trust;
-// `certutil -A -n NICK` of a certificate whose subject differs from that
-// of the certificates under NICK fails (SEC_ERROR_ADDING_CERT).
+// best certificate, whatever their nicknames; `certutil -A -n NICK` files a
+// new certificate under NICK, also when another nickname holds its
+// subject, but fails (SEC_ERROR_ADDING_CERT) when the certificates under
+// NICK have another subject; `certutil -A` of a certificate the database
+// holds keeps its nickname and sets its trust.
 
 // TrustIntermediate is the trust of an intermediate CA: known, so NSS
 // can build chains through it, but no trust anchor.

@@ -25,14 +25,15 @@ import (
 //     ovs-monitor-ipsec puts the first certificate of ca.pem;
 //   - any other (an intermediate: the subordinate CA) is known to NSS, to
 //     build chains through, but trusted for nothing itself (trust ,,),
-//     under IntermediateNickname: it must not be an anchor, or a node would
-//     accept what the subordinate issues without the root.
+//     under IntermediateNickname. As an anchor it would vouch for peers on
+//     its own authority, whatever became of the organisation's root.
 //
-// NSS files every certificate of one subject under one nickname and
-// refuses a second subject under a nickname, hence one nickname per
-// subject: IntermediateNickname for each intermediate subject,
-// RootNickname for a root whose subject is not that of the bundle's
-// newest root. None of them starts with ovs_cert_ or ovs_certkey_:
+// NSS refuses a certificate under a nickname that holds another subject,
+// hence one nickname per subject (and kind): IntermediateNickname for
+// each intermediate subject, RootNickname for a root whose subject is not
+// that of the bundle's newest root (during a move to another organisation
+// root, or from a self-signed CA to a subordinate one with its subject).
+// None of them starts with ovs_cert_ or ovs_certkey_:
 // ovs-monitor-ipsec deletes every such nickname it does not manage when
 // it (re)starts, and only ever puts back the first certificate of ca.pem.
 
