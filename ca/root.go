@@ -306,6 +306,15 @@ func bundleOf(m *store.CA) [][]byte {
 	return out
 }
 
+// rolloverPhase is r's rollover phase ("" when none): a phase change may
+// keep the bundle's bytes (trust to issue swaps which of its CAs issues).
+func rolloverPhase(r *Root) string {
+	if r.Rollover == nil {
+		return ""
+	}
+	return r.Rollover.Phase
+}
+
 func publicKeysEqual(a, b crypto.PublicKey) bool {
 	ak, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && ak.Equal(b)
@@ -417,8 +426,9 @@ func (a *Authority) ReloadRoot(ctx context.Context) (*Root, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	if bytes.Equal(r.BundlePEM, a.Root().BundlePEM) {
-		return a.Root(), false, nil
+	if cur := a.Root(); bytes.Equal(r.BundlePEM, cur.BundlePEM) && r.Cert.Equal(cur.Cert) &&
+		rolloverPhase(r) == rolloverPhase(cur) {
+		return cur, false, nil
 	}
 	a.root.Store(r)
 	a.log.Info(
