@@ -496,8 +496,12 @@ func checkImportChainVerifies(s *SubordinateImport) error {
 
 // checkImportLifetime warns when node certificates will be capped: when
 // the certificate (or one above it) ends within a node lifetime plus the
-// rotation margin.
+// rotation margin; and when a renewal ends earlier than what it replaces.
 func checkImportLifetime(s *SubordinateImport) error {
+	if s.Current != nil && s.Cert.NotAfter.Before(s.Current.NotAfter) {
+		s.Warnings = append(s.Warnings, fmt.Sprintf("the certificate ends at %s, before the one it replaces "+
+			"(%s)", s.Cert.NotAfter.UTC().Format(time.RFC3339), s.Current.NotAfter.UTC().Format(time.RFC3339)))
+	}
 	s.Warnings = append(s.Warnings, capWarnings(s.Cert, s.Chain, s.Now)...)
 	return nil
 }

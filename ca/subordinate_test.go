@@ -463,4 +463,12 @@ func TestRenewSubordinate(t *testing.T) {
 		evs[1].Detail["renewal"] != "true" {
 		t.Fatalf("renewal event %+v %v", evs, err)
 	}
+	// Going back to a certificate that ends sooner is warned of.
+	_, res, err = a.ImportSubordinate(ctx, pemOf(first), pemOf(f.root.cert), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(res.Warnings, "\n"), "before the one it replaces") {
+		t.Fatalf("re-import of the earlier certificate: warnings %q", res.Warnings)
+	}
 }
