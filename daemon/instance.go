@@ -191,12 +191,14 @@ func open(ctx context.Context, opts Options) (*Instance, error) {
 	if err := CheckPermissions(opts.DataDir); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Join(opts.DataDir, ServerCertDir), 0o700); err != nil {
-		return nil, fmt.Errorf("server: data directory: %w", err)
-	}
+	// A subordinate CA awaiting its certificate (ca.ErrAwaitingCertificate)
+	// stops here: no file is made before it can issue.
 	root, created, err := ca.Bootstrap(ctx, opts.Store, opts.Root, opts.Clock)
 	if err != nil {
 		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(opts.DataDir, ServerCertDir), 0o700); err != nil {
+		return nil, fmt.Errorf("server: data directory: %w", err)
 	}
 	if created {
 		log.Info(
