@@ -341,6 +341,7 @@ func newCACmd() *cobra.Command {
 		show("renew", "Re-issue the root now (same key and subject, new validity); nodes get the new bundle", true),
 		crl,
 		newCARolloverCmd(conn),
+		newCAImportCmd(conn),
 	)
 	return cmd
 }

@@ -127,44 +127,60 @@ func (f *caFlags) logger() (*slog.Logger, error) {
 
 // open opens the CA instance over the store the flags choose.
 func (f *caFlags) open(ctx context.Context) (*daemon.Instance, *slog.Logger, error) {
-	log, err := f.logger()
+	opts, log, err := f.options()
 	if err != nil {
 		return nil, nil, err
 	}
+	in, err := daemon.Open(ctx, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	return in, log, nil
+}
+
+// options are the daemon's options from the flags, checked.
+func (f *caFlags) options() (daemon.Options, *slog.Logger, error) {
+	log, err := f.logger()
+	if err != nil {
+		return daemon.Options{}, nil, err
+	}
 	keyType, err := ca.ParseKeyType(f.keyType)
 	if err != nil {
-		return nil, nil, usageError("--ca-key-type: %v", err)
+		return daemon.Options{}, nil, usageError("--ca-key-type: %v", err)
 	}
 	if f.dataDir == "" {
 		f.dataDir = envOr(envDataDir, defaultDataDir)
 	}
 	for _, n := range f.serverNames {
 		if net.ParseIP(n) == nil && ca.ValidName(n) != nil {
-			return nil, nil, usageError("--server-name %q is neither an IP address nor a DNS name", n)
+			return daemon.Options{}, nil, usageError("--server-name %q is neither an IP address nor a DNS name", n)
 		}
 	}
 	kek, err := readKEK(f.kekFile)
 	if err != nil {
-		return nil, nil, err
+		return daemon.Options{}, nil, err
 	}
 	mode, err := server.ParseMode(f.mode)
 	if err != nil {
-		return nil, nil, usageError("--mode: %v", err)
+		return daemon.Options{}, nil, usageError("--mode: %v", err)
 	}
 	policy := rotation.Policy{Fraction: rotation.DefaultPolicy.Fraction, Spread: f.spread, Grace: f.grace}
 	if err := policy.Validate(rotation.NodeLifetime(time.Now())); err != nil {
-		return nil, nil, usageError("%v", err)
+		return daemon.Options{}, nil, usageError("%v", err)
 	}
 	if f.store.healthIval <= 0 {
-		return nil, nil, usageError("--etcd-health-interval %s: want a positive duration", f.store.healthIval)
+		return daemon.Options{}, nil, usageError(
+			"--etcd-health-interval %s: want a positive duration",
+			f.store.healthIval,
+		)
 	}
 	if f.store.kind == storeEtcd && kek == nil {
-		return nil, nil, usageError(
+		return daemon.Options{}, nil, usageError(
 			"--store etcd needs a key-encryption key (--kek-file or $IPSECCA_KEK, the same on every replica): the CA " +
 				"key is kept in etcd only sealed",
 		)
 	}
-	in, err := daemon.Open(ctx, daemon.Options{
+	return daemon.Options{
 		DataDir: f.dataDir,
 		OpenStore: func(ctx context.Context) (daemon.Store, daemon.Cluster, error) {
 			st, cluster, err := f.store.open(ctx, f.dataDir, log)
@@ -178,11 +194,7 @@ func (f *caFlags) open(ctx context.Context) (*daemon.Instance, *slog.Logger, err
 		HealthInterval: f.store.healthIval,
 		Self:           store.Replica{ID: f.store.replica(), Address: f.advertise, StartedAt: time.Now().UTC()},
 		Logger:         log,
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	return in, log, nil
+	}, log, nil
 }
 
 // readKEK reads the key-encryption key from file, else $IPSECCA_KEK; nil
@@ -208,14 +220,25 @@ func readKEK(file string) (ca.KEK, error) {
 
 func newInitCmd() *cobra.Command {
 	var f caFlags
+	var subordinate bool
 	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create the CA in a data directory (idempotent) without serving",
 		Long: `init creates the root CA (10 years), the service's TLS certificate and the
 admin client credentials in the data directory. Run again on the same
-directory it keeps the existing root and prints its fingerprint.`,
+directory it keeps the existing root and prints its fingerprint.
+
+With --subordinate the CA runs under your organisation's root instead: init
+makes the CA key (sealed under the KEK when one is given) and a request for
+a CA certificate, DATA-DIR/` + daemon.CSRFile + `, and nothing else. Have the request
+signed by your root, import the certificate (ipsecca ca import), then serve.
+Run again it writes the same request; on a subordinate that has its
+certificate it writes a request for its renewal (same key and subject).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if subordinate {
+				return initSubordinate(cmd, &f)
+			}
 			in, _, err := f.open(cmd.Context())
 			if err != nil {
 				return err
@@ -235,6 +258,9 @@ directory it keeps the existing root and prints its fingerprint.`,
 		},
 	}
 	f.register(cmd.Flags())
+	cmd.Flags().BoolVar(&subordinate, "subordinate", false, "make a subordinate CA: its key and a request (ca.csr) "+
+		"for your organisation's root to sign, then ipsecca ca import; --ca-name defaults to \""+
+		ca.DefaultSubordinateName+"\"")
 	return cmd
 }
 
