@@ -22,7 +22,9 @@ import (
 // certificate with its subject has its key. One that does (a root renewed
 // with the same key) cannot be told apart from it by certutil:
 // DeleteCA and MoveCA refuse it with ErrSharedKey rather than touch the
-// wrong one.
+// wrong one. When none of them is to stay (a key retired with all its
+// roots), DeleteCAKey deletes them all: then it does not matter which one
+// the URI names each time.
 //
 // Facts of NSS 3.87 these functions rely on (checked by the tests):
 // `certutil -L -n NICK` prints every certificate with the subject of NICK's
@@ -165,4 +167,59 @@ func (d *DB) DeleteCA(ctx context.Context, nickname string, cert *x509.Certifica
 		return true, fmt.Errorf("nssdb: serial %x is still under %q after certutil -D", cert.SerialNumber, nickname)
 	}
 	return true, nil
+}
+
+// DeleteCAKey deletes from nickname every certificate that has cert's key
+// (cert itself, and the roots renewed with that key before or after it),
+// and nothing else: no certificate with another key, none under another
+// nickname, no private key (certutil -D, never -F; it refuses a key the
+// database holds, a pair's rather than a CA's). It is for a key none
+// of whose certificates is to stay: certutil cannot name one of them
+// apart from the others, so it deletes by URI, whichever the URI names,
+// once per certificate listed with that key at most, then checks none is
+// left. It reports how many it deleted (0 when nickname holds none).
+func (d *DB) DeleteCAKey(ctx context.Context, nickname string, cert *x509.Certificate) (int, error) {
+	if ok, err := d.Under(ctx, nickname, cert); err != nil || !ok {
+		return 0, err
+	}
+	// A certificate whose key the database holds is a pair's, no CA's: -D
+	// would leave the key without it.
+	if mine, err := d.HasKey(ctx, cert); err != nil {
+		return 0, err
+	} else if mine {
+		return 0, fmt.Errorf("nssdb: %q holds a certificate with a private key in the database (serial %x): "+
+			"not a CA certificate to delete", nickname, cert.SerialNumber)
+	}
+	id, err := KeyID(cert.PublicKey)
+	if err != nil {
+		return 0, err
+	}
+	uri, err := certURI(nickname, cert)
+	if err != nil {
+		return 0, err
+	}
+	// The subject's certificates, whatever their nicknames: an upper bound
+	// of those under nickname with the key.
+	group, err := d.Certs(ctx, nickname)
+	if err != nil {
+		return 0, err
+	}
+	most := 0
+	for _, c := range group {
+		if other, err := KeyID(c.PublicKey); err == nil && other == id {
+			most++
+		}
+	}
+	deleted := 0
+	for deleted < most {
+		if _, err := d.run(ctx, "certutil", "-D", "-d", d.spec(), "-n", uri); err != nil {
+			return deleted, err
+		}
+		deleted++
+		if ok, err := d.Under(ctx, nickname, cert); err != nil || !ok {
+			return deleted, err
+		}
+	}
+	return deleted, fmt.Errorf("nssdb: a certificate with the key of %s (serial %x) is still under %q after %d "+
+		"certutil -D", cert.Subject, cert.SerialNumber, nickname, deleted)
 }

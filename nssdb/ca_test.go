@@ -115,6 +115,90 @@ func TestDeleteCARefusesSharedKey(t *testing.T) {
 	}
 }
 
+// TestDeleteCAKey: a key retired with all its roots. The root R0 and
+// R0' renewed with its key (same subject, same CKA_ID, which certutil
+// cannot name apart) are under the CA nickname beside the new root R1
+// (another key); a third root with the old key is under another
+// nickname. DeleteCAKey deletes R0 and R0' from the CA nickname, whichever
+// it names first, and leaves R1, the third root under its own nickname,
+// and the node's pair with its key; again, it deletes nothing.
+func TestDeleteCAKey(t *testing.T) {
+	ctx := context.Background()
+	old := newRoot(t, func() crypto.Signer { k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader); return k }(),
+		1, time.Now().Add(-72*time.Hour))
+	renewed := newRoot(t, old.caKey, 2, time.Now().Add(-48*time.Hour))
+	again := newRoot(t, old.caKey, 3, time.Now().Add(-24*time.Hour))
+	cur := newRoot(t, func() crypto.Signer { k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader); return k }(),
+		4, time.Now().Add(-time.Hour))
+	d := newDB(t, old)
+	for _, c := range []*x509.Certificate{renewed.caCert, cur.caCert} {
+		if err := d.ImportCA(ctx, caNick, c, TrustCA); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const other = "another"
+	if err := d.ImportCA(ctx, other, again.caCert, TrustCA); err != nil {
+		t.Fatal(err)
+	}
+	node, key := cur.leaf(t, "node-a", false, 0)
+	if _, err := d.PutKeyPair(ctx, nick, node, key); err != nil {
+		t.Fatal(err)
+	}
+	if got := lines(t, d); len(got[caNick]) != 3 || len(got[other]) != 1 {
+		t.Fatalf("certutil -L shows %v, want three roots under %s, one under %s", got, caNick, other)
+	}
+	if deleted, err := d.DeleteCA(ctx, caNick, old.caCert); !errors.Is(err, ErrSharedKey) || deleted {
+		t.Fatalf("DeleteCA of a root sharing its key: %v %v, want ErrSharedKey", deleted, err)
+	}
+	for _, c := range []struct {
+		nick string
+		cert *x509.Certificate
+	}{{nick, cur.caCert}, {caNick, node}, {other, cur.caCert}} {
+		if n, err := d.DeleteCAKey(ctx, c.nick, c.cert); err != nil || n != 0 {
+			t.Fatalf("DeleteCAKey(%s, serial %x) of a key it does not hold: %d %v", c.nick, c.cert.SerialNumber, n,
+				err)
+		}
+	}
+	if n, err := d.DeleteCAKey(ctx, nick, node); err == nil || n != 0 {
+		t.Fatalf("DeleteCAKey of the node's certificate, whose key the database holds: %d %v", n, err)
+	}
+	if n, err := d.DeleteCAKey(ctx, caNick, renewed.caCert); err != nil || n != 2 {
+		t.Fatalf("DeleteCAKey: %d %v, want the two roots with the old key deleted", n, err)
+	}
+	got := lines(t, d)
+	if len(got) != 3 || strings.Join(got[caNick], " ") != TrustCA || strings.Join(got[other], " ") != TrustCA {
+		t.Fatalf("certutil -L shows %v, want one root under %s and one under %s beside the node", got, caNick, other)
+	}
+	for _, c := range []struct {
+		nick string
+		cert *x509.Certificate
+		want bool
+	}{{caNick, cur.caCert, true}, {caNick, old.caCert, false}, {other, again.caCert, true}} {
+		if ok, err := d.Under(ctx, c.nick, c.cert); err != nil || ok != c.want {
+			t.Fatalf("Under(%s, serial %x) = %v (%v), want %v", c.nick, c.cert.SerialNumber, ok, err, c.want)
+		}
+	}
+	if certs, err := d.Certs(ctx, caNick); err != nil || len(certs) != 2 {
+		t.Fatalf("Certs(%s) = %d certificates (%v), want the new root and the third root of %s", caNick, len(certs),
+			err, other)
+	}
+	if certs, err := d.Certs(ctx, nick); err != nil || len(certs) != 1 || !certs[0].Equal(node) {
+		t.Fatalf("%s holds %d certificates (%v), want the node's", nick, len(certs), err)
+	}
+	id, _ := KeyID(node.PublicKey)
+	if keys, err := d.Keys(ctx); err != nil || len(keys) != 1 || keys[0].ID != id {
+		t.Fatalf("certutil -K shows %+v (%v), want the node's key alone", keys, err)
+	}
+	for _, u := range []string{"C", "V"} {
+		if err := d.Verify(ctx, nick, u); err != nil {
+			t.Fatalf("certutil -V -u %s: %v", u, err)
+		}
+	}
+	if n, err := d.DeleteCAKey(ctx, caNick, old.caCert); err != nil || n != 0 {
+		t.Fatalf("DeleteCAKey again: %d %v", n, err)
+	}
+}
+
 // subCA issues a subordinate CA (CA:TRUE, path length 0) under p.
 func (p *pki) subCA(t *testing.T, cn string) *pki {
 	t.Helper()

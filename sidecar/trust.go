@@ -152,6 +152,20 @@ func (p trustPlan) inBundle(c *x509.Certificate) bool {
 	return slices.ContainsFunc(p.want, func(w placement) bool { return w.cert.Equal(c) })
 }
 
+// keyKept reports whether a certificate of the bundle, whatever its
+// subject and nickname, has c's key (true when a key ID cannot be had:
+// nothing is deleted on a guess).
+func (p trustPlan) keyKept(c *x509.Certificate) bool {
+	id, err := nssdb.KeyID(c.PublicKey)
+	if err != nil {
+		return true
+	}
+	return slices.ContainsFunc(p.want, func(w placement) bool {
+		other, err := nssdb.KeyID(w.cert.PublicKey)
+		return err != nil || other == id
+	})
+}
+
 // syncTrust makes NSS hold the bundle's CA certificates, each where and
 // with the trust planTrust says, and no other under the sidecar's CA
 // nicknames. In three steps, each only after the one before succeeded:
@@ -163,14 +177,19 @@ func (p trustPlan) inBundle(c *x509.Certificate) bool {
 //  2. add: every bundle certificate goes in, or gets its trust;
 //  3. remove: only then are the certificates no longer in the bundle (a
 //     root retired by a key rollover) deleted from those nicknames, one
-//     by one (nssdb.DeleteCA), never anything under another nickname.
+//     by one (nssdb.DeleteCA), or all those of a key at once when none
+//     with that key is in the bundle (nssdb.DeleteCAKey: the old key's
+//     roots after a rollover, renewals with that key included), never
+//     anything under another nickname.
 //
 // A certificate of the database that is not under one of those nicknames
 // (an admin's `certutil -A -n CA`) is left where it is. A retired root
 // that shares subject and key with a root of the bundle (a renewal with
-// the same key) stays: certutil cannot name it apart from that root, and
-// it vouches for nothing the other does not. It reports whether the
-// database changed; with everything in place it runs no write.
+// the same key, the older root gone from the bundle) stays: certutil
+// cannot name it apart from that root, and it vouches for nothing the
+// other does not. It goes with the key, once no root of the bundle has
+// it. It reports whether the database changed; with everything in place
+// it runs no write.
 func (a *Agent) syncTrust(ctx context.Context, bundle []byte) (changed bool, err error) {
 	certs, err := parseBundle(bundle)
 	if err != nil {
@@ -281,7 +300,11 @@ func (a *Agent) addCAs(ctx context.Context, plan trustPlan, entries []nssdb.Entr
 	return added, nil
 }
 
-// removeCAs is step 3 of syncTrust.
+// removeCAs is step 3 of syncTrust. A certificate that left the bundle
+// goes alone (nssdb.DeleteCA) while the bundle keeps a certificate with
+// its key; otherwise every certificate with its key goes from the
+// nickname (nssdb.DeleteCAKey), however many roots were issued with it:
+// the URI cannot name one of them apart, and none is to stay.
 func (a *Agent) removeCAs(ctx context.Context, plan trustPlan, entries []nssdb.Entry) (bool, error) {
 	for _, w := range plan.want {
 		held := func(e nssdb.Entry) bool { return slices.ContainsFunc(e.Certs, w.cert.Equal) }
@@ -294,6 +317,19 @@ func (a *Agent) removeCAs(ctx context.Context, plan trustPlan, entries []nssdb.E
 	for _, e := range a.owned(entries) {
 		for _, c := range e.Certs {
 			if plan.inBundle(c) {
+				continue
+			}
+			if !plan.keyKept(c) {
+				n, err := a.db.DeleteCAKey(ctx, e.Nickname, c)
+				removed = removed || n > 0
+				if err != nil {
+					return removed, err
+				}
+				if n > 0 {
+					id, _ := nssdb.KeyID(c.PublicKey)
+					a.log.Info("removed the CA certificates of a key no longer in the bundle from NSS",
+						"nickname", e.Nickname, "subject", c.Subject.String(), "key_id", id, "certificates", n)
+				}
 				continue
 			}
 			ok, err := a.db.DeleteCA(ctx, e.Nickname, c)

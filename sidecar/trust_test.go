@@ -69,6 +69,27 @@ func newTestRoot(t *testing.T, subject pkix.Name, notBefore time.Time) *testCA {
 	return &testCA{key: key, cert: c}
 }
 
+// renew re-issues the root p with its key and subject, a new serial and
+// validity from notBefore, as `ipsecca ca renew` does.
+func (p *testCA) renew(t *testing.T, notBefore time.Time) *testCA {
+	t.Helper()
+	tmpl := &x509.Certificate{SerialNumber: serial(t), Subject: p.cert.Subject, NotBefore: notBefore,
+		NotAfter: notBefore.AddDate(10, 0, 0), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, p.key.Public(), p.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(c.RawSubject, p.cert.RawSubject) {
+		t.Fatal("the renewed root has another subject")
+	}
+	return &testCA{key: p.key, cert: c}
+}
+
 // subordinate issues a subordinate CA (CA:TRUE, path length 0), as an
 // organisation's root signs ipsecca's certificate in subordinate mode.
 func (p *testCA) subordinate(t *testing.T, subject pkix.Name) *testCA {
@@ -337,6 +358,29 @@ func TestSyncTrustTransitions(t *testing.T) {
 				{[]*testCA{cur}, cur, map[string][]*testCA{CANickname: {cur}}},
 			}
 		}},
+		// The old key's roots, R0 and R0' renewed with it, leave the bundle
+		// together: both go, although certutil cannot name one apart.
+		{"key rollover after a renewal with the same key", func(t *testing.T) []step {
+			r0 := newTestRoot(t, ipsecca, time.Now().Add(-72*time.Hour))
+			r0r := r0.renew(t, time.Now().Add(-48*time.Hour))
+			r1 := newTestRoot(t, ipsecca, time.Now().Add(-time.Hour))
+			return []step{
+				{[]*testCA{r0r, r0}, r0, map[string][]*testCA{CANickname: {r0r, r0}}},
+				{[]*testCA{r1, r0r, r0}, r0r, map[string][]*testCA{CANickname: {r1, r0r, r0}}},
+				{[]*testCA{r1, r0r, r0}, r1, map[string][]*testCA{CANickname: {r1, r0r, r0}}},
+				{[]*testCA{r1}, r1, map[string][]*testCA{CANickname: {r1}}},
+			}
+		}},
+		// R0 leaves the bundle, R0' with its key stays: R0 stays too (see
+		// TestSyncTrustKeepsSharedKey).
+		{"renewal with the same key, the older root retired", func(t *testing.T) []step {
+			r0 := newTestRoot(t, ipsecca, time.Now().Add(-72*time.Hour))
+			r0r := r0.renew(t, time.Now().Add(-48*time.Hour))
+			return []step{
+				{[]*testCA{r0r, r0}, r0, map[string][]*testCA{CANickname: {r0r, r0}}},
+				{[]*testCA{r0r}, r0r, map[string][]*testCA{CANickname: {r0r, r0}}},
+			}
+		}},
 		{"subordinate re-keyed", func(t *testing.T) []step {
 			root := newTestRoot(t, name("example", "example root"), time.Now().Add(-time.Hour))
 			s1, s2 := root.subordinate(t, ipsecca), root.subordinate(t, ipsecca)
@@ -419,7 +463,7 @@ func TestSyncTrustRemovesLast(t *testing.T) {
 	assertCAs(t, a, map[string][]*testCA{CANickname: {root}, inter: {sub}})
 	var writes []string
 	for _, c := range calls(t, log) {
-		if f := strings.Fields(c); f[0] != "-L" {
+		if f := strings.Fields(c); f[0] != "-L" && f[0] != "-K" {
 			writes = append(writes, f[0])
 		}
 	}
@@ -432,6 +476,136 @@ func TestSyncTrustRemovesLast(t *testing.T) {
 	}
 	if ok, err := a.db.HasKey(ctx, node); err != nil || !ok {
 		t.Fatalf("the node's key is gone: %v", err)
+	}
+}
+
+// TestSyncTrustRetiresRenewedKey: the CA's root R0 was renewed with its
+// key K0 (R0', same subject, new serial and validity), then rolled over to
+// R1 (key K1, same subject). When the bundle holds R1 alone, R0 and R0'
+// both leave NSS, although they share subject and key ID and so cannot be
+// named apart (DeleteCA refuses each): every certificate of K0 under the
+// CA nickname goes, after R1 is in, by certutil -D alone. R1 stays with
+// CT,,, the node's pair re-issued by R1 and its key stay and verify, and
+// the inventory, which the CA's rollover waits on before it retires K0,
+// lists no root of K0. The same bundle again writes nothing.
+func TestSyncTrustRetiresRenewedKey(t *testing.T) {
+	ctx := context.Background()
+	a := newTestAgent(t, false)
+	ipsecca := name("ipsecca", "ipsecca CA")
+	r0 := newTestRoot(t, ipsecca, time.Now().Add(-72*time.Hour))
+	r0r := r0.renew(t, time.Now().Add(-48*time.Hour))
+	r1 := newTestRoot(t, ipsecca, time.Now().Add(-time.Hour))
+	if _, err := a.syncTrust(ctx, pemOf(r0r, r0)); err != nil {
+		t.Fatal(err)
+	}
+	node, key := r0.node(t, "node-a")
+	if _, err := a.db.PutKeyPair(ctx, a.cfg.Nickname, node, key); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.syncTrust(ctx, pemOf(r1, r0r, r0)); err != nil {
+		t.Fatal(err)
+	}
+	assertCAs(t, a, map[string][]*testCA{CANickname: {r1, r0r, r0}})
+	node, key = r1.node(t, "node-a")
+	if _, err := a.db.PutKeyPair(ctx, a.cfg.Nickname, node, key); err != nil {
+		t.Fatal(err)
+	}
+
+	log := certutilLog(t)
+	if changed, err := a.syncTrust(ctx, pemOf(r1)); err != nil || !changed {
+		t.Fatalf("syncTrust [R1]: %v %v", changed, err)
+	}
+	var writes []string
+	for _, c := range calls(t, log) {
+		if f := strings.Fields(c); f[0] != "-L" && f[0] != "-K" {
+			writes = append(writes, f[0])
+		}
+	}
+	if want := "-D -D"; strings.Join(writes, " ") != want {
+		t.Fatalf("certutil wrote %v, want %s: R0 and R0' deleted, nothing else", writes, want)
+	}
+	assertCAs(t, a, map[string][]*testCA{CANickname: {r1}})
+	if got := listed(t, a)[CANickname]; len(got) != 1 || got[0] != nssdb.TrustCA {
+		t.Fatalf("%s lists %v, want R1 alone with %s", CANickname, got, nssdb.TrustCA)
+	}
+	for _, c := range []*testCA{r0, r0r} {
+		if ok, err := a.db.Under(ctx, CANickname, c.cert); err != nil || ok {
+			t.Fatalf("%s still holds a root of K0 (serial %x): %v", CANickname, c.cert.SerialNumber, err)
+		}
+	}
+	certs, err := a.db.Certs(ctx, CANickname)
+	if err != nil || len(certs) != 1 || !certs[0].Equal(r1.cert) {
+		t.Fatalf("%s holds %d certificates (%v), want R1", CANickname, len(certs), err)
+	}
+	if certs, err := a.db.Certs(ctx, a.cfg.Nickname); err != nil || len(certs) != 1 || !certs[0].Equal(node) {
+		t.Fatalf("the node's pair is gone: %d certificates, %v", len(certs), err)
+	}
+	if ok, err := a.db.HasKey(ctx, node); err != nil || !ok {
+		t.Fatalf("the node's key is gone: %v", err)
+	}
+	for _, u := range []string{"C", "V"} {
+		if err := a.db.Verify(ctx, a.cfg.Nickname, u); err != nil {
+			t.Fatalf("certutil -V -u %s: %v", u, err)
+		}
+	}
+	req, err := a.inventory(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range req.GetEntries() {
+		for _, c := range []*testCA{r0, r0r} {
+			if e.GetSerial() == serialHex(c.cert.SerialNumber) {
+				t.Fatalf("the inventory still lists a root of K0: %s serial %s", e.GetNickname(), e.GetSerial())
+			}
+		}
+	}
+
+	if err := os.Remove(log); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := a.syncTrust(ctx, pemOf(r1)); err != nil || changed {
+		t.Fatalf("syncTrust [R1] again: %v %v", changed, err)
+	}
+	for _, c := range calls(t, log) {
+		if c != "" && !strings.HasPrefix(c, "-L ") {
+			t.Errorf("syncTrust with the same bundle ran certutil %s", c)
+		}
+	}
+}
+
+// TestSyncTrustKeepsSharedKey: R0 renewed with its key as R0', then R0
+// retired from the bundle while R0' stays. R0 stays in NSS, without an
+// error: the only name certutil takes for it (nickname and key ID) names
+// R0' as well, which is to stay, and having the subject and key of R0' it
+// vouches for nothing R0' does not. It goes with R0' once the key leaves the
+// bundle (TestSyncTrustRetiresRenewedKey). Nothing is written, now or on
+// the next run.
+func TestSyncTrustKeepsSharedKey(t *testing.T) {
+	ctx := context.Background()
+	a := newTestAgent(t, false)
+	r0 := newTestRoot(t, name("ipsecca", "ipsecca CA"), time.Now().Add(-72*time.Hour))
+	r0r := r0.renew(t, time.Now().Add(-48*time.Hour))
+	if _, err := a.syncTrust(ctx, pemOf(r0r, r0)); err != nil {
+		t.Fatal(err)
+	}
+	node, key := r0r.node(t, "node-a")
+	if _, err := a.db.PutKeyPair(ctx, a.cfg.Nickname, node, key); err != nil {
+		t.Fatal(err)
+	}
+	log := certutilLog(t)
+	for i := range 2 {
+		if changed, err := a.syncTrust(ctx, pemOf(r0r)); err != nil || changed {
+			t.Fatalf("run %d: syncTrust [R0']: %v %v, want no error and no change", i, changed, err)
+		}
+		assertCAs(t, a, map[string][]*testCA{CANickname: {r0r, r0}})
+		if err := a.db.Verify(ctx, a.cfg.Nickname, "V"); err != nil {
+			t.Fatalf("run %d: certutil -V -u V: %v", i, err)
+		}
+	}
+	for _, c := range calls(t, log) {
+		if f := strings.Fields(c); len(f) > 0 && f[0] != "-L" && f[0] != "-K" && f[0] != "-V" {
+			t.Errorf("syncTrust [R0'] ran certutil %s", c)
+		}
 	}
 }
 
