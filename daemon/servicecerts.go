@@ -122,7 +122,13 @@ func (in *Instance) current(leaf *x509.Certificate, names []string) bool {
 		return false
 	}
 	now := in.opts.Clock.Now()
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: in.Authority.Root().Pool(), CurrentTime: now,
+	// Signed by the key that issues now: during a key rollover the old
+	// key's certificates still verify, but leave with it.
+	root := in.Authority.Root()
+	if leaf.CheckSignatureFrom(root.Cert) != nil {
+		return false
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: root.Pool(), CurrentTime: now,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return false
 	}
