@@ -105,6 +105,9 @@ func TestOVSMesh(t *testing.T) {
 		{"rotate1", []string{"ab", "ac", "bc"}, maxLostPerHandoff},
 		{"rotateall", []string{"ab", "ac", "bc"}, maxLostPerHandoff},
 		{"carenew", []string{"ab", "ac", "bc"}, 0},
+		{"rolltrust", []string{"ab", "ac", "bc"}, 0},
+		{"rollissue", []string{"ab", "ac", "bc"}, maxLostPerHandoff},
+		{"rollretire", []string{"ab", "ac", "bc"}, 0},
 		{"revoke", []string{"ab"}, 0},
 		{"kill", []string{"ab"}, maxLostPerHandoff},
 	}
@@ -145,16 +148,34 @@ func TestOVSMesh(t *testing.T) {
 				facts["carenew_bundle_"+n], facts["carenew_nss_roots_"+n])
 		}
 	}
+	// The key rollover: each phase ends on what the nodes report; node-b's
+	// stopped sidecar held the issue phase until it came back.
+	for _, k := range []string{"rolltrust_done", "rollissue_held", "rollissue_done"} {
+		want(k, "1")
+	}
+	if num("rollissue_held_on_b") < 1 {
+		t.Error("the issue phase did not name node-b while its sidecar was stopped")
+	}
+	want("rollretire_rc", "0")
+	for _, n := range []string{"a", "b", "c"} {
+		want("rollretire_nss_roots_"+n, "1")
+		want("rollretire_nss_root_"+n, facts["rollover_new"])
+		want("rollretire_bundle_"+n, "1")
+	}
+	t.Logf("key rollover: every NSS trusted the new CA %ss after start; the issue phase (node-b stopped 25 s) "+
+		"complete %ss after; the old CA out of every NSS %ss after finish", facts["rolltrust_seconds"],
+		facts["rollissue_seconds"], facts["rollretire_seconds"])
 	want("revoke_refused", "1")
 	want("revoke_still_refused", "1")
 	t.Logf("revocation: CRL in the peers' NSS %ss and tunnels refused %ss after `node revoke`",
 		facts["revoke_crl_seconds"], facts["revoke_refused_seconds"])
-	for _, st := range []string{"up", "rotate1", "rotateall", "carenew", "kill"} {
+	for _, st := range []string{"up", "rotate1", "rotateall", "carenew", "rollissue", "rollretire", "kill"} {
 		if facts["mesh_"+st+"_converged"] != "0" {
 			t.Errorf("step %s: ipsecca mesh status --wait did not see the mesh converge", st)
 		}
 	}
-	for _, st := range []string{"up", "rotate1", "rotateall", "carenew", "revoke", "kill"} {
+	for _, st := range []string{"up", "rotate1", "rotateall", "carenew", "rolltrust", "rollissue", "rollretire",
+		"revoke", "kill"} {
 		checkMeshStatus(t, out, st, facts)
 	}
 	for _, n := range []string{"a", "b", "c"} {

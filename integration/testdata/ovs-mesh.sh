@@ -386,6 +386,57 @@ run_test() {
     done
     mesh_status carenew 60s
 
+    # 3b. A CA key rollover to a new key (ECDSA P-384), phase by phase:
+    #     trust (every NSS takes the new CA), issue (every node rotates onto
+    #     the new key; node-b's sidecar is stopped and holds the phase back
+    #     until it returns), retire (the old CA leaves every NSS).
+    roll_status() { "$IPSECCA" ca rollover status --json 2>/dev/null; }
+    roll_phase() { roll_status | grep -Eq "\"phase\": *\"$1\""; }
+    roll_ready() { roll_status | grep -Eq '"ready": *true'; }
+    probe_start rolltrust
+    t0=$(now)
+    "$IPSECCA" ca rollover start --key-type ecdsa-p384 --spread 10s --json > "$W/rollover-start.json" \
+        2>> "$W/admin.log"
+    fact rollover_new "$(grep -Eo '"newSerial": *"[0-9a-f]+"' "$W/rollover-start.json" | grep -Eo '[0-9a-f]{8,}')"
+    if wait_for 120 roll_phase issue; then fact rolltrust_done 1; else fact rolltrust_done 0; dump; fi
+    fact rolltrust_seconds "$(since "$t0")"
+    kill "$(cat "$W/b/sidecar.pid")"
+    roll_status > "$W/rollover-issue-began.json"
+    sleep 3
+    probe_stop rolltrust
+    mesh_status rolltrust
+
+    probe_start rollissue
+    t0=$(now)
+    sleep 25 # the spread (10 s) and a few report rounds: a and c are on the new key
+    roll_status > "$W/rollover-held.json"
+    fact rollissue_held "$(roll_ready && echo 0 || echo 1)"
+    fact rollissue_held_on_b "$(grep -c 'node node-b: its certificate' "$W/rollover-held.json")"
+    start_sidecar b
+    if wait_for 180 roll_ready; then fact rollissue_done 1; else fact rollissue_done 0; dump; fi
+    fact rollissue_seconds "$(since "$t0")"
+    roll_status > "$W/rollover-issue-complete.json"
+    wait_for 60 all_on_current
+    wait_for 30 mesh_up $NODES
+    probe_stop rollissue
+    mesh_status rollissue 60s
+
+    probe_start rollretire
+    t0=$(now)
+    "$IPSECCA" ca rollover finish --wait 120s > "$W/rollover-finish.log" 2>&1
+    fact rollretire_rc $?
+    fact rollretire_seconds "$(since "$t0")"
+    sleep 3
+    probe_stop rollretire
+    for n in $NODES; do
+        certutil -L -d "sql:$W/$n/nss" -n ovs_cert_cacert -a > "$W/nss-$n-rollretire.pem" 2>&1
+        fact "rollretire_nss_roots_$n" "$(grep -c 'BEGIN CERTIFICATE' "$W/nss-$n-rollretire.pem")"
+        fact "rollretire_nss_root_$n" "$(openssl x509 -in "$W/nss-$n-rollretire.pem" -noout -serial | cut -d= -f2 |
+            tr 'A-F' 'a-f' | sed 's/^0*//')"
+        fact "rollretire_bundle_$n" "$(grep -c 'BEGIN CERTIFICATE' "$W/$n/state/ca.pem")"
+    done
+    mesh_status rollretire 60s
+
     # 4. Revocation of node-c: its tunnels are refused; a-b keeps going.
     PAIRS="a:b a:c b:c"
     probe_start revoke
