@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"math/big"
 	"sync"
 	"testing"
 	"time"
@@ -358,5 +359,79 @@ func TestOverdueAndForce(t *testing.T) {
 	}
 	if _, err := w.sched.Force(ctx, "no-such-node", false, 0, "admin"); err == nil {
 		t.Fatal("forcing an unknown node succeeded")
+	}
+}
+
+// newSubordinateWorld is newWorld with the CA a subordinate whose
+// certificate, signed by an organisation's root, is valid for life.
+func newSubordinateWorld(t *testing.T, p Policy, life time.Duration) *world {
+	st, err := bolt.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	clock := testclock.New(t0)
+	ctx := context.Background()
+	req, err := ca.InitSubordinate(ctx, st, ca.RootConfig{}, clock, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(req.CSRPEM)
+	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orgKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	orgTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "org root"},
+		NotBefore: t0.Add(-time.Hour), NotAfter: t0.AddDate(20, 0, 0), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+	orgDER, err := x509.CreateCertificate(rand.Reader, orgTmpl, orgTmpl, orgKey.Public(), orgKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	org, _ := x509.ParseCertificate(orgDER)
+	subTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: csr.Subject, NotBefore: t0.Add(-time.Hour),
+		NotAfter: t0.Add(life), IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+	subDER, err := x509.CreateCertificate(rand.Reader, subTmpl, org, csr.PublicKey, orgKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ca.ImportSubordinate(ctx, st, nil, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: subDER}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: orgDER}), clock.Now(), "test"); err != nil {
+		t.Fatal(err)
+	}
+	root, _, err := ca.Bootstrap(ctx, st, ca.RootConfig{}, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := ca.New(st, root, ca.Config{Clock: clock, Rand: rand.Reader, RotateAfter: p.DueAt})
+	rec := &recorder{due: map[string]string{}}
+	return &world{t: t, st: st, auth: auth, clock: clock, sched: NewScheduler(st, auth, rec, p, clock, nil), rec: rec,
+		keys: map[string]*ecdsa.PrivateKey{}}
+}
+
+// A subordinate CA is renewed by its issuer, not by the scheduler: a
+// subordinate certificate shorter than a node's life plus the margin must
+// not stop the scheduler from marking node certificates due.
+func TestSchedulerUnderShortSubordinate(t *testing.T) {
+	w := newSubordinateWorld(t, DefaultPolicy, 2*365*24*time.Hour)
+	c := w.enroll("node-a")
+	next, err := w.sched.Step(context.Background())
+	if err != nil {
+		t.Fatalf("step under a subordinate CA: %v", err)
+	}
+	if !next.Equal(c.RotateAfter) {
+		t.Errorf("next step at %s, want the node's rotate_after %s", next, c.RotateAfter)
+	}
+	w.clock.Set(c.RotateAfter)
+	if _, err := w.sched.Step(context.Background()); err != nil {
+		t.Fatalf("step at the node's rotate_after: %v", err)
+	}
+	if due := w.rec.take(); due["node-a"] != c.Serial {
+		t.Errorf("due %v, want node-a's %s", due, c.Serial)
+	}
+	if w.rec.ca != 0 {
+		t.Errorf("the scheduler changed the CA bundle %d times", w.rec.ca)
 	}
 }

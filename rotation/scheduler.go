@@ -102,7 +102,10 @@ func (s *Scheduler) Step(ctx context.Context) (time.Time, error) {
 	}
 	root = s.auth.Root()
 	// A rollover replaces the root; a same-key renewal waits for its end.
-	if renewAt := s.policy.RootRenewAt(root.Cert); root.Rollover == nil && !now.Before(renewAt) {
+	// A subordinate CA is renewed by its issuer (ca import): its renew_by
+	// is reported (ca show, metrics), not acted on here.
+	renewsItself := root.Rollover == nil && !root.Subordinate()
+	if renewAt := s.policy.RootRenewAt(root.Cert); renewsItself && !now.Before(renewAt) {
 		r, err := s.auth.RenewRoot(ctx, "scheduler")
 		if err != nil {
 			return time.Time{}, fmt.Errorf("rotation: renew root: %w", err)
@@ -196,9 +199,12 @@ func (s *Scheduler) Step(ctx context.Context) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
-	next := s.policy.RootRenewAt(root.Cert)
+	var next time.Time
+	if renewsItself {
+		next = s.policy.RootRenewAt(root.Cert)
+	}
 	for _, t := range []time.Time{rot, grace, rolloverNext} {
-		if !t.IsZero() && t.Before(next) {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
 			next = t
 		}
 	}
