@@ -100,7 +100,10 @@ func TestSubordinateCA(t *testing.T) {
 	sh(t, "openssl", "verify", "-CAfile", rootPEM, "-untrusted", sub, filepath.Join(data, "tls", "server.pem"))
 	show := mustRun(t, srv.Env(), "ca", "show")
 	if !strings.Contains(show, "issuing") || !strings.Contains(show, "issuer") ||
-		!strings.Contains(show, "CN=Example Root,O=Example Corp") {
+		!strings.Contains(show, "CN=Example Root,O=Example Corp") ||
+		!strings.Contains(show, "subordinate CA: node certificates end by "+subEnd.UTC().Format("2006-01-02 15:04")) ||
+		!strings.Contains(show, "renew it (ipsecca ca import) before "+
+			subEnd.AddDate(-5, 0, 0).UTC().Format("2006-01-02 15:04")) {
 		t.Fatalf("ca show:\n%s", show)
 	}
 	var caInfo struct{ Subordinate bool }

@@ -13,15 +13,6 @@ import (
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 )
 
-// subordinateImporter is the Authority's import of a subordinate CA's
-// certificate (ca.Authority.ImportSubordinate).
-type subordinateImporter interface {
-	ImportSubordinate(ctx context.Context, certPEM, chainPEM []byte, actor string) (*ca.Root, *ca.SubordinateImport,
-		error)
-}
-
-var _ subordinateImporter = (*ca.Authority)(nil)
-
 // ImportCA gives the running subordinate CA a renewed certificate (same
 // key and subject) after ca.SubordinateChecks; a failed check is
 // InvalidArgument, a self-signed root FailedPrecondition. The nodes are
@@ -30,17 +21,13 @@ func (s adminService) ImportCA(ctx context.Context, req *ipseccav1.ImportCAReque
 	if len(req.GetCertPem()) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "cert_pem is empty")
 	}
-	imp, ok := s.auth.(subordinateImporter)
-	if !ok {
-		return nil, status.Error(codes.Unimplemented, "this CA cannot import a subordinate CA's certificate")
-	}
 	caller, _ := CallerFrom(ctx)
-	r, res, err := imp.ImportSubordinate(ctx, req.GetCertPem(), req.GetChainPem(), caller.String())
+	r, res, err := s.auth.ImportSubordinate(ctx, req.GetCertPem(), req.GetChainPem(), caller.String())
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
 	s.notify.CABundleChanged(r.BundlePEM)
-	resp := caInfo(r)
+	resp := caInfo(r, s.clock.Now())
 	fillSubordinate(resp, r, s.clock.Now(), res.Warnings)
 	return resp, nil
 }

@@ -273,7 +273,7 @@ func (s adminService) ListNodes(
 }
 
 func (s adminService) GetCA(context.Context, *ipseccav1.GetCARequest) (*ipseccav1.GetCAResponse, error) {
-	return caInfo(s.auth.Root()), nil
+	return caInfo(s.auth.Root(), s.clock.Now()), nil
 }
 
 func (s adminService) RenewCA(ctx context.Context, _ *ipseccav1.RenewCARequest) (*ipseccav1.GetCAResponse, error) {
@@ -283,11 +283,12 @@ func (s adminService) RenewCA(ctx context.Context, _ *ipseccav1.RenewCARequest) 
 		return nil, s.toStatus(err)
 	}
 	s.notify.CABundleChanged(r.BundlePEM)
-	return caInfo(r), nil
+	return caInfo(r, s.clock.Now()), nil
 }
 
-func caInfo(r *ca.Root) *ipseccav1.GetCAResponse {
-	resp := &ipseccav1.GetCAResponse{BundlePem: r.BundlePEM, Subordinate: len(r.Chain) > 0}
+func caInfo(r *ca.Root, now time.Time) *ipseccav1.GetCAResponse {
+	resp := &ipseccav1.GetCAResponse{BundlePem: r.BundlePEM}
+	fillSubordinate(resp, r, now, nil)
 	roots, _ := pemutil.ParseCertificates(r.BundlePEM, pemutil.Options{})
 	for _, c := range roots {
 		sum := sha256.Sum256(c.Raw)

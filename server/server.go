@@ -46,6 +46,8 @@ type Authority interface {
 	RolloverStatus(ctx context.Context, now time.Time) (*ca.RolloverReport, error)
 	FinishRollover(ctx context.Context, force bool, actor string) (*ca.Root, int, error)
 	AbortRollover(ctx context.Context, actor string) (*ca.Root, error)
+	ImportSubordinate(ctx context.Context, certPEM, chainPEM []byte, actor string) (*ca.Root, *ca.SubordinateImport,
+		error)
 }
 
 // Queries are the read-only store calls behind the admin listings.

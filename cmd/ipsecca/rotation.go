@@ -510,5 +510,20 @@ func printRoots(cmd *cobra.Command, resp *ipseccav1.GetCAResponse) error {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", which, r.GetSerial(), r.GetSubject(),
 			fmtTime(r.GetNotBefore()), fmtTime(r.GetNotAfter()), r.GetSha256Fingerprint())
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	if resp.GetSubordinate() {
+		fmt.Fprintf(out, "subordinate CA: node certificates end by %s; renew it (ipsecca ca import) before %s\n",
+			fmtTime(resp.GetNodeNotAfterCap()), fmtTime(resp.GetRenewBy()))
+	}
+	if ro := resp.GetRollover(); ro != nil {
+		fmt.Fprintf(out, "key rollover in progress: phase %s since %s (ipsecca ca rollover status)\n", ro.GetPhase(),
+			fmtTime(ro.GetPhaseAt()))
+	}
+	for _, line := range resp.GetWarnings() {
+		fmt.Fprintf(out, "warning: %s\n", line)
+	}
+	return nil
 }
