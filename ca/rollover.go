@@ -43,9 +43,6 @@ import (
 var (
 	ErrNoRollover          = errors.New("ca: no CA key rollover is in progress")
 	ErrRolloverNotReady    = errors.New("ca: the rollover's current phase is not complete")
-	ErrRolloverSubordinate = errors.New(
-		"ca: a subordinate CA moves to a new key through its issuer: init a new subordinate request and import it",
-	)
 	ErrRolloverRetiring = errors.New(
 		"ca: the old CA key was retired (it is no longer trusted everywhere); start a new rollover instead",
 	)
@@ -75,7 +72,16 @@ func (a *Authority) StartRollover(ctx context.Context, opts RolloverOptions, act
 		return nil, err
 	}
 	now := a.clock.Now().UTC().Truncate(time.Second)
-	incoming, err := a.newCAKeyCert(cur.Cert, key, now)
+	// A root makes its own new certificate; a subordinate asks its
+	// organisation's root for one (phase request, ended by ca import).
+	phase := store.RolloverTrust
+	var incoming *store.CA
+	if cur.Subordinate() {
+		phase = store.RolloverRequest
+		incoming, err = a.newSubordinateKey(cur.Cert, key)
+	} else {
+		incoming, err = a.newCAKeyCert(cur.Cert, key, now)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -83,12 +89,12 @@ func (a *Authority) StartRollover(ctx context.Context, opts RolloverOptions, act
 		switch {
 		case m.Rollover != nil:
 			return store.Event{}, fmt.Errorf("%w (phase %s)", ErrRolloverInProgress, m.Rollover.Phase)
-		case len(m.Chain) > 0 || len(m.CSRPEM) > 0:
-			return store.Event{}, ErrRolloverSubordinate
+		case len(m.CSRPEM) > 0:
+			return store.Event{}, ErrAwaitingCertificate
 		}
-		m.Rollover = &store.Rollover{Phase: store.RolloverTrust, StartedAt: now, PhaseAt: now,
+		m.Rollover = &store.Rollover{Phase: phase, StartedAt: now, PhaseAt: now,
 			Spread: opts.Spread, Emergency: opts.Emergency, Other: incoming}
-		if opts.Emergency {
+		if opts.Emergency && phase == store.RolloverTrust {
 			rolloverToIssue(m, now)
 		}
 		return a.rolloverEvent(m, "started", actor, now, map[string]string{"key_type": string(kt)}), nil
@@ -132,6 +138,43 @@ func (a *Authority) newCAKeyCert(cur *x509.Certificate, key crypto.Signer, now t
 		return sealCA(m, a.kek)
 	}
 	return m, nil
+}
+
+// newSubordinateKey makes the stored material of a subordinate CA's new
+// key: the key (sealed under the KEK when the Authority has one) and a
+// request for a CA certificate with the current subject (rightca=%same).
+func (a *Authority) newSubordinateKey(cur *x509.Certificate, key crypto.Signer) (*store.CA, error) {
+	csrPEM, err := subordinateCSR(a.rand, key, &x509.CertificateRequest{RawSubject: cur.RawSubject})
+	if err != nil {
+		return nil, err
+	}
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("ca: encode the new CA key: %w", err)
+	}
+	m := &store.CA{CSRPEM: csrPEM, KeyPEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})}
+	if a.kek != nil {
+		return sealCA(m, a.kek)
+	}
+	return m, nil
+}
+
+// importRolloverCA is the end of a subordinate's request phase: the
+// organisation's root signed the new key's request (s, checked against
+// the request by CheckSubordinate); the new CA is published (phase trust,
+// or issue at once in an emergency).
+func importRolloverCA(m *store.CA, s *SubordinateImport, now time.Time) {
+	ro := m.Rollover
+	ro.Other.CertPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Cert.Raw})
+	ro.Other.Chain = nil
+	for _, c := range s.Chain {
+		ro.Other.Chain = append(ro.Other.Chain, c.Raw)
+	}
+	ro.Other.CSRPEM = nil
+	ro.Phase, ro.PhaseAt = store.RolloverTrust, now
+	if ro.Emergency {
+		rolloverToIssue(m, now)
+	}
 }
 
 // rolloverToIssue swaps the record's issuing CA with the incoming one: the
@@ -199,6 +242,9 @@ func (a *Authority) retireRollover(ctx context.Context, ready, force bool, actor
 			return store.Event{}, ErrNoRollover
 		case ro.Phase == store.RolloverRetire:
 			return store.Event{}, errUnchanged
+		case ro.Phase == store.RolloverRequest:
+			return store.Event{}, fmt.Errorf("%w (phase request): the new subordinate CA's certificate is not "+
+				"imported yet (ipsecca ca import)", ErrRolloverNotReady)
 		case !force && (ro.Phase != store.RolloverIssue || !ready):
 			return store.Event{}, fmt.Errorf("%w (phase %s): wait until ipsecca ca rollover status shows it ready, "+
 				"or give --force", ErrRolloverNotReady, ro.Phase)
@@ -216,7 +262,8 @@ func (a *Authority) retireRollover(ctx context.Context, ready, force bool, actor
 }
 
 // AbortRollover goes back to the key the rollover started from while it is
-// trusted everywhere: in the trust phase the new key is dropped; in the
+// trusted everywhere: in the request and trust phases the new key is
+// dropped; in the
 // issue phase the old key issues again and the rollover, turned around,
 // continues in its issue phase (nodes rotate back; FinishRollover then
 // retires the key that was to come).
@@ -229,10 +276,10 @@ func (a *Authority) AbortRollover(ctx context.Context, actor string) (*Root, err
 			return store.Event{}, ErrNoRollover
 		case ro.Phase == store.RolloverRetire:
 			return store.Event{}, ErrRolloverRetiring
-		case ro.Phase == store.RolloverTrust:
+		case ro.Phase == store.RolloverTrust || ro.Phase == store.RolloverRequest:
 			m.Rollover = nil
 			ev := a.rolloverEvent(m, "aborted", actor, now, nil)
-			ev.Detail["phase"] = store.RolloverTrust
+			ev.Detail["phase"] = ro.Phase
 			return ev, nil
 		}
 		// Swap back: the CA that issued before issues again; the one

@@ -38,6 +38,8 @@ type RolloverReport struct {
 	PairsOnNew int // live pairs authenticated with certificates of the new key
 	Pairs      int
 	Spread     time.Duration
+	// CSRPEM is, in a subordinate's request phase, the new key's request.
+	CSRPEM []byte
 }
 
 // rolloverView is what a gate is evaluated on, read from the store.
@@ -108,6 +110,12 @@ func rolloverGate(v rolloverView, now time.Time) (*RolloverReport, error) {
 	issuing, err := helpers.ParseCertificatePEM(v.ca.CertPEM)
 	if err != nil {
 		return nil, fmt.Errorf("ca: stored CA certificate: %w", err)
+	}
+	if ro.Phase == store.RolloverRequest {
+		rep.OldSerial, rep.CSRPEM = SerialString(issuing.SerialNumber), ro.Other.CSRPEM
+		rep.WaitingFor = []string{"the new subordinate CA's certificate: have its request (ca-rollover.csr, or " +
+			"csr_pem of ipsecca ca rollover status --json) signed by your root as before, then run ipsecca ca import"}
+		return rep, nil
 	}
 	other, err := helpers.ParseCertificatePEM(ro.Other.CertPEM)
 	if err != nil {

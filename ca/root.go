@@ -242,7 +242,7 @@ func loadRoot(m *store.CA, kek KEK) (*Root, error) {
 		cp := *ro
 		cp.Other = nil
 		r.Rollover = &cp
-		if ro.Other != nil {
+		if ro.Other != nil && len(ro.Other.CertPEM) > 0 {
 			if r.Other, err = helpers.ParseCertificatePEM(ro.Other.CertPEM); err != nil {
 				return nil, fmt.Errorf("ca: stored rollover CA certificate: %w", err)
 			}

@@ -608,7 +608,9 @@ func (s *SubordinateImport) RenewBy() time.Time { return renewByOf(s.NodeNotAfte
 // ImportSubordinate checks (CheckSubordinate) and stores a subordinate
 // CA's certificate and chain in one read-modify-write of the record: the
 // first import, which ends the wait for it, or a renewal (same key and
-// subject), which replaces certificate and chain. The stored request is
+// subject), which replaces certificate and chain; or, in a key rollover's
+// request phase, the new key's certificate, which publishes it (phase
+// trust). The stored request is
 // dropped; the event (store.EventCAImported) records the certificate and
 // the cap it puts on node certificates.
 func ImportSubordinate(
@@ -621,6 +623,23 @@ func ImportSubordinate(
 ) (*SubordinateImport, error) {
 	var res *SubordinateImport
 	err := st.UpdateCA(ctx, func(m *store.CA) (store.Event, error) {
+		if ro := m.Rollover; ro != nil {
+			// A key rollover's new subordinate, or nothing: the current
+			// one is not renewed in the middle of a rollover.
+			if ro.Phase != store.RolloverRequest {
+				return store.Event{}, fmt.Errorf("%w (phase %s): import a renewal after it", ErrRolloverInProgress,
+					ro.Phase)
+			}
+			s, err := CheckSubordinate(ro.Other, kek, certPEM, chainPEM, now)
+			if err != nil {
+				return store.Event{}, err
+			}
+			importRolloverCA(m, s, now)
+			res = s
+			ev := s.event(actor)
+			ev.Detail["rollover_phase"] = m.Rollover.Phase
+			return ev, nil
+		}
 		s, err := CheckSubordinate(m, kek, certPEM, chainPEM, now)
 		if err != nil {
 			return store.Event{}, err

@@ -66,7 +66,7 @@ func TestLibreswanESP(t *testing.T) {
 			t.Fatal("this kernel has no ESP and linux.uml is missing: run `make deps` (user-mode-linux)")
 		}
 		t.Log("kernel cannot install ESP SAs: running inside a user-mode-Linux guest")
-		bootUML(t, script, out, "768M", 400, "E2E_STAGE=guest", "E2E_OUT="+out, "IPSECCA="+binary)
+		bootUML(t, script, out, "768M", 600, "E2E_STAGE=guest", "E2E_OUT="+out, "IPSECCA="+binary)
 	}
 	t.Logf("e2e took %s", time.Since(start).Round(time.Second))
 	facts := readFacts(t, out)
@@ -129,6 +129,31 @@ func TestLibreswanESP(t *testing.T) {
 	want("rogue_sa_up", "0")
 	if facts["rogue_refusal"] == "" {
 		t.Error("nodeB's log shows no refusal of the other CA's certificate")
+	}
+
+	// Under an organisation's root: both nodes' NSS holds the root as the
+	// anchor and the subordinate as an intermediate; their certificates
+	// verify (certutil -V, openssl verify) and carry ESP.
+	for _, n := range []string{"a", "b"} {
+		if nss := facts["sub_nss_"+n]; !strings.Contains(nss, "CT,, ovs_cert_cacert;") ||
+			!strings.Contains(nss, ",, ipsecca-intermediate-") || !strings.Contains(nss, "u,u,u ovs_certkey_node-"+n) {
+			t.Errorf("node %s's NSS under the subordinate CA: %q", n, nss)
+		}
+		want("sub_certutil_v_"+n, "0")
+		want("sub_openssl_verify_"+n, "0")
+	}
+	want("sub_sa_up", "1")
+	want("sub_aead", "rfc4106(gcm(aes)) 288 128")
+	want("tsub_ping_rc", "0")
+	atLeast("tsub_esp", 10)
+	want("tsub_icmp", "0")
+	// A sibling subordinate of the same root: NSS validates its chain, and
+	// rightca=%same refuses it (its issuer's subject is not ours).
+	want("sibling_certutil_v", "0")
+	want("sibling_sa_up", "0")
+	t.Logf("sibling subordinate refused by nodeB: %q", facts["sibling_refusal"])
+	if facts["sibling_refusal"] == "" {
+		t.Error("nodeB's log shows no refusal of the sibling subordinate's certificate")
 	}
 }
 

@@ -275,3 +275,87 @@ func TestRolloverOnEtcdLeaderFailover(t *testing.T) {
 	}
 	runRolloverWithKills(t, c)
 }
+
+// A subordinate CA moves to a new key through its organisation's root: the
+// new key's request waits (phase request) until `ca import` brings its
+// certificate, then trust, issue and retire run as for a root; the nodes
+// end with the organisation's root as their anchor and only the new
+// subordinate as the intermediate.
+func TestSubordinateRollover(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "ca")
+	rootPEM, rootKey, ext := orgRoot(t, dir)
+	mustRun(t, nil, "init", "--subordinate", "--data-dir", data)
+	sub := filepath.Join(dir, "sub.pem")
+	opensslSign(t, filepath.Join(data, "ca.csr"), rootPEM, rootKey, ext, 3650, sub)
+	mustRun(t, nil, "ca", "import", "--data-dir", data, sub, "--chain", rootPEM)
+	srv := startServer(t, data)
+	c := &rolloverCluster{replicas: []*serverProc{srv}, leader: func(*testing.T) int { return 0 }, down: -1}
+	var nodes []*rolloverNode
+	for _, name := range []string{"node-a", "node-b"} {
+		n := &rolloverNode{name: name, dir: t.TempDir(), c: c}
+		if err := os.WriteFile(filepath.Join(n.dir, "token"),
+			[]byte(mustRun(t, srv.Env(), "token", "create", "--node", name)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		n.pass(t)
+		nodes = append(nodes, n)
+	}
+
+	csr := filepath.Join(dir, "roll.csr")
+	r := run(t, srv.Env(), "ca", "rollover", "start", "--key-type", "ecdsa-p384", "--csr-out", csr)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "phase: request") ||
+		!strings.Contains(r.Stderr, "wrote "+csr+": the new subordinate CA key's request (same subject)") {
+		t.Fatalf("rollover start on a subordinate: %+v", r)
+	}
+	subSubject := strings.TrimSpace(sh(t, "openssl", "x509", "-in", sub, "-noout", "-subject"))
+	if req := sh(t, "openssl", "req", "-in", csr, "-noout", "-verify", "-subject", "-text"); !strings.Contains(req,
+		subSubject) || !strings.Contains(req, "CA:TRUE, pathlen:0") || !strings.Contains(req, "NIST CURVE: P-384") {
+		t.Fatalf("the new key's request (want %s, P-384):\n%s", subSubject, req)
+	}
+	if r := run(t, srv.Env(), "ca", "rollover", "finish", "--force"); r.Code != 1 ||
+		!strings.Contains(r.Stderr, "not imported yet") {
+		t.Fatalf("finish --force before the import: %+v", r)
+	}
+	// Nothing is published before the import.
+	untilPhase(t, c, nodes, "request", false)
+	for _, n := range nodes {
+		if got := len(intermediates(t, n)); got != 1 {
+			t.Fatalf("%s holds %d intermediates before the import", n.name, got)
+		}
+	}
+	newSub := filepath.Join(dir, "new-sub.pem")
+	opensslSign(t, csr, rootPEM, rootKey, ext, 3650, newSub)
+	if out := mustRun(t, srv.Env(), "ca", "import", newSub, "--chain", rootPEM); !strings.Contains(out,
+		"CN=Example Root") {
+		t.Fatalf("ca import of the new subordinate:\n%s", out)
+	}
+	untilPhase(t, c, nodes, "issue", true)
+	mustRun(t, srv.Env(), "ca", "rollover", "finish")
+	untilPhase(t, c, nodes, "", false)
+	newSerial := strings.ToLower(strings.TrimLeft(strings.TrimPrefix(strings.TrimSpace(
+		sh(t, "openssl", "x509", "-in", newSub, "-noout", "-serial")), "serial="), "0"))
+	for _, n := range nodes {
+		if got := intermediates(t, n); !slices.Equal(got, []string{newSerial}) {
+			t.Errorf("%s: intermediates %v after the rollover, want only the new subordinate %s", n.name, got,
+				newSerial)
+		}
+		sh(t, "openssl", "verify", "-CAfile", rootPEM, "-untrusted", newSub,
+			filepath.Join(n.dir, "state", "node.pem"))
+		certutilV(t, filepath.Join(n.dir, "nss"), "ovs_certkey_"+n.name)
+	}
+}
+
+// intermediates lists the serials of the intermediate CA certificates in
+// the node's NSS database.
+func intermediates(t *testing.T, n *rolloverNode) []string {
+	t.Helper()
+	nss := filepath.Join(n.dir, "nss")
+	var out []string
+	for nick := range certutilL(t, nss) {
+		if strings.HasPrefix(nick, "ipsecca-intermediate-") {
+			out = append(out, serialsUnder(t, nss, nick)...)
+		}
+	}
+	return out
+}

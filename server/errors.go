@@ -31,7 +31,7 @@ func (s *Server) toStatus(err error) error {
 // caPreconditions are the CA's state errors: the request is fine, the CA
 // is not in a state to do it; their messages say what to do.
 var caPreconditions = []error{ca.ErrRolloverInProgress, ca.ErrNoRollover, ca.ErrRolloverNotReady,
-	ca.ErrRolloverSubordinate, ca.ErrRolloverRetiring, ca.ErrSubordinateRenewal, ca.ErrAwaitingCertificate}
+	ca.ErrRolloverRetiring, ca.ErrSubordinateRenewal, ca.ErrAwaitingCertificate}
 
 func toStatus(log *slog.Logger, err error) error {
 	if err == nil {

@@ -82,7 +82,7 @@ func (s *Server) rolloverStatus(ctx context.Context) (*ipseccav1.RolloverStatus,
 func rolloverToProto(rep *ca.RolloverReport) *ipseccav1.RolloverStatus {
 	out := &ipseccav1.RolloverStatus{Phase: rep.Phase, Emergency: rep.Emergency, Aborted: rep.Aborted,
 		NewSerial: rep.NewSerial, OldSerial: rep.OldSerial, Ready: rep.Ready, WaitingFor: rep.WaitingFor,
-		PairsOnNew: int32(rep.PairsOnNew), Pairs: int32(rep.Pairs)}
+		PairsOnNew: int32(rep.PairsOnNew), Pairs: int32(rep.Pairs), CsrPem: rep.CSRPEM}
 	if rep.Phase == "" {
 		return out
 	}

@@ -142,6 +142,10 @@ type CA struct {
 // Phases of a CA key rollover, in order. Each ends on what the nodes
 // report, not on time: see ca.RolloverGate.
 const (
+	// RolloverRequest: a subordinate CA's new key waits for the
+	// certificate its organisation's root signs for Rollover.Other's
+	// request (ca import); nothing is published yet.
+	RolloverRequest = "request"
 	// RolloverTrust: the incoming CA (Rollover.Other) is published in
 	// every bundle; the outgoing one still issues.
 	RolloverTrust = "trust"
@@ -156,7 +160,8 @@ const (
 )
 
 // Rollover is a CA key rollover in progress: a new key for the CA, moved
-// to in phases (RolloverTrust, RolloverIssue, RolloverRetire).
+// to in phases (RolloverRequest for a subordinate CA, then RolloverTrust,
+// RolloverIssue, RolloverRetire).
 type Rollover struct {
 	Phase     string    `json:"phase"`
 	StartedAt time.Time `json:"started_at"`

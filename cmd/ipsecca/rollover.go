@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -27,6 +28,9 @@ key-rotation policy) without a moment in which two nodes cannot authenticate
 each other. libreswan's rightca=%same compares the CA's subject, so the new
 CA keeps it; both CAs are trusted while the nodes move.
 
+  0. request  (a subordinate CA) the new key's request (--csr-out) waits for
+              your root's signature: ipsecca ca import NEW-SUB.pem --chain
+              CHAIN.pem publishes it.
   1. trust    the new CA is published in every bundle; the old key still
               issues. Ends (by itself) when every node's NSS database holds
               the new CA.
@@ -47,6 +51,7 @@ trusted everywhere (phases 1 and 2).`,
 	var keyType string
 	var spread time.Duration
 	var emergency, force bool
+	var csrOut string
 	type rpc func(cmd *cobra.Command, c ipseccav1.AdminServiceClient, ctx context.Context) (*ipseccav1.RolloverStatus,
 		error)
 	run := func(use string, call rpc, waitFor func(*ipseccav1.RolloverStatus) bool,
@@ -93,14 +98,28 @@ trusted everywhere (phases 1 and 2).`,
 						return nil, usageError("--key-type: %v", err)
 					}
 				}
-				return c.StartRollover(ctx, &ipseccav1.StartRolloverRequest{KeyType: keyType,
+				resp, err := c.StartRollover(ctx, &ipseccav1.StartRolloverRequest{KeyType: keyType,
 					Spread: durationpb.New(spread), Emergency: emergency})
+				if err != nil || len(resp.GetCsrPem()) == 0 {
+					return resp, err
+				}
+				// A subordinate CA: its organisation's root signs the new key.
+				if err := os.WriteFile(csrOut, resp.GetCsrPem(), 0o644); err != nil {
+					return nil, failure(fmt.Errorf("ca rollover start: write the request: %w", err))
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s: the new subordinate CA key's request (same subject).\n"+
+					"next: have it signed by your root as before (CA:TRUE, pathlen 0, keyCertSign, cRLSign), then\n"+
+					"  ipsecca ca import NEW-SUB.pem --chain CHAIN.pem\n"+
+					"which publishes it (phase trust); ipsecca ca rollover status shows the rest.\n", csrOut)
+				return resp, nil
 			},
 			issueComplete,
 		),
 	}
 	start.Flags().StringVar(&keyType, "key-type", "", "type of the new CA key: "+keyTypeNames()+
 		" (default: the current key's type)")
+	start.Flags().StringVar(&csrOut, "csr-out", "ca-rollover.csr", "for a subordinate CA: where to write the new "+
+		"key's request for your root to sign")
 	start.Flags().DurationVar(&spread, "spread", 0, "spread the nodes' rotations onto the new key over this long")
 	start.Flags().BoolVar(&emergency, "emergency", false, "the current key is compromised: issue with the new key "+
 		"at once and rotate every node now, without waiting for the nodes to trust the new CA (pairs drop until "+

@@ -199,6 +199,89 @@ run_test() {
     start_pluto nodeA || return 1
     if wait_sa 75; then fact rogue_sa_up 1; else fact rogue_sa_up 0; fi
     fact rogue_refusal "$(tail -n +$((before+1)) "$W/nodeB/pluto.log" | grep -m1 -oiE 'certificate.*(not|fail|invalid|unknown|issuer|verify).*|no .*authenticat.*|AUTHENTICATION_FAILED|rejected.*' | tr -d '=')"
+    subordinate || return 1
+    return 0
+}
+
+# subordinate: ipsecca as a subordinate CA under an organisation's root
+# made here by openssl. Both nodes' certificates chain node -> subordinate
+# -> root, and their NSS holds the root as the trust anchor and the
+# subordinate as an intermediate. Then node-a presents a certificate from a
+# sibling subordinate of the same root (another subject): NSS validates
+# its chain, and libreswan's rightca=%same refuses it, because the issuer's
+# subject is not the one that issued node-b's own certificate.
+subordinate() {
+    stop_pluto nodeA; stop_pluto nodeB
+    ip -n nodeA xfrm state flush; ip -n nodeB xfrm state flush
+    local ORG=$W/org SUB=$W/sub n d
+    mkdir -p "$ORG"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$ORG/root.key" \
+        -out "$ORG/root.pem" -days 7300 -subj "/O=Example Corp/CN=Example Root" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>> "$W/org.log"
+    printf '%s\n' basicConstraints=critical,CA:TRUE,pathlen:0 keyUsage=critical,keyCertSign,cRLSign \
+        subjectKeyIdentifier=hash authorityKeyIdentifier=keyid > "$ORG/sub.ext"
+    "$IPSECCA" init --subordinate --data-dir "$SUB" >> "$W/sub-init.log" 2>&1 || { log "init --subordinate"; return 1; }
+    openssl x509 -req -in "$SUB/ca.csr" -CA "$ORG/root.pem" -CAkey "$ORG/root.key" -CAcreateserial -days 3650 \
+        -extfile "$ORG/sub.ext" -out "$ORG/sub.pem" 2>> "$W/org.log"
+    "$IPSECCA" ca import "$ORG/sub.pem" --chain "$ORG/root.pem" --data-dir "$SUB" >> "$W/sub-init.log" 2>&1 ||
+        { log "ca import"; return 1; }
+    "$IPSECCA" serve --data-dir "$SUB" --listen 127.0.0.1:18445 > "$W/sub-serve.log" 2>&1 & PIDS+=($!)
+    local S="IPSECCA_SERVER=127.0.0.1:18445 IPSECCA_DATA_DIR=$SUB"
+    for _ in $(seq 100); do env $S "$IPSECCA" ca show >/dev/null 2>&1 && break; sleep 0.2; done
+    for n in a b; do
+        d=$W/node$(echo $n | tr a-z A-Z)
+        rm -rf "$d/nss" "$d/state"
+        env $S "$IPSECCA" token create --node node-$n > "$d/token" || return 1
+        "$IPSECCA" sidecar --once --server 127.0.0.1:18445 --ca-file "$SUB/ca.pem" --node node-$n \
+            --token-file "$d/token" --nss-dir "$d/nss" --state-dir "$d/state" >> "$W/sidecar.log" 2>&1 || return 1
+        certutil -L -d "sql:$d/nss" > "$W/nss-sub-node$n.log"
+        fact "sub_nss_$n" "$(awk 'NR > 4 && NF { print $NF " " $1 }' "$W/nss-sub-node$n.log" | sort | tr '\n' ';')"
+        certutil -V -u V -d "sql:$d/nss" -n "ovs_certkey_node-$n" > "$W/sub-verify-$n.log" 2>&1
+        fact "sub_certutil_v_$n" $?
+        openssl verify -CAfile "$ORG/root.pem" -untrusted "$ORG/sub.pem" "$d/state/node.pem" > "$W/sub-openssl-$n.log" 2>&1
+        fact "sub_openssl_verify_$n" $?
+    done
+    start_pluto nodeB && start_pluto nodeA || return 1
+    if wait_sa; then fact sub_sa_up 1; else fact sub_sa_up 0; return 0; fi
+    sa_facts sub
+    traffic tsub
+
+    # The sibling: same root, subject CN=sibling subordinate CA; node-a's
+    # certificate from it, made as ipsecca's profile makes one.
+    stop_pluto nodeA
+    ip -n nodeA xfrm state flush; ip -n nodeB xfrm state flush
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$ORG/sib.key" -out "$ORG/sib.csr" \
+        -subj "/O=ipsecca/CN=sibling subordinate CA" 2>> "$W/org.log"
+    openssl x509 -req -in "$ORG/sib.csr" -CA "$ORG/root.pem" -CAkey "$ORG/root.key" -CAcreateserial -days 3650 \
+        -extfile "$ORG/sub.ext" -out "$ORG/sib.pem" 2>> "$W/org.log"
+    openssl req -new -newkey rsa:2048 -nodes -keyout "$ORG/node.key" -out "$ORG/node.csr" \
+        -subj "/O=ipsecca/CN=node-a" 2>> "$W/org.log"
+    printf '%s\n' subjectAltName=DNS:node-a keyUsage=critical,digitalSignature,keyEncipherment \
+        extendedKeyUsage=serverAuth,clientAuth,1.3.6.1.5.5.7.3.17 > "$ORG/node.ext"
+    openssl x509 -req -in "$ORG/node.csr" -CA "$ORG/sib.pem" -CAkey "$ORG/sib.key" -CAcreateserial -days 365 \
+        -extfile "$ORG/node.ext" -out "$ORG/node.pem" 2>> "$W/org.log"
+    d=$W/nodeA
+    rm -rf "$d/nss"; mkdir -p "$d/nss"
+    certutil -N -d "sql:$d/nss" --empty-password
+    certutil -A -d "sql:$d/nss" -n ovs_cert_cacert -t CT,, -a -i "$ORG/root.pem"
+    certutil -A -d "sql:$d/nss" -n sibling-ca -t ,, -a -i "$ORG/sib.pem"
+    openssl pkcs12 -export -in "$ORG/node.pem" -inkey "$ORG/node.key" -name ovs_certkey_node-a -passout pass: \
+        -out "$ORG/node.p12" 2>> "$W/org.log"
+    pk12util -i "$ORG/node.p12" -d "sql:$d/nss" -W "" >> "$W/org.log" 2>&1
+    # nodeB holds the sibling as an intermediate too, so that NSS can build
+    # the chain whatever pluto sends: NSS validates the sibling's node ...
+    certutil -A -d "sql:$W/nodeB/nss" -n sibling-ca -t ,, -a -i "$ORG/sib.pem"
+    certutil -A -d "sql:$W/nodeB/nss" -n sibling-node-a -t ,, -a -i "$ORG/node.pem"
+    certutil -V -u V -d "sql:$W/nodeB/nss" -n sibling-node-a > "$W/sibling-verify.log" 2>&1
+    fact sibling_certutil_v $?
+    certutil -D -d "sql:$W/nodeB/nss" -n sibling-node-a
+    # ... and pluto refuses it: rightca=%same.
+    local before; before=$(wc -l < "$W/nodeB/pluto.log")
+    start_pluto nodeA || return 1
+    if wait_sa 75; then fact sibling_sa_up 1; else fact sibling_sa_up 0; fi
+    tail -n +$((before+1)) "$W/nodeB/pluto.log" > "$W/sibling-pluto-nodeB.log"
+    fact sibling_refusal "$(grep -m1 -iE 'no suitable connection|not trusted|does not match|peer ID|CA|AUTHENTICATION_FAILED' \
+        "$W/sibling-pluto-nodeB.log" | sed 's/^[^|]*| //' | tr -d '=' | cut -c1-200)"
     return 0
 }
 

@@ -2703,7 +2703,8 @@ func (x *RolloverNode) GetCurrentSerial() string {
 
 type RolloverStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// phase: "" (none in progress), "trust", "issue", "retire", "done".
+	// phase: "" (none in progress), "request" (a subordinate's new key
+	// waits for its certificate), "trust", "issue", "retire".
 	Phase     string                 `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`
 	StartedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	PhaseAt   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=phase_at,json=phaseAt,proto3" json:"phase_at,omitempty"`
@@ -2719,9 +2720,12 @@ type RolloverStatus struct {
 	Nodes      []*RolloverNode `protobuf:"bytes,10,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	// pairs_on_new / pairs: live pairs authenticated with certificates of
 	// the new key, of all pairs reported.
-	PairsOnNew    int32    `protobuf:"varint,11,opt,name=pairs_on_new,json=pairsOnNew,proto3" json:"pairs_on_new,omitempty"`
-	Pairs         int32    `protobuf:"varint,12,opt,name=pairs,proto3" json:"pairs,omitempty"`
-	Warnings      []string `protobuf:"bytes,13,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	PairsOnNew int32    `protobuf:"varint,11,opt,name=pairs_on_new,json=pairsOnNew,proto3" json:"pairs_on_new,omitempty"`
+	Pairs      int32    `protobuf:"varint,12,opt,name=pairs,proto3" json:"pairs,omitempty"`
+	Warnings   []string `protobuf:"bytes,13,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// csr_pem: in a subordinate CA's "request" phase, the new key's request
+	// for the organisation's root to sign (then ImportCA).
+	CsrPem        []byte `protobuf:"bytes,14,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2843,6 +2847,13 @@ func (x *RolloverStatus) GetPairs() int32 {
 func (x *RolloverStatus) GetWarnings() []string {
 	if x != nil {
 		return x.Warnings
+	}
+	return nil
+}
+
+func (x *RolloverStatus) GetCsrPem() []byte {
+	if x != nil {
+		return x.CsrPem
 	}
 	return nil
 }
@@ -4374,7 +4385,7 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\tholds_old\x18\x04 \x01(\bR\bholdsOld\x12;\n" +
 	"\vreported_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"reportedAt\x12%\n" +
-	"\x0ecurrent_serial\x18\x06 \x01(\tR\rcurrentSerial\"\xc9\x03\n" +
+	"\x0ecurrent_serial\x18\x06 \x01(\tR\rcurrentSerial\"\xe2\x03\n" +
 	"\x0eRolloverStatus\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x129\n" +
 	"\n" +
@@ -4394,7 +4405,8 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\fpairs_on_new\x18\v \x01(\x05R\n" +
 	"pairsOnNew\x12\x14\n" +
 	"\x05pairs\x18\f \x01(\x05R\x05pairs\x12\x1a\n" +
-	"\bwarnings\x18\r \x03(\tR\bwarnings\"\x10\n" +
+	"\bwarnings\x18\r \x03(\tR\bwarnings\x12\x17\n" +
+	"\acsr_pem\x18\x0e \x01(\fR\x06csrPem\"\x10\n" +
 	"\x0eRenewCARequest\"\x0f\n" +
 	"\rGetCRLRequest\"n\n" +
 	"\x03CRL\x12\x10\n" +
