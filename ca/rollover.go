@@ -41,8 +41,8 @@ import (
 
 // Errors of the rollover transitions.
 var (
-	ErrNoRollover          = errors.New("ca: no CA key rollover is in progress")
-	ErrRolloverNotReady    = errors.New("ca: the rollover's current phase is not complete")
+	ErrNoRollover       = errors.New("ca: no CA key rollover is in progress")
+	ErrRolloverNotReady = errors.New("ca: the rollover's current phase is not complete")
 	ErrRolloverRetiring = errors.New(
 		"ca: the old CA key was retired (it is no longer trusted everywhere); start a new rollover instead",
 	)
