@@ -434,4 +434,36 @@ func TestSchedulerUnderShortSubordinate(t *testing.T) {
 	if w.rec.ca != 0 {
 		t.Errorf("the scheduler changed the CA bundle %d times", w.rec.ca)
 	}
+	// Two years is less than a node's life: the subordinate is due for
+	// renewal by its issuer from the start, recorded once.
+	evs, _, err := w.st.ListEvents(context.Background(), store.EventFilter{Type: store.EventCARenewalDue})
+	if err != nil || len(evs) != 1 || evs[0].Serial != ca.SerialString(w.auth.Root().Cert.SerialNumber) {
+		t.Errorf("renewal-due events: %v %v", evs, err)
+	}
+}
+
+// A subordinate valid long enough is noted due at its renew_by, not before.
+func TestSchedulerNotesSubordinateRenewal(t *testing.T) {
+	w := newSubordinateWorld(t, DefaultPolicy, 7*365*24*time.Hour)
+	_, renewBy, _ := w.auth.Root().SubordinateInfo(w.clock.Now())
+	next, err := w.sched.Step(context.Background())
+	if err != nil || !next.Equal(renewBy) {
+		t.Fatalf("next step %s (%v), want the subordinate's renew_by %s", next, err, renewBy)
+	}
+	count := func() int {
+		evs, _, _ := w.st.ListEvents(context.Background(), store.EventFilter{Type: store.EventCARenewalDue})
+		return len(evs)
+	}
+	if count() != 0 {
+		t.Fatal("renewal noted before renew_by")
+	}
+	w.clock.Set(renewBy)
+	for range 2 {
+		if _, err := w.sched.Step(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if count() != 1 {
+		t.Errorf("%d renewal-due events at renew_by, want 1", count())
+	}
 }

@@ -22,6 +22,7 @@ type Store interface {
 	CurrentCert(ctx context.Context, node string) (*store.Cert, error)
 	ActiveNodes(ctx context.Context) ([]string, error)
 	AppendEvent(ctx context.Context, ev store.Event) error
+	ListEvents(ctx context.Context, f store.EventFilter) ([]*store.Event, bool, error)
 }
 
 // Authority is the CA core as the scheduler uses it.
@@ -202,6 +203,8 @@ func (s *Scheduler) Step(ctx context.Context) (time.Time, error) {
 	var next time.Time
 	if renewsItself {
 		next = s.policy.RootRenewAt(root.Cert)
+	} else if next, err = s.subordinateRenewalDue(ctx, root, now); err != nil {
+		return time.Time{}, err
 	}
 	for _, t := range []time.Time{rot, grace, rolloverNext} {
 		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
@@ -209,6 +212,31 @@ func (s *Scheduler) Step(ctx context.Context) (time.Time, error) {
 		}
 	}
 	return next, nil
+}
+
+// subordinateRenewalDue records, once per certificate, that a subordinate
+// CA reached its renew_by (ca.Root.SubordinateInfo), and returns when to
+// look again (its renew_by while ahead, else zero).
+func (s *Scheduler) subordinateRenewalDue(ctx context.Context, root *ca.Root, now time.Time) (time.Time, error) {
+	capAt, renewBy, _ := root.SubordinateInfo(now)
+	if renewBy.IsZero() || now.Before(renewBy) {
+		return renewBy, nil
+	}
+	serial := ca.SerialString(root.Cert.SerialNumber)
+	noted, _, err := s.st.ListEvents(ctx, store.EventFilter{Type: store.EventCARenewalDue, Limit: 1000})
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, e := range noted {
+		if e.Serial == serial {
+			return time.Time{}, nil
+		}
+	}
+	s.log.Warn("the subordinate CA's certificate is due for renewal by its issuer: node certificates issued "+
+		"from now on end with it", "serial", serial, "renew_by", renewBy, "node_not_after_cap", capAt)
+	return time.Time{}, s.st.AppendEvent(ctx, store.Event{Time: now.UTC(), Type: store.EventCARenewalDue,
+		Actor: "scheduler", Serial: serial, Detail: map[string]string{
+			"renew_by": renewBy.UTC().Format(time.RFC3339), "node_not_after_cap": capAt.UTC().Format(time.RFC3339)}})
 }
 
 // maxSleep bounds one sleep, so a wall-clock jump is noticed within it.

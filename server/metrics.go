@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/ipsecca/ipsecca/ca"
+	"github.com/ipsecca/ipsecca/store"
 )
 
 // MetricsStore is what the metrics read from the store.
@@ -127,6 +128,19 @@ var (
 		nil,
 		nil,
 	)
+	descCARenewBy = prometheus.NewDesc(
+		"ipsecca_ca_renew_by_timestamp_seconds",
+		"A subordinate CA's renew_by, as a Unix time: from then on node certificates end with the CA's "+
+			"certificate; its issuer should renew it (ipsecca ca import). Absent for a self-signed root.",
+		nil,
+		nil,
+	)
+	descRollover = prometheus.NewDesc(
+		"ipsecca_ca_rollover_phase",
+		"1 for the phase of the CA key rollover in progress (request, trust, issue, retire), 0 for the others.",
+		[]string{"phase"},
+		nil,
+	)
 	descWatch = prometheus.NewDesc("ipsecca_watch_streams", "Open Watch streams (connected sidecars).", nil, nil)
 	descMesh  = prometheus.NewDesc(
 		"ipsecca_mesh_pairs",
@@ -140,7 +154,8 @@ var (
 const countsTTL = 30 * time.Second
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCerts, descNextDue, descOverdue, descCAEnd, descWatch, descMesh} {
+	for _, d := range []*prometheus.Desc{descCerts, descNextDue, descOverdue, descCAEnd, descWatch, descMesh,
+		descCARenewBy, descRollover} {
 		ch <- d
 	}
 }
@@ -172,7 +187,19 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if n, err := c.st.OverdueCount(ctx); err == nil {
 		ch <- prometheus.MustNewConstMetric(descOverdue, prometheus.GaugeValue, float64(n))
 	}
-	ch <- prometheus.MustNewConstMetric(descCAEnd, prometheus.GaugeValue, float64(c.auth.Root().Cert.NotAfter.Unix()))
+	root := c.auth.Root()
+	ch <- prometheus.MustNewConstMetric(descCAEnd, prometheus.GaugeValue, float64(root.Cert.NotAfter.Unix()))
+	if _, renewBy, _ := root.SubordinateInfo(now); !renewBy.IsZero() {
+		ch <- prometheus.MustNewConstMetric(descCARenewBy, prometheus.GaugeValue, float64(renewBy.Unix()))
+	}
+	for _, phase := range []string{store.RolloverRequest, store.RolloverTrust, store.RolloverIssue,
+		store.RolloverRetire} {
+		v := 0.0
+		if root.Rollover != nil && root.Rollover.Phase == phase {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descRollover, prometheus.GaugeValue, v, phase)
+	}
 	ch <- prometheus.MustNewConstMetric(descWatch, prometheus.GaugeValue, float64(c.hub.Watchers()))
 }
 

@@ -209,6 +209,10 @@ const (
 	EventCAKeySealed  = "ca.key_sealed"
 	// EventCAImported: a subordinate CA's certificate was imported.
 	EventCAImported = "ca.imported"
+	// EventCARenewalDue: a subordinate CA's certificate reached its
+	// renew_by: node certificates issued from now on are shorter than
+	// their full life; its issuer should renew it (ca import).
+	EventCARenewalDue = "ca.renewal_due"
 	// EventCARollover: a CA key rollover started, changed phase, was
 	// aborted or completed (Detail["phase"], Detail["step"]).
 	EventCARollover = "ca.rollover"

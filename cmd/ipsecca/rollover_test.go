@@ -122,6 +122,9 @@ func TestCARolloverCLI(t *testing.T) {
 		t.Fatalf("rollover start: exit %d\n%s%s", code, out, errOut)
 	}
 	next := st.GetNewSerial()
+	if g := c.gauge(t, "ipsecca_ca_rollover_phase"); g["trust"] != 1 || g["issue"] != 0 || len(g) != 4 {
+		t.Errorf("ipsecca_ca_rollover_phase in the trust phase: %v", g)
+	}
 	if got := c.bundleSerials(t); strings.Join(got, " ") != next+" "+old {
 		t.Errorf("bundle in the trust phase: %v, want the new CA first, then the old", got)
 	}
@@ -215,6 +218,9 @@ func TestCARolloverCLI(t *testing.T) {
 	if n, err := c.st.VerifyAudit(context.Background()); err != nil {
 		t.Errorf("audit chain after the rollover (%d events): %v", n, err)
 	}
+	if g := c.gauge(t, "ipsecca_ca_rollover_phase"); g["trust"]+g["issue"]+g["retire"]+g["request"] != 0 {
+		t.Errorf("ipsecca_ca_rollover_phase after the rollover: %v", g)
+	}
 	code, out, _ = c.cli("ca", "show")
 	if code != 0 || !strings.Contains(strings.Join(strings.Fields(out), " "), "issuing "+next) ||
 		strings.Contains(out, old) {
@@ -232,6 +238,29 @@ func (c *meshCA) issueAdmin(t *testing.T, name string) *store.Cert {
 		t.Fatal(err)
 	}
 	return rec
+}
+
+// gauge gathers a gauge's values by their first label's value.
+func (c *meshCA) gauge(t *testing.T, name string) map[string]float64 {
+	t.Helper()
+	families, err := c.in.Server.MetricsRegistry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			key := ""
+			if len(m.GetLabel()) > 0 {
+				key = m.GetLabel()[0].GetValue()
+			}
+			out[key] = m.GetGauge().GetValue()
+		}
+	}
+	return out
 }
 
 func slicesHas(lines []string, sub string) bool {
