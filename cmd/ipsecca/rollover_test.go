@@ -320,3 +320,44 @@ func TestCARolloverAbort(t *testing.T) {
 		t.Errorf("abort in the retire phase: exit %d %s", code, errOut)
 	}
 }
+
+// An emergency rollover (the key is compromised) does not wait for the
+// nodes to trust the new CA: the new key issues at once, every node is due
+// now, and finish --force revokes what the old key issued.
+func TestCARolloverEmergency(t *testing.T) {
+	c := startMeshCA(t)
+	old := ca.SerialString(c.in.Authority.Root().Cert.SerialNumber)
+	a, b := c.issue(t, "node-a"), c.issue(t, "node-b")
+	c.report(t, "node-a", "node-b", a, old)
+	c.report(t, "node-b", "node-a", b, old)
+
+	code, out, errOut := c.cli("ca", "rollover", "start", "--emergency", "--json")
+	st := rolloverJSON(t, out)
+	if code != 0 || st.GetPhase() != "issue" || !st.GetEmergency() || st.GetOldSerial() != old ||
+		!slicesHas(st.GetWarnings(), "emergency rollover") {
+		t.Fatalf("start --emergency: exit %d\n%s%s", code, out, errOut)
+	}
+	next := st.GetNewSerial()
+	c.waitBundle(t, next, old)
+	c.waitEvents(t, store.EventRotationForced, 2)
+	for _, n := range []string{"node-a", "node-b"} {
+		cur, err := c.st.CurrentCert(context.Background(), n)
+		if err != nil || cur.RotateAfter.After(c.clock.Now()) {
+			t.Errorf("%s not due at once: rotate_after %v %v", n, cur.RotateAfter, err)
+		}
+	}
+	if rec := c.issue(t, "node-a"); !signedBy(t, rec, next, c.in.Authority.Root()) {
+		t.Error("the new key must issue at once in an emergency")
+	}
+	// node-b never renews: finish --force retires the old key anyway and
+	// revokes its certificate.
+	code, out, errOut = c.cli("ca", "rollover", "finish", "--force", "--json")
+	if st := rolloverJSON(t, out); code != 0 || st.GetPhase() != "retire" ||
+		!strings.Contains(errOut, "nodes not yet on the new key lose their tunnels") {
+		t.Fatalf("finish --force: exit %d\n%s%s", code, out, errOut)
+	}
+	if rec, _ := c.st.Cert(context.Background(), b.Serial); rec.State != store.StateRevoked {
+		t.Errorf("node-b's old-key certificate is %s after finish --force, want revoked", rec.State)
+	}
+	c.waitBundle(t, next)
+}
