@@ -70,7 +70,9 @@ var pkiKeys = [3]string{"certificate", "private_key", "ca_cert"}
 //     ovs-monitor-ipsec's nicknames, as it would import them;
 //  4. reread: when the pair changed, pluto re-reads its certificates; the
 //     CA then asks one side of each pair to authenticate its IKE SA again
-//     (replaceIKESAs), so that every peer sees the new certificate.
+//     (replaceIKESAs), so that every peer sees the new certificate. When
+//     the CA certificates changed, pluto drops its cache of them first
+//     (dropRootCache).
 //
 // It reports whether anything changed.
 func (a *Agent) deliverOVS(ctx context.Context, pair *Pair, bundle []byte) (bool, error) {
@@ -82,10 +84,33 @@ func (a *Agent) deliverOVS(ctx context.Context, pair *Pair, bundle []byte) (bool
 		return pointed, err
 	}
 	pairChanged, trustChanged, err := a.syncNSS(ctx, pair, bundle)
-	if err != nil || !pairChanged {
-		return trustChanged, err
+	if err != nil {
+		return pairChanged || trustChanged, err
 	}
-	return true, a.reread(ctx, pair)
+	if trustChanged {
+		if err := a.dropRootCache(ctx); err != nil {
+			return true, err
+		}
+	}
+	if pairChanged {
+		return true, a.reread(ctx, pair)
+	}
+	return trustChanged, nil
+}
+
+// dropRootCache has pluto drop its cache of root certificates after the
+// trust anchors in NSS changed. pluto 4.10 reads the roots once and
+// extends the cache's life on every use, so on a busy node it never sees a
+// CA added (a key rollover's new CA: a peer presenting a certificate from
+// it fails with AUTHENTICATION_FAILED) or removed; whack --rereadcerts
+// does not drop it (measured), the global event FREE_ROOT_CERTS does, and
+// whack --impair trigger reaches it.
+func (a *Agent) dropRootCache(ctx context.Context) error {
+	if _, err := a.whack(ctx, "--impair", "trigger:FREE_ROOT_CERTS"); err != nil {
+		return err
+	}
+	a.log.Info("pluto dropped its cache of root certificates (the trust anchors in NSS changed)")
+	return nil
 }
 
 // writeOVSFiles is step 1 of deliverOVS. ca.pem holds the bundle's roots

@@ -390,9 +390,11 @@ run_test() {
     #     trust (every NSS takes the new CA), issue (every node rotates onto
     #     the new key; node-b's sidecar is stopped and holds the phase back
     #     until it returns), retire (the old CA leaves every NSS).
+    # Polled every 2 s: a CLI process every 0.2 s (wait_for) starves the
+    # guest's single CPU and the probes with it.
     roll_status() { "$IPSECCA" ca rollover status --json 2>/dev/null; }
-    roll_phase() { roll_status | grep -Eq "\"phase\": *\"$1\""; }
-    roll_ready() { roll_status | grep -Eq '"ready": *true'; }
+    roll_phase() { sleep 2; roll_status | grep -Eq "\"phase\": *\"$1\""; }
+    roll_ready() { sleep 2; roll_status | grep -Eq '"ready": *true'; }
     probe_start rolltrust
     t0=$(now)
     "$IPSECCA" ca rollover start --key-type ecdsa-p384 --spread 10s --json > "$W/rollover-start.json" \
