@@ -291,12 +291,18 @@ func TestCARolloverAbort(t *testing.T) {
 		t.Fatalf("abort in the trust phase: exit %d\n%s; bundle %v", code, out, c.bundleSerials(t))
 	}
 
-	code, out, _ = c.cli("ca", "rollover", "start", "--json")
+	code, out, errOut := c.cli("ca", "rollover", "start", "--json")
+	if code != 0 {
+		t.Fatalf("start after the abort: exit %d %s", code, errOut)
+	}
 	next := rolloverJSON(t, out).GetNewSerial()
 	c.report(t, "node-a", "node-b", a, next, old)
 	c.waitPhase(t, "issue")
 	a2 := c.issue(t, "node-a")
-	code, out, errOut := c.cli("ca", "rollover", "abort", "--json")
+	code, out, errOut = c.cli("ca", "rollover", "abort", "--json")
+	if code != 0 {
+		t.Fatalf("abort in the issue phase: exit %d %s", code, errOut)
+	}
 	st := rolloverJSON(t, out)
 	if code != 0 || st.GetPhase() != "issue" || !st.GetAborted() || st.GetNewSerial() != old ||
 		st.GetOldSerial() != next || !slicesHas(st.GetWaitingFor(), "node node-a: its certificate "+a2.Serial+
