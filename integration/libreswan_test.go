@@ -151,6 +151,10 @@ func TestLibreswanESP(t *testing.T) {
 	// rightca=%same refuses it (its issuer's subject is not ours).
 	want("sibling_certutil_v", "0")
 	want("sibling_sa_up", "0")
+	atLeast("sibling_pluto_chain_valid", 1)
+	if !strings.HasPrefix(facts["sibling_rightca"], "trusted_ca: returning untrusted") {
+		t.Errorf("nodeB's pluto did not refuse the sibling by rightca (trusted_ca): %q", facts["sibling_rightca"])
+	}
 	t.Logf("sibling subordinate refused by nodeB: %q", facts["sibling_refusal"])
 	if facts["sibling_refusal"] == "" {
 		t.Error("nodeB's log shows no refusal of the sibling subordinate's certificate")

@@ -280,8 +280,15 @@ subordinate() {
     start_pluto nodeA || return 1
     if wait_sa 75; then fact sibling_sa_up 1; else fact sibling_sa_up 0; fi
     tail -n +$((before+1)) "$W/nodeB/pluto.log" > "$W/sibling-pluto-nodeB.log"
-    fact sibling_refusal "$(grep -m1 -iE 'no suitable connection|not trusted|does not match|peer ID|CA|AUTHENTICATION_FAILED' \
-        "$W/sibling-pluto-nodeB.log" | sed 's/^[^|]*| //' | tr -d '=' | cut -c1-200)"
+    # nodeB logs at plutodebug=base: its NSS verified the chain up to the
+    # root, then rightca=%same (trusted_ca: the sibling is no issuer of ours)
+    # refused it.
+    fact sibling_pluto_chain_valid "$(grep -c 'certificate is valid (profile IPsec)' "$W/sibling-pluto-nodeB.log")"
+    fact sibling_rightca "$(grep -m1 -o "trusted_ca: returning untrusted.*" "$W/sibling-pluto-nodeB.log")"
+    # pluto's own lines (not its debug lines, "| ..."), the refusal first.
+    grep -vE '^[A-Z][a-z]{2} [ 0-9]{2} [0-9:.]+: \|' "$W/sibling-pluto-nodeB.log" > "$W/sibling-refusal.log"
+    fact sibling_refusal "$(grep -m1 -iE 'no suitable connection|authentication failed|AUTHENTICATION_FAILED|not trusted|does not match|failed to match|rejected|no connection' \
+        "$W/sibling-refusal.log" | sed -E 's/^[A-Z][a-z]{2} [ 0-9]{2} [0-9:.]+: //' | tr -d '=' | cut -c1-200)"
     return 0
 }
 
