@@ -220,7 +220,8 @@ func (a *Authority) RetireCertificates(ctx context.Context, actor string) (int, 
 			}
 			ev := store.Event{Time: now, Type: store.EventCertRevoked, Actor: actor, Node: c.Node, Serial: c.Serial,
 				Reason: "ca-key-retired", Detail: map[string]string{"kind": string(c.Kind)}}
-			if _, err := a.st.RevokeCert(ctx, c.Serial, now, ev); err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrRevoked) {
+			if _, err := a.st.RevokeCert(ctx, c.Serial, now, ev); err != nil && !errors.Is(err, store.ErrNotFound) &&
+				!errors.Is(err, store.ErrRevoked) {
 				return n, err
 			}
 			n++

@@ -39,7 +39,10 @@ func (s adminService) StartRollover(
 	return s.rolloverStatus(ctx)
 }
 
-func (s adminService) GetRollover(ctx context.Context, _ *ipseccav1.GetRolloverRequest) (*ipseccav1.RolloverStatus, error) {
+func (s adminService) GetRollover(
+	ctx context.Context,
+	_ *ipseccav1.GetRolloverRequest,
+) (*ipseccav1.RolloverStatus, error) {
 	return s.rolloverStatus(ctx)
 }
 
@@ -60,7 +63,10 @@ func (s adminService) FinishRollover(
 	return resp, err
 }
 
-func (s adminService) AbortRollover(ctx context.Context, _ *ipseccav1.AbortRolloverRequest) (*ipseccav1.RolloverStatus, error) {
+func (s adminService) AbortRollover(
+	ctx context.Context,
+	_ *ipseccav1.AbortRolloverRequest,
+) (*ipseccav1.RolloverStatus, error) {
 	caller, _ := CallerFrom(ctx)
 	r, err := s.auth.AbortRollover(ctx, caller.String())
 	if err != nil {
