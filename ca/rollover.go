@@ -60,6 +60,9 @@ type RolloverOptions struct {
 // publishes it (phase trust; issue at once in an emergency).
 func (a *Authority) StartRollover(ctx context.Context, opts RolloverOptions, actor string) (*Root, error) {
 	cur := a.Root()
+	if cur.Rollover != nil { // re-checked in the transaction; spares making a key
+		return nil, fmt.Errorf("%w (phase %s)", ErrRolloverInProgress, cur.Rollover.Phase)
+	}
 	kt := opts.KeyType
 	if kt == "" {
 		kt = keyTypeOf(cur.Signer.Public())
