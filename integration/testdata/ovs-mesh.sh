@@ -328,7 +328,7 @@ run_test() {
     done
     for n in $NODES; do tunnels "$n"; done
     t0=$(now)
-    if wait_for 120 mesh_up $NODES; then fact mesh_up 1; else fact mesh_up 0; return 1; fi
+    if wait_for 240 mesh_up $NODES; then fact mesh_up 1; else fact mesh_up 0; return 1; fi
     fact mesh_up_seconds "$(since "$t0")"
     wait_for 30 all_on_current
     for n in $NODES; do
