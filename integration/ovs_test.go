@@ -105,10 +105,10 @@ func TestOVSMesh(t *testing.T) {
 		{"rotate1", []string{"ab", "ac", "bc"}, maxLostPerHandoff},
 		{"rotateall", []string{"ab", "ac", "bc"}, maxLostPerHandoff},
 		{"carenew", []string{"ab", "ac", "bc"}, 0},
-		{"rolltrust", []string{"ab", "ac", "bc"}, 0},
-		{"rollissue", []string{"ab", "ac", "bc"}, maxLostPerHandoff},
-		{"rollretire", []string{"ab", "ac", "bc"}, 0},
 		{"revoke", []string{"ab"}, 0},
+		{"rolltrust", []string{"ab"}, trustStepLoss(facts)},
+		{"rollissue", []string{"ab"}, maxLostPerHandoff},
+		{"rollretire", []string{"ab"}, 0},
 		{"kill", []string{"ab"}, maxLostPerHandoff},
 	}
 	for _, st := range steps {
@@ -157,7 +157,7 @@ func TestOVSMesh(t *testing.T) {
 		t.Error("the issue phase did not name node-b while its sidecar was stopped")
 	}
 	want("rollretire_rc", "0")
-	for _, n := range []string{"a", "b", "c"} {
+	for _, n := range []string{"a", "b"} {
 		want("rollretire_nss_roots_"+n, "1")
 		want("rollretire_nss_root_"+n, facts["rollover_new"])
 		want("rollretire_bundle_"+n, "1")
@@ -182,6 +182,16 @@ func TestOVSMesh(t *testing.T) {
 		t.Logf("sidecar on node %s: %s ms of CPU in 30 s reporting every 3 s, RSS %s KiB", n,
 			facts["sidecar_cpu_ms_in_30s_"+n], facts["sidecar_rss_kib_"+n])
 	}
+}
+
+// trustStepLoss is what the rollover's trust step may lose per pair: 0,
+// unless a node already rotated onto the new key in the moment between the
+// switch to the issue phase and the probe's end (then a hand-over's).
+func trustStepLoss(facts map[string]string) int {
+	if facts["rolltrust_rotated"] == "1" {
+		return maxLostPerHandoff
+	}
+	return 0
 }
 
 // checkMeshStatus compares `ipsecca mesh status --json` at step with what
