@@ -174,8 +174,10 @@ func TestOVSMesh(t *testing.T) {
 			t.Errorf("step %s: ipsecca mesh status --wait did not see the mesh converge", st)
 		}
 	}
-	for _, st := range []string{"up", "rotate1", "rotateall", "carenew", "rolltrust", "rollissue", "rollretire",
-		"revoke", "kill"} {
+	// Not at the end of the rollover's trust step: nodes are rotating onto
+	// the new key right then (its certificates not yet mapped by the script).
+	for _, st := range []string{"up", "rotate1", "rotateall", "carenew", "revoke", "rollissue", "rollretire",
+		"kill"} {
 		checkMeshStatus(t, out, st, facts)
 	}
 	for _, n := range []string{"a", "b", "c"} {
