@@ -197,24 +197,33 @@ func rolloverToIssue(m *store.CA, now time.Time) {
 // reports whether it moved; the record is re-checked in the transaction.
 func (a *Authority) AdvanceRollover(ctx context.Context, incomingSerial string, actor string) (bool, error) {
 	now := a.clock.Now().UTC()
-	moved := false
-	err := a.st.UpdateCA(ctx, func(m *store.CA) (store.Event, error) {
+	return a.transition(ctx, "CA key rollover: the new key issues", func(m *store.CA) (store.Event, error) {
 		ro := m.Rollover
 		if ro == nil || ro.Phase != store.RolloverTrust || caSerial(ro.Other) != incomingSerial {
 			return store.Event{}, errUnchanged
 		}
 		rolloverToIssue(m, now)
-		moved = true
 		return a.rolloverEvent(m, "issue", actor, now, nil), nil
 	})
+}
+
+// transition runs one conditional rollover step (fn returns errUnchanged
+// when the record is no longer where the caller saw it) and reloads the
+// root after it; it reports whether the step was made.
+func (a *Authority) transition(
+	ctx context.Context,
+	msg string,
+	fn func(m *store.CA) (store.Event, error),
+) (bool, error) {
+	err := a.st.UpdateCA(ctx, fn)
 	if errors.Is(err, errUnchanged) {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
 	}
-	_, err = a.reloadLogged(ctx, "CA key rollover: the new key issues")
-	return moved, err
+	_, err = a.reloadLogged(ctx, msg)
+	return true, err
 }
 
 // FinishRollover retires the outgoing CA: it leaves every bundle, its key
@@ -305,7 +314,7 @@ func (a *Authority) AbortRollover(ctx context.Context, actor string) (*Root, err
 // that no node holds the retired CA any more).
 func (a *Authority) CompleteRollover(ctx context.Context, retiredSerial, actor string) (bool, error) {
 	now := a.clock.Now().UTC()
-	err := a.st.UpdateCA(ctx, func(m *store.CA) (store.Event, error) {
+	return a.transition(ctx, "CA key rollover completed", func(m *store.CA) (store.Event, error) {
 		ro := m.Rollover
 		if ro == nil || ro.Phase != store.RolloverRetire || caSerial(ro.Other) != retiredSerial {
 			return store.Event{}, errUnchanged
@@ -314,14 +323,6 @@ func (a *Authority) CompleteRollover(ctx context.Context, retiredSerial, actor s
 		m.Rollover = nil
 		return ev, nil
 	})
-	if errors.Is(err, errUnchanged) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	_, err = a.reloadLogged(ctx, "CA key rollover completed")
-	return true, err
 }
 
 // errUnchanged aborts an UpdateCA whose transition was already made (by
