@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -117,13 +118,27 @@ func (f *connFlags) dial() (*grpc.ClientConn, error) {
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
 	if f.certFile != "" || f.keyFile != "" {
-		pair, err := tls.LoadX509KeyPair(f.certFile, f.keyFile)
+		pair, err := loadKeyPair(f.certFile, f.keyFile)
 		if err != nil {
 			return nil, fmt.Errorf("load client certificate: %w", err)
 		}
 		cfg.Certificates = []tls.Certificate{pair}
 	}
 	return grpcaddr.Dial(addr, cfg)
+}
+
+// loadKeyPair loads a client certificate and its key. The CA rewrites its
+// admin pair (key, then certificate, each file atomically) when it renews
+// it or its issuing key changes; a read between the two files finds a key
+// that does not match, so that read is tried again a few times.
+func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
+	for attempt := 1; ; attempt++ {
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err == nil || attempt == 5 || !strings.Contains(err.Error(), "does not match") {
+			return pair, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func (f *connFlags) context() (context.Context, context.CancelFunc) {
