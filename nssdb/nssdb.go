@@ -480,7 +480,13 @@ func (d *DB) Verify(ctx context.Context, nickname, usage string) error {
 	return nil
 }
 
-// ImportCRL imports (or replaces) a DER CRL.
+// ImportCRL imports (or replaces) a DER CRL without NSS checking its
+// signature: the caller must have checked it. crlutil would check it with
+// the newest certificate of the issuer's subject, and during a CA key
+// rollover (two certificates of that subject with different keys) the CRL
+// is signed by the older key, the one every running pluto verifies CRLs
+// with (NSS binds a subject's CRLs to the first certificate it verified
+// them with, for the life of the process).
 func (d *DB) ImportCRL(ctx context.Context, der []byte) error {
 	dir, err := os.MkdirTemp("", "ipsecca-nss-")
 	if err != nil {
@@ -491,7 +497,7 @@ func (d *DB) ImportCRL(ctx context.Context, der []byte) error {
 	if err := os.WriteFile(f, der, 0o600); err != nil {
 		return fmt.Errorf("nssdb: %w", err)
 	}
-	_, err = d.run(ctx, "crlutil", "-I", "-d", d.spec(), "-t", "1", "-i", f)
+	_, err = d.run(ctx, "crlutil", "-I", "-B", "-d", d.spec(), "-t", "1", "-i", f)
 	return err
 }
 

@@ -20,6 +20,7 @@ import (
 	"math/big"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -627,11 +628,34 @@ func crlSerials(der []byte) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sidecar: CRL: %w", err)
 	}
+	return revokedSerials(crl), nil
+}
+
+func revokedSerials(crl *x509.RevocationList) []string {
 	serials := make([]string, 0, len(crl.RevokedCertificateEntries))
 	for _, e := range crl.RevokedCertificateEntries {
 		serials = append(serials, serialHex(e.SerialNumber))
 	}
-	return serials, nil
+	return serials
+}
+
+// verifiedCRL parses a DER CRL and checks that a CA certificate of the
+// bundle signed it: NSS imports it unchecked (nssdb.ImportCRL). Any CA of
+// the bundle will do: the CA's own (for a subordinate CA no root), and
+// during a key rollover the older key's, which signs the CRL.
+func verifiedCRL(der, bundle []byte) (*x509.RevocationList, error) {
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		return nil, fmt.Errorf("sidecar: CRL: %w", err)
+	}
+	cas, err := parseBundle(bundle)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.ContainsFunc(cas, func(c *x509.Certificate) bool { return crl.CheckSignatureFrom(c) == nil }) {
+		return nil, fmt.Errorf("sidecar: the CRL (issuer %s) is not signed by a CA of the CA bundle", crl.Issuer)
+	}
+	return crl, nil
 }
 
 // crlFile keeps the last CRL imported into NSS, to import only changes.
@@ -652,10 +676,11 @@ func (a *Agent) syncCRL(ctx context.Context, bundle []byte) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	serials, err := crlSerials(resp.GetDer())
+	crl, err := verifiedCRL(resp.GetDer(), bundle)
 	if err != nil {
 		return false, err
 	}
+	serials := revokedSerials(crl)
 	path := a.state.path(crlFile)
 	prev, _ := os.ReadFile(path)
 	step := nextCRLStep(string(prev), serials, resp.GetDer())

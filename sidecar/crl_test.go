@@ -48,25 +48,32 @@ func TestNextCRLStep(t *testing.T) {
 
 // TestKubeImportCRL: the ConfigMap's CRL is imported into NSS when a CA of
 // the bundle signed it: the subordinate CA (the CA's own certificate in
-// subordinate mode, an intermediate in NSS) as well as a root; not when a
-// CA outside the bundle did.
+// subordinate mode, an intermediate in NSS) as well as a root, and during
+// a key rollover the older key (crlutil alone would check it with the newer
+// certificate of the subject, and refuse it); not when a CA outside the
+// bundle did.
 func TestKubeImportCRL(t *testing.T) {
 	root := newTestRoot(t, name("example", "example root"), time.Now().Add(-time.Hour))
 	sub := root.subordinate(t, name("ipsecca", "ipsecca CA"))
 	stranger := newTestRoot(t, name("other", "other root"), time.Now().Add(-time.Hour))
+	rekeyed := newTestRoot(t, name("example", "example root"), time.Now().Add(-time.Minute))
 	for _, tc := range []struct {
 		name   string
+		bundle []*testCA
 		signer *testCA
 		listed string // the nickname crlutil -L lists the CRL under; "" for refused
 	}{
-		{"signed by the subordinate CA", sub, IntermediateNickname(CANickname, sub.cert.RawSubject)},
-		{"signed by the root", root, CANickname},
-		{"signed by a CA outside the bundle", stranger, ""},
+		{"signed by the subordinate CA", []*testCA{sub, root}, sub,
+			IntermediateNickname(CANickname, sub.cert.RawSubject)},
+		{"signed by the root", []*testCA{sub, root}, root, CANickname},
+		{"a key rollover, signed by the older key", []*testCA{rekeyed, root}, root, CANickname},
+		{"a key rollover, signed by the newer key", []*testCA{rekeyed, root}, rekeyed, CANickname},
+		{"signed by a CA outside the bundle", []*testCA{sub, root}, stranger, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			a := newTestAgent(t, true)
-			bundle := pemOf(sub, root)
+			bundle := pemOf(tc.bundle...)
 			if _, err := a.syncTrust(ctx, bundle); err != nil {
 				t.Fatal(err)
 			}

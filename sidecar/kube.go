@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -195,8 +194,7 @@ const kubeCRLFile = "crl-kube.sha256"
 
 // kubeImportCRL imports the ConfigMap's CRL into NSS when it is new, so
 // libreswan refuses revoked peers. It must be signed by a CA certificate
-// of the bundle: the CA's own, which for a subordinate CA is no root (NSS
-// holds it as an intermediate, so crlutil finds the issuer). Unlike the
+// of the bundle (verifiedCRL). Unlike the
 // gRPC path (which follows the revoked serials), a CRL re-signed before
 // its NextUpdate is imported too, so NSS never holds a stale one.
 func (a *Agent) kubeImportCRL(ctx context.Context, crlPEM, bundle []byte) (bool, error) {
@@ -204,17 +202,9 @@ func (a *Agent) kubeImportCRL(ctx context.Context, crlPEM, bundle []byte) (bool,
 	if b == nil || b.Type != "X509 CRL" {
 		return false, fmt.Errorf("sidecar: %s in ConfigMap %s is not a PEM X509 CRL", CRLKey, a.cfg.Kube.CABundleConfigMap)
 	}
-	crl, err := x509.ParseRevocationList(b.Bytes)
+	crl, err := verifiedCRL(b.Bytes, bundle)
 	if err != nil {
-		return false, fmt.Errorf("sidecar: CRL: %w", err)
-	}
-	cas, err := parseBundle(bundle)
-	if err != nil {
-		return false, err
-	}
-	if !slices.ContainsFunc(cas, func(c *x509.Certificate) bool { return crl.CheckSignatureFrom(c) == nil }) {
-		return false, fmt.Errorf("sidecar: the CRL in ConfigMap %s is not signed by a CA of the CA bundle",
-			a.cfg.Kube.CABundleConfigMap)
+		return false, fmt.Errorf("%w (ConfigMap %s)", err, a.cfg.Kube.CABundleConfigMap)
 	}
 	sum := sha256.Sum256(b.Bytes)
 	key := hex.EncodeToString(sum[:])
