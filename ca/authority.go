@@ -863,29 +863,43 @@ func (a *Authority) RevokeAdmin(ctx context.Context, caller Caller, serial, reas
 // CRLValidity is how long a CRL is valid (its NextUpdate).
 const CRLValidity = 7 * 24 * time.Hour
 
-// CRL returns a DER CRL signed by the root listing every revoked
-// certificate that has not expired yet. It signs only when the revocation
-// set or the root changed, or the cached CRL is past half its validity;
-// otherwise it answers with the cached one (anyone may ask for it).
+// CRL returns a DER CRL listing every revoked certificate that has not
+// expired yet, signed by the issuing CA, or during a key rollover's issue
+// phase by the outgoing one (outgoingSignsCRL). It signs only when the
+// revocation set or the signing CA changed, or the cached CRL is past half
+// its validity; otherwise it answers with the cached one (anyone may ask
+// for it).
 func (a *Authority) CRL(ctx context.Context) ([]byte, error) {
 	revoked, err := a.st.Revoked(ctx)
 	if err != nil {
 		return nil, err
 	}
 	now := a.clock.Now().UTC()
-	key := crlKey(a.Root(), revoked, now)
-	if der, ok := a.crl.get(key, now); ok {
+	cert, key, fellBack := a.Root().crlSigner()
+	k := crlKey(cert, revoked, now)
+	if der, ok := a.crl.get(k, now); ok {
 		return der, nil
 	}
-	der, err := a.signCRL(revoked, now)
+	if fellBack {
+		a.log.Warn("the outgoing CA key is not in the record: the issuing key signs the CRL, which plutos " +
+			"running since before the rollover do not verify")
+	}
+	der, err := a.signCRL(cert, key, revoked, now)
 	if err != nil {
 		return nil, err
 	}
-	a.crl.put(key, der, now)
+	a.crl.put(k, der, now)
 	return der, nil
 }
 
-func (a *Authority) signCRL(revoked []*store.Cert, now time.Time) ([]byte, error) {
+// signCRL signs, as issuer (its subject and key identifier) with key, a
+// CRL listing the certificates of revoked unexpired at now.
+func (a *Authority) signCRL(
+	issuer *x509.Certificate,
+	key crypto.Signer,
+	revoked []*store.Cert,
+	now time.Time,
+) ([]byte, error) {
 	thisUpdate := a.crl.nextThisUpdate(now)
 	list := &x509.RevocationList{Number: big.NewInt(thisUpdate.Unix()), ThisUpdate: thisUpdate,
 		NextUpdate: thisUpdate.Add(CRLValidity)}
@@ -902,8 +916,7 @@ func (a *Authority) signCRL(revoked []*store.Cert, now time.Time) ([]byte, error
 			x509.RevocationListEntry{SerialNumber: serial, RevocationTime: c.RevokedAt},
 		)
 	}
-	root := a.Root()
-	der, err := x509.CreateRevocationList(a.rand, list, root.Cert, root.Signer)
+	der, err := x509.CreateRevocationList(a.rand, list, issuer, key)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign CRL: %w", err)
 	}

@@ -2,6 +2,7 @@ package ca
 
 import (
 	"crypto/sha256"
+	"crypto/x509"
 	"errors"
 	"slices"
 	"sync"
@@ -26,7 +27,7 @@ const (
 // AdminCertYears is the lifetime of an admin certificate.
 const AdminCertYears = 1
 
-// crlCache holds the last CRL signed, keyed by what it lists and the root
+// crlCache holds the last CRL signed, keyed by what it lists and the CA
 // that signed it.
 type crlCache struct {
 	mu       sync.Mutex
@@ -53,8 +54,9 @@ func (c *crlCache) nextThisUpdate(now time.Time) time.Time {
 	return t
 }
 
-// crlKey identifies a CRL's content: the root and the serials it lists at now.
-func crlKey(root *Root, revoked []*store.Cert, now time.Time) [32]byte {
+// crlKey identifies a CRL's content: the certificate of its signer (which
+// a rollover's phase changes) and the serials it lists at now.
+func crlKey(signer *x509.Certificate, revoked []*store.Cert, now time.Time) [32]byte {
 	serials := make([]string, 0, len(revoked))
 	for _, c := range revoked {
 		if now.Before(c.NotAfter) {
@@ -63,7 +65,7 @@ func crlKey(root *Root, revoked []*store.Cert, now time.Time) [32]byte {
 	}
 	slices.Sort(serials)
 	h := sha256.New()
-	h.Write(root.Cert.Raw)
+	h.Write(signer.Raw)
 	for _, s := range serials {
 		h.Write([]byte{0})
 		h.Write([]byte(s))

@@ -73,6 +73,10 @@ type Root struct {
 	// rewritten, or the clear copy stays readable in its file.
 	SealedOnLoad bool
 
+	// otherSigner is Other's key while it signs the CRL (outgoingSignsCRL);
+	// nil otherwise.
+	otherSigner crypto.Signer
+
 	keyPEM   []byte
 	poolOnce sync.Once
 	pool     *x509.CertPool
@@ -246,9 +250,45 @@ func loadRoot(m *store.CA, kek KEK) (*Root, error) {
 			if r.Other, err = helpers.ParseCertificatePEM(ro.Other.CertPEM); err != nil {
 				return nil, fmt.Errorf("ca: stored rollover CA certificate: %w", err)
 			}
+			if outgoingSignsCRL(ro) && len(ro.Other.KeyPEM) > 0 {
+				if r.otherSigner, err = storedKey(ro.Other, kek); err != nil {
+					return nil, fmt.Errorf("ca: stored outgoing CA key: %w", err)
+				}
+				if !publicKeysEqual(r.Other.PublicKey, r.otherSigner.Public()) {
+					return nil, errors.New("ca: stored outgoing CA key does not match its certificate")
+				}
+			}
 		}
 	}
 	return r, nil
+}
+
+// outgoingSignsCRL reports whether the CRL is signed by the outgoing CA
+// (Root.Other) rather than the issuing one: in a rollover's issue phase,
+// unless aborted (then the first key issues again). NSS's CRL cache keeps,
+// per CA subject, the first issuer certificate it verified a CRL with for
+// the life of the process (lib/certdb/crl.c, bug 217387), and both CAs of
+// a rollover share the subject: a pluto running since before the rollover
+// verifies only CRLs signed by the key trusted then. In the retire phase
+// nodes restart pluto as the old CA leaves their NSS database, and the
+// issuing key signs again.
+func outgoingSignsCRL(ro *store.Rollover) bool {
+	return ro != nil && ro.Phase == store.RolloverIssue && !ro.Aborted
+}
+
+// crlSigner returns the certificate and key that sign r's CRL (see
+// outgoingSignsCRL) and whether that choice fell back to the issuing key
+// because the outgoing one is not in the record (CRL issuance, open to
+// anyone, does not fail on it: a CRL that restarted plutos accept beats
+// none).
+func (r *Root) crlSigner() (cert *x509.Certificate, key crypto.Signer, fellBack bool) {
+	if !outgoingSignsCRL(r.Rollover) {
+		return r.Cert, r.Signer, false
+	}
+	if r.Other == nil || r.otherSigner == nil {
+		return r.Cert, r.Signer, true
+	}
+	return r.Other, r.otherSigner, false
 }
 
 // openKey returns m's key PEM, opened under kek when it is sealed.
