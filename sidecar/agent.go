@@ -352,6 +352,9 @@ func (a *Agent) deliverNSS(ctx context.Context, pair *Pair, bundle []byte) (bool
 	if err != nil {
 		return changed, err
 	}
+	if _, err := a.restartPluto(ctx, pair); err != nil {
+		return changed, err
+	}
 	c, err := a.db.PutKeyPair(ctx, a.cfg.Nickname, pair.Cert, pair.Key)
 	changed = changed || c
 	if err != nil {

@@ -36,6 +36,11 @@ type OVSConfig struct {
 	PKIDir string
 	// PlutoCtl is pluto's control socket (ovs-monitor-ipsec --ipsec-ctl).
 	PlutoCtl string
+	// PlutoStartCmd (sh -c) starts pluto after the sidecar stopped it with
+	// its IPsec SAs left in the kernel, once per CA key rollover
+	// (restartPluto), e.g. "systemctl start ipsec". Empty: the sidecar
+	// warns instead and leaves pluto alone.
+	PlutoStartCmd string
 	// ReportInterval is how often the tunnels are read and reported to
 	// the CA, and the CRL refreshed (30 s when zero).
 	ReportInterval time.Duration
@@ -72,7 +77,7 @@ var pkiKeys = [3]string{"certificate", "private_key", "ca_cert"}
 //     CA then asks one side of each pair to authenticate its IKE SA again
 //     (replaceIKESAs), so that every peer sees the new certificate. When
 //     the CA certificates changed, pluto drops its cache of them first
-//     (dropRootCache).
+//     (dropRootCache), or starts again when a CA key left (restartPluto).
 //
 // It reports whether anything changed.
 func (a *Agent) deliverOVS(ctx context.Context, pair *Pair, bundle []byte) (bool, error) {
@@ -87,7 +92,11 @@ func (a *Agent) deliverOVS(ctx context.Context, pair *Pair, bundle []byte) (bool
 	if err != nil {
 		return pairChanged || trustChanged, err
 	}
-	if trustChanged {
+	restarted, err := a.restartPluto(ctx, pair)
+	if err != nil {
+		return true, err
+	}
+	if trustChanged && !restarted {
 		if err := a.dropRootCache(ctx); err != nil {
 			return true, err
 		}

@@ -166,6 +166,13 @@ func (p trustPlan) keyKept(c *x509.Certificate) bool {
 	})
 }
 
+// subjectKept reports whether a certificate of the bundle has c's subject:
+// when c's key leaves while its subject stays (a key rollover), pluto must
+// start again (restartPluto).
+func (p trustPlan) subjectKept(c *x509.Certificate) bool {
+	return slices.ContainsFunc(p.want, func(w placement) bool { return bytes.Equal(w.cert.RawSubject, c.RawSubject) })
+}
+
 // syncTrust makes NSS hold the bundle's CA certificates, each where and
 // with the trust planTrust says, and no other under the sidecar's CA
 // nicknames. In three steps, each only after the one before succeeded:
@@ -320,6 +327,11 @@ func (a *Agent) removeCAs(ctx context.Context, plan trustPlan, entries []nssdb.E
 				continue
 			}
 			if !plan.keyKept(c) {
+				if plan.subjectKept(c) {
+					if err := a.notePlutoRestart(c); err != nil {
+						return removed, err
+					}
+				}
 				n, err := a.db.DeleteCAKey(ctx, e.Nickname, c)
 				removed = removed || n > 0
 				if err != nil {

@@ -511,9 +511,16 @@ func TestSyncTrustRetiresRenewedKey(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	if why := a.plutoRestartDue(); why != "" {
+		t.Fatalf("pluto must restart (%s) before a key left", why)
+	}
 	log := certutilLog(t)
 	if changed, err := a.syncTrust(ctx, pemOf(r1)); err != nil || !changed {
 		t.Fatalf("syncTrust [R1]: %v %v", changed, err)
+	}
+	// K0 left and its subject stays: a running pluto checks CRLs with R0.
+	if why := a.plutoRestartDue(); !strings.Contains(why, "left NSS") {
+		t.Fatalf("pluto restart due: %q, want the retired key named", why)
 	}
 	var writes []string
 	for _, c := range calls(t, log) {

@@ -153,6 +153,10 @@ reports which certificate each live IKE SA presents (ipsecca mesh status).`,
 	f.StringVar(&ovs.PKIDir, "ovs-pki-dir", "",
 		"with --ovs: where the PEM files other_config points at go (default <state-dir>/ovs)")
 	f.StringVar(&ovs.PlutoCtl, "pluto-ctl", sidecar.DefaultPlutoCtl, "with --ovs: pluto's control socket")
+	f.StringVar(&ovs.PlutoStartCmd, "pluto-start-cmd", "",
+		"with --ovs: command (sh -c) that starts pluto, e.g. 'systemctl start ipsec'; once the old key of a CA key "+
+			"rollover is retired the sidecar stops pluto with its IPsec SAs left in the kernel and runs it, so that "+
+			"pluto honours CRLs from the new key (empty: the sidecar only warns)")
 	f.DurationVar(&ovs.ReportInterval, "report-interval", 30*time.Second,
 		"with --ovs: how often the tunnels are read and reported, and the CRL refreshed")
 	f.StringVar(&logFormat, flagnames.LogFormat, "text", "log format: text or json")

@@ -1,0 +1,147 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/ipsecca/ipsecca/internal/atomicfile"
+	"github.com/ipsecca/ipsecca/nssdb"
+)
+
+// A running pluto cannot honour a CRL from a CA's new key. NSS caches, per
+// CA subject, the CRLs and the first certificate of that subject it checked
+// them with (lib/certdb/crl.c, the DPCache's issuerDERCert), for the life of
+// the process: after a key rollover, where the new CA has the old one's
+// subject (ovs-monitor-ipsec's conns say rightca=%same), every CRL the new
+// key signs fails that check and revokes nothing. Nothing short of a new
+// process drops that cache. So when the old key's CA leaves NSS (the
+// rollover's retire phase), the sidecar restarts pluto once, leaving its
+// IPsec SAs in the kernel so that the traffic keeps flowing while the new
+// pluto negotiates the tunnels again (restartPluto).
+
+// plutoRestartFile marks, in the state directory, that pluto must start
+// again: written before the old key's CA is deleted from NSS, removed once
+// pluto did, so that a sidecar stopped in between still does it.
+const plutoRestartFile = "pluto-restart"
+
+// plutoWait bounds each wait of restartPluto for pluto.
+const plutoWait = 30 * time.Second
+
+// notePlutoRestart records that pluto must start again: the CA c leaves
+// NSS with its key while a CA of its subject stays.
+func (a *Agent) notePlutoRestart(c *x509.Certificate) error {
+	id, _ := nssdb.KeyID(c.PublicKey)
+	reason := fmt.Sprintf("the CA key %s of %s left NSS\n", id, c.Subject)
+	if err := atomicfile.WriteFile(a.state.path(plutoRestartFile), []byte(reason), 0o600); err != nil {
+		return fmt.Errorf("sidecar: note that pluto must restart: %w", err)
+	}
+	return nil
+}
+
+// plutoRestartDue reports why pluto must start again ("" when it need not).
+func (a *Agent) plutoRestartDue() string {
+	raw, err := os.ReadFile(a.state.path(plutoRestartFile))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(raw))
+}
+
+func (a *Agent) plutoRestartDone() error {
+	if err := os.Remove(a.state.path(plutoRestartFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("sidecar: %w", err)
+	}
+	return nil
+}
+
+// restartPluto starts pluto again when notePlutoRestart asked for it, in
+// four steps:
+//
+//  1. stop: whack --shutdown --leave-state, which keeps the IPsec SAs and
+//     policies in the kernel (libreswan's own unit then skips its flush),
+//     and wait until pluto is gone; a pluto already gone is no error;
+//  2. start: OVSConfig.PlutoStartCmd, then wait until pluto answers;
+//  3. conns: ovs-monitor-ipsec adds and starts every conn again (its
+//     refresh command); the new IKE and IPsec SAs replace the kept ones,
+//     which carry the traffic until then and expire in the kernel;
+//  4. forget: pluto numbers its states from 1 again, so the handoff log
+//     starts over with the node's certificate.
+//
+// Without a start command nothing is stopped: the sidecar warns that
+// revocations from the new key wait for a restart of pluto. It reports
+// whether pluto was restarted.
+func (a *Agent) restartPluto(ctx context.Context, pair *Pair) (bool, error) {
+	reason := a.plutoRestartDue()
+	if reason == "" {
+		return false, nil
+	}
+	if a.cfg.OVS == nil || a.cfg.OVS.PlutoStartCmd == "" {
+		a.log.Warn("pluto must be restarted to enforce revocations from the CA's new key: a running pluto "+
+			"checks CRLs with the CA certificate it first saw (give the sidecar --pluto-start-cmd to have it "+
+			"done, or run ipsec whack --shutdown --leave-state and start pluto)", "reason", reason)
+		return false, a.plutoRestartDone()
+	}
+	start := time.Now()
+	if _, err := a.whack(ctx, "--shutdown", "--leave-state"); err == nil {
+		if err := a.waitPluto(ctx, false); err != nil {
+			return false, err
+		}
+	}
+	if err := a.runPlutoStart(ctx); err != nil {
+		return false, err
+	}
+	if err := a.waitPluto(ctx, true); err != nil {
+		return false, err
+	}
+	if _, err := a.ovsTool(ctx, "ovs-appctl", "-t", "ovs-monitor-ipsec", "refresh"); err != nil {
+		return true, err
+	}
+	if err := a.handoffs().reset(pair.Serial()); err != nil {
+		return true, err
+	}
+	a.log.Info("restarted pluto with its IPsec SAs left in the kernel, so that it checks CRLs with the CA's "+
+		"current key", "reason", reason, "took", time.Since(start).Round(time.Millisecond))
+	return true, a.plutoRestartDone()
+}
+
+// runPlutoStart runs the start command. pluto forks into the background
+// and may keep the command's output open: Wait gives it a second.
+func (a *Agent) runPlutoStart(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, plutoWait)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, "sh", "-c", a.cfg.OVS.PlutoStartCmd)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr, cmd.WaitDelay = &out, &out, time.Second
+	if err := cmd.Run(); err != nil && !errors.Is(err, exec.ErrWaitDelay) {
+		return fmt.Errorf("sidecar: pluto start command %q: %v: %s", a.cfg.OVS.PlutoStartCmd, err,
+			strings.TrimSpace(out.String()))
+	}
+	return nil
+}
+
+// waitPluto waits until pluto answers on its control socket (up) or no
+// longer does.
+func (a *Agent) waitPluto(ctx context.Context, up bool) error {
+	deadline := time.Now().Add(plutoWait)
+	for {
+		_, err := a.whack(ctx, "--showstates")
+		if (err == nil) == up {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			state := map[bool]string{true: "start", false: "stop"}[up]
+			return fmt.Errorf("sidecar: pluto did not %s in %s (control socket %s)", state, plutoWait,
+				a.cfg.OVS.PlutoCtl)
+		}
+		if !sleep(ctx, 100*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
+}
