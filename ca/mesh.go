@@ -98,18 +98,25 @@ func (a *Authority) ReportInventory(ctx context.Context, node string, rep store.
 	if _, err := a.st.PutInventory(ctx, node, rep, now, ev); err != nil {
 		return nil, err
 	}
+	reply := &ReportReply{}
+	if rep.PlutoRestartDue {
+		nodes, err := a.st.NodeInfos(ctx)
+		if err != nil {
+			return nil, err
+		}
+		reply.RestartPlutoAt = plutoRestartAt(a.Root().Rollover, nodes, node, now)
+	}
 	if !rep.TunnelsReported {
-		return &ReportReply{}, nil
+		return reply, nil
 	}
-	revoked, err := a.revokedStates(ctx, node, rep.Tunnels)
-	if err != nil {
+	var err error
+	if reply.RevokedIKEStates, err = a.revokedStates(ctx, node, rep.Tunnels); err != nil {
 		return nil, err
 	}
-	stale, err := a.staleStates(ctx, node, rep.Tunnels)
-	if err != nil {
+	if reply.ReauthenticateIKEStates, err = a.staleStates(ctx, node, rep.Tunnels); err != nil {
 		return nil, err
 	}
-	return &ReportReply{RevokedIKEStates: revoked, ReauthenticateIKEStates: stale}, nil
+	return reply, nil
 }
 
 // ReportReply is what a node's report asks of it.
@@ -120,6 +127,9 @@ type ReportReply struct {
 	// ReauthenticateIKEStates: authenticate these IKE SAs again; one side
 	// presents a certificate that is no longer its current one.
 	ReauthenticateIKEStates []uint64
+	// RestartPlutoAt: when the node, whose report says its pluto must
+	// start again, does so (plutoRestartAt); zero when it did not say so.
+	RestartPlutoAt time.Time
 }
 
 // staleStates returns the IKE states of node's established tunnels on

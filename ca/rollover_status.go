@@ -161,6 +161,9 @@ func rolloverGate(v rolloverView, now time.Time) (*RolloverReport, error) {
 		case store.RolloverRetire:
 			if rn.HoldsOld {
 				wait("node %s: its NSS database still holds the retired CA%s", n.Name, reportedAgo(n.ReportedAt, now))
+			} else if n.PlutoRestartDue {
+				wait("node %s: its pluto has not started again since the retired CA left its NSS database (at %s)%s",
+					n.Name, plutoRestartAt(ro, v.nodes, n.Name, now).Format(time.RFC3339), reportedAgo(n.ReportedAt, now))
 			}
 		}
 	}
@@ -182,6 +185,36 @@ func rolloverGate(v rolloverView, now time.Time) (*RolloverReport, error) {
 	}
 	rep.Ready = len(rep.WaitingFor) == 0
 	return rep, nil
+}
+
+// PlutoRestartSlot is each node's time to restart its pluto in a
+// rollover's retire phase, one node after the other.
+const PlutoRestartSlot = 30 * time.Second
+
+// plutoRestartAt is when node, whose pluto must start again because the
+// retired CA left its NSS database (a running pluto checks CRLs with the CA
+// certificate it first saw), restarts it. Two peers restarting at once
+// lose traffic and send some in clear (measured with libreswan 4.10), so in
+// a rollover's retire phase each node has its own slot: the phase's start
+// plus PlutoRestartSlot for each node before it by name (revoked and
+// forgotten ones aside). Any other time (a late node after the rollover),
+// now.
+func plutoRestartAt(ro *store.Rollover, nodes []*store.NodeInfo, node string, now time.Time) time.Time {
+	if ro == nil || ro.Phase != store.RolloverRetire {
+		return now
+	}
+	var names []string
+	for _, n := range nodes {
+		if !n.Revoked && n.ForgottenAt.IsZero() {
+			names = append(names, n.Name)
+		}
+	}
+	slices.Sort(names)
+	i, found := slices.BinarySearch(names, node)
+	if !found {
+		return now
+	}
+	return ro.PhaseAt.Add(time.Duration(i) * PlutoRestartSlot)
 }
 
 func reportedAgo(at, now time.Time) string {

@@ -97,7 +97,7 @@ func (s nodeService) ReportInventory(
 		return nil, status.Errorf(codes.InvalidArgument, "%d tunnels; at most %d", len(req.GetTunnels()), maxTunnels)
 	}
 	rep := store.Report{Entries: make([]store.InventoryEntry, 0, len(req.GetEntries())),
-		TunnelsReported: req.GetTunnelsReported()}
+		TunnelsReported: req.GetTunnelsReported(), PlutoRestartDue: req.GetPlutoRestartDue()}
 	for _, e := range req.GetEntries() {
 		rep.Entries = append(
 			rep.Entries,
@@ -140,8 +140,12 @@ func (s nodeService) ReportInventory(
 	if s.auth.Root().Rollover != nil {
 		s.sched.Wake() // a rollover's gate waits on the nodes' reports
 	}
-	return &ipseccav1.ReportInventoryResponse{RevokedIkeStates: reply.RevokedIKEStates,
-		ReauthenticateIkeStates: reply.ReauthenticateIKEStates}, nil
+	resp := &ipseccav1.ReportInventoryResponse{RevokedIkeStates: reply.RevokedIKEStates,
+		ReauthenticateIkeStates: reply.ReauthenticateIKEStates}
+	if !reply.RestartPlutoAt.IsZero() {
+		resp.RestartPlutoAt = timestamppb.New(reply.RestartPlutoAt)
+	}
+	return resp, nil
 }
 
 // optTime is t in UTC, or the zero time when t is not set.

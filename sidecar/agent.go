@@ -352,7 +352,7 @@ func (a *Agent) deliverNSS(ctx context.Context, pair *Pair, bundle []byte) (bool
 	if err != nil {
 		return changed, err
 	}
-	if _, err := a.restartPluto(ctx, pair); err != nil {
+	if err := a.checkPlutoRestart(); err != nil {
 		return changed, err
 	}
 	c, err := a.db.PutKeyPair(ctx, a.cfg.Nickname, pair.Cert, pair.Key)
@@ -520,7 +520,7 @@ func (a *Agent) inventory(ctx context.Context) (*ipseccav1.ReportInventoryReques
 	if err != nil {
 		return nil, err
 	}
-	req := &ipseccav1.ReportInventoryRequest{}
+	req := &ipseccav1.ReportInventoryRequest{PlutoRestartDue: a.plutoRestartDue() != "" && a.canRestartPluto()}
 	for _, e := range entries {
 		certs := e.Certs
 		if len(certs) > len(e.Trusts) {
@@ -569,6 +569,13 @@ func (a *Agent) sendReport(ctx context.Context, bundle []byte, pair *Pair, req *
 	if len(resp.GetReauthenticateIkeStates()) > 0 {
 		if _, err := a.replaceIKESAs(ctx, resp.GetReauthenticateIkeStates()); err != nil {
 			a.log.Warn("could not authenticate IKE SAs again", "err", err)
+		}
+	}
+	if at := resp.GetRestartPlutoAt(); req.GetPlutoRestartDue() && at != nil {
+		if a.cfg.Now().Before(at.AsTime()) {
+			a.log.Debug("pluto restarts in the slot the CA gave", "at", at.AsTime())
+		} else if err := a.restartPluto(ctx, pair); err != nil {
+			a.log.Error("could not restart pluto", "err", err)
 		}
 	}
 }

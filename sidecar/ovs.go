@@ -77,7 +77,8 @@ var pkiKeys = [3]string{"certificate", "private_key", "ca_cert"}
 //     CA then asks one side of each pair to authenticate its IKE SA again
 //     (replaceIKESAs), so that every peer sees the new certificate. When
 //     the CA certificates changed, pluto drops its cache of them first
-//     (dropRootCache), or starts again when a CA key left (restartPluto).
+//     (dropRootCache); when a CA key left, it starts again later, in the
+//     slot the CA gives the node (restartPluto).
 //
 // It reports whether anything changed.
 func (a *Agent) deliverOVS(ctx context.Context, pair *Pair, bundle []byte) (bool, error) {
@@ -92,11 +93,10 @@ func (a *Agent) deliverOVS(ctx context.Context, pair *Pair, bundle []byte) (bool
 	if err != nil {
 		return pairChanged || trustChanged, err
 	}
-	restarted, err := a.restartPluto(ctx, pair)
-	if err != nil {
+	if err := a.checkPlutoRestart(); err != nil {
 		return true, err
 	}
-	if trustChanged && !restarted {
+	if trustChanged {
 		if err := a.dropRootCache(ctx); err != nil {
 			return true, err
 		}

@@ -24,7 +24,8 @@ import (
 // process drops that cache. So when the old key's CA leaves NSS (the
 // rollover's retire phase), the sidecar restarts pluto once, leaving its
 // IPsec SAs in the kernel so that the traffic keeps flowing while the new
-// pluto negotiates the tunnels again (restartPluto).
+// pluto negotiates the tunnels again (restartPluto), when the CA says: it
+// reports that the restart is due, and the CA gives each node a slot.
 
 // plutoRestartFile marks, in the state directory, that pluto must start
 // again: written before the old key's CA is deleted from NSS, removed once
@@ -61,8 +62,26 @@ func (a *Agent) plutoRestartDone() error {
 	return nil
 }
 
-// restartPluto starts pluto again when notePlutoRestart asked for it, in
-// four steps:
+// checkPlutoRestart handles a restart that cannot be done: without OVS
+// mode or a start command the sidecar warns, once, that revocations from
+// the new key wait for a restart of pluto, and forgets it. Otherwise the
+// restart waits for its slot (restartPluto).
+func (a *Agent) checkPlutoRestart() error {
+	reason := a.plutoRestartDue()
+	if reason == "" || a.canRestartPluto() {
+		return nil
+	}
+	a.log.Warn("pluto must be restarted to enforce revocations from the CA's new key: a running pluto "+
+		"checks CRLs with the CA certificate it first saw (give the sidecar --pluto-start-cmd to have it "+
+		"done, or run ipsec whack --shutdown --leave-state and start pluto)", "reason", reason)
+	return a.plutoRestartDone()
+}
+
+func (a *Agent) canRestartPluto() bool { return a.cfg.OVS != nil && a.cfg.OVS.PlutoStartCmd != "" }
+
+// restartPluto starts pluto again, at the time the CA gave this node (two
+// peers restarting at once lose traffic and send some in clear, measured),
+// in four steps:
 //
 //  1. stop: whack --shutdown --leave-state, which keeps the IPsec SAs and
 //     policies in the kernel (libreswan's own unit then skips its flush),
@@ -73,42 +92,32 @@ func (a *Agent) plutoRestartDone() error {
 //     which carry the traffic until then and expire in the kernel;
 //  4. forget: pluto numbers its states from 1 again, so the handoff log
 //     starts over with the node's certificate.
-//
-// Without a start command nothing is stopped: the sidecar warns that
-// revocations from the new key wait for a restart of pluto. It reports
-// whether pluto was restarted.
-func (a *Agent) restartPluto(ctx context.Context, pair *Pair) (bool, error) {
+func (a *Agent) restartPluto(ctx context.Context, pair *Pair) error {
 	reason := a.plutoRestartDue()
-	if reason == "" {
-		return false, nil
-	}
-	if a.cfg.OVS == nil || a.cfg.OVS.PlutoStartCmd == "" {
-		a.log.Warn("pluto must be restarted to enforce revocations from the CA's new key: a running pluto "+
-			"checks CRLs with the CA certificate it first saw (give the sidecar --pluto-start-cmd to have it "+
-			"done, or run ipsec whack --shutdown --leave-state and start pluto)", "reason", reason)
-		return false, a.plutoRestartDone()
+	if reason == "" || !a.canRestartPluto() {
+		return nil
 	}
 	start := time.Now()
 	if _, err := a.whack(ctx, "--shutdown", "--leave-state"); err == nil {
 		if err := a.waitPluto(ctx, false); err != nil {
-			return false, err
+			return err
 		}
 	}
 	if err := a.runPlutoStart(ctx); err != nil {
-		return false, err
+		return err
 	}
 	if err := a.waitPluto(ctx, true); err != nil {
-		return false, err
+		return err
 	}
 	if _, err := a.ovsTool(ctx, "ovs-appctl", "-t", "ovs-monitor-ipsec", "refresh"); err != nil {
-		return true, err
+		return err
 	}
 	if err := a.handoffs().reset(pair.Serial()); err != nil {
-		return true, err
+		return err
 	}
 	a.log.Info("restarted pluto with its IPsec SAs left in the kernel, so that it checks CRLs with the CA's "+
 		"current key", "reason", reason, "took", time.Since(start).Round(time.Millisecond))
-	return true, a.plutoRestartDone()
+	return a.plutoRestartDone()
 }
 
 // runPlutoStart runs the start command. pluto forks into the background

@@ -467,7 +467,7 @@ func PutInventoryTx(tx Tx, node string, rep Report, at time.Time, ev Event) (boo
 	}
 	entries := rep.Entries
 	changed := !reflect.DeepEqual(n.Inventory, entries) && !(len(n.Inventory) == 0 && len(entries) == 0)
-	n.Inventory, n.ReportedAt = entries, at.UTC()
+	n.Inventory, n.ReportedAt, n.PlutoRestartDue = entries, at.UTC(), rep.PlutoRestartDue
 	if rep.TunnelsReported {
 		n.Tunnels, n.TunnelsAt = rep.Tunnels, at.UTC()
 	}

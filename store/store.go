@@ -284,6 +284,8 @@ type NodeInfo struct {
 	// tunnels keeps them.
 	Tunnels   []TunnelRecord `json:"tunnels,omitempty"`
 	TunnelsAt time.Time      `json:"tunnels_at,omitzero"`
+	// PlutoRestartDue is the last report's Report.PlutoRestartDue.
+	PlutoRestartDue bool `json:"pluto_restart_due,omitempty"`
 	// Revoked: the node gets no certificate, through any door, until an
 	// admin re-admits it (ReadmitNode).
 	Revoked   bool      `json:"revoked,omitempty"`
@@ -350,6 +352,9 @@ type Report struct {
 	Entries         []InventoryEntry
 	TunnelsReported bool
 	Tunnels         []TunnelRecord
+	// PlutoRestartDue: the node's pluto must start again (a CA key left its
+	// NSS database), in the slot the CA gives it.
+	PlutoRestartDue bool
 }
 
 // CertFilter selects certificates in listings. Zero fields match everything.

@@ -81,16 +81,25 @@ func (c *meshCA) issue(t *testing.T, node string) *store.Cert {
 // (pluto 4.10 lists no peer key: the pair is told by what each presents).
 func (c *meshCA) report(t *testing.T, node, peer string, cert *store.Cert, roots ...string) {
 	t.Helper()
+	c.reportRestart(t, node, peer, cert, false, roots...)
+}
+
+// reportRestart is report, with the sidecar saying whether its pluto must
+// start again (a CA key left its NSS database); it returns the CA's reply.
+func (c *meshCA) reportRestart(t *testing.T, node, peer string, cert *store.Cert, due bool,
+	roots ...string) *ca.ReportReply {
+	t.Helper()
 	var inventory []store.InventoryEntry
 	for _, r := range roots {
 		inventory = append(inventory, store.InventoryEntry{Nickname: "ovs_cert_cacert", Serial: r, Trust: "CT,,"})
 	}
-	_, err := c.in.Authority.ReportInventory(context.Background(), node, store.Report{TunnelsReported: true,
+	reply, err := c.in.Authority.ReportInventory(context.Background(), node, store.Report{TunnelsReported: true,
 		Entries: inventory, Tunnels: []store.TunnelRecord{{Peer: peer, Established: true, IKEState: 1,
-			ChildSAs: 2, AuthenticatedAt: time.Now(), LocalSerial: cert.Serial}}})
+			ChildSAs: 2, AuthenticatedAt: time.Now(), LocalSerial: cert.Serial}}, PlutoRestartDue: due})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return reply
 }
 
 // cli runs ipsecca with the connection flags to c and returns the exit

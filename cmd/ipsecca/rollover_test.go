@@ -205,6 +205,24 @@ func TestCARolloverCLI(t *testing.T) {
 			t.Errorf("old-key certificate %s still active", s)
 		}
 	}
+	// The old CA left both NSS databases; each pluto must start again (it
+	// checks CRLs with the old CA), one node after the other, in the slot
+	// the CA gives: the phase waits for both.
+	retireAt := c.waitPhase(t, "retire").PhaseAt
+	for i, n := range []struct {
+		node, peer string
+		cert       *store.Cert
+	}{{"node-a", "node-b", a2}, {"node-b", "node-a", b2}} {
+		reply := c.reportRestart(t, n.node, n.peer, n.cert, true, next)
+		if want := retireAt.Add(time.Duration(i) * ca.PlutoRestartSlot); !reply.RestartPlutoAt.Equal(want) {
+			t.Errorf("%s restarts pluto at %v, want %v", n.node, reply.RestartPlutoAt, want)
+		}
+	}
+	if rep := c.waitPhase(t, "retire"); len(rep.WaitingFor) != 2 ||
+		!strings.Contains(rep.WaitingFor[1], "node node-b: its pluto has not started again since the retired CA "+
+			"left its NSS database (at "+retireAt.Add(ca.PlutoRestartSlot).Format(time.RFC3339)) {
+		t.Errorf("retire phase with both plutos to restart: %v", rep.WaitingFor)
+	}
 	c.report(t, "node-a", "node-b", a2, next)
 	c.report(t, "node-b", "node-a", b2, next)
 	c.in.Scheduler.Wake() // as the ReportInventory handler does during a rollover

@@ -1348,6 +1348,10 @@ type ReportInventoryRequest struct {
 	// CA keeps what it knew).
 	TunnelsReported bool      `protobuf:"varint,2,opt,name=tunnels_reported,json=tunnelsReported,proto3" json:"tunnels_reported,omitempty"`
 	Tunnels         []*Tunnel `protobuf:"bytes,3,rep,name=tunnels,proto3" json:"tunnels,omitempty"`
+	// pluto_restart_due: the node's pluto must start again (a CA key left
+	// its NSS database: a running pluto checks CRLs with the CA certificate
+	// it first saw); the sidecar waits for restart_pluto_at.
+	PlutoRestartDue bool `protobuf:"varint,4,opt,name=pluto_restart_due,json=plutoRestartDue,proto3" json:"pluto_restart_due,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -1401,6 +1405,13 @@ func (x *ReportInventoryRequest) GetTunnels() []*Tunnel {
 		return x.Tunnels
 	}
 	return nil
+}
+
+func (x *ReportInventoryRequest) GetPlutoRestartDue() bool {
+	if x != nil {
+		return x.PlutoRestartDue
+	}
+	return false
 }
 
 // Tunnel is one configured peer of the node and the IKE SA its IKE
@@ -1547,8 +1558,12 @@ type ReportInventoryResponse struct {
 	// side whose name sorts first is asked, so that the two never start new
 	// IKE SAs at once.
 	ReauthenticateIkeStates []uint64 `protobuf:"varint,2,rep,packed,name=reauthenticate_ike_states,json=reauthenticateIkeStates,proto3" json:"reauthenticate_ike_states,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// restart_pluto_at: when the node, having reported pluto_restart_due,
+	// restarts pluto (its IPsec SAs left in the kernel). The CA gives each
+	// node its own slot: two peers restarting at once lose traffic.
+	RestartPlutoAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=restart_pluto_at,json=restartPlutoAt,proto3" json:"restart_pluto_at,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ReportInventoryResponse) Reset() {
@@ -1591,6 +1606,13 @@ func (x *ReportInventoryResponse) GetRevokedIkeStates() []uint64 {
 func (x *ReportInventoryResponse) GetReauthenticateIkeStates() []uint64 {
 	if x != nil {
 		return x.ReauthenticateIkeStates
+	}
+	return nil
+}
+
+func (x *ReportInventoryResponse) GetRestartPlutoAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RestartPlutoAt
 	}
 	return nil
 }
@@ -4292,11 +4314,12 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\x06serial\x18\x02 \x01(\tR\x06serial\x127\n" +
 	"\tnot_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x14\n" +
 	"\x05trust\x18\x04 \x01(\tR\x05trust\x12\x18\n" +
-	"\asubject\x18\x05 \x01(\tR\asubject\"\xa7\x01\n" +
+	"\asubject\x18\x05 \x01(\tR\asubject\"\xd3\x01\n" +
 	"\x16ReportInventoryRequest\x124\n" +
 	"\aentries\x18\x01 \x03(\v2\x1a.ipsecca.v1.InventoryEntryR\aentries\x12)\n" +
 	"\x10tunnels_reported\x18\x02 \x01(\bR\x0ftunnelsReported\x12,\n" +
-	"\atunnels\x18\x03 \x03(\v2\x12.ipsecca.v1.TunnelR\atunnels\"\xa9\x03\n" +
+	"\atunnels\x18\x03 \x03(\v2\x12.ipsecca.v1.TunnelR\atunnels\x12*\n" +
+	"\x11pluto_restart_due\x18\x04 \x01(\bR\x0fplutoRestartDue\"\xa9\x03\n" +
 	"\x06Tunnel\x12\x12\n" +
 	"\x04peer\x18\x01 \x01(\tR\x04peer\x12!\n" +
 	"\fpeer_address\x18\x02 \x01(\tR\vpeerAddress\x12 \n" +
@@ -4308,10 +4331,11 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\tchild_sas\x18\b \x01(\rR\bchildSas\x12@\n" +
 	"\x0echild_added_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\fchildAddedAt\x12!\n" +
 	"\flocal_serial\x18\n" +
-	" \x01(\tR\vlocalSerial\"\x83\x01\n" +
+	" \x01(\tR\vlocalSerial\"\xc9\x01\n" +
 	"\x17ReportInventoryResponse\x12,\n" +
 	"\x12revoked_ike_states\x18\x01 \x03(\x04R\x10revokedIkeStates\x12:\n" +
-	"\x19reauthenticate_ike_states\x18\x02 \x03(\x04R\x17reauthenticateIkeStates\"\x14\n" +
+	"\x19reauthenticate_ike_states\x18\x02 \x03(\x04R\x17reauthenticateIkeStates\x12D\n" +
+	"\x10restart_pluto_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0erestartPlutoAt\"\x14\n" +
 	"\x12VerifyAuditRequest\"}\n" +
 	"\x13VerifyAuditResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x18\n" +
@@ -4646,99 +4670,100 @@ var file_proto_ipsecca_v1_ipsecca_proto_depIdxs = []int32{
 	67, // 21: ipsecca.v1.Tunnel.peer_not_after:type_name -> google.protobuf.Timestamp
 	67, // 22: ipsecca.v1.Tunnel.authenticated_at:type_name -> google.protobuf.Timestamp
 	67, // 23: ipsecca.v1.Tunnel.child_added_at:type_name -> google.protobuf.Timestamp
-	66, // 24: ipsecca.v1.RotateRequest.spread:type_name -> google.protobuf.Duration
-	67, // 25: ipsecca.v1.ScheduleEntry.due_at:type_name -> google.protobuf.Timestamp
-	67, // 26: ipsecca.v1.ScheduleEntry.not_after:type_name -> google.protobuf.Timestamp
-	27, // 27: ipsecca.v1.ListScheduleResponse.entries:type_name -> ipsecca.v1.ScheduleEntry
-	10, // 28: ipsecca.v1.Node.current:type_name -> ipsecca.v1.Certificate
-	19, // 29: ipsecca.v1.Node.inventory:type_name -> ipsecca.v1.InventoryEntry
-	67, // 30: ipsecca.v1.Node.inventory_reported_at:type_name -> google.protobuf.Timestamp
-	30, // 31: ipsecca.v1.ListNodesResponse.nodes:type_name -> ipsecca.v1.Node
-	67, // 32: ipsecca.v1.RootInfo.not_before:type_name -> google.protobuf.Timestamp
-	67, // 33: ipsecca.v1.RootInfo.not_after:type_name -> google.protobuf.Timestamp
-	34, // 34: ipsecca.v1.GetCAResponse.roots:type_name -> ipsecca.v1.RootInfo
-	67, // 35: ipsecca.v1.GetCAResponse.node_not_after_cap:type_name -> google.protobuf.Timestamp
-	67, // 36: ipsecca.v1.GetCAResponse.renew_by:type_name -> google.protobuf.Timestamp
-	42, // 37: ipsecca.v1.GetCAResponse.rollover:type_name -> ipsecca.v1.RolloverStatus
-	66, // 38: ipsecca.v1.StartRolloverRequest.spread:type_name -> google.protobuf.Duration
-	67, // 39: ipsecca.v1.RolloverNode.reported_at:type_name -> google.protobuf.Timestamp
-	67, // 40: ipsecca.v1.RolloverStatus.started_at:type_name -> google.protobuf.Timestamp
-	67, // 41: ipsecca.v1.RolloverStatus.phase_at:type_name -> google.protobuf.Timestamp
-	41, // 42: ipsecca.v1.RolloverStatus.nodes:type_name -> ipsecca.v1.RolloverNode
-	67, // 43: ipsecca.v1.CRL.next_update:type_name -> google.protobuf.Timestamp
-	10, // 44: ipsecca.v1.RevokeAdminResponse.certificate:type_name -> ipsecca.v1.Certificate
-	56, // 45: ipsecca.v1.ValidateBundleResponse.findings:type_name -> ipsecca.v1.BundleFinding
-	67, // 46: ipsecca.v1.Replica.started_at:type_name -> google.protobuf.Timestamp
-	59, // 47: ipsecca.v1.GetStatusResponse.replicas:type_name -> ipsecca.v1.Replica
-	60, // 48: ipsecca.v1.GetStatusResponse.members:type_name -> ipsecca.v1.StoreMember
-	67, // 49: ipsecca.v1.MeshPair.authenticated_at:type_name -> google.protobuf.Timestamp
-	67, // 50: ipsecca.v1.MeshPair.reported_at:type_name -> google.protobuf.Timestamp
-	63, // 51: ipsecca.v1.MeshStatusResponse.pairs:type_name -> ipsecca.v1.MeshPair
-	1,  // 52: ipsecca.v1.NodeService.Enroll:input_type -> ipsecca.v1.EnrollRequest
-	2,  // 53: ipsecca.v1.NodeService.Renew:input_type -> ipsecca.v1.RenewRequest
-	4,  // 54: ipsecca.v1.NodeService.GetCABundle:input_type -> ipsecca.v1.GetCABundleRequest
-	17, // 55: ipsecca.v1.NodeService.Watch:input_type -> ipsecca.v1.WatchRequest
-	20, // 56: ipsecca.v1.NodeService.ReportInventory:input_type -> ipsecca.v1.ReportInventoryRequest
-	44, // 57: ipsecca.v1.NodeService.GetCRL:input_type -> ipsecca.v1.GetCRLRequest
-	6,  // 58: ipsecca.v1.AdminService.CreateToken:input_type -> ipsecca.v1.CreateTokenRequest
-	8,  // 59: ipsecca.v1.AdminService.CreateTokens:input_type -> ipsecca.v1.CreateTokensRequest
-	11, // 60: ipsecca.v1.AdminService.ListCertificates:input_type -> ipsecca.v1.ListCertificatesRequest
-	13, // 61: ipsecca.v1.AdminService.GetCertificate:input_type -> ipsecca.v1.GetCertificateRequest
-	15, // 62: ipsecca.v1.AdminService.ListEvents:input_type -> ipsecca.v1.ListEventsRequest
-	23, // 63: ipsecca.v1.AdminService.VerifyAudit:input_type -> ipsecca.v1.VerifyAuditRequest
-	25, // 64: ipsecca.v1.AdminService.Rotate:input_type -> ipsecca.v1.RotateRequest
-	28, // 65: ipsecca.v1.AdminService.ListSchedule:input_type -> ipsecca.v1.ListScheduleRequest
-	31, // 66: ipsecca.v1.AdminService.ListNodes:input_type -> ipsecca.v1.ListNodesRequest
-	33, // 67: ipsecca.v1.AdminService.GetCA:input_type -> ipsecca.v1.GetCARequest
-	43, // 68: ipsecca.v1.AdminService.RenewCA:input_type -> ipsecca.v1.RenewCARequest
-	46, // 69: ipsecca.v1.AdminService.RevokeNode:input_type -> ipsecca.v1.RevokeNodeRequest
-	48, // 70: ipsecca.v1.AdminService.ReadmitNode:input_type -> ipsecca.v1.ReadmitNodeRequest
-	50, // 71: ipsecca.v1.AdminService.ForgetNode:input_type -> ipsecca.v1.ForgetNodeRequest
-	52, // 72: ipsecca.v1.AdminService.RotateAdmin:input_type -> ipsecca.v1.RotateAdminRequest
-	53, // 73: ipsecca.v1.AdminService.RevokeAdmin:input_type -> ipsecca.v1.RevokeAdminRequest
-	55, // 74: ipsecca.v1.AdminService.ValidateBundle:input_type -> ipsecca.v1.ValidateBundleRequest
-	58, // 75: ipsecca.v1.AdminService.GetStatus:input_type -> ipsecca.v1.GetStatusRequest
-	62, // 76: ipsecca.v1.AdminService.MeshStatus:input_type -> ipsecca.v1.MeshStatusRequest
-	36, // 77: ipsecca.v1.AdminService.ImportCA:input_type -> ipsecca.v1.ImportCARequest
-	37, // 78: ipsecca.v1.AdminService.StartRollover:input_type -> ipsecca.v1.StartRolloverRequest
-	38, // 79: ipsecca.v1.AdminService.GetRollover:input_type -> ipsecca.v1.GetRolloverRequest
-	39, // 80: ipsecca.v1.AdminService.FinishRollover:input_type -> ipsecca.v1.FinishRolloverRequest
-	40, // 81: ipsecca.v1.AdminService.AbortRollover:input_type -> ipsecca.v1.AbortRolloverRequest
-	3,  // 82: ipsecca.v1.NodeService.Enroll:output_type -> ipsecca.v1.IssueResponse
-	3,  // 83: ipsecca.v1.NodeService.Renew:output_type -> ipsecca.v1.IssueResponse
-	5,  // 84: ipsecca.v1.NodeService.GetCABundle:output_type -> ipsecca.v1.CABundle
-	18, // 85: ipsecca.v1.NodeService.Watch:output_type -> ipsecca.v1.NodeEvent
-	22, // 86: ipsecca.v1.NodeService.ReportInventory:output_type -> ipsecca.v1.ReportInventoryResponse
-	45, // 87: ipsecca.v1.NodeService.GetCRL:output_type -> ipsecca.v1.CRL
-	7,  // 88: ipsecca.v1.AdminService.CreateToken:output_type -> ipsecca.v1.CreateTokenResponse
-	9,  // 89: ipsecca.v1.AdminService.CreateTokens:output_type -> ipsecca.v1.CreateTokensResponse
-	12, // 90: ipsecca.v1.AdminService.ListCertificates:output_type -> ipsecca.v1.ListCertificatesResponse
-	10, // 91: ipsecca.v1.AdminService.GetCertificate:output_type -> ipsecca.v1.Certificate
-	16, // 92: ipsecca.v1.AdminService.ListEvents:output_type -> ipsecca.v1.ListEventsResponse
-	24, // 93: ipsecca.v1.AdminService.VerifyAudit:output_type -> ipsecca.v1.VerifyAuditResponse
-	26, // 94: ipsecca.v1.AdminService.Rotate:output_type -> ipsecca.v1.RotateResponse
-	29, // 95: ipsecca.v1.AdminService.ListSchedule:output_type -> ipsecca.v1.ListScheduleResponse
-	32, // 96: ipsecca.v1.AdminService.ListNodes:output_type -> ipsecca.v1.ListNodesResponse
-	35, // 97: ipsecca.v1.AdminService.GetCA:output_type -> ipsecca.v1.GetCAResponse
-	35, // 98: ipsecca.v1.AdminService.RenewCA:output_type -> ipsecca.v1.GetCAResponse
-	47, // 99: ipsecca.v1.AdminService.RevokeNode:output_type -> ipsecca.v1.RevokeNodeResponse
-	49, // 100: ipsecca.v1.AdminService.ReadmitNode:output_type -> ipsecca.v1.ReadmitNodeResponse
-	51, // 101: ipsecca.v1.AdminService.ForgetNode:output_type -> ipsecca.v1.ForgetNodeResponse
-	3,  // 102: ipsecca.v1.AdminService.RotateAdmin:output_type -> ipsecca.v1.IssueResponse
-	54, // 103: ipsecca.v1.AdminService.RevokeAdmin:output_type -> ipsecca.v1.RevokeAdminResponse
-	57, // 104: ipsecca.v1.AdminService.ValidateBundle:output_type -> ipsecca.v1.ValidateBundleResponse
-	61, // 105: ipsecca.v1.AdminService.GetStatus:output_type -> ipsecca.v1.GetStatusResponse
-	64, // 106: ipsecca.v1.AdminService.MeshStatus:output_type -> ipsecca.v1.MeshStatusResponse
-	35, // 107: ipsecca.v1.AdminService.ImportCA:output_type -> ipsecca.v1.GetCAResponse
-	42, // 108: ipsecca.v1.AdminService.StartRollover:output_type -> ipsecca.v1.RolloverStatus
-	42, // 109: ipsecca.v1.AdminService.GetRollover:output_type -> ipsecca.v1.RolloverStatus
-	42, // 110: ipsecca.v1.AdminService.FinishRollover:output_type -> ipsecca.v1.RolloverStatus
-	42, // 111: ipsecca.v1.AdminService.AbortRollover:output_type -> ipsecca.v1.RolloverStatus
-	82, // [82:112] is the sub-list for method output_type
-	52, // [52:82] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	67, // 24: ipsecca.v1.ReportInventoryResponse.restart_pluto_at:type_name -> google.protobuf.Timestamp
+	66, // 25: ipsecca.v1.RotateRequest.spread:type_name -> google.protobuf.Duration
+	67, // 26: ipsecca.v1.ScheduleEntry.due_at:type_name -> google.protobuf.Timestamp
+	67, // 27: ipsecca.v1.ScheduleEntry.not_after:type_name -> google.protobuf.Timestamp
+	27, // 28: ipsecca.v1.ListScheduleResponse.entries:type_name -> ipsecca.v1.ScheduleEntry
+	10, // 29: ipsecca.v1.Node.current:type_name -> ipsecca.v1.Certificate
+	19, // 30: ipsecca.v1.Node.inventory:type_name -> ipsecca.v1.InventoryEntry
+	67, // 31: ipsecca.v1.Node.inventory_reported_at:type_name -> google.protobuf.Timestamp
+	30, // 32: ipsecca.v1.ListNodesResponse.nodes:type_name -> ipsecca.v1.Node
+	67, // 33: ipsecca.v1.RootInfo.not_before:type_name -> google.protobuf.Timestamp
+	67, // 34: ipsecca.v1.RootInfo.not_after:type_name -> google.protobuf.Timestamp
+	34, // 35: ipsecca.v1.GetCAResponse.roots:type_name -> ipsecca.v1.RootInfo
+	67, // 36: ipsecca.v1.GetCAResponse.node_not_after_cap:type_name -> google.protobuf.Timestamp
+	67, // 37: ipsecca.v1.GetCAResponse.renew_by:type_name -> google.protobuf.Timestamp
+	42, // 38: ipsecca.v1.GetCAResponse.rollover:type_name -> ipsecca.v1.RolloverStatus
+	66, // 39: ipsecca.v1.StartRolloverRequest.spread:type_name -> google.protobuf.Duration
+	67, // 40: ipsecca.v1.RolloverNode.reported_at:type_name -> google.protobuf.Timestamp
+	67, // 41: ipsecca.v1.RolloverStatus.started_at:type_name -> google.protobuf.Timestamp
+	67, // 42: ipsecca.v1.RolloverStatus.phase_at:type_name -> google.protobuf.Timestamp
+	41, // 43: ipsecca.v1.RolloverStatus.nodes:type_name -> ipsecca.v1.RolloverNode
+	67, // 44: ipsecca.v1.CRL.next_update:type_name -> google.protobuf.Timestamp
+	10, // 45: ipsecca.v1.RevokeAdminResponse.certificate:type_name -> ipsecca.v1.Certificate
+	56, // 46: ipsecca.v1.ValidateBundleResponse.findings:type_name -> ipsecca.v1.BundleFinding
+	67, // 47: ipsecca.v1.Replica.started_at:type_name -> google.protobuf.Timestamp
+	59, // 48: ipsecca.v1.GetStatusResponse.replicas:type_name -> ipsecca.v1.Replica
+	60, // 49: ipsecca.v1.GetStatusResponse.members:type_name -> ipsecca.v1.StoreMember
+	67, // 50: ipsecca.v1.MeshPair.authenticated_at:type_name -> google.protobuf.Timestamp
+	67, // 51: ipsecca.v1.MeshPair.reported_at:type_name -> google.protobuf.Timestamp
+	63, // 52: ipsecca.v1.MeshStatusResponse.pairs:type_name -> ipsecca.v1.MeshPair
+	1,  // 53: ipsecca.v1.NodeService.Enroll:input_type -> ipsecca.v1.EnrollRequest
+	2,  // 54: ipsecca.v1.NodeService.Renew:input_type -> ipsecca.v1.RenewRequest
+	4,  // 55: ipsecca.v1.NodeService.GetCABundle:input_type -> ipsecca.v1.GetCABundleRequest
+	17, // 56: ipsecca.v1.NodeService.Watch:input_type -> ipsecca.v1.WatchRequest
+	20, // 57: ipsecca.v1.NodeService.ReportInventory:input_type -> ipsecca.v1.ReportInventoryRequest
+	44, // 58: ipsecca.v1.NodeService.GetCRL:input_type -> ipsecca.v1.GetCRLRequest
+	6,  // 59: ipsecca.v1.AdminService.CreateToken:input_type -> ipsecca.v1.CreateTokenRequest
+	8,  // 60: ipsecca.v1.AdminService.CreateTokens:input_type -> ipsecca.v1.CreateTokensRequest
+	11, // 61: ipsecca.v1.AdminService.ListCertificates:input_type -> ipsecca.v1.ListCertificatesRequest
+	13, // 62: ipsecca.v1.AdminService.GetCertificate:input_type -> ipsecca.v1.GetCertificateRequest
+	15, // 63: ipsecca.v1.AdminService.ListEvents:input_type -> ipsecca.v1.ListEventsRequest
+	23, // 64: ipsecca.v1.AdminService.VerifyAudit:input_type -> ipsecca.v1.VerifyAuditRequest
+	25, // 65: ipsecca.v1.AdminService.Rotate:input_type -> ipsecca.v1.RotateRequest
+	28, // 66: ipsecca.v1.AdminService.ListSchedule:input_type -> ipsecca.v1.ListScheduleRequest
+	31, // 67: ipsecca.v1.AdminService.ListNodes:input_type -> ipsecca.v1.ListNodesRequest
+	33, // 68: ipsecca.v1.AdminService.GetCA:input_type -> ipsecca.v1.GetCARequest
+	43, // 69: ipsecca.v1.AdminService.RenewCA:input_type -> ipsecca.v1.RenewCARequest
+	46, // 70: ipsecca.v1.AdminService.RevokeNode:input_type -> ipsecca.v1.RevokeNodeRequest
+	48, // 71: ipsecca.v1.AdminService.ReadmitNode:input_type -> ipsecca.v1.ReadmitNodeRequest
+	50, // 72: ipsecca.v1.AdminService.ForgetNode:input_type -> ipsecca.v1.ForgetNodeRequest
+	52, // 73: ipsecca.v1.AdminService.RotateAdmin:input_type -> ipsecca.v1.RotateAdminRequest
+	53, // 74: ipsecca.v1.AdminService.RevokeAdmin:input_type -> ipsecca.v1.RevokeAdminRequest
+	55, // 75: ipsecca.v1.AdminService.ValidateBundle:input_type -> ipsecca.v1.ValidateBundleRequest
+	58, // 76: ipsecca.v1.AdminService.GetStatus:input_type -> ipsecca.v1.GetStatusRequest
+	62, // 77: ipsecca.v1.AdminService.MeshStatus:input_type -> ipsecca.v1.MeshStatusRequest
+	36, // 78: ipsecca.v1.AdminService.ImportCA:input_type -> ipsecca.v1.ImportCARequest
+	37, // 79: ipsecca.v1.AdminService.StartRollover:input_type -> ipsecca.v1.StartRolloverRequest
+	38, // 80: ipsecca.v1.AdminService.GetRollover:input_type -> ipsecca.v1.GetRolloverRequest
+	39, // 81: ipsecca.v1.AdminService.FinishRollover:input_type -> ipsecca.v1.FinishRolloverRequest
+	40, // 82: ipsecca.v1.AdminService.AbortRollover:input_type -> ipsecca.v1.AbortRolloverRequest
+	3,  // 83: ipsecca.v1.NodeService.Enroll:output_type -> ipsecca.v1.IssueResponse
+	3,  // 84: ipsecca.v1.NodeService.Renew:output_type -> ipsecca.v1.IssueResponse
+	5,  // 85: ipsecca.v1.NodeService.GetCABundle:output_type -> ipsecca.v1.CABundle
+	18, // 86: ipsecca.v1.NodeService.Watch:output_type -> ipsecca.v1.NodeEvent
+	22, // 87: ipsecca.v1.NodeService.ReportInventory:output_type -> ipsecca.v1.ReportInventoryResponse
+	45, // 88: ipsecca.v1.NodeService.GetCRL:output_type -> ipsecca.v1.CRL
+	7,  // 89: ipsecca.v1.AdminService.CreateToken:output_type -> ipsecca.v1.CreateTokenResponse
+	9,  // 90: ipsecca.v1.AdminService.CreateTokens:output_type -> ipsecca.v1.CreateTokensResponse
+	12, // 91: ipsecca.v1.AdminService.ListCertificates:output_type -> ipsecca.v1.ListCertificatesResponse
+	10, // 92: ipsecca.v1.AdminService.GetCertificate:output_type -> ipsecca.v1.Certificate
+	16, // 93: ipsecca.v1.AdminService.ListEvents:output_type -> ipsecca.v1.ListEventsResponse
+	24, // 94: ipsecca.v1.AdminService.VerifyAudit:output_type -> ipsecca.v1.VerifyAuditResponse
+	26, // 95: ipsecca.v1.AdminService.Rotate:output_type -> ipsecca.v1.RotateResponse
+	29, // 96: ipsecca.v1.AdminService.ListSchedule:output_type -> ipsecca.v1.ListScheduleResponse
+	32, // 97: ipsecca.v1.AdminService.ListNodes:output_type -> ipsecca.v1.ListNodesResponse
+	35, // 98: ipsecca.v1.AdminService.GetCA:output_type -> ipsecca.v1.GetCAResponse
+	35, // 99: ipsecca.v1.AdminService.RenewCA:output_type -> ipsecca.v1.GetCAResponse
+	47, // 100: ipsecca.v1.AdminService.RevokeNode:output_type -> ipsecca.v1.RevokeNodeResponse
+	49, // 101: ipsecca.v1.AdminService.ReadmitNode:output_type -> ipsecca.v1.ReadmitNodeResponse
+	51, // 102: ipsecca.v1.AdminService.ForgetNode:output_type -> ipsecca.v1.ForgetNodeResponse
+	3,  // 103: ipsecca.v1.AdminService.RotateAdmin:output_type -> ipsecca.v1.IssueResponse
+	54, // 104: ipsecca.v1.AdminService.RevokeAdmin:output_type -> ipsecca.v1.RevokeAdminResponse
+	57, // 105: ipsecca.v1.AdminService.ValidateBundle:output_type -> ipsecca.v1.ValidateBundleResponse
+	61, // 106: ipsecca.v1.AdminService.GetStatus:output_type -> ipsecca.v1.GetStatusResponse
+	64, // 107: ipsecca.v1.AdminService.MeshStatus:output_type -> ipsecca.v1.MeshStatusResponse
+	35, // 108: ipsecca.v1.AdminService.ImportCA:output_type -> ipsecca.v1.GetCAResponse
+	42, // 109: ipsecca.v1.AdminService.StartRollover:output_type -> ipsecca.v1.RolloverStatus
+	42, // 110: ipsecca.v1.AdminService.GetRollover:output_type -> ipsecca.v1.RolloverStatus
+	42, // 111: ipsecca.v1.AdminService.FinishRollover:output_type -> ipsecca.v1.RolloverStatus
+	42, // 112: ipsecca.v1.AdminService.AbortRollover:output_type -> ipsecca.v1.RolloverStatus
+	83, // [83:113] is the sub-list for method output_type
+	53, // [53:83] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_proto_ipsecca_v1_ipsecca_proto_init() }
