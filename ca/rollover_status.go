@@ -189,7 +189,7 @@ func rolloverGate(v rolloverView, now time.Time) (*RolloverReport, error) {
 
 // PlutoRestartSlot is each node's time to restart its pluto in a
 // rollover's retire phase, one node after the other.
-const PlutoRestartSlot = 30 * time.Second
+const PlutoRestartSlot = 45 * time.Second
 
 // plutoRestartAt is when node, whose pluto must start again because the
 // retired CA left its NSS database (a running pluto checks CRLs with the CA

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -85,11 +86,17 @@ func (a *Agent) canRestartPluto() bool { return a.cfg.OVS != nil && a.cfg.OVS.Pl
 //
 //  1. stop: whack --shutdown --leave-state, which keeps the IPsec SAs and
 //     policies in the kernel (libreswan's own unit then skips its flush),
-//     and wait until pluto is gone; a pluto already gone is no error;
-//  2. start: OVSConfig.PlutoStartCmd, then wait until pluto answers;
-//  3. conns: ovs-monitor-ipsec adds and starts every conn again (its
-//     refresh command); the new IKE and IPsec SAs replace the kept ones,
-//     which carry the traffic until then and expire in the kernel;
+//     and wait until pluto is gone; a pluto that does not answer is gone
+//     already, one that answers but does not stop is an error (two plutos
+//     must never run);
+//  2. start: OVSConfig.PlutoStartCmd, then wait until pluto answers, and
+//     note it (a retry after a later failure does not stop it again);
+//  3. conns: pluto loads ovs-monitor-ipsec's conns itself as it starts
+//     (auto=route); once it lists them all, each is initiated, and the new
+//     IKE and IPsec SAs replace the kept ones, which carry the traffic until
+//     then and expire in the kernel. ovs-monitor-ipsec's refresh command
+//     would delete and add every conn again while their negotiations run,
+//     and pluto 4.10 stopped answering in the middle of one (measured);
 //  4. forget: pluto numbers its states from 1 again, so the handoff log
 //     starts over with the node's certificate.
 func (a *Agent) restartPluto(ctx context.Context, pair *Pair) error {
@@ -98,26 +105,87 @@ func (a *Agent) restartPluto(ctx context.Context, pair *Pair) error {
 		return nil
 	}
 	start := time.Now()
-	if _, err := a.whack(ctx, "--shutdown", "--leave-state"); err == nil {
-		if err := a.waitPluto(ctx, false); err != nil {
+	show, err := a.ovsTool(ctx, "ovs-appctl", "-t", "ovs-monitor-ipsec", "tunnels/show")
+	if err != nil {
+		return err
+	}
+	conns := tunnelConns(parseTunnelsShow(show))
+	if !strings.HasSuffix(reason, plutoStarted) {
+		if err := a.stopPluto(ctx); err != nil {
 			return err
 		}
+		if err := a.runPlutoStart(ctx); err != nil {
+			return err
+		}
+		if err := a.waitPluto(ctx, true); err != nil {
+			return err
+		}
+		if err := atomicfile.WriteFile(a.state.path(plutoRestartFile), []byte(reason+plutoStarted), 0o600); err != nil {
+			return fmt.Errorf("sidecar: %w", err)
+		}
 	}
-	if err := a.runPlutoStart(ctx); err != nil {
-		return err
-	}
-	if err := a.waitPluto(ctx, true); err != nil {
-		return err
-	}
-	if _, err := a.ovsTool(ctx, "ovs-appctl", "-t", "ovs-monitor-ipsec", "refresh"); err != nil {
+	if err := a.initiateConns(ctx, conns); err != nil {
 		return err
 	}
 	if err := a.handoffs().reset(pair.Serial()); err != nil {
 		return err
 	}
 	a.log.Info("restarted pluto with its IPsec SAs left in the kernel, so that it checks CRLs with the CA's "+
-		"current key", "reason", reason, "took", time.Since(start).Round(time.Millisecond))
+		"current key", "reason", strings.TrimSuffix(reason, plutoStarted), "conns", len(conns),
+		"took", time.Since(start).Round(time.Millisecond))
 	return a.plutoRestartDone()
+}
+
+// plutoStarted ends the restart note once the new pluto runs.
+const plutoStarted = "; pluto started"
+
+// tunnelConns lists the libreswan conns ovs-monitor-ipsec writes for its
+// configured tunnels: IFACE-in-V and IFACE-out-V.
+func tunnelConns(tunnels []ovsTunnel) []string {
+	var conns []string
+	for _, t := range tunnels {
+		if t.Configured {
+			conns = append(conns, fmt.Sprintf("%s-in-%d", t.Iface, t.Version),
+				fmt.Sprintf("%s-out-%d", t.Iface, t.Version))
+		}
+	}
+	return conns
+}
+
+// stopPluto is step 1 of restartPluto.
+func (a *Agent) stopPluto(ctx context.Context) error {
+	if _, err := a.whack(ctx, "--shutdown", "--leave-state"); err != nil {
+		if _, up := a.whack(ctx, "--showstates"); up == nil {
+			return fmt.Errorf("sidecar: pluto answers but did not stop: %w", err)
+		}
+		return nil // not running
+	}
+	return a.waitPluto(ctx, false)
+}
+
+// initiateConns is step 3 of restartPluto.
+func (a *Agent) initiateConns(ctx context.Context, conns []string) error {
+	deadline := time.Now().Add(plutoWait)
+	for {
+		status, err := a.whack(ctx, "--status")
+		if err == nil && !slices.ContainsFunc(conns, func(c string) bool {
+			return !strings.Contains(string(status), fmt.Sprintf("%q:", c))
+		}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("sidecar: pluto did not load the conns %v in %s", conns, plutoWait)
+		}
+		if !sleep(ctx, 200*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
+	for _, c := range conns {
+		if _, err := a.whack(ctx, "--name", c, "--initiate", "--asynchronous"); err != nil {
+			a.log.Warn("could not initiate a conn after the restart of pluto", "conn", c, "err", err)
+		}
+	}
+	return nil
 }
 
 // runPlutoStart runs the start command. pluto forks into the background

@@ -265,3 +265,13 @@ func TestOVSPKIDirAbsolute(t *testing.T) {
 		t.Errorf("defaults: %+v", o)
 	}
 }
+
+// The conns a restarted pluto initiates are those ovs-monitor-ipsec writes
+// for its configured tunnels.
+func TestTunnelConns(t *testing.T) {
+	got := tunnelConns([]ovsTunnel{{Iface: "gnv-b", Version: 3, Configured: true}, {Iface: "gnv-c", Version: 1},
+		{Iface: "gnv-d", Version: 1, Configured: true}})
+	if want := "gnv-b-in-3 gnv-b-out-3 gnv-d-in-1 gnv-d-out-1"; strings.Join(got, " ") != want {
+		t.Errorf("tunnelConns = %v, want %s", got, want)
+	}
+}

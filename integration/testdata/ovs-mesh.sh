@@ -402,7 +402,7 @@ run_test() {
     #     the old CA leaves a node's NSS, its sidecar restarts pluto with the
     #     SAs left in the kernel (a running pluto checks CRLs with the old
     #     CA, whatever key signed them), in the slot the CA gives it (one
-    #     node every 30 s): step 5 revokes after the rollover.
+    #     node every 45 s): step 5 revokes after the rollover.
     # Polled every 2 s: a CLI process every 0.2 s (wait_for) starves the
     # guest's single CPU and the probes with it.
     roll_status() { "$IPSECCA" ca rollover status --json 2>/dev/null; }
@@ -443,10 +443,10 @@ run_test() {
 
     probe_start rollretire
     t0=$(now)
-    "$IPSECCA" ca rollover finish --wait 240s > "$W/rollover-finish.log" 2>&1
+    "$IPSECCA" ca rollover finish --wait 300s > "$W/rollover-finish.log" 2>&1
     fact rollretire_rc $?
     fact rollretire_seconds "$(since "$t0")"
-    for n in $NODES; do wait_for 120 grep -q 'restarted pluto' "$W/$n/sidecar.log"; done
+    for n in $NODES; do wait_for 180 grep -q 'restarted pluto' "$W/$n/sidecar.log"; done
     fact rollretire_restarted_seconds "$(since "$t0")"
     wait_for 60 mesh_up $NODES
     sleep 3
