@@ -394,11 +394,12 @@ run_test() {
     mesh_status carenew 60s
 
     # 4. A CA key rollover to a new key (ECDSA P-384), phase by phase:
-    #     trust (every NSS takes the new CA; node-b's sidecar is stopped and
+    #     trust (every NSS takes the new CA; node-c's sidecar is stopped and
     #     holds the phase back until it returns), issue (every node rotates
-    #     onto the new key), retire (the old CA leaves every NSS). node-b is
-    #     stopped in the trust phase, where nothing it could do races the
-    #     test: in the issue phase it may rotate before it is stopped. When
+    #     onto the new key; node-b's sidecar is stopped and holds the phase
+    #     back until it returns), retire (the old CA leaves every NSS).
+    #     node-b stops once its NSS holds the new CA and while node-c still
+    #     holds the trust phase, so it cannot rotate before it stops. When
     #     the old CA leaves a node's NSS, its sidecar restarts pluto with the
     #     SAs left in the kernel (a running pluto checks CRLs with the old
     #     CA, whatever key signed them), in the slot the CA gives it (one
@@ -408,20 +409,25 @@ run_test() {
     roll_status() { "$IPSECCA" ca rollover status --json 2>/dev/null; }
     roll_phase() { sleep 2; roll_status | grep -Eq "\"phase\": *\"$1\""; }
     roll_ready() { sleep 2; roll_status | grep -Eq '"ready": *true'; }
+    roll_trusts() { sleep 2; roll_status | python3 -c 'import json, sys
+d = json.load(sys.stdin)
+sys.exit(0 if any(n.get("node") == sys.argv[1] and n.get("trustsNew") for n in d.get("nodes", [])) else 1)' "node-$1"; }
     probe_start rolltrust
     local trust_serials; trust_serials="$(current a) $(current b) $(current c)"
-    kill "$(cat "$W/b/sidecar.pid")"
+    kill "$(cat "$W/c/sidecar.pid")"
     t0=$(now)
     "$IPSECCA" ca rollover start --key-type ecdsa-p384 --spread 10s --json > "$W/rollover-start.json" \
         2>> "$W/admin.log"
     fact rollover_new "$(grep -Eo '"newSerial": *"[0-9a-f]+"' "$W/rollover-start.json" | grep -Eo '[0-9a-f]{8,}')"
-    sleep 25 # a few report rounds: node-a holds the new CA, node-b cannot
-    roll_status > "$W/rollover-held.json"
-    fact rolltrust_held "$(grep -Eq '"phase": *"trust"' "$W/rollover-held.json" && echo 1 || echo 0)"
-    fact rolltrust_held_on_b "$(grep -c 'node node-b: its NSS database does not hold the new CA' \
-        "$W/rollover-held.json")"
-    fact rolltrust_held_on_a "$(grep -c 'node node-a:' "$W/rollover-held.json")"
-    start_sidecar b
+    wait_for 90 roll_trusts b
+    sleep 6 # a few report rounds: node-a and node-b hold the new CA, node-c cannot
+    kill "$(cat "$W/b/sidecar.pid")"
+    roll_status > "$W/rollover-held-trust.json"
+    fact rolltrust_held "$(grep -Eq '"phase": *"trust"' "$W/rollover-held-trust.json" && echo 1 || echo 0)"
+    fact rolltrust_held_on_c "$(grep -c 'node node-c: its NSS database does not hold the new CA' \
+        "$W/rollover-held-trust.json")"
+    fact rolltrust_held_on_ab "$(grep -c 'node node-[ab]:' "$W/rollover-held-trust.json")"
+    start_sidecar c
     if wait_for 120 roll_phase issue; then fact rolltrust_done 1; else fact rolltrust_done 0; dump; fi
     fact rolltrust_seconds "$(since "$t0")"
     roll_status > "$W/rollover-issue-began.json"
@@ -433,6 +439,11 @@ run_test() {
 
     probe_start rollissue
     t0=$(now)
+    sleep 25 # the spread (10 s) and a few report rounds: node-a and node-c are on the new key
+    roll_status > "$W/rollover-held.json"
+    fact rollissue_held "$(roll_ready && echo 0 || echo 1)"
+    fact rollissue_held_on_b "$(grep -c 'node node-b: its certificate' "$W/rollover-held.json")"
+    start_sidecar b
     if wait_for 180 roll_ready; then fact rollissue_done 1; else fact rollissue_done 0; dump; fi
     fact rollissue_seconds "$(since "$t0")"
     roll_status > "$W/rollover-issue-complete.json"
