@@ -172,7 +172,8 @@ func TestOVSMesh(t *testing.T) {
 		want("rollretire_bundle_"+n, "1")
 	}
 	t.Logf("key rollover: every NSS trusted the new CA %ss after start (node-c stopped); the issue phase "+
-		"(node-b stopped 25 s) complete %ss after; the old CA out of every NSS %ss after finish, every pluto restarted %ss after",
+		"(node-b stopped 25 s) complete %ss after; the old CA out of every NSS %ss after finish, every pluto "+
+		"restarted %ss after",
 		facts["rolltrust_seconds"], facts["rollissue_seconds"], facts["rollretire_seconds"],
 		facts["rollretire_restarted_seconds"])
 	want("revoke_refused", "1")
