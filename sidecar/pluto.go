@@ -185,10 +185,12 @@ func (a *Agent) initiateConns(ctx context.Context, conns []string) error {
 		}
 	}
 	for i, c := range conns {
-		if i%2 == 1 { // the tunnel's second conn: after the first's IKE SA
+		if i%2 == 1 { // the tunnel's second conn: after the tunnel's IKE SA (under either conn)
 			first := conns[i-1]
 			if _, err := a.waitStates(ctx, func(st []plutoState) bool {
-				return slices.ContainsFunc(st, func(s plutoState) bool { return s.IKE && s.Established && s.Conn == first })
+				return slices.ContainsFunc(st, func(s plutoState) bool {
+					return s.IKE && s.Established && (s.Conn == first || s.Conn == c)
+				})
 			}); err != nil {
 				a.log.Warn("no IKE SA for a conn after the restart of pluto", "conn", first, "err", err)
 			}

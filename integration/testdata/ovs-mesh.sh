@@ -135,13 +135,22 @@ sa_peers() {
         grep -o "id='@node-[a-z]*'" | sort -u | sed "s/id='@node-//; s/'//" | tr '\n' ' '
 }
 
-# mesh_up NODES...: every listed node holds an SA with every other listed node.
+# full_peers N: the peers N holds both conns' Child SAs with (a tunnel's
+# -in and -out conns: geneve to the peer leaves by the -out one).
+full_peers() {
+    ipsec whack --ctlsocket "$W/$1/run/pluto.ctl" --trafficstatus 2>/dev/null |
+        grep -o "\"[^\"]*\".*id='@node-[a-z]*'" | sed "s/^\"\([^\"]*\)-\(in\|out\)-[0-9]*\".*id='@node-\([a-z]*\)'/\3 \2/" |
+        sort -u | awk '{ n[$1]++ } END { for (p in n) if (n[p] >= 2) print p }' | tr '\n' ' '
+}
+
+# mesh_up NODES...: every listed node holds both Child SAs with every other
+# listed node.
 mesh_up() {
     local n p
     for n in "$@"; do
         for p in "$@"; do
             [ "$n" = "$p" ] && continue
-            sa_peers "$n" | grep -qw "$p" || return 1
+            full_peers "$n" | grep -qw "$p" || return 1
         done
     done
 }
