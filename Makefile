@@ -84,17 +84,17 @@ unit: deps
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /integration)
 
 integration: deps build
-	$(GO) test -count=1 -timeout 20m ./integration/...
+	$(GO) test -count=1 -timeout 50m ./integration/...
 
 # The IPsec data-path proofs alone (raw libreswan, and the OVS mesh with
 # ovs-monitor-ipsec; in a UML guest when this
 # kernel has no ESP). IPSECCA_E2E_OUT=DIR keeps its logs and captures.
 e2e: deps build
-	$(GO) test -count=1 -timeout 30m -v -run 'TestLibreswanESP|TestOVSMesh' ./integration/
+	$(GO) test -count=1 -timeout 50m -v -run 'TestLibreswanESP|TestOVSMesh' ./integration/
 
 # Everything CI checks.
 test: deps fmt-check vet proto-check
-	$(GO) test -count=1 -timeout 30m ./...
+	$(GO) test -count=1 -timeout 50m ./...
 
 # Throughput and scale benchmark of the real binary (see BENCHMARKS.md).
 # BENCH_ARGS=--quick for a CI-sized run.

@@ -15,6 +15,15 @@ import (
 // step whose rotation re-authenticates its IKE SA: one second.
 const maxLostPerHandoff = 20
 
+// maxLostPerRestart is what a pair may lose when one of its nodes' pluto
+// starts again at a key rollover's retire phase (its SAs kept in the
+// kernel): the new pluto routes its conns as it starts (ovs-monitor-ipsec
+// writes auto=route) and the tunnel's traffic waits in the kernel's queue
+// (ping sees ENOBUFS; no ESP arrives for an unknown SPI, no geneve leaves
+// in clear) until the new Child SAs are up, a negotiation from scratch:
+// 28 to 91 probes for a pair's two restarts in the guest (1.4 to 4.6 s).
+const maxLostPerRestart = 60
+
 // ovsMonitor is ovs-monitor-ipsec as `make deps` takes it out of Debian's
 // openvswitch-ipsec package (installing the package removes libreswan).
 const ovsMonitor = "../.cache/ovs-ipsec/usr/share/openvswitch/scripts/ovs-monitor-ipsec"
@@ -65,7 +74,7 @@ func TestOVSMesh(t *testing.T) {
 		os.MkdirAll(out, 0o755)
 	}
 	start := time.Now()
-	bootUML(t, script, out, "1536M", 1500, "E2E_OUT="+out, "IPSECCA="+binary, "OVSMON="+mon)
+	bootUML(t, script, out, "1536M", 2400, "E2E_OUT="+out, "IPSECCA="+binary, "OVSMON="+mon)
 	t.Logf("the OVS mesh test took %s in the guest", time.Since(start).Round(time.Second))
 	facts := readFacts(t, out)
 	defer func() {
@@ -108,9 +117,8 @@ func TestOVSMesh(t *testing.T) {
 		{"rolltrust", []string{"ab", "ac", "bc"}, trustStepLoss(facts)},
 		{"rollissue", []string{"ab", "ac", "bc"}, maxLostPerHandoff},
 		// Each node's pluto starts again (its SAs kept in the kernel) and
-		// negotiates its tunnels anew: each pair sees two restarts, each a
-		// hand-over from the kept SAs to new ones.
-		{"rollretire", []string{"ab", "ac", "bc"}, 2 * maxLostPerHandoff},
+		// negotiates its tunnels anew; each pair sees two restarts.
+		{"rollretire", []string{"ab", "ac", "bc"}, 2 * maxLostPerRestart},
 		{"revoke", []string{"ab"}, 0},
 		{"kill", []string{"ab"}, maxLostPerHandoff},
 	}
