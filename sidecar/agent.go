@@ -631,16 +631,8 @@ func (a *Agent) Check(ctx context.Context) error {
 	return nil
 }
 
-// crlSerials lists the serials a DER CRL from the server revokes, in its
-// order, as ipsecca prints serials.
-func crlSerials(der []byte) ([]string, error) {
-	crl, err := x509.ParseRevocationList(der)
-	if err != nil {
-		return nil, fmt.Errorf("sidecar: CRL: %w", err)
-	}
-	return revokedSerials(crl), nil
-}
-
+// revokedSerials lists the serials a CRL revokes, in its order, as ipsecca
+// prints serials.
 func revokedSerials(crl *x509.RevocationList) []string {
 	serials := make([]string, 0, len(crl.RevokedCertificateEntries))
 	for _, e := range crl.RevokedCertificateEntries {
