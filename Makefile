@@ -12,7 +12,8 @@ OVSMON := .cache/ovs-ipsec/usr/share/openvswitch/scripts/ovs-monitor-ipsec
 # make CSRs like a node would, NSS tools for the node database, libreswan
 # (ipsec initnss, pluto), and for the IPsec data-path tests tcpdump, ping,
 # kmod and user-mode-linux (this kernel has no ESP), Open vSwitch and its
-# Python library (for ovs-monitor-ipsec).
+# Python library (for ovs-monitor-ipsec); Prometheus and promtool for the
+# monitoring pack; podman, runc and debootstrap to build and run the image.
 
 .PHONY: all build run test unit integration deps proto proto-check vet fmt-check clean bench fuzz e2e
 
@@ -39,6 +40,10 @@ deps:
 	command -v linux.uml >/dev/null || missing="$$missing user-mode-linux"; \
 	command -v ovs-vswitchd >/dev/null || missing="$$missing openvswitch-switch"; \
 	/usr/bin/python3 -c 'import ovs' 2>/dev/null || missing="$$missing python3-openvswitch"; \
+	command -v promtool >/dev/null && command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v podman >/dev/null || missing="$$missing podman"; \
+	command -v runc >/dev/null || missing="$$missing runc"; \
+	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "FATAL: need root to apt-get install$$missing" >&2; exit 1; fi; \
