@@ -59,6 +59,7 @@ func (s nodeService) Enroll(ctx context.Context, req *ipseccav1.EnrollRequest) (
 		}
 		return nil, s.toStatus(err)
 	}
+	s.metrics.tokenEvent("used", 1)
 	return s.issueResponse(rec), nil
 }
 
@@ -134,6 +135,7 @@ func (s adminService) CreateToken(
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
+	s.metrics.tokenEvent("created", 1)
 	return &ipseccav1.CreateTokenResponse{Token: token, TokenId: rec.ID, ExpiresAt: timestamppb.New(rec.ExpiresAt)}, nil
 }
 
@@ -172,6 +174,7 @@ func (s adminService) CreateTokens(
 				errs[i] = err
 				return
 			}
+			s.metrics.tokenEvent("created", 1)
 			resp.Tokens[i] = &ipseccav1.CreateTokenResponse{
 				Token:     token,
 				TokenId:   rec.ID,

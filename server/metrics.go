@@ -52,7 +52,13 @@ type metrics struct {
 	issued   *prometheus.CounterVec
 	denials  *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	tokens   *prometheus.CounterVec
 	registry *prometheus.Registry
+}
+
+// tokenEvent counts n bootstrap-token events: created, used, revoked.
+func (m *metrics) tokenEvent(event string, n int) {
+	m.tokens.WithLabelValues(event).Add(float64(n))
 }
 
 func newMetrics() *metrics {
@@ -76,12 +82,24 @@ func newMetrics() *metrics {
 			},
 			[]string{"via"},
 		),
+		tokens: prometheus.NewCounterVec(
+			prometheus.CounterOpts{
+				Name: "ipsecca_tokens_total",
+				Help: "Bootstrap tokens by event: created, used (an enrollment that presented one), revoked.",
+			},
+			[]string{"event"},
+		),
 		registry: prometheus.NewRegistry(),
+	}
+	// Present from the start, so rate() and absent() behave before the first event.
+	for _, ev := range []string{"created", "used", "revoked"} {
+		m.tokens.WithLabelValues(ev)
 	}
 	m.registry.MustRegister(
 		m.issued,
 		m.denials,
 		m.latency,
+		m.tokens,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
