@@ -35,13 +35,16 @@ func newTokenCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			req := &ipseccav1.CreateTokenRequest{Node: node, CommonName: cn}
+			if cmd.Flags().Changed("ttl") && ttl <= 0 {
+				return usageError("--ttl %s: want a positive duration (default 1h, at most 168h)", ttl)
+			}
 			if ttl != 0 {
 				req.Ttl = durationpb.New(ttl)
 			}
 			return adminCall(conn, func(client ipseccav1.AdminServiceClient, ctx context.Context) error {
 				resp, err := client.CreateToken(ctx, req)
 				if err != nil {
-					return rpcError("token create", err)
+					return rpcError(nodeWhat(node), err)
 				}
 				if asJSON {
 					return printJSON(cmd, resp)
@@ -101,7 +104,7 @@ func newCertsCmd() *cobra.Command {
 						},
 					)
 					if err != nil {
-						return rpcError("certs list", err)
+						return rpcError("", err)
 					}
 					all.Certificates = append(all.Certificates, resp.GetCertificates()...)
 					token = resp.GetNextPageToken()
@@ -152,7 +155,7 @@ func newCertsCmd() *cobra.Command {
 			return adminCall(conn, func(client ipseccav1.AdminServiceClient, ctx context.Context) error {
 				c, err := client.GetCertificate(ctx, &ipseccav1.GetCertificateRequest{Serial: args[0]})
 				if err != nil {
-					return rpcError("certs show", err)
+					return rpcError("certificate "+args[0], err)
 				}
 				switch {
 				case sJSON:
@@ -215,7 +218,7 @@ func newAuditCmd() *cobra.Command {
 			return adminCall(conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
 				resp, err := c.VerifyAudit(ctx, &ipseccav1.VerifyAuditRequest{})
 				if err != nil {
-					return rpcError("audit verify", err)
+					return rpcError("", err)
 				}
 				if vJSON {
 					if err := printJSON(cmd, resp); err != nil {

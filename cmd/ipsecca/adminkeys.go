@@ -67,7 +67,7 @@ func newAdminCmd() *cobra.Command {
 			})
 			if err != nil {
 				os.Remove(next)
-				return rpcError("admin rotate", err)
+				return rpcError("", err)
 			}
 			c := resp.GetCertificate()
 			if err := atomicfile.WriteFile(conn.certFile+".next", c.GetCertificatePem(), 0o600); err != nil {
@@ -107,7 +107,7 @@ func newAdminCmd() *cobra.Command {
 			return adminCall(conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
 				resp, err := c.RevokeAdmin(ctx, &ipseccav1.RevokeAdminRequest{Serial: args[0], Reason: reason})
 				if err != nil {
-					return rpcError("admin revoke", err)
+					return rpcError("admin certificate "+args[0], err)
 				}
 				fmt.Fprintf(
 					cmd.OutOrStdout(),

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,11 +13,11 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/status"
 
 	"github.com/ipsecca/ipsecca/daemon"
 	"github.com/ipsecca/ipsecca/internal/flagnames"
 	"github.com/ipsecca/ipsecca/internal/grpcaddr"
+	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 )
 
 // Defaults and environment variables for finding the server.
@@ -44,6 +43,8 @@ type connFlags struct {
 	certFile string
 	keyFile  string
 	timeout  time.Duration
+
+	addr, addrFrom string // the address dial chose, and why (for errors)
 }
 
 // adminConnFlags registers the admin connection flags on a command group
@@ -98,16 +99,20 @@ func (f *connFlags) resolveAdmin() {
 // grpcaddr.Dial, that it holds an ipsecca server certificate, not a node's)
 // and presenting certFile/keyFile when set.
 func (f *connFlags) dial() (*grpc.ClientConn, error) {
-	addr := f.server
-	if addr == "" {
-		addr = envOr(envServer, defaultServer)
+	f.addr, f.addrFrom = f.server, flagnames.Flag(flagnames.Server)
+	if f.addr == "" {
+		f.addr, f.addrFrom = os.Getenv(envServer), "$"+envServer
 	}
+	if f.addr == "" {
+		f.addr, f.addrFrom = defaultServer, "the default"
+	}
+	addr := f.addr
 	if f.caFile == "" {
 		return nil, usageError("--ca-file is required to verify the server")
 	}
-	caPEM, err := os.ReadFile(f.caFile)
+	caPEM, err := readInput("read CA bundle", f.caFile)
 	if err != nil {
-		return nil, fmt.Errorf("read CA bundle: %w", err)
+		return nil, err
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
@@ -124,7 +129,16 @@ func (f *connFlags) dial() (*grpc.ClientConn, error) {
 		}
 		cfg.Certificates = []tls.Certificate{pair}
 	}
-	return grpcaddr.Dial(addr, cfg)
+	return grpcaddr.Dial(addr, cfg, grpcaddr.WithRetry(ipseccav1.AdminService_ServiceDesc.ServiceName, readMethods...),
+		grpcaddr.WithRetry(ipseccav1.NodeService_ServiceDesc.ServiceName, "GetCRL", "GetCABundle"))
+}
+
+// readMethods are the AdminService calls that only read: the connection
+// retries them when the server is unavailable (a replica restarting, a
+// leader change), with backoff, as gRPC's retry policy does.
+var readMethods = []string{
+	"GetCertificate", "ListCertificates", "ListNodes", "ListEvents", "ListSchedule", "VerifyAudit",
+	"GetCA", "GetStatus", "MeshStatus", "GetRollover", "ListTokens",
 }
 
 // loadKeyPair loads a client certificate and its key. The CA rewrites its
@@ -143,15 +157,4 @@ func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
 
 func (f *connFlags) context() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), f.timeout)
-}
-
-// rpcError formats a gRPC error for people: the code, then the message.
-func rpcError(op string, err error) error {
-	if st, ok := status.FromError(err); ok {
-		return fmt.Errorf("%s: %s: %s", op, st.Code(), st.Message())
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%s: timed out", op)
-	}
-	return fmt.Errorf("%s: %w", op, err)
 }

@@ -5,8 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"os"
 
@@ -64,24 +62,15 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// run executes the command line and returns the exit status: that of an
-// *exitError (usage errors: exitUsage), else exitFailure for an error.
+// run executes the command line and returns the exit status (errors.go
+// has the rule), printing an error as "ipsecca <command path>: <message>".
 func run(args []string, stdout, stderr io.Writer) int {
 	root := newRootCmd()
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := execute(context.Background(), root, args)
+	cmd, err := execute(context.Background(), root, args)
 	if err == nil {
 		return exitOK
 	}
-	code := exitFailure
-	var ee *exitError
-	if errors.As(err, &ee) {
-		code = ee.code
-		if ee.err == nil {
-			return code
-		}
-	}
-	fmt.Fprintf(stderr, "ipsecca: %v\n", err)
-	return code
+	return report(cmd, err, stderr)
 }

@@ -61,7 +61,7 @@ or the duration passes (exit 1, naming the pairs not yet current).`,
 			var werr error
 			if wait == 0 {
 				if resp, werr = meshStatus(client, conn); werr != nil {
-					return werr
+					return conn.unreachable(werr)
 				}
 			} else if resp, werr = waitMesh(cmd, client, conn, wait, "converged", nil); resp == nil {
 				return werr
@@ -88,7 +88,7 @@ func meshStatus(client ipseccav1.AdminServiceClient, conn *connFlags) (*ipseccav
 	defer cancel()
 	resp, err := client.MeshStatus(ctx, &ipseccav1.MeshStatusRequest{})
 	if err != nil {
-		return nil, rpcError("mesh status", err)
+		return nil, rpcError("", err)
 	}
 	return resp, nil
 }

@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 )
@@ -33,9 +33,18 @@ func (f *issueFlags) register(cmd *cobra.Command) {
 }
 
 func (f *issueFlags) readCSR() ([]byte, error) {
-	b, err := os.ReadFile(f.csrFile)
+	b, err := readInput("--csr", f.csrFile)
 	if err != nil {
-		return nil, fmt.Errorf("read CSR: %w", err)
+		return nil, err
+	}
+	// Refused here, not by the server: the message can name the file.
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "CERTIFICATE REQUEST" && block.Type != "NEW CERTIFICATE REQUEST" {
+		return nil, usageError("--csr %s: not a PEM certificate request (want -----BEGIN CERTIFICATE REQUEST-----)",
+			f.csrFile)
+	}
+	if _, err := x509.ParseCertificateRequest(block.Bytes); err != nil {
+		return nil, usageError("--csr %s: %v", f.csrFile, err)
 	}
 	return b, nil
 }
@@ -59,7 +68,7 @@ func (f *issueFlags) issue(
 	defer cancel()
 	resp, err := call(ctx, ipseccav1.NewNodeServiceClient(conn), csr)
 	if err != nil {
-		return rpcError(op, err)
+		return f.conn.unreachable(rpcError("", err))
 	}
 	return f.write(cmd, resp)
 }
@@ -106,9 +115,9 @@ func newEnrollCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if tokenFile != "" {
-				b, err := os.ReadFile(tokenFile)
+				b, err := readInput("--token-file", tokenFile)
 				if err != nil {
-					return fmt.Errorf("read token file: %w", err)
+					return err
 				}
 				token = strings.TrimSpace(string(b))
 			}
@@ -153,14 +162,4 @@ func newRenewCmd() *cobra.Command {
 	cmd.MarkFlagRequired("cert")
 	cmd.MarkFlagRequired("key")
 	return cmd
-}
-
-// printJSON prints an API message as protojson.
-func printJSON(cmd *cobra.Command, m proto.Message) error {
-	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(cmd.OutOrStdout(), string(b))
-	return err
 }

@@ -63,7 +63,7 @@ trusted everywhere (phases 1 and 2).`,
 			return adminCall(conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
 				resp, err := call(cmd, c, ctx)
 				if err != nil {
-					return rpcError("ca rollover "+use, err)
+					return rpcError("", err)
 				}
 				if wait > 0 && waitFor != nil && !waitFor(resp) {
 					if resp, err = waitRollover(cmd, c, conn, wait, waitFor); resp == nil {
@@ -201,7 +201,7 @@ func waitRollover(cmd *cobra.Command, client ipseccav1.AdminServiceClient, conn 
 		resp, err := client.GetRollover(ctx, &ipseccav1.GetRolloverRequest{})
 		cancel()
 		if err != nil {
-			return last, rpcError("ca rollover status", err)
+			return last, rpcError("", err)
 		}
 		last = resp
 		if ok(resp) {

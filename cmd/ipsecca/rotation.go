@@ -38,7 +38,7 @@ func adminCall(conn *connFlags, fn func(c ipseccav1.AdminServiceClient, ctx cont
 	defer done()
 	ctx, cancel := conn.context()
 	defer cancel()
-	return fn(client, ctx)
+	return conn.unreachable(fn(client, ctx))
 }
 
 func newRotateCmd() *cobra.Command {
@@ -63,6 +63,12 @@ first, naming the pairs still pending.`,
 			if wait < 0 {
 				return usageError("--wait %s: want a positive duration", wait)
 			}
+			if spread != 0 && !all {
+				return usageError("--spread %s applies to --all only: one node's rotation is not spread", spread)
+			}
+			if spread < 0 {
+				return usageError("--spread %s: want a positive duration", spread)
+			}
 			return adminCall(&conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
 				var before map[string]bool
 				if wait > 0 {
@@ -76,7 +82,7 @@ first, naming the pairs still pending.`,
 					&ipseccav1.RotateRequest{Node: node, All: all, Spread: durationpb.New(spread)},
 				)
 				if err != nil {
-					return rpcError("rotate", err)
+					return rpcError(nodeWhat(node), err)
 				}
 				if asJSON {
 					err = printJSON(cmd, resp)
@@ -113,7 +119,7 @@ func activeNodeCerts(ctx context.Context, c ipseccav1.AdminServiceClient, node s
 	for {
 		resp, err := c.ListCertificates(ctx, req)
 		if err != nil {
-			return nil, rpcError("list active certificates", err)
+			return nil, rpcError("", err)
 		}
 		for _, cert := range resp.GetCertificates() {
 			out[cert.GetSerial()] = true
@@ -136,7 +142,7 @@ func newScheduleCmd() *cobra.Command {
 			return adminCall(&conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
 				resp, err := c.ListSchedule(ctx, &ipseccav1.ListScheduleRequest{Limit: int32(limit)})
 				if err != nil {
-					return rpcError("schedule", err)
+					return rpcError("", err)
 				}
 				if asJSON {
 					return printJSON(cmd, resp)
@@ -213,7 +219,7 @@ func listEvents(
 		for {
 			resp, err := c.ListEvents(ctx, req)
 			if err != nil {
-				return rpcError("list events", err)
+				return rpcError("", err)
 			}
 			all.Events = append(all.Events, resp.GetEvents()...)
 			if req.PageToken = resp.GetNextPageToken(); req.PageToken == "" {
@@ -270,7 +276,7 @@ func newCACmd() *cobra.Command {
 						resp, err = c.GetCA(ctx, &ipseccav1.GetCARequest{})
 					}
 					if err != nil {
-						return rpcError("ca "+use, err)
+						return rpcError("", err)
 					}
 					if asJSON {
 						err = printJSON(cmd, resp)
@@ -321,7 +327,7 @@ func newCACmd() *cobra.Command {
 			defer cancel()
 			resp, err := ipseccav1.NewNodeServiceClient(cc).GetCRL(ctx, &ipseccav1.GetCRLRequest{})
 			if err != nil {
-				return rpcError("ca crl", err)
+				return conn.unreachable(rpcError("", err))
 			}
 			data := resp.GetDer()
 			if !der {
@@ -367,7 +373,7 @@ func newNodesCmd() *cobra.Command {
 				return adminCall(conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
 					resp, err := c.ListNodes(ctx, &ipseccav1.ListNodesRequest{Node: node})
 					if err != nil {
-						return rpcError("nodes", err)
+						return rpcError(nodeWhat(node), err)
 					}
 					if asJSON {
 						return printJSON(cmd, resp)
@@ -439,7 +445,7 @@ func newNodesCmd() *cobra.Command {
 			return adminCall(conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
 				resp, err := c.RevokeNode(ctx, &ipseccav1.RevokeNodeRequest{Node: args[0], Reason: reason})
 				if err != nil {
-					return rpcError("node revoke", err)
+					return rpcError(nodeWhat(args[0]), err)
 				}
 				fmt.Fprintf(
 					cmd.OutOrStdout(),
@@ -462,7 +468,7 @@ func newNodesCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return adminCall(conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
 				if _, err := c.ReadmitNode(ctx, &ipseccav1.ReadmitNodeRequest{Node: args[0]}); err != nil {
-					return rpcError("node readmit", err)
+					return rpcError(nodeWhat(args[0]), err)
 				}
 				fmt.Fprintf(
 					cmd.OutOrStdout(),
@@ -484,7 +490,7 @@ func newNodesCmd() *cobra.Command {
 			return adminCall(conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
 				resp, err := c.ForgetNode(ctx, &ipseccav1.ForgetNodeRequest{Node: args[0]})
 				if err != nil {
-					return rpcError("node forget", err)
+					return rpcError(nodeWhat(args[0]), err)
 				}
 				fmt.Fprintf(
 					cmd.OutOrStdout(),

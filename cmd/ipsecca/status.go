@@ -35,7 +35,7 @@ bundle. Exit status 1 when a replica or an etcd member is unhealthy.`,
 			if err := adminCall(&conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
 				var err error
 				if resp, err = c.GetStatus(ctx, &ipseccav1.GetStatusRequest{}); err != nil {
-					return rpcError("status", err)
+					return rpcError("", err)
 				}
 				return nil
 			}); err != nil {

@@ -181,10 +181,10 @@ the subordinate (renew_by), the warnings and the next step.`,
 					resp, err := c.ImportCA(ctx, &ipseccav1.ImportCARequest{CertPem: certPEM, ChainPem: chainPEM})
 					if status.Code(err) == codes.Unavailable {
 						return fmt.Errorf("%w (to import into a stopped CA's store, add --offline)",
-							rpcError("ca import", err))
+							rpcError("", err))
 					}
 					if err != nil {
-						return rpcError("ca import", err)
+						return rpcError("", err)
 					}
 					return show(resp, "the CA issues under the new certificate now; the nodes get the new "+
 						"bundle on their next pass")

@@ -40,10 +40,14 @@ func typeUsageErrors(root *cobra.Command) {
 		if err := cmd.ValidateRequiredFlags(); err != nil {
 			return asUsage(err)
 		}
-		return asUsage(cmd.ValidateFlagGroups())
+		if err := cmd.ValidateFlagGroups(); err != nil {
+			return asUsage(err)
+		}
+		return checkOutput(cmd)
 	}
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
+	requireSubcommand(root)
 	var wrap func(*cobra.Command)
 	wrap = func(c *cobra.Command) {
 		if valid := c.Args; valid != nil {
@@ -60,13 +64,13 @@ func typeUsageErrors(root *cobra.Command) {
 // command: cobra finds it (Find), and fails only when it names none
 // ("unknown command"), a usage error. Shell completion requests are
 // cobra's own hidden commands, added as it executes.
-func execute(ctx context.Context, root *cobra.Command, args []string) error {
+func execute(ctx context.Context, root *cobra.Command, args []string) (*cobra.Command, error) {
 	root.SetArgs(args)
 	if len(args) == 0 ||
 		!slices.Contains([]string{cobra.ShellCompRequestCmd, cobra.ShellCompNoDescRequestCmd}, args[0]) {
 		if _, _, err := root.Find(args); err != nil {
-			return asUsage(err)
+			return root, asUsage(err)
 		}
 	}
-	return root.ExecuteContext(ctx)
+	return root.ExecuteContextC(ctx)
 }

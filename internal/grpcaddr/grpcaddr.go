@@ -5,6 +5,7 @@ package grpcaddr
 
 import (
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -80,22 +81,71 @@ func RequireServer(cfg *tls.Config) *tls.Config {
 	return cfg
 }
 
+// Option adds to what Dial configures.
+type Option func(*serviceConfig)
+
+// serviceConfig is the part of gRPC's service config
+// (https://github.com/grpc/grpc/blob/master/doc/service_config.md) Dial writes.
+type serviceConfig struct {
+	LoadBalancingConfig []map[string]struct{} `json:"loadBalancingConfig,omitempty"`
+	MethodConfig        []methodConfig        `json:"methodConfig,omitempty"`
+}
+
+type methodConfig struct {
+	Name        []methodName `json:"name"`
+	RetryPolicy retryPolicy  `json:"retryPolicy"`
+}
+
+type methodName struct {
+	Service string `json:"service"`
+	Method  string `json:"method"`
+}
+
+type retryPolicy struct {
+	MaxAttempts          int      `json:"maxAttempts"`
+	InitialBackoff       string   `json:"initialBackoff"`
+	MaxBackoff           string   `json:"maxBackoff"`
+	BackoffMultiplier    float64  `json:"backoffMultiplier"`
+	RetryableStatusCodes []string `json:"retryableStatusCodes"`
+}
+
+// WithRetry retries the named methods of service (full name, e.g.
+// "ipsecca.v1.AdminService") when they fail UNAVAILABLE: a replica
+// restarting or a leader change. Only for calls that change nothing.
+func WithRetry(service string, methods ...string) Option {
+	return func(sc *serviceConfig) {
+		mc := methodConfig{RetryPolicy: retryPolicy{
+			MaxAttempts: 4, InitialBackoff: "0.25s", MaxBackoff: "2s", BackoffMultiplier: 2,
+			RetryableStatusCodes: []string{"UNAVAILABLE"},
+		}}
+		for _, m := range methods {
+			mc.Name = append(mc.Name, methodName{Service: service, Method: m})
+		}
+		sc.MethodConfig = append(sc.MethodConfig, mc)
+	}
+}
+
 // Dial returns a lazy TLS connection to list: one host:port (a DNS name
 // with several records is tried record by record), or several
 // comma-separated replicas, spread over round-robin and skipped while
 // down. Each address is verified under its own host name; cfg.ServerName
 // is ignored. Only a server presenting an ipsecca server certificate is
 // accepted (RequireServer).
-func Dial(list string, cfg *tls.Config) (*grpc.ClientConn, error) {
+func Dial(list string, cfg *tls.Config, opts ...Option) (*grpc.ClientConn, error) {
 	addrs, err := Split(list)
 	if err != nil {
 		return nil, err
+	}
+	var sc serviceConfig
+	for _, o := range opts {
+		o(&sc)
 	}
 	cfg = RequireServer(cfg)
 	if len(addrs) == 1 {
 		host, _, _ := net.SplitHostPort(addrs[0])
 		cfg.ServerName = host
-		return grpc.NewClient(addrs[0], grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+		return grpc.NewClient(addrs[0], grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
+			withServiceConfig(sc))
 	}
 	cfg.ServerName = "" // per address, from resolver.Address.ServerName
 	r := manual.NewBuilderWithScheme("ipsecca-replicas")
@@ -105,6 +155,15 @@ func Dial(list string, cfg *tls.Config) (*grpc.ClientConn, error) {
 		state.Addresses = append(state.Addresses, resolver.Address{Addr: a, ServerName: host})
 	}
 	r.InitialState(state)
-	return grpc.NewClient(r.Scheme()+":///replicas", grpc.WithResolvers(r), grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
+	sc.LoadBalancingConfig = []map[string]struct{}{{"round_robin": {}}}
+	return grpc.NewClient(r.Scheme()+":///replicas", grpc.WithResolvers(r),
+		grpc.WithTransportCredentials(credentials.NewTLS(cfg)), withServiceConfig(sc))
+}
+
+func withServiceConfig(sc serviceConfig) grpc.DialOption {
+	b, err := json.Marshal(sc)
+	if err != nil {
+		panic(err) // plain structs
+	}
+	return grpc.WithDefaultServiceConfig(string(b))
 }
