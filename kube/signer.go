@@ -11,7 +11,9 @@ import (
 
 	"golang.org/x/time/rate"
 	certificatesv1 "k8s.io/api/certificates/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/informers"
@@ -54,6 +56,8 @@ type Signer struct {
 	limiters map[string]*rate.Limiter
 
 	nonNodeLog ca.Sampler // logs of non-node requesters' denials, sampled
+
+	notReady atomic.Pointer[error] // why this replica cannot campaign (its Lease cannot be made)
 }
 
 // term is one leadership term: its queue and caches.
@@ -77,8 +81,20 @@ func New(cfg Config) (*Signer, error) {
 		if err := s.metrics.register(cfg.Metrics); err != nil {
 			return nil, err
 		}
+		if err := cfg.Metrics.Register(pendingCollector{s}); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
+}
+
+// Ready returns nil while this replica can take part in the election (and
+// sign when it leads), else why not: a readiness probe reports it.
+func (s *Signer) Ready() error {
+	if p := s.notReady.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // Identity is this replica's name in the leader election and in the
@@ -133,6 +149,9 @@ func (s *Signer) Run(ctx context.Context) error {
 		LockConfig: resourcelock.ResourceLockConfig{Identity: le.Identity},
 	}
 	for ctx.Err() == nil {
+		if !s.awaitLease(ctx) {
+			break
+		}
 		elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 			Lock:            lock,
 			LeaseDuration:   le.LeaseDuration,
@@ -163,6 +182,54 @@ func (s *Signer) Run(ctx context.Context) error {
 	s.leadMu.Lock()
 	s.leadMu.Unlock() //nolint:staticcheck // a barrier
 	return nil
+}
+
+// awaitLease returns true once this replica may make its Lease, false
+// when ctx ends first. client-go's elector would log a missing namespace
+// (or a missing permission) every RetryPeriod forever and never lead: this
+// says it once, reports the replica not ready, checks again quietly (the
+// namespace may be created later) and says when it is resolved. The check
+// is a dry-run create, which needs no permission beyond the elector's own.
+func (s *Signer) awaitLease(ctx context.Context) bool {
+	le := s.cfg.LeaderElection
+	lease := le.Namespace + "/" + le.Name
+	leases := s.cfg.Client.CoordinationV1().Leases(le.Namespace)
+	probe := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: le.Namespace, Name: le.Name}}
+	said := ""
+	for {
+		_, err := leases.Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if ctx.Err() != nil {
+			return false
+		}
+		var msg string
+		switch {
+		case apierrors.IsNotFound(err): // a Lease create is NotFound only when its namespace is
+			msg = fmt.Sprintf("the leader-election Lease's namespace %q does not exist: create it "+
+				"(kubectl create namespace %s) or choose an existing one with --lease-namespace; no CSR is signed "+
+				"until then", le.Namespace, le.Namespace)
+		case apierrors.IsForbidden(err):
+			msg = fmt.Sprintf("this replica may not create the leader-election Lease in namespace %q: grant it "+
+				"leases there (get, create, update) or choose its own namespace with --lease-namespace; no CSR is "+
+				"signed until then", le.Namespace)
+		default: // present or made at once (AlreadyExists, nil), or an error the elector reports itself
+			if said != "" {
+				s.log.Info("the leader-election Lease can be made now: campaigning", "lease", lease)
+			}
+			s.notReady.Store(nil)
+			return true
+		}
+		if msg != said {
+			said = msg
+			why := errors.New("kube: " + msg)
+			s.notReady.Store(&why)
+			s.log.Error(msg, "lease", lease, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(le.RetryPeriod):
+		}
+	}
 }
 
 // lead runs one leadership term until ctx ends, in three steps: watch (the
