@@ -418,3 +418,31 @@ func CertCountsOf(v View, now time.Time) (map[[2]string]int, error) {
 	})
 	return out, err
 }
+
+// ListTokensOf returns the tokens f selects in id order, and the cursor of
+// the next page ("" when there is none). Tokens expire within
+// MaxTokenTTL, so a scan of them stays short.
+func ListTokensOf(v View, f TokenFilter) ([]*Token, string, error) {
+	limit := f.PageSize()
+	var out []*Token
+	next, from := "", ""
+	if f.After != "" {
+		from = after(KToken(f.After))
+	}
+	err := v.Scan(KToken(""), from, false, func(k string, raw []byte) (bool, error) {
+		t := new(Token)
+		if err := json.Unmarshal(raw, t); err != nil {
+			return false, fmt.Errorf("store: decode %s: %w", k, err)
+		}
+		if !f.Match(t) {
+			return true, nil
+		}
+		if len(out) == limit {
+			next = out[len(out)-1].ID
+			return false, nil
+		}
+		out = append(out, t)
+		return true, nil
+	})
+	return out, next, err
+}

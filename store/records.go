@@ -111,6 +111,9 @@ func IssueTx(tx Tx, is Issuance) error {
 		if !tok.UsedAt.IsZero() {
 			return ErrTokenUsed
 		}
+		if !tok.RevokedAt.IsZero() {
+			return fmt.Errorf("%w: token %s", ErrTokenRevoked, tok.ID)
+		}
 	}
 	var info *NodeInfo
 	if c.Kind == KindNode {
@@ -238,9 +241,17 @@ func certsOfNodeTx(tx Tx, node string) ([]*Cert, error) {
 // RevokeNodeTx revokes every unexpired node certificate of node (active or
 // superseded), moves the node to its next epoch (voiding its unused
 // tokens) and marks it revoked; it returns how many certificates it
-// revoked. ErrNotFound when the node is revoked already and has nothing
-// left to revoke.
+// revoked. ErrAlreadyRevoked when the node is revoked already and has
+// nothing left to revoke (revoking is idempotent: callers answer it as
+// done); ErrNotFound when nothing is known of the node (no record, no
+// certificate, no token), so a mistyped name is not revoked in advance.
 func RevokeNodeTx(tx Tx, node string, at time.Time, ev Event) (int, error) {
+	return revokeNodeTx(tx, node, 0, at, ev)
+}
+
+// revokeNodeTx is RevokeNodeTx, recording code (an RFC 5280 CRLReason) on
+// each certificate it revokes.
+func revokeNodeTx(tx Tx, node string, code int, at time.Time, ev Event) (int, error) {
 	certs, err := certsOfNodeTx(tx, node)
 	if err != nil {
 		return 0, err
@@ -256,7 +267,16 @@ func RevokeNodeTx(tx Tx, node string, at time.Time, ev Event) (int, error) {
 		return 0, err
 	}
 	if len(victims) == 0 && info != nil && info.Revoked {
-		return 0, fmt.Errorf("%w: node %q is revoked and has no certificate left to revoke", ErrNotFound, node)
+		return 0, fmt.Errorf("%w: node %q is revoked and has no certificate left to revoke", ErrAlreadyRevoked, node)
+	}
+	if info == nil && len(certs) == 0 {
+		has, err := hasTokenTx(tx, node)
+		if err != nil {
+			return 0, err
+		}
+		if !has {
+			return 0, fmt.Errorf("%w: no node %q (no certificate, no token)", ErrNotFound, node)
+		}
 	}
 	if info == nil {
 		info = &NodeInfo{Name: node}
@@ -269,19 +289,44 @@ func RevokeNodeTx(tx Tx, node string, at time.Time, ev Event) (int, error) {
 		return 0, err
 	}
 	for _, c := range victims {
-		if err := unindexRotationTx(tx, c); err != nil {
-			return 0, err
-		}
-		c.State, c.RevokedAt = StateRevoked, at.UTC()
-		if err := putJSON(tx, KCert(c.Serial), c); err != nil {
-			return 0, err
-		}
-		if err := tx.Put(KRevoked(c.Serial), nil); err != nil {
+		if err := revokeOneTx(tx, c, code, at); err != nil {
 			return 0, err
 		}
 	}
 	ev.Detail = RevokeDetail(ev.Detail, len(victims), info.Epoch)
 	return len(victims), AppendEventTx(tx, &ev)
+}
+
+// hasTokenTx reports whether any token (in any state) was made for node.
+func hasTokenTx(tx Tx, node string) (bool, error) {
+	keys, err := tx.Keys(KToken(""))
+	if err != nil {
+		return false, err
+	}
+	for _, k := range keys {
+		var t Token
+		if err := getJSON(tx, k, &t); err != nil {
+			return false, err
+		}
+		if t.Node == node {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// revokeOneTx marks c revoked (with CRLReason code) at `at`, drops it from
+// the rotation indexes and lists it for the CRL. The caller handles the
+// active index.
+func revokeOneTx(tx Tx, c *Cert, code int, at time.Time) error {
+	if err := unindexRotationTx(tx, c); err != nil {
+		return err
+	}
+	c.State, c.RevokedAt, c.RevocationReason = StateRevoked, at.UTC(), code
+	if err := putJSON(tx, KCert(c.Serial), c); err != nil {
+		return err
+	}
+	return tx.Put(KRevoked(c.Serial), nil)
 }
 
 // revokedNodeTx returns the record of a revoked node, or ErrNotRevoked.
@@ -359,22 +404,85 @@ func RevokeCertTx(tx Tx, serial string, at time.Time, ev Event) (*Cert, error) {
 	if c.State == StateRevoked {
 		return nil, fmt.Errorf("%w: certificate %s is already revoked", ErrRevoked, serial)
 	}
-	if cur, ok := tx.Get(KActive(c.Kind, c.Node)); ok && string(cur) == serial {
+	return c, revokeCertTx(tx, c, 0, at, ev)
+}
+
+// revokeCertTx revokes c alone (releasing its active index) and appends ev.
+func revokeCertTx(tx Tx, c *Cert, code int, at time.Time, ev Event) error {
+	if cur, ok := tx.Get(KActive(c.Kind, c.Node)); ok && string(cur) == c.Serial {
 		if err := tx.Delete(KActive(c.Kind, c.Node)); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if err := unindexRotationTx(tx, c); err != nil {
-		return nil, err
+	if err := revokeOneTx(tx, c, code, at); err != nil {
+		return err
 	}
-	c.State, c.RevokedAt = StateRevoked, at.UTC()
-	if err := putJSON(tx, KCert(serial), c); err != nil {
-		return nil, err
+	return AppendEventTx(tx, &ev)
+}
+
+// RevokeSerialTx revokes the certificate serial with CRLReason code. The
+// node must not keep a live credential, so revoking a node's current
+// certificate revokes the node, by the node rule (revokeNodeTx: every
+// unexpired certificate, unused tokens void, nothing issued until an admin
+// re-admits it; ev becomes a node.revoked event naming the serial). Any
+// other certificate (a superseded or expired node certificate, an admin's,
+// a server's) is revoked alone (ev as given, cert.revoked). Revoking a
+// revoked certificate changes nothing and reports Already; ErrNotFound
+// when there is no such certificate.
+func RevokeSerialTx(tx Tx, serial string, code int, at time.Time, ev Event) (CertRevocation, error) {
+	c := new(Cert)
+	if err := getJSON(tx, KCert(serial), c); err != nil {
+		return CertRevocation{}, fmt.Errorf("no certificate with serial %s: %w", serial, err)
 	}
-	if err := tx.Put(KRevoked(serial), nil); err != nil {
-		return nil, err
+	if c.State == StateRevoked {
+		return CertRevocation{Cert: c, Already: true}, nil
 	}
-	return c, AppendEventTx(tx, &ev)
+	ev.Node, ev.Serial = c.Node, c.Serial
+	if cur, ok := tx.Get(KActive(c.Kind, c.Node)); ok && c.Kind == KindNode && string(cur) == c.Serial &&
+		at.Before(c.NotAfter) {
+		ev.Type = EventNodeRevoked
+		if ev.Detail == nil {
+			ev.Detail = map[string]string{}
+		}
+		ev.Detail["via_serial"] = c.Serial
+		n, err := revokeNodeTx(tx, c.Node, code, at, ev)
+		if err != nil {
+			return CertRevocation{}, err
+		}
+		if err := getJSON(tx, KCert(serial), c); err != nil {
+			return CertRevocation{}, err
+		}
+		return CertRevocation{Cert: c, NodeRevoked: true, Certificates: n}, nil
+	}
+	ev.Type = EventCertRevoked
+	if err := revokeCertTx(tx, c, code, at, ev); err != nil {
+		return CertRevocation{}, err
+	}
+	return CertRevocation{Cert: c, Certificates: 1}, nil
+}
+
+// RevokeTokenTx revokes an unused bootstrap token, so it admits no node:
+// an expired one too (it stays listed as revoked). A token revoked before
+// is reported as already (nothing written); ErrTokenUsed for a used token
+// (it admits nothing any more: revoke the certificate it was used for);
+// ErrNotFound for an unknown id.
+func RevokeTokenTx(tx Tx, id, by string, at time.Time, ev Event) (tok *Token, already bool, err error) {
+	tok = new(Token)
+	if err := getJSON(tx, KToken(id), tok); err != nil {
+		return nil, false, fmt.Errorf("no token %s: %w", id, err)
+	}
+	switch {
+	case !tok.RevokedAt.IsZero():
+		return tok, true, nil
+	case !tok.UsedAt.IsZero():
+		return nil, false, fmt.Errorf("%w: token %s was used for certificate %s", ErrTokenUsed, id, tok.UsedFor)
+	}
+	tok.RevokedAt, tok.RevokedBy = at.UTC(), by
+	if err := putJSON(tx, KToken(id), tok); err != nil {
+		return nil, false, err
+	}
+	ev.Node = tok.Node
+	return tok, false, AppendEventTx(tx, &ev)
 }
 
 // CreateCATx stores the CA material and its creation event; ErrExists if

@@ -97,6 +97,43 @@ func (r Records) RevokeCert(ctx context.Context, serial string, at time.Time, ev
 	return c, err
 }
 
+// RevokeSerial revokes one certificate by serial with a CRLReason code
+// (RevokeSerialTx: a node's current certificate revokes the node).
+func (r Records) RevokeSerial(
+	ctx context.Context,
+	serial string,
+	code int,
+	at time.Time,
+	ev Event,
+) (res CertRevocation, err error) {
+	err = r.E.Update(ctx, func(tx Tx) (err error) {
+		res, err = RevokeSerialTx(tx, serial, code, at, ev)
+		return err
+	})
+	return res, err
+}
+
+// RevokeToken revokes an unused bootstrap token (RevokeTokenTx).
+func (r Records) RevokeToken(
+	ctx context.Context,
+	id, by string,
+	at time.Time,
+	ev Event,
+) (tok *Token, already bool, err error) {
+	err = r.E.Update(ctx, func(tx Tx) (err error) {
+		tok, already, err = RevokeTokenTx(tx, id, by, at, ev)
+		return err
+	})
+	return tok, already, err
+}
+
+// ListTokens returns the tokens f selects, in id order, and the cursor of
+// the next page ("" when there is none).
+func (r Records) ListTokens(ctx context.Context, f TokenFilter) (toks []*Token, next string, err error) {
+	err = r.E.Read(ctx, func(v View) error { toks, next, err = ListTokensOf(v, f); return err })
+	return toks, next, err
+}
+
 // MarkDue records that an active certificate is due (for reason) and
 // counts as overdue after graceUntil.
 func (r Records) MarkDue(

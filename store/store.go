@@ -39,6 +39,11 @@ var (
 	ErrTokenVoided = errors.New("store: token voided by a revocation")
 	// ErrNotRevoked: the operation needs a revoked node (readmit, forget).
 	ErrNotRevoked = errors.New("store: node not revoked")
+	// ErrTokenRevoked: an admin revoked the bootstrap token before it was used.
+	ErrTokenRevoked = errors.New("store: token revoked")
+	// ErrAlreadyRevoked: the node or certificate to revoke is revoked
+	// already; revoking is idempotent, so callers answer it as done.
+	ErrAlreadyRevoked = errors.New("store: already revoked")
 	// ErrOutcomeUnknown: a commit was sent but its outcome is unknown (a
 	// replicated store lost its answer); it may or may not have applied.
 	ErrOutcomeUnknown = errors.New("store: outcome of the write unknown")
@@ -91,7 +96,10 @@ type Cert struct {
 	GraceUntil time.Time `json:"grace_until,omitzero"`
 	// RevokedAt is when the certificate was revoked (State revoked).
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
-	DER       []byte    `json:"der"`
+	// RevocationReason is the RFC 5280 CRLReason code of a revoked
+	// certificate (0: unspecified), carried in its CRL entry.
+	RevocationReason int    `json:"revocation_reason,omitempty"`
+	DER              []byte `json:"der"`
 }
 
 // StateAt reports the state at t, deriving "expired" from NotAfter.
@@ -116,6 +124,67 @@ type Token struct {
 	// Epoch is the node's revocation epoch when the token was made: a
 	// revocation moves the node to the next epoch, which voids the token.
 	Epoch uint64 `json:"epoch,omitempty"`
+	// RevokedAt is when an admin revoked the unused token (RevokedBy).
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	RevokedBy string    `json:"revoked_by,omitempty"`
+}
+
+// Token states, as listings show them (derived, see Token.StateAt).
+const (
+	TokenUnused  = "unused"
+	TokenUsed    = "used"
+	TokenExpired = "expired"
+	TokenRevoked = "revoked"
+)
+
+// StateAt is the token's state at t: used and revoked are final; an
+// unused token past ExpiresAt is expired.
+func (t *Token) StateAt(now time.Time) string {
+	switch {
+	case !t.UsedAt.IsZero():
+		return TokenUsed
+	case !t.RevokedAt.IsZero():
+		return TokenRevoked
+	case !now.Before(t.ExpiresAt):
+		return TokenExpired
+	}
+	return TokenUnused
+}
+
+// Spent reports whether the token can never admit a node again (used or
+// revoked), whatever the time.
+func (t *Token) Spent() bool { return !t.UsedAt.IsZero() || !t.RevokedAt.IsZero() }
+
+// TokenFilter selects tokens in listings.
+type TokenFilter struct {
+	// All lists tokens in every state; otherwise only unused ones (not
+	// used, not expired at Now, not revoked).
+	All   bool
+	Now   time.Time
+	Node  string // "" for every node
+	After string // page cursor: only ids sorting after it
+	Limit int    // 0 means DefaultPageSize
+}
+
+// PageSize is f.Limit, or DefaultPageSize when it is not positive.
+func (f TokenFilter) PageSize() int { return pageSize(f.Limit) }
+
+// Match reports whether t passes f's Node and state selection.
+func (f TokenFilter) Match(t *Token) bool {
+	return (f.Node == "" || t.Node == f.Node) && (f.All || t.StateAt(f.Now) == TokenUnused)
+}
+
+// CertRevocation is what revoking one certificate by serial did.
+type CertRevocation struct {
+	Cert *Cert // the certificate named, as stored after the call
+	// Already: it was revoked before; nothing changed.
+	Already bool
+	// NodeRevoked: it was its node's current certificate, so the node was
+	// revoked with it (RevokeNodeTx: every unexpired certificate, unused
+	// tokens void, no certificate until re-admitted).
+	NodeRevoked bool
+	// Certificates is how many certificates this call revoked.
+	Certificates int
 }
 
 // CA is the signing material of the certificate authority.
@@ -204,6 +273,7 @@ const (
 	EventDenied       = "request.denied"
 	EventTokenCreated = "token.created"
 	EventTokenUsed    = "token.used"
+	EventTokenRevoked = "token.revoked"
 	EventCACreated    = "ca.created"
 	EventCARenewed    = "ca.renewed"
 	EventCAKeySealed  = "ca.key_sealed"
@@ -407,8 +477,9 @@ func (e *AuditError) Error() string {
 // Replica is one ipsecca process serving a store shared by several.
 type Replica struct {
 	ID        string    `json:"id"`
-	Address   string    `json:"address"` // the gRPC address it serves
-	Version   string    `json:"version,omitempty"`
+	Address   string    `json:"address"`            // the gRPC address it serves
+	Version   string    `json:"version,omitempty"`  // the build's module version
+	Revision  string    `json:"revision,omitempty"` // the build's VCS revision
 	StartedAt time.Time `json:"started_at"`
 }
 

@@ -10,6 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
+	"github.com/ipsecca/ipsecca/internal/buildinfo"
 	"github.com/ipsecca/ipsecca/store"
 )
 
@@ -19,7 +20,14 @@ import (
 // etcd unreachable for SessionTTL) or ctx ends. A replica that dies
 // without resigning is replaced after at most SessionTTL; one that stops
 // cleanly revokes its lease and is replaced at once.
+//
+// The replica's record carries the running build's version and revision
+// (when self leaves them empty), so status shows mixed-version replicas.
 func (s *Store) Participate(ctx context.Context, self store.Replica, lead func(context.Context)) error {
+	if self.Version == "" && self.Revision == "" {
+		b := buildinfo.Get()
+		self.Version, self.Revision = b.Version, b.Revision
+	}
 	for ctx.Err() == nil {
 		if err := s.participate(ctx, self, lead); err != nil && ctx.Err() == nil {
 			s.log.Warn("leader election: retrying", "err", err)

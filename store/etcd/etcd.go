@@ -61,7 +61,6 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
 	"github.com/ipsecca/ipsecca/store"
@@ -209,8 +208,9 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 			grpc.WithBlock(),
 			grpc.WithReturnConnectionError(),
 		}, //nolint:staticcheck // the reason a dial failed is what an operator needs
-		// Failures reach callers as errors; the client's retry logs are noise.
-		Logger: zap.NewNop(),
+		// Failures reach callers as errors; the client's warnings and
+		// errors go to the process's log, its retry chatter nowhere.
+		Logger: zapLogger(o.Logger),
 		// Large batches: stay within etcd's default 1.5 MiB request limit.
 		MaxCallSendMsgSize: 2 << 20,
 		MaxCallRecvMsgSize: 64 << 20,

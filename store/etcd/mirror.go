@@ -24,7 +24,7 @@ import (
 type mirror struct {
 	mu    sync.RWMutex
 	ready bool
-	// tokens holds unused tokens; a used or deleted one is a tombstone
+	// tokens holds unused tokens; a used, revoked or deleted one is a tombstone
 	// (tok nil) until the watch has passed its revision, so an older
 	// event cannot bring it back.
 	tokens     map[string]tokenEntry
@@ -78,7 +78,7 @@ func (m *mirror) apply(p, key string, val []byte, del bool, rev int64) {
 			return // an older event than what the copy holds
 		}
 		var t store.Token
-		if del || json.Unmarshal(val, &t) != nil || !t.UsedAt.IsZero() {
+		if del || json.Unmarshal(val, &t) != nil || t.Spent() {
 			m.tokens[id] = tokenEntry{rev: rev}
 			m.tombstones = append(m.tombstones, tombstone{id, rev})
 			return
@@ -149,7 +149,7 @@ func (s *Store) followMirror(ctx context.Context) error {
 		r, err := s.scanAt(ctx, prefix, rev, func(k string, v []byte, mod int64) {
 			if strings.HasPrefix(k, s.p+"tokens/") {
 				var t store.Token
-				if json.Unmarshal(v, &t) == nil && t.UsedAt.IsZero() {
+				if json.Unmarshal(v, &t) == nil && !t.Spent() {
 					tokens[strings.TrimPrefix(k, prefix)] = tokenEntry{tok: &t, rev: mod}
 				}
 				return

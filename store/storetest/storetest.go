@@ -50,6 +50,15 @@ type Backend interface {
 	RevokeCert(ctx context.Context, serial string, at time.Time, ev store.Event) (*store.Cert, error)
 	Revoked(ctx context.Context) ([]*store.Cert, error)
 	CertByRequest(ctx context.Context, uid string) (*store.Cert, error)
+	RevokeSerial(
+		ctx context.Context,
+		serial string,
+		code int,
+		at time.Time,
+		ev store.Event,
+	) (store.CertRevocation, error)
+	RevokeToken(ctx context.Context, id, by string, at time.Time, ev store.Event) (*store.Token, bool, error)
+	ListTokens(ctx context.Context, f store.TokenFilter) ([]*store.Token, string, error)
 	Close() error
 }
 
@@ -92,6 +101,9 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"RevokedNodeGetsNothing", testRevokedNodeGetsNothing},
 		{"ForgetReleasesNames", testForget},
 		{"RevokeCert", testRevokeCert},
+		{"RevokeNodeIdempotent", testRevokeNodeIdempotent},
+		{"RevokeSerial", testRevokeSerial},
+		{"TokenLifecycle", testTokenLifecycle},
 		{"Inventory", testInventory},
 		{"InventoryTunnels", testInventoryTunnels},
 		{"NameCerts", testNameCerts},
@@ -448,7 +460,7 @@ func testRevoke(t *testing.T, s Backend) {
 	if err != nil || n != 2 {
 		t.Fatalf("revoke: %d %v", n, err)
 	}
-	if _, err := s.RevokeNode(ctx, "node-a", T0, store.Event{}); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.RevokeNode(ctx, "node-a", T0, store.Event{}); !errors.Is(err, store.ErrAlreadyRevoked) {
 		t.Fatalf("second revoke: %v", err)
 	}
 	if rev, _ := s.Revoked(ctx); len(rev) != 2 {
@@ -784,5 +796,183 @@ func testRevokeCert(t *testing.T, s Backend) {
 	}
 	if got, _ := s.Cert(ctx, "ad1"); got.State != store.StateRevoked {
 		t.Fatalf("stored state %s", got.State)
+	}
+}
+
+// testRevokeNodeIdempotent: revoking a revoked node reports
+// ErrAlreadyRevoked and writes nothing; a node nothing is known of is
+// ErrNotFound and is not revoked in advance.
+func testRevokeNodeIdempotent(t *testing.T, s Backend) {
+	ctx := context.Background()
+	if err := Issue(s, Cert("a1", "node-a", T0), ""); err != nil {
+		t.Fatal(err)
+	}
+	ev := store.Event{Type: store.EventNodeRevoked, Node: "node-a"}
+	if n, err := s.RevokeNode(ctx, "node-a", T0, ev); err != nil || n != 1 {
+		t.Fatalf("revoke: %d %v", n, err)
+	}
+	before, _ := s.VerifyAudit(ctx)
+	if n, err := s.RevokeNode(ctx, "node-a", T0, ev); !errors.Is(err, store.ErrAlreadyRevoked) || n != 0 {
+		t.Fatalf("second revoke: %d %v; want ErrAlreadyRevoked", n, err)
+	}
+	if after, _ := s.VerifyAudit(ctx); after != before {
+		t.Fatalf("second revoke wrote audit records: %d -> %d", before, after)
+	}
+	if _, err := s.RevokeNode(ctx, "nobody", T0, ev); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("revoke an unknown node: %v; want ErrNotFound", err)
+	}
+	if _, err := s.Node(ctx, "nobody"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("an unknown node got a record: %v", err)
+	}
+}
+
+// testRevokeSerial: revoking a node's current certificate revokes the
+// node (every unexpired certificate, tokens void) with the reason code on
+// each; a superseded one is revoked alone; again is Already; unknown is
+// ErrNotFound.
+func testRevokeSerial(t *testing.T, s Backend) {
+	ctx := context.Background()
+	const keyCompromise, superseded = 1, 4
+	for _, c := range []*store.Cert{Cert("a1", "node-a", T0), Cert("a2", "node-a", T0),
+		Cert("b1", "node-b", T0), Cert("b2", "node-b", T0)} {
+		if err := Issue(s, c, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	token(t, s, "spare-b", "node-b")
+	at := T0.Add(time.Hour)
+	for _, tc := range []struct {
+		serial             string
+		code               int
+		already, nodeRevok bool
+		certs              int
+		evType             string
+	}{
+		{"a1", superseded, false, false, 1, store.EventCertRevoked}, // superseded: alone
+		{"a1", keyCompromise, true, false, 0, ""},                   // again: nothing changes
+		{"b2", keyCompromise, false, true, 2, store.EventNodeRevoked},
+		{"b1", keyCompromise, true, false, 0, ""}, // revoked with its node
+	} {
+		res, err := s.RevokeSerial(ctx, tc.serial, tc.code, at, store.Event{Time: at, Actor: "admin:a"})
+		if err != nil || res.Already != tc.already || res.NodeRevoked != tc.nodeRevok ||
+			res.Certificates != tc.certs || res.Cert == nil || res.Cert.State != store.StateRevoked {
+			t.Fatalf("revoke %s: %+v %v", tc.serial, res, err)
+		}
+		if tc.evType != "" {
+			evs, _, _ := s.ListEvents(ctx, store.EventFilter{Type: tc.evType})
+			if len(evs) == 0 || evs[len(evs)-1].Serial != tc.serial {
+				t.Fatalf("revoke %s: no %s event naming it: %+v", tc.serial, tc.evType, evs)
+			}
+		}
+	}
+	for serial, code := range map[string]int{"a1": superseded, "b1": keyCompromise, "b2": keyCompromise} {
+		if c, _ := s.Cert(ctx, serial); c.State != store.StateRevoked || c.RevocationReason != code ||
+			!c.RevokedAt.Equal(at) {
+			t.Errorf(
+				"%s: %s code %d at %s; want revoked code %d",
+				serial,
+				c.State,
+				c.RevocationReason,
+				c.RevokedAt,
+				code,
+			)
+		}
+	}
+	if c, _ := s.Cert(ctx, "a2"); c.State != store.StateActive {
+		t.Errorf("node-a's current certificate: %s; want active (a superseded one was revoked alone)", c.State)
+	}
+	if n, _ := s.Node(ctx, "node-b"); !n.Revoked {
+		t.Error("node-b not revoked with its current certificate")
+	}
+	if err := Issue(s, Cert("b3", "node-b", T0), "spare-b"); !errors.Is(err, store.ErrNodeRevoked) {
+		t.Errorf("issue to node-b after its current certificate was revoked: %v", err)
+	}
+	if rev, _ := s.Revoked(ctx); len(rev) != 3 {
+		t.Errorf("revoked list %v", serials(rev))
+	}
+	if _, err := s.RevokeSerial(ctx, "ffff", 0, at, store.Event{}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("unknown serial: %v", err)
+	}
+	if n, err := s.VerifyAudit(ctx); err != nil || n == 0 {
+		t.Fatalf("audit: %d %v", n, err)
+	}
+}
+
+// testTokenLifecycle: listing shows unused tokens by default and every
+// state with All; a revoked token admits no node; revoking is idempotent;
+// a used token cannot be revoked.
+func testTokenLifecycle(t *testing.T, s Backend) {
+	ctx := context.Background()
+	for _, id := range []string{"t-used", "t-rev", "t-live"} {
+		token(t, s, id, "node-"+id)
+	}
+	old := &store.Token{ID: "t-old", Node: "node-old", CommonName: "node-old", CreatedAt: T0.Add(-2 * time.Hour),
+		ExpiresAt: T0.Add(-time.Hour)}
+	if err := s.PutToken(ctx, old, store.Event{Type: store.EventTokenCreated}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Issue(s, Cert("u1", "node-t-used", T0), "t-used"); err != nil {
+		t.Fatal(err)
+	}
+	at := T0.Add(time.Minute)
+	ev := store.Event{Time: at, Type: store.EventTokenRevoked, Actor: "admin:a"}
+	tok, already, err := s.RevokeToken(ctx, "t-rev", "admin:a", at, ev)
+	if err != nil || already || !tok.RevokedAt.Equal(at) || tok.RevokedBy != "admin:a" {
+		t.Fatalf("revoke: %+v %v %v", tok, already, err)
+	}
+	if evs, _, _ := s.ListEvents(ctx, store.EventFilter{Type: store.EventTokenRevoked}); len(evs) != 1 ||
+		evs[0].Node != "node-t-rev" {
+		t.Fatalf("revocation events %+v", evs)
+	}
+	if _, already, err := s.RevokeToken(ctx, "t-rev", "admin:b", at, ev); err != nil || !already {
+		t.Fatalf("second revoke: %v %v; want already", already, err)
+	}
+	if evs, _, _ := s.ListEvents(ctx, store.EventFilter{Type: store.EventTokenRevoked}); len(evs) != 1 {
+		t.Fatalf("second revoke audited again: %d events", len(evs))
+	}
+	if _, _, err := s.RevokeToken(ctx, "t-used", "admin:a", at, ev); !errors.Is(err, store.ErrTokenUsed) {
+		t.Fatalf("revoke a used token: %v", err)
+	}
+	if _, _, err := s.RevokeToken(ctx, "nope", "admin:a", at, ev); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("revoke an unknown token: %v", err)
+	}
+	if err := Issue(s, Cert("r1", "node-t-rev", T0), "t-rev"); !errors.Is(err, store.ErrTokenRevoked) {
+		t.Fatalf("issue with a revoked token: %v", err)
+	}
+	if got, err := s.Token(ctx, "t-rev"); err != nil || got.StateAt(at) != store.TokenRevoked {
+		t.Fatalf("stored revoked token: %+v %v", got, err)
+	}
+	for _, tc := range []struct {
+		f    store.TokenFilter
+		want string
+	}{
+		{store.TokenFilter{Now: at}, "[t-live]"},
+		{store.TokenFilter{Now: at, All: true}, "[t-live:unused t-old:expired t-rev:revoked t-used:used]"},
+		{store.TokenFilter{Now: at, All: true, Node: "node-t-rev"}, "[t-rev:revoked]"},
+		{store.TokenFilter{Now: T0.Add(2 * time.Hour)}, "[]"},
+	} {
+		toks, next, err := s.ListTokens(ctx, tc.f)
+		if err != nil || next != "" {
+			t.Fatalf("list %+v: %v %q", tc.f, err, next)
+		}
+		var got []string
+		for _, tok := range toks {
+			if tc.f.All {
+				got = append(got, tok.ID+":"+tok.StateAt(at))
+			} else {
+				got = append(got, tok.ID)
+			}
+		}
+		if g := fmt.Sprint(got); g != tc.want {
+			t.Errorf("list %+v: %s; want %s", tc.f, g, tc.want)
+		}
+	}
+	page, next, err := s.ListTokens(ctx, store.TokenFilter{Now: at, All: true, Limit: 2})
+	if err != nil || len(page) != 2 || next != "t-old" {
+		t.Fatalf("first page: %d %q %v", len(page), next, err)
+	}
+	page, next, err = s.ListTokens(ctx, store.TokenFilter{Now: at, All: true, Limit: 2, After: next})
+	if err != nil || len(page) != 2 || page[0].ID != "t-rev" || next != "" {
+		t.Fatalf("second page: %d %q %v", len(page), next, err)
 	}
 }
