@@ -2,13 +2,17 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
+	"errors"
 	"sync"
 	"time"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/ipsecca/ipsecca/ca"
+	"github.com/ipsecca/ipsecca/internal/buildinfo"
 	"github.com/ipsecca/ipsecca/store"
 )
 
@@ -17,6 +21,14 @@ type MetricsStore interface {
 	CertCounts(ctx context.Context, now time.Time) (map[[2]string]int, error)
 	NextTimes(ctx context.Context) (rotate, grace time.Time, err error)
 	OverdueCount(ctx context.Context) (int, error)
+	NodeInfos(ctx context.Context) ([]*store.NodeInfo, error)
+	CurrentCert(ctx context.Context, node string) (*store.Cert, error)
+}
+
+// rootRenewer says when a self-signed root is due for renewal (the
+// rotation scheduler's policy).
+type rootRenewer interface {
+	RootRenewAt(root *x509.Certificate) time.Time
 }
 
 // TxnStats is what a store reports about its write transactions (both
@@ -53,6 +65,7 @@ type metrics struct {
 	denials  *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	tokens   *prometheus.CounterVec
+	grpc     *grpcprom.ServerMetrics
 	registry *prometheus.Registry
 }
 
@@ -89,6 +102,7 @@ func newMetrics() *metrics {
 			},
 			[]string{"event"},
 		),
+		grpc:     newGRPCMetrics(),
 		registry: prometheus.NewRegistry(),
 	}
 	// Present from the start, so rate() and absent() behave before the first event.
@@ -100,25 +114,53 @@ func newMetrics() *metrics {
 		m.denials,
 		m.latency,
 		m.tokens,
+		m.grpc,
+		buildInfoGauge(),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m
 }
 
+// buildInfoGauge is ipsecca_build_info: 1, labelled with the running build.
+func buildInfoGauge() prometheus.Collector {
+	bi := buildinfo.Get()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "ipsecca_build_info",
+		Help: "Always 1, labelled with the running build's module version, VCS revision and Go version.",
+		ConstLabels: prometheus.Labels{
+			"version":   bi.Version,
+			"revision":  bi.Revision,
+			"goversion": bi.GoVersion,
+		},
+	})
+	g.Set(1)
+	return g
+}
+
 // stateCollector reports certificate counts and schedule gauges at scrape
 // time, caching the certificate count (a full scan) for a while.
 type stateCollector struct {
-	st    MetricsStore
-	auth  Authority
-	hub   *Hub
-	clock ca.Clock
+	st     MetricsStore
+	auth   Authority
+	hub    *Hub
+	clock  ca.Clock
+	policy rootRenewer
 
-	mu     sync.Mutex
-	counts map[[2]string]int
-	at     time.Time
-	mesh   map[string]int // pairs by state
-	meshAt time.Time
+	mu      sync.Mutex
+	counts  map[[2]string]int
+	at      time.Time
+	mesh    map[string]int // pairs by state
+	meshAt  time.Time
+	nodes   []nodeState
+	nodesAt time.Time
+}
+
+// nodeState is what the metrics show of one node.
+type nodeState struct {
+	name       string
+	cert       *store.Cert // current node certificate; nil when none
+	reportedAt time.Time   // zero: its sidecar never reported, or the node is revoked or forgotten
 }
 
 var (
@@ -140,10 +182,38 @@ var (
 		nil,
 		nil,
 	)
+	descNextDueAt = prometheus.NewDesc(
+		"ipsecca_rotation_next_due_timestamp_seconds",
+		"Earliest rotation due time of a node's current certificate, as a Unix time (in the past: due and not "+
+			"yet rotated). When no node holds a certificate, the CA's own: a subordinate's renew_by, or when a "+
+			"self-signed root renews itself.",
+		nil,
+		nil,
+	)
 	descCAEnd = prometheus.NewDesc(
 		"ipsecca_ca_expiry_timestamp_seconds",
-		"NotAfter of the current root, as a Unix time.",
+		"NotAfter of the CA's certificates, as a Unix time: ca=\"root\" for the self-signed root (the "+
+			"organisation's, above a subordinate CA), ca=\"issuing\" for a subordinate CA that signs node certificates.",
+		[]string{"ca"},
 		nil,
+	)
+	descCertEnd = prometheus.NewDesc(
+		"ipsecca_certificate_expiration_timestamp_seconds",
+		"NotAfter of each node's current certificate, as a Unix time.",
+		[]string{"node", "serial"},
+		nil,
+	)
+	descCertDue = prometheus.NewDesc(
+		"ipsecca_certificate_rotation_due_timestamp_seconds",
+		"When each node's current certificate is due for rotation, as a Unix time.",
+		[]string{"node", "serial"},
+		nil,
+	)
+	descLastReport = prometheus.NewDesc(
+		"ipsecca_node_last_report_timestamp_seconds",
+		"When each node's sidecar last reported its NSS inventory, as a Unix time (absent for a node that "+
+			"never reported, and for revoked or forgotten nodes).",
+		[]string{"node"},
 		nil,
 	)
 	descCARenewBy = prometheus.NewDesc(
@@ -173,7 +243,7 @@ const countsTTL = 30 * time.Second
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCerts, descNextDue, descOverdue, descCAEnd, descWatch, descMesh,
-		descCARenewBy, descRollover} {
+		descCARenewBy, descRollover, descNextDueAt, descCertEnd, descCertDue, descLastReport} {
 		ch <- d
 	}
 }
@@ -198,16 +268,51 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for state, n := range c.mesh {
 		ch <- prometheus.MustNewConstMetric(descMesh, prometheus.GaugeValue, float64(n), state)
 	}
+	if c.nodes == nil || now.Sub(c.nodesAt) > countsTTL {
+		if nodes, err := c.nodeStates(ctx); err == nil {
+			c.nodes, c.nodesAt = nodes, now
+		}
+	}
+	var nextDue time.Time
+	for _, n := range c.nodes {
+		if !n.reportedAt.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descLastReport, prometheus.GaugeValue, unix(n.reportedAt), n.name)
+		}
+		if n.cert == nil {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(descCertEnd, prometheus.GaugeValue, unix(n.cert.NotAfter), n.name,
+			n.cert.Serial)
+		ch <- prometheus.MustNewConstMetric(descCertDue, prometheus.GaugeValue, unix(n.cert.RotateAfter), n.name,
+			n.cert.Serial)
+		if nextDue.IsZero() || n.cert.RotateAfter.Before(nextDue) {
+			nextDue = n.cert.RotateAfter
+		}
+	}
 	c.mu.Unlock()
+	root := c.auth.Root()
+	_, renewBy, _ := root.SubordinateInfo(now)
+	if nextDue.IsZero() {
+		nextDue = renewBy
+		if !root.Subordinate() {
+			nextDue = c.policy.RootRenewAt(root.Cert)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descNextDueAt, prometheus.GaugeValue, unix(nextDue))
 	if rot, _, err := c.st.NextTimes(ctx); err == nil && !rot.IsZero() {
 		ch <- prometheus.MustNewConstMetric(descNextDue, prometheus.GaugeValue, rot.Sub(now).Seconds())
 	}
 	if n, err := c.st.OverdueCount(ctx); err == nil {
 		ch <- prometheus.MustNewConstMetric(descOverdue, prometheus.GaugeValue, float64(n))
 	}
-	root := c.auth.Root()
-	ch <- prometheus.MustNewConstMetric(descCAEnd, prometheus.GaugeValue, float64(root.Cert.NotAfter.Unix()))
-	if _, renewBy, _ := root.SubordinateInfo(now); !renewBy.IsZero() {
+	if root.Subordinate() {
+		top := root.Chain[len(root.Chain)-1]
+		ch <- prometheus.MustNewConstMetric(descCAEnd, prometheus.GaugeValue, unix(top.NotAfter), "root")
+		ch <- prometheus.MustNewConstMetric(descCAEnd, prometheus.GaugeValue, unix(root.Cert.NotAfter), "issuing")
+	} else {
+		ch <- prometheus.MustNewConstMetric(descCAEnd, prometheus.GaugeValue, unix(root.Cert.NotAfter), "root")
+	}
+	if !renewBy.IsZero() {
 		ch <- prometheus.MustNewConstMetric(descCARenewBy, prometheus.GaugeValue, float64(renewBy.Unix()))
 	}
 	for _, phase := range []string{store.RolloverRequest, store.RolloverTrust, store.RolloverIssue,
@@ -220,6 +325,32 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descWatch, prometheus.GaugeValue, float64(c.hub.Watchers()))
 }
+
+// nodeStates reads every node's current certificate and last report.
+func (c *stateCollector) nodeStates(ctx context.Context) ([]nodeState, error) {
+	infos, err := c.st.NodeInfos(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]nodeState, 0, len(infos))
+	for _, info := range infos {
+		n := nodeState{name: info.Name}
+		if !info.Revoked && info.ForgottenAt.IsZero() {
+			n.reportedAt = info.ReportedAt
+		}
+		cur, err := c.st.CurrentCert(ctx, info.Name)
+		switch {
+		case err == nil:
+			n.cert = cur
+		case !errors.Is(err, store.ErrNotFound):
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func unix(t time.Time) float64 { return float64(t.Unix()) }
 
 // MetricsRegistry is where the service's metrics live: other front doors
 // (the Kubernetes signer) add theirs to it, and the process serves it.

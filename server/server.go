@@ -159,7 +159,8 @@ func New(d Deps) *Server {
 		s.metrics.registerTxnStats(ts)
 	}
 	if ms, ok := d.Queries.(MetricsStore); ok {
-		s.metrics.registry.MustRegister(&stateCollector{st: ms, auth: d.Authority, hub: d.Hub, clock: d.Clock})
+		s.metrics.registry.MustRegister(&stateCollector{st: ms, auth: d.Authority, hub: d.Hub, clock: d.Clock,
+			policy: policyOf(d.Scheduler)})
 	}
 	return s
 }
@@ -186,8 +187,10 @@ func (s *Server) GRPCServer(
 		grpc.KeepaliveEnforcementPolicy(
 			keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true},
 		),
-		grpc.ChainUnaryInterceptor(s.unaryAuth),
-		grpc.ChainStreamInterceptor(s.streamAuth),
+		// The gRPC metrics come first (outermost), so calls the
+		// authorization refuses are counted too, with their code.
+		grpc.ChainUnaryInterceptor(s.metrics.grpc.UnaryServerInterceptor(), s.unaryAuth),
+		grpc.ChainStreamInterceptor(s.metrics.grpc.StreamServerInterceptor(), s.streamAuth),
 	)
 	ipseccav1.RegisterNodeServiceServer(g, nodeService{Server: s})
 	ipseccav1.RegisterAdminServiceServer(g, adminService{Server: s})
@@ -197,5 +200,8 @@ func (s *Server) GRPCServer(
 		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
 	reflection.Register(g)
+	// Every method's series exist from the start (at 0), so rate() and
+	// alerts on denials work before the first call.
+	s.metrics.grpc.InitializeMetrics(g)
 	return g, hs
 }
