@@ -107,6 +107,8 @@ type Instance struct {
 	log       *slog.Logger
 	tlsCert   atomic.Pointer[tls.Certificate]
 	ownStore  bool // Open opened the store: Close closes it
+	ready     *readiness
+	storeUp   prometheus.Gauge // 1 while the store answers (always, for a store of its own)
 
 	bundleMu         sync.Mutex
 	bundleListeners  []func([]byte)
@@ -255,6 +257,13 @@ func open(ctx context.Context, opts Options) (*Instance, error) {
 			Self:      opts.Self,
 		},
 	)
+	in.ready = &readiness{}
+	in.storeUp = prometheus.NewGauge(prometheus.GaugeOpts{Name: "ipsecca_store_up",
+		Help: "1 while the store answers (a shared store is checked every health interval), else 0."})
+	in.storeUp.Set(1)
+	if err := in.Server.MetricsRegistry().Register(in.storeUp); err != nil {
+		return nil, err
+	}
 	if err := in.RenewServiceCerts(ctx); err != nil {
 		return nil, err
 	}

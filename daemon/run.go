@@ -26,6 +26,9 @@ type Signer interface {
 	CABundleChanged(bundlePEM []byte)
 	// Revoked is told of every revocation this replica hears of.
 	Revoked(node, reason string)
+	// Ready returns why the signer cannot work now (its Lease cannot be
+	// made), nil when it can: the replica reports not ready meanwhile.
+	Ready() error
 }
 
 var _ Signer = (*kube.Signer)(nil)
@@ -51,26 +54,69 @@ func (in *Instance) NewSigner(cfg kube.Config) (*kube.Signer, error) {
 
 // Doors are the front doors Run opens.
 type Doors struct {
-	// Listen is the address of the gRPC front door. Empty: no gRPC server,
-	// and no metrics or pprof listener either (the Kubernetes signer
-	// alone); the rotation scheduler still runs (it renews the root).
+	// Listen is the address of the gRPC front door. Empty (and no
+	// Listener): no gRPC server (the Kubernetes signer alone); the
+	// rotation scheduler still runs (it renews the root).
 	Listen string
-	// MetricsListen serves Prometheus /metrics (off when empty); its
-	// failure stops the process.
+	// MetricsListen serves Prometheus /metrics, /readyz and /healthz (off
+	// when empty); its failure stops the process.
 	MetricsListen string
 	// PprofListen serves Go's /debug/pprof (off when empty).
 	PprofListen string
+	// Listener, MetricsListener and PprofListener are the addresses bound
+	// (Bind); Run binds those that are not.
+	Listener, MetricsListener, PprofListener net.Listener
 	// Signer, when set, runs beside the gRPC server; its failure stops
 	// the process.
 	Signer Signer
 }
 
+// Bind binds every address of d not bound yet, so that a process can
+// fail on a bad or busy address before it writes anything. On error
+// nothing it bound stays open; the error names the address.
+func (d *Doors) Bind() error {
+	for _, l := range []struct {
+		what string
+		addr string
+		lis  *net.Listener
+	}{
+		{"listen", d.Listen, &d.Listener},
+		{"metrics listen", d.MetricsListen, &d.MetricsListener},
+		{"pprof listen", d.PprofListen, &d.PprofListener},
+	} {
+		if l.addr == "" || *l.lis != nil {
+			continue
+		}
+		lis, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			d.Close()
+			return fmt.Errorf("%s on %s: %w", l.what, l.addr, err)
+		}
+		*l.lis = lis
+	}
+	return nil
+}
+
+// Close closes the listeners of d (when Run will not be called after
+// Bind).
+func (d *Doors) Close() {
+	for _, l := range []*net.Listener{&d.Listener, &d.MetricsListener, &d.PprofListener} {
+		if *l != nil {
+			(*l).Close()
+			*l = nil
+		}
+	}
+}
+
 // Run runs the process until ctx ends: the Kubernetes signer when there is
-// one (told of every CA renewal and revocation), then the gRPC front door
-// with its metrics and pprof listeners, or without a gRPC address the
-// scheduler alone. It returns when what it started has stopped, so the
-// store may be closed then.
+// one (told of every CA renewal and revocation), the metrics and pprof
+// listeners, then the gRPC front door, or without one the scheduler alone.
+// It returns when what it started has stopped, so the store may be closed
+// then.
 func (in *Instance) Run(ctx context.Context, d Doors) error {
+	if err := d.Bind(); err != nil {
+		return err
+	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	if d.Signer != nil {
@@ -85,31 +131,54 @@ func (in *Instance) Run(ctx context.Context, d Doors) error {
 				stop()
 			}
 		}()
+		go watchSignerReadiness(ctx, d.Signer, in.ready)
 	}
-	if d.Listen == "" {
-		// No gRPC listener; the scheduler still renews the root.
-		in.RunScheduler(ctx)
-		in.log.Info("stopped")
-		return nil
-	}
-	lis, err := net.Listen("tcp", d.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	if d.MetricsListen != "" {
+	if d.MetricsListener != nil {
 		go func() {
-			if err := in.ServeMetrics(ctx, d.MetricsListen); err != nil {
+			if err := in.serveMetrics(ctx, d.MetricsListener); err != nil {
 				in.log.Error("metrics server failed", "err", err)
 				stop()
 			}
 		}()
 	}
-	if d.PprofListen != "" {
-		go servePprof(ctx, d.PprofListen, in.log)
+	if d.PprofListener != nil {
+		go servePprof(ctx, d.PprofListener, in.log)
 	}
-	err = in.Serve(ctx, lis)
+	if d.Listener == nil {
+		// No gRPC listener; the scheduler still renews the root.
+		wait := in.watchStoreHealth(ctx)
+		in.RunScheduler(ctx)
+		stop()
+		wait()
+		in.log.Info("stopped")
+		return nil
+	}
+	err := in.Serve(ctx, d.Listener)
 	in.log.Info("stopped")
 	return err
+}
+
+// watchStoreHealth follows the shared store's health (Cluster only)
+// until ctx ends, into readiness and ipsecca_store_up; the function it
+// returns waits for the watch to end.
+func (in *Instance) watchStoreHealth(ctx context.Context) func() {
+	c := in.opts.Cluster
+	if c == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		watchStoreHealth(ctx, c, in.opts.HealthInterval, in.log, func(err error) {
+			in.ready.set(causeStore, err)
+			if err != nil {
+				in.storeUp.Set(0)
+			} else {
+				in.storeUp.Set(1)
+			}
+		})
+	}()
+	return func() { <-done }
 }
 
 // RunScheduler runs the rotation scheduler until ctx ends. In a cluster
@@ -137,16 +206,12 @@ func (in *Instance) Serve(ctx context.Context, lis net.Listener) error {
 	g, hs := in.Server.GRPCServer(
 		func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return in.tlsCert.Load(), nil },
 	)
-	if c := in.opts.Cluster; c != nil {
-		// A replica that cannot commit is not ready: load balancers and
-		// readiness probes send its traffic to the others meanwhile.
-		healthDone := make(chan struct{})
-		go func() {
-			defer close(healthDone)
-			watchStoreHealth(ctx, c, hs, readinessServices, in.opts.HealthInterval, in.log)
-		}()
-		defer func() { cancel(); <-healthDone }()
-	}
+	// A replica that cannot commit, or whose signer cannot work, is not
+	// ready: load balancers and readiness probes send its traffic to the
+	// others meanwhile.
+	in.ready.attach(hs)
+	waitHealth := in.watchStoreHealth(ctx)
+	defer func() { cancel(); waitHealth() }()
 	schedDone := make(chan struct{})
 	go func() { defer close(schedDone); in.RunScheduler(ctx) }()
 	// In a cluster, stopping resigns the leadership (the next replica
@@ -188,14 +253,25 @@ func (in *Instance) Serve(ctx context.Context, lis net.Listener) error {
 	return err
 }
 
-// ServeMetrics serves /metrics on addr until ctx ends.
+// ServeMetrics serves /metrics, /readyz and /healthz on addr until ctx
+// ends.
 func (in *Instance) ServeMetrics(ctx context.Context, addr string) error {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
+	return in.serveMetrics(ctx, lis)
+}
+
+// serveMetrics serves on lis until ctx ends: /metrics, /readyz (503 with
+// why while the replica is not ready, like the gRPC health service's
+// readiness entries) and /healthz (liveness), so a process without a gRPC
+// listener (kube-only) can be probed too.
+func (in *Instance) serveMetrics(ctx context.Context, lis net.Listener) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(in.Server.MetricsRegistry(), promhttp.HandlerOpts{}))
+	mux.HandleFunc("/readyz", in.ready.readyz)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { <-ctx.Done(); srv.Close() }()
 	in.log.Info("serving metrics", "addr", lis.Addr().String())
@@ -205,17 +281,17 @@ func (in *Instance) ServeMetrics(ctx context.Context, addr string) error {
 	return nil
 }
 
-// servePprof serves the Go profiler until ctx ends.
-func servePprof(ctx context.Context, addr string, log *slog.Logger) {
+// servePprof serves the Go profiler on lis until ctx ends.
+func servePprof(ctx context.Context, lis net.Listener, log *slog.Logger) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { <-ctx.Done(); srv.Close() }()
-	log.Info("serving pprof", "addr", addr)
-	if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
+	log.Info("serving pprof", "addr", lis.Addr().String())
+	if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Error("pprof server", "err", err)
 	}
 }

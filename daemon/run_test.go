@@ -5,14 +5,19 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/ipsecca/ipsecca/store/bolt"
 )
@@ -23,6 +28,7 @@ type fakeSigner struct {
 	fail    error
 	linger  time.Duration
 	started chan struct{}
+	ready   atomic.Pointer[error]
 
 	mu      sync.Mutex
 	bundles [][]byte
@@ -42,6 +48,13 @@ func (f *fakeSigner) Run(ctx context.Context) error {
 	f.mu.Lock()
 	f.stopped = true
 	f.mu.Unlock()
+	return nil
+}
+
+func (f *fakeSigner) Ready() error {
+	if p := f.ready.Load(); p != nil {
+		return *p
+	}
 	return nil
 }
 
@@ -149,26 +162,119 @@ func TestRunStopsWhenTheSignerFails(t *testing.T) {
 	}
 }
 
-// TestRunKubeOnly: without a gRPC address nothing listens; the scheduler
-// runs until ctx ends.
+// TestRunKubeOnly: without a gRPC address no gRPC server runs, but the
+// metrics listener does (/metrics, /readyz, /healthz); the scheduler runs
+// until ctx ends.
 func TestRunKubeOnly(t *testing.T) {
 	var logs lockedBuffer
 	in := openInstance(t, &logs)
 	sg := newFakeSigner()
+	d := Doors{Signer: sg, MetricsListen: "127.0.0.1:0"}
+	if err := d.Bind(); err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + d.MetricsListener.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
-	wait := runUntil(t, ctx, in, Doors{Signer: sg, MetricsListen: "127.0.0.1:0"})
+	wait := runUntil(t, ctx, in, d)
 	<-sg.started
+	for _, tc := range []struct{ path, want string }{
+		{"/metrics", "ipsecca_store_up 1"},
+		{"/healthz", "ok"},
+		{"/readyz", "ok"},
+	} {
+		code, body := httpGet(t, base+tc.path)
+		if code != http.StatusOK || !strings.Contains(body, tc.want) {
+			t.Fatalf("GET %s: %d %q, want 200 with %q", tc.path, code, body, tc.want)
+		}
+	}
 	cancel()
 	if err := wait(); err != nil {
 		t.Fatal(err)
 	}
-	if out := logs.String(); strings.Contains(out, "serving") || !strings.Contains(out, "msg=stopped") {
+	if out := logs.String(); strings.Contains(out, "msg=serving ") || !strings.Contains(out, "msg=stopped") {
 		t.Fatalf("logs:\n%s", out)
 	}
 }
 
-// TestRunListenFailure: an address in use is an error, and the signer
-// started before is stopped rather than waited for forever.
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// TestReadinessFollowsTheSigner: while the signer cannot work (its Lease
+// cannot be made) the replica is not ready, on the gRPC health service's
+// readiness entries and on /readyz (with why), and ready again once it
+// can; liveness stays up throughout.
+func TestReadinessFollowsTheSigner(t *testing.T) {
+	in := openInstance(t, nil)
+	sg := newFakeSigner()
+	d := Doors{Listen: "127.0.0.1:0", Signer: sg, MetricsListen: "127.0.0.1:0"}
+	if err := d.Bind(); err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + d.MetricsListener.Addr().String()
+	why := errors.New(`kube: the leader-election Lease's namespace "nope" does not exist`)
+	sg.ready.Store(&why)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wait := runUntil(t, ctx, in, d)
+	<-sg.started
+	status := func(service string) healthpb.HealthCheckResponse_ServingStatus {
+		in.ready.mu.Lock()
+		hs := in.ready.hs
+		in.ready.mu.Unlock()
+		if hs == nil {
+			return healthpb.HealthCheckResponse_UNKNOWN
+		}
+		resp, err := hs.Check(context.Background(), &healthpb.HealthCheckRequest{Service: service})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetStatus()
+	}
+	check := func(what string, want healthpb.HealthCheckResponse_ServingStatus, code int, body string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for status(readinessServices[0]) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: readiness not %s within 5 s", what, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		for _, s := range readinessServices {
+			if got := status(s); got != want {
+				t.Fatalf("%s: %s is %s, want %s", what, s, got, want)
+			}
+		}
+		if got := status(""); got != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("%s: liveness %s", what, got)
+		}
+		if c, b := httpGet(t, base+"/readyz"); c != code || !strings.Contains(b, body) {
+			t.Fatalf("%s: /readyz %d %q, want %d with %q", what, c, b, code, body)
+		}
+	}
+	check("lease namespace missing", healthpb.HealthCheckResponse_NOT_SERVING, http.StatusServiceUnavailable,
+		`namespace "nope" does not exist`)
+	sg.ready.Store(nil)
+	check("resolved", healthpb.HealthCheckResponse_SERVING, http.StatusOK, "ok")
+	cancel()
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRunListenFailure: an address in use is an error naming it, and the
+// signer started before is stopped rather than waited for forever. Bind
+// fails the same way before anything runs, and leaves nothing bound.
 func TestRunListenFailure(t *testing.T) {
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -178,8 +284,16 @@ func TestRunListenFailure(t *testing.T) {
 	in := openInstance(t, nil)
 	sg := newFakeSigner()
 	wait := runUntil(t, context.Background(), in, Doors{Listen: busy.Addr().String(), Signer: sg})
-	if err := wait(); err == nil || !strings.HasPrefix(err.Error(), "listen: ") {
+	if err := wait(); err == nil || !strings.HasPrefix(err.Error(), "listen on "+busy.Addr().String()) {
 		t.Fatalf("Run on a busy address: %v", err)
+	}
+	d := Doors{Listen: "127.0.0.1:0", MetricsListen: busy.Addr().String()}
+	err = d.Bind()
+	if err == nil || !strings.HasPrefix(err.Error(), "metrics listen on "+busy.Addr().String()) {
+		t.Fatalf("Bind with a busy metrics address: %v", err)
+	}
+	if d.Listener != nil || d.MetricsListener != nil {
+		t.Fatal("Bind left a listener open after failing")
 	}
 }
 

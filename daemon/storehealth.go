@@ -5,9 +5,6 @@ import (
 	"log/slog"
 	"time"
 
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 )
 
@@ -38,22 +35,22 @@ var readinessServices = []string{
 }
 
 // watchStoreHealth checks st at once and then every interval until ctx
-// ends. When a check fails it sets services to NOT_SERVING in hs; when
-// one succeeds again, back to SERVING. Only changes are set and logged.
+// ends, and calls report with the result each time it changes (the store
+// is taken to answer at first): nil when it answers again. Each change is
+// logged once.
 func watchStoreHealth(
 	ctx context.Context,
 	st StoreHealth,
-	hs *health.Server,
-	services []string,
 	interval time.Duration,
 	log *slog.Logger,
+	report func(error),
 ) {
 	if interval <= 0 {
 		interval = DefaultHealthInterval
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	serving := true // GRPCServer starts every entry SERVING
+	serving := true
 	for {
 		pctx, cancel := context.WithTimeout(ctx, healthProbeTimeout)
 		err := st.Healthy(pctx)
@@ -63,16 +60,13 @@ func watchStoreHealth(
 		}
 		if ok := err == nil; ok != serving {
 			serving = ok
-			status := healthpb.HealthCheckResponse_SERVING
 			if ok {
-				log.Info("store answers again: health reports SERVING", "services", services)
+				log.Info("store answers again: health reports SERVING", "services", readinessServices)
 			} else {
-				status = healthpb.HealthCheckResponse_NOT_SERVING
-				log.Warn("store unavailable: health reports NOT_SERVING until it answers", "services", services, "err", err)
+				log.Warn("store unavailable: health reports NOT_SERVING until it answers", "services",
+					readinessServices, "err", err)
 			}
-			for _, name := range services {
-				hs.SetServingStatus(name, status)
-			}
+			report(err)
 		}
 		select {
 		case <-ctx.Done():

@@ -56,7 +56,12 @@ func TestStoreHealthSetsReadiness(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); watchStoreHealth(ctx, st, hs, readinessServices, 10*time.Millisecond, log) }()
+	r := &readiness{}
+	r.attach(hs)
+	go func() {
+		defer close(done)
+		watchStoreHealth(ctx, st, 10*time.Millisecond, log, func(err error) { r.set(causeStore, err) })
+	}()
 
 	statusOf := func(name string) healthpb.HealthCheckResponse_ServingStatus {
 		resp, err := hs.Check(context.Background(), &healthpb.HealthCheckRequest{Service: name})

@@ -178,10 +178,25 @@ const (
 	StepApproved = "approved"
 )
 
+// Check checks the names and modes a user supplies (signer name, CN
+// source, ConfigMap, mode), so that a process can refuse them before it
+// does anything; New checks them again.
+func (c Config) Check() error {
+	return c.setNames()
+}
+
 func (c *Config) setDefaults() error {
 	if c.Client == nil || c.Authority == nil || c.Store == nil {
 		return errors.New("kube: Config needs Client, Authority and Store")
 	}
+	if err := c.setNames(); err != nil {
+		return err
+	}
+	return c.setTunables()
+}
+
+// setNames defaults and checks what a user supplies.
+func (c *Config) setNames() error {
 	if c.SignerName == "" {
 		c.SignerName = DefaultSignerName
 	}
@@ -210,6 +225,17 @@ func (c *Config) setDefaults() error {
 	if _, err := ParseMode(string(c.Mode)); err != nil {
 		return err
 	}
+	if ns := c.LeaderElection.Namespace; ns != "" && len(validation.IsDNS1123Label(ns)) > 0 {
+		return fmt.Errorf("kube: lease namespace %q is not a valid namespace name (a DNS label)", ns)
+	}
+	if n := c.LeaderElection.Name; n != "" && len(validation.IsDNS1123Subdomain(n)) > 0 {
+		return fmt.Errorf("kube: lease name %q is not a valid object name (a DNS subdomain)", n)
+	}
+	return nil
+}
+
+// setTunables defaults the election and the workers' settings.
+func (c *Config) setTunables() error {
 	le := &c.LeaderElection
 	if le.Namespace == "" {
 		le.Namespace = InClusterNamespace()
