@@ -25,10 +25,18 @@ type Store interface {
 	NameOwner(ctx context.Context, cn string) (string, error)
 	Issue(ctx context.Context, is store.Issuance) error
 	AppendEvent(ctx context.Context, ev store.Event) error
-	RevokeNode(ctx context.Context, node string, at time.Time, ev store.Event) (int, error)
+	RevokeNodeCode(ctx context.Context, node string, code int, at time.Time, ev store.Event) (int, error)
 	ReadmitNode(ctx context.Context, node string, ev store.Event) error
 	ForgetNode(ctx context.Context, node string, at time.Time, ev store.Event) ([]string, error)
 	RevokeCert(ctx context.Context, serial string, at time.Time, ev store.Event) (*store.Cert, error)
+	RevokeSerial(
+		ctx context.Context,
+		serial string,
+		code int,
+		at time.Time,
+		ev store.Event,
+	) (store.CertRevocation, error)
+	RevokeToken(ctx context.Context, id, by string, at time.Time, ev store.Event) (*store.Token, bool, error)
 	Revoked(ctx context.Context) ([]*store.Cert, error)
 	PutInventory(ctx context.Context, node string, rep store.Report, at time.Time, ev store.Event) (bool, error)
 	Node(ctx context.Context, name string) (*store.NodeInfo, error)
@@ -277,6 +285,9 @@ func (a *Authority) EnrollWithToken(ctx context.Context, token string, csrPEM []
 	}
 	if !tok.UsedAt.IsZero() {
 		return a.enrolledBefore(ctx, tok, csrPEM)
+	}
+	if !tok.RevokedAt.IsZero() {
+		return nil, a.denied(ctx, actor, tok.Node, tokenRevoked(tok.RevokedAt))
 	}
 	if !a.clock.Now().Before(tok.ExpiresAt) {
 		return nil, a.denied(
@@ -573,6 +584,9 @@ func (a *Authority) issueNode(ctx context.Context, req NodeRequest, evType strin
 				"the bootstrap token was already used (tokens are single-use); ask an admin for a new one",
 			),
 		)
+	case errors.Is(err, store.ErrTokenRevoked):
+		// Revoked between the token's check and the issue.
+		return nil, a.denied(ctx, actor, id.Node, tokenRevoked(now))
 	case errors.Is(err, store.ErrNameHeld):
 		return nil, a.denied(
 			ctx,
@@ -731,11 +745,19 @@ func (a *Authority) denied(ctx context.Context, actor, node string, err error) e
 }
 
 // RevokeNode revokes every unexpired certificate of node. Re-admitting the
-// node takes a new bootstrap token.
+// node takes a new bootstrap token. Revoking a revoked node with nothing
+// left to revoke is an error wrapping store.ErrAlreadyRevoked (callers
+// answer it as done); a node nothing is known of, a *NotFoundError. A
+// reason that is an RFC 5280 name (keyCompromise...) is also the CRLReason
+// of the certificates' CRL entries.
 func (a *Authority) RevokeNode(ctx context.Context, node, reason, actor string) (int, error) {
 	now := a.clock.Now().UTC()
 	ev := store.Event{Time: now, Type: store.EventNodeRevoked, Actor: actor, Node: node, Reason: reason}
-	n, err := a.st.RevokeNode(ctx, node, now, ev)
+	code, _ := ParseRevocationReason(reason) // free text: unspecified
+	n, err := a.st.RevokeNodeCode(ctx, node, code, now, ev)
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, &NotFoundError{What: fmt.Sprintf("node %q (no certificate, no token)", node)}
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -892,6 +914,12 @@ func (a *Authority) CRL(ctx context.Context) ([]byte, error) {
 	return der, nil
 }
 
+// tokenRevoked is the denial of a revoked token: the code of an expired one.
+func tokenRevoked(at time.Time) error {
+	return deny(ErrUnauthenticated, ReasonTokenRevoked,
+		"the bootstrap token was revoked at %s; ask an admin for a new one", at.UTC().Format(time.RFC3339))
+}
+
 // signCRL signs, as issuer (its subject and key identifier) with key, a
 // CRL listing the certificates of revoked unexpired at now.
 func (a *Authority) signCRL(
@@ -911,9 +939,11 @@ func (a *Authority) signCRL(
 		if !ok {
 			continue
 		}
+		// A non-zero reason becomes the entry's reasonCode extension
+		// (RFC 5280 5.3.1: unspecified is left out).
 		list.RevokedCertificateEntries = append(
 			list.RevokedCertificateEntries,
-			x509.RevocationListEntry{SerialNumber: serial, RevocationTime: c.RevokedAt},
+			x509.RevocationListEntry{SerialNumber: serial, RevocationTime: c.RevokedAt, ReasonCode: c.RevocationReason},
 		)
 	}
 	der, err := x509.CreateRevocationList(a.rand, list, issuer, key)

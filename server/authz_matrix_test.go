@@ -290,6 +290,18 @@ func TestAuthorizationMatrix(t *testing.T) {
 			_, err := a.RevokeAdmin(ctx, &ipseccav1.RevokeAdminRequest{Serial: "abc"})
 			return err
 		},
+		"RevokeCertificate": func(a ipseccav1.AdminServiceClient) error {
+			_, err := a.RevokeCertificate(ctx, &ipseccav1.RevokeCertificateRequest{Serial: "abc"})
+			return err
+		},
+		"RevokeToken": func(a ipseccav1.AdminServiceClient) error {
+			_, err := a.RevokeToken(ctx, &ipseccav1.RevokeTokenRequest{Id: "0123456789abcdef"})
+			return err
+		},
+		"ListTokens": func(a ipseccav1.AdminServiceClient) error {
+			_, err := a.ListTokens(ctx, &ipseccav1.ListTokensRequest{})
+			return err
+		},
 	}
 	for name, fn := range adminCalls {
 		table = append(table, struct {

@@ -64,7 +64,10 @@ func toStatus(log *slog.Logger, err error) error {
 			return status.Error(codes.FailedPrecondition, err.Error())
 		}
 	}
+	var nf *ca.NotFoundError
 	switch {
+	case errors.As(err, &nf):
+		return status.Error(codes.NotFound, nf.Error())
 	case errors.Is(err, store.ErrNotFound):
 		return status.Error(codes.NotFound, "not found")
 	case errors.Is(err, store.ErrOutcomeUnknown):

@@ -314,7 +314,14 @@ func (s adminService) ListEvents(
 // toProto converts a stored certificate for the API.
 func (s *Server) toProto(c *store.Cert) *ipseccav1.Certificate {
 	sum := sha256.Sum256(c.DER)
+	var revokedAt *timestamppb.Timestamp
+	reason := ""
+	if c.State == store.StateRevoked {
+		revokedAt, reason = timestamppb.New(c.RevokedAt), ca.ReasonName(c.RevocationReason)
+	}
 	return &ipseccav1.Certificate{
+		RevokedAt:         revokedAt,
+		RevocationReason:  reason,
 		Serial:            c.Serial,
 		Kind:              string(c.Kind),
 		Node:              c.Node,

@@ -350,12 +350,8 @@ func (s adminService) RevokeNode(
 	}
 	caller, _ := CallerFrom(ctx)
 	n, err := s.auth.RevokeNode(ctx, req.GetNode(), req.GetReason(), caller.String())
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, status.Errorf(
-			codes.NotFound,
-			"node %q is already revoked and has no certificate left to revoke",
-			req.GetNode(),
-		)
+	if alreadyRevoked(err) {
+		return &ipseccav1.RevokeNodeResponse{AlreadyRevoked: true}, nil
 	}
 	if err != nil {
 		return nil, s.toStatus(err)

@@ -38,6 +38,8 @@ type Authority interface {
 	ForgetNode(ctx context.Context, node, actor string) ([]string, error)
 	RotateAdmin(ctx context.Context, caller ca.Caller, csrPEM []byte) (*store.Cert, error)
 	RevokeAdmin(ctx context.Context, caller ca.Caller, serial, reason string) (*store.Cert, error)
+	RevokeCertificate(ctx context.Context, caller ca.Caller, serial, reason string) (store.CertRevocation, error)
+	RevokeToken(ctx context.Context, id, actor string) (*store.Token, bool, error)
 	CRL(ctx context.Context) ([]byte, error)
 	Record(ctx context.Context, ev store.Event) error
 	ReportInventory(ctx context.Context, node string, rep store.Report) (*ca.ReportReply, error)
@@ -60,6 +62,7 @@ type Queries interface {
 	ActiveNodes(ctx context.Context) ([]string, error)
 	Node(ctx context.Context, name string) (*store.NodeInfo, error)
 	Schedule(ctx context.Context, limit int) ([]*store.Cert, error)
+	ListTokens(ctx context.Context, f store.TokenFilter) ([]*store.Token, string, error)
 }
 
 // Scheduler is the rotation scheduler as the admin calls use it.

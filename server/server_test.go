@@ -402,11 +402,16 @@ func TestRevokeNode(t *testing.T) {
 		list.RevokedCertificateEntries[0].SerialNumber.Cmp(nodeA.Leaf.SerialNumber) != 0 {
 		t.Fatalf("CRL entries %+v", list.RevokedCertificateEntries)
 	}
-	// Revoking again: nothing left to revoke.
-	if _, err := admin.RevokeNode(ctx, &ipseccav1.RevokeNodeRequest{Node: "node-a"}); status.Code(
+	// Revoking again is idempotent: done already, nothing revoked.
+	if again, err := admin.RevokeNode(ctx, &ipseccav1.RevokeNodeRequest{Node: "node-a"}); err != nil ||
+		!again.GetAlreadyRevoked() || again.GetRevoked() != 0 {
+		t.Fatalf("second revoke: %v %v; want OK, already revoked", again, err)
+	}
+	// A node nothing is known of is NotFound, and is not revoked in advance.
+	if _, err := admin.RevokeNode(ctx, &ipseccav1.RevokeNodeRequest{Node: "nobody"}); status.Code(
 		err,
 	) != codes.NotFound {
-		t.Fatalf("second revoke: %v", err)
+		t.Fatalf("revoke an unknown node: %v", err)
 	}
 	// No token for a revoked node until an admin re-admits it; then a new
 	// token works.

@@ -5,6 +5,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/ipsecca/ipsecca/internal/buildinfo"
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 )
 
@@ -12,21 +13,25 @@ func (s adminService) GetStatus(
 	ctx context.Context,
 	_ *ipseccav1.GetStatusRequest,
 ) (*ipseccav1.GetStatusResponse, error) {
+	build := buildinfo.Get()
 	if s.cluster == nil {
 		// One replica on its own bbolt file: it is the leader.
-		return &ipseccav1.GetStatusResponse{Backend: "bolt", Leader: s.self.ID, Replicas: []*ipseccav1.Replica{{
-			Id: s.self.ID, Address: s.self.Address, StartedAt: timestamppb.New(s.self.StartedAt), Leader: true, Self: true}}}, nil
+		return &ipseccav1.GetStatusResponse{Backend: "bolt", Leader: s.self.ID, Version: build.Version,
+			Revision: build.Revision, Replicas: []*ipseccav1.Replica{{Id: s.self.ID, Address: s.self.Address,
+				StartedAt: timestamppb.New(s.self.StartedAt), Leader: true, Self: true, Version: build.Version,
+				Revision: build.Revision}}}, nil
 	}
 	st, err := s.cluster.ClusterStatus(ctx)
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
-	resp := &ipseccav1.GetStatusResponse{Backend: st.Backend, Leader: st.Leader}
+	resp := &ipseccav1.GetStatusResponse{Backend: st.Backend, Leader: st.Leader, Version: build.Version,
+		Revision: build.Revision}
 	for _, r := range st.Replicas {
 		resp.Replicas = append(
 			resp.Replicas,
 			&ipseccav1.Replica{Id: r.ID, Address: r.Address, StartedAt: timestamppb.New(r.StartedAt),
-				Leader: r.ID == st.Leader, Self: r.ID == s.self.ID},
+				Leader: r.ID == st.Leader, Self: r.ID == s.self.ID, Version: r.Version, Revision: r.Revision},
 		)
 	}
 	for _, m := range st.Members {

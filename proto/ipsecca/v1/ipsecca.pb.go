@@ -556,8 +556,11 @@ type Certificate struct {
 	Subject           string `protobuf:"bytes,12,opt,name=subject,proto3" json:"subject,omitempty"`
 	Sha256Fingerprint string `protobuf:"bytes,13,opt,name=sha256_fingerprint,json=sha256Fingerprint,proto3" json:"sha256_fingerprint,omitempty"`
 	CertificatePem    []byte `protobuf:"bytes,14,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// When a revoked certificate was revoked, and its RFC 5280 reason name.
+	RevokedAt        *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	RevocationReason string                 `protobuf:"bytes,16,opt,name=revocation_reason,json=revocationReason,proto3" json:"revocation_reason,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Certificate) Reset() {
@@ -686,6 +689,20 @@ func (x *Certificate) GetCertificatePem() []byte {
 		return x.CertificatePem
 	}
 	return nil
+}
+
+func (x *Certificate) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *Certificate) GetRevocationReason() string {
+	if x != nil {
+		return x.RevocationReason
+	}
+	return ""
 }
 
 type ListCertificatesRequest struct {
@@ -3065,10 +3082,12 @@ func (x *RevokeNodeRequest) GetReason() string {
 }
 
 type RevokeNodeResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revoked       int32                  `protobuf:"varint,1,opt,name=revoked,proto3" json:"revoked,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Revoked int32                  `protobuf:"varint,1,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	// The node was revoked before this call, with nothing left to revoke.
+	AlreadyRevoked bool `protobuf:"varint,2,opt,name=already_revoked,json=alreadyRevoked,proto3" json:"already_revoked,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RevokeNodeResponse) Reset() {
@@ -3108,6 +3127,499 @@ func (x *RevokeNodeResponse) GetRevoked() int32 {
 	return 0
 }
 
+func (x *RevokeNodeResponse) GetAlreadyRevoked() bool {
+	if x != nil {
+		return x.AlreadyRevoked
+	}
+	return false
+}
+
+type Token struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token's public id (its part before the dot); the secret is
+	// stored only as a hash and never shown again.
+	Id         string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Node       string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	CommonName string `protobuf:"bytes,3,opt,name=common_name,json=commonName,proto3" json:"common_name,omitempty"`
+	// unused, used, expired or revoked.
+	State     string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	CreatedBy string                 `protobuf:"bytes,7,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	UsedAt    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=used_at,json=usedAt,proto3" json:"used_at,omitempty"`
+	// The serial of the certificate the token was used for.
+	UsedFor       string                 `protobuf:"bytes,9,opt,name=used_for,json=usedFor,proto3" json:"used_for,omitempty"`
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	RevokedBy     string                 `protobuf:"bytes,11,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Token) Reset() {
+	*x = Token{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Token) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Token) ProtoMessage() {}
+
+func (x *Token) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Token.ProtoReflect.Descriptor instead.
+func (*Token) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *Token) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Token) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *Token) GetCommonName() string {
+	if x != nil {
+		return x.CommonName
+	}
+	return ""
+}
+
+func (x *Token) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Token) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Token) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *Token) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+func (x *Token) GetUsedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UsedAt
+	}
+	return nil
+}
+
+func (x *Token) GetUsedFor() string {
+	if x != nil {
+		return x.UsedFor
+	}
+	return ""
+}
+
+func (x *Token) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *Token) GetRevokedBy() string {
+	if x != nil {
+		return x.RevokedBy
+	}
+	return ""
+}
+
+type ListTokensRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every token in every state; by default only unused ones.
+	All bool `protobuf:"varint,1,opt,name=all,proto3" json:"all,omitempty"`
+	// Only tokens of this node.
+	Node string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// At most 1000; 100 when 0.
+	PageSize      int32  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensRequest) Reset() {
+	*x = ListTokensRequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensRequest) ProtoMessage() {}
+
+func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListTokensRequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *ListTokensRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+func (x *ListTokensRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ListTokensRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListTokensRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListTokensResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tokens        []*Token               `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensResponse) Reset() {
+	*x = ListTokensResponse{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensResponse) ProtoMessage() {}
+
+func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListTokensResponse) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *ListTokensResponse) GetTokens() []*Token {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+func (x *ListTokensResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type RevokeTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token id (the part before the dot), or the whole token.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenRequest) Reset() {
+	*x = RevokeTokenRequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenRequest) ProtoMessage() {}
+
+func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *RevokeTokenRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RevokeTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Token *Token                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// It was revoked before this call; nothing changed.
+	Already       bool `protobuf:"varint,2,opt,name=already,proto3" json:"already,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenResponse) Reset() {
+	*x = RevokeTokenResponse{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenResponse) ProtoMessage() {}
+
+func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *RevokeTokenResponse) GetToken() *Token {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+func (x *RevokeTokenResponse) GetAlready() bool {
+	if x != nil {
+		return x.Already
+	}
+	return false
+}
+
+type RevokeCertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Hex, with or without colons and leading zeros.
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	// An RFC 5280 CRLReason name: unspecified (default), keyCompromise,
+	// cACompromise, affiliationChanged, superseded, cessationOfOperation,
+	// privilegeWithdrawn, aACompromise. certificateHold is not supported
+	// (a revocation here is final).
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCertificateRequest) Reset() {
+	*x = RevokeCertificateRequest{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCertificateRequest) ProtoMessage() {}
+
+func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCertificateRequest.ProtoReflect.Descriptor instead.
+func (*RevokeCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *RevokeCertificateRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *RevokeCertificateRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RevokeCertificateResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Certificate *Certificate           `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	// It was revoked before this call; nothing changed.
+	Already bool `protobuf:"varint,2,opt,name=already,proto3" json:"already,omitempty"`
+	// It was its node's current certificate: the node is revoked with it.
+	NodeRevoked bool `protobuf:"varint,3,opt,name=node_revoked,json=nodeRevoked,proto3" json:"node_revoked,omitempty"`
+	// How many certificates this call revoked.
+	Revoked int32 `protobuf:"varint,4,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	// The RFC 5280 reason recorded (its name).
+	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCertificateResponse) Reset() {
+	*x = RevokeCertificateResponse{}
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCertificateResponse) ProtoMessage() {}
+
+func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCertificateResponse.ProtoReflect.Descriptor instead.
+func (*RevokeCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *RevokeCertificateResponse) GetCertificate() *Certificate {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+func (x *RevokeCertificateResponse) GetAlready() bool {
+	if x != nil {
+		return x.Already
+	}
+	return false
+}
+
+func (x *RevokeCertificateResponse) GetNodeRevoked() bool {
+	if x != nil {
+		return x.NodeRevoked
+	}
+	return false
+}
+
+func (x *RevokeCertificateResponse) GetRevoked() int32 {
+	if x != nil {
+		return x.Revoked
+	}
+	return 0
+}
+
+func (x *RevokeCertificateResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type ReadmitNodeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
@@ -3117,7 +3629,7 @@ type ReadmitNodeRequest struct {
 
 func (x *ReadmitNodeRequest) Reset() {
 	*x = ReadmitNodeRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[47]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3129,7 +3641,7 @@ func (x *ReadmitNodeRequest) String() string {
 func (*ReadmitNodeRequest) ProtoMessage() {}
 
 func (x *ReadmitNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[47]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3142,7 +3654,7 @@ func (x *ReadmitNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadmitNodeRequest.ProtoReflect.Descriptor instead.
 func (*ReadmitNodeRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{47}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ReadmitNodeRequest) GetNode() string {
@@ -3160,7 +3672,7 @@ type ReadmitNodeResponse struct {
 
 func (x *ReadmitNodeResponse) Reset() {
 	*x = ReadmitNodeResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[48]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3172,7 +3684,7 @@ func (x *ReadmitNodeResponse) String() string {
 func (*ReadmitNodeResponse) ProtoMessage() {}
 
 func (x *ReadmitNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[48]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3185,7 +3697,7 @@ func (x *ReadmitNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadmitNodeResponse.ProtoReflect.Descriptor instead.
 func (*ReadmitNodeResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{48}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{55}
 }
 
 type ForgetNodeRequest struct {
@@ -3197,7 +3709,7 @@ type ForgetNodeRequest struct {
 
 func (x *ForgetNodeRequest) Reset() {
 	*x = ForgetNodeRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[49]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3209,7 +3721,7 @@ func (x *ForgetNodeRequest) String() string {
 func (*ForgetNodeRequest) ProtoMessage() {}
 
 func (x *ForgetNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[49]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3222,7 +3734,7 @@ func (x *ForgetNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetNodeRequest.ProtoReflect.Descriptor instead.
 func (*ForgetNodeRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{49}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ForgetNodeRequest) GetNode() string {
@@ -3242,7 +3754,7 @@ type ForgetNodeResponse struct {
 
 func (x *ForgetNodeResponse) Reset() {
 	*x = ForgetNodeResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[50]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3254,7 +3766,7 @@ func (x *ForgetNodeResponse) String() string {
 func (*ForgetNodeResponse) ProtoMessage() {}
 
 func (x *ForgetNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[50]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3267,7 +3779,7 @@ func (x *ForgetNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetNodeResponse.ProtoReflect.Descriptor instead.
 func (*ForgetNodeResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{50}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ForgetNodeResponse) GetReleased() []string {
@@ -3287,7 +3799,7 @@ type RotateAdminRequest struct {
 
 func (x *RotateAdminRequest) Reset() {
 	*x = RotateAdminRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[51]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3299,7 +3811,7 @@ func (x *RotateAdminRequest) String() string {
 func (*RotateAdminRequest) ProtoMessage() {}
 
 func (x *RotateAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[51]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3312,7 +3824,7 @@ func (x *RotateAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateAdminRequest.ProtoReflect.Descriptor instead.
 func (*RotateAdminRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{51}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RotateAdminRequest) GetCsrPem() []byte {
@@ -3332,7 +3844,7 @@ type RevokeAdminRequest struct {
 
 func (x *RevokeAdminRequest) Reset() {
 	*x = RevokeAdminRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[52]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3344,7 +3856,7 @@ func (x *RevokeAdminRequest) String() string {
 func (*RevokeAdminRequest) ProtoMessage() {}
 
 func (x *RevokeAdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[52]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3357,7 +3869,7 @@ func (x *RevokeAdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAdminRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{52}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *RevokeAdminRequest) GetSerial() string {
@@ -3383,7 +3895,7 @@ type RevokeAdminResponse struct {
 
 func (x *RevokeAdminResponse) Reset() {
 	*x = RevokeAdminResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[53]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3395,7 +3907,7 @@ func (x *RevokeAdminResponse) String() string {
 func (*RevokeAdminResponse) ProtoMessage() {}
 
 func (x *RevokeAdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[53]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3408,7 +3920,7 @@ func (x *RevokeAdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAdminResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{53}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *RevokeAdminResponse) GetCertificate() *Certificate {
@@ -3437,7 +3949,7 @@ type ValidateBundleRequest struct {
 
 func (x *ValidateBundleRequest) Reset() {
 	*x = ValidateBundleRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[54]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3449,7 +3961,7 @@ func (x *ValidateBundleRequest) String() string {
 func (*ValidateBundleRequest) ProtoMessage() {}
 
 func (x *ValidateBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[54]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3462,7 +3974,7 @@ func (x *ValidateBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateBundleRequest.ProtoReflect.Descriptor instead.
 func (*ValidateBundleRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{54}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ValidateBundleRequest) GetP12() []byte {
@@ -3541,7 +4053,7 @@ type BundleFinding struct {
 
 func (x *BundleFinding) Reset() {
 	*x = BundleFinding{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[55]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3553,7 +4065,7 @@ func (x *BundleFinding) String() string {
 func (*BundleFinding) ProtoMessage() {}
 
 func (x *BundleFinding) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[55]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3566,7 +4078,7 @@ func (x *BundleFinding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BundleFinding.ProtoReflect.Descriptor instead.
 func (*BundleFinding) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{55}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *BundleFinding) GetCode() string {
@@ -3612,7 +4124,7 @@ type ValidateBundleResponse struct {
 
 func (x *ValidateBundleResponse) Reset() {
 	*x = ValidateBundleResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[56]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3624,7 +4136,7 @@ func (x *ValidateBundleResponse) String() string {
 func (*ValidateBundleResponse) ProtoMessage() {}
 
 func (x *ValidateBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[56]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3637,7 +4149,7 @@ func (x *ValidateBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateBundleResponse.ProtoReflect.Descriptor instead.
 func (*ValidateBundleResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{56}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ValidateBundleResponse) GetFindings() []*BundleFinding {
@@ -3697,7 +4209,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[57]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3709,7 +4221,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[57]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3722,7 +4234,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{57}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{64}
 }
 
 type Replica struct {
@@ -3732,14 +4244,17 @@ type Replica struct {
 	StartedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	Leader    bool                   `protobuf:"varint,4,opt,name=leader,proto3" json:"leader,omitempty"`
 	// self is the replica that answered.
-	Self          bool `protobuf:"varint,5,opt,name=self,proto3" json:"self,omitempty"`
+	Self bool `protobuf:"varint,5,opt,name=self,proto3" json:"self,omitempty"`
+	// The replica's build: module version and VCS revision.
+	Version       string `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
+	Revision      string `protobuf:"bytes,7,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[58]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3751,7 +4266,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[58]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3764,7 +4279,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{58}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *Replica) GetId() string {
@@ -3802,6 +4317,20 @@ func (x *Replica) GetSelf() bool {
 	return false
 }
 
+func (x *Replica) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Replica) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
 type StoreMember struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -3818,7 +4347,7 @@ type StoreMember struct {
 
 func (x *StoreMember) Reset() {
 	*x = StoreMember{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[59]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3830,7 +4359,7 @@ func (x *StoreMember) String() string {
 func (*StoreMember) ProtoMessage() {}
 
 func (x *StoreMember) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[59]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3843,7 +4372,7 @@ func (x *StoreMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreMember.ProtoReflect.Descriptor instead.
 func (*StoreMember) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{59}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *StoreMember) GetName() string {
@@ -3905,17 +4434,20 @@ func (x *StoreMember) GetRaftIndex() uint64 {
 type GetStatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// bolt or etcd.
-	Backend       string         `protobuf:"bytes,1,opt,name=backend,proto3" json:"backend,omitempty"`
-	Leader        string         `protobuf:"bytes,2,opt,name=leader,proto3" json:"leader,omitempty"`
-	Replicas      []*Replica     `protobuf:"bytes,3,rep,name=replicas,proto3" json:"replicas,omitempty"`
-	Members       []*StoreMember `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
+	Backend  string         `protobuf:"bytes,1,opt,name=backend,proto3" json:"backend,omitempty"`
+	Leader   string         `protobuf:"bytes,2,opt,name=leader,proto3" json:"leader,omitempty"`
+	Replicas []*Replica     `protobuf:"bytes,3,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	Members  []*StoreMember `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
+	// The answering server's build: module version and VCS revision.
+	Version       string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	Revision      string `protobuf:"bytes,6,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[60]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3927,7 +4459,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[60]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3940,7 +4472,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{60}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *GetStatusResponse) GetBackend() string {
@@ -3971,6 +4503,20 @@ func (x *GetStatusResponse) GetMembers() []*StoreMember {
 	return nil
 }
 
+func (x *GetStatusResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
 type MeshStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -3979,7 +4525,7 @@ type MeshStatusRequest struct {
 
 func (x *MeshStatusRequest) Reset() {
 	*x = MeshStatusRequest{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[61]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3991,7 +4537,7 @@ func (x *MeshStatusRequest) String() string {
 func (*MeshStatusRequest) ProtoMessage() {}
 
 func (x *MeshStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[61]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4004,7 +4550,7 @@ func (x *MeshStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MeshStatusRequest.ProtoReflect.Descriptor instead.
 func (*MeshStatusRequest) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{61}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{68}
 }
 
 // MeshPair is one node's view of one peer.
@@ -4034,7 +4580,7 @@ type MeshPair struct {
 
 func (x *MeshPair) Reset() {
 	*x = MeshPair{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[62]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4046,7 +4592,7 @@ func (x *MeshPair) String() string {
 func (*MeshPair) ProtoMessage() {}
 
 func (x *MeshPair) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[62]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4059,7 +4605,7 @@ func (x *MeshPair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MeshPair.ProtoReflect.Descriptor instead.
 func (*MeshPair) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{62}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *MeshPair) GetNode() string {
@@ -4145,7 +4691,7 @@ type MeshStatusResponse struct {
 
 func (x *MeshStatusResponse) Reset() {
 	*x = MeshStatusResponse{}
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[63]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4157,7 +4703,7 @@ func (x *MeshStatusResponse) String() string {
 func (*MeshStatusResponse) ProtoMessage() {}
 
 func (x *MeshStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[63]
+	mi := &file_proto_ipsecca_v1_ipsecca_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4170,7 +4716,7 @@ func (x *MeshStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MeshStatusResponse.ProtoReflect.Descriptor instead.
 func (*MeshStatusResponse) Descriptor() ([]byte, []int) {
-	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{63}
+	return file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *MeshStatusResponse) GetPairs() []*MeshPair {
@@ -4232,7 +4778,7 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\x13CreateTokensRequest\x12:\n" +
 	"\brequests\x18\x01 \x03(\v2\x1e.ipsecca.v1.CreateTokenRequestR\brequests\"O\n" +
 	"\x14CreateTokensResponse\x127\n" +
-	"\x06tokens\x18\x01 \x03(\v2\x1f.ipsecca.v1.CreateTokenResponseR\x06tokens\"\xa6\x04\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x1f.ipsecca.v1.CreateTokenResponseR\x06tokens\"\x8e\x05\n" +
 	"\vCertificate\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x12\n" +
@@ -4251,7 +4797,10 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\rsuperseded_by\x18\v \x01(\tR\fsupersededBy\x12\x18\n" +
 	"\asubject\x18\f \x01(\tR\asubject\x12-\n" +
 	"\x12sha256_fingerprint\x18\r \x01(\tR\x11sha256Fingerprint\x12'\n" +
-	"\x0fcertificate_pem\x18\x0e \x01(\fR\x0ecertificatePem\"\xce\x01\n" +
+	"\x0fcertificate_pem\x18\x0e \x01(\fR\x0ecertificatePem\x129\n" +
+	"\n" +
+	"revoked_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12+\n" +
+	"\x11revocation_reason\x18\x10 \x01(\tR\x10revocationReason\"\xce\x01\n" +
 	"\x17ListCertificatesRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
@@ -4440,9 +4989,52 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\aentries\x18\x03 \x01(\x05R\aentries\"?\n" +
 	"\x11RevokeNodeRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\".\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"W\n" +
 	"\x12RevokeNodeResponse\x12\x18\n" +
-	"\arevoked\x18\x01 \x01(\x05R\arevoked\"(\n" +
+	"\arevoked\x18\x01 \x01(\x05R\arevoked\x12'\n" +
+	"\x0falready_revoked\x18\x02 \x01(\bR\x0ealreadyRevoked\"\xa1\x03\n" +
+	"\x05Token\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1f\n" +
+	"\vcommon_name\x18\x03 \x01(\tR\n" +
+	"commonName\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x129\n" +
+	"\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\a \x01(\tR\tcreatedBy\x123\n" +
+	"\aused_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x06usedAt\x12\x19\n" +
+	"\bused_for\x18\t \x01(\tR\ausedFor\x129\n" +
+	"\n" +
+	"revoked_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12\x1d\n" +
+	"\n" +
+	"revoked_by\x18\v \x01(\tR\trevokedBy\"u\n" +
+	"\x11ListTokensRequest\x12\x10\n" +
+	"\x03all\x18\x01 \x01(\bR\x03all\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"g\n" +
+	"\x12ListTokensResponse\x12)\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x11.ipsecca.v1.TokenR\x06tokens\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"$\n" +
+	"\x12RevokeTokenRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"X\n" +
+	"\x13RevokeTokenResponse\x12'\n" +
+	"\x05token\x18\x01 \x01(\v2\x11.ipsecca.v1.TokenR\x05token\x12\x18\n" +
+	"\aalready\x18\x02 \x01(\bR\aalready\"J\n" +
+	"\x18RevokeCertificateRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xc5\x01\n" +
+	"\x19RevokeCertificateResponse\x129\n" +
+	"\vcertificate\x18\x01 \x01(\v2\x17.ipsecca.v1.CertificateR\vcertificate\x12\x18\n" +
+	"\aalready\x18\x02 \x01(\bR\aalready\x12!\n" +
+	"\fnode_revoked\x18\x03 \x01(\bR\vnodeRevoked\x12\x18\n" +
+	"\arevoked\x18\x04 \x01(\x05R\arevoked\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"(\n" +
 	"\x12ReadmitNodeRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\"\x15\n" +
 	"\x13ReadmitNodeResponse\"'\n" +
@@ -4481,14 +5073,16 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\vleaf_serial\x18\x06 \x01(\tR\n" +
 	"leafSerial\x12\x1a\n" +
 	"\bnickname\x18\a \x01(\tR\bnickname\"\x12\n" +
-	"\x10GetStatusRequest\"\x9a\x01\n" +
+	"\x10GetStatusRequest\"\xd0\x01\n" +
 	"\aReplica\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x129\n" +
 	"\n" +
 	"started_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x16\n" +
 	"\x06leader\x18\x04 \x01(\bR\x06leader\x12\x12\n" +
-	"\x04self\x18\x05 \x01(\bR\x04self\"\xcd\x01\n" +
+	"\x04self\x18\x05 \x01(\bR\x04self\x12\x18\n" +
+	"\aversion\x18\x06 \x01(\tR\aversion\x12\x1a\n" +
+	"\brevision\x18\a \x01(\tR\brevision\"\xcd\x01\n" +
 	"\vStoreMember\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1a\n" +
@@ -4498,12 +5092,14 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x17\n" +
 	"\adb_size\x18\a \x01(\x03R\x06dbSize\x12\x1d\n" +
 	"\n" +
-	"raft_index\x18\b \x01(\x04R\traftIndex\"\xa9\x01\n" +
+	"raft_index\x18\b \x01(\x04R\traftIndex\"\xdf\x01\n" +
 	"\x11GetStatusResponse\x12\x18\n" +
 	"\abackend\x18\x01 \x01(\tR\abackend\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\x12/\n" +
 	"\breplicas\x18\x03 \x03(\v2\x13.ipsecca.v1.ReplicaR\breplicas\x121\n" +
-	"\amembers\x18\x04 \x03(\v2\x17.ipsecca.v1.StoreMemberR\amembers\"\x13\n" +
+	"\amembers\x18\x04 \x03(\v2\x17.ipsecca.v1.StoreMemberR\amembers\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\x12\x1a\n" +
+	"\brevision\x18\x06 \x01(\tR\brevision\"\x13\n" +
 	"\x11MeshStatusRequest\"\x8a\x03\n" +
 	"\bMeshPair\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
@@ -4530,7 +5126,7 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\vGetCABundle\x12\x1e.ipsecca.v1.GetCABundleRequest\x1a\x14.ipsecca.v1.CABundle\x12:\n" +
 	"\x05Watch\x12\x18.ipsecca.v1.WatchRequest\x1a\x15.ipsecca.v1.NodeEvent0\x01\x12Z\n" +
 	"\x0fReportInventory\x12\".ipsecca.v1.ReportInventoryRequest\x1a#.ipsecca.v1.ReportInventoryResponse\x124\n" +
-	"\x06GetCRL\x12\x19.ipsecca.v1.GetCRLRequest\x1a\x0f.ipsecca.v1.CRL2\xcb\x0e\n" +
+	"\x06GetCRL\x12\x19.ipsecca.v1.GetCRLRequest\x1a\x0f.ipsecca.v1.CRL2\xca\x10\n" +
 	"\fAdminService\x12N\n" +
 	"\vCreateToken\x12\x1e.ipsecca.v1.CreateTokenRequest\x1a\x1f.ipsecca.v1.CreateTokenResponse\x12Q\n" +
 	"\fCreateTokens\x12\x1f.ipsecca.v1.CreateTokensRequest\x1a .ipsecca.v1.CreateTokensResponse\x12]\n" +
@@ -4559,7 +5155,11 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\rStartRollover\x12 .ipsecca.v1.StartRolloverRequest\x1a\x1a.ipsecca.v1.RolloverStatus\x12I\n" +
 	"\vGetRollover\x12\x1e.ipsecca.v1.GetRolloverRequest\x1a\x1a.ipsecca.v1.RolloverStatus\x12O\n" +
 	"\x0eFinishRollover\x12!.ipsecca.v1.FinishRolloverRequest\x1a\x1a.ipsecca.v1.RolloverStatus\x12M\n" +
-	"\rAbortRollover\x12 .ipsecca.v1.AbortRolloverRequest\x1a\x1a.ipsecca.v1.RolloverStatusB7Z5github.com/ipsecca/ipsecca/proto/ipsecca/v1;ipseccav1b\x06proto3"
+	"\rAbortRollover\x12 .ipsecca.v1.AbortRolloverRequest\x1a\x1a.ipsecca.v1.RolloverStatus\x12K\n" +
+	"\n" +
+	"ListTokens\x12\x1d.ipsecca.v1.ListTokensRequest\x1a\x1e.ipsecca.v1.ListTokensResponse\x12N\n" +
+	"\vRevokeToken\x12\x1e.ipsecca.v1.RevokeTokenRequest\x1a\x1f.ipsecca.v1.RevokeTokenResponse\x12`\n" +
+	"\x11RevokeCertificate\x12$.ipsecca.v1.RevokeCertificateRequest\x1a%.ipsecca.v1.RevokeCertificateResponseB7Z5github.com/ipsecca/ipsecca/proto/ipsecca/v1;ipseccav1b\x06proto3"
 
 var (
 	file_proto_ipsecca_v1_ipsecca_proto_rawDescOnce sync.Once
@@ -4574,196 +5174,217 @@ func file_proto_ipsecca_v1_ipsecca_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_ipsecca_v1_ipsecca_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proto_ipsecca_v1_ipsecca_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
+var file_proto_ipsecca_v1_ipsecca_proto_msgTypes = make([]protoimpl.MessageInfo, 72)
 var file_proto_ipsecca_v1_ipsecca_proto_goTypes = []any{
-	(NodeEvent_Kind)(0),              // 0: ipsecca.v1.NodeEvent.Kind
-	(*EnrollRequest)(nil),            // 1: ipsecca.v1.EnrollRequest
-	(*RenewRequest)(nil),             // 2: ipsecca.v1.RenewRequest
-	(*IssueResponse)(nil),            // 3: ipsecca.v1.IssueResponse
-	(*GetCABundleRequest)(nil),       // 4: ipsecca.v1.GetCABundleRequest
-	(*CABundle)(nil),                 // 5: ipsecca.v1.CABundle
-	(*CreateTokenRequest)(nil),       // 6: ipsecca.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),      // 7: ipsecca.v1.CreateTokenResponse
-	(*CreateTokensRequest)(nil),      // 8: ipsecca.v1.CreateTokensRequest
-	(*CreateTokensResponse)(nil),     // 9: ipsecca.v1.CreateTokensResponse
-	(*Certificate)(nil),              // 10: ipsecca.v1.Certificate
-	(*ListCertificatesRequest)(nil),  // 11: ipsecca.v1.ListCertificatesRequest
-	(*ListCertificatesResponse)(nil), // 12: ipsecca.v1.ListCertificatesResponse
-	(*GetCertificateRequest)(nil),    // 13: ipsecca.v1.GetCertificateRequest
-	(*Event)(nil),                    // 14: ipsecca.v1.Event
-	(*ListEventsRequest)(nil),        // 15: ipsecca.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),       // 16: ipsecca.v1.ListEventsResponse
-	(*WatchRequest)(nil),             // 17: ipsecca.v1.WatchRequest
-	(*NodeEvent)(nil),                // 18: ipsecca.v1.NodeEvent
-	(*InventoryEntry)(nil),           // 19: ipsecca.v1.InventoryEntry
-	(*ReportInventoryRequest)(nil),   // 20: ipsecca.v1.ReportInventoryRequest
-	(*Tunnel)(nil),                   // 21: ipsecca.v1.Tunnel
-	(*ReportInventoryResponse)(nil),  // 22: ipsecca.v1.ReportInventoryResponse
-	(*VerifyAuditRequest)(nil),       // 23: ipsecca.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),      // 24: ipsecca.v1.VerifyAuditResponse
-	(*RotateRequest)(nil),            // 25: ipsecca.v1.RotateRequest
-	(*RotateResponse)(nil),           // 26: ipsecca.v1.RotateResponse
-	(*ScheduleEntry)(nil),            // 27: ipsecca.v1.ScheduleEntry
-	(*ListScheduleRequest)(nil),      // 28: ipsecca.v1.ListScheduleRequest
-	(*ListScheduleResponse)(nil),     // 29: ipsecca.v1.ListScheduleResponse
-	(*Node)(nil),                     // 30: ipsecca.v1.Node
-	(*ListNodesRequest)(nil),         // 31: ipsecca.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),        // 32: ipsecca.v1.ListNodesResponse
-	(*GetCARequest)(nil),             // 33: ipsecca.v1.GetCARequest
-	(*RootInfo)(nil),                 // 34: ipsecca.v1.RootInfo
-	(*GetCAResponse)(nil),            // 35: ipsecca.v1.GetCAResponse
-	(*ImportCARequest)(nil),          // 36: ipsecca.v1.ImportCARequest
-	(*StartRolloverRequest)(nil),     // 37: ipsecca.v1.StartRolloverRequest
-	(*GetRolloverRequest)(nil),       // 38: ipsecca.v1.GetRolloverRequest
-	(*FinishRolloverRequest)(nil),    // 39: ipsecca.v1.FinishRolloverRequest
-	(*AbortRolloverRequest)(nil),     // 40: ipsecca.v1.AbortRolloverRequest
-	(*RolloverNode)(nil),             // 41: ipsecca.v1.RolloverNode
-	(*RolloverStatus)(nil),           // 42: ipsecca.v1.RolloverStatus
-	(*RenewCARequest)(nil),           // 43: ipsecca.v1.RenewCARequest
-	(*GetCRLRequest)(nil),            // 44: ipsecca.v1.GetCRLRequest
-	(*CRL)(nil),                      // 45: ipsecca.v1.CRL
-	(*RevokeNodeRequest)(nil),        // 46: ipsecca.v1.RevokeNodeRequest
-	(*RevokeNodeResponse)(nil),       // 47: ipsecca.v1.RevokeNodeResponse
-	(*ReadmitNodeRequest)(nil),       // 48: ipsecca.v1.ReadmitNodeRequest
-	(*ReadmitNodeResponse)(nil),      // 49: ipsecca.v1.ReadmitNodeResponse
-	(*ForgetNodeRequest)(nil),        // 50: ipsecca.v1.ForgetNodeRequest
-	(*ForgetNodeResponse)(nil),       // 51: ipsecca.v1.ForgetNodeResponse
-	(*RotateAdminRequest)(nil),       // 52: ipsecca.v1.RotateAdminRequest
-	(*RevokeAdminRequest)(nil),       // 53: ipsecca.v1.RevokeAdminRequest
-	(*RevokeAdminResponse)(nil),      // 54: ipsecca.v1.RevokeAdminResponse
-	(*ValidateBundleRequest)(nil),    // 55: ipsecca.v1.ValidateBundleRequest
-	(*BundleFinding)(nil),            // 56: ipsecca.v1.BundleFinding
-	(*ValidateBundleResponse)(nil),   // 57: ipsecca.v1.ValidateBundleResponse
-	(*GetStatusRequest)(nil),         // 58: ipsecca.v1.GetStatusRequest
-	(*Replica)(nil),                  // 59: ipsecca.v1.Replica
-	(*StoreMember)(nil),              // 60: ipsecca.v1.StoreMember
-	(*GetStatusResponse)(nil),        // 61: ipsecca.v1.GetStatusResponse
-	(*MeshStatusRequest)(nil),        // 62: ipsecca.v1.MeshStatusRequest
-	(*MeshPair)(nil),                 // 63: ipsecca.v1.MeshPair
-	(*MeshStatusResponse)(nil),       // 64: ipsecca.v1.MeshStatusResponse
-	nil,                              // 65: ipsecca.v1.Event.DetailEntry
-	(*durationpb.Duration)(nil),      // 66: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 67: google.protobuf.Timestamp
+	(NodeEvent_Kind)(0),               // 0: ipsecca.v1.NodeEvent.Kind
+	(*EnrollRequest)(nil),             // 1: ipsecca.v1.EnrollRequest
+	(*RenewRequest)(nil),              // 2: ipsecca.v1.RenewRequest
+	(*IssueResponse)(nil),             // 3: ipsecca.v1.IssueResponse
+	(*GetCABundleRequest)(nil),        // 4: ipsecca.v1.GetCABundleRequest
+	(*CABundle)(nil),                  // 5: ipsecca.v1.CABundle
+	(*CreateTokenRequest)(nil),        // 6: ipsecca.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),       // 7: ipsecca.v1.CreateTokenResponse
+	(*CreateTokensRequest)(nil),       // 8: ipsecca.v1.CreateTokensRequest
+	(*CreateTokensResponse)(nil),      // 9: ipsecca.v1.CreateTokensResponse
+	(*Certificate)(nil),               // 10: ipsecca.v1.Certificate
+	(*ListCertificatesRequest)(nil),   // 11: ipsecca.v1.ListCertificatesRequest
+	(*ListCertificatesResponse)(nil),  // 12: ipsecca.v1.ListCertificatesResponse
+	(*GetCertificateRequest)(nil),     // 13: ipsecca.v1.GetCertificateRequest
+	(*Event)(nil),                     // 14: ipsecca.v1.Event
+	(*ListEventsRequest)(nil),         // 15: ipsecca.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),        // 16: ipsecca.v1.ListEventsResponse
+	(*WatchRequest)(nil),              // 17: ipsecca.v1.WatchRequest
+	(*NodeEvent)(nil),                 // 18: ipsecca.v1.NodeEvent
+	(*InventoryEntry)(nil),            // 19: ipsecca.v1.InventoryEntry
+	(*ReportInventoryRequest)(nil),    // 20: ipsecca.v1.ReportInventoryRequest
+	(*Tunnel)(nil),                    // 21: ipsecca.v1.Tunnel
+	(*ReportInventoryResponse)(nil),   // 22: ipsecca.v1.ReportInventoryResponse
+	(*VerifyAuditRequest)(nil),        // 23: ipsecca.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),       // 24: ipsecca.v1.VerifyAuditResponse
+	(*RotateRequest)(nil),             // 25: ipsecca.v1.RotateRequest
+	(*RotateResponse)(nil),            // 26: ipsecca.v1.RotateResponse
+	(*ScheduleEntry)(nil),             // 27: ipsecca.v1.ScheduleEntry
+	(*ListScheduleRequest)(nil),       // 28: ipsecca.v1.ListScheduleRequest
+	(*ListScheduleResponse)(nil),      // 29: ipsecca.v1.ListScheduleResponse
+	(*Node)(nil),                      // 30: ipsecca.v1.Node
+	(*ListNodesRequest)(nil),          // 31: ipsecca.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),         // 32: ipsecca.v1.ListNodesResponse
+	(*GetCARequest)(nil),              // 33: ipsecca.v1.GetCARequest
+	(*RootInfo)(nil),                  // 34: ipsecca.v1.RootInfo
+	(*GetCAResponse)(nil),             // 35: ipsecca.v1.GetCAResponse
+	(*ImportCARequest)(nil),           // 36: ipsecca.v1.ImportCARequest
+	(*StartRolloverRequest)(nil),      // 37: ipsecca.v1.StartRolloverRequest
+	(*GetRolloverRequest)(nil),        // 38: ipsecca.v1.GetRolloverRequest
+	(*FinishRolloverRequest)(nil),     // 39: ipsecca.v1.FinishRolloverRequest
+	(*AbortRolloverRequest)(nil),      // 40: ipsecca.v1.AbortRolloverRequest
+	(*RolloverNode)(nil),              // 41: ipsecca.v1.RolloverNode
+	(*RolloverStatus)(nil),            // 42: ipsecca.v1.RolloverStatus
+	(*RenewCARequest)(nil),            // 43: ipsecca.v1.RenewCARequest
+	(*GetCRLRequest)(nil),             // 44: ipsecca.v1.GetCRLRequest
+	(*CRL)(nil),                       // 45: ipsecca.v1.CRL
+	(*RevokeNodeRequest)(nil),         // 46: ipsecca.v1.RevokeNodeRequest
+	(*RevokeNodeResponse)(nil),        // 47: ipsecca.v1.RevokeNodeResponse
+	(*Token)(nil),                     // 48: ipsecca.v1.Token
+	(*ListTokensRequest)(nil),         // 49: ipsecca.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),        // 50: ipsecca.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),        // 51: ipsecca.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),       // 52: ipsecca.v1.RevokeTokenResponse
+	(*RevokeCertificateRequest)(nil),  // 53: ipsecca.v1.RevokeCertificateRequest
+	(*RevokeCertificateResponse)(nil), // 54: ipsecca.v1.RevokeCertificateResponse
+	(*ReadmitNodeRequest)(nil),        // 55: ipsecca.v1.ReadmitNodeRequest
+	(*ReadmitNodeResponse)(nil),       // 56: ipsecca.v1.ReadmitNodeResponse
+	(*ForgetNodeRequest)(nil),         // 57: ipsecca.v1.ForgetNodeRequest
+	(*ForgetNodeResponse)(nil),        // 58: ipsecca.v1.ForgetNodeResponse
+	(*RotateAdminRequest)(nil),        // 59: ipsecca.v1.RotateAdminRequest
+	(*RevokeAdminRequest)(nil),        // 60: ipsecca.v1.RevokeAdminRequest
+	(*RevokeAdminResponse)(nil),       // 61: ipsecca.v1.RevokeAdminResponse
+	(*ValidateBundleRequest)(nil),     // 62: ipsecca.v1.ValidateBundleRequest
+	(*BundleFinding)(nil),             // 63: ipsecca.v1.BundleFinding
+	(*ValidateBundleResponse)(nil),    // 64: ipsecca.v1.ValidateBundleResponse
+	(*GetStatusRequest)(nil),          // 65: ipsecca.v1.GetStatusRequest
+	(*Replica)(nil),                   // 66: ipsecca.v1.Replica
+	(*StoreMember)(nil),               // 67: ipsecca.v1.StoreMember
+	(*GetStatusResponse)(nil),         // 68: ipsecca.v1.GetStatusResponse
+	(*MeshStatusRequest)(nil),         // 69: ipsecca.v1.MeshStatusRequest
+	(*MeshPair)(nil),                  // 70: ipsecca.v1.MeshPair
+	(*MeshStatusResponse)(nil),        // 71: ipsecca.v1.MeshStatusResponse
+	nil,                               // 72: ipsecca.v1.Event.DetailEntry
+	(*durationpb.Duration)(nil),       // 73: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 74: google.protobuf.Timestamp
 }
 var file_proto_ipsecca_v1_ipsecca_proto_depIdxs = []int32{
 	10, // 0: ipsecca.v1.IssueResponse.certificate:type_name -> ipsecca.v1.Certificate
-	66, // 1: ipsecca.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	67, // 2: ipsecca.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	73, // 1: ipsecca.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	74, // 2: ipsecca.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	6,  // 3: ipsecca.v1.CreateTokensRequest.requests:type_name -> ipsecca.v1.CreateTokenRequest
 	7,  // 4: ipsecca.v1.CreateTokensResponse.tokens:type_name -> ipsecca.v1.CreateTokenResponse
-	67, // 5: ipsecca.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
-	67, // 6: ipsecca.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
-	67, // 7: ipsecca.v1.Certificate.rotate_after:type_name -> google.protobuf.Timestamp
-	67, // 8: ipsecca.v1.Certificate.issued_at:type_name -> google.protobuf.Timestamp
-	67, // 9: ipsecca.v1.ListCertificatesRequest.due_before:type_name -> google.protobuf.Timestamp
-	10, // 10: ipsecca.v1.ListCertificatesResponse.certificates:type_name -> ipsecca.v1.Certificate
-	67, // 11: ipsecca.v1.Event.time:type_name -> google.protobuf.Timestamp
-	65, // 12: ipsecca.v1.Event.detail:type_name -> ipsecca.v1.Event.DetailEntry
-	67, // 13: ipsecca.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
-	67, // 14: ipsecca.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
-	14, // 15: ipsecca.v1.ListEventsResponse.events:type_name -> ipsecca.v1.Event
-	0,  // 16: ipsecca.v1.NodeEvent.kind:type_name -> ipsecca.v1.NodeEvent.Kind
-	67, // 17: ipsecca.v1.NodeEvent.rotate_after:type_name -> google.protobuf.Timestamp
-	67, // 18: ipsecca.v1.InventoryEntry.not_after:type_name -> google.protobuf.Timestamp
-	19, // 19: ipsecca.v1.ReportInventoryRequest.entries:type_name -> ipsecca.v1.InventoryEntry
-	21, // 20: ipsecca.v1.ReportInventoryRequest.tunnels:type_name -> ipsecca.v1.Tunnel
-	67, // 21: ipsecca.v1.Tunnel.peer_not_after:type_name -> google.protobuf.Timestamp
-	67, // 22: ipsecca.v1.Tunnel.authenticated_at:type_name -> google.protobuf.Timestamp
-	67, // 23: ipsecca.v1.Tunnel.child_added_at:type_name -> google.protobuf.Timestamp
-	67, // 24: ipsecca.v1.ReportInventoryResponse.restart_pluto_at:type_name -> google.protobuf.Timestamp
-	66, // 25: ipsecca.v1.RotateRequest.spread:type_name -> google.protobuf.Duration
-	67, // 26: ipsecca.v1.ScheduleEntry.due_at:type_name -> google.protobuf.Timestamp
-	67, // 27: ipsecca.v1.ScheduleEntry.not_after:type_name -> google.protobuf.Timestamp
-	27, // 28: ipsecca.v1.ListScheduleResponse.entries:type_name -> ipsecca.v1.ScheduleEntry
-	10, // 29: ipsecca.v1.Node.current:type_name -> ipsecca.v1.Certificate
-	19, // 30: ipsecca.v1.Node.inventory:type_name -> ipsecca.v1.InventoryEntry
-	67, // 31: ipsecca.v1.Node.inventory_reported_at:type_name -> google.protobuf.Timestamp
-	30, // 32: ipsecca.v1.ListNodesResponse.nodes:type_name -> ipsecca.v1.Node
-	67, // 33: ipsecca.v1.RootInfo.not_before:type_name -> google.protobuf.Timestamp
-	67, // 34: ipsecca.v1.RootInfo.not_after:type_name -> google.protobuf.Timestamp
-	34, // 35: ipsecca.v1.GetCAResponse.roots:type_name -> ipsecca.v1.RootInfo
-	67, // 36: ipsecca.v1.GetCAResponse.node_not_after_cap:type_name -> google.protobuf.Timestamp
-	67, // 37: ipsecca.v1.GetCAResponse.renew_by:type_name -> google.protobuf.Timestamp
-	42, // 38: ipsecca.v1.GetCAResponse.rollover:type_name -> ipsecca.v1.RolloverStatus
-	66, // 39: ipsecca.v1.StartRolloverRequest.spread:type_name -> google.protobuf.Duration
-	67, // 40: ipsecca.v1.RolloverNode.reported_at:type_name -> google.protobuf.Timestamp
-	67, // 41: ipsecca.v1.RolloverStatus.started_at:type_name -> google.protobuf.Timestamp
-	67, // 42: ipsecca.v1.RolloverStatus.phase_at:type_name -> google.protobuf.Timestamp
-	41, // 43: ipsecca.v1.RolloverStatus.nodes:type_name -> ipsecca.v1.RolloverNode
-	67, // 44: ipsecca.v1.CRL.next_update:type_name -> google.protobuf.Timestamp
-	10, // 45: ipsecca.v1.RevokeAdminResponse.certificate:type_name -> ipsecca.v1.Certificate
-	56, // 46: ipsecca.v1.ValidateBundleResponse.findings:type_name -> ipsecca.v1.BundleFinding
-	67, // 47: ipsecca.v1.Replica.started_at:type_name -> google.protobuf.Timestamp
-	59, // 48: ipsecca.v1.GetStatusResponse.replicas:type_name -> ipsecca.v1.Replica
-	60, // 49: ipsecca.v1.GetStatusResponse.members:type_name -> ipsecca.v1.StoreMember
-	67, // 50: ipsecca.v1.MeshPair.authenticated_at:type_name -> google.protobuf.Timestamp
-	67, // 51: ipsecca.v1.MeshPair.reported_at:type_name -> google.protobuf.Timestamp
-	63, // 52: ipsecca.v1.MeshStatusResponse.pairs:type_name -> ipsecca.v1.MeshPair
-	1,  // 53: ipsecca.v1.NodeService.Enroll:input_type -> ipsecca.v1.EnrollRequest
-	2,  // 54: ipsecca.v1.NodeService.Renew:input_type -> ipsecca.v1.RenewRequest
-	4,  // 55: ipsecca.v1.NodeService.GetCABundle:input_type -> ipsecca.v1.GetCABundleRequest
-	17, // 56: ipsecca.v1.NodeService.Watch:input_type -> ipsecca.v1.WatchRequest
-	20, // 57: ipsecca.v1.NodeService.ReportInventory:input_type -> ipsecca.v1.ReportInventoryRequest
-	44, // 58: ipsecca.v1.NodeService.GetCRL:input_type -> ipsecca.v1.GetCRLRequest
-	6,  // 59: ipsecca.v1.AdminService.CreateToken:input_type -> ipsecca.v1.CreateTokenRequest
-	8,  // 60: ipsecca.v1.AdminService.CreateTokens:input_type -> ipsecca.v1.CreateTokensRequest
-	11, // 61: ipsecca.v1.AdminService.ListCertificates:input_type -> ipsecca.v1.ListCertificatesRequest
-	13, // 62: ipsecca.v1.AdminService.GetCertificate:input_type -> ipsecca.v1.GetCertificateRequest
-	15, // 63: ipsecca.v1.AdminService.ListEvents:input_type -> ipsecca.v1.ListEventsRequest
-	23, // 64: ipsecca.v1.AdminService.VerifyAudit:input_type -> ipsecca.v1.VerifyAuditRequest
-	25, // 65: ipsecca.v1.AdminService.Rotate:input_type -> ipsecca.v1.RotateRequest
-	28, // 66: ipsecca.v1.AdminService.ListSchedule:input_type -> ipsecca.v1.ListScheduleRequest
-	31, // 67: ipsecca.v1.AdminService.ListNodes:input_type -> ipsecca.v1.ListNodesRequest
-	33, // 68: ipsecca.v1.AdminService.GetCA:input_type -> ipsecca.v1.GetCARequest
-	43, // 69: ipsecca.v1.AdminService.RenewCA:input_type -> ipsecca.v1.RenewCARequest
-	46, // 70: ipsecca.v1.AdminService.RevokeNode:input_type -> ipsecca.v1.RevokeNodeRequest
-	48, // 71: ipsecca.v1.AdminService.ReadmitNode:input_type -> ipsecca.v1.ReadmitNodeRequest
-	50, // 72: ipsecca.v1.AdminService.ForgetNode:input_type -> ipsecca.v1.ForgetNodeRequest
-	52, // 73: ipsecca.v1.AdminService.RotateAdmin:input_type -> ipsecca.v1.RotateAdminRequest
-	53, // 74: ipsecca.v1.AdminService.RevokeAdmin:input_type -> ipsecca.v1.RevokeAdminRequest
-	55, // 75: ipsecca.v1.AdminService.ValidateBundle:input_type -> ipsecca.v1.ValidateBundleRequest
-	58, // 76: ipsecca.v1.AdminService.GetStatus:input_type -> ipsecca.v1.GetStatusRequest
-	62, // 77: ipsecca.v1.AdminService.MeshStatus:input_type -> ipsecca.v1.MeshStatusRequest
-	36, // 78: ipsecca.v1.AdminService.ImportCA:input_type -> ipsecca.v1.ImportCARequest
-	37, // 79: ipsecca.v1.AdminService.StartRollover:input_type -> ipsecca.v1.StartRolloverRequest
-	38, // 80: ipsecca.v1.AdminService.GetRollover:input_type -> ipsecca.v1.GetRolloverRequest
-	39, // 81: ipsecca.v1.AdminService.FinishRollover:input_type -> ipsecca.v1.FinishRolloverRequest
-	40, // 82: ipsecca.v1.AdminService.AbortRollover:input_type -> ipsecca.v1.AbortRolloverRequest
-	3,  // 83: ipsecca.v1.NodeService.Enroll:output_type -> ipsecca.v1.IssueResponse
-	3,  // 84: ipsecca.v1.NodeService.Renew:output_type -> ipsecca.v1.IssueResponse
-	5,  // 85: ipsecca.v1.NodeService.GetCABundle:output_type -> ipsecca.v1.CABundle
-	18, // 86: ipsecca.v1.NodeService.Watch:output_type -> ipsecca.v1.NodeEvent
-	22, // 87: ipsecca.v1.NodeService.ReportInventory:output_type -> ipsecca.v1.ReportInventoryResponse
-	45, // 88: ipsecca.v1.NodeService.GetCRL:output_type -> ipsecca.v1.CRL
-	7,  // 89: ipsecca.v1.AdminService.CreateToken:output_type -> ipsecca.v1.CreateTokenResponse
-	9,  // 90: ipsecca.v1.AdminService.CreateTokens:output_type -> ipsecca.v1.CreateTokensResponse
-	12, // 91: ipsecca.v1.AdminService.ListCertificates:output_type -> ipsecca.v1.ListCertificatesResponse
-	10, // 92: ipsecca.v1.AdminService.GetCertificate:output_type -> ipsecca.v1.Certificate
-	16, // 93: ipsecca.v1.AdminService.ListEvents:output_type -> ipsecca.v1.ListEventsResponse
-	24, // 94: ipsecca.v1.AdminService.VerifyAudit:output_type -> ipsecca.v1.VerifyAuditResponse
-	26, // 95: ipsecca.v1.AdminService.Rotate:output_type -> ipsecca.v1.RotateResponse
-	29, // 96: ipsecca.v1.AdminService.ListSchedule:output_type -> ipsecca.v1.ListScheduleResponse
-	32, // 97: ipsecca.v1.AdminService.ListNodes:output_type -> ipsecca.v1.ListNodesResponse
-	35, // 98: ipsecca.v1.AdminService.GetCA:output_type -> ipsecca.v1.GetCAResponse
-	35, // 99: ipsecca.v1.AdminService.RenewCA:output_type -> ipsecca.v1.GetCAResponse
-	47, // 100: ipsecca.v1.AdminService.RevokeNode:output_type -> ipsecca.v1.RevokeNodeResponse
-	49, // 101: ipsecca.v1.AdminService.ReadmitNode:output_type -> ipsecca.v1.ReadmitNodeResponse
-	51, // 102: ipsecca.v1.AdminService.ForgetNode:output_type -> ipsecca.v1.ForgetNodeResponse
-	3,  // 103: ipsecca.v1.AdminService.RotateAdmin:output_type -> ipsecca.v1.IssueResponse
-	54, // 104: ipsecca.v1.AdminService.RevokeAdmin:output_type -> ipsecca.v1.RevokeAdminResponse
-	57, // 105: ipsecca.v1.AdminService.ValidateBundle:output_type -> ipsecca.v1.ValidateBundleResponse
-	61, // 106: ipsecca.v1.AdminService.GetStatus:output_type -> ipsecca.v1.GetStatusResponse
-	64, // 107: ipsecca.v1.AdminService.MeshStatus:output_type -> ipsecca.v1.MeshStatusResponse
-	35, // 108: ipsecca.v1.AdminService.ImportCA:output_type -> ipsecca.v1.GetCAResponse
-	42, // 109: ipsecca.v1.AdminService.StartRollover:output_type -> ipsecca.v1.RolloverStatus
-	42, // 110: ipsecca.v1.AdminService.GetRollover:output_type -> ipsecca.v1.RolloverStatus
-	42, // 111: ipsecca.v1.AdminService.FinishRollover:output_type -> ipsecca.v1.RolloverStatus
-	42, // 112: ipsecca.v1.AdminService.AbortRollover:output_type -> ipsecca.v1.RolloverStatus
-	83, // [83:113] is the sub-list for method output_type
-	53, // [53:83] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	74, // 5: ipsecca.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
+	74, // 6: ipsecca.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
+	74, // 7: ipsecca.v1.Certificate.rotate_after:type_name -> google.protobuf.Timestamp
+	74, // 8: ipsecca.v1.Certificate.issued_at:type_name -> google.protobuf.Timestamp
+	74, // 9: ipsecca.v1.Certificate.revoked_at:type_name -> google.protobuf.Timestamp
+	74, // 10: ipsecca.v1.ListCertificatesRequest.due_before:type_name -> google.protobuf.Timestamp
+	10, // 11: ipsecca.v1.ListCertificatesResponse.certificates:type_name -> ipsecca.v1.Certificate
+	74, // 12: ipsecca.v1.Event.time:type_name -> google.protobuf.Timestamp
+	72, // 13: ipsecca.v1.Event.detail:type_name -> ipsecca.v1.Event.DetailEntry
+	74, // 14: ipsecca.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	74, // 15: ipsecca.v1.ListEventsRequest.until:type_name -> google.protobuf.Timestamp
+	14, // 16: ipsecca.v1.ListEventsResponse.events:type_name -> ipsecca.v1.Event
+	0,  // 17: ipsecca.v1.NodeEvent.kind:type_name -> ipsecca.v1.NodeEvent.Kind
+	74, // 18: ipsecca.v1.NodeEvent.rotate_after:type_name -> google.protobuf.Timestamp
+	74, // 19: ipsecca.v1.InventoryEntry.not_after:type_name -> google.protobuf.Timestamp
+	19, // 20: ipsecca.v1.ReportInventoryRequest.entries:type_name -> ipsecca.v1.InventoryEntry
+	21, // 21: ipsecca.v1.ReportInventoryRequest.tunnels:type_name -> ipsecca.v1.Tunnel
+	74, // 22: ipsecca.v1.Tunnel.peer_not_after:type_name -> google.protobuf.Timestamp
+	74, // 23: ipsecca.v1.Tunnel.authenticated_at:type_name -> google.protobuf.Timestamp
+	74, // 24: ipsecca.v1.Tunnel.child_added_at:type_name -> google.protobuf.Timestamp
+	74, // 25: ipsecca.v1.ReportInventoryResponse.restart_pluto_at:type_name -> google.protobuf.Timestamp
+	73, // 26: ipsecca.v1.RotateRequest.spread:type_name -> google.protobuf.Duration
+	74, // 27: ipsecca.v1.ScheduleEntry.due_at:type_name -> google.protobuf.Timestamp
+	74, // 28: ipsecca.v1.ScheduleEntry.not_after:type_name -> google.protobuf.Timestamp
+	27, // 29: ipsecca.v1.ListScheduleResponse.entries:type_name -> ipsecca.v1.ScheduleEntry
+	10, // 30: ipsecca.v1.Node.current:type_name -> ipsecca.v1.Certificate
+	19, // 31: ipsecca.v1.Node.inventory:type_name -> ipsecca.v1.InventoryEntry
+	74, // 32: ipsecca.v1.Node.inventory_reported_at:type_name -> google.protobuf.Timestamp
+	30, // 33: ipsecca.v1.ListNodesResponse.nodes:type_name -> ipsecca.v1.Node
+	74, // 34: ipsecca.v1.RootInfo.not_before:type_name -> google.protobuf.Timestamp
+	74, // 35: ipsecca.v1.RootInfo.not_after:type_name -> google.protobuf.Timestamp
+	34, // 36: ipsecca.v1.GetCAResponse.roots:type_name -> ipsecca.v1.RootInfo
+	74, // 37: ipsecca.v1.GetCAResponse.node_not_after_cap:type_name -> google.protobuf.Timestamp
+	74, // 38: ipsecca.v1.GetCAResponse.renew_by:type_name -> google.protobuf.Timestamp
+	42, // 39: ipsecca.v1.GetCAResponse.rollover:type_name -> ipsecca.v1.RolloverStatus
+	73, // 40: ipsecca.v1.StartRolloverRequest.spread:type_name -> google.protobuf.Duration
+	74, // 41: ipsecca.v1.RolloverNode.reported_at:type_name -> google.protobuf.Timestamp
+	74, // 42: ipsecca.v1.RolloverStatus.started_at:type_name -> google.protobuf.Timestamp
+	74, // 43: ipsecca.v1.RolloverStatus.phase_at:type_name -> google.protobuf.Timestamp
+	41, // 44: ipsecca.v1.RolloverStatus.nodes:type_name -> ipsecca.v1.RolloverNode
+	74, // 45: ipsecca.v1.CRL.next_update:type_name -> google.protobuf.Timestamp
+	74, // 46: ipsecca.v1.Token.created_at:type_name -> google.protobuf.Timestamp
+	74, // 47: ipsecca.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	74, // 48: ipsecca.v1.Token.used_at:type_name -> google.protobuf.Timestamp
+	74, // 49: ipsecca.v1.Token.revoked_at:type_name -> google.protobuf.Timestamp
+	48, // 50: ipsecca.v1.ListTokensResponse.tokens:type_name -> ipsecca.v1.Token
+	48, // 51: ipsecca.v1.RevokeTokenResponse.token:type_name -> ipsecca.v1.Token
+	10, // 52: ipsecca.v1.RevokeCertificateResponse.certificate:type_name -> ipsecca.v1.Certificate
+	10, // 53: ipsecca.v1.RevokeAdminResponse.certificate:type_name -> ipsecca.v1.Certificate
+	63, // 54: ipsecca.v1.ValidateBundleResponse.findings:type_name -> ipsecca.v1.BundleFinding
+	74, // 55: ipsecca.v1.Replica.started_at:type_name -> google.protobuf.Timestamp
+	66, // 56: ipsecca.v1.GetStatusResponse.replicas:type_name -> ipsecca.v1.Replica
+	67, // 57: ipsecca.v1.GetStatusResponse.members:type_name -> ipsecca.v1.StoreMember
+	74, // 58: ipsecca.v1.MeshPair.authenticated_at:type_name -> google.protobuf.Timestamp
+	74, // 59: ipsecca.v1.MeshPair.reported_at:type_name -> google.protobuf.Timestamp
+	70, // 60: ipsecca.v1.MeshStatusResponse.pairs:type_name -> ipsecca.v1.MeshPair
+	1,  // 61: ipsecca.v1.NodeService.Enroll:input_type -> ipsecca.v1.EnrollRequest
+	2,  // 62: ipsecca.v1.NodeService.Renew:input_type -> ipsecca.v1.RenewRequest
+	4,  // 63: ipsecca.v1.NodeService.GetCABundle:input_type -> ipsecca.v1.GetCABundleRequest
+	17, // 64: ipsecca.v1.NodeService.Watch:input_type -> ipsecca.v1.WatchRequest
+	20, // 65: ipsecca.v1.NodeService.ReportInventory:input_type -> ipsecca.v1.ReportInventoryRequest
+	44, // 66: ipsecca.v1.NodeService.GetCRL:input_type -> ipsecca.v1.GetCRLRequest
+	6,  // 67: ipsecca.v1.AdminService.CreateToken:input_type -> ipsecca.v1.CreateTokenRequest
+	8,  // 68: ipsecca.v1.AdminService.CreateTokens:input_type -> ipsecca.v1.CreateTokensRequest
+	11, // 69: ipsecca.v1.AdminService.ListCertificates:input_type -> ipsecca.v1.ListCertificatesRequest
+	13, // 70: ipsecca.v1.AdminService.GetCertificate:input_type -> ipsecca.v1.GetCertificateRequest
+	15, // 71: ipsecca.v1.AdminService.ListEvents:input_type -> ipsecca.v1.ListEventsRequest
+	23, // 72: ipsecca.v1.AdminService.VerifyAudit:input_type -> ipsecca.v1.VerifyAuditRequest
+	25, // 73: ipsecca.v1.AdminService.Rotate:input_type -> ipsecca.v1.RotateRequest
+	28, // 74: ipsecca.v1.AdminService.ListSchedule:input_type -> ipsecca.v1.ListScheduleRequest
+	31, // 75: ipsecca.v1.AdminService.ListNodes:input_type -> ipsecca.v1.ListNodesRequest
+	33, // 76: ipsecca.v1.AdminService.GetCA:input_type -> ipsecca.v1.GetCARequest
+	43, // 77: ipsecca.v1.AdminService.RenewCA:input_type -> ipsecca.v1.RenewCARequest
+	46, // 78: ipsecca.v1.AdminService.RevokeNode:input_type -> ipsecca.v1.RevokeNodeRequest
+	55, // 79: ipsecca.v1.AdminService.ReadmitNode:input_type -> ipsecca.v1.ReadmitNodeRequest
+	57, // 80: ipsecca.v1.AdminService.ForgetNode:input_type -> ipsecca.v1.ForgetNodeRequest
+	59, // 81: ipsecca.v1.AdminService.RotateAdmin:input_type -> ipsecca.v1.RotateAdminRequest
+	60, // 82: ipsecca.v1.AdminService.RevokeAdmin:input_type -> ipsecca.v1.RevokeAdminRequest
+	62, // 83: ipsecca.v1.AdminService.ValidateBundle:input_type -> ipsecca.v1.ValidateBundleRequest
+	65, // 84: ipsecca.v1.AdminService.GetStatus:input_type -> ipsecca.v1.GetStatusRequest
+	69, // 85: ipsecca.v1.AdminService.MeshStatus:input_type -> ipsecca.v1.MeshStatusRequest
+	36, // 86: ipsecca.v1.AdminService.ImportCA:input_type -> ipsecca.v1.ImportCARequest
+	37, // 87: ipsecca.v1.AdminService.StartRollover:input_type -> ipsecca.v1.StartRolloverRequest
+	38, // 88: ipsecca.v1.AdminService.GetRollover:input_type -> ipsecca.v1.GetRolloverRequest
+	39, // 89: ipsecca.v1.AdminService.FinishRollover:input_type -> ipsecca.v1.FinishRolloverRequest
+	40, // 90: ipsecca.v1.AdminService.AbortRollover:input_type -> ipsecca.v1.AbortRolloverRequest
+	49, // 91: ipsecca.v1.AdminService.ListTokens:input_type -> ipsecca.v1.ListTokensRequest
+	51, // 92: ipsecca.v1.AdminService.RevokeToken:input_type -> ipsecca.v1.RevokeTokenRequest
+	53, // 93: ipsecca.v1.AdminService.RevokeCertificate:input_type -> ipsecca.v1.RevokeCertificateRequest
+	3,  // 94: ipsecca.v1.NodeService.Enroll:output_type -> ipsecca.v1.IssueResponse
+	3,  // 95: ipsecca.v1.NodeService.Renew:output_type -> ipsecca.v1.IssueResponse
+	5,  // 96: ipsecca.v1.NodeService.GetCABundle:output_type -> ipsecca.v1.CABundle
+	18, // 97: ipsecca.v1.NodeService.Watch:output_type -> ipsecca.v1.NodeEvent
+	22, // 98: ipsecca.v1.NodeService.ReportInventory:output_type -> ipsecca.v1.ReportInventoryResponse
+	45, // 99: ipsecca.v1.NodeService.GetCRL:output_type -> ipsecca.v1.CRL
+	7,  // 100: ipsecca.v1.AdminService.CreateToken:output_type -> ipsecca.v1.CreateTokenResponse
+	9,  // 101: ipsecca.v1.AdminService.CreateTokens:output_type -> ipsecca.v1.CreateTokensResponse
+	12, // 102: ipsecca.v1.AdminService.ListCertificates:output_type -> ipsecca.v1.ListCertificatesResponse
+	10, // 103: ipsecca.v1.AdminService.GetCertificate:output_type -> ipsecca.v1.Certificate
+	16, // 104: ipsecca.v1.AdminService.ListEvents:output_type -> ipsecca.v1.ListEventsResponse
+	24, // 105: ipsecca.v1.AdminService.VerifyAudit:output_type -> ipsecca.v1.VerifyAuditResponse
+	26, // 106: ipsecca.v1.AdminService.Rotate:output_type -> ipsecca.v1.RotateResponse
+	29, // 107: ipsecca.v1.AdminService.ListSchedule:output_type -> ipsecca.v1.ListScheduleResponse
+	32, // 108: ipsecca.v1.AdminService.ListNodes:output_type -> ipsecca.v1.ListNodesResponse
+	35, // 109: ipsecca.v1.AdminService.GetCA:output_type -> ipsecca.v1.GetCAResponse
+	35, // 110: ipsecca.v1.AdminService.RenewCA:output_type -> ipsecca.v1.GetCAResponse
+	47, // 111: ipsecca.v1.AdminService.RevokeNode:output_type -> ipsecca.v1.RevokeNodeResponse
+	56, // 112: ipsecca.v1.AdminService.ReadmitNode:output_type -> ipsecca.v1.ReadmitNodeResponse
+	58, // 113: ipsecca.v1.AdminService.ForgetNode:output_type -> ipsecca.v1.ForgetNodeResponse
+	3,  // 114: ipsecca.v1.AdminService.RotateAdmin:output_type -> ipsecca.v1.IssueResponse
+	61, // 115: ipsecca.v1.AdminService.RevokeAdmin:output_type -> ipsecca.v1.RevokeAdminResponse
+	64, // 116: ipsecca.v1.AdminService.ValidateBundle:output_type -> ipsecca.v1.ValidateBundleResponse
+	68, // 117: ipsecca.v1.AdminService.GetStatus:output_type -> ipsecca.v1.GetStatusResponse
+	71, // 118: ipsecca.v1.AdminService.MeshStatus:output_type -> ipsecca.v1.MeshStatusResponse
+	35, // 119: ipsecca.v1.AdminService.ImportCA:output_type -> ipsecca.v1.GetCAResponse
+	42, // 120: ipsecca.v1.AdminService.StartRollover:output_type -> ipsecca.v1.RolloverStatus
+	42, // 121: ipsecca.v1.AdminService.GetRollover:output_type -> ipsecca.v1.RolloverStatus
+	42, // 122: ipsecca.v1.AdminService.FinishRollover:output_type -> ipsecca.v1.RolloverStatus
+	42, // 123: ipsecca.v1.AdminService.AbortRollover:output_type -> ipsecca.v1.RolloverStatus
+	50, // 124: ipsecca.v1.AdminService.ListTokens:output_type -> ipsecca.v1.ListTokensResponse
+	52, // 125: ipsecca.v1.AdminService.RevokeToken:output_type -> ipsecca.v1.RevokeTokenResponse
+	54, // 126: ipsecca.v1.AdminService.RevokeCertificate:output_type -> ipsecca.v1.RevokeCertificateResponse
+	94, // [94:127] is the sub-list for method output_type
+	61, // [61:94] is the sub-list for method input_type
+	61, // [61:61] is the sub-list for extension type_name
+	61, // [61:61] is the sub-list for extension extendee
+	0,  // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_proto_ipsecca_v1_ipsecca_proto_init() }
@@ -4777,7 +5398,7 @@ func file_proto_ipsecca_v1_ipsecca_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_ipsecca_v1_ipsecca_proto_rawDesc), len(file_proto_ipsecca_v1_ipsecca_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   65,
+			NumMessages:   72,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -342,30 +342,33 @@ var NodeService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	AdminService_CreateToken_FullMethodName      = "/ipsecca.v1.AdminService/CreateToken"
-	AdminService_CreateTokens_FullMethodName     = "/ipsecca.v1.AdminService/CreateTokens"
-	AdminService_ListCertificates_FullMethodName = "/ipsecca.v1.AdminService/ListCertificates"
-	AdminService_GetCertificate_FullMethodName   = "/ipsecca.v1.AdminService/GetCertificate"
-	AdminService_ListEvents_FullMethodName       = "/ipsecca.v1.AdminService/ListEvents"
-	AdminService_VerifyAudit_FullMethodName      = "/ipsecca.v1.AdminService/VerifyAudit"
-	AdminService_Rotate_FullMethodName           = "/ipsecca.v1.AdminService/Rotate"
-	AdminService_ListSchedule_FullMethodName     = "/ipsecca.v1.AdminService/ListSchedule"
-	AdminService_ListNodes_FullMethodName        = "/ipsecca.v1.AdminService/ListNodes"
-	AdminService_GetCA_FullMethodName            = "/ipsecca.v1.AdminService/GetCA"
-	AdminService_RenewCA_FullMethodName          = "/ipsecca.v1.AdminService/RenewCA"
-	AdminService_RevokeNode_FullMethodName       = "/ipsecca.v1.AdminService/RevokeNode"
-	AdminService_ReadmitNode_FullMethodName      = "/ipsecca.v1.AdminService/ReadmitNode"
-	AdminService_ForgetNode_FullMethodName       = "/ipsecca.v1.AdminService/ForgetNode"
-	AdminService_RotateAdmin_FullMethodName      = "/ipsecca.v1.AdminService/RotateAdmin"
-	AdminService_RevokeAdmin_FullMethodName      = "/ipsecca.v1.AdminService/RevokeAdmin"
-	AdminService_ValidateBundle_FullMethodName   = "/ipsecca.v1.AdminService/ValidateBundle"
-	AdminService_GetStatus_FullMethodName        = "/ipsecca.v1.AdminService/GetStatus"
-	AdminService_MeshStatus_FullMethodName       = "/ipsecca.v1.AdminService/MeshStatus"
-	AdminService_ImportCA_FullMethodName         = "/ipsecca.v1.AdminService/ImportCA"
-	AdminService_StartRollover_FullMethodName    = "/ipsecca.v1.AdminService/StartRollover"
-	AdminService_GetRollover_FullMethodName      = "/ipsecca.v1.AdminService/GetRollover"
-	AdminService_FinishRollover_FullMethodName   = "/ipsecca.v1.AdminService/FinishRollover"
-	AdminService_AbortRollover_FullMethodName    = "/ipsecca.v1.AdminService/AbortRollover"
+	AdminService_CreateToken_FullMethodName       = "/ipsecca.v1.AdminService/CreateToken"
+	AdminService_CreateTokens_FullMethodName      = "/ipsecca.v1.AdminService/CreateTokens"
+	AdminService_ListCertificates_FullMethodName  = "/ipsecca.v1.AdminService/ListCertificates"
+	AdminService_GetCertificate_FullMethodName    = "/ipsecca.v1.AdminService/GetCertificate"
+	AdminService_ListEvents_FullMethodName        = "/ipsecca.v1.AdminService/ListEvents"
+	AdminService_VerifyAudit_FullMethodName       = "/ipsecca.v1.AdminService/VerifyAudit"
+	AdminService_Rotate_FullMethodName            = "/ipsecca.v1.AdminService/Rotate"
+	AdminService_ListSchedule_FullMethodName      = "/ipsecca.v1.AdminService/ListSchedule"
+	AdminService_ListNodes_FullMethodName         = "/ipsecca.v1.AdminService/ListNodes"
+	AdminService_GetCA_FullMethodName             = "/ipsecca.v1.AdminService/GetCA"
+	AdminService_RenewCA_FullMethodName           = "/ipsecca.v1.AdminService/RenewCA"
+	AdminService_RevokeNode_FullMethodName        = "/ipsecca.v1.AdminService/RevokeNode"
+	AdminService_ReadmitNode_FullMethodName       = "/ipsecca.v1.AdminService/ReadmitNode"
+	AdminService_ForgetNode_FullMethodName        = "/ipsecca.v1.AdminService/ForgetNode"
+	AdminService_RotateAdmin_FullMethodName       = "/ipsecca.v1.AdminService/RotateAdmin"
+	AdminService_RevokeAdmin_FullMethodName       = "/ipsecca.v1.AdminService/RevokeAdmin"
+	AdminService_ValidateBundle_FullMethodName    = "/ipsecca.v1.AdminService/ValidateBundle"
+	AdminService_GetStatus_FullMethodName         = "/ipsecca.v1.AdminService/GetStatus"
+	AdminService_MeshStatus_FullMethodName        = "/ipsecca.v1.AdminService/MeshStatus"
+	AdminService_ImportCA_FullMethodName          = "/ipsecca.v1.AdminService/ImportCA"
+	AdminService_StartRollover_FullMethodName     = "/ipsecca.v1.AdminService/StartRollover"
+	AdminService_GetRollover_FullMethodName       = "/ipsecca.v1.AdminService/GetRollover"
+	AdminService_FinishRollover_FullMethodName    = "/ipsecca.v1.AdminService/FinishRollover"
+	AdminService_AbortRollover_FullMethodName     = "/ipsecca.v1.AdminService/AbortRollover"
+	AdminService_ListTokens_FullMethodName        = "/ipsecca.v1.AdminService/ListTokens"
+	AdminService_RevokeToken_FullMethodName       = "/ipsecca.v1.AdminService/RevokeToken"
+	AdminService_RevokeCertificate_FullMethodName = "/ipsecca.v1.AdminService/RevokeCertificate"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -439,6 +442,20 @@ type AdminServiceClient interface {
 	GetRollover(ctx context.Context, in *GetRolloverRequest, opts ...grpc.CallOption) (*RolloverStatus, error)
 	FinishRollover(ctx context.Context, in *FinishRolloverRequest, opts ...grpc.CallOption) (*RolloverStatus, error)
 	AbortRollover(ctx context.Context, in *AbortRolloverRequest, opts ...grpc.CallOption) (*RolloverStatus, error)
+	// ListTokens lists bootstrap tokens, by default those that can still
+	// admit a node (not used, not expired, not revoked). Never the secret.
+	ListTokens(ctx context.Context, in *ListTokensRequest, opts ...grpc.CallOption) (*ListTokensResponse, error)
+	// RevokeToken revokes an unused bootstrap token by id: it admits no node
+	// any more (Enroll answers Unauthenticated, reason token-revoked).
+	// Revoking a revoked token is OK with already = true; a used token
+	// cannot be revoked (FailedPrecondition: revoke its certificate).
+	RevokeToken(ctx context.Context, in *RevokeTokenRequest, opts ...grpc.CallOption) (*RevokeTokenResponse, error)
+	// RevokeCertificate revokes one certificate by serial with an RFC 5280
+	// reason, carried in its CRL entry. Revoking a node's current
+	// certificate revokes the node (as RevokeNode: no credential left, no
+	// certificate until ReadmitNode); any other certificate is revoked
+	// alone. Revoking a revoked certificate is OK with already = true.
+	RevokeCertificate(ctx context.Context, in *RevokeCertificateRequest, opts ...grpc.CallOption) (*RevokeCertificateResponse, error)
 }
 
 type adminServiceClient struct {
@@ -689,6 +706,36 @@ func (c *adminServiceClient) AbortRollover(ctx context.Context, in *AbortRollove
 	return out, nil
 }
 
+func (c *adminServiceClient) ListTokens(ctx context.Context, in *ListTokensRequest, opts ...grpc.CallOption) (*ListTokensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTokensResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListTokens_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RevokeToken(ctx context.Context, in *RevokeTokenRequest, opts ...grpc.CallOption) (*RevokeTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeTokenResponse)
+	err := c.cc.Invoke(ctx, AdminService_RevokeToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RevokeCertificate(ctx context.Context, in *RevokeCertificateRequest, opts ...grpc.CallOption) (*RevokeCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeCertificateResponse)
+	err := c.cc.Invoke(ctx, AdminService_RevokeCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -760,6 +807,20 @@ type AdminServiceServer interface {
 	GetRollover(context.Context, *GetRolloverRequest) (*RolloverStatus, error)
 	FinishRollover(context.Context, *FinishRolloverRequest) (*RolloverStatus, error)
 	AbortRollover(context.Context, *AbortRolloverRequest) (*RolloverStatus, error)
+	// ListTokens lists bootstrap tokens, by default those that can still
+	// admit a node (not used, not expired, not revoked). Never the secret.
+	ListTokens(context.Context, *ListTokensRequest) (*ListTokensResponse, error)
+	// RevokeToken revokes an unused bootstrap token by id: it admits no node
+	// any more (Enroll answers Unauthenticated, reason token-revoked).
+	// Revoking a revoked token is OK with already = true; a used token
+	// cannot be revoked (FailedPrecondition: revoke its certificate).
+	RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error)
+	// RevokeCertificate revokes one certificate by serial with an RFC 5280
+	// reason, carried in its CRL entry. Revoking a node's current
+	// certificate revokes the node (as RevokeNode: no credential left, no
+	// certificate until ReadmitNode); any other certificate is revoked
+	// alone. Revoking a revoked certificate is OK with already = true.
+	RevokeCertificate(context.Context, *RevokeCertificateRequest) (*RevokeCertificateResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -841,6 +902,15 @@ func (UnimplementedAdminServiceServer) FinishRollover(context.Context, *FinishRo
 }
 func (UnimplementedAdminServiceServer) AbortRollover(context.Context, *AbortRolloverRequest) (*RolloverStatus, error) {
 	return nil, status.Error(codes.Unimplemented, "method AbortRollover not implemented")
+}
+func (UnimplementedAdminServiceServer) ListTokens(context.Context, *ListTokensRequest) (*ListTokensResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTokens not implemented")
+}
+func (UnimplementedAdminServiceServer) RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeToken not implemented")
+}
+func (UnimplementedAdminServiceServer) RevokeCertificate(context.Context, *RevokeCertificateRequest) (*RevokeCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeCertificate not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -1295,6 +1365,60 @@ func _AdminService_AbortRollover_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListTokens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTokensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListTokens(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListTokens_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListTokens(ctx, req.(*ListTokensRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RevokeToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RevokeToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RevokeToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RevokeToken(ctx, req.(*RevokeTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RevokeCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RevokeCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RevokeCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RevokeCertificate(ctx, req.(*RevokeCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1397,6 +1521,18 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AbortRollover",
 			Handler:    _AdminService_AbortRollover_Handler,
+		},
+		{
+			MethodName: "ListTokens",
+			Handler:    _AdminService_ListTokens_Handler,
+		},
+		{
+			MethodName: "RevokeToken",
+			Handler:    _AdminService_RevokeToken_Handler,
+		},
+		{
+			MethodName: "RevokeCertificate",
+			Handler:    _AdminService_RevokeCertificate_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
