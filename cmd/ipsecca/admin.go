@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"text/tabwriter"
 	"time"
 
@@ -28,7 +29,7 @@ func newTokenCmd() *cobra.Command {
 	conn := adminConnFlags(cmd)
 	var node, cn string
 	var ttl time.Duration
-	var asJSON bool
+	var out *outputFlags
 	create := &cobra.Command{
 		Use:   "create",
 		Short: "Create a single-use bootstrap token for a node; prints only the token",
@@ -46,11 +47,10 @@ func newTokenCmd() *cobra.Command {
 				if err != nil {
 					return rpcError(nodeWhat(node), err)
 				}
-				if asJSON {
-					return printJSON(cmd, resp)
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), resp.GetToken())
-				return nil
+				return out.print(cmd, resp, func(w io.Writer) error {
+					_, err := fmt.Fprintln(w, resp.GetToken())
+					return err
+				})
 			})
 		},
 	}
@@ -59,7 +59,7 @@ func newTokenCmd() *cobra.Command {
 		StringVar(&cn, "cn", "",
 			"certificate name the node may ask for, e.g. its OVS system-id (default: the node name)")
 	create.Flags().DurationVar(&ttl, "ttl", 0, "token lifetime (default 1h, at most 168h)")
-	create.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
+	out = addOutput(create, true)
 	create.MarkFlagRequired("node")
 	cmd.AddCommand(create)
 	return cmd
@@ -77,7 +77,7 @@ func newCertsCmd() *cobra.Command {
 	conn := adminConnFlags(cmd)
 
 	var node, state, kind, dueBefore string
-	var asJSON bool
+	var out *outputFlags
 	var limit int
 	list := &cobra.Command{
 		Use:   "list",
@@ -115,25 +115,14 @@ func newCertsCmd() *cobra.Command {
 				if limit > 0 && len(all.Certificates) > limit {
 					all.Certificates = all.Certificates[:limit]
 				}
-				if asJSON {
-					return printJSON(cmd, all)
-				}
-				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(w, "SERIAL\tKIND\tNODE\tCN\tSTATE\tNOT AFTER\tROTATE AFTER")
+				t := newTable("SERIAL", "KIND", "NODE", "CN", "STATE", "NOT AFTER", "ROTATE AFTER", "ISSUED*",
+					"VIA*", "SUBJECT*")
 				for _, c := range all.Certificates {
-					fmt.Fprintf(
-						w,
-						"%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-						c.GetSerial(),
-						c.GetKind(),
-						c.GetNode(),
-						c.GetCommonName(),
-						c.GetState(),
-						fmtTime(c.GetNotAfter()),
-						fmtTime(c.GetRotateAfter()),
-					)
+					t.row(c.GetSerial(), c.GetKind(), c.GetNode(), c.GetCommonName(), c.GetState(),
+						fmtTime(c.GetNotAfter()), fmtTime(c.GetRotateAfter()), fmtTime(c.GetIssuedAt()),
+						c.GetIssuedVia(), c.GetSubject())
 				}
-				return w.Flush()
+				return out.list(cmd, all, t)
 			})
 		},
 	}
@@ -144,9 +133,10 @@ func newCertsCmd() *cobra.Command {
 	list.Flags().
 		StringVar(&dueBefore, "due-before", "",
 			"only certificates whose rotation is due before this time (RFC 3339 or YYYY-MM-DD)")
-	list.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
+	out = addOutput(list, true)
 
-	var sJSON, sPEM bool
+	var sPEM bool
+	var sOut *outputFlags
 	show := &cobra.Command{
 		Use:   "show SERIAL",
 		Short: "Show one certificate by serial (hex)",
@@ -158,8 +148,8 @@ func newCertsCmd() *cobra.Command {
 					return rpcError("certificate "+args[0], err)
 				}
 				switch {
-				case sJSON:
-					return printJSON(cmd, c)
+				case sOut.structured():
+					return sOut.data(cmd, c)
 				case sPEM:
 					_, err := cmd.OutOrStdout().Write(c.GetCertificatePem())
 					return err
@@ -182,7 +172,7 @@ func newCertsCmd() *cobra.Command {
 			})
 		},
 	}
-	show.Flags().BoolVar(&sJSON, "json", false, "print the API response as protojson")
+	sOut = addOutput(show, true)
 	show.Flags().BoolVar(&sPEM, "pem", false, "print only the certificate PEM")
 	cmd.AddCommand(list, show)
 	return cmd
@@ -192,13 +182,14 @@ func newAuditCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "audit", Short: "Query and verify the audit log"}
 	conn := adminConnFlags(cmd)
 	var node, typ, since, until string
-	var asJSON bool
+	var out *outputFlags
+	var limit int
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List audit events, oldest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return listEvents(cmd, conn, &ipseccav1.ListEventsRequest{Node: node, Type: typ}, since, until, asJSON)
+			return listEvents(cmd, conn, &ipseccav1.ListEventsRequest{Node: node, Type: typ}, since, until, limit, out)
 		},
 	}
 	list.Flags().StringVar(&node, "node", "", "only events about this node")
@@ -207,9 +198,10 @@ func newAuditCmd() *cobra.Command {
 			"only this type (cert.enrolled, request.denied, ...) or a prefix ending in '.' (rotation.)")
 	list.Flags().StringVar(&since, "since", "", "only events at or after this time (RFC 3339 or YYYY-MM-DD)")
 	list.Flags().StringVar(&until, "until", "", "only events before this time")
-	list.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
+	list.Flags().IntVar(&limit, "limit", 0, "show at most this many, the newest (0: all)")
+	out = addOutput(list, true)
 
-	var vJSON bool
+	var vOut *outputFlags
 	verify := &cobra.Command{
 		Use:   "verify",
 		Short: "Recompute the audit hash chain; exit 1 and name the first broken record if it was tampered with",
@@ -220,8 +212,8 @@ func newAuditCmd() *cobra.Command {
 				if err != nil {
 					return rpcError("", err)
 				}
-				if vJSON {
-					if err := printJSON(cmd, resp); err != nil {
+				if vOut.structured() {
+					if err := vOut.data(cmd, resp); err != nil {
 						return err
 					}
 				} else if resp.GetOk() {
@@ -241,7 +233,7 @@ func newAuditCmd() *cobra.Command {
 			})
 		},
 	}
-	verify.Flags().BoolVar(&vJSON, "json", false, "print the API response as protojson")
+	vOut = addOutput(verify, true)
 	cmd.AddCommand(list, verify)
 	return cmd
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -20,6 +21,7 @@ import (
 func newAdminCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "admin", Short: "Rotate or revoke admin credentials"}
 	conn := adminConnFlags(cmd)
+	out := new(outputFlags)
 
 	rotate := &cobra.Command{
 		Use: "rotate",
@@ -84,16 +86,12 @@ func newAdminCmd() *cobra.Command {
 			if err := os.Rename(conn.certFile+".next", conn.certFile); err != nil {
 				return err
 			}
-			fmt.Fprintf(
-				cmd.OutOrStdout(),
-				"rotated the admin credential: %s and %s hold serial %s (valid until %s); the previous certificate "+
-					"no longer authenticates\n",
-				conn.certFile,
-				conn.keyFile,
-				c.GetSerial(),
-				c.GetNotAfter().AsTime().Format("2006-01-02"),
-			)
-			return nil
+			return out.print(cmd, resp, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "rotated the admin credential: %s and %s hold serial %s (valid until %s); "+
+					"the previous certificate no longer authenticates\n", conn.certFile, conn.keyFile, c.GetSerial(),
+					c.GetNotAfter().AsTime().Format("2006-01-02"))
+				return err
+			})
 		},
 	}
 
@@ -109,17 +107,17 @@ func newAdminCmd() *cobra.Command {
 				if err != nil {
 					return rpcError("admin certificate "+args[0], err)
 				}
-				fmt.Fprintf(
-					cmd.OutOrStdout(),
-					"revoked admin certificate %s (%s)\n",
-					resp.GetCertificate().GetSerial(),
-					resp.GetCertificate().GetSubject(),
-				)
-				return nil
+				return out.print(cmd, resp, func(w io.Writer) error {
+					_, err := fmt.Fprintf(w, "revoked admin certificate %s (%s)\n",
+						resp.GetCertificate().GetSerial(), resp.GetCertificate().GetSubject())
+					return err
+				})
 			})
 		},
 	}
 	revoke.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log)")
+	out.register(rotate, false)
+	out.register(revoke, false)
 	cmd.AddCommand(rotate, revoke)
 	return cmd
 }

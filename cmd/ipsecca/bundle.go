@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -20,7 +19,8 @@ import (
 type bundleFlags struct {
 	p12, password, passwordFile, ca, rightCert, policy string
 	in                                                 bundle.Input
-	json, nssCheck                                     bool
+	nssCheck                                           bool
+	output                                             *outputFlags
 }
 
 func (f *bundleFlags) register(cmd *cobra.Command) {
@@ -28,7 +28,8 @@ func (f *bundleFlags) register(cmd *cobra.Command) {
 	fs.StringVar(&f.p12, "p12", "", "the endpoint's PKCS#12 (left_server.p12)")
 	fs.StringVar(&f.password, "password", "", "PKCS#12 password (prefer --password-file)")
 	fs.StringVar(&f.passwordFile, "password-file", "", "file holding the PKCS#12 password")
-	fs.StringVar(&f.ca, "ca", "", "the CA bundle (ca.pem)")
+	fs.StringVar(&f.ca, "ca-file", "", "the CA bundle (ca.pem)")
+	alias(fs, "ca", "ca-file")
 	fs.StringVar(&f.in.Left, "left", "", "the cluster node's host name (NMState left)")
 	fs.StringVar(&f.in.Right, "right", "", "the external host's name (NMState right)")
 	fs.StringVar(&f.in.RightSubnet, "right-subnet", "", "NMState rightsubnet, an IPv4 /32")
@@ -41,7 +42,6 @@ func (f *bundleFlags) register(cmd *cobra.Command) {
 		"",
 		"take left, right, leftcert, rightsubnet and type from this NodeNetworkConfigurationPolicy",
 	)
-	fs.BoolVar(&f.json, "json", false, "print the report as JSON")
 	fs.BoolVar(
 		&f.nssCheck,
 		"nss-check",
@@ -49,7 +49,6 @@ func (f *bundleFlags) register(cmd *cobra.Command) {
 		"also import the bundle into a throwaway NSS database with pk12util/certutil and verify it there",
 	)
 	cmd.MarkFlagRequired("p12")
-	cmd.MarkFlagRequired("ca")
 	cmd.MarkFlagsMutuallyExclusive("password", "password-file")
 }
 
@@ -65,6 +64,9 @@ func (f *bundleFlags) load() error {
 			return usageError("--policy %s: %v", f.policy, err)
 		}
 	}
+	if f.ca == "" {
+		return usageError(`required flag(s) "ca-file" not set`)
+	}
 	if f.in.Left == "" || f.in.Right == "" {
 		return usageError("--left and --right are required (or --policy)")
 	}
@@ -78,7 +80,7 @@ func (f *bundleFlags) load() error {
 		return usageError("--p12: %v", err)
 	}
 	if f.in.CAPEM, err = os.ReadFile(f.ca); err != nil {
-		return usageError("--ca: %v", err)
+		return usageError("--ca-file: %v", err)
 	}
 	if f.rightCert != "" {
 		if f.in.RightCertPEM, err = os.ReadFile(f.rightCert); err != nil {
@@ -165,12 +167,7 @@ func nssCheck(ctx context.Context, rep *bundle.Report, in bundle.Input) {
 	}
 }
 
-func printReport(w io.Writer, rep *bundle.Report, asJSON bool) error {
-	if asJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
-	}
+func printReport(w io.Writer, rep *bundle.Report) error {
 	for _, f := range rep.Findings {
 		sev := "ERROR"
 		if f.Severity == bundle.SeverityWarning {
@@ -209,7 +206,7 @@ func newBundleCmd() *cobra.Command {
 				return err
 			}
 			rep := vf.validate(cmd.Context())
-			if err := printReport(cmd.OutOrStdout(), rep, vf.json); err != nil {
+			if err := vf.output.print(cmd, rep, func(w io.Writer) error { return printReport(w, rep) }); err != nil {
 				return err
 			}
 			if !rep.OK {
@@ -219,6 +216,7 @@ func newBundleCmd() *cobra.Command {
 		},
 	}
 	vf.register(validate)
+	vf.output = addOutput(validate, true)
 
 	var rf bundleFlags
 	var out, name string
@@ -233,7 +231,7 @@ func newBundleCmd() *cobra.Command {
 			}
 			rep := rf.validate(cmd.Context())
 			if !rep.OK {
-				printReport(cmd.ErrOrStderr(), rep, false)
+				printReport(cmd.ErrOrStderr(), rep)
 				return failure(fmt.Errorf("bundle render: the bundle has %d error(s); nothing written", rep.Errors))
 			}
 			files, err := bundle.Render(bundle.RenderInput{Input: rf.in, Name: name})
@@ -243,16 +241,24 @@ func newBundleCmd() *cobra.Command {
 			if err := os.MkdirAll(out, 0o700); err != nil {
 				return err
 			}
+			var written []string
 			for _, f := range files {
 				if err := os.WriteFile(filepath.Join(out, f.Name), f.Content, os.FileMode(f.Mode)); err != nil {
 					return err
 				}
-				fmt.Fprintln(cmd.OutOrStdout(), filepath.Join(out, f.Name))
+				written = append(written, filepath.Join(out, f.Name))
 			}
-			return nil
+			v := struct {
+				Files []string `json:"files"`
+			}{written}
+			return rf.output.print(cmd, v, func(w io.Writer) error {
+				_, err := fmt.Fprintln(w, strings.Join(written, "\n"))
+				return err
+			})
 		},
 	}
 	rf.register(render)
+	rf.output = addOutput(render, false)
 	render.Flags().StringVar(&out, "out", "", "directory to write the files into")
 	render.Flags().StringVar(&name, "name", "", "connection name (default <right>_conn)")
 	render.MarkFlagRequired("out")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -15,6 +16,7 @@ func newConfigCmd() *cobra.Command {
 	var c sidecar.ConnConfig
 	var peers []string
 	var mtu int
+	var lsOut, mtuOut *outputFlags
 	ls := &cobra.Command{
 		Use:   "libreswan",
 		Short: "Print libreswan conns for pod-to-pod transport mode between nodes",
@@ -36,9 +38,15 @@ func newConfigCmd() *cobra.Command {
 			if err != nil {
 				return usageError("%v", err)
 			}
-			fmt.Fprint(cmd.OutOrStdout(), out)
-			fmt.Fprintf(cmd.OutOrStdout(), "\n# MTU: node %d -> pod %d\n", mtu, pod)
-			return nil
+			v := struct {
+				Conns   string `json:"conns"`
+				NodeMTU int    `json:"nodeMTU"`
+				PodMTU  int    `json:"podMTU"`
+			}{out, mtu, pod}
+			return lsOut.print(cmd, v, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "%s\n# MTU: node %d -> pod %d\n", out, mtu, pod)
+				return err
+			})
 		},
 	}
 	ls.Flags().StringVar(&c.Node, "node", "", "this node's certificate name (CN)")
@@ -63,11 +71,18 @@ func newConfigCmd() *cobra.Command {
 			if err != nil {
 				return usageError("%v", err)
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), pod)
-			return nil
+			v := struct {
+				NodeMTU int `json:"nodeMTU"`
+				PodMTU  int `json:"podMTU"`
+			}{m, pod}
+			return mtuOut.print(cmd, v, func(w io.Writer) error {
+				_, err := fmt.Fprintln(w, pod)
+				return err
+			})
 		},
 	}
 	mtuCmd.Flags().IntVar(&m, "mtu", 1500, "the node's MTU")
+	lsOut, mtuOut = addOutput(ls, false), addOutput(mtuCmd, false)
 	cmd.AddCommand(ls, mtuCmd)
 	return cmd
 }

@@ -9,6 +9,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/ipsecca/ipsecca/internal/buildinfo"
 )
 
 // Exit statuses of the ipsecca command.
@@ -42,7 +44,9 @@ func newRootCmd() *cobra.Command {
 		Short:         "Certificate authority for IPsec (libreswan/OVN-Kubernetes) node certificates",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       buildinfo.Get().String(),
 	}
+	root.SetVersionTemplate("ipsecca {{.Version}}\n")
 	root.AddCommand(
 		// The CA process and its data (serve.go, status.go, kube.go, store.go).
 		newServeCmd(), newInitCmd(), newStatusCmd(), newHealthCmd(), newStoreCmd(),
@@ -52,7 +56,7 @@ func newRootCmd() *cobra.Command {
 		newTokenCmd(), newCertsCmd(), newNodesCmd(), newAuditCmd(),
 		newRotateCmd(), newScheduleCmd(), newRotationsCmd(), newCACmd(), newAdminCmd(), newMeshCmd(),
 		// Offline tools (bundle.go, config.go, kube.go).
-		newBundleCmd(), newConfigCmd(), newManifestsCmd(),
+		newBundleCmd(), newConfigCmd(), newManifestsCmd(), newVersionCmd(),
 	)
 	typeUsageErrors(root)
 	return root

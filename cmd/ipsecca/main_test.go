@@ -10,17 +10,43 @@ import (
 
 // Usage errors exit 2 by type, whichever check finds them: cobra's (an
 // unknown command or flag, the Args validators, required flags and flag
-// groups) or a command's own; other errors exit 1; help exits 0.
+// groups) or a command's own; a file named on the command line that does
+// not exist is one too, for every command; other errors exit 1; help
+// exits 0. Every error names the command that failed.
 func TestExitStatus(t *testing.T) {
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "missing.pem")
+	notCSR := filepath.Join(dir, "not.csr")
+	os.WriteFile(notCSR, []byte("hello\n"), 0o600)
 	for _, tc := range []struct {
 		code   int
 		args   string
 		stderr string // in stderr
 	}{
 		{0, "", ""},
-		{0, "certs", ""},
+		{0, "version", ""},
+		{0, "--version", ""},
+		{0, "version -o json", ""},
+		{0, "certs --help", ""},
+		{2, "certs", "ipsecca certs: give a subcommand: list, show"},
+		{2, "token", "ipsecca token: give a subcommand: create"},
+		{2, "certs lst", "Did you mean this?\n\tlist"},
+		{2, "ca rollover strat", "Did you mean this?\n\tstart"},
+		{2, "certs list -o xml", "ipsecca certs list: -o xml: want one of table, wide, json, yaml"},
+		{2, "token create --node a --ttl 0s", "--ttl 0s: want a positive duration"},
+		{2, "token create --node a --ttl -1h", "--ttl -1h0m0s: want a positive duration"},
+		{2, "rotate --node x --spread 1h", "--spread 1h0m0s applies to --all only"},
+		{2, "enroll --token x --ca-file " + missing + " --csr " + notCSR, "ipsecca enroll: --csr " + notCSR +
+			": not a PEM certificate request"},
+		{2, "enroll --token x --ca-file " + missing + " --csr " + missing, "ipsecca enroll: --csr: open " + missing},
+		{2, "renew --cert c --key k --ca-file c --csr " + missing, "ipsecca renew: --csr: open " + missing},
+		{2, "enroll --token-file " + missing + " --ca-file c --csr c", "ipsecca enroll: --token-file: open"},
+		{2, "bundle validate --p12 " + missing + " --ca-file x --left a --right b", "--p12: open " + missing},
+		{2, "bundle validate --p12 x --left a --right b", `required flag(s) "ca-file" not set`},
+		{2, "init --kek-file " + missing + " --data-dir " + dir, "open " + missing},
+		{2, "status --data-dir " + dir, "ipsecca status: read CA bundle: open " + filepath.Join(dir, "ca.pem")},
+		{2, "nodes show x --data-dir " + dir, "ipsecca nodes show: read CA bundle"},
+		{2, "mesh status --data-dir " + dir, "ipsecca mesh status: read CA bundle"},
 		{0, "help certs", ""},
 		{0, "certs list --help", ""},
 		{0, "__complete cer", ""},
@@ -41,20 +67,22 @@ func TestExitStatus(t *testing.T) {
 		{2, "enroll --csr c --ca-file c --token x --token-file f", "[token token-file]"},
 		{2, "renew --csr c --ca-file c", `required flag(s) "cert", "key" not set`},
 		{2, "bundle validate --ca x --left a --right b", `required flag(s) "p12" not set`},
+		{2, "bundle validate --ca-file x --left a --right b", `required flag(s) "p12" not set`},
 		{2, "bundle validate --p12 x --ca x --password a --password-file b", "[password password-file]"},
 		{2, "bundle render --p12 x --ca x --left a --right b", `required flag(s) "out" not set`},
 		{2, "sidecar --once", `required flag(s) "node" not set`},
 		{2, "store migrate --from bolt:" + dir, `required flag(s) "to" not set`},
 		{2, "store migrate --from bolt --to etcd:x", `--from "bolt": want bolt:DIR`},
 		{2, "init --ca-key-type dsa-1024 --data-dir " + dir, "--ca-key-type"},
-		{2, "config mtu --mtu 10", "MTU"},
-		{1, "health --server 127.0.0.1:1 --ca-file " + missing, "read CA bundle"},
-		{1, "certs list --data-dir " + dir, "read CA bundle"},
+		{2, "config mtu --mtu 10", "ipsecca config mtu: MTU 10 is outside"},
+		{2, "health --server 127.0.0.1:1 --ca-file " + missing, "ipsecca health: read CA bundle"},
+		{2, "certs list --data-dir " + dir, "ipsecca certs list: read CA bundle"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(strings.Fields(tc.args), &out, &errb)
 		if code != tc.code || !strings.Contains(errb.String(), tc.stderr) ||
-			(code != 0 && !strings.HasPrefix(errb.String(), "ipsecca: ")) {
+			(code != 0 && !strings.HasPrefix(errb.String(), "ipsecca")) ||
+			strings.Contains(errb.String(), "sidecar:") && !strings.HasPrefix(tc.args, "sidecar") {
 			t.Errorf("ipsecca %s: exit %d, stderr %q; want %d and %q", tc.args, code, errb.String(), tc.code, tc.stderr)
 		}
 		if code == 0 && out.Len() == 0 {
@@ -109,7 +137,7 @@ func TestConnFlagsPersistent(t *testing.T) {
 	}
 	dir := t.TempDir()
 	var out, errb bytes.Buffer
-	if code := run([]string{"certs", "--data-dir", dir, "list"}, &out, &errb); code != 1 ||
+	if code := run([]string{"certs", "--data-dir", dir, "list"}, &out, &errb); code != 2 ||
 		!strings.Contains(errb.String(), dir) {
 		t.Errorf("certs --data-dir DIR list: exit %d, %s", code, errb.String())
 	}

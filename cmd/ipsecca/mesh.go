@@ -5,7 +5,6 @@ import (
 	"io"
 	"sort"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -28,7 +27,7 @@ func newMeshCmd() *cobra.Command {
 		Short: "Show which certificate and root each node pair's IKE SA authenticated with",
 	}
 	conn := adminConnFlags(cmd)
-	var asJSON bool
+	var out *outputFlags
 	var wait time.Duration
 	st := &cobra.Command{
 		Use:   "status",
@@ -66,17 +65,17 @@ or the duration passes (exit 1, naming the pairs not yet current).`,
 			} else if resp, werr = waitMesh(cmd, client, conn, wait, "converged", nil); resp == nil {
 				return werr
 			}
-			if asJSON {
-				if err := printJSON(cmd, resp); err != nil {
+			if out.structured() {
+				if err := out.data(cmd, resp); err != nil {
 					return err
 				}
-			} else if err := printMesh(cmd.OutOrStdout(), resp); err != nil {
+			} else if err := printMesh(cmd.OutOrStdout(), out, resp); err != nil {
 				return err
 			}
 			return werr
 		},
 	}
-	st.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
+	out = addOutput(st, true)
 	st.Flags().DurationVar(&wait, "wait", 0, "wait up to this long (e.g. 5m) for the mesh to converge; exit 1 if not")
 	cmd.AddCommand(st)
 	return cmd
@@ -94,18 +93,17 @@ func meshStatus(client ipseccav1.AdminServiceClient, conn *connFlags) (*ipseccav
 }
 
 // printMesh prints the pairs as a table and the summary line.
-func printMesh(out io.Writer, resp *ipseccav1.MeshStatusResponse) error {
-	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NODE\tPEER\tSTATE\tPEER-SERIAL\tROOT\tAUTHENTICATED\tCHILD-SAS")
+func printMesh(out io.Writer, o *outputFlags, resp *ipseccav1.MeshStatusResponse) error {
+	t := newTable("NODE", "PEER", "STATE", "PEER-SERIAL", "ROOT", "AUTHENTICATED", "CHILD-SAS")
 	current := 0
 	for _, p := range resp.GetPairs() {
 		if p.GetState() == pairCurrent {
 			current++
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", p.GetNode(), p.GetPeer(), p.GetState(),
-			orDash(p.GetPeerSerial()), orDash(p.GetPeerRootSerial()), fmtTime(p.GetAuthenticatedAt()), p.GetChildSas())
+		t.row(p.GetNode(), p.GetPeer(), p.GetState(), orDash(p.GetPeerSerial()), orDash(p.GetPeerRootSerial()),
+			fmtTime(p.GetAuthenticatedAt()), p.GetChildSas())
 	}
-	if err := w.Flush(); err != nil {
+	if err := o.table(out, t); err != nil {
 		return err
 	}
 	verdict := "not converged"

@@ -19,7 +19,7 @@ type issueFlags struct {
 	csrFile string
 	out     string
 	caOut   string
-	json    bool
+	output  *outputFlags
 }
 
 func (f *issueFlags) register(cmd *cobra.Command) {
@@ -27,7 +27,7 @@ func (f *issueFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.csrFile, "csr", "", "PEM certificate request (made by openssl, Go or any tool)")
 	cmd.Flags().StringVar(&f.out, "out", "", "write the issued certificate (PEM) here (default stdout)")
 	cmd.Flags().StringVar(&f.caOut, "ca-out", "", "also write the CA bundle returned by the server here")
-	cmd.Flags().BoolVar(&f.json, "json", false, "print the API response as protojson")
+	f.output = addOutput(cmd, true)
 	cmd.MarkFlagRequired("csr")
 	cmd.MarkFlagRequired("ca-file")
 }
@@ -87,8 +87,8 @@ func (f *issueFlags) write(cmd *cobra.Command, resp *ipseccav1.IssueResponse) er
 		}
 	}
 	switch {
-	case f.json:
-		return printJSON(cmd, resp)
+	case f.output.structured():
+		return f.output.data(cmd, resp)
 	case f.out == "":
 		_, err := cmd.OutOrStdout().Write(c.GetCertificatePem())
 		return err

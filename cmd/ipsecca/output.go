@@ -31,6 +31,13 @@ type outputFlags struct {
 // had it, --json as a deprecated alias of -o json).
 func addOutput(cmd *cobra.Command, jsonAlias bool) *outputFlags {
 	o := new(outputFlags)
+	o.register(cmd, jsonAlias)
+	return o
+}
+
+// register adds o's flags to cmd; commands of which only one runs may
+// share one outputFlags.
+func (o *outputFlags) register(cmd *cobra.Command, jsonAlias bool) {
 	fs := cmd.Flags()
 	fs.StringVarP(&o.format, "output", "o", "table", "output format: "+strings.Join(outputFormats, ", "))
 	fs.BoolVar(&o.noHeaders, "no-headers", false, "with table or wide output, print no column headers")
@@ -42,7 +49,6 @@ func addOutput(cmd *cobra.Command, jsonAlias bool) *outputFlags {
 		"output",
 		cobra.FixedCompletions(outputFormats, cobra.ShellCompDirectiveNoFileComp),
 	)
-	return o
 }
 
 // checkOutput refuses an unknown -o value before the command does anything.
@@ -120,8 +126,14 @@ func (o *outputFlags) list(cmd *cobra.Command, v any, t *table) error {
 	if o.structured() {
 		return o.data(cmd, v)
 	}
+	return o.table(cmd.OutOrStdout(), t)
+}
+
+// table prints t alone, whatever -o says (for a command whose text output
+// holds more than one table).
+func (o *outputFlags) table(w io.Writer, t *table) error {
 	p := printers.NewTablePrinter(printers.PrintOptions{NoHeaders: o.noHeaders, Wide: o.format == "wide"})
-	return p.PrintObj(&t.Table, cmd.OutOrStdout())
+	return p.PrintObj(&t.Table, w)
 }
 
 // plain turns an API message into what encoding/json prints as people

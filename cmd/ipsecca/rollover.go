@@ -46,7 +46,7 @@ A node whose sidecar is stopped holds its phase back until it returns, or
 until finish --force. abort goes back to the old key while it is still
 trusted everywhere (phases 1 and 2).`,
 	}
-	var asJSON bool
+	out := new(outputFlags)
 	var wait time.Duration
 	var keyType string
 	var spread time.Duration
@@ -70,8 +70,8 @@ trusted everywhere (phases 1 and 2).`,
 						return err
 					}
 				}
-				if asJSON {
-					if perr := printJSON(cmd, resp); perr != nil {
+				if out.structured() {
+					if perr := out.data(cmd, resp); perr != nil {
 						return perr
 					}
 				} else if perr := printRollover(cmd.OutOrStdout(), resp); perr != nil {
@@ -175,7 +175,7 @@ trusted everywhere (phases 1 and 2).`,
 		),
 	}
 	for _, c := range []*cobra.Command{start, status, finish, abort} {
-		c.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
+		out.register(c, true)
 		cmd.AddCommand(c)
 	}
 	return cmd

@@ -2,14 +2,18 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -44,7 +48,8 @@ func adminCall(conn *connFlags, fn func(c ipseccav1.AdminServiceClient, ctx cont
 func newRotateCmd() *cobra.Command {
 	var conn connFlags
 	var node string
-	var all, asJSON bool
+	var all bool
+	var out *outputFlags
 	var spread, wait time.Duration
 	cmd := &cobra.Command{
 		Use:   "rotate",
@@ -84,12 +89,10 @@ first, naming the pairs still pending.`,
 				if err != nil {
 					return rpcError(nodeWhat(node), err)
 				}
-				if asJSON {
-					err = printJSON(cmd, resp)
-				} else {
-					_, err = fmt.Fprintf(cmd.OutOrStdout(), "%d certificate(s) scheduled for rotation\n",
-						resp.GetMarked())
-				}
+				err = out.print(cmd, resp, func(w io.Writer) error {
+					_, err := fmt.Fprintf(w, "%d certificate(s) scheduled for rotation\n", resp.GetMarked())
+					return err
+				})
 				if err != nil || wait == 0 {
 					return err
 				}
@@ -103,7 +106,7 @@ first, naming the pairs still pending.`,
 	cmd.Flags().StringVar(&node, "node", "", "node to rotate")
 	cmd.Flags().BoolVar(&all, "all", false, "rotate every node")
 	cmd.Flags().DurationVar(&spread, "spread", 0, "with --all, spread the rotations evenly over this window (e.g. 24h)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
+	out = addOutput(cmd, true)
 	cmd.Flags().DurationVar(&wait, "wait", 0,
 		"wait up to this long (e.g. 10m) for every reported pair to authenticate with a new certificate; exit 1 if not")
 	cmd.MarkFlagsOneRequired("node", "all")
@@ -133,7 +136,7 @@ func activeNodeCerts(ctx context.Context, c ipseccav1.AdminServiceClient, node s
 func newScheduleCmd() *cobra.Command {
 	var conn connFlags
 	var limit int
-	var asJSON bool
+	var out *outputFlags
 	cmd := &cobra.Command{
 		Use:   "schedule",
 		Short: "Show the next rotations: overdue, due, then scheduled, soonest first",
@@ -144,29 +147,17 @@ func newScheduleCmd() *cobra.Command {
 				if err != nil {
 					return rpcError("", err)
 				}
-				if asJSON {
-					return printJSON(cmd, resp)
-				}
-				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(w, "NODE\tSERIAL\tSTATUS\tDUE\tNOT AFTER")
+				t := newTable("NODE", "SERIAL", "STATUS", "DUE", "NOT AFTER")
 				for _, e := range resp.GetEntries() {
-					fmt.Fprintf(
-						w,
-						"%s\t%s\t%s\t%s\t%s\n",
-						e.GetNode(),
-						e.GetSerial(),
-						e.GetStatus(),
-						fmtTime(e.GetDueAt()),
-						fmtTime(e.GetNotAfter()),
-					)
+					t.row(e.GetNode(), e.GetSerial(), e.GetStatus(), fmtTime(e.GetDueAt()), fmtTime(e.GetNotAfter()))
 				}
-				return w.Flush()
+				return out.list(cmd, resp, t)
 			})
 		},
 	}
 	conn.register(cmd.Flags(), true)
-	cmd.Flags().IntVar(&limit, "limit", 20, "how many entries")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
+	cmd.Flags().IntVar(&limit, "limit", 20, "show at most this many")
+	out = addOutput(cmd, true)
 	return cmd
 }
 
@@ -174,7 +165,8 @@ func newRotationsCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "rotations", Short: "Query past rotations"}
 	conn := adminConnFlags(cmd)
 	var node, since, until string
-	var asJSON bool
+	var out *outputFlags
+	var limit int
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List rotation events (due, forced, completed, overdue)",
@@ -186,14 +178,16 @@ func newRotationsCmd() *cobra.Command {
 				&ipseccav1.ListEventsRequest{Node: node, Type: "rotation."},
 				since,
 				until,
-				asJSON,
+				limit,
+				out,
 			)
 		},
 	}
 	list.Flags().StringVar(&node, "node", "", "only this node")
 	list.Flags().StringVar(&since, "since", "", "only events at or after this time")
 	list.Flags().StringVar(&until, "until", "", "only events before this time")
-	list.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
+	list.Flags().IntVar(&limit, "limit", 0, "show at most this many, the newest (0: all)")
+	out = addOutput(list, true)
 	cmd.AddCommand(list)
 	return cmd
 }
@@ -204,7 +198,8 @@ func listEvents(
 	conn *connFlags,
 	req *ipseccav1.ListEventsRequest,
 	since, until string,
-	asJSON bool,
+	limit int,
+	out *outputFlags,
 ) error {
 	var err error
 	if req.Since, err = parseTime("--since", since); err != nil {
@@ -226,30 +221,19 @@ func listEvents(
 				break
 			}
 		}
-		if asJSON {
-			return printJSON(cmd, all)
+		if limit > 0 && len(all.Events) > limit {
+			all.Events = all.Events[len(all.Events)-limit:]
 		}
-		w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "SEQ\tTIME\tTYPE\tACTOR\tNODE\tSERIAL\tOLD SERIAL\tREASON")
+		t := newTable("SEQ", "TIME", "TYPE", "ACTOR", "NODE", "SERIAL", "OLD SERIAL", "REASON")
 		for _, e := range all.GetEvents() {
 			reason := e.GetReason()
 			if reason == "" {
 				reason = e.GetDetail()["reason"]
 			}
-			fmt.Fprintf(
-				w,
-				"%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-				e.GetSeq(),
-				e.GetTime().AsTime().UTC().Format(time.RFC3339),
-				e.GetType(),
-				e.GetActor(),
-				e.GetNode(),
-				e.GetSerial(),
-				e.GetOldSerial(),
-				reason,
-			)
+			t.row(e.GetSeq(), e.GetTime().AsTime().UTC().Format(time.RFC3339), e.GetType(), e.GetActor(),
+				e.GetNode(), e.GetSerial(), e.GetOldSerial(), reason)
 		}
-		return w.Flush()
+		return out.list(cmd, all, t)
 	})
 }
 
@@ -257,7 +241,7 @@ func newCACmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "ca", Short: "Show or renew the root CA"}
 	conn := adminConnFlags(cmd)
 	show := func(use, short string, renew bool) *cobra.Command {
-		var asJSON bool
+		var out *outputFlags
 		var wait time.Duration
 		c := &cobra.Command{
 			Use:   use,
@@ -278,10 +262,10 @@ func newCACmd() *cobra.Command {
 					if err != nil {
 						return rpcError("", err)
 					}
-					if asJSON {
-						err = printJSON(cmd, resp)
+					if out.structured() {
+						err = out.data(cmd, resp)
 					} else {
-						err = printRoots(cmd, resp)
+						err = printRoots(cmd, out, resp)
 					}
 					if err != nil || wait == 0 {
 						return err
@@ -300,15 +284,16 @@ func newCACmd() *cobra.Command {
 				})
 			},
 		}
-		c.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
+		out = addOutput(c, true)
 		if renew {
 			c.Flags().DurationVar(&wait, "wait", 0, "wait up to this long (e.g. 10m) for every node to trust the "+
 				"new root (in its NSS inventory) and every pair to be up and current; exit 1 if not")
 		}
 		return c
 	}
-	var out string
+	var outFile string
 	var der bool
+	var crlOut *outputFlags
 	crl := &cobra.Command{
 		Use:   "crl",
 		Short: "Fetch the current CRL (PEM by default)",
@@ -330,17 +315,21 @@ func newCACmd() *cobra.Command {
 				return conn.unreachable(rpcError("", err))
 			}
 			data := resp.GetDer()
+			if crlOut.structured() {
+				return printCRL(cmd, crlOut, data)
+			}
 			if !der {
 				data = pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: data})
 			}
-			if out != "" {
-				return os.WriteFile(out, data, 0o644)
+			if outFile != "" {
+				return os.WriteFile(outFile, data, 0o644)
 			}
 			_, err = cmd.OutOrStdout().Write(data)
 			return err
 		},
 	}
-	crl.Flags().StringVar(&out, "out", "", "write the CRL here (default stdout)")
+	crl.Flags().StringVar(&outFile, "out", "", "write the CRL here (default stdout)")
+	crlOut = addOutput(crl, false)
 	crl.Flags().BoolVar(&der, "der", false, "write DER instead of PEM")
 	cmd.AddCommand(
 		show("show", "Show the current and previous roots with their dates", false),
@@ -360,7 +349,8 @@ func newNodesCmd() *cobra.Command {
 	}
 	conn := adminConnFlags(cmd)
 	mk := func(use, short string, args cobra.PositionalArgs) *cobra.Command {
-		var asJSON bool
+		var out *outputFlags
+		var limit int
 		c := &cobra.Command{
 			Use:   use,
 			Short: short,
@@ -375,29 +365,27 @@ func newNodesCmd() *cobra.Command {
 					if err != nil {
 						return rpcError(nodeWhat(node), err)
 					}
-					if asJSON {
-						return printJSON(cmd, resp)
+					if limit > 0 && len(resp.GetNodes()) > limit {
+						resp.Nodes = resp.Nodes[:limit]
 					}
-					w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+					if out.structured() {
+						return out.data(cmd, resp)
+					}
 					if node == "" {
-						fmt.Fprintln(w, "NODE\tCN\tSERIAL\tSTATE\tNOT AFTER\tROTATE AFTER\tNSS ENTRIES\tREPORTED")
+						t := newTable("NODE", "CN", "SERIAL", "STATE", "NOT AFTER", "ROTATE AFTER", "NSS ENTRIES",
+							"REPORTED")
 						for _, n := range resp.GetNodes() {
 							cur := n.GetCurrent()
-							fmt.Fprintf(
-								w,
-								"%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n",
-								n.GetName(),
-								n.GetCommonName(),
-								cur.GetSerial(),
-								cur.GetState(),
-								fmtTime(cur.GetNotAfter()),
-								fmtTime(cur.GetRotateAfter()),
-								len(n.GetInventory()),
-								fmtTime(n.GetInventoryReportedAt()),
-							)
+							t.row(n.GetName(), n.GetCommonName(), cur.GetSerial(), cur.GetState(),
+								fmtTime(cur.GetNotAfter()), fmtTime(cur.GetRotateAfter()), len(n.GetInventory()),
+								fmtTime(n.GetInventoryReportedAt()))
 						}
-						return w.Flush()
+						return out.list(cmd, resp, t)
 					}
+					if len(resp.GetNodes()) == 0 { // an older server answers an unknown node with no nodes
+						return rpcError(nodeWhat(node), status.Error(codes.NotFound, ""))
+					}
+					w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 					for _, n := range resp.GetNodes() {
 						cur := n.GetCurrent()
 						fmt.Fprintf(
@@ -410,11 +398,12 @@ func newNodesCmd() *cobra.Command {
 							fmtTime(cur.GetNotAfter()),
 							fmtTime(n.GetInventoryReportedAt()),
 						)
-						fmt.Fprintln(w, "NICKNAME\tSERIAL\tTRUST\tNOT AFTER\tSUBJECT")
+						if err := w.Flush(); err != nil {
+							return err
+						}
+						t := newTable("NICKNAME", "SERIAL", "TRUST", "NOT AFTER", "SUBJECT")
 						for _, e := range n.GetInventory() {
-							fmt.Fprintf(
-								w,
-								"%s\t%s\t%s\t%s\t%s\n",
+							t.row(
 								e.GetNickname(),
 								e.GetSerial(),
 								e.GetTrust(),
@@ -422,12 +411,18 @@ func newNodesCmd() *cobra.Command {
 								e.GetSubject(),
 							)
 						}
+						if err := out.table(cmd.OutOrStdout(), t); err != nil {
+							return err
+						}
 					}
-					return w.Flush()
+					return nil
 				})
 			},
 		}
-		c.Flags().BoolVar(&asJSON, "json", false, "print the API response as protojson")
+		out = addOutput(c, true)
+		if use == "list" {
+			c.Flags().IntVar(&limit, "limit", 0, "show at most this many (0: all)")
+		}
 		return c
 	}
 	cmd.AddCommand(
@@ -436,10 +431,11 @@ func newNodesCmd() *cobra.Command {
 	)
 
 	var reason string
+	var rOut, aOut, fOut *outputFlags
 	revoke := &cobra.Command{
 		Use: "revoke NODE",
 		Short: "Revoke every certificate of a node and void its unused tokens; published in the CRL, the node is " +
-			"told, and it gets no certificate by any door until 'node readmit'",
+			"told, and it gets no certificate by any door until 'nodes readmit'",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return adminCall(conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
@@ -447,15 +443,11 @@ func newNodesCmd() *cobra.Command {
 				if err != nil {
 					return rpcError(nodeWhat(args[0]), err)
 				}
-				fmt.Fprintf(
-					cmd.OutOrStdout(),
-					"revoked %d certificate(s) of %s; its unused tokens are void; it gets no certificate until "+
-						"'ipsecca node readmit %s'\n",
-					resp.GetRevoked(),
-					args[0],
-					args[0],
-				)
-				return nil
+				return rOut.print(cmd, resp, func(w io.Writer) error {
+					_, err := fmt.Fprintf(w, "revoked %d certificate(s) of %s; its unused tokens are void; it gets "+
+						"no certificate until 'ipsecca nodes readmit %s'\n", resp.GetRevoked(), args[0], args[0])
+					return err
+				})
 			})
 		},
 	}
@@ -467,16 +459,15 @@ func newNodesCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return adminCall(conn, func(c ipseccav1.AdminServiceClient, ctx context.Context) error {
-				if _, err := c.ReadmitNode(ctx, &ipseccav1.ReadmitNodeRequest{Node: args[0]}); err != nil {
+				resp, err := c.ReadmitNode(ctx, &ipseccav1.ReadmitNodeRequest{Node: args[0]})
+				if err != nil {
 					return rpcError(nodeWhat(args[0]), err)
 				}
-				fmt.Fprintf(
-					cmd.OutOrStdout(),
-					"re-admitted %s: create a new token for it (ipsecca token create --node %s)\n",
-					args[0],
-					args[0],
-				)
-				return nil
+				return aOut.print(cmd, resp, func(w io.Writer) error {
+					_, err := fmt.Fprintf(w, "re-admitted %s: create a new token for it (ipsecca token create "+
+						"--node %s)\n", args[0], args[0])
+					return err
+				})
 			})
 		},
 	}
@@ -492,31 +483,27 @@ func newNodesCmd() *cobra.Command {
 				if err != nil {
 					return rpcError(nodeWhat(args[0]), err)
 				}
-				fmt.Fprintf(
-					cmd.OutOrStdout(),
-					"released %d name(s) of %s: %s\n",
-					len(resp.GetReleased()),
-					args[0],
-					strings.Join(resp.GetReleased(), ", "),
-				)
-				return nil
+				return fOut.print(cmd, resp, func(w io.Writer) error {
+					_, err := fmt.Fprintf(w, "released %d name(s) of %s: %s\n", len(resp.GetReleased()), args[0],
+						strings.Join(resp.GetReleased(), ", "))
+					return err
+				})
 			})
 		},
 	}
+	rOut, aOut, fOut = addOutput(revoke, false), addOutput(readmit, false), addOutput(forget, false)
 	cmd.AddCommand(revoke, readmit, forget)
 	return cmd
 }
 
-// printRoots prints the CA's roots as a table.
-func printRoots(cmd *cobra.Command, resp *ipseccav1.GetCAResponse) error {
-	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "ROLE\tSERIAL\tSUBJECT\tNOT BEFORE\tNOT AFTER\tSHA256")
+// printRoots prints the CA's roots as a table, then what is pending.
+func printRoots(cmd *cobra.Command, o *outputFlags, resp *ipseccav1.GetCAResponse) error {
+	t := newTable("ROLE", "SERIAL", "SUBJECT", "NOT BEFORE", "NOT AFTER", "SHA256")
 	for _, r := range resp.GetRoots() {
-		which := r.GetRole()
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", which, r.GetSerial(), r.GetSubject(),
-			fmtTime(r.GetNotBefore()), fmtTime(r.GetNotAfter()), r.GetSha256Fingerprint())
+		t.row(r.GetRole(), r.GetSerial(), r.GetSubject(), fmtTime(r.GetNotBefore()), fmtTime(r.GetNotAfter()),
+			r.GetSha256Fingerprint())
 	}
-	if err := w.Flush(); err != nil {
+	if err := o.table(cmd.OutOrStdout(), t); err != nil {
 		return err
 	}
 	out := cmd.OutOrStdout()
@@ -532,4 +519,35 @@ func printRoots(cmd *cobra.Command, resp *ipseccav1.GetCAResponse) error {
 		fmt.Fprintf(out, "warning: %s\n", line)
 	}
 	return nil
+}
+
+// printCRL prints the CRL as data: its PEM and what it lists.
+func printCRL(cmd *cobra.Command, o *outputFlags, der []byte) error {
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		return fmt.Errorf("the server's CRL: %w", err)
+	}
+	type revoked struct {
+		Serial    string    `json:"serial"`
+		RevokedAt time.Time `json:"revokedAt"`
+	}
+	v := struct {
+		Issuer     string    `json:"issuer"`
+		Number     string    `json:"number"`
+		ThisUpdate time.Time `json:"thisUpdate"`
+		NextUpdate time.Time `json:"nextUpdate"`
+		Revoked    []revoked `json:"revoked"`
+		PEM        string    `json:"pem"`
+	}{Issuer: crl.Issuer.String(), ThisUpdate: crl.ThisUpdate.UTC(), NextUpdate: crl.NextUpdate.UTC(),
+		Revoked: []revoked{}, PEM: string(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}))}
+	if crl.Number != nil {
+		v.Number = crl.Number.String()
+	}
+	for _, e := range crl.RevokedCertificateEntries {
+		v.Revoked = append(
+			v.Revoked,
+			revoked{Serial: fmt.Sprintf("%x", e.SerialNumber), RevokedAt: e.RevocationTime.UTC()},
+		)
+	}
+	return o.data(cmd, v)
 }

@@ -5,9 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"os"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -19,7 +17,7 @@ import (
 
 func newStatusCmd() *cobra.Command {
 	var conn connFlags
-	var asJSON bool
+	var out *outputFlags
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the store backend, the replicas (which one leads, each one's health) and the etcd members",
@@ -41,18 +39,17 @@ bundle. Exit status 1 when a replica or an etcd member is unhealthy.`,
 			}); err != nil {
 				return err
 			}
-			if asJSON {
-				return printJSON(cmd, resp)
+			if out.structured() {
+				return out.data(cmd, resp)
 			}
-			caPEM, err := os.ReadFile(conn.caFile)
+			caPEM, err := readInput("read CA bundle", conn.caFile)
 			if err != nil {
 				return err
 			}
 			bad := 0
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "backend: %s\nleader: %s\n\n", resp.GetBackend(), orNone(resp.GetLeader()))
-			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "REPLICA\tADDRESS\tROLE\tHEALTH\tSTARTED")
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "backend: %s\nleader: %s\n\n", resp.GetBackend(), orNone(resp.GetLeader()))
+			t := newTable("REPLICA", "ADDRESS", "ROLE", "HEALTH", "STARTED")
 			for _, r := range resp.GetReplicas() {
 				role := "follower"
 				if r.GetLeader() {
@@ -62,21 +59,14 @@ bundle. Exit status 1 when a replica or an etcd member is unhealthy.`,
 				if health != "SERVING" {
 					bad++
 				}
-				fmt.Fprintf(
-					w,
-					"%s\t%s\t%s\t%s\t%s\n",
-					r.GetId(),
-					r.GetAddress(),
-					role,
-					health,
-					fmtTime(r.GetStartedAt()),
-				)
+				t.row(r.GetId(), r.GetAddress(), role, health, fmtTime(r.GetStartedAt()))
 			}
-			w.Flush()
+			if err := out.table(w, t); err != nil {
+				return err
+			}
 			if len(resp.GetMembers()) > 0 {
-				fmt.Fprintln(out)
-				w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(w, "ETCD MEMBER\tENDPOINT\tROLE\tHEALTH\tDB SIZE\tRAFT INDEX")
+				fmt.Fprintln(w)
+				t = newTable("ETCD MEMBER", "ENDPOINT", "ROLE", "HEALTH", "DB SIZE", "RAFT INDEX")
 				for _, m := range resp.GetMembers() {
 					role, health := "follower", "healthy"
 					if m.GetLeader() {
@@ -86,18 +76,11 @@ bundle. Exit status 1 when a replica or an etcd member is unhealthy.`,
 						health, role = "UNHEALTHY: "+m.GetError(), "-"
 						bad++
 					}
-					fmt.Fprintf(
-						w,
-						"%s\t%s\t%s\t%s\t%d\t%d\n",
-						m.GetName(),
-						m.GetEndpoint(),
-						role,
-						health,
-						m.GetDbSize(),
-						m.GetRaftIndex(),
-					)
+					t.row(m.GetName(), m.GetEndpoint(), role, health, m.GetDbSize(), m.GetRaftIndex())
 				}
-				w.Flush()
+				if err := out.table(w, t); err != nil {
+					return err
+				}
 			}
 			if bad > 0 {
 				return fmt.Errorf("%d unhealthy (see above)", bad)
@@ -106,7 +89,7 @@ bundle. Exit status 1 when a replica or an etcd member is unhealthy.`,
 		},
 	}
 	conn.register(cmd.Flags(), true)
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the replica's answer as JSON (no health checks)")
+	out = addOutput(cmd, true)
 	return cmd
 }
 

@@ -115,7 +115,8 @@ func readImportFile(what, path string) ([]byte, error) {
 // command: the certificate to import is the argument).
 func newCAImportCmd(conn *connFlags) *cobra.Command {
 	var chainFile, kekFile string
-	var offline, asJSON bool
+	var offline bool
+	var out *outputFlags
 	var sf storeFlags
 	cmd := &cobra.Command{
 		Use:   "import SUB.pem [--chain CHAIN.pem]",
@@ -165,8 +166,8 @@ the subordinate (renew_by), the warnings and the next step.`,
 				storeFlagsGiven = storeFlagsGiven || cmd.Flags().Changed(name)
 			}
 			show := func(resp *ipseccav1.GetCAResponse, next string) error {
-				if asJSON {
-					return printJSON(cmd, resp)
+				if out.structured() {
+					return out.data(cmd, resp)
 				}
 				return printImported(cmd.OutOrStdout(), resp, next)
 			}
@@ -206,7 +207,7 @@ the subordinate (renew_by), the warnings and the next step.`,
 	fs.StringVar(&chainFile, "chain", "",
 		"its chain (PEM): the issuer and every certificate above it, up to your organisation's root")
 	fs.BoolVar(&offline, "offline", false, "import into the store directly (no server running on it)")
-	fs.BoolVar(&asJSON, "json", false, "print the result as protojson (GetCAResponse)")
+	out = addOutput(cmd, true)
 	fs.StringVar(&kekFile, flagnames.KEKFile, "",
 		"offline: the key-encryption key sealing the CA key (default $IPSECCA_KEK)")
 	fs.StringVar(&sf.kind, flagnames.Store, storeBolt, "offline: store backend, bolt (in --data-dir) or etcd")

@@ -48,6 +48,8 @@ func typeUsageErrors(root *cobra.Command) {
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
 	requireSubcommand(root)
+	completeValues(root)
+	setExamples(root)
 	var wrap func(*cobra.Command)
 	wrap = func(c *cobra.Command) {
 		if valid := c.Args; valid != nil {
