@@ -1,23 +1,43 @@
-# Multi-stage build of the static ipsecca binary onto a small runtime image.
-# The sidecar needs the NSS tools (certutil, pk12util, crlutil), so the
-# runtime is Debian slim with libnss3-tools rather than distroless.
-FROM golang:1.26-bookworm AS build
+# The ipsecca image: the static binary on Debian slim with the NSS tools (certutil, pk12util, crlutil)
+# that the sidecar drives, so not distroless. One image serves the CA, the sidecar and the admin CLI.
+#
+# Two ways to build it:
+# - `make image` (hack/image.sh; no registry needed): the base is a debootstrap-made
+#   localhost/debian:bookworm-slim, the binary is built outside and copied in:
+#     podman build --build-arg BASE=localhost/debian:bookworm-slim --build-arg BINARY=prebuilt .
+# - with a registry: `docker build .` compiles in golang:1.26-bookworm and runs on debian:bookworm-slim.
+#   The context keeps .git (see .dockerignore) so Go stamps the revision that `ipsecca version` prints.
+ARG BUILDER=golang:1.26-bookworm
+ARG BASE=debian:bookworm-slim
+# BINARY: the stage the binary comes from: "compile" builds it in BUILDER, "prebuilt" copies
+# bin/image/ipsecca (static, CGO_ENABLED=0, built outside) from the context. Only the named stage runs.
+ARG BINARY=compile
+
+FROM ${BUILDER} AS compile
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/ipsecca ./cmd/ipsecca
+RUN CGO_ENABLED=0 go build -trimpath -buildvcs=true -ldflags='-s -w' -o /out/ipsecca ./cmd/ipsecca
 
-FROM debian:bookworm-slim
+FROM scratch AS prebuilt
+# The label lets hack/image.sh remove this stage's image once the final image has the binary.
+LABEL io.ipsecca.stage=prebuilt
+COPY bin/image/ipsecca /out/ipsecca
+
+FROM ${BINARY} AS binary
+
+FROM ${BASE}
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libnss3-tools ca-certificates \
- && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 65532 --home-dir /var/lib/ipsecca ipsecca \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libnss3-tools ca-certificates \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
+ && useradd --uid 65532 --user-group --home-dir /var/lib/ipsecca --shell /usr/sbin/nologin ipsecca \
  && install -d -o ipsecca -g ipsecca -m 0700 /var/lib/ipsecca
-COPY --from=build /out/ipsecca /usr/local/bin/ipsecca
-# The CA runs unprivileged; the sidecar DaemonSet overrides the user to
-# write the host's NSS database.
-USER 65532
+COPY --from=binary /out/ipsecca /usr/local/bin/ipsecca
+# The CA runs unprivileged as the manifests' runAsUser (65532); the sidecar DaemonSet overrides the
+# user to write the host's NSS database.
+USER 65532:65532
 VOLUME /var/lib/ipsecca
 EXPOSE 8443
 ENTRYPOINT ["/usr/local/bin/ipsecca"]

@@ -15,12 +15,19 @@ OVSMON := .cache/ovs-ipsec/usr/share/openvswitch/scripts/ovs-monitor-ipsec
 # Python library (for ovs-monitor-ipsec); Prometheus and promtool for the
 # monitoring pack; podman, runc and debootstrap to build and run the image.
 
-.PHONY: all build run test unit integration deps proto proto-check vet fmt-check clean bench fuzz e2e
+.PHONY: all build run test unit integration deps proto proto-check vet fmt-check clean bench fuzz e2e image
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/ipsecca
+
+# The container image, built by podman with no registry (hack/image.sh): the base
+# localhost/debian:bookworm-slim by debootstrap once (tarball cached in .cache/image), the
+# static binary built outside the image and copied in, libnss3-tools from the apt mirror.
+IMAGE ?= localhost/ipsecca:dev
+image: deps
+	IMAGE=$(IMAGE) GO=$(GO) hack/image.sh
 
 # Run the service on the embedded store, data in ./$(DATA).
 run: build
