@@ -42,7 +42,18 @@ RBAC, no sidecar. --mode Disabled prints nothing and says why.
 key-encryption key, which seals the CA key in etcd, comes from the Secret
 ` + deploy.NameKEK + ` (key ` + deploy.KEKKey + `) that you create first; the printed manifests hold
 no key material. --etcd-tls-secret names a Secret with the etcd client TLS
-files (ca.crt, tls.crt, tls.key).`,
+files (ca.crt, tls.crt, tls.key).
+
+There is no encapsulation setting here: on a node, ovs-monitor-ipsec writes
+libreswan's conns from OVN's option (ovn-nbctl set nb_global .
+options:ipsec_encapsulation=true forces NAT-T, like OpenShift's Always).
+
+--monitoring adds the monitoring pack: a ServiceMonitor for the CA's metrics
+port (job ` + deploy.JobCA + `), a PodMonitor for the sidecars' (job ` + deploy.JobSidecar + `; the
+sidecar then listens on host port ` + fmt.Sprint(deploy.DefaultSidecarMetrics) + `), a PrometheusRule with the alerts
+and a ConfigMap holding the Grafana dashboard (label grafana_dashboard). The
+Prometheus Operator's CRDs must be installed; without the operator, load the
+same rule file (kube/deploy/monitoring/ipsecca-rules.yaml) into Prometheus.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			m, err := kube.ParseMode(mode)
@@ -114,12 +125,9 @@ files (ca.crt, tls.crt, tls.key).`,
 	f.StringVar(&o.Image, "image", deploy.DefaultImage, "ipsecca container image")
 	f.StringVar(&o.NSSDir, "nss-dir", deploy.DefaultNSSDir, "the nodes' NSS database directory (libreswan's)")
 	f.StringVar(&mode, "mode", string(kube.ModeFull), "the cluster's IPsec mode: Full, External or Disabled")
-	f.StringVar(
-		&o.Encapsulation,
-		"encapsulation",
-		deploy.EncapsulationAuto,
-		"IPsec encapsulation for pod-to-pod traffic: Auto (NAT-T only behind NAT) or Always",
-	)
+	f.BoolVar(&o.Monitoring, "monitoring", false, fmt.Sprintf(
+		"add a ServiceMonitor, a PodMonitor (sidecar --metrics-listen on host port %d), a PrometheusRule and a "+
+			"Grafana dashboard ConfigMap (needs the Prometheus Operator's CRDs)", deploy.DefaultSidecarMetrics))
 	f.StringVar(&o.SignerName, "signer-name", kube.DefaultSignerName, "CSR signer name the CA serves")
 	f.StringVar(
 		&o.RequesterPrefix,

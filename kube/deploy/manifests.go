@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -17,12 +18,6 @@ import (
 
 	"github.com/ipsecca/ipsecca/internal/flagnames"
 	"github.com/ipsecca/ipsecca/kube"
-)
-
-// Encapsulation values of OpenShift's ipsecConfig.full.encapsulation.
-const (
-	EncapsulationAuto   = "Auto"
-	EncapsulationAlways = "Always"
 )
 
 // Manifest defaults.
@@ -84,11 +79,12 @@ const DisabledNote = "the cluster's IPsec mode is Disabled: nothing to apply (no
 
 // ManifestOptions are the knobs of the printed manifests.
 type ManifestOptions struct {
-	Namespace     string    // DefaultNamespace when empty
-	Image         string    // DefaultImage when empty
-	NSSDir        string    // DefaultNSSDir when empty
-	Mode          kube.Mode // ModeFull when empty
-	Encapsulation string    // EncapsulationAuto when empty
+	Namespace string    // DefaultNamespace when empty
+	Image     string    // DefaultImage when empty
+	NSSDir    string    // DefaultNSSDir when empty
+	Mode      kube.Mode // ModeFull when empty
+	// No encapsulation knob: ovs-monitor-ipsec writes libreswan's conns
+	// from OVN's ipsec_encapsulation option, which the sidecar never sees.
 
 	SignerName        string      // DefaultSignerName when empty
 	RequesterPrefix   string      // DefaultRequesterPrefix when empty
@@ -120,6 +116,10 @@ type ManifestOptions struct {
 	// when 0; with StoreBolt 0 or 1 (one replica: the store is a file).
 	Replicas int32
 
+	// Monitoring adds the monitoring pack (Prometheus Operator and Grafana
+	// objects: see monitoringObjects) and the sidecar's metrics listener.
+	Monitoring bool
+
 	// SidecarArgs replaces the sidecar container's arguments (the default
 	// runs `ipsecca sidecar --kube` as this node with its own credentials).
 	SidecarArgs []string
@@ -148,14 +148,6 @@ func (o *ManifestOptions) setDefaults() error {
 		return err
 	}
 	o.Mode = m
-	switch {
-	case o.Encapsulation == "" || strings.EqualFold(o.Encapsulation, EncapsulationAuto):
-		o.Encapsulation = EncapsulationAuto
-	case strings.EqualFold(o.Encapsulation, EncapsulationAlways):
-		o.Encapsulation = EncapsulationAlways
-	default:
-		return fmt.Errorf("kube: encapsulation %q: want Auto or Always", o.Encapsulation)
-	}
 	if o.CNFrom == "" {
 		o.CNFrom = kube.CNFromChassisID
 	}
@@ -420,6 +412,13 @@ func Manifests(o ManifestOptions) ([]runtime.Object, error) {
 	if full {
 		objs = append(objs, sidecarDaemonSet(o, meta, labels))
 	}
+	if o.Monitoring {
+		mon, err := monitoringObjects(o, meta, labels)
+		if err != nil {
+			return nil, err
+		}
+		objs = append(objs, mon...)
+	}
 	return objs, nil
 }
 
@@ -681,6 +680,14 @@ func sidecarDaemonSet(o ManifestOptions, meta metaFunc, labels func(string) map[
 			flagArg(flagnames.StateDir), SidecarStateDir,
 			flagArg(flagnames.LogFormat), "json"}
 	}
+	var ports []corev1.ContainerPort
+	if o.Monitoring {
+		// The host's network: the port is the node's.
+		args = append(slices.Clone(args),
+			flagArg(flagnames.MetricsListen), fmt.Sprintf("0.0.0.0:%d", DefaultSidecarMetrics))
+		ports = []corev1.ContainerPort{{Name: "metrics", ContainerPort: DefaultSidecarMetrics,
+			HostPort: DefaultSidecarMetrics, Protocol: corev1.ProtocolTCP}}
+	}
 	hostPath := func(name, path string, t corev1.HostPathType) corev1.Volume {
 		return corev1.Volume{
 			Name:         name,
@@ -726,6 +733,7 @@ func sidecarDaemonSet(o ManifestOptions, meta metaFunc, labels func(string) map[
 						Name:  "sidecar",
 						Image: o.Image,
 						Args:  args,
+						Ports: ports,
 						Env: []corev1.EnvVar{
 							{
 								Name: "NODE_NAME",
@@ -737,8 +745,6 @@ func sidecarDaemonSet(o ManifestOptions, meta metaFunc, labels func(string) map[
 								Name:  flagnames.EnvServer,
 								Value: fmt.Sprintf("%s.%s.svc:%d", NameCA, o.Namespace, DefaultGRPC),
 							},
-							{Name: "IPSECCA_ENCAPSULATION", Value: o.Encapsulation},
-							{Name: "IPSECCA_NSS_DIR", Value: o.NSSDir},
 						},
 						VolumeMounts: []corev1.VolumeMount{
 							{Name: "nss", MountPath: o.NSSDir},

@@ -115,7 +115,7 @@ func TestManifestSets(t *testing.T) {
 			}
 		}
 	}
-	for _, bad := range []deploy.ManifestOptions{{Mode: "Partial"}, {Encapsulation: "Never"}, {Namespace: "Bad_NS"},
+	for _, bad := range []deploy.ManifestOptions{{Mode: "Partial"}, {Namespace: "Bad_NS"},
 		{NSSDir: "relative"}, {CABundleConfigMap: "no-namespace"}} {
 		if _, err := deploy.Manifests(bad); err == nil {
 			t.Errorf("Manifests(%+v) accepted", bad)
@@ -414,9 +414,8 @@ func TestManifestsOnAPIServer(t *testing.T) {
 		t,
 		srv,
 		deploy.ManifestOptions{
-			Image:         "registry.example/ipsecca:v1",
-			Encapsulation: "Always",
-			NSSDir:        "/var/lib/ipsec/nss",
+			Image:  "registry.example/ipsecca:v1",
+			NSSDir: "/var/lib/ipsec/nss",
 		},
 	)
 	kubetest.ApplyManifests(t, srv, deploy.ManifestOptions{Namespace: "ipsecca-external", Mode: kube.ModeExternal})
@@ -710,3 +709,54 @@ const (
 	nodeGroup  = kube.DefaultNodeGroup
 	nodePrefix = kube.DefaultRequesterPrefix
 )
+
+// Every environment variable the manifests set is one the binary reads:
+// an IPSECCA_* variable a flag falls back to (internal/flagnames), a
+// downward-API value an argument names as $(VAR), or POD_NAMESPACE (the
+// signer's Lease namespace). IPSECCA_ENCAPSULATION and IPSECCA_NSS_DIR,
+// which nothing read, are gone.
+func TestManifestsEnvIsRead(t *testing.T) {
+	read := map[string]bool{flagnames.EnvServer: true, flagnames.EnvDataDir: true, "POD_NAMESPACE": true}
+	endpoints := []string{"https://h1:2379"}
+	for _, o := range []deploy.ManifestOptions{
+		{},
+		{Mode: kube.ModeExternal},
+		{Store: deploy.StoreEtcd, EtcdEndpoints: endpoints, EtcdTLSSecret: "etcd-client"},
+		{NSSDir: "/etc/ipsec.d"},
+		{Monitoring: true},
+	} {
+		objs, err := deploy.Manifests(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := 0
+		for _, obj := range objs {
+			var pod corev1.PodSpec
+			switch w := obj.(type) {
+			case *appsv1.StatefulSet:
+				pod = w.Spec.Template.Spec
+			case *appsv1.Deployment:
+				pod = w.Spec.Template.Spec
+			case *appsv1.DaemonSet:
+				pod = w.Spec.Template.Spec
+				if got := argValue(pod.Containers[0].Args, flagArg(flagnames.NSSDir)); o.NSSDir != "" && got != o.NSSDir {
+					t.Errorf("sidecar --nss-dir %q, want %q", got, o.NSSDir)
+				}
+			default:
+				continue
+			}
+			for _, c := range pod.Containers {
+				args := strings.Join(c.Args, " ")
+				for _, e := range c.Env {
+					seen++
+					if !read[e.Name] && !strings.Contains(args, "$("+e.Name+")") {
+						t.Errorf("%+v: container %s sets %s, which nothing reads", o, c.Name, e.Name)
+					}
+				}
+			}
+		}
+		if seen == 0 {
+			t.Fatalf("%+v: no environment at all", o)
+		}
+	}
+}
