@@ -403,7 +403,9 @@ type AdminServiceClient interface {
 	RenewCA(ctx context.Context, in *RenewCARequest, opts ...grpc.CallOption) (*GetCAResponse, error)
 	// RevokeNode revokes every unexpired certificate of a node and voids its
 	// unused tokens; its Watch streams are told. The node gets no
-	// certificate, through any door, until ReadmitNode.
+	// certificate, through any door, until ReadmitNode. Revoking a revoked
+	// node is OK with already_revoked = true; a node nothing is known of (no
+	// certificate, no token) is NotFound.
 	RevokeNode(ctx context.Context, in *RevokeNodeRequest, opts ...grpc.CallOption) (*RevokeNodeResponse, error)
 	// ReadmitNode lets a revoked node be issued certificates again (with a
 	// token made after this call).
@@ -768,7 +770,9 @@ type AdminServiceServer interface {
 	RenewCA(context.Context, *RenewCARequest) (*GetCAResponse, error)
 	// RevokeNode revokes every unexpired certificate of a node and voids its
 	// unused tokens; its Watch streams are told. The node gets no
-	// certificate, through any door, until ReadmitNode.
+	// certificate, through any door, until ReadmitNode. Revoking a revoked
+	// node is OK with already_revoked = true; a node nothing is known of (no
+	// certificate, no token) is NotFound.
 	RevokeNode(context.Context, *RevokeNodeRequest) (*RevokeNodeResponse, error)
 	// ReadmitNode lets a revoked node be issued certificates again (with a
 	// token made after this call).
