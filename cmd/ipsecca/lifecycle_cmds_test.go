@@ -56,8 +56,8 @@ func TestLifecycleCommands(t *testing.T) {
 		not  []string
 	}{
 		{"list", newTokenListCmd, nil, 0, []string{"ID", tok.ID, "node-a", "unused", "node-b"}, []string{secret}},
-		{"revoke by whole token", newTokenRevokeCmd, []string{full}, 0, []string{"token " + tok.ID + " (node node-a) revoked"},
-			[]string{secret}},
+		{"revoke by whole token", newTokenRevokeCmd, []string{full}, 0,
+			[]string{"token " + tok.ID + " (node node-a) revoked"}, []string{secret}},
 		{"revoke again", newTokenRevokeCmd, []string{tok.ID}, 0, []string{"already revoked"}, nil},
 		{"list hides it", newTokenListCmd, nil, 0, []string{"node-b"}, []string{tok.ID}},
 		{"list --all", newTokenListCmd, []string{"--all", "--node", "node-a"}, 0, []string{tok.ID, "revoked"},
