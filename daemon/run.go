@@ -73,16 +73,16 @@ type Doors struct {
 
 // Bind binds every address of d not bound yet, so that a process can
 // fail on a bad or busy address before it writes anything. On error
-// nothing it bound stays open; the error names the address.
+// (a *BindError) nothing it bound stays open.
 func (d *Doors) Bind() error {
 	for _, l := range []struct {
-		what string
+		door string
 		addr string
 		lis  *net.Listener
 	}{
-		{"listen", d.Listen, &d.Listener},
-		{"metrics listen", d.MetricsListen, &d.MetricsListener},
-		{"pprof listen", d.PprofListen, &d.PprofListener},
+		{DoorGRPC, d.Listen, &d.Listener},
+		{DoorMetrics, d.MetricsListen, &d.MetricsListener},
+		{DoorPprof, d.PprofListen, &d.PprofListener},
 	} {
 		if l.addr == "" || *l.lis != nil {
 			continue
@@ -90,12 +90,37 @@ func (d *Doors) Bind() error {
 		lis, err := net.Listen("tcp", l.addr)
 		if err != nil {
 			d.Close()
-			return fmt.Errorf("%s on %s: %w", l.what, l.addr, err)
+			return &BindError{Door: l.door, Addr: l.addr, Err: err}
 		}
 		*l.lis = lis
 	}
 	return nil
 }
+
+// The doors a BindError names.
+const (
+	DoorGRPC    = "gRPC"
+	DoorMetrics = "metrics"
+	DoorPprof   = "pprof"
+)
+
+// BindError is a listener that could not be bound.
+type BindError struct {
+	Door string // DoorGRPC, DoorMetrics or DoorPprof
+	Addr string
+	Err  error
+}
+
+func (e *BindError) Error() string {
+	why := e.Err
+	var op *net.OpError
+	if errors.As(why, &op) && op.Err != nil {
+		why = op.Err // net's own message repeats the address
+	}
+	return fmt.Sprintf("cannot listen for %s on %s: %v", e.Door, e.Addr, why)
+}
+
+func (e *BindError) Unwrap() error { return e.Err }
 
 // Close closes the listeners of d (when Run will not be called after
 // Bind).

@@ -284,12 +284,14 @@ func TestRunListenFailure(t *testing.T) {
 	in := openInstance(t, nil)
 	sg := newFakeSigner()
 	wait := runUntil(t, context.Background(), in, Doors{Listen: busy.Addr().String(), Signer: sg})
-	if err := wait(); err == nil || !strings.HasPrefix(err.Error(), "listen on "+busy.Addr().String()) {
+	if err := wait(); err == nil ||
+		err.Error() != "cannot listen for gRPC on "+busy.Addr().String()+": bind: address already in use" {
 		t.Fatalf("Run on a busy address: %v", err)
 	}
 	d := Doors{Listen: "127.0.0.1:0", MetricsListen: busy.Addr().String()}
 	err = d.Bind()
-	if err == nil || !strings.HasPrefix(err.Error(), "metrics listen on "+busy.Addr().String()) {
+	var be *BindError
+	if !errors.As(err, &be) || be.Door != DoorMetrics || be.Addr != busy.Addr().String() {
 		t.Fatalf("Bind with a busy metrics address: %v", err)
 	}
 	if d.Listener != nil || d.MetricsListener != nil {
