@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/ipsecca/ipsecca/ca"
 	"github.com/ipsecca/ipsecca/daemon"
 	"github.com/ipsecca/ipsecca/internal/flagnames"
+	"github.com/ipsecca/ipsecca/kube"
 	"github.com/ipsecca/ipsecca/rotation"
 	"github.com/ipsecca/ipsecca/server"
 	"github.com/ipsecca/ipsecca/store"
@@ -275,28 +277,60 @@ func newServeCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if kf.only {
+				listen = "" // no gRPC listener: the Kubernetes front door alone
+			}
 			if f.advertise == "" {
 				f.advertise = listen
 			}
-			in, log, err := f.open(ctx)
+			// Every flag is checked and every address bound before anything
+			// is written: a mistyped or busy address leaves no CA behind.
+			opts, log, err := f.options()
 			if err != nil {
 				return err
 			}
-			defer in.Close()
-			doors := daemon.Doors{Listen: listen, MetricsListen: metricsListen, PprofListen: pprofListen}
-			if kf.active() {
-				cfg, err := kf.config(f.mode, log)
-				if err != nil {
+			if err := checkStoreFlags(&f.store, log); err != nil {
+				return err
+			}
+			for _, a := range []struct{ flag, addr string }{
+				{flagnames.Listen, listen}, {flagnames.MetricsListen, metricsListen}, {"pprof-listen", pprofListen},
+			} {
+				if err := checkListenAddr(a.flag, a.addr, a.flag == flagnames.Listen && !kf.only); err != nil {
 					return err
 				}
-				sg, err := in.NewSigner(cfg)
+			}
+			var kcfg kube.Config
+			if kf.active() {
+				if kcfg, err = kf.config(f.mode, log); err != nil {
+					return err
+				}
+				if err := kcfg.Check(); err != nil {
+					return usageError("%v", err)
+				}
+			}
+			doors := daemon.Doors{Listen: listen, MetricsListen: metricsListen, PprofListen: pprofListen}
+			if err := doors.Bind(); err != nil {
+				var be *daemon.BindError
+				if errors.As(err, &be) {
+					flag := map[string]string{daemon.DoorGRPC: flagnames.Listen,
+						daemon.DoorMetrics: flagnames.MetricsListen, daemon.DoorPprof: "pprof-listen"}[be.Door]
+					err = fmt.Errorf("--%s: %w", flag, err)
+				}
+				return failure(err)
+			}
+			in, err := daemon.Open(ctx, opts)
+			if err != nil {
+				doors.Close()
+				return err
+			}
+			defer in.Close()
+			if kf.active() {
+				sg, err := in.NewSigner(kcfg)
 				if err != nil {
+					doors.Close()
 					return usageError("%v", err)
 				}
 				doors.Signer = sg
-				if kf.only {
-					doors = daemon.Doors{Signer: sg} // no gRPC listener
-				}
 			}
 			return in.Run(ctx, doors)
 		},
@@ -314,4 +348,37 @@ func newServeCmd() *cobra.Command {
 		StringVar(&pprofListen, "pprof-listen", "",
 			"address to serve Go's /debug/pprof on, for profiling (off when empty; keep it on loopback)")
 	return cmd
+}
+
+// checkListenAddr refuses an address serve cannot listen on whatever the
+// host's state (a usage error): not host:port, or a port that is not a
+// number 0-65535 or a service name. Empty is refused only when required.
+func checkListenAddr(flag, addr string, required bool) error {
+	if addr == "" {
+		if required {
+			return usageError("--%s: want host:port (e.g. 127.0.0.1:8443)", flag)
+		}
+		return nil
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return usageError("--%s %q: want host:port (e.g. 127.0.0.1:8443): %v", flag, addr, err)
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return usageError("--%s %q: port %q: want a number from 0 to 65535", flag, addr, port)
+	}
+	return nil
+}
+
+// checkStoreFlags checks the store flags without opening the store (that
+// writes the data directory).
+func checkStoreFlags(sf *storeFlags, log *slog.Logger) error {
+	switch sf.kind {
+	case storeBolt:
+		return nil
+	case storeEtcd:
+		_, err := sf.etcdOptions(log)
+		return err
+	}
+	return usageError("--store %q: want bolt or etcd", sf.kind)
 }
