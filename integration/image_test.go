@@ -30,6 +30,14 @@ var podmanFlags = []string{"--runtime", "runc"}
 
 var podmanUlimits = []string{"--ulimit", "nofile=20000:20000", "--ulimit", "nproc=1000:1000"}
 
+// confined runs a container as kube/deploy's manifests do: read-only root filesystem, all
+// capabilities dropped, no privilege escalation. podman's --read-only still mounts a tmpfs on /tmp;
+// noTmp takes it away too, as a pod with readOnlyRootFilesystem and no /tmp volume has none.
+var (
+	confined = []string{"--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"}
+	noTmp    = []string{"--read-only-tmpfs=false"}
+)
+
 // podman runs podman with args and returns its stdout; stderr goes in the failure message.
 func podman(ctx context.Context, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, "podman", append(append([]string{}, podmanFlags...), args...)...)
@@ -154,28 +162,32 @@ echo tools-ok; ls -A /var/lib/apt/lists`
 		}
 	})
 
-	t.Run("serve and sidecar", func(t *testing.T) { imageServeAndSidecar(t) })
+	// One CA from the image serves two nodes' sidecars from the image.
+	data, addr := imageServe(t)
+	t.Run("serve and sidecar", func(t *testing.T) { imageSidecar(t, data, addr, "worker-1", confined) })
+	t.Run("sidecar without /tmp as in the manifests", func(t *testing.T) {
+		imageSidecar(t, data, addr, "worker-2", append(append([]string{}, confined...), noTmp...))
+	})
 }
 
-// imageServeAndSidecar runs `serve` from the image, makes a token with the image's admin CLI,
-// and enrols a node with `sidecar --once` from the image into an NSS DB the host then reads.
-func imageServeAndSidecar(t *testing.T) {
-	dir := t.TempDir()
-	data := ownedDir(t, filepath.Join(dir, "data"))
-	nodeDir := ownedDir(t, filepath.Join(dir, "node"))
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+// imageServe runs `ipsecca serve` from the image on the host network with a data dir volume, and
+// returns the data dir (on the host) and the address once it serves.
+func imageServe(t *testing.T) (data, addr string) {
+	data = ownedDir(t, filepath.Join(t.TempDir(), "data"))
+	addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	name := fmt.Sprintf("ipsecca-image-test-%d-serve", os.Getpid())
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	args := append(append([]string{"run", "-d", "--name", name, "--network", "host"}, podmanUlimits...),
-		"-v", data+":/var/lib/ipsecca", testImage, "serve", "--data-dir", "/var/lib/ipsecca", "--listen", addr)
+	args := append([]string{"run", "-d", "--name", name, "--network", "host"}, podmanUlimits...)
+	args = append(append(append(args, confined...), noTmp...), "-v", data+":/var/lib/ipsecca",
+		testImage, "serve", "--data-dir", "/var/lib/ipsecca", "--listen", addr)
 	if _, err := podman(ctx, args...); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			logs, _ := podman(context.Background(), "logs", name)
+			logs, _ := exec.Command("podman", append(podmanFlags, "logs", name)...).CombinedOutput()
 			t.Logf("serve container log:\n%s", logs)
 		}
 		if _, err := podman(context.Background(), "rm", "-f", "-t", "5", name); err != nil {
@@ -188,21 +200,26 @@ func imageServeAndSidecar(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("ipsecca serve in the container is not healthy within 30s")
 		}
-		if state, _ := podman(ctx, "inspect", "--format", "{{.State.Status}}", name); strings.TrimSpace(state) ==
-			"exited" {
+		state, _ := podman(ctx, "inspect", "--format", "{{.State.Status}}", name)
+		if strings.TrimSpace(state) == "exited" {
 			t.Fatal("ipsecca serve in the container exited at start")
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	return data, addr
+}
 
-	const node = "worker-1"
+// imageSidecar makes a token for node with the image's admin CLI, enrols the node with
+// `sidecar --once` from the image (run with runArgs) into an NSS DB, and reads that DB on the host.
+func imageSidecar(t *testing.T, data, addr, node string, runArgs []string) {
+	nodeDir := ownedDir(t, filepath.Join(t.TempDir(), "node"))
 	adminEnv := []string{"-v", data + ":/var/lib/ipsecca", "-e", "IPSECCA_SERVER=" + addr,
 		"-e", "IPSECCA_DATA_DIR=/var/lib/ipsecca"}
 	token := strings.TrimSpace(podmanRun(t, adminEnv, "token", "create", "--node", node))
 	if token == "" {
 		t.Fatal("token create printed no token")
 	}
-	caPEM, err := os.ReadFile(srv.CAFile())
+	caPEM, err := os.ReadFile(filepath.Join(data, "ca.pem"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +235,7 @@ func imageServeAndSidecar(t *testing.T) {
 	}
 
 	// podmanRun fails the test unless the sidecar exits 0: --once exits 0 only when the NSS DB is right.
-	podmanRun(t, []string{"-v", nodeDir + ":/node"}, "sidecar", "--once", "--server", addr,
+	podmanRun(t, append([]string{"-v", nodeDir + ":/node"}, runArgs...), "sidecar", "--once", "--server", addr,
 		"--ca-file", "/node/ca.pem", "--node", node, "--token-file", "/node/token",
 		"--nss-dir", "/node/nss", "--state-dir", "/node/state")
 
