@@ -68,6 +68,9 @@ type Config struct {
 	// OVS, when set, delivers through Open vSwitch's other_config for
 	// ovs-monitor-ipsec instead of putting the pair into NSS itself.
 	OVS *OVSConfig
+	// MetricsListen, when set, is the address (host:port) where Run serves
+	// Prometheus metrics on /metrics.
+	MetricsListen string
 }
 
 // Agent keeps one node's NSS database current.
@@ -76,6 +79,8 @@ type Agent struct {
 	db    *nssdb.DB
 	state State
 	log   *slog.Logger
+	// metrics of the passes, served on Config.MetricsListen.
+	metrics *metrics
 	// busy is held by a pass; the OVS mode's tunnel reports skip a round
 	// rather than queue behind one (the NSS lock is a polled flock, which
 	// back-to-back reports could hold against a pass for good).
@@ -141,7 +146,10 @@ func New(cfg Config) (*Agent, error) {
 	db := nssdb.New(cfg.NSSDir)
 	db.Hook = cfg.Hook
 	db.Now = cfg.Now
-	return &Agent{cfg: cfg, db: db, state: State{Dir: cfg.StateDir}, log: cfg.Logger.With("node", cfg.Node)}, nil
+	a := &Agent{cfg: cfg, db: db, state: State{Dir: cfg.StateDir}, log: cfg.Logger.With("node", cfg.Node),
+		metrics: newMetrics()}
+	a.loadCRLMetrics()
+	return a, nil
 }
 
 // localRenewFraction: renew without being told once this much of the
@@ -170,6 +178,7 @@ func (a *Agent) Pass(ctx context.Context) (changed bool, err error) {
 	}
 	defer unlock()
 	bundle := a.state.ReadCABundle()
+	delivered := bundle // by the last pass
 	if len(bundle) == 0 {
 		if bundle, err = os.ReadFile(a.cfg.CAFile); err != nil {
 			return changed, fmt.Errorf("sidecar: read the CA bundle: %w", err)
@@ -180,12 +189,14 @@ func (a *Agent) Pass(ctx context.Context) (changed bool, err error) {
 		a.log.Warn("state directory holds no usable pair; enrolling again", "err", err)
 		pair = nil
 	}
-	now := a.cfg.Now()
+	prev, now := pair, a.cfg.Now()
 	pair, bundle, err = a.act(ctx, a.decide(ctx, pair, bundle, now), pair, now)
 	if err != nil {
 		return changed, err
 	}
+	probe := a.probeDrift(ctx, prev, pair, delivered, bundle)
 	deliveredChange, err := a.deliver(ctx, pair, bundle)
+	a.noteDrift(ctx, probe, deliveredChange, err)
 	changed = changed || deliveredChange
 	if err != nil {
 		return changed, err
@@ -196,6 +207,7 @@ func (a *Agent) Pass(ctx context.Context) (changed bool, err error) {
 		changed = changed || crlChanged
 	}
 	a.report(ctx, bundle, pair)
+	a.passDone(pair)
 	if changed {
 		a.reload(ctx)
 	}
@@ -273,8 +285,11 @@ func (a *Agent) decide(ctx context.Context, pair *Pair, bundle []byte, now time.
 			"serial", pair.Serial())
 		d.action = renew
 	case status.Code(err) == codes.Unauthenticated:
-		a.log.Warn("the server no longer accepts the node certificate (revoked or unknown); enrolling again with a token",
-			"err", status.Convert(err).Message())
+		a.log.Warn(
+			"the server no longer accepts the node certificate (revoked or unknown); enrolling again with a token",
+			"err",
+			status.Convert(err).Message(),
+		)
 		d.action, d.revoked = enrol, true
 	case err != nil:
 		a.log.Warn("server unreachable; keeping the current certificate", "err", err)
@@ -463,6 +478,7 @@ func (a *Agent) obtain(
 	cctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
 	defer cancel()
 	resp, err := call(cctx, ipseccav1.NewNodeServiceClient(conn), csr)
+	a.noteCall(cctx, err)
 	if err != nil {
 		return nil, nil, fmt.Errorf("rpc: %w", err)
 	}
@@ -489,9 +505,12 @@ func (a *Agent) snapshot(ctx context.Context, bundle []byte, pair *Pair) (*ipsec
 	defer cancel()
 	stream, err := ipseccav1.NewNodeServiceClient(conn).Watch(cctx, &ipseccav1.WatchRequest{})
 	if err != nil {
+		a.noteCall(cctx, err)
 		return nil, err
 	}
-	return stream.Recv()
+	ev, err := stream.Recv()
+	a.noteCall(cctx, err)
+	return ev, err
 }
 
 // report sends the NSS inventory, and in OVS mode the tunnels, to the
@@ -556,6 +575,7 @@ func (a *Agent) sendReport(ctx context.Context, bundle []byte, pair *Pair, req *
 	cctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
 	defer cancel()
 	resp, err := ipseccav1.NewNodeServiceClient(conn).ReportInventory(cctx, req)
+	a.noteCall(cctx, err)
 	if err != nil {
 		a.log.Warn("inventory report failed", "err", err)
 		return
@@ -675,6 +695,7 @@ func (a *Agent) syncCRL(ctx context.Context, bundle []byte) (bool, error) {
 	cctx, cancel := context.WithTimeout(ctx, a.cfg.CallTimeout)
 	defer cancel()
 	resp, err := ipseccav1.NewNodeServiceClient(conn).GetCRL(cctx, &ipseccav1.GetCRLRequest{})
+	a.noteCall(cctx, err)
 	if err != nil {
 		return false, err
 	}
@@ -693,6 +714,7 @@ func (a *Agent) syncCRL(ctx context.Context, bundle []byte) (bool, error) {
 		if err := a.db.ImportCRL(ctx, resp.GetDer()); err != nil {
 			return false, err
 		}
+		a.crlImported(resp.GetDer(), crl)
 		a.log.Info("imported CRL into NSS", "revoked", len(serials), "set_changed", step.changed)
 	}
 	return step.changed, atomicfile.WriteFile(path, []byte(step.state), 0o600)

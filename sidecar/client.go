@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ipsecca/ipsecca/internal/grpcaddr"
+	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 )
 
 // dial connects to the CA server over TLS, trusting bundle and presenting
@@ -31,7 +32,11 @@ func dial(addr string, bundle []byte, pair *Pair, now func() time.Time) (*grpc.C
 	if pair != nil {
 		cfg.Certificates = []tls.Certificate{pair.TLS()}
 	}
-	conn, err := grpcaddr.Dial(addr, cfg)
+	// Calls that change nothing retry a replica restarting by themselves;
+	// Enroll and Renew issue, and Watch is a stream: those go back to the
+	// pass's own backoff.
+	conn, err := grpcaddr.Dial(addr, cfg, grpcaddr.WithRetry(ipseccav1.NodeService_ServiceDesc.ServiceName,
+		"GetCABundle", "GetCRL"))
 	if err != nil {
 		return nil, fmt.Errorf("sidecar: %w", err)
 	}

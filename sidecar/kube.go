@@ -14,6 +14,7 @@ import (
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -70,9 +71,19 @@ func (k *KubeConfig) setDefaults() {
 func (a *Agent) kubeCA(ctx context.Context) (bundle, crl []byte, err error) {
 	ns, name, ok := strings.Cut(a.cfg.Kube.CABundleConfigMap, "/")
 	if !ok {
-		return nil, nil, fmt.Errorf("sidecar: CA bundle ConfigMap %q: want namespace/name", a.cfg.Kube.CABundleConfigMap)
+		return nil, nil, fmt.Errorf(
+			"sidecar: CA bundle ConfigMap %q: want namespace/name",
+			a.cfg.Kube.CABundleConfigMap,
+		)
 	}
 	cm, err := a.cfg.Kube.Client.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+	if ctx.Err() == nil {
+		// An API status (NotFound, Forbidden) is an answer; a timeout or
+		// a connection refused is not.
+		var answer apierrors.APIStatus
+		a.setReachable(err == nil || errors.As(err, &answer) && !apierrors.IsServiceUnavailable(err) &&
+			!apierrors.IsTimeout(err) && !apierrors.IsServerTimeout(err))
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("sidecar: read the CA bundle ConfigMap %s: %w", a.cfg.Kube.CABundleConfigMap, err)
 	}
@@ -151,7 +162,7 @@ func (a *Agent) kubePass(ctx context.Context) (changed bool, err error) {
 		a.cfg.Nickname = NodeNickname(cn)
 	}
 	pair, _ := a.state.Current()
-	now := a.cfg.Now()
+	prev, delivered, now := pair, a.state.ReadCABundle(), a.cfg.Now()
 	need := pair == nil || !now.Before(pair.Cert.NotAfter) || !strings.EqualFold(pair.Cert.Subject.CommonName, cn) ||
 		!now.Before(ca.RotateAfter(pair.Cert.NotBefore, pair.Cert.NotAfter)) || !chains(pair.Cert, bundle, now)
 	if need {
@@ -166,7 +177,9 @@ func (a *Agent) kubePass(ctx context.Context) (changed bool, err error) {
 			pair = p
 		}
 	}
+	probe := a.probeDrift(ctx, prev, pair, delivered, bundle)
 	c, err := a.deliver(ctx, pair, bundle)
+	a.noteDrift(ctx, probe, c, err)
 	changed = changed || c
 	if err != nil {
 		return changed, err
@@ -182,6 +195,7 @@ func (a *Agent) kubePass(ctx context.Context) (changed bool, err error) {
 	if fromCM {
 		a.cfg.Kube.seen = kubeSeen(bundle, crl)
 	}
+	a.passDone(pair)
 	if changed {
 		a.reload(ctx)
 	}
@@ -200,7 +214,11 @@ const kubeCRLFile = "crl-kube.sha256"
 func (a *Agent) kubeImportCRL(ctx context.Context, crlPEM, bundle []byte) (bool, error) {
 	b, _ := pem.Decode(crlPEM)
 	if b == nil || b.Type != "X509 CRL" {
-		return false, fmt.Errorf("sidecar: %s in ConfigMap %s is not a PEM X509 CRL", CRLKey, a.cfg.Kube.CABundleConfigMap)
+		return false, fmt.Errorf(
+			"sidecar: %s in ConfigMap %s is not a PEM X509 CRL",
+			CRLKey,
+			a.cfg.Kube.CABundleConfigMap,
+		)
 	}
 	crl, err := verifiedCRL(b.Bytes, bundle)
 	if err != nil {
@@ -210,11 +228,13 @@ func (a *Agent) kubeImportCRL(ctx context.Context, crlPEM, bundle []byte) (bool,
 	key := hex.EncodeToString(sum[:])
 	path := a.state.path(kubeCRLFile)
 	if prev, err := os.ReadFile(path); err == nil && string(prev) == key {
+		a.setCRL(crl) // the one in NSS
 		return false, nil
 	}
 	if err := a.db.ImportCRL(ctx, b.Bytes); err != nil {
 		return false, err
 	}
+	a.crlImported(b.Bytes, crl)
 	a.log.Info("imported CRL into NSS", "revoked", len(crl.RevokedCertificateEntries), "next_update", crl.NextUpdate)
 	return true, atomicfile.WriteFile(path, []byte(key), 0o600)
 }
@@ -257,7 +277,12 @@ func (a *Agent) kubeObtain(ctx context.Context, cn string) (*Pair, error) {
 			for _, c := range got.Status.Conditions {
 				if (c.Type == certificatesv1.CertificateDenied || c.Type == certificatesv1.CertificateFailed) &&
 					c.Status == corev1.ConditionTrue {
-					return nil, &CSRRefusedError{CSR: obj.Name, Type: string(c.Type), Reason: c.Reason, Message: c.Message}
+					return nil, &CSRRefusedError{
+						CSR:     obj.Name,
+						Type:    string(c.Type),
+						Reason:  c.Reason,
+						Message: c.Message,
+					}
 				}
 			}
 			if len(got.Status.Certificate) > 0 {
@@ -295,26 +320,30 @@ func (e *CSRRefusedError) Error() string {
 // sleep until the rotation point (at most an hour), reading the ConfigMap
 // every Poll for a new CRL or bundle; backing off on errors.
 func (a *Agent) kubeRun(ctx context.Context) error {
-	backoff := minBackoff
+	backoff := newBackoff(a.cfg.MaxBackoff)
 	for ctx.Err() == nil {
 		if _, err := a.kubePass(ctx); err != nil {
 			var refused *CSRRefusedError
 			if errors.As(err, &refused) && refused.Reason == ReasonNodeRevoked {
 				// Only an admin can change that: no quick retries.
-				backoff = a.cfg.MaxBackoff
+				backoff.Duration = backoff.Cap
+				d := backoff.Step()
 				a.log.Error("this node was revoked; it gets no certificate until an admin re-admits it "+
 					"(ipsecca node readmit "+a.cfg.Node+")",
-					"csr", refused.CSR, "retry_in", backoff)
-			} else {
-				a.log.Error("pass failed", "err", err, "retry_in", backoff)
+					"csr", refused.CSR, "retry_in", d)
+				if !sleep(ctx, d) {
+					break
+				}
+				continue
 			}
-			if !sleep(ctx, jitter(backoff)) {
+			d := backoff.Step()
+			a.log.Error("pass failed", "err", err, "retry_in", d)
+			if !sleep(ctx, d) {
 				break
 			}
-			backoff = min(2*backoff, a.cfg.MaxBackoff)
 			continue
 		}
-		backoff = minBackoff
+		backoff = newBackoff(a.cfg.MaxBackoff)
 		next := time.Hour
 		if p, _ := a.state.Current(); p != nil {
 			next = min(next, max(ca.RotateAfter(p.Cert.NotBefore, p.Cert.NotAfter).Sub(a.cfg.Now()), time.Second))

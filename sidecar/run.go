@@ -3,16 +3,26 @@ package sidecar
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
+	"fmt"
+	"math"
+	"net"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 )
 
-// Backoff delays: exponential from minBackoff, capped at MaxBackoff, with
-// full jitter so that 500 nodes losing the server together do not come
-// back together.
+// Backoff delays: exponential from minBackoff, capped at MaxBackoff, each
+// drawn from [d/2, d] so that 500 nodes losing the server together do not
+// come back together.
 const minBackoff = time.Second
+
+// newBackoff is the retry delay sequence, capped at max: wait.Backoff adds
+// up to Jitter×Duration to Duration, so half of each delay is the base.
+func newBackoff(max time.Duration) *wait.Backoff {
+	return &wait.Backoff{Duration: minBackoff / 2, Factor: 2, Jitter: 1, Steps: math.MaxInt32, Cap: max / 2}
+}
 
 // resyncEvery bounds how long one Watch stream is trusted before the
 // agent reconnects for a fresh snapshot (and re-checks the database).
@@ -22,6 +32,17 @@ const resyncEvery = time.Hour
 // stream, a pass for every event that asks for one; on any failure it
 // keeps the current pair and retries after a backoff.
 func (a *Agent) Run(ctx context.Context) error {
+	if a.cfg.MetricsListen != "" {
+		lis, err := net.Listen("tcp", a.cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("sidecar: metrics listener: %w", err)
+		}
+		go func() {
+			if err := a.ServeMetrics(ctx, lis); err != nil {
+				a.log.Error("metrics listener failed", "err", err)
+			}
+		}()
+	}
 	if a.cfg.OVS != nil {
 		a.queuePacketsDuringHandoff()
 	}
@@ -31,14 +52,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.Kube != nil {
 		return a.kubeRun(ctx)
 	}
-	backoff := minBackoff
+	backoff := newBackoff(a.cfg.MaxBackoff)
 	for ctx.Err() == nil {
 		if _, err := a.Pass(ctx); err != nil {
-			a.log.Error("pass failed", "err", err, "retry_in", backoff)
-			if !sleep(ctx, jitter(backoff)) {
+			d := backoff.Step()
+			a.log.Error("pass failed", "err", err, "retry_in", d)
+			if !sleep(ctx, d) {
 				break
 			}
-			backoff = min(2*backoff, a.cfg.MaxBackoff)
 			continue
 		}
 		err := a.watch(ctx)
@@ -46,21 +67,16 @@ func (a *Agent) Run(ctx context.Context) error {
 			break
 		}
 		if err != nil {
-			a.log.Warn("watch stream ended", "err", err, "retry_in", backoff)
-			if !sleep(ctx, jitter(backoff)) {
+			d := backoff.Step()
+			a.log.Warn("watch stream ended", "err", err, "retry_in", d)
+			if !sleep(ctx, d) {
 				break
 			}
-			backoff = min(2*backoff, a.cfg.MaxBackoff)
 			continue
 		}
-		backoff = minBackoff
+		backoff = newBackoff(a.cfg.MaxBackoff)
 	}
 	return nil
-}
-
-// jitter returns a uniformly random duration in [d/2, d].
-func jitter(d time.Duration) time.Duration {
-	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
@@ -93,10 +109,12 @@ func (a *Agent) watch(ctx context.Context) error {
 	defer cancel()
 	stream, err := ipseccav1.NewNodeServiceClient(conn).Watch(wctx, &ipseccav1.WatchRequest{})
 	if err != nil {
+		a.noteCall(wctx, err)
 		return err
 	}
 	for {
 		ev, err := stream.Recv()
+		a.noteCall(wctx, err)
 		if err != nil {
 			if errors.Is(context.Cause(wctx), errResync) {
 				return nil

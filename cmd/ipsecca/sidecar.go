@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -20,7 +19,7 @@ func newSidecarCmd() *cobra.Command {
 	var c sidecar.Config
 	var once, kubeMode, ovsMode bool
 	var ovs sidecar.OVSConfig
-	var logFormat, kubeconfig string
+	var logFormat, logLevel, kubeconfig string
 	kc := &sidecar.KubeConfig{}
 	cmd := &cobra.Command{
 		Use:   "sidecar",
@@ -60,11 +59,11 @@ reports which certificate each live IKE SA presents (ipsecca mesh status).`,
 			if ovsMode {
 				c.OVS = &ovs
 			}
-			var h slog.Handler = slog.NewTextHandler(os.Stderr, nil)
-			if logFormat == "json" {
-				h = slog.NewJSONHandler(os.Stderr, nil)
+			log, err := (&caFlags{logFormat: logFormat, logLevel: logLevel}).logger()
+			if err != nil {
+				return err
 			}
-			c.Logger = slog.New(h)
+			c.Logger = log
 			// Test hook: stop the process dead at a named step, as kill -9
 			// would. Unset in production.
 			if step := os.Getenv("IPSECCA_FAULT_STEP"); step != "" {
@@ -97,7 +96,7 @@ reports which certificate each live IKE SA presents (ipsecca mesh status).`,
 	f := cmd.Flags()
 	f.StringVar(&c.Server, flagnames.Server, "", "CA server host:port (default $"+envServer+")")
 	f.StringVar(&c.CAFile, flagnames.CAFile, "", "CA bundle to trust for the first contact")
-	f.StringVar(&c.Node, flagnames.Node, "", "this node's name (the token's node)")
+	f.StringVarP(&c.Node, flagnames.Node, "n", "", "this node's name (the token's node)")
 	f.StringVar(&c.CN, "cn", "", "certificate name, e.g. the OVS system-id (default: the node name)")
 	f.StringVar(
 		&c.TokenFile,
@@ -118,6 +117,7 @@ reports which certificate each live IKE SA presents (ipsecca mesh status).`,
 	f.StringVar(&c.ReloadCmd, "reload-cmd", "", "command to run after a change (sh -c), e.g. 'ipsec whack --rereadall'")
 	f.DurationVar(&c.ReloadTimeout, "reload-timeout", 30*time.Second, "timeout of the reload command")
 	f.DurationVar(&c.MaxBackoff, "max-backoff", 5*time.Minute, "longest wait between retries when the server is away")
+	f.StringVar(&c.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on host:port /metrics (default off)")
 	f.BoolVar(&once, "once", false, "do one pass and exit: 0 only when the NSS database is correct")
 	f.BoolVar(
 		&kubeMode,
@@ -160,6 +160,7 @@ reports which certificate each live IKE SA presents (ipsecca mesh status).`,
 	f.DurationVar(&ovs.ReportInterval, "report-interval", 30*time.Second,
 		"with --ovs: how often the tunnels are read and reported, and the CRL refreshed")
 	f.StringVar(&logFormat, flagnames.LogFormat, "text", "log format: text or json")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	cmd.MarkFlagRequired(flagnames.Node)
 	return cmd
 }
