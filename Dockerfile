@@ -6,7 +6,10 @@
 #   localhost/debian:bookworm-slim, the binary is built outside and copied in:
 #     podman build --build-arg BASE=localhost/debian:bookworm-slim --build-arg BINARY=prebuilt .
 # - with a registry: `docker build .` compiles in golang:1.26-bookworm and runs on debian:bookworm-slim.
-#   The context keeps .git (see .dockerignore) so Go stamps the revision that `ipsecca version` prints.
+#   With podman/buildah pass `--build-arg BINARY=compile` explicitly: buildah (1.28) skips a stage named
+#   only by an ARG's default value, then tries to pull "compile". The context keeps .git (see
+#   .dockerignore) so Go stamps the revision that `ipsecca version` prints. Both paths were checked to
+#   give the same image here (the binary is reproducible: -trimpath, same revision).
 ARG BUILDER=golang:1.26-bookworm
 ARG BASE=debian:bookworm-slim
 # BINARY: the stage the binary comes from: "compile" builds it in BUILDER, "prebuilt" copies
