@@ -117,7 +117,7 @@ reports which certificate each live IKE SA presents (ipsecca mesh status).`,
 	f.StringVar(&c.ReloadCmd, "reload-cmd", "", "command to run after a change (sh -c), e.g. 'ipsec whack --rereadall'")
 	f.DurationVar(&c.ReloadTimeout, "reload-timeout", 30*time.Second, "timeout of the reload command")
 	f.DurationVar(&c.MaxBackoff, "max-backoff", 5*time.Minute, "longest wait between retries when the server is away")
-	f.StringVar(&c.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on host:port /metrics (default off)")
+	f.StringVar(&c.MetricsListen, "metrics-listen", "", "address to serve Prometheus /metrics on (off when empty)")
 	f.BoolVar(&once, "once", false, "do one pass and exit: 0 only when the NSS database is correct")
 	f.BoolVar(
 		&kubeMode,
