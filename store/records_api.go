@@ -72,6 +72,17 @@ func (r Records) RevokeNode(ctx context.Context, node string, at time.Time, ev E
 	return n, err
 }
 
+// RevokeNodeCode is RevokeNode recording an RFC 5280 CRLReason code on
+// each certificate it revokes.
+func (r Records) RevokeNodeCode(ctx context.Context, node string, code int, at time.Time, ev Event) (int, error) {
+	var n int
+	err := r.E.Update(ctx, func(tx Tx) (err error) {
+		n, err = revokeNodeTx(tx, node, code, at, ev)
+		return err
+	})
+	return n, err
+}
+
 // ReadmitNode lets a revoked node be issued certificates again.
 func (r Records) ReadmitNode(ctx context.Context, node string, ev Event) error {
 	return r.E.Update(ctx, func(tx Tx) error { return ReadmitNodeTx(tx, node, ev) })
