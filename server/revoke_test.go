@@ -77,21 +77,13 @@ func TestTokenLifecycle(t *testing.T) {
 	}
 
 	for _, tc := range []struct {
-		name string
-		all  bool
-		want string
+		name, got, want string
 	}{
-		{"before the revocation", false, "[node-live:unused node-rev:unused]"},
-		{"unused only (default)", false, "[node-live:unused]"},
-		{"all", true, "[node-live:unused node-rev:revoked node-used:used]"},
+		{"before the revocation", before, "[node-live:unused node-rev:unused]"},
+		{"unused only (default)", list(false), "[node-live:unused]"},
+		{"all", list(true), "[node-live:unused node-rev:revoked node-used:used]"},
 	} {
-		got := before
-		if tc.name != "before the revocation" {
-			got = sortedList(list(tc.all))
-		} else {
-			got = sortedList(got)
-		}
-		if got != tc.want {
+		if got := sortedList(tc.got); got != tc.want {
 			t.Errorf("%s: %s; want %s", tc.name, got, tc.want)
 		}
 	}
