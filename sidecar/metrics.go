@@ -218,7 +218,8 @@ func (a *Agent) probeDrift(ctx context.Context, prev, pair *Pair, prevBundle, bu
 // its outcome): at least one when it changed something, or failed.
 func (a *Agent) noteDrift(ctx context.Context, p driftProbe, changed bool, err error) {
 	n := 0
-	if p.before != nil && (changed || err != nil) {
+	switch {
+	case p.before != nil && (changed || err != nil):
 		if entries, lerr := a.db.List(ctx); lerr == nil {
 			after := entryStates(entries)
 			for nick, s := range p.before {
@@ -233,12 +234,10 @@ func (a *Agent) noteDrift(ctx context.Context, p driftProbe, changed bool, err e
 			}
 		}
 		n = max(n, 1)
-	} else if err != nil {
-		n = 1 // a planned change that could not be delivered
-	}
-	if n > 0 {
 		a.log.Warn("the NSS database had drifted from what the sidecar keeps there", "entries", n,
 			"repaired", err == nil)
+	case err != nil:
+		n = 1 // a new certificate or CA bundle that could not be delivered
 	}
 	a.metrics.mu.Lock()
 	defer a.metrics.mu.Unlock()
