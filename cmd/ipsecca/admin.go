@@ -54,7 +54,7 @@ func newTokenCmd() *cobra.Command {
 			})
 		},
 	}
-	create.Flags().StringVar(&node, "node", "", "node the token admits")
+	create.Flags().StringVarP(&node, "node", "n", "", "node the token admits")
 	create.Flags().
 		StringVar(&cn, "cn", "",
 			"certificate name the node may ask for, e.g. its OVS system-id (default: the node name)")
@@ -126,7 +126,7 @@ func newCertsCmd() *cobra.Command {
 			})
 		},
 	}
-	list.Flags().StringVar(&node, "node", "", "only this node's certificates")
+	list.Flags().StringVarP(&node, "node", "n", "", "only this node's certificates")
 	list.Flags().StringVar(&state, "state", "", "only this state: active, superseded, revoked or expired")
 	list.Flags().StringVar(&kind, "kind", "", "only this kind: node, admin or server")
 	list.Flags().IntVar(&limit, "limit", 0, "show at most this many (0: all)")
@@ -192,7 +192,7 @@ func newAuditCmd() *cobra.Command {
 			return listEvents(cmd, conn, &ipseccav1.ListEventsRequest{Node: node, Type: typ}, since, until, limit, out)
 		},
 	}
-	list.Flags().StringVar(&node, "node", "", "only events about this node")
+	list.Flags().StringVarP(&node, "node", "n", "", "only events about this node")
 	list.Flags().
 		StringVar(&typ, "type", "",
 			"only this type (cert.enrolled, request.denied, ...) or a prefix ending in '.' (rotation.)")

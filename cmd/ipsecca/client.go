@@ -75,8 +75,9 @@ func (f *connFlags) register(fs *pflag.FlagSet, admin bool) {
 			"data directory holding ca.pem and the admin credentials (default "+
 				"$"+envDataDir+", else "+defaultDataDir+")",
 		)
-		fs.StringVar(&f.certFile, "cert", "", "admin client certificate (default DATA-DIR/"+daemon.AdminCertFile+")")
-		fs.StringVar(&f.keyFile, "key", "", "admin client key (default DATA-DIR/"+daemon.AdminKeyFile+")")
+		fs.StringVar(&f.certFile, "cert", "", "client certificate: the admin's (default DATA-DIR/"+
+			daemon.AdminCertFile+")")
+		fs.StringVar(&f.keyFile, "key", "", "client key: the admin's (default DATA-DIR/"+daemon.AdminKeyFile+")")
 	}
 }
 

@@ -45,7 +45,8 @@ func completeValues(c *cobra.Command) {
 	if c.Name() == "bundle" || c.HasParent() && c.Parent().Name() == "bundle" {
 		return
 	}
-	admin := c.Flags().Lookup(flagnames.DataDir) != nil && c.Flags().Lookup(flagnames.Server) != nil
+	has := func(name string) bool { return c.Flags().Lookup(name) != nil || c.InheritedFlags().Lookup(name) != nil }
+	admin := has(flagnames.DataDir) && has(flagnames.Server)
 	if !admin {
 		return
 	}

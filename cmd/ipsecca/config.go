@@ -49,14 +49,15 @@ func newConfigCmd() *cobra.Command {
 			})
 		},
 	}
-	ls.Flags().StringVar(&c.Node, "node", "", "this node's certificate name (CN)")
+	ls.Flags().StringVarP(&c.Node, "node", "n", "", "this node's certificate name (CN)")
 	ls.Flags().StringVar(&c.Address, "node-address", "", "this node's IP address")
 	ls.Flags().StringArrayVar(&peers, "peer", nil, "a peer as NAME=ADDRESS (repeatable)")
 	ls.Flags().
 		StringVar(&c.Encapsulation, "encapsulation", sidecar.EncapAuto,
 			"auto (NAT-T only behind NAT) or always (encapsulation=yes)")
 	ls.Flags().
-		StringVar(&c.Nickname, "nss-nickname", "", "NSS nickname of the node certificate (default ovs_certkey_<node>)")
+		StringVar(&c.Nickname, "nickname", "", "NSS nickname of the node certificate (default ovs_certkey_<node>)")
+	alias(ls.Flags(), "nss-nickname", "nickname")
 	ls.Flags().IntVar(&mtu, "mtu", 1500, "the node's MTU (to print the pod MTU)")
 	ls.Flags().
 		StringVar(&c.Auto, "auto", "start", "libreswan auto= for the conns: start, add (wait for the peer) or ondemand")

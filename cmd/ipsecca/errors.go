@@ -39,10 +39,8 @@ func (e *rpcErr) Error() string {
 	switch {
 	case e.code == codes.NotFound && e.what != "":
 		s = e.what + " not found"
-		if e.msg != "" && !strings.Contains(e.msg, "not found") {
-			s += ": " + e.msg
-		} else if e.msg != "" {
-			s = e.msg
+		if e.msg != "" && !strings.Contains(e.msg, e.what) {
+			s += " (" + e.msg + ")"
 		}
 	case e.code == codes.DeadlineExceeded:
 		s = "timed out (raise --timeout?)"
@@ -138,12 +136,13 @@ func report(cmd *cobra.Command, err error, stderr io.Writer) int {
 		path = cmd.CommandPath()
 	}
 	if wantsJSON(cmd) {
-		b, _ := json.Marshal(struct {
+		enc := json.NewEncoder(stderr)
+		enc.SetEscapeHTML(false)
+		_ = enc.Encode(struct {
 			Error    string `json:"error"`
 			Code     string `json:"code"`
 			ExitCode int    `json:"exitCode"`
 		}{path + ": " + msg, name, code})
-		fmt.Fprintln(stderr, string(b))
 		return code
 	}
 	fmt.Fprintf(stderr, "%s: %s\n", path, msg)

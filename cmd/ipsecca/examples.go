@@ -1,6 +1,10 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"strings"
+
+	"github.com/spf13/cobra"
+)
 
 // examples are the Example sections of the commands, by command path
 // without "ipsecca ". A command that sets its own keeps it.
@@ -77,5 +81,14 @@ func setExamples(c *cobra.Command) {
 	}
 	if ex, ok := examples[path]; ok && c.Example == "" {
 		c.Example = ex
+	}
+	if c.Example == "" && c.HasParent() && c.HasSubCommands() { // a group: its commands' first examples
+		var lines []string
+		for _, sub := range c.Commands() {
+			if first, _, _ := strings.Cut(sub.Example, "\n"); first != "" && sub.IsAvailableCommand() {
+				lines = append(lines, first)
+			}
+		}
+		c.Example = strings.Join(lines, "\n")
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -192,6 +193,7 @@ same rule file (kube/deploy/monitoring/ipsecca-rules.yaml) into Prometheus.`,
 func newHealthCmd() *cobra.Command {
 	var c connFlags
 	var service string
+	var out *outputFlags
 	cmd := &cobra.Command{
 		Use:   "health",
 		Short: "Ask the server's gRPC health service (a probe: exit 0 when SERVING)",
@@ -209,9 +211,18 @@ func newHealthCmd() *cobra.Command {
 			defer cancel()
 			resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
 			if err != nil {
-				return failure(rpcError("health", err))
+				return failure(c.unreachable(rpcError("", err)))
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), resp.GetStatus())
+			v := struct {
+				Service string `json:"service"`
+				Status  string `json:"status"`
+			}{service, resp.GetStatus().String()}
+			if err := out.print(cmd, v, func(w io.Writer) error {
+				_, err := fmt.Fprintln(w, resp.GetStatus())
+				return err
+			}); err != nil {
+				return err
+			}
 			if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 				return failure(nil)
 			}
@@ -220,6 +231,7 @@ func newHealthCmd() *cobra.Command {
 	}
 	c.register(cmd.Flags(), false)
 	cmd.Flags().StringVar(&service, flagnames.Service, "", "service to ask about (empty: the server as a whole)")
+	out = addOutput(cmd, false)
 	return cmd
 }
 

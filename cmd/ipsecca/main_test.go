@@ -68,7 +68,7 @@ func TestExitStatus(t *testing.T) {
 		{2, "renew --csr c --ca-file c", `required flag(s) "cert", "key" not set`},
 		{2, "bundle validate --ca x --left a --right b", `required flag(s) "p12" not set`},
 		{2, "bundle validate --ca-file x --left a --right b", `required flag(s) "p12" not set`},
-		{2, "bundle validate --p12 x --ca x --password a --password-file b", "[password password-file]"},
+		{2, "bundle validate --p12 x --ca-file x --password a --password-file b", "[password password-file]"},
 		{2, "bundle render --p12 x --ca x --left a --right b", `required flag(s) "out" not set`},
 		{2, "sidecar --once", `required flag(s) "node" not set`},
 		{2, "store migrate --from bolt:" + dir, `required flag(s) "to" not set`},

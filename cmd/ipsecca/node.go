@@ -157,8 +157,10 @@ func newRenewCmd() *cobra.Command {
 		},
 	}
 	f.register(cmd)
-	cmd.Flags().StringVar(&f.conn.certFile, "cert", "", "the node's current certificate (PEM)")
-	cmd.Flags().StringVar(&f.conn.keyFile, "key", "", "the node's current private key (PEM)")
+	// --cert/--key are, as on the admin commands, the client certificate the
+	// call authenticates with: here the node's.
+	cmd.Flags().StringVar(&f.conn.certFile, "cert", "", "client certificate: the node's current certificate (PEM)")
+	cmd.Flags().StringVar(&f.conn.keyFile, "key", "", "client key: the node's current private key (PEM)")
 	cmd.MarkFlagRequired("cert")
 	cmd.MarkFlagRequired("key")
 	return cmd

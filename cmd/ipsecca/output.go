@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -43,7 +44,7 @@ func (o *outputFlags) register(cmd *cobra.Command, jsonAlias bool) {
 	fs.BoolVar(&o.noHeaders, "no-headers", false, "with table or wide output, print no column headers")
 	if jsonAlias {
 		fs.BoolVar(&o.json, "json", false, "same as -o json")
-		_ = fs.MarkDeprecated("json", "use -o json")
+		deprecate(fs, "json", "use -o json")
 	}
 	_ = cmd.RegisterFlagCompletionFunc(
 		"output",
@@ -74,9 +75,11 @@ func (o *outputFlags) data(cmd *cobra.Command, v any) error {
 	var b []byte
 	var err error
 	if o.json || o.format == "json" {
-		if b, err = json.MarshalIndent(v, "", "  "); err == nil {
-			b = append(b, '\n')
-		}
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false) // "a -> b" stays readable
+		enc.SetIndent("", "  ")
+		err, b = enc.Encode(v), buf.Bytes()
 	} else {
 		b, err = yaml.Marshal(v)
 	}

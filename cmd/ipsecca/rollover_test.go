@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
-
 	"github.com/ipsecca/ipsecca/ca"
 	"github.com/ipsecca/ipsecca/internal/pemutil"
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
@@ -23,7 +21,7 @@ import (
 func rolloverJSON(t *testing.T, out string) *ipseccav1.RolloverStatus {
 	t.Helper()
 	resp := new(ipseccav1.RolloverStatus)
-	if err := protojson.Unmarshal([]byte(out), resp); err != nil {
+	if err := cliProto([]byte(out), resp); err != nil {
 		t.Fatalf("not the API's JSON: %v\n%s", err, out)
 	}
 	return resp
@@ -131,7 +129,11 @@ func TestCARolloverCLI(t *testing.T) {
 	incoming := c.in.Authority.Root().Other
 	if incoming.Subject.String() != c.in.Authority.Root().Cert.Subject.String() ||
 		incoming.PublicKey.(*ecdsa.PublicKey).Curve != elliptic.P384() {
-		t.Errorf("the new CA: subject %s (want the same as the old), key %v", incoming.Subject, incoming.PublicKeyAlgorithm)
+		t.Errorf(
+			"the new CA: subject %s (want the same as the old), key %v",
+			incoming.Subject,
+			incoming.PublicKeyAlgorithm,
+		)
 	}
 	if code, _, errOut := c.cli("ca", "rollover", "start"); code != 1 ||
 		!strings.Contains(errOut, "FailedPrecondition: ca: a CA key rollover is in progress (phase trust)") {

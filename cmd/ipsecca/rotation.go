@@ -103,7 +103,7 @@ first, naming the pairs still pending.`,
 		},
 	}
 	conn.register(cmd.Flags(), true)
-	cmd.Flags().StringVar(&node, "node", "", "node to rotate")
+	cmd.Flags().StringVarP(&node, "node", "n", "", "node to rotate")
 	cmd.Flags().BoolVar(&all, "all", false, "rotate every node")
 	cmd.Flags().DurationVar(&spread, "spread", 0, "with --all, spread the rotations evenly over this window (e.g. 24h)")
 	out = addOutput(cmd, true)
@@ -183,7 +183,7 @@ func newRotationsCmd() *cobra.Command {
 			)
 		},
 	}
-	list.Flags().StringVar(&node, "node", "", "only this node")
+	list.Flags().StringVarP(&node, "node", "n", "", "only this node")
 	list.Flags().StringVar(&since, "since", "", "only events at or after this time")
 	list.Flags().StringVar(&until, "until", "", "only events before this time")
 	list.Flags().IntVar(&limit, "limit", 0, "show at most this many, the newest (0: all)")

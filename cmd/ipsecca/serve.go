@@ -41,7 +41,14 @@ type caFlags struct {
 	advertise   string // this replica's gRPC address, for status (cluster only)
 }
 
-func (f *caFlags) register(fs *pflag.FlagSet) {
+// register adds the flags that make and open the CA to fs; with serve,
+// also those of a running CA (limits, rotation, mode, logging, the
+// replica's etcd session), else those take their defaults unseen.
+func (f *caFlags) register(fs *pflag.FlagSet, serve bool) {
+	only := fs
+	if !serve {
+		only = pflag.NewFlagSet("serve-only", pflag.ContinueOnError)
+	}
 	fs.StringVar(&f.dataDir, flagnames.DataDir, "", "data directory (default $"+envDataDir+", else "+defaultDataDir+")")
 	fs.StringVar(
 		&f.org,
@@ -62,32 +69,32 @@ func (f *caFlags) register(fs *pflag.FlagSet) {
 		nil,
 		"extra DNS name or IP for the service certificate (repeatable)",
 	)
-	fs.DurationVar(
+	only.DurationVar(
 		&f.spread,
 		"rotation-spread",
 		0,
 		"spread node rotations over this window after their due point (4.5 years), per serial, so a fleet enrolled "+
 			"together does not rotate together (e.g. 168h)",
 	)
-	fs.DurationVar(
+	only.DurationVar(
 		&f.grace,
 		"rotation-grace",
 		rotation.DefaultPolicy.Grace,
 		"how long a due certificate may stay unrotated before it is reported overdue",
 	)
-	fs.Float64Var(
+	only.Float64Var(
 		&f.limits.Global,
 		"limit-global",
 		server.DefaultLimits.Global,
 		"enrolment+renewal attempts per second over all nodes (0: off)",
 	)
-	fs.Float64Var(
+	only.Float64Var(
 		&f.limits.PerNode,
 		"limit-per-node",
 		server.DefaultLimits.PerNode,
 		"attempts per second per node or token (0: off)",
 	)
-	fs.IntVar(
+	only.IntVar(
 		&f.limits.PerNodeBurst,
 		"limit-per-node-burst",
 		server.DefaultLimits.PerNodeBurst,
@@ -100,16 +107,16 @@ func (f *caFlags) register(fs *pflag.FlagSet) {
 		"file holding a key-encryption key (base64 of 32 random bytes) that seals the CA key in the store; default "+
 			"$IPSECCA_KEK; without one the key is protected by file permissions only",
 	)
-	fs.StringVar(
+	only.StringVar(
 		&f.mode,
 		flagnames.Mode,
 		string(server.ModeFull),
 		"the cluster's IPsec mode: Full (node certificates and bundle validation), External (bundle validation only) "+
 			"or Disabled (node enrolment refused)",
 	)
-	f.store.register(fs)
-	fs.StringVar(&f.logFormat, flagnames.LogFormat, "text", "log format: text or json")
-	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.store.register(fs, only)
+	only.StringVar(&f.logFormat, flagnames.LogFormat, "text", "log format: text or json")
+	only.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
 
 func (f *caFlags) logger() (*slog.Logger, error) {
@@ -259,7 +266,7 @@ certificate it writes a request for its renewal (same key and subject).`,
 			return nil
 		},
 	}
-	f.register(cmd.Flags())
+	f.register(cmd.Flags(), false)
 	cmd.Flags().BoolVar(&subordinate, "subordinate", false, "make a subordinate CA: its key and a request (ca.csr) "+
 		"for your organisation's root to sign, then ipsecca ca import; --ca-name defaults to \""+
 		ca.DefaultSubordinateName+"\"")
@@ -335,12 +342,12 @@ func newServeCmd() *cobra.Command {
 			return in.Run(ctx, doors)
 		},
 	}
-	f.register(cmd.Flags())
+	f.register(cmd.Flags(), true)
 	kf.register(cmd.Flags())
 	cmd.Flags().StringVar(&listen, flagnames.Listen, "127.0.0.1:8443", "address to serve gRPC on")
 	cmd.Flags().
 		StringVar(&f.advertise, flagnames.Advertise, "",
-			"address clients reach this replica at, shown by `ipsecca status` (default: --listen)")
+			"address clients reach this replica at, shown by 'ipsecca status' (default: --listen)")
 	cmd.Flags().
 		StringVar(&metricsListen, flagnames.MetricsListen, "",
 			"address to serve Prometheus /metrics on (off when empty)")

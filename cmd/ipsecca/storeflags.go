@@ -54,7 +54,9 @@ const (
 	storeEtcd = "etcd"
 )
 
-func (f *storeFlags) register(fs *pflag.FlagSet) {
+// register adds the store flags to fs, and those of a serving replica
+// (its etcd session and health checks) to serve.
+func (f *storeFlags) register(fs, serve *pflag.FlagSet) {
 	fs.StringVar(
 		&f.kind,
 		flagnames.Store,
@@ -63,14 +65,19 @@ func (f *storeFlags) register(fs *pflag.FlagSet) {
 			"needs --etcd-endpoints and a KEK)",
 	)
 	f.registerEtcd(fs)
-	fs.DurationVar(
+	serve.DurationVar(
 		&f.sessionTTL,
 		"etcd-session-ttl",
 		etcd.DefaultSessionTTL,
 		"lease TTL of the leader election: a dead leader's scheduler is taken over after at most this",
 	)
-	fs.StringVar(&f.replicaID, flagnames.ReplicaID, "", "this replica's name in the cluster (default: the host name)")
-	fs.DurationVar(
+	serve.StringVar(
+		&f.replicaID,
+		flagnames.ReplicaID,
+		"",
+		"this replica's name in the cluster (default: the host name)",
+	)
+	serve.DurationVar(
 		&f.healthIval,
 		"etcd-health-interval",
 		daemon.DefaultHealthInterval,

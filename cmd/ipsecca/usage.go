@@ -40,6 +40,7 @@ func typeUsageErrors(root *cobra.Command) {
 		if err := cmd.ValidateRequiredFlags(); err != nil {
 			return asUsage(err)
 		}
+		warnDeprecated(cmd)
 		if err := cmd.ValidateFlagGroups(); err != nil {
 			return asUsage(err)
 		}
