@@ -100,6 +100,9 @@ func monitoringObjects(o ManifestOptions, meta metaFunc, labels func(string) map
 				"namespaceSelector": map[string]any{"matchNames": []any{ns}},
 				"podMetricsEndpoints": []any{map[string]any{
 					"port": "metrics", "path": "/metrics", "interval": ScrapeInterval, "relabelings": sidecarRelabel,
+					// The sidecar's own node label (on its certificate's
+					// expiry) wins over the pod's; the same name anyway.
+					"honorLabels": true,
 				}},
 			},
 		}))
