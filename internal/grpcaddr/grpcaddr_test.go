@@ -11,13 +11,16 @@ import (
 	"math/big"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 )
 
 func TestSplit(t *testing.T) {
@@ -207,5 +210,72 @@ func TestRequireServerKeepsCallerCheck(t *testing.T) {
 	err := cfg.VerifyConnection(tls.ConnectionState{PeerCertificates: []*x509.Certificate{node}})
 	if err == nil || !called {
 		t.Fatalf("called=%v err=%v", called, err)
+	}
+}
+
+// flakyHealth answers UNAVAILABLE to its first fails calls, as a replica
+// restarting does.
+type flakyHealth struct {
+	healthpb.UnimplementedHealthServer
+	mu    sync.Mutex
+	calls int
+	fails int
+}
+
+func (f *flakyHealth) Check(context.Context, *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if f.calls <= f.fails {
+		return nil, status.Error(codes.Unavailable, "restarting")
+	}
+	return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+}
+
+// WithRetry retries the named calls that fail UNAVAILABLE; others are not
+// retried; on one address and on several.
+func TestWithRetry(t *testing.T) {
+	p := newTestPKI(t)
+	cert := p.leaf(t, ServerOU, "ipsecca-server")
+	for _, tc := range []struct {
+		name     string
+		opts     []Option
+		replicas bool
+		wantErr  bool
+		calls    int
+	}{
+		{"retried", []Option{WithRetry("grpc.health.v1.Health", "Check")}, false, false, 3},
+		{"retried, replicas", []Option{WithRetry("grpc.health.v1.Health", "List", "Check")}, true, false, 3},
+		{"other method", []Option{WithRetry("grpc.health.v1.Health", "Watch")}, false, true, 1},
+		{"no policy", nil, false, true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &flakyHealth{fails: 2}
+			srv := grpc.NewServer(grpc.Creds(credentials.NewServerTLSFromCert(cert)))
+			healthpb.RegisterHealthServer(srv, h)
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			go srv.Serve(l)
+			defer srv.Stop()
+			addr := l.Addr().String()
+			if tc.replicas {
+				addr += "," + addr
+			}
+			conn, err := Dial(addr, &tls.Config{RootCAs: p.pool}, tc.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if (err != nil) != tc.wantErr || h.calls != tc.calls {
+				t.Errorf("err %v after %d calls; want error %v after %d", err, h.calls, tc.wantErr, tc.calls)
+			}
+		})
 	}
 }
