@@ -13,7 +13,7 @@
 #
 # Traps of this host (see shared/reference/container-image.sh): crun refuses its cgroups (hybrid mode),
 # so podman runs with runc; podman's default ulimits exceed the sandbox's hard limits (setrlimit EPERM),
-# so every build and run passes lower ones.
+# so every build and run passes lower ones. With runc, `podman build` needs no --isolation chroot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IMAGE=${IMAGE:-localhost/ipsecca:dev}
@@ -73,7 +73,8 @@ EOF
 
 base
 mkdir -p bin/image
-# -buildvcs=true: fail rather than ship a binary that cannot say which revision it is.
+# -buildvcs=true overrides a GOFLAGS=-buildvcs=false in the environment (this machine sets it), and
+# fails rather than ship a binary that cannot say which revision it is.
 CGO_ENABLED=0 "$GO" build -trimpath -buildvcs=true -ldflags='-s -w' -o bin/image/ipsecca ./cmd/ipsecca
 old=$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 "${PODMAN[@]}" build "${ULIMITS[@]}" --network host --layers \
