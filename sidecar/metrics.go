@@ -141,6 +141,49 @@ func (a *Agent) passDone(pair *Pair) {
 	}
 }
 
+// verifyEvery is how often Run checks, between passes, that the NSS
+// database still holds what the last pass left (certutil only, no call to
+// the CA): passes come only on the CA's events and at the hourly resync,
+// and the metrics must not wait that long to say a node is fine or not.
+const verifyEvery = 5 * time.Minute
+
+func (a *Agent) verifyLoop(ctx context.Context) {
+	t := time.NewTicker(verifyEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		a.verify(ctx)
+	}
+}
+
+// verify records a database found correct between passes (Check) as a
+// success with no drift; a database found wrong leaves both as they were,
+// for the next pass to repair and count.
+func (a *Agent) verify(ctx context.Context) {
+	if !a.busy.TryLock() {
+		return // a pass runs: it records its own outcome
+	}
+	defer a.busy.Unlock()
+	unlock, err := a.db.Lock(ctx)
+	if err != nil {
+		return
+	}
+	defer unlock()
+	if err := a.Check(ctx); err != nil {
+		a.log.Warn("the NSS database no longer holds what the last pass left; the next pass repairs it", "err", err)
+		return
+	}
+	pair, _ := a.state.Current()
+	a.passDone(pair)
+	a.metrics.mu.Lock()
+	defer a.metrics.mu.Unlock()
+	a.metrics.drift, a.metrics.driftKnown = 0, true
+}
+
 // noteCall records whether the CA answered a call made under ctx: a
 // refusal is an answer; our own cancellation, or the end of a healthy
 // Watch period, says nothing.

@@ -218,6 +218,36 @@ func TestSidecarMetrics(t *testing.T) {
 		}
 	}
 
+	// Between passes a check of NSS alone: a correct database is a success
+	// with no drift; a wrong one changes neither (the next pass repairs).
+	deleteNodeCert()
+	if _, err := agent.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := scrape(t, url)["ipsecca_sidecar_nss_drift"]; got != 1 {
+		t.Fatalf("drift %v after a repair with the CA away; want 1", got)
+	}
+	checks := []struct {
+		name   string
+		tamper func()
+		want   float64 // last success
+	}{
+		{"correct", nil, unix(clock.Now().Add(time.Minute))},
+		{"node certificate deleted", deleteNodeCert, unix(clock.Now().Add(time.Minute))},
+	}
+	for _, c := range checks {
+		if c.tamper != nil {
+			c.tamper()
+		}
+		clock.Add(time.Minute)
+		agent.verify(ctx)
+		got := scrape(t, url)
+		if got["ipsecca_sidecar_last_success_timestamp_seconds"] != c.want || got["ipsecca_sidecar_nss_drift"] != 0 {
+			t.Errorf("check between passes, %s: last success %v (want %v), drift %v (want 0)", c.name,
+				got["ipsecca_sidecar_last_success_timestamp_seconds"], c.want, got["ipsecca_sidecar_nss_drift"])
+		}
+	}
+
 	// A restarted sidecar knows the CRL in NSS before its first pass.
 	again, err := New(cfg)
 	if err != nil {

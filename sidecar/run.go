@@ -43,6 +43,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	go a.verifyLoop(ctx)
 	if a.cfg.OVS != nil {
 		a.queuePacketsDuringHandoff()
 	}
