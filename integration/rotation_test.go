@@ -59,7 +59,8 @@ func TestRotationAndCARenewalThroughTheCLI(t *testing.T) {
 			t.Errorf("rotations list lacks %s:\n%s", want, rot)
 		}
 	}
-	if r := run(t, srv.Env(), "rotate", "--node", "nobody"); r.Code != 1 || !strings.Contains(r.Stderr, "NotFound") {
+	if r := run(t, srv.Env(), "rotate", "--node", "nobody"); r.Code != 2 ||
+		!strings.Contains(r.Stderr, `ipsecca rotate: node "nobody" not found`) {
 		t.Errorf("rotate unknown node: %+v", r)
 	}
 

@@ -139,7 +139,7 @@ func TestSubordinateCA(t *testing.T) {
 	os.WriteFile(bad, []byte("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,cRLSign\n"), 0o644)
 	badSub := filepath.Join(dir, "bad.pem")
 	opensslSign(t, csr, rootPEM, rootKey, bad, 3650, badSub)
-	if r := run(t, srv.Env(), "ca", "import", badSub, "--chain", rootPEM); r.Code != 1 ||
+	if r := run(t, srv.Env(), "ca", "import", badSub, "--chain", rootPEM); r.Code != 2 ||
 		!strings.Contains(r.Stderr, "InvalidArgument") || !strings.Contains(r.Stderr, "ca-import-key-usage") {
 		t.Fatalf("import of a certificate without keyCertSign: %+v", r)
 	}

@@ -61,7 +61,7 @@ func newTokenCmd() *cobra.Command {
 	create.Flags().DurationVar(&ttl, "ttl", 0, "token lifetime (default 1h, at most 168h)")
 	out = addOutput(create, true)
 	create.MarkFlagRequired("node")
-	cmd.AddCommand(create)
+	cmd.AddCommand(create, newTokenListCmd(), newTokenRevokeCmd()) // lifecycle_cmds.go
 	return cmd
 }
 
@@ -174,7 +174,7 @@ func newCertsCmd() *cobra.Command {
 	}
 	sOut = addOutput(show, true)
 	show.Flags().BoolVar(&sPEM, "pem", false, "print only the certificate PEM")
-	cmd.AddCommand(list, show)
+	cmd.AddCommand(list, show, newCertsRevokeCmd())
 	return cmd
 }
 

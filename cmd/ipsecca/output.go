@@ -129,6 +129,10 @@ func (o *outputFlags) list(cmd *cobra.Command, v any, t *table) error {
 	if o.structured() {
 		return o.data(cmd, v)
 	}
+	if len(t.Rows) == 0 && !o.noHeaders { // the table printer prints no headers over no rows
+		_, err := fmt.Fprintln(cmd.ErrOrStderr(), "No resources found.")
+		return err
+	}
 	return o.table(cmd.OutOrStdout(), t)
 }
 
