@@ -168,6 +168,12 @@ func (a *Agent) verify(ctx context.Context) {
 		return // a pass runs: it records its own outcome
 	}
 	defer a.busy.Unlock()
+	a.metrics.mu.Lock()
+	first := a.metrics.lastSuccess.IsZero()
+	a.metrics.mu.Unlock()
+	if first {
+		return // no pass has delivered yet: nothing to check against
+	}
 	unlock, err := a.db.Lock(ctx)
 	if err != nil {
 		return
