@@ -347,6 +347,11 @@ func TestManifestsMonitoring(t *testing.T) {
 			for _, d := range docs {
 				k := d["kind"].(string)
 				byKind[k] = d
+				// kubectl apply keeps the object in an annotation, 256 KiB
+				// at most.
+				if n := len(mustJSON(t, d)); n > 256<<10 {
+					t.Errorf("%s: %d bytes, too large for kubectl apply", k, n)
+				}
 				if slices.Contains(monKinds, k) {
 					got = append(got, k)
 					if d["apiVersion"] != "monitoring.coreos.com/v1" && k != "ConfigMap" {
