@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +13,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
+	"github.com/grafana/grafana-foundation-sdk/go/cog/plugins"
+	grafana "github.com/grafana/grafana-foundation-sdk/go/dashboard"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -293,6 +297,42 @@ func TestDashboard(t *testing.T) {
 	} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("no dashboard query has %q", want)
+		}
+	}
+}
+
+// The dashboard decodes strictly into Grafana's own dashboard schema (the
+// Go types Grafana generates from it, with every panel plugin's options
+// and the Prometheus query type registered) and passes its validation: no
+// unknown field, no missing required one, no value of the wrong type.
+func TestDashboardGrafanaSchema(t *testing.T) {
+	plugins.RegisterDefaultPlugins()
+	var d grafana.Dashboard
+	err := d.UnmarshalJSONStrict(deploy.DashboardJSON)
+	if be := (cog.BuildErrors)(nil); errors.As(err, &be) && len(be) == 0 {
+		err = nil // the generated decoder returns an empty list for none
+	}
+	if err != nil {
+		t.Fatalf("Grafana's schema refuses the dashboard:\n%v", err)
+	}
+	if err := d.Validate(); err != nil {
+		t.Fatalf("Grafana's schema validation: %v", err)
+	}
+	if len(d.Panels) < 20 {
+		t.Fatalf("%d panels decoded", len(d.Panels))
+	}
+	// The check has teeth: a misspelt field or a wrong type is refused.
+	for _, bad := range []struct{ from, to string }{
+		{`"gridPos": {`, `"gridPoss": {`}, {`"w": 14`, `"w": "14"`}, {`"legendFormat"`, `"legendFormats"`},
+	} {
+		mangled := strings.Replace(string(deploy.DashboardJSON), bad.from, bad.to, 1)
+		if mangled == string(deploy.DashboardJSON) {
+			t.Fatalf("no %q in the dashboard", bad.from)
+		}
+		var d grafana.Dashboard
+		err := d.UnmarshalJSONStrict([]byte(mangled))
+		if be := (cog.BuildErrors)(nil); err == nil || errors.As(err, &be) && len(be) == 0 {
+			t.Errorf("a dashboard with %s decoded", bad.to)
 		}
 	}
 }
