@@ -71,6 +71,7 @@ func TestExitStatus(t *testing.T) {
 		{2, "bundle validate --p12 x --ca-file x --password a --password-file b", "[password password-file]"},
 		{2, "bundle render --p12 x --ca x --left a --right b", `required flag(s) "out" not set`},
 		{2, "sidecar --once", `required flag(s) "node" not set`},
+		{2, "sidecar --once -n a --server 127.0.0.1:1 --ca-file c --log-level loud", `--log-level "loud"`},
 		{2, "store migrate --from bolt:" + dir, `required flag(s) "to" not set`},
 		{2, "store migrate --from bolt --to etcd:x", `--from "bolt": want bolt:DIR`},
 		{2, "init --ca-key-type dsa-1024 --data-dir " + dir, "--ca-key-type"},
@@ -144,5 +145,20 @@ func TestConnFlagsPersistent(t *testing.T) {
 	if code := run([]string{"certs", "--data-dir", dir, "list"}, &out, &errb); code != 2 ||
 		!strings.Contains(errb.String(), dir) {
 		t.Errorf("certs --data-dir DIR list: exit %d, %s", code, errb.String())
+	}
+}
+
+// Old spellings keep working, hidden, with pflag's notice on stderr (not
+// stdout, which a script reads).
+func TestDeprecatedAliases(t *testing.T) {
+	for _, tc := range []struct{ old, want, notice string }{
+		{"config libreswan --node a --node-address 10.0.0.1 --peer b=10.0.0.2 --nss-nickname mine",
+			"leftcert=mine", "Flag --nss-nickname has been deprecated, use --nickname"},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(strings.Fields(tc.old), &out, &errb); code != 0 || !strings.Contains(out.String(), tc.want) ||
+			!strings.Contains(errb.String(), tc.notice) || strings.Contains(out.String(), "deprecated") {
+			t.Errorf("ipsecca %s: exit %d\n%s%s", tc.old, code, out.String(), errb.String())
+		}
 	}
 }
