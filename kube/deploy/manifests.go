@@ -750,6 +750,10 @@ func sidecarDaemonSet(o ManifestOptions, meta metaFunc, labels func(string) map[
 							{Name: "nss", MountPath: o.NSSDir},
 							{Name: "state", MountPath: SidecarStateDir},
 							{Name: "node-credentials", MountPath: NodeCredentialsDir, ReadOnly: true},
+							// certutil and pk12util work on copies in a temporary directory
+							// (a PKCS#12 holds the node's key): the root filesystem is
+							// read-only, and the key should never reach a disk.
+							{Name: "tmp", MountPath: "/tmp"},
 						},
 						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
 							corev1.ResourceCPU: resource.MustParse(
@@ -770,6 +774,9 @@ func sidecarDaemonSet(o ManifestOptions, meta metaFunc, labels func(string) map[
 						hostPath("nss", o.NSSDir, corev1.HostPathDirectoryOrCreate),
 						hostPath("state", SidecarStateDir, corev1.HostPathDirectoryOrCreate),
 						hostPath("node-credentials", NodeCredentialsDir, corev1.HostPathDirectory),
+						{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
+							Medium: corev1.StorageMediumMemory, SizeLimit: ptr.To(resource.MustParse("16Mi")),
+						}}},
 					},
 				},
 			},

@@ -760,3 +760,43 @@ func TestManifestsEnvIsRead(t *testing.T) {
 		}
 	}
 }
+
+// The sidecar's NSS tools work on copies in a temporary directory, some of
+// them PKCS#12 files holding the node's key: with a read-only root filesystem
+// the container needs a writable /tmp, and it must be memory, not disk.
+func TestSidecarHasMemoryTmp(t *testing.T) {
+	objs, err := deploy.Manifests(deploy.ManifestOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, obj := range objs {
+		ds, ok := obj.(*appsv1.DaemonSet)
+		if !ok {
+			continue
+		}
+		pod := ds.Spec.Template.Spec
+		c := pod.Containers[0]
+		if sc := c.SecurityContext; sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+			t.Fatalf("sidecar: root filesystem not read-only (%+v): this test assumes it is", sc)
+		}
+		var vol string
+		for _, m := range c.VolumeMounts {
+			if m.MountPath == "/tmp" && !m.ReadOnly {
+				vol = m.Name
+			}
+		}
+		if vol == "" {
+			t.Fatalf("sidecar mounts nothing writable at /tmp: certutil and pk12util fail on a read-only root")
+		}
+		for _, v := range pod.Volumes {
+			if v.Name == vol {
+				if v.EmptyDir == nil || v.EmptyDir.Medium != corev1.StorageMediumMemory {
+					t.Errorf("sidecar /tmp volume %q is %+v, want an emptyDir in memory", vol, v.VolumeSource)
+				}
+				return
+			}
+		}
+		t.Fatalf("sidecar mounts volume %q at /tmp, which the pod does not declare", vol)
+	}
+	t.Fatal("no sidecar DaemonSet in the default manifests")
+}
