@@ -1,18 +1,23 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/ipsecca/ipsecca/daemon"
 	"github.com/ipsecca/ipsecca/internal/atomicfile"
 )
 
@@ -70,5 +75,49 @@ func TestLoadKeyPairDuringRewrite(t *testing.T) {
 	}
 	if _, err := loadKeyPair(certFile, keyFile); err == nil {
 		t.Error("a mismatched pair loaded")
+	}
+}
+
+// The CA records a renewed admin certificate (superseding the old one) and
+// then writes it over admin.pem: a command run between the two presents the
+// superseded pair, and must not fail for it.
+func TestAdminCallDuringPairRenewal(t *testing.T) {
+	c := startMeshCA(t)
+	certFile, keyFile := filepath.Join(c.dir, daemon.AdminCertFile), filepath.Join(c.dir, daemon.AdminKeyFile)
+	read := func() (cert, key []byte) {
+		var err1, err2 error
+		cert, err1 = os.ReadFile(certFile)
+		key, err2 = os.ReadFile(keyFile)
+		if err := errors.Join(err1, err2); err != nil {
+			t.Fatal(err)
+		}
+		return cert, key
+	}
+	oldCert, oldKey := read()
+	if err := os.Remove(certFile); err != nil { // missing: issued again
+		t.Fatal(err)
+	}
+	if err := c.in.RenewServiceCerts(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	newCert, newKey := read()
+	if bytes.Equal(oldCert, newCert) {
+		t.Fatal("the admin certificate was not renewed")
+	}
+	// The files as the CA leaves them for a moment: the superseded pair.
+	if err := errors.Join(os.WriteFile(keyFile, oldKey, 0o600), os.WriteFile(certFile, oldCert, 0o600)); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := c.cli("nodes", "list")
+	if code != 1 || !strings.Contains(errOut, "certificate-superseded") {
+		t.Fatalf("with the superseded pair only: exit %d %s, want 1 and certificate-superseded", code, errOut)
+	}
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		os.WriteFile(keyFile, newKey, 0o600)
+		os.WriteFile(certFile, newCert, 0o600)
+	}()
+	if code, _, errOut := c.cli("nodes", "list"); code != 0 {
+		t.Fatalf("nodes list while the CA replaces its admin pair: exit %d %s", code, errOut)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -34,7 +35,32 @@ func parseTime(flag, s string) (*timestamppb.Timestamp, error) {
 }
 
 // adminCall runs fn with an admin client and a deadline.
+//
+// The CA replaces its admin pair in the data directory after it recorded
+// the new certificate, which supersedes the old one: a call made between the
+// two is refused (certificate-superseded) before anything runs, so it is
+// made again, on a new connection with the pair read again, for up to a
+// second.
 func adminCall(conn *connFlags, fn func(c ipseccav1.AdminServiceClient, ctx context.Context) error) error {
+	for attempt := 1; ; attempt++ {
+		err := adminCallOnce(conn, fn)
+		if attempt == 5 || !supersededPair(err) {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// supersededPair reports whether err is the server refusing a client
+// certificate that a newer one of the same identity replaced.
+func supersededPair(err error) bool {
+	if re := (*rpcErr)(nil); errors.As(err, &re) {
+		return re.code == codes.Unauthenticated && strings.Contains(re.msg, "certificate-superseded")
+	}
+	return status.Code(err) == codes.Unauthenticated && strings.Contains(err.Error(), "certificate-superseded")
+}
+
+func adminCallOnce(conn *connFlags, fn func(c ipseccav1.AdminServiceClient, ctx context.Context) error) error {
 	client, done, err := conn.adminClient()
 	if err != nil {
 		return err
