@@ -249,7 +249,7 @@ func (a *Authority) CreateToken(
 			return "", nil, deny(
 				ErrFailedPrecondition,
 				ReasonNodeRevoked,
-				"node %q is revoked: re-admit it first (ipsecca node readmit %s); tokens made before that stay void",
+				"node %q is revoked: re-admit it first (ipsecca nodes readmit %s); tokens made before that stay void",
 				node,
 				node,
 			)
@@ -598,7 +598,7 @@ func (a *Authority) issueNode(ctx context.Context, req NodeRequest, evType strin
 		return nil, a.denied(ctx, actor, id.Node, deny(
 			ErrPermissionDenied,
 			ReasonNodeRevoked,
-			"node %q is revoked; it gets no certificate until an admin re-admits it (ipsecca node readmit %s)",
+			"node %q is revoked; it gets no certificate until an admin re-admits it (ipsecca nodes readmit %s)",
 			id.Node,
 			id.Node,
 		))
@@ -797,7 +797,7 @@ func notRevoked(node string, err error) error {
 		return deny(
 			ErrFailedPrecondition,
 			ReasonNodeNotRevoked,
-			"node %q is not revoked (revoke it first: ipsecca node revoke %s)",
+			"node %q is not revoked (revoke it first: ipsecca nodes revoke %s)",
 			node,
 			node,
 		)
@@ -837,7 +837,7 @@ func (a *Authority) RevokeAdmin(ctx context.Context, caller Caller, serial, reas
 		return nil, deny(
 			ErrInvalidRequest,
 			ReasonNotAdminCert,
-			"certificate %s is a %s certificate; revoke nodes with ipsecca node revoke",
+			"certificate %s is a %s certificate; revoke nodes with ipsecca nodes revoke",
 			serial,
 			rec.Kind,
 		)

@@ -50,7 +50,7 @@ const (
 	ReasonNameHeld         Reason = "name-held-by-other-node"
 	ReasonNodeNameInvalid  Reason = "node-name-invalid"
 	ReasonLifetimeTooShort Reason = "lifetime-too-short"
-	// ReasonNodeRevoked: the node was revoked (ipsecca node revoke) and
+	// ReasonNodeRevoked: the node was revoked (ipsecca nodes revoke) and
 	// gets no certificate, by any door, until an admin re-admits it.
 	ReasonNodeRevoked Reason = "node-revoked"
 	// ReasonCallerSuperseded: the client certificate is no longer the

@@ -316,7 +316,7 @@ func TestSidecarRevokedNeedsNewToken(t *testing.T) {
 	}
 	// No token for a revoked node until an admin re-admits it.
 	if r := run(t, srv.Env(), "token", "create", "--node", "node-a"); r.Code == 0 ||
-		!strings.Contains(r.Stderr, "ipsecca node readmit node-a") {
+		!strings.Contains(r.Stderr, "ipsecca nodes readmit node-a") {
 		t.Fatalf("token create for a revoked node: %+v", r)
 	}
 	mustRun(t, srv.Env(), "node", "readmit", "node-a")

@@ -38,7 +38,7 @@ const (
 	ReasonUsageNotAllowed    Reason = "UsageNotAllowed"    // a usage outside the IPsec set
 	ReasonNodeHasNoChassisID Reason = "NodeHasNoChassisID" // the Node lacks k8s.ovn.org/node-chassis-id
 	ReasonSuperseded         Reason = "Superseded"         // a newer CSR of the same node is the one signed
-	ReasonNodeRevoked        Reason = "NodeRevoked"        // revoked (ipsecca node revoke) and not re-admitted
+	ReasonNodeRevoked        Reason = "NodeRevoked"        // revoked (ipsecca nodes revoke) and not re-admitted
 
 	// The node policy shared with the gRPC path (ca.NodePolicy).
 	ReasonCNNotNodeChassisID  Reason = "CNNotNodeChassisID" // CN is not the node's chassis-id

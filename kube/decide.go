@@ -307,7 +307,7 @@ func (s *Signer) publishStored(
 		// Stored, then revoked before it was published: it is not handed out.
 		de := denial(ca.ReasonNodeRevoked,
 			"certificate %s was stored for this request but revoked (node %q was revoked) before it was published; "+
-				"it is not handed out: once the node is re-admitted (ipsecca node readmit %s), create a new CSR",
+				"it is not handed out: once the node is re-admitted (ipsecca nodes readmit %s), create a new CSR",
 			cert.Serial, cert.Node, cert.Node)
 		return s.refuse(ctx, c, &Request{CSR: c, NodeName: cert.Node}, de, true)
 	}
@@ -473,7 +473,7 @@ func (s *Signer) message(req *Request, de *ca.DenyError, reason Reason) string {
 
 func revokedDenial(node string) *ca.DenyError {
 	return denial(ca.ReasonNodeRevoked, "node %q is revoked; it gets no certificate, through any door, "+
-		"until an admin re-admits it (ipsecca node readmit %s)", node, node)
+		"until an admin re-admits it (ipsecca nodes readmit %s)", node, node)
 }
 
 // supersede denies an older CSR of a node that has a newer one.

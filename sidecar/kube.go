@@ -329,7 +329,7 @@ func (a *Agent) kubeRun(ctx context.Context) error {
 				backoff.Duration = backoff.Cap
 				d := backoff.Step()
 				a.log.Error("this node was revoked; it gets no certificate until an admin re-admits it "+
-					"(ipsecca node readmit "+a.cfg.Node+")",
+					"(ipsecca nodes readmit "+a.cfg.Node+")",
 					"csr", refused.CSR, "retry_in", d)
 				if !sleep(ctx, d) {
 					break

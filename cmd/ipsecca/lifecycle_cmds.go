@@ -57,7 +57,7 @@ not expired, not revoked. --all shows every token with its state.`,
 	}
 	conn.register(cmd.Flags(), true)
 	cmd.Flags().BoolVar(&all, "all", false, "every token, used, expired and revoked ones too")
-	cmd.Flags().StringVar(&node, "node", "", "only this node's tokens")
+	cmd.Flags().StringVarP(&node, "node", "n", "", "only this node's tokens")
 	cmd.Flags().IntVar(&limit, "limit", 0, "show at most this many (0: all)")
 	out = addOutput(cmd, false)
 	return cmd
