@@ -168,8 +168,16 @@ func TestHAOnEtcd(t *testing.T) {
 	if li < 0 {
 		t.Fatalf("no leader among %v (got %q)", h.ids, leader)
 	}
+	// Each replica says which build it runs, so a rolling upgrade's mixed versions show.
+	want := mustRun(t, nil, "version", "-o", "json")
+	for _, r := range h.status(t, 0).GetReplicas() {
+		if r.GetVersion() == "" || !strings.Contains(want, `"version": "`+r.GetVersion()+`"`) {
+			t.Errorf("status: replica %s runs version %q, want the binary's own (%s)", r.GetId(), r.GetVersion(), want)
+		}
+	}
 	human := run(t, h.replicas[0].Env(), "status")
-	for _, want := range []string{"backend: etcd", "leader: " + leader, "SERVING", "ETCD MEMBER", "healthy"} {
+	for _, want := range []string{"backend: etcd", "leader: " + leader, "SERVING", "ETCD MEMBER", "healthy",
+		"VERSION"} {
 		if !strings.Contains(human.Stdout, want) {
 			t.Fatalf("status output lacks %q:\n%s%s", want, human.Stdout, human.Stderr)
 		}

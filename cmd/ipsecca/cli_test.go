@@ -42,6 +42,10 @@ func TestAdminCLI(t *testing.T) {
 		{[]string{"certs", "list", "-o", "yaml"}, 0, []string{"certificatePem: |", "-----BEGIN CERTIFICATE-----"}, ""},
 		{[]string{"nodes", "list", "--limit", "1", "--no-headers"}, 0, []string{"node-a"}, ""},
 		{[]string{"nodes", "revoke", "node-b", "-o", "json"}, 0, []string{`"revoked": 1`}, ""},
+		{[]string{"nodes", "revoke", "node-b"}, 0, []string{"node-b is already revoked"}, ""},
+		{[]string{"nodes", "revoke", "nosuch"}, 2, nil, `ipsecca nodes revoke: node "nosuch" not found`},
+		// Exit 1: this in-process CA advertises no address, so its health cannot be asked.
+		{[]string{"status"}, 1, []string{"backend: bolt", "version: (devel)", "VERSION"}, ""},
 		{[]string{"ca", "crl", "-o", "json"}, 0, []string{`"pem": "-----BEGIN X509 CRL-----`, `"revoked": [`}, ""},
 		{[]string{"audit", "list", "--limit", "2", "--no-headers"}, 0, nil, ""},
 		{[]string{"schedule", "-o", "json"}, 0, []string{`"entries": [`}, ""},

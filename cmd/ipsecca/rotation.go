@@ -470,6 +470,11 @@ func newNodesCmd() *cobra.Command {
 					return rpcError(nodeWhat(args[0]), err)
 				}
 				return rOut.print(cmd, resp, func(w io.Writer) error {
+					if resp.GetAlreadyRevoked() {
+						_, err := fmt.Fprintf(w, "%s is already revoked; it gets no certificate until "+
+							"'ipsecca nodes readmit %s'\n", args[0], args[0])
+						return err
+					}
 					_, err := fmt.Fprintf(w, "revoked %d certificate(s) of %s; its unused tokens are void; it gets "+
 						"no certificate until 'ipsecca nodes readmit %s'\n", resp.GetRevoked(), args[0], args[0])
 					return err

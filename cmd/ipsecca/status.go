@@ -48,8 +48,9 @@ bundle. Exit status 1 when a replica or an etcd member is unhealthy.`,
 			}
 			bad := 0
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "backend: %s\nleader: %s\n\n", resp.GetBackend(), orNone(resp.GetLeader()))
-			t := newTable("REPLICA", "ADDRESS", "ROLE", "HEALTH", "STARTED")
+			fmt.Fprintf(w, "backend: %s\nleader: %s\nversion: %s\n\n", resp.GetBackend(), orNone(resp.GetLeader()),
+				versionOf(resp.GetVersion(), resp.GetRevision()))
+			t := newTable("REPLICA", "ADDRESS", "ROLE", "HEALTH", "VERSION", "STARTED")
 			for _, r := range resp.GetReplicas() {
 				role := "follower"
 				if r.GetLeader() {
@@ -59,7 +60,8 @@ bundle. Exit status 1 when a replica or an etcd member is unhealthy.`,
 				if health != "SERVING" {
 					bad++
 				}
-				t.row(r.GetId(), r.GetAddress(), role, health, fmtTime(r.GetStartedAt()))
+				t.row(r.GetId(), r.GetAddress(), role, health, versionOf(r.GetVersion(), r.GetRevision()),
+					fmtTime(r.GetStartedAt()))
 			}
 			if err := out.table(w, t); err != nil {
 				return err
@@ -91,6 +93,20 @@ bundle. Exit status 1 when a replica or an etcd member is unhealthy.`,
 	conn.register(cmd.Flags(), true)
 	out = addOutput(cmd, true)
 	return cmd
+}
+
+// versionOf is a build's version with the start of its revision: replicas
+// of one release built from different commits differ.
+func versionOf(version, revision string) string {
+	switch {
+	case version == "":
+		return "(unknown)"
+	case len(revision) > 12:
+		return version + " (" + revision[:12] + ")"
+	case revision != "":
+		return version + " (" + revision + ")"
+	}
+	return version
 }
 
 func orNone(s string) string {
