@@ -24,7 +24,7 @@ import (
 
 func newManifestsCmd() *cobra.Command {
 	var o deploy.ManifestOptions
-	var mode, cnFrom string
+	var mode, cnFrom, format string
 	cmd := &cobra.Command{
 		Use:   "manifests",
 		Short: "Print the Kubernetes manifests that deploy ipsecca (kubectl apply -f -)",
@@ -78,50 +78,54 @@ same rule file (kube/deploy/monitoring/ipsecca-rules.yaml) into Prometheus.`,
 				fmt.Fprintf(cmd.ErrOrStderr(), "ipsecca: %s\n", deploy.DisabledNote)
 				return nil
 			}
-			out := cmd.OutOrStdout()
+			// What to do before applying, as YAML comments; on stderr with -o json (JSON has none).
+			out, notes := cmd.OutOrStdout(), cmd.OutOrStdout()
+			if format == "json" {
+				notes = cmd.ErrOrStderr()
+			}
 			if o.Store != deploy.StoreEtcd {
 				fmt.Fprintf(
-					out,
+					notes,
 					"# ipsecca manifests (namespace %s, mode %s): kubectl apply -f -\n",
 					o.Namespace,
 					o.Mode,
 				)
-				return deploy.WriteYAML(out, objs)
+			} else {
+				// Manifests has filled in the defaults.
+				replicas := o.Replicas
+				if replicas == 0 {
+					replicas = deploy.DefaultReplicas
+				}
+				fmt.Fprintf(notes,
+					"# ipsecca manifests (namespace %s, mode %s, store etcd, %d replicas): kubectl apply -f -\n",
+					o.Namespace, o.Mode, replicas)
+				fmt.Fprintf(notes,
+					"# First create the key-encryption key that seals the CA key in etcd (every replica must share "+
+						"it; keep a copy:\n"+
+						"# without it the CA in etcd cannot be opened), in the namespace (kubectl create namespace %s "+
+						"if absent):\n"+
+						"#   kubectl -n %s create secret generic %s --from-literal=%s=$(head -c32 /dev/urandom | base64)\n",
+					o.Namespace, o.Namespace, deploy.NameKEK, deploy.KEKKey)
+				if o.EtcdTLSSecret != "" {
+					fmt.Fprintf(notes, "# and the etcd client TLS Secret %s (keys ca.crt, tls.crt, tls.key), e.g.:\n"+
+						"#   kubectl -n %s create secret generic %s --from-file=ca.crt=... --from-file=tls.crt=... "+
+						"--from-file=tls.key=...\n",
+						o.EtcdTLSSecret, o.Namespace, o.EtcdTLSSecret)
+				}
 			}
-			// Manifests has filled in the defaults.
-			replicas := o.Replicas
-			if replicas == 0 {
-				replicas = deploy.DefaultReplicas
-			}
-			fmt.Fprintf(
-				out,
-				"# ipsecca manifests (namespace %s, mode %s, store etcd, %d replicas): kubectl apply -f -\n",
-				o.Namespace,
-				o.Mode,
-				replicas,
-			)
-			fmt.Fprintf(
-				out,
-				"# First create the key-encryption key that seals the CA key in etcd (every replica must share it; "+
-					"keep a copy:\n"+
-					"# without it the CA in etcd cannot be opened), in the namespace (kubectl create namespace %s if "+
-					"absent):\n"+
-					"#   kubectl -n %s create secret generic %s --from-literal=%s=$(head -c32 /dev/urandom | base64)\n",
-				o.Namespace,
-				o.Namespace,
-				deploy.NameKEK,
-				deploy.KEKKey,
-			)
-			if o.EtcdTLSSecret != "" {
-				fmt.Fprintf(out, "# and the etcd client TLS Secret %s (keys ca.crt, tls.crt, tls.key), e.g.:\n"+
-					"#   kubectl -n %s create secret generic %s --from-file=ca.crt=... --from-file=tls.crt=... "+
-					"--from-file=tls.key=...\n",
-					o.EtcdTLSSecret, o.Namespace, o.EtcdTLSSecret)
+			if format == "json" {
+				return deploy.WriteJSON(out, objs)
 			}
 			return deploy.WriteYAML(out, objs)
 		},
 	}
 	f := cmd.Flags()
+	f.StringVarP(&format, "output", "o", "yaml", "output format: yaml (documents) or json (a v1 List)")
+	f.SetAnnotation("output", outputFormatsAnnotation, []string{"yaml", "json"})
+	cmd.RegisterFlagCompletionFunc(
+		"output",
+		cobra.FixedCompletions([]string{"yaml", "json"}, cobra.ShellCompDirectiveNoFileComp),
+	)
 	f.StringVar(&o.Namespace, "namespace", kube.DefaultNamespace, "namespace of the CA and the sidecar")
 	f.StringVar(&o.Image, "image", deploy.DefaultImage, "ipsecca container image")
 	f.StringVar(&o.NSSDir, "nss-dir", deploy.DefaultNSSDir, "the nodes' NSS database directory (libreswan's)")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -90,4 +91,45 @@ func checkCommandLine(t *testing.T, args []string) {
 	if slices.Contains(rest, "--") {
 		t.Errorf("%s: a bare --", strings.Join(args, " "))
 	}
+}
+
+// manifests -o json prints the same objects as the YAML, as one v1 List
+// (what kubectl get -o json prints and kubectl apply -f takes); the notes
+// for the operator go to stderr, so stdout stays JSON.
+func TestManifestsJSON(t *testing.T) {
+	for _, args := range [][]string{
+		{"manifests"},
+		{"manifests", "--store", "etcd", "--etcd-endpoints", "https://e1:2379", "--monitoring"},
+	} {
+		code, yamlOut, _ := runCLI(append(args, "-o", "yaml")...)
+		if code != 0 {
+			t.Fatalf("%v -o yaml: exit %d", args, code)
+		}
+		code, jsonOut, errOut := runCLI(append(args, "-o", "json")...)
+		var list struct {
+			APIVersion, Kind string
+			Items            []struct{ Kind string }
+		}
+		if err := json.Unmarshal([]byte(jsonOut), &list); code != 0 || err != nil {
+			t.Fatalf("%v -o json: exit %d, %v\n%s", args, code, err, jsonOut)
+		}
+		if list.APIVersion != "v1" || list.Kind != "List" || len(list.Items) == 0 ||
+			len(list.Items) != strings.Count(yamlOut, "\n---\n") {
+			t.Errorf("%v -o json: %s/%s with %d items; the YAML has %d documents", args, list.APIVersion, list.Kind,
+				len(list.Items), strings.Count(yamlOut, "\n---\n"))
+		}
+		if !strings.Contains(errOut, "kubectl apply -f -") {
+			t.Errorf("%v -o json: the notes are not on stderr: %q", args, errOut)
+		}
+	}
+	if code, _, errOut := runCLI("manifests", "-o", "wide"); code != 2 ||
+		!strings.Contains(errOut, "want one of yaml, json") {
+		t.Errorf("manifests -o wide: exit %d %s", code, errOut)
+	}
+}
+
+func runCLI(args ...string) (int, string, string) {
+	var out, errb strings.Builder
+	code := run(args, &out, &errb)
+	return code, out.String(), errb.String()
 }

@@ -52,13 +52,24 @@ func (o *outputFlags) register(cmd *cobra.Command, jsonAlias bool) {
 	)
 }
 
+// outputFormatsAnnotation on a command's own -o flag lists the formats it
+// takes, when not those of addOutput.
+const outputFormatsAnnotation = "ipsecca/output-formats"
+
 // checkOutput refuses an unknown -o value before the command does anything.
 func checkOutput(cmd *cobra.Command) error {
 	f := cmd.Flags().Lookup("output")
-	if f == nil || slices.Contains(outputFormats, f.Value.String()) {
+	if f == nil {
 		return nil
 	}
-	return usageError("-o %s: want one of %s", f.Value.String(), strings.Join(outputFormats, ", "))
+	formats := outputFormats
+	if own, ok := f.Annotations[outputFormatsAnnotation]; ok {
+		formats = own
+	}
+	if slices.Contains(formats, f.Value.String()) {
+		return nil
+	}
+	return usageError("-o %s: want one of %s", f.Value.String(), strings.Join(formats, ", "))
 }
 
 // structured reports whether data, not a table or text, is asked for.
