@@ -25,6 +25,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/ipsecca/ipsecca/internal/clijson"
 	"github.com/ipsecca/ipsecca/internal/etcdtest"
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 )
@@ -110,7 +111,7 @@ func (h *haCluster) status(t *testing.T, r int) *ipseccav1.GetStatusResponse {
 	t.Helper()
 	out := mustRun(t, h.replicas[r].Env(), "status", "--json")
 	var st ipseccav1.GetStatusResponse
-	if err := cliProto([]byte(out), &st); err != nil {
+	if err := clijson.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}
 	return &st
@@ -699,7 +700,7 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 	var st ipseccav1.GetStatusResponse
 	deadline := time.Now().Add(15 * time.Second)
 	for st.Leader == "" && time.Now().Before(deadline) {
-		cliProto([]byte(mustRun(t, replicas[0].Env(), "status", "--json")), &st)
+		clijson.Unmarshal([]byte(mustRun(t, replicas[0].Env(), "status", "--json")), &st)
 		time.Sleep(100 * time.Millisecond)
 	}
 	li := map[string]int{"r1": 0, "r2": 1}[st.Leader]

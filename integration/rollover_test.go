@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipsecca/ipsecca/internal/clijson"
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 )
 
@@ -72,7 +73,7 @@ func (c *rolloverCluster) status(t *testing.T) *ipseccav1.RolloverStatus {
 	t.Helper()
 	out := mustRun(t, c.env(c.live()), "ca", "rollover", "status", "--json")
 	st := new(ipseccav1.RolloverStatus)
-	if err := cliProto([]byte(out), st); err != nil {
+	if err := clijson.Unmarshal([]byte(out), st); err != nil {
 		t.Fatalf("ca rollover status --json: %v\n%s", err, out)
 	}
 	return st
@@ -148,7 +149,7 @@ func runRolloverWithKills(t *testing.T, c *rolloverCluster) {
 	}
 	out := mustRun(t, c.env(0), "ca", "rollover", "start", "--json")
 	st := new(ipseccav1.RolloverStatus)
-	if err := cliProto([]byte(out), st); err != nil || st.GetPhase() != "trust" {
+	if err := clijson.Unmarshal([]byte(out), st); err != nil || st.GetPhase() != "trust" {
 		t.Fatalf("rollover start: %v\n%s", err, out)
 	}
 	newCA, oldCA := st.GetNewSerial(), st.GetOldSerial()
@@ -177,7 +178,7 @@ func runRolloverWithKills(t *testing.T, c *rolloverCluster) {
 
 	// 3. retire, killed right after finish.
 	out = mustRun(t, c.env(c.live()), "ca", "rollover", "finish", "--json")
-	if err := cliProto([]byte(out), st); err != nil || st.GetPhase() != "retire" {
+	if err := clijson.Unmarshal([]byte(out), st); err != nil || st.GetPhase() != "retire" {
 		t.Fatalf("rollover finish: %v\n%s", err, out)
 	}
 	c.killLeader(t)
@@ -196,7 +197,7 @@ func runRolloverWithKills(t *testing.T, c *rolloverCluster) {
 	// Nothing issued twice: one renewal per node since the start, and the
 	// node certificates of the old key are all revoked or superseded.
 	events := new(ipseccav1.ListEventsResponse)
-	if err := cliProto([]byte(mustRun(t, c.env(0), "audit", "list", "--type", "cert.renewed", "--json")),
+	if err := clijson.Unmarshal([]byte(mustRun(t, c.env(0), "audit", "list", "--type", "cert.renewed", "--json")),
 		events); err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +213,7 @@ func runRolloverWithKills(t *testing.T, c *rolloverCluster) {
 		}
 	}
 	caResp := new(ipseccav1.GetCAResponse)
-	if err := cliProto([]byte(mustRun(t, c.env(0), "ca", "show", "--json")), caResp); err != nil {
+	if err := clijson.Unmarshal([]byte(mustRun(t, c.env(0), "ca", "show", "--json")), caResp); err != nil {
 		t.Fatal(err)
 	}
 	newRoot, err := x509.ParseCertificate(firstPEM(t, caResp.GetBundlePem()))
@@ -220,7 +221,7 @@ func runRolloverWithKills(t *testing.T, c *rolloverCluster) {
 		t.Fatal(err)
 	}
 	certs := new(ipseccav1.ListCertificatesResponse)
-	if err := cliProto([]byte(mustRun(t, c.env(0), "certs", "list", "--state", "active", "--json")),
+	if err := clijson.Unmarshal([]byte(mustRun(t, c.env(0), "certs", "list", "--state", "active", "--json")),
 		certs); err != nil {
 		t.Fatal(err)
 	}

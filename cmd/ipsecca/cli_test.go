@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipsecca/ipsecca/internal/clijson"
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 )
 
@@ -70,7 +71,7 @@ func TestAdminCLI(t *testing.T) {
 	// sequence numbers as numbers; --json still works, deprecated.
 	_, out, errOut := c.cli("certs", "list", "-n", "node-a", "--json")
 	list := new(ipseccav1.ListCertificatesResponse)
-	if err := cliProto([]byte(out), list); err != nil || len(list.GetCertificates()) != 1 ||
+	if err := clijson.Unmarshal([]byte(out), list); err != nil || len(list.GetCertificates()) != 1 ||
 		!bytes.HasPrefix(list.GetCertificates()[0].GetCertificatePem(), []byte("-----BEGIN CERTIFICATE-----")) ||
 		!strings.Contains(errOut, "--json has been deprecated, use -o json") {
 		t.Errorf("certs list --json: %v\n%s%s", err, out, errOut)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ipsecca/ipsecca/ca"
 	"github.com/ipsecca/ipsecca/daemon"
+	"github.com/ipsecca/ipsecca/internal/clijson"
 	"github.com/ipsecca/ipsecca/internal/testclock"
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 	"github.com/ipsecca/ipsecca/store"
@@ -112,7 +113,7 @@ func (c *meshCA) cli(args ...string) (int, string, string) {
 func meshJSON(t *testing.T, out string) *ipseccav1.MeshStatusResponse {
 	t.Helper()
 	resp := new(ipseccav1.MeshStatusResponse)
-	if err := cliProto([]byte(out), resp); err != nil {
+	if err := clijson.Unmarshal([]byte(out), resp); err != nil {
 		t.Fatalf("not the API's JSON: %v\n%s", err, out)
 	}
 	return resp
@@ -287,7 +288,7 @@ func TestRenewCAWait(t *testing.T) {
 		t.Errorf("ca renew --wait: exit %d\n%s%s", r.code, r.out, r.err)
 	}
 	resp := new(ipseccav1.GetCAResponse)
-	if err := cliProto([]byte(r.out), resp); err != nil || resp.GetRoots()[0].GetSerial() != root {
+	if err := clijson.Unmarshal([]byte(r.out), resp); err != nil || resp.GetRoots()[0].GetSerial() != root {
 		t.Errorf("ca renew --json --wait: %v\n%s", err, r.out)
 	}
 	if code, out, errOut := c.cli("ca", "show", "--wait", "1s"); code != 2 {

@@ -1,59 +1,17 @@
 package main
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"strings"
 	"testing"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"sigs.k8s.io/yaml"
 
+	"github.com/ipsecca/ipsecca/internal/clijson"
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 )
-
-// cliProto reads the CLI's JSON of an API message back into m: plain
-// writes PEM fields as text, which protojson wants as base64.
-func cliProto(b []byte, m proto.Message) error {
-	var v map[string]any
-	if err := json.Unmarshal(b, &v); err != nil {
-		return err
-	}
-	pemToBase64(v, m.ProtoReflect().Descriptor())
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return protojson.Unmarshal(b, m)
-}
-
-func pemToBase64(v map[string]any, md protoreflect.MessageDescriptor) {
-	fields := md.Fields()
-	for i := range fields.Len() {
-		fd := fields.Get(i)
-		x, ok := v[fd.JSONName()]
-		if !ok || x == nil {
-			continue
-		}
-		switch {
-		case fd.Kind() == protoreflect.BytesKind && strings.Contains(string(fd.Name()), "pem") && !fd.IsList():
-			v[fd.JSONName()] = base64.StdEncoding.EncodeToString([]byte(x.(string)))
-		case fd.Message() != nil && fd.Message().FullName().Parent() != "google.protobuf" && !fd.IsMap():
-			items, ok := x.([]any)
-			if !ok {
-				items = []any{x}
-			}
-			for _, it := range items {
-				if sub, ok := it.(map[string]any); ok {
-					pemToBase64(sub, fd.Message())
-				}
-			}
-		}
-	}
-}
 
 // -o json is what a script wants: PEM as text, 64-bit counters as
 // numbers, every field even when empty, the API's JSON names; -o yaml
@@ -91,7 +49,7 @@ func TestPlainJSON(t *testing.T) {
 			t.Errorf("-o %s: empty fields left out: %v", format, c)
 		}
 		back := new(ipseccav1.ListCertificatesResponse)
-		if err := cliProto(b, back); err != nil || !proto.Equal(back, list) {
+		if err := clijson.Unmarshal(b, back); err != nil || !proto.Equal(back, list) {
 			t.Errorf("-o %s does not read back: %v\n%v", format, err, back)
 		}
 	}

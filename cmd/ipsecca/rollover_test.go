@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ipsecca/ipsecca/ca"
+	"github.com/ipsecca/ipsecca/internal/clijson"
 	"github.com/ipsecca/ipsecca/internal/pemutil"
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 	"github.com/ipsecca/ipsecca/store"
@@ -21,7 +22,7 @@ import (
 func rolloverJSON(t *testing.T, out string) *ipseccav1.RolloverStatus {
 	t.Helper()
 	resp := new(ipseccav1.RolloverStatus)
-	if err := cliProto([]byte(out), resp); err != nil {
+	if err := clijson.Unmarshal([]byte(out), resp); err != nil {
 		t.Fatalf("not the API's JSON: %v\n%s", err, out)
 	}
 	return resp

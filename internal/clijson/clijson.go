@@ -1,4 +1,6 @@
-package integration
+// Package clijson reads what "ipsecca ... -o json" prints back into the
+// API's messages, for the tests of the CLI and of the built binary.
+package clijson
 
 import (
 	"encoding/base64"
@@ -10,9 +12,9 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
-// cliProto reads the CLI's JSON of an API message back into m: plain
-// writes PEM fields as text, which protojson wants as base64.
-func cliProto(b []byte, m proto.Message) error {
+// Unmarshal reads the CLI's JSON of an API message (-o json) back into m:
+// the CLI writes PEM fields as text, which protojson wants as base64.
+func Unmarshal(b []byte, m proto.Message) error {
 	var v map[string]any
 	if err := json.Unmarshal(b, &v); err != nil {
 		return err
