@@ -500,7 +500,8 @@ func (a *Authority) issueNode(ctx context.Context, req NodeRequest, evType strin
 	if owner, err := a.st.NameOwner(ctx, id.CN); err != nil {
 		return nil, err
 	} else if owner != "" && owner != id.Node {
-		return nil, a.denied(ctx, actor, id.Node, deny(ErrConflict, ReasonNameHeld, "the certificate name %q is held by node %q", id.CN, owner))
+		return nil, a.denied(ctx, actor, id.Node,
+			deny(ErrConflict, ReasonNameHeld, "the certificate name %q is held by node %q", id.CN, owner))
 	}
 	now := a.clock.Now()
 	rec, err := a.sign(

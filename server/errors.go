@@ -54,7 +54,8 @@ func toStatus(log *slog.Logger, err error) error {
 			code = codes.FailedPrecondition
 		}
 		st := status.New(code, "denied ("+string(de.Reason)+"): "+de.Detail)
-		if withInfo, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: string(de.Reason), Domain: ErrorDomain}); derr == nil {
+		info := &errdetails.ErrorInfo{Reason: string(de.Reason), Domain: ErrorDomain}
+		if withInfo, derr := st.WithDetails(info); derr == nil {
 			st = withInfo
 		}
 		return st.Err()

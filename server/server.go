@@ -199,7 +199,9 @@ func (s *Server) GRPCServer(
 	ipseccav1.RegisterAdminServiceServer(g, adminService{Server: s})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(g, hs)
-	for _, name := range []string{"", ipseccav1.NodeService_ServiceDesc.ServiceName, ipseccav1.AdminService_ServiceDesc.ServiceName} {
+	for _, name := range []string{
+		"", ipseccav1.NodeService_ServiceDesc.ServiceName, ipseccav1.AdminService_ServiceDesc.ServiceName,
+	} {
 		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
 	reflection.Register(g)

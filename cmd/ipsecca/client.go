@@ -130,7 +130,8 @@ func (f *connFlags) dial() (*grpc.ClientConn, error) {
 		}
 		cfg.Certificates = []tls.Certificate{pair}
 	}
-	return grpcaddr.Dial(addr, cfg, grpcaddr.WithRetry(ipseccav1.AdminService_ServiceDesc.ServiceName, readMethods...),
+	return grpcaddr.Dial(addr, cfg,
+		grpcaddr.WithRetry(ipseccav1.AdminService_ServiceDesc.ServiceName, readMethods...),
 		grpcaddr.WithRetry(ipseccav1.NodeService_ServiceDesc.ServiceName, "GetCRL", "GetCABundle"))
 }
 

@@ -67,7 +67,9 @@ func completeValues(c *cobra.Command) {
 // completeNodes lists the CA's nodes, with the connection flags given so
 // far on the command line; best effort: nothing when the CA does not
 // answer within two seconds, and no error printed.
-func completeNodes(cmd *cobra.Command, _ []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+func completeNodes(
+	cmd *cobra.Command, _ []string, toComplete string,
+) ([]cobra.Completion, cobra.ShellCompDirective) {
 	fs := cmd.Flags()
 	conn := &connFlags{timeout: 2 * time.Second}
 	conn.server, _ = fs.GetString(flagnames.Server)

@@ -12,7 +12,9 @@ import (
 // Scripts (and the deployment manifests) written for old keep working.
 func alias(fs *pflag.FlagSet, old, name string) {
 	f := fs.Lookup(name)
-	fs.AddFlag(&pflag.Flag{Name: old, Usage: f.Usage, Value: f.Value, DefValue: f.DefValue, NoOptDefVal: f.NoOptDefVal})
+	fs.AddFlag(&pflag.Flag{
+		Name: old, Usage: f.Usage, Value: f.Value, DefValue: f.DefValue, NoOptDefVal: f.NoOptDefVal,
+	})
 	deprecate(fs, old, "use --"+name)
 }
 
