@@ -115,8 +115,9 @@ func (f *caFlags) register(fs *pflag.FlagSet, serve bool) {
 			"or Disabled (node enrolment refused)",
 	)
 	f.store.register(fs, only)
-	only.StringVar(&f.logFormat, flagnames.LogFormat, "text", "log format: text or json")
-	only.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	// init logs what it creates too.
+	fs.StringVar(&f.logFormat, flagnames.LogFormat, "text", "log format: text or json")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
 
 func (f *caFlags) logger() (*slog.Logger, error) {
