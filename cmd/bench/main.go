@@ -61,7 +61,11 @@ type config struct {
 	jsonOut     string
 	cpuProfile  string
 	store       string
+	phases      map[string]bool // empty: every phase
 }
+
+// wants reports whether the run includes the named phase.
+func (c config) wants(name string) bool { return len(c.phases) == 0 || c.phases[name] }
 
 // row is one line of the results table.
 type row struct {
@@ -113,7 +117,16 @@ func main() {
 		"",
 		"write the server's CPU profile during the last enrolment run here (go tool pprof)",
 	)
+	var only string
+	flag.StringVar(&only, "phases", "", "run only these phases, comma-separated: core and "+phaseNames()+
+		" (default all)")
 	flag.Parse()
+	if only != "" {
+		c.phases = map[string]bool{}
+		for _, p := range strings.Split(only, ",") {
+			c.phases[strings.TrimSpace(p)] = true
+		}
+	}
 	if c.quick {
 		c.duration, sizes, c.fleet = 2*time.Second, "10000,50000", 500
 	}
@@ -137,7 +150,7 @@ func main() {
 	if _, err := os.Stat(c.binary); err != nil {
 		fatal("binary %s: %v (run make build)", c.binary, err)
 	}
-	rows := run(c)
+	rows, goals := run(c)
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "MEASURE\tPER SEC\tP50 ms\tP99 ms\tOF LIMIT\tSERVER CPU µs/CERT\tSERVER RSS MiB\tVALUE\n")
 	for _, r := range rows {
@@ -155,8 +168,12 @@ func main() {
 		)
 	}
 	w.Flush()
+	printGoals(os.Stdout, goals)
 	if c.jsonOut != "" {
-		b, _ := json.MarshalIndent(rows, "", "  ")
+		b, _ := json.MarshalIndent(struct {
+			Rows  []row  `json:"rows"`
+			Goals []goal `json:"goals"`
+		}{rows, goals}, "", "  ")
 		os.WriteFile(c.jsonOut, b, 0o644)
 	}
 }
@@ -182,9 +199,36 @@ func fatal(format string, a ...any) {
 
 func say(format string, a ...any) { fmt.Fprintf(os.Stderr, "# "+format+"\n", a...) }
 
-func run(c config) []row {
+func phaseNames() string {
+	var names []string
+	for _, p := range phases {
+		names = append(names, p.name)
+	}
+	return strings.Join(names, ", ")
+}
+
+func run(c config) ([]row, []goal) {
+	var rows []row
+	var goals []goal
+	base := &baseline{}
+	if c.wants("core") {
+		rows = coreRows(c, base)
+	}
+	for _, p := range phases {
+		if c.wants(p.name) {
+			say("phase %s", p.name)
+			r, g := p.run(c, base)
+			rows, goals = append(rows, r...), append(goals, g...)
+		}
+	}
+	return rows, goals
+}
+
+// coreRows measures the limit, the ceiling, and the CA's enrolment, renewal, fleet and scale.
+func coreRows(c config, base *baseline) []row {
 	var rows []row
 	limit := inProcessLimit(c)
+	base.Limit = limit
 	rows = append(
 		rows,
 		row{
