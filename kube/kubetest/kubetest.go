@@ -66,26 +66,36 @@ type Server struct {
 	// Dir holds the logs, certificates and etcd data.
 	Dir string
 
-	caFile string
-	tokens map[string]string
+	caFile    string
+	tokens    map[string]string
+	procs     []*process // in start order
+	removeDir bool       // Run made Dir
 }
 
 // Binaries returns the paths of the kube-apiserver and etcd binaries,
 // building them when the cache has none for the pinned versions.
 func Binaries(t testing.TB) (apiserver, etcd string) {
 	t.Helper()
-	etcd, err := testbin.Etcd()
+	apiserver, etcd, err := binaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return apiserver, etcd
+}
+
+func binaries() (apiserver, etcd string, err error) {
+	etcd, err = testbin.Etcd()
 	if err == nil {
 		apiserver, err = testbin.KubeAPIServer()
 	}
 	if err != nil {
-		t.Fatalf(
+		return "", "", fmt.Errorf(
 			"kubetest: building kube-apiserver and etcd from the Go module proxy failed (the kube tests need them; "+
-				"this is not skipped):\n%v",
+				"this is not skipped):\n%w",
 			err,
 		)
 	}
-	return apiserver, etcd
+	return apiserver, etcd, nil
 }
 
 func exists(p string) bool {
@@ -99,31 +109,93 @@ func tail(path string, n int) string { return testbin.Tail(path, n) }
 // ends. It fails the test when either does not come up.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
-	apiserverBin, etcdBin := Binaries(t)
-	dir := t.TempDir()
-	ports, err := testbin.FreePorts(3)
+	s, err := run(opts, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(s.stop)
+	return s
+}
+
+// Run is Start outside a test (a benchmark program): it runs etcd and
+// kube-apiserver in a new temporary directory until Stop, which also
+// removes that directory.
+func Run(opts Options) (*Server, error) {
+	dir, err := os.MkdirTemp("", "kubetest-")
+	if err != nil {
+		return nil, err
+	}
+	s, err := run(opts, dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	s.removeDir = true
+	return s, nil
+}
+
+// Stop stops a server from Run (Start's stop with the test) and removes
+// its directory.
+func (s *Server) Stop() {
+	s.stop()
+	if s.removeDir {
+		os.RemoveAll(s.Dir)
+	}
+}
+
+func (s *Server) stop() {
+	for i := len(s.procs) - 1; i >= 0; i-- {
+		s.procs[i].stop()
+	}
+	s.procs = nil
+}
+
+func run(opts Options, dir string) (s *Server, err error) {
+	apiserverBin, etcdBin, err := binaries()
+	if err != nil {
+		return nil, err
+	}
+	ports, err := testbin.FreePorts(3)
+	if err != nil {
+		return nil, err
+	}
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
-	s := &Server{URL: fmt.Sprintf("https://127.0.0.1:%d", ports[2]), Dir: dir, tokens: map[string]string{}}
+	s = &Server{URL: fmt.Sprintf("https://127.0.0.1:%d", ports[2]), Dir: dir, tokens: map[string]string{}}
+	defer func() {
+		if err != nil {
+			s.stop()
+		}
+	}()
 
-	etcd := startProcess(t, dir, "etcd", etcdBin,
+	etcd, err := s.startProcess("etcd", etcdBin,
 		"--name", "default", "--data-dir", filepath.Join(dir, "etcd"),
 		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
 		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
 		"--initial-cluster", "default="+peerURL,
 		"--unsafe-no-fsync", "--log-level", "warn")
+	if err != nil {
+		return nil, err
+	}
 
-	keyPEM, pubPEM := serviceAccountKey(t)
+	keyPEM, pubPEM, err := serviceAccountKey()
+	if err != nil {
+		return nil, err
+	}
 	saKey, saPub := filepath.Join(dir, "sa.key"), filepath.Join(dir, "sa.pub")
-	writeFile(t, saKey, keyPEM, 0o600)
-	writeFile(t, saPub, pubPEM, 0o644)
+	if err := os.WriteFile(saKey, keyPEM, 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(saPub, pubPEM, 0o644); err != nil {
+		return nil, err
+	}
 	var tokens bytes.Buffer
 	users := append([]User{{Name: AdminUser, Groups: []string{"system:masters"}}}, opts.Users...)
 	for i, u := range users {
-		tok := randomToken(t)
+		tok, err := randomToken()
+		if err != nil {
+			return nil, err
+		}
 		s.tokens[u.Name] = tok
 		fmt.Fprintf(&tokens, "%s,%s,uid-%d", tok, u.Name, i)
 		if len(u.Groups) > 0 {
@@ -132,17 +204,22 @@ func Start(t testing.TB, opts Options) *Server {
 		tokens.WriteByte('\n')
 	}
 	tokenFile := filepath.Join(dir, "tokens.csv")
-	writeFile(t, tokenFile, tokens.Bytes(), 0o600)
+	if err := os.WriteFile(tokenFile, tokens.Bytes(), 0o600); err != nil {
+		return nil, err
+	}
 	certDir := filepath.Join(dir, "certs")
 	s.caFile = filepath.Join(certDir, "apiserver.crt")
 
-	kas := startProcess(t, dir, "kube-apiserver", apiserverBin,
+	kas, err := s.startProcess("kube-apiserver", apiserverBin,
 		"--etcd-servers="+etcdURL,
 		"--service-account-key-file="+saPub, "--service-account-signing-key-file="+saKey,
 		"--service-account-issuer=https://kubernetes.default.svc",
 		"--cert-dir="+certDir, fmt.Sprintf("--secure-port=%d", ports[2]), "--bind-address=127.0.0.1",
 		"--token-auth-file="+tokenFile, "--authorization-mode=RBAC",
 		"--service-cluster-ip-range=10.0.0.0/24", "--profiling=false")
+	if err != nil {
+		return nil, err
+	}
 
 	s.Admin = s.ConfigFor(AdminUser)
 	var client kubernetes.Interface
@@ -164,15 +241,28 @@ func Start(t testing.TB, opts Options) *Server {
 		}
 		for _, p := range []*process{etcd, kas} {
 			if p.exited() {
-				t.Fatalf("kubetest: %s exited before the API server was ready:\n%s", p.name, tail(p.log, 40))
+				return nil, fmt.Errorf("kubetest: %s exited before the API server was ready:\n%s",
+					p.name, tail(p.log, 40))
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("kubetest: kube-apiserver not ready after 90s (last: %v):\n%s", err, tail(kas.log, 40))
+			return nil, fmt.Errorf("kubetest: kube-apiserver not ready after 90s (last: %v):\n%s",
+				err, tail(kas.log, 40))
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	return s
+	return s, nil
+}
+
+// PID is the process id of the named process ("etcd", "kube-apiserver"),
+// 0 when there is none: a benchmark reads its CPU time.
+func (s *Server) PID(name string) int {
+	for _, p := range s.procs {
+		if p.name == name && p.cmd.Process != nil {
+			return p.cmd.Process.Pid
+		}
+	}
+	return 0
 }
 
 // ConfigFor returns a config authenticating as the static-token user.
@@ -199,15 +289,27 @@ func (s *Server) configWithToken(tok string) *rest.Config {
 // account (which must exist) with a token from the TokenRequest API.
 func (s *Server) ServiceAccountConfig(t testing.TB, namespace, name string) *rest.Config {
 	t.Helper()
-	client := kubernetes.NewForConfigOrDie(s.Admin)
+	cfg, err := s.ServiceAccount(context.Background(), namespace, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// ServiceAccount is ServiceAccountConfig outside a test.
+func (s *Server) ServiceAccount(ctx context.Context, namespace, name string) (*rest.Config, error) {
+	client, err := kubernetes.NewForConfig(s.Admin)
+	if err != nil {
+		return nil, err
+	}
 	exp := int64(3600)
-	tr, err := client.CoreV1().ServiceAccounts(namespace).CreateToken(context.Background(), name,
+	tr, err := client.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name,
 		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &exp}},
 		metav1.CreateOptions{})
 	if err != nil {
-		t.Fatalf("kubetest: token for service account %s/%s: %v", namespace, name, err)
+		return nil, fmt.Errorf("kubetest: token for service account %s/%s: %w", namespace, name, err)
 	}
-	return s.configWithToken(tr.Status.Token)
+	return s.configWithToken(tr.Status.Token), nil
 }
 
 // Client returns a clientset for cfg.
@@ -224,6 +326,15 @@ func Client(t testing.TB, cfg *rest.Config) kubernetes.Interface {
 // returns its path.
 func (s *Server) KubeconfigFile(t testing.TB, cfg *rest.Config) string {
 	t.Helper()
+	p, err := s.WriteKubeconfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// WriteKubeconfig is KubeconfigFile outside a test: the file is in Dir.
+func (s *Server) WriteKubeconfig(cfg *rest.Config) (string, error) {
 	kc := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters: [{name: test, cluster: {server: %q, certificate-authority: %q}}]
@@ -233,13 +344,13 @@ current-context: test
 `, s.URL, s.caFile, cfg.BearerToken)
 	f, err := os.CreateTemp(s.Dir, "kubeconfig-*")
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	defer f.Close()
 	if _, err := io.WriteString(f, kc); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
-	return f.Name()
+	return f.Name(), nil
 }
 
 type process struct {
@@ -258,98 +369,103 @@ func (p *process) exited() bool {
 	}
 }
 
-func startProcess(t testing.TB, dir, name, bin string, args ...string) *process {
-	t.Helper()
-	logPath := filepath.Join(dir, name+".log")
+func (s *Server) startProcess(name, bin string, args ...string) (*process, error) {
+	logPath := filepath.Join(s.Dir, name+".log")
 	log, err := os.Create(logPath)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
-	cmd.Dir = dir
+	cmd.Dir = s.Dir
 	cmd.Stdout, cmd.Stderr = log, log
 	// Die with the test process even when it is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		log.Close()
-		t.Fatalf("kubetest: start %s: %v", name, err)
+		return nil, fmt.Errorf("kubetest: start %s: %w", name, err)
 	}
 	p := &process{name: name, log: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() { cmd.Wait(); log.Close(); close(p.done) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
+	s.procs = append(s.procs, p)
+	return p, nil
 }
 
-func writeFile(t testing.TB, path string, b []byte, mode os.FileMode) {
-	t.Helper()
-	if err := os.WriteFile(path, b, mode); err != nil {
-		t.Fatal(err)
+func (p *process) stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
 	}
 }
 
-func randomToken(t testing.TB) string {
+func randomToken() (string, error) {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
-	return hex.EncodeToString(b[:])
+	return hex.EncodeToString(b[:]), nil
 }
 
 // serviceAccountKey makes the key pair the API server signs and checks
 // service-account tokens with.
-func serviceAccountKey(t testing.TB) (keyPEM, pubPEM []byte) {
-	t.Helper()
+func serviceAccountKey() (keyPEM, pubPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	der, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	pub, err := x509.MarshalPKIXPublicKey(key.Public())
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})
+		pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), nil
 }
 
 // Create creates objects on the API server as the admin, with strict
 // field validation (an unknown field is an error).
 func Create(t testing.TB, s *Server, objs []runtime.Object) {
 	t.Helper()
-	dyn, err := dynamic.NewForConfig(s.Admin)
-	if err != nil {
+	if err := CreateObjects(context.Background(), s, objs); err != nil {
 		t.Fatal(err)
 	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(Client(t, s.Admin).Discovery()))
+}
+
+// CreateObjects is Create outside a test.
+func CreateObjects(ctx context.Context, s *Server, objs []runtime.Object) error {
+	dyn, err := dynamic.NewForConfig(s.Admin)
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(s.Admin)
+	if err != nil {
+		return err
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(client.Discovery()))
 	for _, obj := range objs {
 		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		u := &unstructured.Unstructured{Object: m}
 		gvk := obj.GetObjectKind().GroupVersionKind()
 		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 		if err != nil {
-			t.Fatalf("%s: %v", gvk, err)
+			return fmt.Errorf("%s: %w", gvk, err)
 		}
 		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
 		if u.GetNamespace() != "" {
 			ri = dyn.Resource(mapping.Resource).Namespace(u.GetNamespace())
 		}
-		if _, err := ri.Create(context.Background(), u,
+		if _, err := ri.Create(ctx, u,
 			metav1.CreateOptions{FieldValidation: metav1.FieldValidationStrict}); err != nil {
-			t.Fatalf("create %s %s/%s on the API server: %v", gvk.Kind, u.GetNamespace(), u.GetName(), err)
+			return fmt.Errorf("create %s %s/%s on the API server: %w", gvk.Kind, u.GetNamespace(), u.GetName(), err)
 		}
 	}
+	return nil
 }

@@ -2,6 +2,8 @@ package kubetest_test
 
 import (
 	"context"
+	"os"
+	"syscall"
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -28,5 +30,27 @@ func TestStart(t *testing.T) {
 	_, err := node.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if !apierrors.IsForbidden(err) {
 		t.Fatalf("node identity listing nodes: got %v, want Forbidden", err)
+	}
+}
+
+// Run serves outside a test (the benchmark) and Stop leaves nothing
+// behind: the processes are gone and so is the directory.
+func TestRun(t *testing.T) {
+	srv, err := kubetest.Run(kubetest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := srv.PID("kube-apiserver")
+	admin := kubetest.Client(t, srv.Admin)
+	if _, err := admin.CoreV1().Namespaces().Get(context.Background(), "default", metav1.GetOptions{}); err != nil {
+		srv.Stop()
+		t.Fatalf("admin: %v", err)
+	}
+	srv.Stop()
+	if _, err := os.Stat(srv.Dir); !os.IsNotExist(err) {
+		t.Fatalf("%s after Stop: %v, want it removed", srv.Dir, err)
+	}
+	if pid == 0 || syscall.Kill(pid, 0) == nil {
+		t.Fatalf("kube-apiserver (pid %d) still runs after Stop", pid)
 	}
 }
