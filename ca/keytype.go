@@ -10,18 +10,21 @@ import (
 	"strings"
 
 	"github.com/cloudflare/cfssl/csr"
+
+	"github.com/ipsecca/ipsecca/ca/nodecert"
 )
 
 // KeyType names a key algorithm and size, as on the command line.
 type KeyType string
 
 // Supported key types. DefaultCAKeyType is the root's default.
+// Their names are nodecert's, which the node sidecar uses too.
 const (
-	KeyECDSAP256 KeyType = "ecdsa-p256"
-	KeyECDSAP384 KeyType = "ecdsa-p384"
-	KeyRSA2048   KeyType = "rsa-2048"
-	KeyRSA3072   KeyType = "rsa-3072"
-	KeyRSA4096   KeyType = "rsa-4096"
+	KeyECDSAP256 KeyType = nodecert.KeyECDSAP256
+	KeyECDSAP384 KeyType = nodecert.KeyECDSAP384
+	KeyRSA2048   KeyType = nodecert.KeyRSA2048
+	KeyRSA3072   KeyType = nodecert.KeyRSA3072
+	KeyRSA4096   KeyType = nodecert.KeyRSA4096
 
 	DefaultCAKeyType = KeyECDSAP256
 )

@@ -9,9 +9,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 
+	"github.com/ipsecca/ipsecca/ca/nodecert"
 	"github.com/ipsecca/ipsecca/internal/ovsname"
 	"github.com/ipsecca/ipsecca/store"
 )
@@ -232,36 +232,12 @@ func CheckOVSPrefix(r *Request) error {
 func HasOVSPrefix(s string) bool { return ovsname.HasPrefix(s) }
 
 // MaxNameLength bounds node names and CNs (the X.520 CN upper bound).
-const MaxNameLength = 64
-
-var (
-	dns1123Label = `[a-z0-9]([-a-z0-9]*[a-z0-9])?`
-	dns1123Re    = regexp.MustCompile(`^` + dns1123Label + `(\.` + dns1123Label + `)*$`)
-	uuidRe       = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-)
+const MaxNameLength = nodecert.MaxNameLength
 
 // ValidName reports why s is not a valid node name or CN: a DNS-1123
-// subdomain (lower case, labels of at most 63) or a UUID (OVN's chassis
-// system-id), at most MaxNameLength characters. nil means valid.
-func ValidName(s string) error {
-	switch {
-	case s == "":
-		return errors.New("the name is empty")
-	case len(s) > MaxNameLength:
-		return fmt.Errorf("the name is %d characters; at most %d are allowed", len(s), MaxNameLength)
-	case uuidRe.MatchString(s):
-		return nil
-	case !dns1123Re.MatchString(s):
-		return fmt.Errorf(
-			"the name %q is neither a DNS-1123 subdomain (lower-case letters, digits, '-' and '.') nor a UUID", s)
-	}
-	for _, l := range strings.Split(s, ".") {
-		if len(l) > 63 {
-			return fmt.Errorf("the name %q has a label longer than 63 characters", s)
-		}
-	}
-	return nil
-}
+// subdomain or a UUID (OVN's chassis system-id); nil means valid. It is
+// nodecert.ValidName, which the node sidecar applies too.
+func ValidName(s string) error { return nodecert.ValidName(s) }
 
 // CheckCNSyntax denies CNs that are not valid node names.
 func CheckCNSyntax(r *Request) error {

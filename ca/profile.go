@@ -12,6 +12,8 @@ import (
 	"io"
 	"math/big"
 	"time"
+
+	"github.com/ipsecca/ipsecca/ca/nodecert"
 )
 
 // Profile constants of node certificates.
@@ -23,17 +25,17 @@ const (
 	// a peer whose clock runs a little behind still accepts a fresh cert.
 	Backdate = 5 * time.Minute
 	// RotateFraction is the part of a certificate's lifetime after which
-	// it is due for rotation: 90%, so 4.5 years of 5.
-	RotateFraction = 0.9
+	// it is due for rotation: 90%, so 4.5 years of 5 (nodecert's rule).
+	RotateFraction = nodecert.RotateFraction
 )
 
 // OIDExtKeyUsageIPSecIKE is id-kp-ipsecIKE (RFC 4945).
 var OIDExtKeyUsageIPSecIKE = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 17}
 
-// RotateAfter returns NotBefore + RotateFraction of the lifetime.
+// RotateAfter returns NotBefore + RotateFraction of the lifetime. It is
+// nodecert.RotateAfter, which the node sidecar applies too.
 func RotateAfter(notBefore, notAfter time.Time) time.Time {
-	life := notAfter.Sub(notBefore)
-	return notBefore.Add(time.Duration(float64(life) * RotateFraction)).Truncate(time.Second)
+	return nodecert.RotateAfter(notBefore, notAfter)
 }
 
 // newSerial returns a 20-byte serial: the issue time in Unix nanoseconds

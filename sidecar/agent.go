@@ -29,7 +29,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/ipsecca/ipsecca/ca"
+	"github.com/ipsecca/ipsecca/ca/nodecert"
 	"github.com/ipsecca/ipsecca/internal/atomicfile"
 	"github.com/ipsecca/ipsecca/internal/pemutil"
 	"github.com/ipsecca/ipsecca/nssdb"
@@ -104,18 +104,18 @@ func New(cfg Config) (*Agent, error) {
 	case cfg.NSSDir == "" || cfg.StateDir == "":
 		return nil, errors.New("sidecar: the NSS and state directories are required")
 	}
-	if err := ca.ValidName(cfg.Node); err != nil {
+	if err := nodecert.ValidName(cfg.Node); err != nil {
 		return nil, fmt.Errorf("sidecar: node name: %v", err)
 	}
 	if cfg.CN != "" {
-		if err := ca.ValidName(cfg.CN); err != nil {
+		if err := nodecert.ValidName(cfg.CN); err != nil {
 			return nil, fmt.Errorf("sidecar: certificate name: %v", err)
 		}
 	}
 	switch cfg.KeyType {
 	case "":
-		cfg.KeyType = string(ca.KeyRSA2048)
-	case string(ca.KeyRSA2048), string(ca.KeyECDSAP256):
+		cfg.KeyType = nodecert.KeyRSA2048
+	case nodecert.KeyRSA2048, nodecert.KeyECDSAP256:
 	default:
 		return nil, fmt.Errorf("sidecar: key type %q: want rsa-2048 or ecdsa-p256", cfg.KeyType)
 	}
@@ -402,7 +402,7 @@ func bundleHash(b []byte) string {
 }
 
 func (a *Agent) newKey() (crypto.Signer, error) {
-	if a.cfg.KeyType == string(ca.KeyECDSAP256) {
+	if a.cfg.KeyType == nodecert.KeyECDSAP256 {
 		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	}
 	return rsa.GenerateKey(rand.Reader, 2048)

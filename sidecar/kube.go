@@ -18,7 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/ipsecca/ipsecca/ca"
+	"github.com/ipsecca/ipsecca/ca/nodecert"
 	"github.com/ipsecca/ipsecca/internal/atomicfile"
 )
 
@@ -164,7 +164,7 @@ func (a *Agent) kubePass(ctx context.Context) (changed bool, err error) {
 	pair, _ := a.state.Current()
 	prev, delivered, now := pair, a.state.ReadCABundle(), a.cfg.Now()
 	need := pair == nil || !now.Before(pair.Cert.NotAfter) || !strings.EqualFold(pair.Cert.Subject.CommonName, cn) ||
-		!now.Before(ca.RotateAfter(pair.Cert.NotBefore, pair.Cert.NotAfter)) || !chains(pair.Cert, bundle, now)
+		!now.Before(nodecert.RotateAfter(pair.Cert.NotBefore, pair.Cert.NotAfter)) || !chains(pair.Cert, bundle, now)
 	if need {
 		p, err := a.kubeObtain(ctx, cn)
 		if err != nil {
@@ -346,7 +346,7 @@ func (a *Agent) kubeRun(ctx context.Context) error {
 		backoff = newBackoff(a.cfg.MaxBackoff)
 		next := time.Hour
 		if p, _ := a.state.Current(); p != nil {
-			next = min(next, max(ca.RotateAfter(p.Cert.NotBefore, p.Cert.NotAfter).Sub(a.cfg.Now()), time.Second))
+			next = min(next, max(nodecert.RotateAfter(p.Cert.NotBefore, p.Cert.NotAfter).Sub(a.cfg.Now()), time.Second))
 		}
 		if !a.kubeWait(ctx, time.Now().Add(next)) {
 			break

@@ -6,7 +6,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/ipsecca/ipsecca/ca"
+	"github.com/ipsecca/ipsecca/ca/nodecert"
 )
 
 // ESPOverhead is what ESP (AES-GCM-16-256, transport mode) costs of the
@@ -44,7 +44,7 @@ const CANickname = "ovs_cert_cacert"
 
 // Validate checks names and addresses.
 func (c *ConnConfig) Validate() error {
-	if err := ca.ValidName(c.Node); err != nil {
+	if err := nodecert.ValidName(c.Node); err != nil {
 		return fmt.Errorf("sidecar: node: %v", err)
 	}
 	if net.ParseIP(c.Address) == nil {
@@ -55,7 +55,7 @@ func (c *ConnConfig) Validate() error {
 	}
 	seen := map[string]bool{}
 	for _, p := range c.Peers {
-		if err := ca.ValidName(p.Name); err != nil {
+		if err := nodecert.ValidName(p.Name); err != nil {
 			return fmt.Errorf("sidecar: peer: %v", err)
 		}
 		if net.ParseIP(p.Address) == nil {
