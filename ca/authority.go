@@ -704,7 +704,7 @@ func (a *Authority) sign(
 	tmpl.DNSNames = dnsNames
 	tmpl.IPAddresses = ips
 	tmpl.SignatureAlgorithm = signatureAlgorithm(root.Signer)
-	der, err := x509.CreateCertificate(a.rand, tmpl, root.Cert, pub, root.Signer)
+	der, err := createLeaf(a.rand, tmpl, root.Cert, pub, root.Signer)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign: %w", err)
 	}
