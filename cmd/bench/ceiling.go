@@ -117,7 +117,7 @@ func serveMinimalSigner(addr, caFile string) {
 
 // ceilingRows starts the minimal signer in its own process and drives it
 // at each concurrency level, like enrolLoad.
-func ceilingRows(c config, limit float64) []row {
+func ceilingRows(c config, limit float64, base *baseline) []row {
 	self, err := os.Executable()
 	if err != nil {
 		fatal("%v", err)
@@ -163,6 +163,7 @@ func ceilingRows(c config, limit float64) []row {
 		)
 		rows = append(rows, row{Name: fmt.Sprintf("ceiling: minimal gRPC+TLS signer, no storage, %d in flight", conc),
 			Rate: rate, P50: p50, P99: p99, Ratio: rate / limit, CPUus: us})
+		base.Ceiling[conc] = rows[len(rows)-1]
 	}
 	return rows
 }

@@ -55,8 +55,9 @@ func register(name string, run func(c config, base *baseline) ([]row, []goal)) {
 
 // baseline is what the core loads measured that later phases compare to.
 type baseline struct {
-	Limit   float64 // in-process signing limit, certs/s
-	Ceiling map[int]float64
+	Limit   float64     // in-process signing limit, certs/s
+	Ceiling map[int]row // the storage-free signer, by concurrency
+	Enrol   map[int]row // ipsecca on bbolt, by concurrency
 }
 
 func printGoals(w io.Writer, goals []goal) {

@@ -48,6 +48,7 @@ import (
 	ipseccav1 "github.com/ipsecca/ipsecca/proto/ipsecca/v1"
 	"github.com/ipsecca/ipsecca/store"
 	"github.com/ipsecca/ipsecca/store/bolt"
+	"go.etcd.io/bbolt"
 )
 
 type config struct {
@@ -210,9 +211,9 @@ func phaseNames() string {
 func run(c config) ([]row, []goal) {
 	var rows []row
 	var goals []goal
-	base := &baseline{}
+	base := &baseline{Ceiling: map[int]row{}, Enrol: map[int]row{}}
 	if c.wants("core") {
-		rows = coreRows(c, base)
+		rows, goals = coreRows(c, base)
 	}
 	for _, p := range phases {
 		if c.wants(p.name) {
@@ -224,8 +225,10 @@ func run(c config) ([]row, []goal) {
 	return rows, goals
 }
 
-// coreRows measures the limit, the ceiling, and the CA's enrolment, renewal, fleet and scale.
-func coreRows(c config, base *baseline) []row {
+// coreRows measures the limit, the ceiling, and the CA's enrolment,
+// renewal, fleet and scale; with --store etcd also etcd against bbolt.
+// Goals 1 to 3 of issue #23 are ratios of these, taken in this run.
+func coreRows(c config, base *baseline) ([]row, []goal) {
 	var rows []row
 	limit := inProcessLimit(c)
 	base.Limit = limit
@@ -236,29 +239,61 @@ func coreRows(c config, base *baseline) []row {
 			Rate: limit,
 		},
 	)
-	rows = append(rows, ceilingRows(c, limit)...)
+	rows = append(rows, ceilingRows(c, limit, base)...)
 
 	srv := startServer(c, "")
 	defer srv.stop()
-	boltRate := map[string]float64{}
+	commit := srv.commitLatency()
+	rows = append(rows, row{Name: "one bbolt commit (1 key, fsync) on the data dir's filesystem", P50: commit.P50,
+		P99: commit.P99})
 	for _, n := range c.concurrency {
 		r := srv.enrolLoad(c, n)
 		r.Ratio = r.Rate / limit
-		boltRate[fmt.Sprint("enrol", n)] = r.Rate
+		base.Enrol[n] = r
 		rows = append(rows, r)
 	}
-	r := srv.renewLoad(c, c.concurrency[len(c.concurrency)-1])
-	r.Ratio = r.Rate / limit
-	boltRate["renew"] = r.Rate
-	rows = append(rows, r)
+	top := c.concurrency[len(c.concurrency)-1]
+	enrolConn := srv.enrolPerConnLoad(c, top)
+	renew := srv.renewLoad(c, top)
+	renew.Value = fmt.Sprintf("%.0f%% of enrolment with a connection per call", 100*renew.Rate/enrolConn.Rate)
+	rows = append(rows, enrolConn, renew)
 	rows = append(rows, srv.fleet(c))
 	rows[len(rows)-1].RSSMiB = srv.peakRSS()
 	srv.stop()
+	var goals []goal
+	ceil, enrol := base.Ceiling[top], base.Enrol[top]
+	goals = append(goals,
+		goal{ID: "1a", Name: fmt.Sprintf("enrolment rate / ceiling's, %d in flight", top), Measured: enrol.Rate /
+			ceil.Rate, Target: 0.75, Detail: fmt.Sprintf("%.0f/s vs %.0f/s", enrol.Rate, ceil.Rate)},
+		goal{ID: "1b", Name: fmt.Sprintf("server CPU per cert / ceiling's, %d in flight", top), Measured: enrol.CPUus /
+			ceil.CPUus, Target: 1.3, AtMost: true, Detail: fmt.Sprintf("%.0f µs vs %.0f µs", enrol.CPUus,
+			ceil.CPUus)},
+		goal{ID: "2", Name: fmt.Sprintf("renewal / enrolment, %d in flight, a connection per call", top),
+			Measured: renew.Rate / enrolConn.Rate, Target: 0.9, Detail: fmt.Sprintf("%.0f/s vs %.0f/s", renew.Rate,
+				enrolConn.Rate)},
+	)
+	if c1, e1, ok := base.Ceiling[1], base.Enrol[1], base.Enrol[1].Rate > 0; ok {
+		goals = append(goals, goal{ID: "1c", Name: "p50 gap to the ceiling at 1 in flight / one bbolt commit's p50",
+			Measured: (e1.P50 - c1.P50) / commit.P50, Target: 1, AtMost: true,
+			Detail: fmt.Sprintf("%.2f ms − %.2f ms vs %.2f ms", e1.P50, c1.P50, commit.P50)})
+	}
 	if c.store == "etcd" {
-		rows = append(rows, etcdRows(c, limit, boltRate)...)
+		er := etcdRows(c, limit, base)
+		rows = append(rows, er...)
+		for _, r := range er {
+			if r.Name == "etcd: "+enrol.Name {
+				goals = append(goals,
+					goal{ID: "3a", Name: fmt.Sprintf("etcd enrolment rate / bbolt's, %d in flight", top),
+						Measured: r.Rate / enrol.Rate, Target: 0.6, Detail: fmt.Sprintf("%.0f/s vs %.0f/s", r.Rate,
+							enrol.Rate)},
+					goal{ID: "3b", Name: fmt.Sprintf("etcd p99 / bbolt's, %d in flight", top), Measured: r.P99 /
+						enrol.P99, Target: 2, AtMost: true, Detail: fmt.Sprintf("%.1f ms vs %.1f ms", r.P99,
+						enrol.P99)})
+			}
+		}
 	}
 	rows = append(rows, scale(c)...)
-	return rows
+	return rows, goals
 }
 
 // cpuSeconds returns each process's user+system CPU time in seconds.
@@ -291,7 +326,7 @@ func perCert(seconds float64, n int) float64 {
 // etcdRows runs the enrolment and renewal loads against one replica over
 // a local 3-member etcd cluster with fsync on (every certificate
 // committed by a quorum before the reply), and compares with bbolt.
-func etcdRows(c config, limit float64, boltRate map[string]float64) []row {
+func etcdRows(c config, limit float64, base *baseline) []row {
 	say("starting a 3-member etcd cluster (fsync on; the first run builds etcd)")
 	cluster, err := etcdtest.Run(etcdtest.Options{Members: 3, Fsync: true})
 	if err != nil {
@@ -320,10 +355,10 @@ func etcdRows(c config, limit float64, boltRate map[string]float64) []row {
 	)
 	defer srv.stop()
 	var rows []row
-	ratio := func(r row, key string) row {
+	ratio := func(r row, n int) row {
 		r.Name = "etcd: " + r.Name
 		r.Ratio = r.Rate / limit
-		if b := boltRate[key]; b > 0 {
+		if b := base.Enrol[n].Rate; b > 0 {
 			r.Value = fmt.Sprintf("%.0f%% of bbolt", 100*r.Rate/b)
 		}
 		return r
@@ -335,7 +370,7 @@ func etcdRows(c config, limit float64, boltRate map[string]float64) []row {
 	for _, n := range c.concurrency {
 		before := cpuSeconds(pids)
 		start := time.Now()
-		r := ratio(srv.enrolLoad(c, n), fmt.Sprint("enrol", n))
+		r := ratio(srv.enrolLoad(c, n), n)
 		after, wall := cpuSeconds(pids), time.Since(start).Seconds()
 		// Where the two cores went: the replica versus the three etcd members.
 		etcdCPU := 0.0
@@ -346,7 +381,9 @@ func etcdRows(c config, limit float64, boltRate map[string]float64) []row {
 		say("%s", r.Comment)
 		rows = append(rows, r)
 	}
-	rows = append(rows, ratio(srv.renewLoad(c, c.concurrency[len(c.concurrency)-1]), "renew"))
+	rr := srv.renewLoad(c, c.concurrency[len(c.concurrency)-1])
+	rr.Name = "etcd: " + rr.Name
+	rows = append(rows, rr)
 	rows[len(rows)-1].RSSMiB = srv.peakRSS()
 	return rows
 }
@@ -686,13 +723,39 @@ func (s *server) enrolLoad(c config, conc int) row {
 	}
 }
 
+// enrolPerConnLoad enrols like enrolLoad but each call on a connection
+// of its own, as a real node enrols: the like-for-like partner of
+// renewLoad (goal 2).
+func (s *server) enrolPerConnLoad(c config, conc int) row {
+	ps := s.tokens(int(c.duration.Seconds()*5000) + conc)
+	cpu0 := cpuSeconds([]int{s.cmd.Process.Pid})[0]
+	rate, p50, p99, n := load(conc, c.duration, len(ps), func(w, i int) error {
+		conn := s.dial(s.caPEM, nil)
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, err := ipseccav1.NewNodeServiceClient(conn).Enroll(ctx, &ipseccav1.EnrollRequest{Token: ps[i].token,
+			CsrPem: ps[i].csr})
+		return err
+	})
+	us := perCert(cpuSeconds([]int{s.cmd.Process.Pid})[0]-cpu0, n)
+	say("enrol at %d in flight, a connection per call: %.0f/s, p50 %.2f ms, p99 %.2f ms, server CPU %.0f µs/cert",
+		conc, rate, p50, p99, us)
+	return row{Name: fmt.Sprintf("enrol, %d in flight, a new TLS connection per call", conc), Rate: rate, P50: p50,
+		P99: p99, CPUus: us}
+}
+
+// renewLoad renews as sidecars do: each node presents its CURRENT
+// certificate on a new mTLS connection, gets its successor and uses that
+// next time, so every call is an issuance (not the lost-reply path a
+// superseded certificate takes). Workers own disjoint nodes, so no two
+// renew the same node at once.
 func (s *server) renewLoad(c config, conc int) row {
-	// A pool of enrolled nodes, each renewing with its own certificate on
-	// its own connection.
-	ps := s.tokens(conc * 4)
+	const perWorker = 4
+	ps := s.tokens(conc * perWorker)
 	type node struct {
-		client ipseccav1.NodeServiceClient
-		csr    []byte
+		cert tls.Certificate
+		csr  []byte
 	}
 	nodes := make([]node, len(ps))
 	anon := s.conns(4)
@@ -702,26 +765,64 @@ func (s *server) renewLoad(c config, conc int) row {
 			fatal("enrol for renewal: %v", err)
 		}
 		b, _ := pem.Decode(resp.GetCertificate().GetCertificatePem())
-		cert := tls.Certificate{Certificate: [][]byte{b.Bytes}, PrivateKey: p.key}
-		nodes[i] = node{ipseccav1.NewNodeServiceClient(s.dial(s.caPEM, &cert)), p.csr}
+		nodes[i] = node{tls.Certificate{Certificate: [][]byte{b.Bytes}, PrivateKey: p.key}, p.csr}
 	}
+	turn := make([]int, conc)
 	cpu0 := cpuSeconds([]int{s.cmd.Process.Pid})[0]
-	rate, p50, p99, n := load(conc, c.duration, 1<<30, func(w, i int) error {
-		nd := nodes[i%len(nodes)]
+	rate, p50, p99, n := load(conc, c.duration, 1<<30, func(w, _ int) error {
+		nd := &nodes[w+conc*(turn[w]%perWorker)]
+		turn[w]++
+		conn := s.dial(s.caPEM, &nd.cert)
+		defer conn.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		_, err := nd.client.Renew(ctx, &ipseccav1.RenewRequest{CsrPem: nd.csr})
-		return err
+		resp, err := ipseccav1.NewNodeServiceClient(conn).Renew(ctx, &ipseccav1.RenewRequest{CsrPem: nd.csr})
+		if err != nil {
+			return err
+		}
+		b, _ := pem.Decode(resp.GetCertificate().GetCertificatePem())
+		nd.cert.Certificate = [][]byte{b.Bytes}
+		return nil
 	})
 	us := perCert(cpuSeconds([]int{s.cmd.Process.Pid})[0]-cpu0, n)
 	say("renew at %d in flight: %.0f/s, p50 %.2f ms, p99 %.2f ms, server CPU %.0f µs/cert", conc, rate, p50, p99, us)
 	return row{
-		Name:  fmt.Sprintf("renew over mTLS, %d in flight, %d nodes", conc, len(nodes)),
+		Name:  fmt.Sprintf("renew with the current cert, %d in flight, a new mTLS connection per call", conc),
 		Rate:  rate,
 		P50:   p50,
 		P99:   p99,
 		CPUus: us,
 	}
+}
+
+// commitLatency times single-key bbolt commits (fsync on) in a file next
+// to the server's data directory: the unit of goal 1's 1-in-flight gap.
+func (s *server) commitLatency() row {
+	f := filepath.Join(filepath.Dir(s.dir), "commit-probe.db")
+	defer os.Remove(f)
+	db, err := bbolt.Open(f, 0o600, nil)
+	if err != nil {
+		fatal("%v", err)
+	}
+	defer db.Close()
+	var lat []time.Duration
+	for i := 0; i < 300; i++ {
+		t0 := time.Now()
+		if err := db.Update(func(tx *bbolt.Tx) error {
+			b, err := tx.CreateBucketIfNotExists([]byte("probe"))
+			if err != nil {
+				return err
+			}
+			return b.Put([]byte(strconv.Itoa(i%50)), make([]byte, 600))
+		}); err != nil {
+			fatal("%v", err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	slices.Sort(lat)
+	r := row{P50: float64(lat[len(lat)/2]) / 1e6, P99: float64(lat[len(lat)*99/100]) / 1e6}
+	say("one bbolt commit: p50 %.2f ms, p99 %.2f ms", r.P50, r.P99)
+	return r
 }
 
 // fleet enrols n nodes at once, each with its own key, token and TLS
