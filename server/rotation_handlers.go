@@ -38,7 +38,7 @@ func (s nodeService) Watch(_ *ipseccav1.WatchRequest, stream ipseccav1.NodeServi
 			return nil
 		case ev, ok := <-sub.C:
 			if !ok {
-				return status.Error(codes.Unavailable, "watch stream fell behind; reconnect for a fresh snapshot")
+				return sub.Err()
 			}
 			if err := stream.Send(ev); err != nil {
 				return err
