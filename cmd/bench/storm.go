@@ -513,6 +513,18 @@ func (s *server) goHeap() (heap, stack float64, goroutines int) {
 	return heap, stack, goroutines
 }
 
+// saveHeap writes the server's heap profile (go tool pprof -sample_index=inuse_space).
+func (s *server) saveHeap(file string) {
+	resp, err := http.Get("http://" + s.pprofAddr + "/debug/pprof/heap")
+	if err != nil {
+		say("heap profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	os.WriteFile(file, b, 0o644)
+}
+
 // restart stops the server with SIGTERM and starts it again on the same
 // data dir and address. It returns when the old process exited and when
 // the new one answered SERVING, both from the signal.
@@ -590,13 +602,14 @@ func runStorm(c config, _ *baseline) ([]row, []goal) {
 		go func() { defer wg.Done(); nd.run(ctx, f) }()
 	}
 	lastUp, up := f.waitAll(start, limit, func(nd *stormNode) int64 { return nd.connectedAt.Load() })
-	if up < n {
-		fatal("storm: only %d of %d nodes watching after %s (last error: %v)", up, n, limit, f.lastErr.Load())
-	}
 	coldConnect := lastUp.Sub(start)
 	say("storm: cold connect: %s; errors: %s", f.quantiles(start, func(nd *stormNode) int64 {
 		return nd.connectedAt.Load()
 	}), f.errSummary())
+	if up < n {
+		say("storm: only %d of %d nodes watching after %s", up, n, limit)
+		coldConnect = limit
+	}
 	coldCPU := cpuSeconds([]int{pid()})[0] - cpu0
 	say("storm: %d streams open in %s (server CPU %.2f s, %d dials)", n, coldConnect.Round(time.Millisecond), coldCPU,
 		f.dials.Load())
@@ -608,6 +621,9 @@ func runStorm(c config, _ *baseline) ([]row, []goal) {
 	idleCores := (cpuSeconds([]int{pid()})[0] - cpu1) / idle.Seconds()
 	rss1, hwm1 := procStatus(pid())
 	heap1, stack1, gr1 := srv.goHeap()
+	if stormProfile != "" {
+		srv.saveHeap(stormProfile + "-heap.pprof")
+	}
 	perStream := (rss1 - rss0) * 1024 / float64(n) // KiB
 	say("storm: %d streams: RSS %.1f MiB (%.1f before), HWM %.1f MiB, %.1f KiB/stream, heap %.1f→%.1f MiB, "+
 		"stacks %.1f→%.1f MiB, goroutines %d→%d, idle %.4f cores", n, rss1, rss0, hwm1, perStream, heap0, heap1,
