@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/ipsecca/ipsecca/ca"
 	"github.com/ipsecca/ipsecca/store"
@@ -47,6 +48,13 @@ const (
 	// PendingTTL: CSRs without an answer are deleted this long after creation.
 	PendingTTL = 24 * time.Hour
 )
+
+// DefaultWorkers is how many nodes' CSRs are decided at once. A decision
+// waits mostly on the API server (a read and two writes) and on the
+// store's commit, which batches concurrent issuances: a flood of node CSRs
+// (a cluster's nodes all starting at once) is served by as many in flight
+// as the API server and the store take well, not by the signer's CPU.
+const DefaultWorkers = 16
 
 // CNFrom says which name of a Node its certificate's CN must be.
 type CNFrom string
@@ -143,7 +151,8 @@ type Config struct {
 
 	LeaderElection LeaderElection
 
-	// Workers process the queue concurrently (one node at a time each); 4 when zero.
+	// Workers process the queue concurrently (one node at a time each);
+	// DefaultWorkers when zero.
 	Workers int
 	// PerNodeRate and PerNodeBurst bound how often one node's requests are
 	// decided (per second); 1 and 5 when zero. Requests beyond it wait in
@@ -256,7 +265,7 @@ func (c *Config) setTunables() error {
 		le.RetryPeriod = 2 * time.Second
 	}
 	if c.Workers <= 0 {
-		c.Workers = 4
+		c.Workers = DefaultWorkers
 	}
 	if c.PerNodeRate <= 0 {
 		c.PerNodeRate = 1
@@ -283,6 +292,29 @@ func (c *Config) setTunables() error {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return nil
+}
+
+// Client-side request limits of the signer's client. client-go's default
+// (5 requests/s, bursts of 10) would hold a flood of node CSRs to about one
+// a second (each takes a few requests); the API server's own flow control
+// (APF) protects it, and these only bound a runaway loop.
+const (
+	ClientQPS   = 500
+	ClientBurst = 1000
+)
+
+// NewClient returns the signer's client for rc: rc with the user agent
+// ipsecca-signer and the limits ClientQPS and ClientBurst, unless rc sets
+// its own.
+func NewClient(rc *rest.Config) (kubernetes.Interface, error) {
+	rc = rest.CopyConfig(rc)
+	if rc.UserAgent == "" {
+		rc.UserAgent = "ipsecca-signer"
+	}
+	if rc.QPS == 0 && rc.RateLimiter == nil {
+		rc.QPS, rc.Burst = ClientQPS, ClientBurst
+	}
+	return kubernetes.NewForConfig(rc)
 }
 
 // SplitNamespacedName splits "namespace/name".

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 
 	"github.com/ipsecca/ipsecca/ca"
@@ -93,7 +94,7 @@ func (s *Signer) syncCSRs(
 		if refused(c) {
 			continue
 		}
-		if len(c.Status.Certificate) > 0 {
+		if len(c.Status.Certificate) > 0 || s.wasPublished(c.UID) {
 			issued(c)
 			continue
 		}
@@ -270,7 +271,8 @@ func (s *Signer) decide(ctx context.Context, t *term, node string, c *certificat
 		"certificate serial %s, valid until %s",
 		s.cfg.SignerName, s.Identity(), c.Spec.Username, node, cert.CommonName, source,
 		cert.Serial, cert.NotAfter.UTC().Format(time.RFC3339))
-	if err := s.approve(ctx, c, msg); err != nil {
+	c, err = s.approve(ctx, c, msg)
+	if err != nil || c == nil {
 		return err
 	}
 	if err := s.hook(ctx, StepApproved); err != nil {
@@ -314,7 +316,8 @@ func (s *Signer) publishStored(
 	msg := fmt.Sprintf("approved by ipsecca (%s, replica %s): certificate serial %s was issued and stored for this "+
 		"request (UID %s) under the node policy; publishing it",
 		s.cfg.SignerName, s.Identity(), cert.Serial, c.UID)
-	if err := s.approve(ctx, c, msg); err != nil {
+	c, err = s.approve(ctx, c, msg)
+	if err != nil || c == nil {
 		return err
 	}
 	if err := s.publish(ctx, c, cert); err != nil {
@@ -326,47 +329,89 @@ func (s *Signer) publishStored(
 }
 
 // approve adds the Approved condition through the approval subresource
-// (unless someone approved already).
-func (s *Signer) approve(ctx context.Context, c *certificatesv1.CertificateSigningRequest, msg string) error {
+// (unless someone approved already) and returns the CSR as written, nil
+// when it is gone. c is the CSR as last read from the API server: it is
+// written as read (its resourceVersion guards the write) and read again
+// only on a conflict, so a decision costs one read and two writes.
+func (s *Signer) approve(
+	ctx context.Context, c *certificatesv1.CertificateSigningRequest, msg string,
+) (*certificatesv1.CertificateSigningRequest, error) {
 	csrs := s.cfg.Client.CertificatesV1().CertificateSigningRequests()
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		cur, err := csrs.Get(ctx, c.Name, metav1.GetOptions{})
-		if err != nil || cur.UID != c.UID {
-			return ignoreNotFound(err)
+	cur := c
+	var out *certificatesv1.CertificateSigningRequest
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		out = nil
+		if cur == nil {
+			var err error
+			if cur, err = csrs.Get(ctx, c.Name, metav1.GetOptions{}); err != nil || cur.UID != c.UID {
+				return ignoreNotFound(err)
+			}
 		}
 		if hasCondition(cur, certificatesv1.CertificateApproved) || refused(cur) {
+			out = cur
 			return nil
 		}
+		upd := cur.DeepCopy()
 		now := metav1.NewTime(s.cfg.Clock.Now())
-		cur.Status.Conditions = append(cur.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
+		upd.Status.Conditions = append(upd.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
 			Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue,
 			Reason: string(ReasonApproved), Message: msg, LastUpdateTime: now, LastTransitionTime: now,
 		})
-		_, err = csrs.UpdateApproval(ctx, cur.Name, cur, metav1.UpdateOptions{})
-		return err
+		w, err := csrs.UpdateApproval(ctx, upd.Name, upd, metav1.UpdateOptions{})
+		if err != nil {
+			cur = nil // read it again
+			return ignoreNotFound(err)
+		}
+		out = w
+		return nil
 	})
+	return out, err
 }
 
 // publish writes the certificate to status.certificate through the status
-// subresource, unless the CSR already carries one or was refused.
+// subresource, unless the CSR already carries one or was refused. c is the
+// CSR as last read or written (approved): like approve, it is read again
+// only on a conflict. Once the CSR carries a certificate it is remembered
+// as published (see wasPublished).
 func (s *Signer) publish(ctx context.Context, c *certificatesv1.CertificateSigningRequest, cert *store.Cert) error {
 	csrs := s.cfg.Client.CertificatesV1().CertificateSigningRequests()
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.DER})
+	cur := c
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		cur, err := csrs.Get(ctx, c.Name, metav1.GetOptions{})
-		if err != nil || cur.UID != c.UID {
-			return ignoreNotFound(err)
+		if cur == nil {
+			var err error
+			if cur, err = csrs.Get(ctx, c.Name, metav1.GetOptions{}); err != nil || cur.UID != c.UID {
+				return ignoreNotFound(err)
+			}
 		}
-		if len(cur.Status.Certificate) > 0 || refused(cur) {
+		if len(cur.Status.Certificate) > 0 {
+			s.published.Store(cur.UID, struct{}{})
+			return nil
+		}
+		if refused(cur) {
 			return nil
 		}
 		if !hasCondition(cur, certificatesv1.CertificateApproved) {
 			return fmt.Errorf("kube: CSR %s is not approved; not publishing", cur.Name)
 		}
-		cur.Status.Certificate = certPEM
-		_, err = csrs.UpdateStatus(ctx, cur, metav1.UpdateOptions{})
-		return err
+		upd := cur.DeepCopy()
+		upd.Status.Certificate = certPEM
+		if _, err := csrs.UpdateStatus(ctx, upd, metav1.UpdateOptions{}); err != nil {
+			cur = nil // read it again
+			return ignoreNotFound(err)
+		}
+		s.published.Store(cur.UID, struct{}{})
+		return nil
 	})
+}
+
+// wasPublished reports whether this replica saw the CSR with this UID
+// carry a certificate: it is finished for good (the API server never lets
+// a certificate be changed once set) even while the informer's copy lags
+// behind the write, so the events of our own writes cost no request.
+func (s *Signer) wasPublished(uid types.UID) bool {
+	_, ok := s.published.Load(uid)
+	return ok
 }
 
 func ignoreNotFound(err error) error {

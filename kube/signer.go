@@ -57,6 +57,8 @@ type Signer struct {
 
 	nonNodeLog ca.Sampler // logs of non-node requesters' denials, sampled
 
+	published sync.Map // UIDs of CSRs seen carrying a certificate (types.UID → struct{}): see wasPublished
+
 	notReady atomic.Pointer[error] // why this replica cannot campaign (its Lease cannot be made)
 }
 
@@ -244,6 +246,7 @@ func (s *Signer) lead(ctx context.Context) {
 	s.log.Info("leading: signing CSRs", "identity", s.Identity(), "ca_bundle_configmap", s.cmNS+"/"+s.cmName)
 	s.metrics.leader.Set(1)
 	defer s.metrics.leader.Set(0)
+	s.published.Clear() // bounded by the CSRs of one term
 
 	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]())
 	w, err := s.watch(q)
@@ -315,6 +318,7 @@ func (s *Signer) watch(q workqueue.TypedRateLimitingInterface[string]) (*watcher
 		{w.csrs, cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(obj any) { s.enqueueCSR(q, obj) },
 			UpdateFunc: func(_, obj any) { s.enqueueCSR(q, obj) },
+			DeleteFunc: s.forgetCSR,
 		}},
 		{w.nodes, cache.ResourceEventHandlerFuncs{
 			// A node's chassis-id may arrive after its CSR.
@@ -399,6 +403,16 @@ func (s *Signer) enqueueCSR(q workqueue.TypedRateLimitingInterface[string], obj 
 		return
 	}
 	q.Add(s.keyFor(c))
+}
+
+// forgetCSR drops a deleted CSR from the published set.
+func (s *Signer) forgetCSR(obj any) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	if c, ok := obj.(*certificatesv1.CertificateSigningRequest); ok {
+		s.published.Delete(c.UID)
+	}
 }
 
 func (s *Signer) keyFor(c *certificatesv1.CertificateSigningRequest) string {

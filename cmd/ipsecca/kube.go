@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -331,8 +330,7 @@ func (k *kubeFlags) config(mode string, log *slog.Logger) (kube.Config, error) {
 	if err != nil {
 		return kube.Config{}, err
 	}
-	rc.UserAgent = "ipsecca-signer"
-	client, err := kubernetes.NewForConfig(rc)
+	client, err := kube.NewClient(rc) // the signer's user agent and request limits
 	if err != nil {
 		return kube.Config{}, err
 	}
