@@ -315,6 +315,19 @@ func cpuSeconds(pids []int) []float64 {
 	return out
 }
 
+// writeBytes is what the process has caused to be written to storage
+// (write_bytes of /proc/PID/io).
+func writeBytes(pid int) int64 {
+	raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "write_bytes: "); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
 // perCert is CPU seconds spread over n certificates, in microseconds.
 func perCert(seconds float64, n int) float64 {
 	if n == 0 {
@@ -697,7 +710,7 @@ func (s *server) enrolLoad(c config, conc int) row {
 	if c.cpuProfile != "" && conc == c.concurrency[len(c.concurrency)-1] {
 		go s.profile(c.cpuProfile, c.duration-time.Second)
 	}
-	cpu0 := cpuSeconds([]int{s.cmd.Process.Pid})[0]
+	cpu0, io0 := cpuSeconds([]int{s.cmd.Process.Pid})[0], writeBytes(s.cmd.Process.Pid)
 	rate, p50, p99, n := load(conc, c.duration, len(ps), func(w, i int) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -705,21 +718,16 @@ func (s *server) enrolLoad(c config, conc int) row {
 		return err
 	})
 	us := perCert(cpuSeconds([]int{s.cmd.Process.Pid})[0]-cpu0, n)
-	say(
-		"enrol at %d in flight: %.0f/s (%d certs), p50 %.2f ms, p99 %.2f ms, server CPU %.0f µs/cert",
-		conc,
-		rate,
-		n,
-		p50,
-		p99,
-		us,
-	)
+	kb := float64(writeBytes(s.cmd.Process.Pid)-io0) / 1024 / float64(max(n, 1))
+	say("enrol at %d in flight: %.0f/s (%d certs), p50 %.2f ms, p99 %.2f ms, server CPU %.0f µs/cert, %.1f KiB "+
+		"written/cert", conc, rate, n, p50, p99, us, kb)
 	return row{
 		Name:  fmt.Sprintf("enrol, %d in flight, %d conns, TLS, fsync", conc, conc/8+1),
 		Rate:  rate,
 		P50:   p50,
 		P99:   p99,
 		CPUus: us,
+		Value: fmt.Sprintf("%.1f KiB written/cert", kb),
 	}
 }
 
