@@ -108,9 +108,9 @@ func main() {
 	flag.StringVar(
 		&c.store,
 		"store",
-		"bolt",
-		"bolt, or etcd: also run the enrolment and renewal loads against a local 3-member etcd cluster (fsync on) in "+
-			"the same run and print the ratio to bbolt",
+		"etcd",
+		"etcd: after bbolt, run the enrolment and renewal loads against a local 3-member etcd cluster (fsync on) in "+
+			"the same run and print the ratio to bbolt (goal 3); bolt: bbolt only",
 	)
 	flag.StringVar(
 		&c.cpuProfile,
