@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 GO ?= go
 BIN := bin/ipsecca
+# The node agent alone (cmd/ipsecca-sidecar): what the DaemonSet runs on every node.
+SIDECAR_BIN := bin/ipsecca-sidecar
 TOOLS := .cache/tools
 DATA ?= .data
 LISTEN ?= 127.0.0.1:8443
@@ -21,6 +23,7 @@ all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/ipsecca
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(SIDECAR_BIN) ./cmd/ipsecca-sidecar
 
 # The container image, built by podman with no registry (hack/image.sh): the base
 # localhost/debian:bookworm-slim by debootstrap once (tarball cached in .cache/image), the

@@ -16,7 +16,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/ipsecca/ipsecca/ca/nodecert"
 	"github.com/ipsecca/ipsecca/internal/atomicfile"
@@ -37,8 +36,8 @@ const (
 // certificates.k8s.io/v1 CertificateSigningRequest objects, exactly as
 // OpenShift's node script creates them, instead of gRPC.
 type KubeConfig struct {
-	Client     kubernetes.Interface
-	SignerName string // network.openshift.io/signer by default
+	Client     KubeAPI // NewKubeClient
+	SignerName string  // network.openshift.io/signer by default
 	// CABundleConfigMap is namespace/name of the ConfigMap holding the CA
 	// bundle under ca-bundle.crt; openshift-ovn-kubernetes/signer-ca by default.
 	CABundleConfigMap string
@@ -76,7 +75,7 @@ func (a *Agent) kubeCA(ctx context.Context) (bundle, crl []byte, err error) {
 			a.cfg.Kube.CABundleConfigMap,
 		)
 	}
-	cm, err := a.cfg.Kube.Client.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+	cm, err := a.cfg.Kube.Client.ConfigMap(ctx, ns, name)
 	if ctx.Err() == nil {
 		// An API status (NotFound, Forbidden) is an answer; a timeout or
 		// a connection refused is not.
@@ -115,7 +114,7 @@ func (a *Agent) kubeCN(ctx context.Context) (string, error) {
 	if a.cfg.CN != "" {
 		return strings.ToLower(a.cfg.CN), nil
 	}
-	node, err := a.cfg.Kube.Client.CoreV1().Nodes().Get(ctx, a.cfg.Node, metav1.GetOptions{})
+	node, err := a.cfg.Kube.Client.Node(ctx, a.cfg.Node)
 	if err != nil {
 		return "", fmt.Errorf("sidecar: read Node %s for its %s annotation (or give --cn, the OVS system-id): %w",
 			a.cfg.Node, AnnotationChassisID, err)
@@ -258,13 +257,12 @@ func (a *Agent) kubeObtain(ctx context.Context, cn string) (*Pair, error) {
 	if err != nil {
 		return nil, err
 	}
-	csrs := a.cfg.Kube.Client.CertificatesV1().CertificateSigningRequests()
-	obj, err := csrs.Create(ctx, &certificatesv1.CertificateSigningRequest{
+	obj, err := a.cfg.Kube.Client.CreateCSR(ctx, &certificatesv1.CertificateSigningRequest{
 		ObjectMeta: metav1.ObjectMeta{GenerateName: "ipsec-csr-" + a.cfg.Node + "-",
 			Labels: map[string]string{LabelIPsecCSR: a.cfg.Node}},
 		Spec: certificatesv1.CertificateSigningRequestSpec{Request: csrPEM, SignerName: a.cfg.Kube.SignerName,
 			Usages: []certificatesv1.KeyUsage{certificatesv1.UsageIPsecTunnel}},
-	}, metav1.CreateOptions{})
+	})
 	if err != nil {
 		return nil, fmt.Errorf("sidecar: create CertificateSigningRequest: %w", err)
 	}
@@ -272,7 +270,7 @@ func (a *Agent) kubeObtain(ctx context.Context, cn string) (*Pair, error) {
 	deadline := time.Now().Add(a.cfg.Kube.Wait)
 	wait := 100 * time.Millisecond
 	for {
-		got, err := csrs.Get(ctx, obj.Name, metav1.GetOptions{})
+		got, err := a.cfg.Kube.Client.CSR(ctx, obj.Name)
 		if err == nil {
 			for _, c := range got.Status.Conditions {
 				if (c.Type == certificatesv1.CertificateDenied || c.Type == certificatesv1.CertificateFailed) &&
