@@ -183,12 +183,15 @@ func (s *Signer) nodesWithCN(t *term) func(string) []string {
 	}
 }
 
-// decide runs the policy on one CSR and writes the outcome.
+// decide runs the policy on one CSR and writes the outcome. c is the
+// informer's copy, not read again first: the approval is written with its
+// resourceVersion, so a CSR someone finished or deleted meanwhile is not
+// approved and gets no certificate (the one the Authority stored for it
+// stays unpublished, as when that happens while the Authority issues).
+// The signer's own writes never look unfinished to it (wasPublished), and
+// a stored certificate is published, never issued again. So a signed CSR
+// costs the API server two writes, no read.
 func (s *Signer) decide(ctx context.Context, t *term, node string, c *certificatesv1.CertificateSigningRequest) error {
-	c, err := s.fresh(ctx, c)
-	if err != nil || c == nil {
-		return err
-	}
 	n, err := s.node(ctx, t, node)
 	if err != nil {
 		return err
@@ -330,9 +333,9 @@ func (s *Signer) publishStored(
 
 // approve adds the Approved condition through the approval subresource
 // (unless someone approved already) and returns the CSR as written, nil
-// when it is gone. c is the CSR as last read from the API server: it is
-// written as read (its resourceVersion guards the write) and read again
-// only on a conflict, so a decision costs one read and two writes.
+// when it is gone. c is the CSR as last seen (never modified): it is
+// written as seen (its resourceVersion guards the write) and read again
+// only on a conflict.
 func (s *Signer) approve(
 	ctx context.Context, c *certificatesv1.CertificateSigningRequest, msg string,
 ) (*certificatesv1.CertificateSigningRequest, error) {

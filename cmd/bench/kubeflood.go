@@ -116,7 +116,7 @@ func kubeFlood(c config, _ *baseline) ([]row, []goal) {
 	// and given a certificate by the signer's service account, from one
 	// client with no signer logic between the calls; then deleted.
 	apiPID := srv.PID("kube-apiserver")
-	ceil := kfCeiling(ctx, nodes, kfClientset(signerCfg), conc, apiPID)
+	ceil := kfCeiling(ctx, admin, kfClientset(signerCfg), nodes, conc, apiPID)
 	say("kube: ceiling %.0f CSRs/s (create+approve+status)", ceil.Rate)
 	if err := admin.CertificatesV1().CertificateSigningRequests().DeleteCollection(ctx, metav1.DeleteOptions{},
 		metav1.ListOptions{}); err != nil {
@@ -218,8 +218,10 @@ func kfRun(conc, n int, f func(i int) error) {
 
 // kfCeiling creates, approves and publishes a certificate for every node's
 // CSR, each in turn, conc at a time.
-func kfCeiling(ctx context.Context, nodes []*kfNode, signer kubernetes.Interface, conc, apiPID int) row {
+func kfCeiling(ctx context.Context, admin, signer kubernetes.Interface, nodes []*kfNode, conc, apiPID int) row {
 	certPEM := kfDummyCert()
+	w := kfWatchSigned(ctx, admin, nodes)
+	defer w.stop()
 	csrs := signer.CertificatesV1().CertificateSigningRequests()
 	lat := make([]time.Duration, len(nodes))
 	cpu0 := cpuSeconds([]int{apiPID})
@@ -244,20 +246,28 @@ func kfCeiling(ctx context.Context, nodes []*kfNode, signer kubernetes.Interface
 		lat[i] = time.Since(t0)
 		return nil
 	})
+	select { // the watch sees the last certificates
+	case <-w.all:
+	case <-time.After(time.Minute):
+		fatal("kube: the ceiling's watch did not see every certificate")
+	}
 	el := time.Since(start)
 	cpu1 := cpuSeconds([]int{apiPID})
 	p50, p99 := kfPercentiles(lat)
 	return row{Name: fmt.Sprintf("kube: apiserver ceiling, %d CSRs created+approved+certificate, %d in flight",
 		len(nodes), conc), Rate: float64(len(nodes)) / el.Seconds(), P50: p50, P99: p99,
-		Value:   fmt.Sprintf("%.1f s; apiserver %.0f µs CPU/CSR", el.Seconds(), 1e6*(cpu1[0]-cpu0[0])/float64(len(nodes))),
-		Comment: "creates impersonate each node; approval and status as the signer's service account"}
+		Value: fmt.Sprintf("%.1f s; apiserver %.0f µs CPU/CSR", el.Seconds(), 1e6*(cpu1[0]-cpu0[0])/float64(len(nodes))),
+		Comment: "creates impersonate each node; approval and status as the signer's service account; " +
+			"the same watch as the flood's runs"}
 }
+
+const kfCeilingCN = "ceiling"
 
 // kfDummyCert is a self-signed certificate for the ceiling's status
 // writes (the API server checks that it is PEM certificates).
 func kfDummyCert() []byte {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ceiling"},
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: kfCeilingCN},
 		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
@@ -283,12 +293,18 @@ func kfAwaitLeader(ctx context.Context, admin kubernetes.Interface) {
 	}
 }
 
-// kfFlood creates every node's CSR as the node, conc at a time, and waits
-// (at most wait) until each is Approved and carries its certificate, as a
-// watch sees it. Latency: from the create's return to the watch event.
-func kfFlood(ctx context.Context, ca *server, admin kubernetes.Interface, nodes []*kfNode, conc int,
-	wait time.Duration, apiPID int,
-) row {
+// kfWatch records when each CSR of the signer name is first seen Approved
+// with a certificate, as a watch (a node waiting for its certificate) sees
+// it. It runs in the ceiling too: it is part of the measurement's load.
+type kfWatch struct {
+	mu     sync.Mutex
+	signed map[string]time.Time // CSR name → when the watch saw its certificate
+	want   int
+	all    chan struct{} // closed when want CSRs are signed
+	stop   context.CancelFunc
+}
+
+func kfWatchSigned(ctx context.Context, admin kubernetes.Interface, nodes []*kfNode) *kfWatch {
 	byCN := map[string]bool{}
 	for _, nd := range nodes {
 		byCN[nd.chassis] = true
@@ -299,23 +315,18 @@ func kfFlood(ctx context.Context, ca *server, admin kubernetes.Interface, nodes 
 	if err != nil {
 		fatal("kube: %v", err)
 	}
-	var mu sync.Mutex
-	signed := map[string]time.Time{} // CSR name → when the watch saw its certificate
-	created := make([]time.Time, len(nodes))
-	names := make([]string, len(nodes))
-	all := make(chan struct{})
-	wctx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
+	ctx, stop := context.WithCancel(ctx)
+	w := &kfWatch{signed: map[string]time.Time{}, want: len(nodes), all: make(chan struct{}), stop: stop}
 	go func() {
 		rv := list.ResourceVersion
-		for wctx.Err() == nil {
-			w, err := csrs.Watch(wctx, metav1.ListOptions{FieldSelector: sel, ResourceVersion: rv,
+		for ctx.Err() == nil {
+			wi, err := csrs.Watch(ctx, metav1.ListOptions{FieldSelector: sel, ResourceVersion: rv,
 				AllowWatchBookmarks: true})
 			if err != nil {
 				time.Sleep(100 * time.Millisecond)
 				continue
 			}
-			for ev := range w.ResultChan() {
+			for ev := range wi.ResultChan() {
 				c, ok := ev.Object.(*certificatesv1.CertificateSigningRequest)
 				if !ok {
 					continue
@@ -324,29 +335,51 @@ func kfFlood(ctx context.Context, ca *server, admin kubernetes.Interface, nodes 
 				if ev.Type == watch.Bookmark || len(c.Status.Certificate) == 0 || !kfApproved(c) {
 					continue
 				}
-				at := time.Now()
-				mu.Lock()
-				if _, seen := signed[c.Name]; !seen {
-					if cn := kfCertCN(c.Status.Certificate); !byCN[cn] {
-						fatal("kube: CSR %s got a certificate for CN %q, not one of the nodes' chassis-ids", c.Name, cn)
-					}
-					signed[c.Name] = at
-					if len(signed) == len(nodes) {
-						close(all)
-					}
-				}
-				mu.Unlock()
+				w.seen(c, byCN)
 			}
-			w.Stop()
+			wi.Stop()
 		}
 	}()
+	return w
+}
 
+func (w *kfWatch) seen(c *certificatesv1.CertificateSigningRequest, byCN map[string]bool) {
+	at := time.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.signed[c.Name]; ok {
+		return
+	}
+	// The ceiling's certificates are not the nodes'; the signer's must be.
+	if cn := kfCertCN(c.Status.Certificate); !byCN[cn] && cn != kfCeilingCN {
+		fatal("kube: CSR %s got a certificate for CN %q, not one of the nodes' chassis-ids", c.Name, cn)
+	}
+	w.signed[c.Name] = at
+	if len(w.signed) == w.want {
+		close(w.all)
+	}
+}
+
+// kfFlood creates every node's CSR as the node, conc at a time, and waits
+// (at most wait) until each is Approved and carries its certificate, as a
+// watch sees it. Latency: from the create's return to the watch event.
+func kfFlood(ctx context.Context, ca *server, admin kubernetes.Interface, nodes []*kfNode, conc int,
+	wait time.Duration, apiPID int,
+) row {
+	w := kfWatchSigned(ctx, admin, nodes)
+	defer w.stop()
+	created := make([]time.Time, len(nodes))
+	names := make([]string, len(nodes))
 	pids := []int{ca.cmd.Process.Pid, apiPID}
 	cpu0 := cpuSeconds(pids)
 	var profiling sync.WaitGroup
 	if kubeFloodProfile != "" {
 		// The server must outlive the profile: the caller waits for it.
-		profiling.Go(func() { ca.profile(kubeFloodProfile, min(wait, 10*time.Second)) })
+		d := min(wait, 10*time.Second)
+		if len(nodes) >= 2000 {
+			d = min(wait, 60*time.Second)
+		}
+		profiling.Go(func() { ca.profile(kubeFloodProfile, d) })
 		defer profiling.Wait()
 	}
 	start := time.Now()
@@ -360,17 +393,17 @@ func kfFlood(ctx context.Context, ca *server, admin kubernetes.Interface, nodes 
 	})
 	createdAll := time.Since(start)
 	select {
-	case <-all:
+	case <-w.all:
 	case <-time.After(wait - min(wait, createdAll)):
 	}
 	el := time.Since(start)
 	cpu1 := cpuSeconds(pids)
-	stopWatch()
-	mu.Lock()
-	defer mu.Unlock()
+	w.stop()
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	var lat []time.Duration
 	for i, name := range names {
-		if at, ok := signed[name]; ok {
+		if at, ok := w.signed[name]; ok {
 			lat = append(lat, max(at.Sub(created[i]), 0))
 		}
 	}
