@@ -173,9 +173,13 @@ func TestSidecarKubeImportsCRL(t *testing.T) {
 
 	dir := t.TempDir()
 	nss := filepath.Join(dir, "nss")
+	nodeClient, err := sidecar.NewKubeClient(e.srv.ConfigFor(nodePrefix + "node-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	agent, err := sidecar.New(sidecar.Config{Node: "node-a", NSSDir: nss, StateDir: filepath.Join(dir, "state"),
 		KeyType: "ecdsa-p256", Logger: testLogger(t, "sidecar"),
-		Kube: &sidecar.KubeConfig{Client: e.node("node-a"), Wait: 60 * time.Second, Poll: 200 * time.Millisecond}})
+		Kube: &sidecar.KubeConfig{Client: nodeClient, Wait: 60 * time.Second, Poll: 200 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
