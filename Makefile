@@ -27,7 +27,8 @@ build:
 
 # The container image, built by podman with no registry (hack/image.sh): the base
 # localhost/debian:bookworm-slim by debootstrap once (tarball cached in .cache/image), the
-# static binary built outside the image and copied in, libnss3-tools from the apt mirror.
+# static binaries (ipsecca, ipsecca-sidecar) built outside the image and copied in, libnss3-tools
+# from the apt mirror.
 IMAGE ?= localhost/ipsecca:dev
 image: deps
 	IMAGE=$(IMAGE) GO=$(GO) hack/image.sh

@@ -6,8 +6,9 @@
 #    and `podman import`-ed, trimmed like Docker's bookworm-slim (no docs, man pages or locales). The
 #    rootfs tarball and debootstrap's .debs are kept in .cache/image, so a wiped podman store re-imports
 #    in seconds instead of debootstrapping again.
-# 2. The binary is built here, outside the image (static, -trimpath, VCS-stamped so `ipsecca version`
-#    names the revision), into bin/image/ipsecca, and the Dockerfile's prebuilt stage copies it in.
+# 2. The binaries are built here, outside the image (static, -trimpath, VCS-stamped so `ipsecca version`
+#    names the revision), into bin/image/ipsecca and bin/image/ipsecca-sidecar (the node agent alone),
+#    and the Dockerfile's prebuilt stage copies them in.
 # 3. podman builds the Dockerfile FROM that base; the runtime stage installs libnss3-tools from the
 #    Debian mirror (the build runs on the host network).
 #
@@ -75,7 +76,9 @@ base
 mkdir -p bin/image
 # -buildvcs=true overrides a GOFLAGS=-buildvcs=false in the environment (this machine sets it), and
 # fails rather than ship a binary that cannot say which revision it is.
-CGO_ENABLED=0 "$GO" build -trimpath -buildvcs=true -ldflags='-s -w' -o bin/image/ipsecca ./cmd/ipsecca
+for cmd in ipsecca ipsecca-sidecar; do
+    CGO_ENABLED=0 "$GO" build -trimpath -buildvcs=true -ldflags='-s -w' -o "bin/image/$cmd" "./cmd/$cmd"
+done
 old=$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 "${PODMAN[@]}" build "${ULIMITS[@]}" --network host --layers \
     --build-arg BASE="$BASE_IMAGE" --build-arg BINARY=prebuilt \
@@ -83,7 +86,7 @@ old=$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || tr
 # The image this build replaced, now untagged: drop it unless something still uses it.
 new=$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$IMAGE")
 [ -z "$old" ] || [ "$old" = "$new" ] || "${PODMAN[@]}" rmi "$old" >/dev/null 2>&1 || true
-# The prebuilt stage's image only carried the binary (tens of MB each build): drop those left untagged.
+# The prebuilt stage's image only carried the binaries (tens of MB each build): drop those left untagged.
 for id in $("${PODMAN[@]}" images -q --filter dangling=true --filter label=io.ipsecca.stage=prebuilt); do
     "${PODMAN[@]}" rmi "$id" >/dev/null 2>&1 || true
 done

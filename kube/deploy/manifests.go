@@ -48,6 +48,11 @@ const (
 	// EtcdTLSDir holds, in the CA's container, the etcd client TLS Secret
 	// (ca.crt, tls.crt, tls.key) when ManifestOptions.EtcdTLSSecret is set.
 	EtcdTLSDir = "/etc/ipsecca/etcd"
+	// SidecarCommand is the small node agent in the image (cmd/ipsecca-sidecar),
+	// which the DaemonSet runs: the same command line as `ipsecca sidecar`
+	// (its arguments start with the word sidecar, so they run on either
+	// binary) without the CA's code, which would cost every node memory.
+	SidecarCommand = "/usr/local/bin/ipsecca-sidecar"
 	// SidecarStateDir is the sidecar's private state on the host.
 	SidecarStateDir = "/var/lib/ipsecca-sidecar"
 	// NodeCredentialsDir is mounted (read-only) into the sidecar: the
@@ -120,8 +125,9 @@ type ManifestOptions struct {
 	// objects: see monitoringObjects) and the sidecar's metrics listener.
 	Monitoring bool
 
-	// SidecarArgs replaces the sidecar container's arguments (the default
-	// runs `ipsecca sidecar --kube` as this node with its own credentials).
+	// SidecarArgs replaces the sidecar container's arguments to
+	// SidecarCommand (the default is `sidecar --kube`, as this node with its
+	// own credentials).
 	SidecarArgs []string
 }
 
@@ -730,10 +736,11 @@ func sidecarDaemonSet(o ManifestOptions, meta metaFunc, labels func(string) map[
 						},
 					},
 					Containers: []corev1.Container{{
-						Name:  "sidecar",
-						Image: o.Image,
-						Args:  args,
-						Ports: ports,
+						Name:    "sidecar",
+						Image:   o.Image,
+						Command: []string{SidecarCommand},
+						Args:    args,
+						Ports:   ports,
 						Env: []corev1.EnvVar{
 							{
 								Name: "NODE_NAME",

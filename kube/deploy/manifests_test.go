@@ -113,6 +113,12 @@ func TestManifestSets(t *testing.T) {
 				p.Volumes[0].HostPath.Path != deploy.DefaultNSSDir {
 				t.Fatalf("sidecar DaemonSet: %+v", p)
 			}
+			// The small agent, not the CA's binary, runs on every node.
+			if c := p.Containers[0]; !slices.Equal(c.Command, []string{deploy.SidecarCommand}) ||
+				c.Args[0] != flagnames.CmdSidecar {
+				t.Fatalf("sidecar container runs %v %v, want %s %s ...", c.Command, c.Args, deploy.SidecarCommand,
+					flagnames.CmdSidecar)
+			}
 		}
 	}
 	for _, bad := range []deploy.ManifestOptions{{Mode: "Partial"}, {Namespace: "Bad_NS"},
