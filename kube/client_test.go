@@ -1,6 +1,7 @@
 package kube_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -8,7 +9,11 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 
 	"github.com/ipsecca/ipsecca/kube"
 	"github.com/ipsecca/ipsecca/kube/deploy"
@@ -87,3 +92,69 @@ func TestRequestsPerCSR(t *testing.T) {
 type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// The signer's client asks for no gzip: the API server would compress its
+// informers' watch streams (the initial objects and every event after),
+// CPU on both sides for each CSR of a flood on a cluster-local connection.
+// A client-go default client, the control, gets them compressed.
+func TestNewClientNoCompression(t *testing.T) {
+	srv := kubetest.Start(t, kubetest.Options{})
+	admin := kubetest.Client(t, srv.Admin)
+	for i := range 64 {
+		if _, err := admin.CoreV1().ConfigMaps("default").Create(context.Background(), &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("big-%d", i)},
+			Data:       map[string]string{"k": strings.Repeat("x", 4096)},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	watchCompressed := func(newClient func(*rest.Config) (kubernetes.Interface, error)) bool {
+		var mu sync.Mutex
+		gzipped := false
+		cfg := rest.CopyConfig(srv.Admin)
+		cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+			return roundTripper(func(r *http.Request) (*http.Response, error) {
+				resp, err := rt.RoundTrip(r)
+				if err == nil && resp.Uncompressed {
+					mu.Lock()
+					gzipped = true
+					mu.Unlock()
+				}
+				return resp, err
+			})
+		})
+		c, err := newClient(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		// As an informer watches: the current objects first (which make it
+		// worth compressing), then the changes.
+		w, err := c.CoreV1().ConfigMaps("default").Watch(ctx, metav1.ListOptions{SendInitialEvents: ptr.To(true),
+			ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan, AllowWatchBookmarks: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Stop()
+		name := fmt.Sprintf("cm-%d", time.Now().UnixNano())
+		if _, err := c.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{"k": strings.Repeat("x", 4096)},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		for ev := range w.ResultChan() {
+			if cm, ok := ev.Object.(*corev1.ConfigMap); ok && cm.Name == name {
+				break
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return gzipped
+	}
+	if !watchCompressed(func(c *rest.Config) (kubernetes.Interface, error) { return kubernetes.NewForConfig(c) }) {
+		t.Fatal("control: client-go's default client got no gzip response; the test sees nothing")
+	}
+	if watchCompressed(kube.NewClient) {
+		t.Fatal("the signer's client got gzip-compressed responses")
+	}
+}

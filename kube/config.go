@@ -305,9 +305,12 @@ const (
 
 // NewClient returns the signer's client for rc: rc with the user agent
 // ipsecca-signer and the limits ClientQPS and ClientBurst, unless rc sets
-// its own.
+// its own, and without gzip: the API server would compress every watch
+// event for the signer alone (CPU on both sides, per CSR) to save bytes
+// on what is a cluster-local connection.
 func NewClient(rc *rest.Config) (kubernetes.Interface, error) {
 	rc = rest.CopyConfig(rc)
+	rc.DisableCompression = true
 	if rc.UserAgent == "" {
 		rc.UserAgent = "ipsecca-signer"
 	}
