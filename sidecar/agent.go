@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -63,6 +64,10 @@ type Config struct {
 	Now func() time.Time
 	// Hook is passed to nssdb for fault injection in tests; nil in production.
 	Hook func(step string) error
+	// Idle, when set, is called by Run once a pass has delivered and the
+	// agent settles to wait (for a Watch event, or the next poll): the
+	// process may give back memory it needed only to get there.
+	Idle func()
 	// Kube, when set, enrols through Kubernetes CSR objects instead of gRPC.
 	Kube *KubeConfig
 	// OVS, when set, delivers through Open vSwitch's other_config for
@@ -85,6 +90,10 @@ type Agent struct {
 	// rather than queue behind one (the NSS lock is a polled flock, which
 	// back-to-back reports could hold against a pass for good).
 	busy sync.Mutex
+	// passes counts Pass calls; idleAt is passes when Run last called
+	// Config.Idle (Run's goroutine only).
+	passes atomic.Int64
+	idleAt int64
 }
 
 // New validates cfg and returns an Agent.
@@ -169,6 +178,7 @@ var ErrNeedToken = errors.New("sidecar: a bootstrap token is needed")
 // A pass decides what to do about the certificate (decide: a typed
 // action), does it (act), then delivers the outcome into NSS.
 func (a *Agent) Pass(ctx context.Context) (changed bool, err error) {
+	a.passes.Add(1)
 	if a.cfg.Kube != nil {
 		return a.kubePass(ctx)
 	}

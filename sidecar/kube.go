@@ -320,7 +320,7 @@ func (e *CSRRefusedError) Error() string {
 func (a *Agent) kubeRun(ctx context.Context) error {
 	backoff := newBackoff(a.cfg.MaxBackoff)
 	for ctx.Err() == nil {
-		if _, err := a.kubePass(ctx); err != nil {
+		if _, err := a.Pass(ctx); err != nil {
 			var refused *CSRRefusedError
 			if errors.As(err, &refused) && refused.Reason == ReasonNodeRevoked {
 				// Only an admin can change that: no quick retries.
@@ -346,6 +346,7 @@ func (a *Agent) kubeRun(ctx context.Context) error {
 		if p, _ := a.state.Current(); p != nil {
 			next = min(next, max(nodecert.RotateAfter(p.Cert.NotBefore, p.Cert.NotAfter).Sub(a.cfg.Now()), time.Second))
 		}
+		a.idle()
 		if !a.kubeWait(ctx, time.Now().Add(next)) {
 			break
 		}

@@ -80,6 +80,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	return nil
 }
 
+// idle tells Config.Idle that the agent waits, once per pass: a wait
+// that follows no new pass (a poll, a quiet event) has nothing new to give back.
+func (a *Agent) idle() {
+	if a.cfg.Idle == nil || a.passes.Load() == a.idleAt {
+		return
+	}
+	a.idleAt = a.passes.Load()
+	a.cfg.Idle()
+}
+
 func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -113,7 +123,11 @@ func (a *Agent) watch(ctx context.Context) error {
 		a.noteCall(wctx, err)
 		return err
 	}
-	for {
+	for settled := false; ; settled = true {
+		if settled {
+			// The event handled, the stream waits for the next one.
+			a.idle()
+		}
 		ev, err := stream.Recv()
 		a.noteCall(wctx, err)
 		if err != nil {

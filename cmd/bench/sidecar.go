@@ -34,11 +34,12 @@ import (
 )
 
 // Targets of goal 5. CPU: one millicore, the smallest CPU request
-// Kubernetes can express (0.001 cores: at most 1 tick of 10 ms in a
-// 10-second window, 6 in a minute). Memory: the 20 MiB.
+// Kubernetes can express (at most 1 tick of 10 ms in a 10-second window,
+// 6 in a minute). Memory: the 20 MiB, held by the largest VmRSS
+// read in the window (at rest; VmHWM, the start-up peak, is in the rows).
 const (
-	sidecarIdleCores = 0.001
-	sidecarRSSMiB    = 20
+	sidecarIdleMillicores = 1
+	sidecarRSSMiB         = 20
 )
 
 var (
@@ -94,8 +95,8 @@ func sidecarFootprint(c config, _ *baseline) ([]row, []goal) {
 			f := fp[i]
 			rows = append(rows, row{
 				Name: fmt.Sprintf("sidecar %s idle %s: %s", mode.name, window, p.label),
-				Value: fmt.Sprintf("%d CPU ticks (%.4f cores); VmRSS %.1f MiB = RssAnon %.1f + RssFile %.1f",
-					f.ticks, f.cores, f.rss, f.anon, f.file),
+				Value: fmt.Sprintf("%d CPU ticks (%.2f millicores); VmRSS %.1f MiB = RssAnon %.1f + RssFile %.1f; "+
+					"VmHWM %.1f MiB", f.ticks, f.cores*1000, f.rss, f.anon, f.file, f.hwm),
 				RSSMiB: f.rss,
 			})
 		}
@@ -103,12 +104,12 @@ func sidecarFootprint(c config, _ *baseline) ([]row, []goal) {
 		detail := fmt.Sprintf("%s; ipsecca sidecar beside it", procs[0].label)
 		goals = append(goals,
 			goal{ID: "5" + mode.ids[:1], Name: "sidecar " + mode.name + " idle CPU over " + window.String(),
-				Measured: small.cores, Target: sidecarIdleCores, AtMost: true, Unit: "cores",
+				Measured: small.cores * 1000, Target: sidecarIdleMillicores, AtMost: true, Unit: "millicores",
 				Detail: fmt.Sprintf("%d ticks of 10 ms; %s: %d", small.ticks, detail, big.ticks)},
 			goal{ID: "5" + mode.ids[1:], Name: "sidecar " + mode.name + " RSS (largest in the window)",
 				Measured: small.rss, Target: sidecarRSSMiB, AtMost: true, Unit: "MiB",
-				Detail: fmt.Sprintf("RssAnon %.1f + RssFile %.1f; %s: %.1f MiB", small.anon, small.file, detail,
-					big.rss)},
+				Detail: fmt.Sprintf("RssAnon %.1f + RssFile %.1f, start-up peak %.1f; %s: %.1f MiB (peak %.1f)",
+					small.anon, small.file, small.hwm, detail, big.rss, big.hwm)},
 		)
 	}
 	return rows, goals
@@ -292,6 +293,7 @@ type footprint struct {
 	ticks           int64   // user+system CPU ticks (10 ms) in the window
 	cores           float64 // ticks over the window's length
 	rss, anon, file float64 // MiB, at the window's largest VmRSS
+	hwm             float64 // VmHWM (MiB): the peak since the process started
 }
 
 // watchIdle lets the sidecars settle, then reads their CPU ticks and
@@ -325,6 +327,7 @@ func watchIdle(procs []*sidecarProc, window time.Duration) []footprint {
 	for i, p := range procs {
 		out[i].ticks = procTicks(p.cmd.Process.Pid) - start[i]
 		out[i].cores = float64(out[i].ticks) / 100 / elapsed
+		out[i].hwm = procMemory(p.cmd.Process.Pid)["VmHWM"]
 	}
 	return out
 }

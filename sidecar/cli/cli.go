@@ -75,6 +75,7 @@ reports which certificate each live IKE SA presents (ipsecca mesh status).`,
 				return err
 			}
 			c.Logger = log
+			c.Idle = releaseStartupPages
 			// Test hook: stop the process dead at a named step, as kill -9
 			// would. Unset in production.
 			if step := os.Getenv("IPSECCA_FAULT_STEP"); step != "" {
