@@ -3,7 +3,9 @@ package server
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"runtime"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -14,6 +16,21 @@ import (
 // subscriptionBuffer is how many events a Watch stream may fall behind
 // before it is closed (the node reconnects and gets a fresh snapshot).
 const subscriptionBuffer = 16
+
+// The rotation fan-out is paced: at most maxTold nodes are told to renew
+// and not yet done (their stream ended: the sidecar reconnects with its
+// new certificate), for at most toldFor each (the sidecar's call
+// timeout). Told all at once, 5,000 nodes renewing over 2 cores wait so
+// long behind each other that some calls time out, and a sidecar whose
+// renewal failed waits for the next event. A told node costs about 12-20
+// ms of server CPU (five TLS handshakes, a signature, two commits), so 64
+// per core keep the cores busy while each node is served within a couple
+// of seconds. The others wait in order; each still learns it is due from
+// its snapshot if it reconnects meanwhile.
+var (
+	maxTold = 64 * runtime.GOMAXPROCS(0)
+	toldFor = 30 * time.Second
+)
 
 // Why the hub ends a stream: both send the node back to reconnect.
 var (
@@ -27,7 +44,16 @@ type Hub struct {
 	mu     sync.Mutex
 	subs   map[string]map[*Subscription]struct{}
 	closed bool
+
+	maxTold int
+	toldFor time.Duration
+	told    map[string]*time.Timer // nodes told to rotate, until done or toldFor
+	waiting []*dueNote             // in order, for a slot among the told
+	queued  map[string]*dueNote    // the waiting by node
 }
+
+// dueNote is a RotationDue waiting for its turn.
+type dueNote struct{ node, serial, reason string }
 
 // Subscription receives the events of one node; C is closed when the
 // subscriber fell too far behind or the hub closed, and Err says which.
@@ -39,7 +65,10 @@ type Subscription struct {
 }
 
 // NewHub returns an empty hub.
-func NewHub() *Hub { return &Hub{subs: map[string]map[*Subscription]struct{}{}} }
+func NewHub() *Hub {
+	return &Hub{subs: map[string]map[*Subscription]struct{}{}, maxTold: maxTold, toldFor: toldFor,
+		told: map[string]*time.Timer{}, queued: map[string]*dueNote{}}
+}
 
 // Subscribe registers a stream for node's events. After Close the
 // subscription comes closed.
@@ -78,6 +107,11 @@ func (h *Hub) Close() {
 		}
 		delete(h.subs, node)
 	}
+	for node, t := range h.told {
+		t.Stop()
+		delete(h.told, node)
+	}
+	h.waiting, h.queued = nil, map[string]*dueNote{}
 }
 
 // Close unregisters the subscription.
@@ -88,9 +122,20 @@ func (s *Subscription) Close() {
 	if _, ok := h.subs[s.node][s]; ok {
 		delete(h.subs[s.node], s)
 		close(s.C)
-		if len(h.subs[s.node]) == 0 {
-			delete(h.subs, s.node)
-		}
+		h.gone(s.node)
+	}
+}
+
+// gone notes that one of node's streams ended; when it was the last, a
+// node told to rotate is done (the sidecar reconnects with its new
+// certificate). Called with h.mu held.
+func (h *Hub) gone(node string) {
+	if len(h.subs[node]) > 0 {
+		return
+	}
+	delete(h.subs, node)
+	if _, ok := h.told[node]; ok {
+		h.done(node)
 	}
 }
 
@@ -117,20 +162,69 @@ func (h *Hub) send(s *Subscription, ev *ipseccav1.NodeEvent) {
 	}
 }
 
-// RotationDue tells node's streams to rotate serial.
+// RotationDue tells node's streams to rotate serial, when a slot among
+// the told is free; otherwise in turn. A node without a stream is not
+// told (its snapshot says so when it connects) and takes no slot.
 func (h *Hub) RotationDue(node, serial, reason string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.closed || len(h.subs[node]) == 0 {
+		return
+	}
+	if n := h.queued[node]; n != nil {
+		n.serial, n.reason = serial, reason
+		return
+	}
+	if _, told := h.told[node]; !told && len(h.told) >= h.maxTold {
+		n := &dueNote{node, serial, reason}
+		h.waiting = append(h.waiting, n)
+		h.queued[node] = n
+		return
+	}
+	h.tell(node, serial, reason)
+}
+
+// tell sends a RotationDue and holds node's slot until its streams end
+// or toldFor passes. Called with h.mu held.
+func (h *Hub) tell(node, serial, reason string) {
+	if t := h.told[node]; t != nil {
+		t.Reset(h.toldFor)
+	} else {
+		h.told[node] = time.AfterFunc(h.toldFor, func() {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if _, ok := h.told[node]; ok {
+				h.done(node)
+			}
+		})
+	}
+	ev := &ipseccav1.NodeEvent{
+		Kind:          ipseccav1.NodeEvent_ROTATION_DUE,
+		CurrentSerial: serial,
+		RotationDue:   true,
+		Reason:        reason,
+	}
 	for s := range h.subs[node] {
-		h.send(
-			s,
-			&ipseccav1.NodeEvent{
-				Kind:          ipseccav1.NodeEvent_ROTATION_DUE,
-				CurrentSerial: serial,
-				RotationDue:   true,
-				Reason:        reason,
-			},
-		)
+		h.send(s, ev)
+	}
+	if len(h.subs[node]) == 0 {
+		h.gone(node) // every stream fell behind: nobody to wait for
+	}
+}
+
+// done frees node's slot and tells the next waiting nodes that still
+// have a stream. Called with h.mu held.
+func (h *Hub) done(node string) {
+	h.told[node].Stop()
+	delete(h.told, node)
+	for len(h.told) < h.maxTold && len(h.waiting) > 0 {
+		n := h.waiting[0]
+		h.waiting[0] = nil
+		h.waiting = h.waiting[1:]
+		delete(h.queued, n.node)
+		if len(h.subs[n.node]) > 0 {
+			h.tell(n.node, n.serial, n.reason)
+		}
 	}
 }
 

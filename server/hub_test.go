@@ -111,3 +111,107 @@ func TestHubDropsOnlyTheSubscriberThatFellBehind(t *testing.T) {
 	}
 	fast.Close()
 }
+
+// rotate --all over more nodes than the hub tells at once: the first are
+// told, the next one only when one of them renewed and reconnected (its
+// stream ended), as a sidecar does; every node is told in the end.
+func TestRotateAllIsToldInTurn(t *testing.T) {
+	c := startCAWith(t, func(d *Deps) { d.Hub.maxTold = 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	type watcher struct {
+		pair   *tls.Certificate
+		stream ipseccav1.NodeService_WatchClient
+		cancel context.CancelFunc
+		events chan *ipseccav1.NodeEvent
+	}
+	var ws []*watcher
+	for _, name := range []string{"node-a", "node-b"} {
+		w := &watcher{pair: c.enrollNode(t, name), events: make(chan *ipseccav1.NodeEvent, 4)}
+		var sctx context.Context
+		sctx, w.cancel = context.WithCancel(ctx)
+		var err error
+		if w.stream, err = ipseccav1.NewNodeServiceClient(c.conn(t, w.pair)).Watch(sctx,
+			&ipseccav1.WatchRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.stream.Recv(); err != nil { // the snapshot
+			t.Fatal(err)
+		}
+		go func() {
+			for {
+				ev, err := w.stream.Recv()
+				if err != nil {
+					return
+				}
+				w.events <- ev
+			}
+		}()
+		ws = append(ws, w)
+	}
+	if _, err := ipseccav1.NewAdminServiceClient(c.conn(t, c.admin(t))).Rotate(ctx,
+		&ipseccav1.RotateRequest{All: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.in.Scheduler.Step(ctx); err != nil { // marks both due and tells the hub
+		t.Fatal(err)
+	}
+	var first, second *watcher
+	select {
+	case <-ws[0].events:
+		first, second = ws[0], ws[1]
+	case <-ws[1].events:
+		first, second = ws[1], ws[0]
+	case <-ctx.Done():
+		t.Fatal("no node was told to rotate")
+	}
+	select {
+	case ev := <-second.events:
+		t.Fatalf("both told at once (%v); want one at a time", ev)
+	case <-time.After(200 * time.Millisecond):
+	}
+	// The first renews and reconnects: its stream ends, the second's turn.
+	if _, err := ipseccav1.NewNodeServiceClient(c.conn(t, first.pair)).Renew(ctx,
+		&ipseccav1.RenewRequest{CsrPem: csrFor(t, newKey(t), first.pair.Leaf.Subject.CommonName)}); err != nil {
+		t.Fatal(err)
+	}
+	first.cancel()
+	select {
+	case ev := <-second.events:
+		if ev.GetKind() != ipseccav1.NodeEvent_ROTATION_DUE || ev.GetCurrentSerial() == "" {
+			t.Fatalf("second node got %v; want ROTATION_DUE for its serial", ev)
+		}
+	case <-ctx.Done():
+		t.Fatal("the second node was never told to rotate")
+	}
+	second.cancel()
+}
+
+// A told node that neither renews nor disconnects holds its turn only
+// toldFor; a node with no stream takes no turn; a revocation is never
+// held back.
+func TestHubTurnsExpireAndSkipNodesWithoutStreams(t *testing.T) {
+	h := NewHub()
+	h.maxTold, h.toldFor = 1, 50*time.Millisecond
+	h.RotationDue("offline", "00", "forced") // no stream: no turn taken
+	a, b := h.Subscribe("a"), h.Subscribe("b")
+	h.RotationDue("a", "01", "forced")
+	h.RotationDue("b", "02", "forced")
+	if ev := <-a.C; ev.GetCurrentSerial() != "01" {
+		t.Fatalf("a got %v", ev)
+	}
+	h.Revoked("b", "key compromise")
+	if ev := <-b.C; ev.GetKind() != ipseccav1.NodeEvent_REVOKED {
+		t.Fatalf("b got %v first; want the revocation at once", ev)
+	}
+	select {
+	case ev := <-b.C:
+		if ev.GetCurrentSerial() != "02" {
+			t.Fatalf("b got %v", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("b was never told: a's turn did not expire")
+	}
+	a.Close()
+	b.Close()
+}
