@@ -758,8 +758,9 @@ func runStorm(c config, _ *baseline) ([]row, []goal) {
 				coldConnect.Round(time.Millisecond))},
 		{ID: "6b", Name: fmt.Sprintf("rotate --all renewed all %d", n), Measured: float64(renewed),
 			Target: float64(n), Unit: "nodes",
-			Detail: fmt.Sprintf("%d gave up, %d renewal errors, in %s; %d watching with the new cert", gaveUp,
-				f.renewErrs.Load(), lastRenew.Sub(rot).Round(time.Millisecond), rewatching)},
+			Detail: fmt.Sprintf("%d not renewed, %d renewal errors, %d certificates refused, in %s; %d watching "+
+				"with the new cert", gaveUp, f.renewErrs.Load(), f.refused.Load(),
+				lastRenew.Sub(rot).Round(time.Millisecond), rewatching)},
 		{ID: "6c", Name: "server peak memory through restart and rotate --all", Measured: hwmEnd,
 			Target: memBound, AtMost: true, Unit: "MiB",
 			Detail: fmt.Sprintf("bound = at rest %.1f MiB + 2 conns × %d nodes × %.1f KiB", rss0, n, perStream)},
