@@ -50,11 +50,11 @@ const (
 )
 
 // DefaultWorkers is how many nodes' CSRs are decided at once. A decision
-// waits mostly on the API server (a read and two writes) and on the
-// store's commit, which batches concurrent issuances: a flood of node CSRs
-// (a cluster's nodes all starting at once) is served by as many in flight
-// as the API server and the store take well, not by the signer's CPU.
-const DefaultWorkers = 16
+// waits mostly on the API server (two writes) and on the store's commit,
+// which batches concurrent issuances: a flood of node CSRs (a cluster's
+// nodes all starting at once) is served by as many in flight as the API
+// server and the store take well, not by the signer's CPU.
+const DefaultWorkers = 32
 
 // CNFrom says which name of a Node its certificate's CN must be.
 type CNFrom string

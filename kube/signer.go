@@ -293,6 +293,15 @@ func (s *Signer) watch(q workqueue.TypedRateLimitingInterface[string]) (*watcher
 		nodes:     nodeFactory.Core().V1().Nodes().Informer(),
 		configs:   cmFactory.Core().V1().ConfigMaps().Informer(),
 	}
+	// The caches hold what the signer reads, not whole objects: a real
+	// cluster's Node carries its status (images, conditions, addresses:
+	// kilobytes each) and every object its managedFields.
+	if err := w.nodes.SetTransform(slimNode); err != nil {
+		return nil, fmt.Errorf("node informer: %w", err)
+	}
+	if err := w.csrs.SetTransform(slimCSR); err != nil {
+		return nil, fmt.Errorf("CSR informer: %w", err)
+	}
 	if err := w.csrs.AddIndexers(cache.Indexers{requesterIndex: func(obj any) ([]string, error) {
 		if c, ok := obj.(*certificatesv1.CertificateSigningRequest); ok {
 			return []string{c.Spec.Username}, nil
@@ -347,6 +356,30 @@ func (s *Signer) watch(q workqueue.TypedRateLimitingInterface[string]) (*watcher
 		}
 	}
 	return w, nil
+}
+
+// slimNode keeps of a Node what the signer reads: its name and the
+// chassis-id annotation (and the identity fields of any object).
+func slimNode(obj any) (any, error) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return obj, nil
+	}
+	slim := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion,
+		CreationTimestamp: n.CreationTimestamp, DeletionTimestamp: n.DeletionTimestamp}}
+	if id, ok := n.Annotations[AnnotationChassisID]; ok {
+		slim.Annotations = map[string]string{AnnotationChassisID: id}
+	}
+	return slim, nil
+}
+
+// slimCSR drops a CSR's managedFields: the signer writes CSRs back as
+// cached, and a write without managedFields leaves them as they are.
+func slimCSR(obj any) (any, error) {
+	if c, ok := obj.(*certificatesv1.CertificateSigningRequest); ok {
+		c.ManagedFields = nil
+	}
+	return obj, nil
 }
 
 // sync starts the informers and waits for their caches (false when ctx
