@@ -20,7 +20,9 @@ import (
 	"github.com/ipsecca/ipsecca/internal/testclock"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/ipsecca/ipsecca/ca"
@@ -268,5 +270,50 @@ func TestRefusesReadableKeyMaterial(t *testing.T) {
 	}
 	if fi, _ := os.Stat(empty); fi.Mode().Perm() != 0o700 {
 		t.Fatalf("empty directory left at %v", fi.Mode())
+	}
+}
+
+// TestStopEndsWatchStreams: stopping the CA ends the nodes' Watch streams
+// (Unavailable, so sidecars reconnect to the next server) instead of
+// waiting out the graceful stop's timeout on streams that never end.
+func TestStopEndsWatchStreams(t *testing.T) {
+	dir := t.TempDir()
+	os.Chmod(dir, 0o700)
+	st, err := bolt.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	in, err := Open(context.Background(), Options{DataDir: dir, Store: st, Rand: rand.Reader})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &testCA{dir: dir, in: in, lis: bufconn.Listen(1 << 20)}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() { in.Serve(ctx, c.lis); close(served) }()
+	node := c.enrollNode(t, "node-a")
+	stream, err := ipseccav1.NewNodeServiceClient(c.conn(t, node)).Watch(context.Background(),
+		&ipseccav1.WatchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatalf("first Watch message: %v", err)
+	}
+	start := time.Now()
+	cancel()
+	_, err = stream.Recv()
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("Watch after the stop: %v, want Unavailable", err)
+	}
+	select {
+	case <-served:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	// The graceful stop gives up on open streams after 5 s.
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("the stop took %s: it waited on the Watch stream", took)
 	}
 }

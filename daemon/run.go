@@ -255,6 +255,9 @@ func (in *Instance) Serve(ctx context.Context, lis net.Listener) error {
 			select {
 			case <-ctx.Done():
 				hs.Shutdown()
+				// Watch streams never end by themselves: end them, or the
+				// graceful stop waits its whole timeout on them.
+				in.Hub.Close()
 				done := make(chan struct{})
 				go func() { g.GracefulStop(); close(done) }()
 				select {

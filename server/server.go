@@ -184,6 +184,9 @@ func (s *Server) GRPCServer(
 	g := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(tlsCfg)),
 		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
+		// TLS buffers each record already: gRPC's own 32 KiB read buffer per
+		// connection was a third of an idle Watch stream's memory (issue #23).
+		grpc.ReadBufferSize(0),
 		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
 		grpc.ConnectionTimeout(HandshakeTimeout),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: MaxConnectionIdle}),
