@@ -273,6 +273,40 @@ func TestSidecarServerDown(t *testing.T) {
 	assertNSS(t, n, 1)
 }
 
+// TestSidecarRetriesARefusedRenewal: when the CA refuses the renewal it
+// asked for (here its per-node rate limit: one renewal per 10 s), the
+// running sidecar keeps its certificate and tries again after its backoff,
+// without waiting for another event or its hourly resync.
+func TestSidecarRetriesARefusedRenewal(t *testing.T) {
+	srv := startServer(t, "", "--limit-per-node", "0.1", "--limit-per-node-burst", "1")
+	n := newNode(t, srv, "node-a")
+	var logb syncBuffer
+	cmd := exec.Command(binary, n.args("--max-backoff", "2s")...)
+	cmd.Stdout, cmd.Stderr = &logb, &logb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	if !waitNewSerial(t, n, "") {
+		t.Fatalf("the sidecar did not enrol:\n%s", logb.String())
+	}
+	first := assertNSS(t, n, 1)
+	mustRun(t, srv.Env(), "rotate", "--node", "node-a")
+	if !waitNewSerial(t, n, first) {
+		t.Fatalf("the first rotation did not reach the node:\n%s", logb.String())
+	}
+	second := assertNSS(t, n, 1)
+	// The node's one renewal of these 10 s is spent: this one is refused.
+	mustRun(t, srv.Env(), "rotate", "--node", "node-a")
+	if !waitNewSerial(t, n, second) {
+		t.Fatalf("the refused renewal was not tried again:\n%s", logb.String())
+	}
+	if !strings.Contains(logb.String(), "renewal failed") {
+		t.Fatalf("the renewal was never refused, so this test proves nothing:\n%s", logb.String())
+	}
+	assertNSS(t, n, 1)
+}
+
 // waitNewSerial waits up to 20 s for the node's NSS entry to hold exactly
 // one certificate other than old.
 func waitNewSerial(t *testing.T, n *node, old string) bool {

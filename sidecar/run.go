@@ -136,13 +136,15 @@ func (a *Agent) watch(ctx context.Context) error {
 			}
 			return err
 		}
-		act := false
+		act, renewal := false, false
 		switch ev.GetKind() {
 		case ipseccav1.NodeEvent_SNAPSHOT:
-			act = ev.GetRotationDue() ||
-				(ev.GetCaBundleSha256() != "" && ev.GetCaBundleSha256() != bundleHash(a.state.ReadCABundle())) ||
-				(ev.GetCurrentSerial() != "" && ev.GetCurrentSerial() != pair.Serial())
-		case ipseccav1.NodeEvent_ROTATION_DUE, ipseccav1.NodeEvent_CA_BUNDLE_CHANGED:
+			renewal = ev.GetRotationDue() || (ev.GetCurrentSerial() != "" && ev.GetCurrentSerial() != pair.Serial())
+			act = renewal ||
+				(ev.GetCaBundleSha256() != "" && ev.GetCaBundleSha256() != bundleHash(a.state.ReadCABundle()))
+		case ipseccav1.NodeEvent_ROTATION_DUE:
+			act, renewal = true, true
+		case ipseccav1.NodeEvent_CA_BUNDLE_CHANGED:
 			act = true
 		case ipseccav1.NodeEvent_REVOKED:
 			a.log.Error("the server revoked this node's certificates; re-admission needs a new token in the token file",
@@ -160,8 +162,19 @@ func (a *Agent) watch(ctx context.Context) error {
 		if cur, _ := a.state.Current(); cur != nil && cur.Serial() != pair.Serial() {
 			return nil
 		}
+		// A pass keeps the current pair when its renewal fails (the CA
+		// busy, a call timed out). The server says a rotation is due only
+		// once per stream, so waiting on it would leave the node on its old
+		// certificate until the next resync: end the stream, and Run tries
+		// again after its backoff.
+		if renewal {
+			return errRenewalPending
+		}
 	}
 }
+
+// errRenewalPending ends a stream whose rotation the pass did not complete.
+var errRenewalPending = errors.New("sidecar: the rotation the server asked for did not complete; retrying")
 
 // tunnelLoop, in OVS mode, keeps the CA's view of the tunnels current
 // between passes: every ReportInterval it takes the CRL when it changed
