@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/binary"
 	"errors"
 	"regexp"
@@ -138,6 +141,17 @@ func TestNodeCertificateProfile(t *testing.T) {
 			}
 			if c.IsCA || !bytes.Equal(c.AuthorityKeyId, a.Root().Cert.SubjectKeyId) {
 				t.Errorf("CA=%v AKID=%x root SKID=%x", c.IsCA, c.AuthorityKeyId, a.Root().Cert.SubjectKeyId)
+			}
+			// RFC 7093 method 1 (SHA-256, leftmost 160 bits), not RFC 5280's SHA-1, which FIPS 140-3 mode refuses.
+			var spki struct {
+				Algorithm pkix.AlgorithmIdentifier
+				PublicKey asn1.BitString
+			}
+			if _, err := asn1.Unmarshal(c.RawSubjectPublicKeyInfo, &spki); err != nil {
+				t.Fatal(err)
+			}
+			if sum := sha256.Sum256(spki.PublicKey.Bytes); !bytes.Equal(c.SubjectKeyId, sum[:20]) {
+				t.Errorf("subject key id %x, want SHA-256 of the key truncated to 160 bits %x", c.SubjectKeyId, sum[:20])
 			}
 			// 20 bytes at most (RFC 5280); the issue time, then 96 random bits.
 			if b := c.SerialNumber.Bytes(); len(b) != 20 || int64(binary.BigEndian.Uint64(b)) != now.UnixNano() {

@@ -3,7 +3,7 @@ package ca
 import (
 	"crypto"
 	"crypto/rsa"
-	"crypto/sha1"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -62,8 +62,11 @@ func newSerial(rand io.Reader, now time.Time) (*big.Int, error) {
 // SerialString formats a serial as stored and shown: lower-case hex.
 func SerialString(n *big.Int) string { return n.Text(16) }
 
-// subjectKeyID is the RFC 5280 method-1 key identifier (SHA-1 of the
-// subjectPublicKey bit string), as Go uses for CA certificates.
+// subjectKeyID is the RFC 7093 method-1 key identifier (the leftmost 160
+// bits of the SHA-256 of the subjectPublicKey bit string), as Go makes for
+// CA certificates since Go 1.25: RFC 5280's SHA-1 is not approved in FIPS
+// 140-3 mode (GODEBUG=fips140=only panics on it). Only new certificates get
+// it; an identifier only has to be unique, so old and new ones mix.
 func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
@@ -76,8 +79,8 @@ func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
 	if _, err := asn1.Unmarshal(der, &spki); err != nil {
 		return nil, err
 	}
-	sum := sha1.Sum(spki.PublicKey.Bytes)
-	return sum[:], nil
+	sum := sha256.Sum256(spki.PublicKey.Bytes)
+	return sum[:20], nil
 }
 
 // leafTemplate is the profile shared by node, server and admin

@@ -39,6 +39,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/fips140"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha1"
@@ -347,7 +348,9 @@ func parseKeys(out []byte) []Key {
 }
 
 // KeyID is NSS's CKA_ID for a public key: SHA-1 of the RSA modulus or of
-// the EC public point.
+// the EC public point. It is NSS's name for the key, not a security check,
+// so it is computed outside FIPS 140-3 enforcement (NSS computes the same
+// in its own FIPS mode).
 func KeyID(pub crypto.PublicKey) (string, error) {
 	var b []byte
 	switch k := pub.(type) {
@@ -361,7 +364,8 @@ func KeyID(pub crypto.PublicKey) (string, error) {
 	default:
 		return "", fmt.Errorf("nssdb: unsupported key type %T", pub)
 	}
-	sum := sha1.Sum(b)
+	var sum [sha1.Size]byte
+	fips140.WithoutEnforcement(func() { sum = sha1.Sum(b) })
 	return hex.EncodeToString(sum[:]), nil
 }
 
@@ -421,7 +425,15 @@ func (d *DB) importKeyPair(ctx context.Context, cert *x509.Certificate, key cryp
 	// go-pkcs12 writes no friendlyName: pk12util then files the pair under
 	// the subject's existing nickname, or under the CN for a new subject
 	// (PutKeyPair renames it).
-	p12, err := pkcs12.Modern.WithRand(rand.Reader).Encode(key, cert, nil, password)
+	// Modern2023 encrypts with PBKDF2-HMAC-SHA-256 and AES-256-CBC and
+	// MACs with HMAC-SHA-256, all FIPS 140-3 approved; go-pkcs12 also takes
+	// a SHA-1 of the certificate as its localKeyId, an identifier, which
+	// fips140=only would refuse: hence no enforcement around the call.
+	var p12 []byte
+	var err error
+	fips140.WithoutEnforcement(func() {
+		p12, err = pkcs12.Modern2023.WithRand(rand.Reader).Encode(key, cert, nil, password)
+	})
 	if err != nil {
 		return fmt.Errorf("nssdb: encode PKCS#12: %w", err)
 	}
