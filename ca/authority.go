@@ -820,7 +820,7 @@ func (a *Authority) RotateAdmin(ctx context.Context, caller Caller, csrPEM []byt
 	if err != nil {
 		return nil, err
 	}
-	if err := Evaluate([]Check{{"csr-signature", CheckSignature}, {"key", CheckKey}}, &Request{CSR: csr}); err != nil {
+	if err := Evaluate([]Check{{"key", CheckKey}, {"csr-signature", CheckSignature}}, &Request{CSR: csr}); err != nil {
 		return nil, err
 	}
 	return a.IssueService(ctx, store.KindAdmin, caller.Node, csr.PublicKey, nil, nil, AdminCertYears, caller.String())

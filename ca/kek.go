@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 )
 
@@ -41,28 +40,31 @@ func ParseKEK(s string) (KEK, error) {
 	return nil, errors.New("ca: key-encryption key is not base64")
 }
 
+// aead is AES-256-GCM with a random 96-bit nonce drawn by the Go
+// cryptographic module and prepended to the ciphertext: the FIPS 140-3
+// approved form (GCM with a caller's nonce is refused in fips140=only), and
+// the same layout as the "nonce || ciphertext" sealed before it, so keys
+// sealed by earlier versions open unchanged.
 func (k KEK) aead() (cipher.AEAD, error) {
 	block, err := aes.NewCipher(k)
 	if err != nil {
 		return nil, err
 	}
-	return cipher.NewGCM(block)
+	return cipher.NewGCMWithRandomNonce(block)
 }
 
 // additional data binds a sealed key to its purpose.
 var kekAD = []byte("ipsecca ca key v1")
 
-// Seal encrypts plaintext under k with a random nonce from rand.
-func (k KEK) Seal(rand io.Reader, plaintext []byte) ([]byte, error) {
+// Seal encrypts plaintext under k. The nonce comes from the Go
+// cryptographic module's own random source (not a parameter: FIPS 140-3
+// wants the module to draw it).
+func (k KEK) Seal(plaintext []byte) ([]byte, error) {
 	g, err := k.aead()
 	if err != nil {
 		return nil, err
 	}
-	nonce := make([]byte, g.NonceSize())
-	if _, err := io.ReadFull(rand, nonce); err != nil {
-		return nil, err
-	}
-	return g.Seal(nonce, nonce, plaintext, kekAD), nil
+	return g.Seal(nil, nil, plaintext, kekAD), nil
 }
 
 // Open decrypts what Seal produced.
@@ -71,10 +73,10 @@ func (k KEK) Open(sealed []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(sealed) < g.NonceSize() {
+	if len(sealed) < g.Overhead() {
 		return nil, ErrWrongKEK
 	}
-	pt, err := g.Open(nil, sealed[:g.NonceSize()], sealed[g.NonceSize():], kekAD)
+	pt, err := g.Open(nil, nil, sealed, kekAD)
 	if err != nil {
 		return nil, ErrWrongKEK
 	}

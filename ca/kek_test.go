@@ -3,6 +3,9 @@ package ca
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/fips140"
 	"crypto/rand"
 	"errors"
 	"strings"
@@ -88,5 +91,43 @@ func TestParseKEK(t *testing.T) {
 	}
 	if k, err := ParseKEK("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"); err != nil || len(k) != 32 {
 		t.Errorf("valid KEK: %v", err)
+	}
+}
+
+// TestKEKOpensKeysSealedBefore: keys sealed before the switch to the module's
+// random nonce (AES-256-GCM with a nonce drawn by ipsecca, laid out as
+// nonce || ciphertext) open unchanged, and what Seal makes has that layout.
+func TestKEKOpensKeysSealedBefore(t *testing.T) {
+	kek := newKEK(t)
+	plaintext := []byte("-----BEGIN EC PRIVATE KEY-----\n...")
+	var old []byte
+	fips140.WithoutEnforcement(func() { // GCM with a caller's nonce, refused under fips140=only
+		block, err := aes.NewCipher(kek)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := cipher.NewGCM(block)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nonce := make([]byte, g.NonceSize())
+		rand.Read(nonce)
+		old = g.Seal(nonce, nonce, plaintext, kekAD)
+	})
+	if got, err := kek.Open(old); err != nil || !bytes.Equal(got, plaintext) {
+		t.Fatalf("Open(key sealed before) = %q, %v", got, err)
+	}
+	sealed, err := kek.Seal(plaintext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sealed) != len(old) {
+		t.Errorf("sealed %d bytes, want %d (nonce || ciphertext || tag)", len(sealed), len(old))
+	}
+	if _, err := newKEK(t).Open(sealed); !errors.Is(err, ErrWrongKEK) {
+		t.Errorf("Open with another KEK: %v, want ErrWrongKEK", err)
+	}
+	if _, err := kek.Open(sealed[:10]); !errors.Is(err, ErrWrongKEK) {
+		t.Errorf("Open of 10 bytes: %v, want ErrWrongKEK", err)
 	}
 }

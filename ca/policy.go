@@ -118,10 +118,12 @@ type Request struct {
 type Check = Step[*Request]
 
 // NodePolicy is the auto-approval chain for node certificates, in order.
-// Each check returns a *DenyError or nil.
+// Each check returns a *DenyError or nil. The key is judged before the CSR's
+// signature: it costs nothing, and FIPS 140-3 mode refuses to verify with a
+// key it does not approve, which would otherwise read as a bad signature.
 var NodePolicy = []Check{
-	{"csr-signature", CheckSignature},
 	{"key", CheckKey},
+	{"csr-signature", CheckSignature},
 	{"not-ca", CheckNotCA},
 	{"cn-ovs-prefix", CheckOVSPrefix},
 	{"cn-syntax", CheckCNSyntax},

@@ -177,7 +177,7 @@ func TestLoadRootOutgoingKey(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if other.KeyPEM, err = newKEK(t).Seal(rand.Reader, clear); err != nil {
+			if other.KeyPEM, err = newKEK(t).Seal(clear); err != nil {
 				t.Fatal(err)
 			}
 		}, ErrWrongKEK.Error(), false},

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/rand"
+	"crypto/fips140"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -184,9 +184,15 @@ func newRoot(cfg RootConfig, now time.Time) (*store.CA, error) {
 		return nil, fmt.Errorf("ca: root signer: %w", err)
 	}
 	notBefore := now.UTC().Truncate(time.Second)
-	certPEM, err := s.Sign(
-		signer.SignRequest{Request: string(csrPEM), NotBefore: notBefore, NotAfter: notBefore.AddDate(RootYears, 0, 0)},
-	)
+	// cfssl names the root's key by RFC 5280's SHA-1 of it (its subject key
+	// ID), which FIPS 140-3 mode with enforcement refuses. An identifier is
+	// not a security function and the signature is SHA-256 with the key
+	// types of keytype.go, so the call runs outside enforcement.
+	var certPEM []byte
+	fips140.WithoutEnforcement(func() {
+		certPEM, err = s.Sign(signer.SignRequest{Request: string(csrPEM), NotBefore: notBefore,
+			NotAfter: notBefore.AddDate(RootYears, 0, 0)})
+	})
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign root: %w", err)
 	}
@@ -195,7 +201,7 @@ func newRoot(cfg RootConfig, now time.Time) (*store.CA, error) {
 
 // sealCA returns a copy of m with its key sealed under kek.
 func sealCA(m *store.CA, kek KEK) (*store.CA, error) {
-	sealed, err := kek.Seal(rand.Reader, m.KeyPEM)
+	sealed, err := kek.Seal(m.KeyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("ca: seal CA key: %w", err)
 	}
