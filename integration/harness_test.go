@@ -74,10 +74,11 @@ func (s *syncBuffer) String() string {
 
 // serverProc is a running `ipsecca serve`.
 type serverProc struct {
-	t       *testing.T
-	DataDir string
-	Addr    string
-	Args    []string // extra serve flags
+	t        *testing.T
+	DataDir  string
+	Addr     string
+	Args     []string // extra serve flags
+	ExtraEnv []string // added to the process's environment
 	// Cred, when set, runs the process as that user and group.
 	Cred *syscall.Credential
 	cmd  *exec.Cmd
@@ -141,6 +142,9 @@ func (s *serverProc) Launch() {
 	args := append([]string{"serve", "--data-dir", s.DataDir, "--listen", s.Addr}, s.Args...)
 	s.cmd = exec.Command(binary, args...)
 	s.cmd.Stdout, s.cmd.Stderr = s.Log, s.Log
+	if len(s.ExtraEnv) > 0 {
+		s.cmd.Env = append(os.Environ(), s.ExtraEnv...)
+	}
 	if s.Cred != nil {
 		s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.Cred}
 	}

@@ -116,6 +116,7 @@ func newMetrics() *metrics {
 		m.tokens,
 		m.grpc,
 		buildInfoGauge(),
+		fips140Gauge(),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -135,6 +136,23 @@ func buildInfoGauge() prometheus.Collector {
 		},
 	})
 	g.Set(1)
+	return g
+}
+
+// fips140Gauge is ipsecca_fips140_enabled: 1 when the process runs in FIPS
+// 140-3 mode, labelled with the mode (on, or only when every algorithm that
+// is not approved is refused) and the module's version.
+func fips140Gauge() prometheus.Collector {
+	bi := buildinfo.Get()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "ipsecca_fips140_enabled",
+		Help: "1 when the CA runs in FIPS 140-3 mode (GODEBUG=fips140=on or only), else 0; labelled with the mode " +
+			"and the Go Cryptographic Module's version.",
+		ConstLabels: prometheus.Labels{"mode": bi.FIPS140, "module": bi.FIPS140Module},
+	})
+	if bi.FIPS140 != "off" {
+		g.Set(1)
+	}
 	return g
 }
 

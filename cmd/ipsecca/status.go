@@ -21,7 +21,8 @@ func newStatusCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the store backend, the replicas (which one leads, each one's health) and the etcd members",
-		Long: `status asks one replica (any of --server) for the cluster's state: the
+		Long: `status asks one replica (any of --server) for the cluster's state (and that replica's FIPS
+140-3 mode: off, on or only, with the Go Cryptographic Module's version): the
 replicas holding a live session in the store, the one leading (it runs the
 rotation scheduler and CA renewal) and, on etcd, every member's health. It
 then checks each replica's readiness itself (the gRPC health of its node
@@ -48,8 +49,8 @@ bundle. Exit status 1 when a replica or an etcd member is unhealthy.`,
 			}
 			bad := 0
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "backend: %s\nleader: %s\nversion: %s\n\n", resp.GetBackend(), orNone(resp.GetLeader()),
-				versionOf(resp.GetVersion(), resp.GetRevision()))
+			fmt.Fprintf(w, "backend: %s\nleader: %s\nversion: %s\nfips140: %s\n\n", resp.GetBackend(),
+				orNone(resp.GetLeader()), versionOf(resp.GetVersion(), resp.GetRevision()), fipsOf(resp))
 			t := newTable("REPLICA", "ADDRESS", "ROLE", "HEALTH", "VERSION", "STARTED")
 			for _, r := range resp.GetReplicas() {
 				role := "follower"
@@ -138,4 +139,17 @@ func replicaHealth(addr string, caPEM []byte) string {
 		return "UNREACHABLE"
 	}
 	return resp.GetStatus().String()
+}
+
+// fipsOf is the answering server's FIPS 140-3 mode as status prints it:
+// "off", or "on (module v1.0.0)"; "unknown" from a server too old to say.
+func fipsOf(resp *ipseccav1.GetStatusResponse) string {
+	switch mode := resp.GetFips140(); mode {
+	case "":
+		return "unknown"
+	case "off":
+		return mode
+	default:
+		return mode + " (module " + resp.GetFips140Module() + ")"
+	}
 }

@@ -4439,8 +4439,13 @@ type GetStatusResponse struct {
 	Replicas []*Replica     `protobuf:"bytes,3,rep,name=replicas,proto3" json:"replicas,omitempty"`
 	Members  []*StoreMember `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
 	// The answering server's build: module version and VCS revision.
-	Version       string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
-	Revision      string `protobuf:"bytes,6,opt,name=revision,proto3" json:"revision,omitempty"`
+	Version  string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	Revision string `protobuf:"bytes,6,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The answering server's FIPS 140-3 mode: off, on, or only (every
+	// algorithm that is not approved refused), and the Go Cryptographic
+	// Module's version when the mode is on.
+	Fips140       string `protobuf:"bytes,7,opt,name=fips140,proto3" json:"fips140,omitempty"`
+	Fips140Module string `protobuf:"bytes,8,opt,name=fips140_module,json=fips140Module,proto3" json:"fips140_module,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4513,6 +4518,20 @@ func (x *GetStatusResponse) GetVersion() string {
 func (x *GetStatusResponse) GetRevision() string {
 	if x != nil {
 		return x.Revision
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetFips140() string {
+	if x != nil {
+		return x.Fips140
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetFips140Module() string {
+	if x != nil {
+		return x.Fips140Module
 	}
 	return ""
 }
@@ -5092,14 +5111,16 @@ const file_proto_ipsecca_v1_ipsecca_proto_rawDesc = "" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x17\n" +
 	"\adb_size\x18\a \x01(\x03R\x06dbSize\x12\x1d\n" +
 	"\n" +
-	"raft_index\x18\b \x01(\x04R\traftIndex\"\xdf\x01\n" +
+	"raft_index\x18\b \x01(\x04R\traftIndex\"\xa0\x02\n" +
 	"\x11GetStatusResponse\x12\x18\n" +
 	"\abackend\x18\x01 \x01(\tR\abackend\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\x12/\n" +
 	"\breplicas\x18\x03 \x03(\v2\x13.ipsecca.v1.ReplicaR\breplicas\x121\n" +
 	"\amembers\x18\x04 \x03(\v2\x17.ipsecca.v1.StoreMemberR\amembers\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\tR\aversion\x12\x1a\n" +
-	"\brevision\x18\x06 \x01(\tR\brevision\"\x13\n" +
+	"\brevision\x18\x06 \x01(\tR\brevision\x12\x18\n" +
+	"\afips140\x18\a \x01(\tR\afips140\x12%\n" +
+	"\x0efips140_module\x18\b \x01(\tR\rfips140Module\"\x13\n" +
 	"\x11MeshStatusRequest\"\x8a\x03\n" +
 	"\bMeshPair\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
