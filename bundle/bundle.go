@@ -12,6 +12,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/fips140"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/asn1"
@@ -47,6 +48,7 @@ const (
 	CodeP12KeyMismatch    = "p12-key-does-not-match-leaf"
 	CodeP12PasswordSet    = "p12-password-not-empty"
 	CodeP12KDFIterations  = "p12-kdf-iterations"
+	CodeP12NotFIPS        = "p12-not-fips-approved"
 	CodeCAUnreadable      = "ca-unreadable"
 	CodeChainUntrusted    = "chain-untrusted"
 	CodeCertExpired       = "cert-expired"
@@ -155,6 +157,12 @@ type P12 struct {
 // ErrWrongPassword means the PKCS#12 does not open with the password.
 var ErrWrongPassword = errors.New("bundle: the PKCS#12 password is wrong")
 
+// ErrNotFIPSApproved means that, in FIPS 140-3 mode with enforcement
+// (GODEBUG=fips140=only), the PKCS#12 needs an algorithm or parameter the Go
+// Cryptographic Module refuses: SHA-1, RC2 or 3DES (legacy bundles), or
+// PBKDF2 salts under 16 bytes (OpenSSL 3.0's default).
+var ErrNotFIPSApproved = errors.New("bundle: the PKCS#12 uses what FIPS 140-3 mode refuses")
+
 // DecodeP12 opens a PKCS#12 bundle (PBES2/AES with SHA-256 MAC as OpenSSL
 // 3 writes by default, and the legacy RC2-40 or 3DES with SHA-1 MAC). A
 // bundle whose KDFs ask for more than MaxP12KDFIterations (or all together
@@ -202,7 +210,26 @@ func decodeP12Context(ctx context.Context, data []byte, password string) (*P12, 
 	}
 }
 
-func decodeP12(data []byte, password string) (*P12, error) {
+// decodeP12 decodes data. In FIPS 140-3 mode with enforcement, go-pkcs12's
+// use of what the module refuses surfaces as a panic (crypto/sha1,
+// crypto/pbkdf2): it becomes ErrNotFIPSApproved, so a bundle cannot stop
+// the process that checks it. Other panics are not caught.
+func decodeP12(data []byte, password string) (p *P12, err error) {
+	if fips140.Enforced() {
+		defer func() {
+			if v := recover(); v != nil {
+				msg := fmt.Sprint(v)
+				if !strings.Contains(msg, "FIPS 140-only mode") {
+					panic(v)
+				}
+				p, err = nil, fmt.Errorf("%w: %s", ErrNotFIPSApproved, msg)
+			}
+		}()
+	}
+	return decodeP12Bags(data, password)
+}
+
+func decodeP12Bags(data []byte, password string) (*P12, error) {
 	blocks, err := pkcs12.ToPEM(data, password)
 	if errors.Is(err, pkcs12.ErrIncorrectPassword) {
 		return nil, ErrWrongPassword
@@ -343,6 +370,9 @@ func ValidateContext(ctx context.Context, in Input, opts Options) (*Report, erro
 		return nil, ctx.Err()
 	case errors.As(err, &kdfErr):
 		kdfFindings(r, kdfErr)
+	case errors.Is(err, ErrNotFIPSApproved):
+		r.add(CodeP12NotFIPS, SeverityError, "", "%v; re-export it with PBES2 (PBKDF2-HMAC-SHA-256 with a salt of "+
+			"at least 16 bytes, AES-256-CBC) and an HMAC-SHA-256 MAC", trimErr(err))
 	case errors.Is(err, ErrWrongPassword):
 		r.add(CodeP12WrongPassword, SeverityError, "",
 			"the PKCS#12 does not open with the given password; check --password/--password-file")

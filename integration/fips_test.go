@@ -50,3 +50,24 @@ func TestFIPS140Mode(t *testing.T) {
 		})
 	}
 }
+
+// TestFIPS140BundleValidate: in FIPS 140-3 mode with enforcement, a bundle
+// made by Debian 12's OpenSSL 3.0 (PBKDF2 with 8-byte salts, which the Go
+// module refuses) gets the finding p12-not-fips-approved, not a crash, and
+// the same bundle passes outside that mode.
+func TestFIPS140BundleValidate(t *testing.T) {
+	dir := t.TempDir()
+	p12, ca := bundleFixture(t, dir, "node1", "left_server", "")
+	args := []string{"bundle", "validate", "--p12", p12, "--ca", ca, "--left", "node1.example.com", "--right",
+		"ext.example.com", "--json"}
+	if r := run(t, nil, args...); r.Code != 0 {
+		t.Fatalf("outside FIPS mode: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	r := run(t, []string{"GODEBUG=fips140=only"}, args...)
+	if strings.Contains(r.Stderr, "panic") || r.Code != 1 {
+		t.Fatalf("fips140=only: exit %d, want 1 (findings)\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if !strings.Contains(r.Stdout, `"p12-not-fips-approved"`) || !strings.Contains(r.Stdout, "salts shorter than 128 bits") {
+		t.Fatalf("fips140=only: no p12-not-fips-approved finding naming the salt:\n%s", r.Stdout)
+	}
+}
