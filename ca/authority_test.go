@@ -151,7 +151,8 @@ func TestNodeCertificateProfile(t *testing.T) {
 				t.Fatal(err)
 			}
 			if sum := sha256.Sum256(spki.PublicKey.Bytes); !bytes.Equal(c.SubjectKeyId, sum[:20]) {
-				t.Errorf("subject key id %x, want SHA-256 of the key truncated to 160 bits %x", c.SubjectKeyId, sum[:20])
+				t.Errorf("subject key id %x, want SHA-256 of the key truncated to 160 bits %x", c.SubjectKeyId,
+					sum[:20])
 			}
 			// 20 bytes at most (RFC 5280); the issue time, then 96 random bits.
 			if b := c.SerialNumber.Bytes(); len(b) != 20 || int64(binary.BigEndian.Uint64(b)) != now.UnixNano() {

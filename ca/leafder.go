@@ -205,7 +205,9 @@ func addLeafExtensions(b *cryptobyte.Builder, t *x509.Certificate, akid []byte, 
 }
 
 // addExtension adds an Extension whose extnValue holds what value adds.
-func addExtension(b *cryptobyte.Builder, id asn1.ObjectIdentifier, critical bool, value cryptobyte.BuilderContinuation) {
+func addExtension(
+	b *cryptobyte.Builder, id asn1.ObjectIdentifier, critical bool, value cryptobyte.BuilderContinuation,
+) {
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 		b.AddASN1ObjectIdentifier(id)
 		if critical {

@@ -67,7 +67,8 @@ func TestFIPS140BundleValidate(t *testing.T) {
 	if strings.Contains(r.Stderr, "panic") || r.Code != 1 {
 		t.Fatalf("fips140=only: exit %d, want 1 (findings)\n%s%s", r.Code, r.Stdout, r.Stderr)
 	}
-	if !strings.Contains(r.Stdout, `"p12-not-fips-approved"`) || !strings.Contains(r.Stdout, "salts shorter than 128 bits") {
+	if !strings.Contains(r.Stdout, `"p12-not-fips-approved"`) ||
+		!strings.Contains(r.Stdout, "salts shorter than 128 bits") {
 		t.Fatalf("fips140=only: no p12-not-fips-approved finding naming the salt:\n%s", r.Stdout)
 	}
 }

@@ -54,7 +54,8 @@ func TestHubCloseEndsWatchStreamsSoAStopDoesNotWait(t *testing.T) {
 	go func() { g.GracefulStop(); close(stopped) }()
 	for i, s := range streams {
 		_, err := s.Recv()
-		if status.Code(err) != codes.Unavailable || status.Convert(err).Message() != "the server is stopping; reconnect" {
+		if status.Code(err) != codes.Unavailable ||
+			status.Convert(err).Message() != "the server is stopping; reconnect" {
 			t.Fatalf("stream %d after Close: %v; want Unavailable, the server is stopping", i, err)
 		}
 	}

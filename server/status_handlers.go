@@ -17,7 +17,8 @@ func (s adminService) GetStatus(
 	if s.cluster == nil {
 		// One replica on its own bbolt file: it is the leader.
 		return &ipseccav1.GetStatusResponse{Backend: "bolt", Leader: s.self.ID, Version: build.Version,
-			Revision: build.Revision, Fips140: build.FIPS140, Fips140Module: build.FIPS140Module, Replicas: []*ipseccav1.Replica{{Id: s.self.ID, Address: s.self.Address,
+			Revision: build.Revision, Fips140: build.FIPS140, Fips140Module: build.FIPS140Module,
+			Replicas: []*ipseccav1.Replica{{Id: s.self.ID, Address: s.self.Address,
 				StartedAt: timestamppb.New(s.self.StartedAt), Leader: true, Self: true, Version: build.Version,
 				Revision: build.Revision}}}, nil
 	}

@@ -93,7 +93,8 @@ func main() {
 	var c config
 	var conc, sizes string
 	flag.StringVar(&c.binary, "binary", "bin/ipsecca", "the ipsecca binary to benchmark")
-	flag.BoolVar(&c.quick, "quick", false, "a CI-sized run (about 2 minutes: 2 s loads, 500 nodes, stores of 10,000 and 50,000)")
+	flag.BoolVar(&c.quick, "quick", false,
+		"a CI-sized run (about 2 minutes: 2 s loads, 500 nodes, stores of 10,000 and 50,000)")
 	flag.StringVar(&conc, "concurrency", "1,16,64", "concurrent clients, comma-separated")
 	flag.DurationVar(&c.duration, "duration", 10*time.Second, "load duration per concurrency level")
 	flag.StringVar(&c.keyType, "ca-key-type", "ecdsa-p256", "the CA's key type")
