@@ -44,6 +44,20 @@ func (n *node) args(extra ...string) []string {
 		"--token-file", n.tokenFile, "--nss-dir", n.nss, "--state-dir", n.state}, extra...)
 }
 
+// start runs the sidecar in the background until the test ends (SIGTERM,
+// then wait) and returns its log.
+func (n *node) start(t *testing.T, extra ...string) *syncBuffer {
+	t.Helper()
+	logb := &syncBuffer{}
+	cmd := exec.Command(binary, n.args(extra...)...)
+	cmd.Stdout, cmd.Stderr = logb, logb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	return logb
+}
+
 // once runs `sidecar --once`.
 func (n *node) once(t *testing.T, env []string, extra ...string) result {
 	t.Helper()
@@ -253,13 +267,7 @@ func TestSidecarServerDown(t *testing.T) {
 		t.Fatal("the database changed while the server was down")
 	}
 	// A running sidecar while the server is down, then back.
-	var logb syncBuffer
-	cmd := exec.Command(binary, n.args("--max-backoff", "2s")...)
-	cmd.Stdout, cmd.Stderr = &logb, &logb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	logb := n.start(t, "--max-backoff", "2s")
 	time.Sleep(3 * time.Second)
 	attempts := strings.Count(logb.String(), "watch stream ended") + strings.Count(logb.String(), "pass failed")
 	if attempts > 6 {
@@ -280,13 +288,7 @@ func TestSidecarServerDown(t *testing.T) {
 func TestSidecarRetriesARefusedRenewal(t *testing.T) {
 	srv := startServer(t, "", "--limit-per-node", "0.1", "--limit-per-node-burst", "1")
 	n := newNode(t, srv, "node-a")
-	var logb syncBuffer
-	cmd := exec.Command(binary, n.args("--max-backoff", "2s")...)
-	cmd.Stdout, cmd.Stderr = &logb, &logb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	logb := n.start(t, "--max-backoff", "2s")
 	if !waitNewSerial(t, n, "") {
 		t.Fatalf("the sidecar did not enrol:\n%s", logb.String())
 	}
@@ -413,13 +415,7 @@ func TestSidecarFlappingServer(t *testing.T) {
 	if r := n.once(t, nil); r.Code != 0 {
 		t.Fatalf("first pass: %+v", r)
 	}
-	var logb syncBuffer
-	cmd := exec.Command(binary, n.args("--max-backoff", "2s")...)
-	cmd.Stdout, cmd.Stderr = &logb, &logb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	logb := n.start(t, "--max-backoff", "2s")
 	valid := func() {
 		t.Helper()
 		out, err := exec.Command("certutil", "-V", "-d", "sql:"+n.nss, "-n", "ovs_certkey_node-f", "-u", "C").
