@@ -87,13 +87,10 @@ func IssueTx(tx Tx, is Issuance) error {
 	if _, ok := tx.Get(KCert(c.Serial)); ok {
 		return fmt.Errorf("%w: serial %s", ErrExists, c.Serial)
 	}
-	nameHeld := false // by this node already, as on every renewal: no write needed
 	if c.Kind == KindNode {
-		owner, ok := tx.Get(KName(c.CommonName))
-		if ok && string(owner) != c.Node {
+		if owner, ok := tx.Get(KName(c.CommonName)); ok && string(owner) != c.Node {
 			return fmt.Errorf("%w: %q is held by node %q", ErrNameHeld, c.CommonName, owner)
 		}
-		nameHeld = ok
 	}
 	if is.RequestUID != "" {
 		if prev, ok := tx.Get(KRequest(is.RequestUID)); ok {
@@ -146,10 +143,7 @@ func IssueTx(tx Tx, is Issuance) error {
 		puts = append(puts, [2]string{KRequest(is.RequestUID), c.Serial})
 	}
 	if c.Kind == KindNode {
-		puts = append(puts, [2]string{KRotate(c.RotateAfter, c.Serial), ""})
-		if !nameHeld {
-			puts = append(puts, [2]string{KName(c.CommonName), c.Node})
-		}
+		puts = append(puts, [2]string{KRotate(c.RotateAfter, c.Serial), ""}, [2]string{KName(c.CommonName), c.Node})
 	}
 	for _, p := range puts {
 		if err := tx.Put(p[0], []byte(p[1])); err != nil {
